@@ -1,0 +1,240 @@
+package plan
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// netLetters tag host-side veth names with the network they join.
+var netLetters = map[string]string{NetPrivate: "p", NetPublic: "u", NetDMZ: "d"}
+
+// Names of kernel objects. They are deterministic, and the host-side ones
+// fit Linux's 15-byte interface-name limit for any stack name that
+// spec.Validate accepts.
+func BridgeName(stack, network string) string { return stack + "-" + network[:3] }
+
+// HostVeth names the host end of node ordinal's veth on network. Ordinal 0 is
+// verify's outside vantage.
+func HostVeth(stack string, ordinal int, network string) string {
+	return fmt.Sprintf("%s-%d%s", stack, ordinal, netLetters[network])
+}
+
+// NetnsName names a node's network namespace (and its container).
+func NetnsName(stack, node string) string { return "bh-" + stack + "-" + node }
+
+// Build plans st, which must have passed spec.Validate and whose storage
+// protocol must be resolved (not "auto"): only the host knows whether its
+// kernel can mount NFS.
+func Build(st *spec.Stack) (*Plan, error) {
+	p := &Plan{
+		Stack:   st.Name,
+		Domain:  st.Domain,
+		Publish: Publish{HTTP: st.Publish.HTTP, HTTPS: st.Publish.HTTPS},
+		HostNFT: "bulkhead_" + strings.ReplaceAll(st.Name, "-", "_"),
+		byName:  map[string]int{},
+	}
+	if t := st.ByRole(spec.RoleStorage); t != nil {
+		if t.Protocol != spec.ProtocolNFS && t.Protocol != spec.ProtocolSFTP {
+			return nil, fmt.Errorf("plan %s: storage protocol %q is not resolved to nfs or sftp", st.Name, t.Protocol)
+		}
+		p.Storage = t.Protocol
+	}
+	dmz := st.Networks.DMZ.IsValid()
+	p.Networks = append(p.Networks, network(st.Name, NetPrivate, st.Networks.Private), network(st.Name, NetPublic, st.Networks.Public))
+	if dmz {
+		p.Networks = append(p.Networks, network(st.Name, NetDMZ, st.Networks.DMZ))
+	}
+	next := map[string]netip.Addr{}
+	for _, n := range p.Networks {
+		next[n.Name] = n.Gateway.Next()
+	}
+	take := func(net string) netip.Addr {
+		a := next[net]
+		next[net] = a.Next()
+		return a
+	}
+
+	ordinal := 0
+	for _, t := range st.Ordered() {
+		for i, name := range spec.InstanceNames(t) {
+			ordinal++
+			n := Node{
+				Name: name, Tier: t.Name, Role: t.Role, Software: t.Software,
+				Replica: i + 1, Ordinal: ordinal, Memory: int64(t.Memory), Pids: t.Pids,
+				Netns: NetnsName(st.Name, name), Container: NetnsName(st.Name, name),
+				Listens: []Port{ServicePort(t.Role, t.Software, p.Storage)},
+			}
+			if t.Role == spec.RoleStorage {
+				n.Software = p.Storage
+			}
+			if t.Role == spec.RoleEdge {
+				n.Listens = []Port{{"tcp", 80}, {"tcp", 443}}
+			}
+			for _, net := range networksOf(t.Role, dmz) {
+				nw := p.Network(net)
+				n.Ifaces = append(n.Ifaces, Interface{
+					Network: net, Name: net, Host: HostVeth(st.Name, ordinal, net),
+					Addr: take(net), Bits: nw.Subnet.Bits(),
+				})
+			}
+			p.byName[name] = len(p.Nodes)
+			p.Nodes = append(p.Nodes, n)
+		}
+	}
+	for _, n := range p.Networks {
+		if last := n.Subnet.Addr(); !n.Subnet.Contains(next[n.Name]) || next[n.Name] == broadcast(n.Subnet) {
+			return nil, fmt.Errorf("plan %s: network %s (%s from %s) has too few addresses for its nodes", st.Name, n.Name, n.Subnet, last)
+		}
+	}
+	p.Outside = Vantage{
+		Name: spec.Outside, Netns: NetnsName(st.Name, spec.Outside),
+		Iface: Interface{Network: NetPublic, Name: NetPublic, Host: HostVeth(st.Name, 0, NetPublic),
+			Addr: take(NetPublic), Bits: st.Networks.Public.Bits()},
+	}
+
+	if err := p.flows(st); err != nil {
+		return nil, err
+	}
+	for i := range p.Nodes {
+		p.Nodes[i].Firewall = p.firewall(&p.Nodes[i])
+	}
+	p.Site = Site{
+		Dir: st.Site.Dir, Static: slices.Clone(st.Site.Static),
+		DBName: st.Site.Database.Name, DBUser: st.Site.Database.User,
+		Writable: slices.Clone(st.Site.Writable),
+	}
+	p.Matrix = p.matrix()
+	return p, nil
+}
+
+func network(stack, name string, subnet netip.Prefix) Network {
+	return Network{Name: name, Subnet: subnet, Gateway: subnet.Addr().Next(), Bridge: BridgeName(stack, name)}
+}
+
+func broadcast(p netip.Prefix) netip.Addr {
+	a := p.Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// networksOf says which networks a role's nodes join. With a DMZ, the tiers
+// that face the edge move onto it, and the edge leaves the private network.
+func networksOf(role string, dmz bool) []string {
+	switch {
+	case role == spec.RoleEdge && dmz:
+		return []string{NetPublic, NetDMZ}
+	case role == spec.RoleEdge:
+		return []string{NetPublic, NetPrivate}
+	case dmz && (role == spec.RoleStatic || role == spec.RoleApp):
+		return []string{NetDMZ, NetPrivate}
+	}
+	return []string{NetPrivate}
+}
+
+// flows lists the flows the roles imply (DESIGN.md's table) and then the
+// stack's explicit ones, each on the network both ends share.
+func (p *Plan) flows(st *spec.Stack) error {
+	tierOf := func(role string) *spec.Tier { return st.ByRole(role) }
+	edge, static, app := tierOf(spec.RoleEdge), tierOf(spec.RoleStatic), tierOf(spec.RoleApp)
+	cache, db, storage := tierOf(spec.RoleCache), tierOf(spec.RoleDB), tierOf(spec.RoleStorage)
+	add := func(from, to *spec.Tier, port Port, why string) {
+		if from != nil && to != nil {
+			p.Flows = append(p.Flows, Flow{From: from.Name, To: to.Name, Port: port, Why: why})
+		}
+	}
+	if edge != nil {
+		p.Flows = append(p.Flows,
+			Flow{From: spec.Outside, To: edge.Name, Port: Port{"tcp", 80}, Network: NetPublic, Why: "visitors (http)"},
+			Flow{From: spec.Outside, To: edge.Name, Port: Port{"tcp", 443}, Network: NetPublic, Why: "visitors (https)"})
+	}
+	svc := func(t *spec.Tier) Port {
+		if t == nil {
+			return Port{}
+		}
+		return ServicePort(t.Role, t.Software, p.Storage)
+	}
+	add(edge, static, svc(static), "static paths")
+	add(edge, app, svc(app), "dynamic pages, load-balanced")
+	add(static, storage, svc(storage), "read-only mount of the site's files")
+	add(app, storage, svc(storage), "site code (read-only) and uploads (read-write)")
+	add(app, cache, svc(cache), "cache-aside for queries and pages")
+	add(app, db, svc(db), "the app's database")
+	for _, f := range st.Flows {
+		fl := Flow{From: f.From, To: f.To, Port: Port{f.Proto, f.Port}, Why: "explicit flow", Explicit: true}
+		if !slices.ContainsFunc(p.Flows, func(g Flow) bool { return g.From == fl.From && g.To == fl.To && g.Port == fl.Port }) {
+			p.Flows = append(p.Flows, fl)
+		}
+	}
+	var errs []error
+	for i := range p.Flows {
+		f := &p.Flows[i]
+		if f.Network != "" {
+			continue
+		}
+		f.Network = p.commonNetwork(f.From, f.To)
+		if f.Network == "" {
+			errs = append(errs, fmt.Errorf("plan %s: flow %s -> %s port %d: the two tiers share no network; with a DMZ, the edge reaches only static and app", st.Name, f.From, f.To, f.Port.Number))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Plan) commonNetwork(from, to string) string {
+	a, b := p.Tier(from), p.Tier(to)
+	if len(a) == 0 || len(b) == 0 {
+		return ""
+	}
+	for _, net := range []string{NetPrivate, NetDMZ, NetPublic} {
+		if a[0].Iface(net) != nil && b[0].Iface(net) != nil {
+			return net
+		}
+	}
+	return ""
+}
+
+// setName names the set of a peer tier's addresses on one network.
+func setName(dir, tier, network string) string {
+	n := dir + "_" + strings.ReplaceAll(tier, "-", "_")
+	if network != NetPrivate {
+		n += "_" + network
+	}
+	return n
+}
+
+func (p *Plan) firewall(n *Node) Firewall {
+	var fw Firewall
+	sets := map[string]bool{}
+	addSet := func(name, tier, network string) {
+		if sets[name] {
+			return
+		}
+		sets[name] = true
+		s := Set{Name: name}
+		for _, peer := range p.Tier(tier) {
+			s.Addrs = append(s.Addrs, peer.Addr(network))
+		}
+		fw.Sets = append(fw.Sets, s)
+	}
+	for _, f := range p.Flows {
+		if f.To == n.Tier {
+			r := Rule{Iface: f.Network, Port: f.Port, Comment: fmt.Sprintf("%s -> %s: %s", f.From, f.To, f.Why)}
+			if f.From != spec.Outside {
+				r.Set = setName("from", f.From, f.Network)
+				addSet(r.Set, f.From, f.Network)
+			}
+			fw.Input = append(fw.Input, r)
+		}
+		if f.From == n.Tier {
+			r := Rule{Iface: f.Network, Port: f.Port, Set: setName("to", f.To, f.Network), Comment: fmt.Sprintf("%s -> %s: %s", f.From, f.To, f.Why)}
+			addSet(r.Set, f.To, f.Network)
+			fw.Output = append(fw.Output, r)
+		}
+	}
+	return fw
+}

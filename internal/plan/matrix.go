@@ -1,0 +1,111 @@
+package plan
+
+import (
+	"slices"
+
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// Matrix is the expected reachability of the stack: for every source (the
+// outside vantage and every node), every destination node and every port of
+// interest, whether a connection is allowed. Cells not in Allow are denied.
+type Matrix struct {
+	Sources []string `json:"sources"`
+	Dests   []string `json:"destinations"`
+	Ports   []Port   `json:"ports"`
+	Allow   []Cell   `json:"allow"`
+	allowed map[Cell]bool
+}
+
+// Cell is one (source, destination, port) of the matrix.
+type Cell struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	Port Port   `json:"port"`
+}
+
+func (p *Plan) matrix() Matrix {
+	m := Matrix{Sources: []string{spec.Outside}}
+	for _, n := range p.Nodes {
+		m.Sources = append(m.Sources, n.Name)
+		m.Dests = append(m.Dests, n.Name)
+		m.Ports = append(m.Ports, n.Listens...)
+	}
+	for _, f := range p.Flows {
+		m.Ports = append(m.Ports, f.Port)
+		srcs := []string{spec.Outside}
+		if f.From != spec.Outside {
+			srcs = srcs[:0]
+			for _, s := range p.Tier(f.From) {
+				srcs = append(srcs, s.Name)
+			}
+		}
+		for _, s := range srcs {
+			for _, d := range p.Tier(f.To) {
+				if s != d.Name {
+					m.Allow = append(m.Allow, Cell{From: s, To: d.Name, Port: f.Port})
+				}
+			}
+		}
+	}
+	m.Ports = sortPorts(m.Ports)
+	m.index()
+	return m
+}
+
+func sortPorts(ps []Port) []Port {
+	slices.SortFunc(ps, func(a, b Port) int {
+		if a.Number != b.Number {
+			return a.Number - b.Number
+		}
+		return compareStrings(a.Proto, b.Proto)
+	})
+	return slices.Compact(ps)
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (m *Matrix) index() {
+	m.allowed = make(map[Cell]bool, len(m.Allow))
+	for _, c := range m.Allow {
+		m.allowed[c] = true
+	}
+}
+
+// Allowed reports whether the plan allows from to reach to on port.
+func (m *Matrix) Allowed(from, to string, port Port) bool {
+	if m.allowed == nil {
+		m.index()
+	}
+	return m.allowed[Cell{From: from, To: to, Port: port}]
+}
+
+// Cells lists every cell of the matrix, source-major, with its verdict.
+func (m *Matrix) Cells() []Verdict {
+	out := make([]Verdict, 0, len(m.Sources)*len(m.Dests)*len(m.Ports))
+	for _, s := range m.Sources {
+		for _, d := range m.Dests {
+			if s == d {
+				continue
+			}
+			for _, port := range m.Ports {
+				out = append(out, Verdict{Cell: Cell{s, d, port}, Allow: m.Allowed(s, d, port)})
+			}
+		}
+	}
+	return out
+}
+
+// Verdict is a cell and whether it is allowed.
+type Verdict struct {
+	Cell
+	Allow bool `json:"allow"`
+}

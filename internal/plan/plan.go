@@ -1,0 +1,237 @@
+// Package plan turns a validated Stack into a Plan: every node with its
+// addresses and kernel object names, the flows the roles imply, each node's
+// firewall policy and the reachability matrix that verify checks. It is pure:
+// the same Stack always yields the same Plan, and it does no I/O.
+package plan
+
+import (
+	"net/netip"
+
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// Network names. They are also the interface names inside each node's
+// namespace, so that a node's firewall reads "iifname private".
+const (
+	NetPrivate = "private"
+	NetPublic  = "public"
+	NetDMZ     = "dmz"
+)
+
+// Plan is everything a driver needs to realise a stack, and everything
+// verify needs to check it.
+type Plan struct {
+	Stack    string       `json:"stack"`
+	Domain   string       `json:"domain"`
+	Publish  Publish      `json:"publish"`
+	Networks []Network    `json:"networks"`
+	Nodes    []Node       `json:"nodes"`
+	Outside  Vantage      `json:"outside"`
+	Flows    []Flow       `json:"flows"`
+	Site     Site         `json:"site"`
+	Storage  string       `json:"storage_protocol"`
+	Matrix   Matrix       `json:"matrix"`
+	HostNFT  string       `json:"host_table"`
+	byName   map[string]int
+}
+
+// Publish is where the edge's ports appear on the host.
+type Publish struct {
+	HTTP  netip.AddrPort `json:"http"`
+	HTTPS netip.AddrPort `json:"https"`
+}
+
+// Network is one of the stack's subnets and the bridge that carries it.
+type Network struct {
+	Name    string       `json:"name"`
+	Subnet  netip.Prefix `json:"subnet"`
+	Gateway netip.Addr   `json:"gateway"` // the host's address on the bridge
+	Bridge  string       `json:"bridge"`
+}
+
+// Node is one compartment: a namespace, a container and its daemons.
+type Node struct {
+	Name      string      `json:"name"` // instance name, e.g. "app-1"
+	Tier      string      `json:"tier"`
+	Role      string      `json:"role"`
+	Software  string      `json:"software"`
+	Replica   int         `json:"replica"` // 1-based within the tier
+	Ordinal   int         `json:"ordinal"` // 1-based within the stack; used in kernel names
+	Memory    int64       `json:"memory"`
+	Pids      int         `json:"pids"`
+	Netns     string      `json:"netns"`
+	Container string      `json:"container"`
+	Ifaces    []Interface `json:"interfaces"`
+	Listens   []Port      `json:"listens"` // the ports the role serves
+	Firewall  Firewall    `json:"firewall"`
+}
+
+// Interface is a node's leg on one network: a veth pair whose host end sits
+// on the network's bridge.
+type Interface struct {
+	Network string     `json:"network"`
+	Name    string     `json:"name"`      // inside the namespace
+	Host    string     `json:"host_name"` // host end of the veth
+	Addr    netip.Addr `json:"addr"`
+	Bits    int        `json:"bits"`
+}
+
+// Vantage is verify's stand-in for the internet: a namespace on the public
+// network that is not part of the stack.
+type Vantage struct {
+	Name  string    `json:"name"`
+	Netns string    `json:"netns"`
+	Iface Interface `json:"interface"`
+}
+
+// Port is a transport port.
+type Port struct {
+	Proto  string `json:"proto"`
+	Number int    `json:"port"`
+}
+
+// Flow is an allowed connection between tiers. From may be spec.Outside.
+type Flow struct {
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Port     Port   `json:"port"`
+	Network  string `json:"network"`
+	Why      string `json:"why"`
+	Explicit bool   `json:"explicit,omitempty"`
+}
+
+// Site is what the nodes need to know of the application.
+type Site struct {
+	Dir      string   `json:"dir"`
+	Static   []string `json:"static"`
+	DBName   string   `json:"db_name"`
+	DBUser   string   `json:"db_user"`
+	Writable []string `json:"writable"`
+}
+
+// Firewall is one node's policy: drop by default in both directions, allow
+// loopback and established traffic, and exactly the node's flows.
+type Firewall struct {
+	Sets   []Set  `json:"sets"`
+	Input  []Rule `json:"input"`
+	Output []Rule `json:"output"`
+}
+
+// Set is a named set of peer addresses, so that a pool of 100 app nodes is
+// one rule, not one hundred.
+type Set struct {
+	Name  string       `json:"name"`
+	Addrs []netip.Addr `json:"addrs"`
+}
+
+// Rule allows one flow in one direction. An empty Set means any peer.
+type Rule struct {
+	Iface   string `json:"iface"`
+	Set     string `json:"set,omitempty"`
+	Port    Port   `json:"port"`
+	Comment string `json:"comment"`
+}
+
+// Node returns the node called name, or nil.
+func (p *Plan) Node(name string) *Node {
+	if i, ok := p.byName[name]; ok {
+		return &p.Nodes[i]
+	}
+	return nil
+}
+
+// Tier returns the nodes of a tier, in replica order.
+func (p *Plan) Tier(tier string) []*Node {
+	var out []*Node
+	for i := range p.Nodes {
+		if p.Nodes[i].Tier == tier {
+			out = append(out, &p.Nodes[i])
+		}
+	}
+	return out
+}
+
+// Role returns the nodes that play role.
+func (p *Plan) Role(role string) []*Node {
+	var out []*Node
+	for i := range p.Nodes {
+		if p.Nodes[i].Role == role {
+			out = append(out, &p.Nodes[i])
+		}
+	}
+	return out
+}
+
+// Network returns the named network, or nil.
+func (p *Plan) Network(name string) *Network {
+	for i := range p.Networks {
+		if p.Networks[i].Name == name {
+			return &p.Networks[i]
+		}
+	}
+	return nil
+}
+
+// Iface returns the node's interface on network, or nil.
+func (n *Node) Iface(network string) *Interface {
+	for i := range n.Ifaces {
+		if n.Ifaces[i].Network == network {
+			return &n.Ifaces[i]
+		}
+	}
+	return nil
+}
+
+// Addr returns the node's address on network, or the zero Addr.
+func (n *Node) Addr(network string) netip.Addr {
+	if i := n.Iface(network); i != nil {
+		return i.Addr
+	}
+	return netip.Addr{}
+}
+
+// Peers returns the nodes this node has an outbound flow to, with the flow,
+// in plan order.
+func (p *Plan) Peers(n *Node) []Peer {
+	var out []Peer
+	for _, f := range p.Flows {
+		if f.From != n.Tier {
+			continue
+		}
+		for _, d := range p.Tier(f.To) {
+			out = append(out, Peer{Node: d, Flow: f})
+		}
+	}
+	return out
+}
+
+// Peer is a node reached by a flow.
+type Peer struct {
+	Node *Node
+	Flow Flow
+}
+
+// ServicePort is the port each role serves, for a given software choice.
+func ServicePort(role, software, storage string) Port {
+	tcp := func(n int) Port { return Port{Proto: "tcp", Number: n} }
+	switch role {
+	case spec.RoleEdge, spec.RoleStatic, spec.RoleApp:
+		return tcp(80)
+	case spec.RoleCache:
+		if software == "redis" {
+			return tcp(6379)
+		}
+		return tcp(11211)
+	case spec.RoleDB:
+		if software == "postgresql" {
+			return tcp(5432)
+		}
+		return tcp(3306)
+	case spec.RoleStorage:
+		if storage == spec.ProtocolNFS {
+			return tcp(2049)
+		}
+		return tcp(22)
+	}
+	return Port{}
+}

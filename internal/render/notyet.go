@@ -1,0 +1,5 @@
+package render
+
+import "errors"
+
+var errNotYet = errors.New("not rendered yet")

@@ -1,0 +1,135 @@
+// Package render turns a Plan into the bytes every node runs on: nftables
+// rulesets, daemon configs, hosts files, and the list of daemons each node's
+// agent supervises. It is pure: secrets and paths are inputs, never
+// constants, and it does no I/O.
+package render
+
+import (
+	"fmt"
+	"path"
+	"sort"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// Layout says where things are inside a node's container. Configs refer to
+// these paths; the driver mounts the directories there. Tests render with a
+// layout under a temporary directory so that daemons can check the configs
+// offline.
+type Layout struct {
+	Conf    string // rendered configs, read-only
+	Run     string // pid files, sockets, temp files (tmpfs)
+	Log     string // daemon logs
+	Data    string // persistent data: databases, the storage export
+	Site    string // the site's files, mounted from storage (static, app)
+	Secrets string // per-node secrets handed in by the host, read-only
+}
+
+// DefaultLayout is the layout of a node container made by the local driver.
+func DefaultLayout() Layout {
+	return Layout{
+		Conf:    "/etc/bulkhead",
+		Run:     "/run/bulkhead",
+		Log:     "/var/log/bulkhead",
+		Data:    "/var/lib/bulkhead",
+		Site:    "/srv/site",
+		Secrets: "/etc/bulkhead/secrets",
+	}
+}
+
+// Secrets are generated per stack by the host and handed to rendering.
+type Secrets struct {
+	// DBPassword is the site's database user's password.
+	DBPassword string
+	// StorageKeys maps a storage client node (static, app-N) to the SSH
+	// public key it mounts the storage with, one line of authorized_keys.
+	StorageKeys map[string]string
+}
+
+// Input is everything besides the Plan that rendering needs.
+type Input struct {
+	Layout  Layout
+	Secrets Secrets
+}
+
+// File is one rendered file of one node. Path is relative to the node's
+// Layout.Conf directory.
+type File struct {
+	Path string
+	Mode uint32
+	Data []byte
+}
+
+// Service is one daemon a node's agent runs in the foreground.
+type Service struct {
+	Name string   `json:"name"`
+	Argv []string `json:"argv"`
+	// Setup runs once before the first start, to completion (e.g. a
+	// database's datadir initialisation); it is skipped when Creates exists.
+	Setup   []string `json:"setup,omitempty"`
+	Creates string   `json:"creates,omitempty"`
+}
+
+// Node is the rendered output of one node.
+type Node struct {
+	Name     string
+	Files    []File
+	Services []Service
+}
+
+// Render renders every node of p.
+func Render(p *plan.Plan, in Input) ([]Node, error) {
+	out := make([]Node, 0, len(p.Nodes))
+	for i := range p.Nodes {
+		n, err := RenderNode(p, &p.Nodes[i], in)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// RenderNode renders one node: its firewall, hosts file and its role's
+// daemons.
+func RenderNode(p *plan.Plan, n *plan.Node, in Input) (Node, error) {
+	out := Node{Name: n.Name}
+	out.Files = append(out.Files,
+		File{Path: "nftables.nft", Mode: 0o644, Data: Nftables(n)},
+		File{Path: "hosts", Mode: 0o644, Data: Hosts(p, n)},
+	)
+	r, ok := renderers[n.Role+"/"+n.Software]
+	if !ok {
+		return Node{}, fmt.Errorf("render %s: no renderer for %s software %q", n.Name, n.Role, n.Software)
+	}
+	files, svcs, err := r(p, n, in)
+	if err != nil {
+		return Node{}, fmt.Errorf("render %s (%s): %w", n.Name, n.Software, err)
+	}
+	out.Files = append(out.Files, files...)
+	out.Services = svcs
+	sort.Slice(out.Files, func(i, j int) bool { return out.Files[i].Path < out.Files[j].Path })
+	return out, nil
+}
+
+// renderer renders the daemons of one role and software.
+type renderer func(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error)
+
+var renderers = map[string]renderer{
+	spec.RoleEdge + "/nginx":      edgeNginx,
+	spec.RoleEdge + "/haproxy":    edgeHAProxy,
+	spec.RoleStatic + "/lighttpd": staticLighttpd,
+	spec.RoleStatic + "/nginx":    staticNginx,
+	spec.RoleApp + "/apache2":     appApache,
+	spec.RoleApp + "/nginx":       appNginx,
+	spec.RoleCache + "/memcached": cacheMemcached,
+	spec.RoleCache + "/redis":     cacheRedis,
+	spec.RoleDB + "/mariadb":      dbMariaDB,
+	spec.RoleDB + "/postgresql":   dbPostgres,
+	spec.RoleStorage + "/sftp":    storageSFTP,
+	spec.RoleStorage + "/nfs":     storageNFS,
+}
+
+// conf joins a file name onto the node's config directory.
+func (l Layout) conf(name string) string { return path.Join(l.Conf, name) }

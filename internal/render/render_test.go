@@ -1,0 +1,262 @@
+package render_test
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+
+// testSecrets are fixed so that golden files are stable. They are test
+// inputs, not defaults: nothing outside tests renders with them.
+func testSecrets(p *plan.Plan) render.Secrets {
+	s := render.Secrets{DBPassword: "golden-db-password", StorageKeys: map[string]string{}}
+	for _, n := range p.Nodes {
+		if n.Role == spec.RoleStatic || n.Role == spec.RoleApp {
+			s.StorageKeys[n.Name] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGoldenKeyOf" + strings.ReplaceAll(n.Name, "-", "") + " bulkhead-" + n.Name
+		}
+	}
+	return s
+}
+
+// loadPlan parses, validates and plans a stack in testdata/stacks, resolving
+// storage "auto" to sftp as a kernel without NFS would.
+func loadPlan(t testing.TB, name string) *plan.Plan {
+	t.Helper()
+	file := filepath.Join("testdata", "stacks", name+".yaml")
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := spec.Parse(file, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spec.Validate(st, spec.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	if s := st.ByRole(spec.RoleStorage); s != nil && s.Protocol == spec.ProtocolAuto {
+		s.Protocol = spec.ProtocolSFTP
+	}
+	p, err := plan.Build(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func stackCases(t testing.TB) []string {
+	matches, err := filepath.Glob(filepath.Join("testdata", "stacks", "*.yaml"))
+	if err != nil || len(matches) == 0 {
+		t.Fatalf("no stacks in testdata/stacks: %v", err)
+	}
+	var out []string
+	for _, m := range matches {
+		out = append(out, strings.TrimSuffix(filepath.Base(m), ".yaml"))
+	}
+	return out
+}
+
+// TestGolden renders every stack in testdata/stacks with the default layout
+// and compares each file with testdata/golden/STACK/NODE/FILE. Run with
+// -update to rewrite them, then read the diff.
+func TestGolden(t *testing.T) {
+	for _, c := range stackCases(t) {
+		t.Run(c, func(t *testing.T) {
+			p := loadPlan(t, c)
+			nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: testSecrets(p)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := filepath.Join("testdata", "golden", c)
+			if *update {
+				if err := os.RemoveAll(dir); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := map[string]bool{}
+			for _, n := range nodes {
+				svcs, err := json.MarshalIndent(n.Services, "", "  ")
+				if err != nil {
+					t.Fatal(err)
+				}
+				files := append(n.Files, render.File{Path: "services.json", Data: append(svcs, '\n')})
+				for _, f := range files {
+					rel := filepath.Join(n.Name, f.Path)
+					want[rel] = true
+					golden(t, filepath.Join(dir, rel), f.Data)
+				}
+			}
+			// A golden file that nothing renders any more is stale.
+			filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					rel, _ := filepath.Rel(dir, path)
+					if !want[rel] {
+						t.Errorf("%s: golden file is no longer rendered; run go test -update", path)
+					}
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func golden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Errorf("%s: %v (run go test -update to create it)", path, err)
+		return
+	}
+	if string(want) != string(got) {
+		t.Errorf("%s differs from the rendered file (run go test -update and read the diff):\n%s", path, firstDiff(string(want), string(got)))
+	}
+}
+
+func firstDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for i := 0; i < max(len(w), len(g)); i++ {
+		var a, b string
+		if i < len(w) {
+			a = w[i]
+		}
+		if i < len(g) {
+			b = g[i]
+		}
+		if a != b {
+			return fmt.Sprintf("line %d:\n- %s\n+ %s", i+1, a, b)
+		}
+	}
+	return ""
+}
+
+// TestRenderDeterministic renders the same plan twice and expects the same
+// bytes: map iteration must never leak into output.
+func TestRenderDeterministic(t *testing.T) {
+	for _, c := range stackCases(t) {
+		p := loadPlan(t, c)
+		in := render.Input{Layout: render.DefaultLayout(), Secrets: testSecrets(p)}
+		a, err := render.Render(p, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			b, _ := render.Render(p, in)
+			for i := range a {
+				for j := range a[i].Files {
+					if string(a[i].Files[j].Data) != string(b[i].Files[j].Data) {
+						t.Fatalf("%s: %s/%s differs between two renders", c, a[i].Name, a[i].Files[j].Path)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestSecretsAreInputs renders with two different passwords and expects the
+// password to appear only where it is given, never as a constant.
+func TestSecretsAreInputs(t *testing.T) {
+	p := loadPlan(t, "default")
+	for _, pw := range []string{"first-Secret-1", "second-Secret-2"} {
+		nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: render.Secrets{DBPassword: pw, StorageKeys: testSecrets(p).StorageKeys}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, n := range nodes {
+			for _, f := range n.Files {
+				if strings.Contains(string(f.Data), "golden-db-password") {
+					t.Errorf("%s/%s holds a password that was not given", n.Name, f.Path)
+				}
+				found = found || strings.Contains(string(f.Data), pw)
+			}
+		}
+		if !found {
+			t.Errorf("password %q appears in no rendered file", pw)
+		}
+	}
+}
+
+// checkLayout renders stack c with a layout rooted in a temporary
+// directory, writes the files there, and creates the directories daemons
+// expect, so that a daemon's own offline check can read a config.
+func checkLayout(t *testing.T, c string) (*plan.Plan, []render.Node, render.Layout) {
+	t.Helper()
+	p := loadPlan(t, c)
+	root := t.TempDir()
+	l := render.Layout{
+		Conf: filepath.Join(root, "conf"), Run: filepath.Join(root, "run"), Log: filepath.Join(root, "log"),
+		Data: filepath.Join(root, "data"), Site: filepath.Join(root, "site"), Secrets: filepath.Join(root, "secrets"),
+	}
+	nodes, err := render.Render(p, render.Input{Layout: l, Secrets: testSecrets(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, nodes, l
+}
+
+// writeNode writes one node's files under its own copy of the layout and
+// returns that layout.
+func writeNode(t *testing.T, l render.Layout, n render.Node) {
+	t.Helper()
+	for _, d := range []string{l.Conf, l.Run, l.Log, l.Data, l.Site, l.Secrets} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range n.Files {
+		path := filepath.Join(l.Conf, f.Path)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, f.Data, os.FileMode(f.Mode)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// requireTool finds a daemon's binary. On CI its absence is a failure, since
+// .ci/run installs it; elsewhere the check is skipped with a note.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is not installed; .ci/run must install it", name)
+	}
+	t.Skipf("%s is not installed (apt-get install it to run this check)", name)
+	return ""
+}
+
+func nodeByRole(t *testing.T, p *plan.Plan, nodes []render.Node, role string) render.Node {
+	t.Helper()
+	for _, n := range nodes {
+		if p.Node(n.Name).Role == role {
+			return n
+		}
+	}
+	t.Fatalf("no %s node", role)
+	return render.Node{}
+}

@@ -1,0 +1,127 @@
+package spec
+
+import (
+	"net/netip"
+	"sort"
+)
+
+// Defaults for fields a stack file leaves out.
+var (
+	DefaultName    = "bulkhead"
+	DefaultDomain  = "localhost"
+	DefaultPrivate = netip.MustParsePrefix("10.77.0.0/24")
+	DefaultPublic  = netip.MustParsePrefix("10.77.1.0/28")
+	DefaultHTTP    = netip.MustParseAddrPort("127.0.0.1:8080")
+	DefaultHTTPS   = netip.MustParseAddrPort("127.0.0.1:8443")
+	DefaultStatic  = []string{"/assets/", "/uploads/", "*.css", "*.js", "*.png", "*.jpg", "*.jpeg", "*.gif", "*.svg", "*.ico", "*.webp", "*.woff2"}
+	DefaultPids    = 512
+)
+
+// DefaultMemory is each role's memory limit when a tier sets none.
+var DefaultMemory = map[string]ByteSize{
+	RoleEdge:    256 << 20,
+	RoleStatic:  128 << 20,
+	RoleApp:     512 << 20,
+	RoleCache:   256 << 20,
+	RoleDB:      1 << 30,
+	RoleStorage: 256 << 20,
+}
+
+// DefaultTiers is the seven-node stack of DESIGN.md: edge, static, app ×2,
+// cache, db, storage.
+func DefaultTiers() map[string]*Tier {
+	return map[string]*Tier{
+		RoleEdge:    {Role: RoleEdge},
+		RoleStatic:  {Role: RoleStatic},
+		RoleApp:     {Role: RoleApp, Replicas: 2},
+		RoleCache:   {Role: RoleCache},
+		RoleDB:      {Role: RoleDB},
+		RoleStorage: {Role: RoleStorage},
+	}
+}
+
+// ApplyDefaults fills what the file left out. Parse calls it; it is exported
+// for code that builds a Stack without a file.
+func ApplyDefaults(s *Stack) {
+	if s.Name == "" {
+		s.Name = DefaultName
+	}
+	if s.Domain == "" {
+		s.Domain = DefaultDomain
+	}
+	if !s.Networks.Private.IsValid() {
+		s.Networks.Private = DefaultPrivate
+	}
+	if !s.Networks.Public.IsValid() {
+		s.Networks.Public = DefaultPublic
+	}
+	if !s.Publish.HTTP.IsValid() {
+		s.Publish.HTTP = DefaultHTTP
+	}
+	if !s.Publish.HTTPS.IsValid() {
+		s.Publish.HTTPS = DefaultHTTPS
+	}
+	if len(s.Tiers) == 0 {
+		s.Tiers = DefaultTiers()
+	}
+	for name, t := range s.Tiers {
+		f := "tiers." + name + "."
+		t.Name = name
+		if t.Role == "" {
+			t.Role = name
+		}
+		if t.Software == "" && len(Software[t.Role]) > 0 {
+			t.Software = Software[t.Role][0]
+		}
+		if t.Role == RoleStorage && t.Protocol == "" {
+			t.Protocol = ProtocolAuto
+		}
+		// A value written as 0 stays 0 so that Validate can reject it.
+		if t.Replicas == 0 && !s.written(f+"replicas") {
+			t.Replicas = 1
+		}
+		if t.Memory == 0 && !s.written(f+"memory") {
+			t.Memory = DefaultMemory[t.Role]
+		}
+		if t.Pids == 0 && !s.written(f+"pids") {
+			t.Pids = DefaultPids
+		}
+	}
+	if s.Site.Dir == "" {
+		s.Site.Dir = "site"
+	}
+	if s.Site.Static == nil {
+		s.Site.Static = append([]string(nil), DefaultStatic...)
+	}
+	if s.Site.Database.Name == "" {
+		s.Site.Database.Name = "site"
+	}
+	if s.Site.Database.User == "" {
+		s.Site.Database.User = "site"
+	}
+	if s.Site.Writable == nil {
+		s.Site.Writable = []string{"uploads"}
+	}
+	for i := range s.Flows {
+		if s.Flows[i].Proto == "" {
+			s.Flows[i].Proto = "tcp"
+		}
+	}
+	if s.pos == nil {
+		s.pos = map[string]Pos{"": {1, 1}}
+	}
+}
+
+// Default returns the built-in default stack, as if read from an empty file.
+func Default() *Stack {
+	s := &Stack{File: "bulkhead.yaml", Dir: "."}
+	ApplyDefaults(s)
+	return s
+}
+
+func (s *Stack) written(field string) bool {
+	_, ok := s.pos[field]
+	return ok
+}
+
+func sortStrings(s []string) { sort.Strings(s) }

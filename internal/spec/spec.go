@@ -1,0 +1,189 @@
+// Package spec defines bulkhead.yaml, the file an operator writes to describe a
+// split stack, and turns its bytes into a validated Stack. It does no I/O of
+// its own except the one check that the site directory exists, which Validate
+// does through an injected function.
+package spec
+
+import "net/netip"
+
+// Roles in the order the plan lays nodes out. The order is part of the
+// contract: addresses are handed out in it, so adding app replicas never
+// renumbers the other tiers.
+const (
+	RoleEdge    = "edge"
+	RoleStatic  = "static"
+	RoleCache   = "cache"
+	RoleDB      = "db"
+	RoleStorage = "storage"
+	RoleApp     = "app"
+)
+
+// Roles lists every role, in plan order.
+var Roles = []string{RoleEdge, RoleStatic, RoleCache, RoleDB, RoleStorage, RoleApp}
+
+// Software lists, per role, the daemons bulkhead can run; the first is the
+// default. Storage has no choice of software, only of protocol. The app's
+// choices name the web server in front of php-fpm.
+var Software = map[string][]string{
+	RoleEdge:    {"nginx", "haproxy"},
+	RoleStatic:  {"lighttpd", "nginx"},
+	RoleApp:     {"apache2", "nginx"},
+	RoleCache:   {"memcached", "redis"},
+	RoleDB:      {"mariadb", "postgresql"},
+}
+
+// Protocols lists how the storage tier can serve files; the first is the
+// default.
+var Protocols = []string{ProtocolAuto, ProtocolSFTP, ProtocolNFS}
+
+// Storage protocols. Auto is resolved by whoever knows the kernel (the
+// driver) before a plan is built.
+const (
+	ProtocolAuto = "auto"
+	ProtocolNFS  = "nfs"
+	ProtocolSFTP = "sftp"
+)
+
+// Stack is a parsed bulkhead.yaml.
+type Stack struct {
+	// Name names the stack; it prefixes every kernel object bulkhead creates.
+	Name string `yaml:"name"`
+	// Domain is the site's host name, used as the edge's server_name.
+	Domain string `yaml:"domain"`
+	// Networks are the stack's subnets.
+	Networks Networks `yaml:"networks"`
+	// Publish says where on the host the edge's ports appear.
+	Publish Publish `yaml:"publish"`
+	// Tiers maps a tier name to its settings. Empty means the default stack.
+	Tiers map[string]*Tier `yaml:"tiers"`
+	// Site is the application bulkhead serves.
+	Site Site `yaml:"site"`
+	// Flows are extra allowed connections beyond what the roles imply.
+	Flows []Flow `yaml:"flows"`
+
+	// File is the path the stack was read from, for messages.
+	File string `yaml:"-"`
+	// Dir is the directory relative paths in the file are resolved against.
+	Dir string `yaml:"-"`
+
+	pos map[string]Pos
+}
+
+// Networks holds the stack's subnets.
+type Networks struct {
+	// Private is the subnet every node sits on.
+	Private netip.Prefix `yaml:"private"`
+	// Public is the visitors' side of the edge.
+	Public netip.Prefix `yaml:"public"`
+	// DMZ, when set, separates edge, static and app from the data tiers.
+	DMZ netip.Prefix `yaml:"dmz"`
+}
+
+// Publish holds host addresses the edge's ports are published on.
+type Publish struct {
+	HTTP  netip.AddrPort `yaml:"http"`
+	HTTPS netip.AddrPort `yaml:"https"`
+}
+
+// Tier is one role's node group.
+type Tier struct {
+	// Name is the tier's key in the tiers mapping.
+	Name string `yaml:"-"`
+	// Role is what the tier does; it defaults to the tier's name.
+	Role string `yaml:"role"`
+	// Software is the daemon that plays the role.
+	Software string `yaml:"software"`
+	// Replicas is how many identical nodes the tier has.
+	Replicas int `yaml:"replicas"`
+	// Memory is the cgroup memory limit of each node.
+	Memory ByteSize `yaml:"memory"`
+	// Pids is the cgroup pids limit of each node.
+	Pids int `yaml:"pids"`
+	// Protocol is how storage serves files: auto, nfs or sftp.
+	Protocol string `yaml:"protocol"`
+}
+
+// Site describes the application.
+type Site struct {
+	// Dir holds the site's files; relative to the stack file.
+	Dir string `yaml:"dir"`
+	// Static lists the request paths the static tier serves: prefixes
+	// ending in "/" or globs like "*.css".
+	Static []string `yaml:"static"`
+	// Database names the app's database and its user.
+	Database Database `yaml:"database"`
+	// Writable lists site paths app nodes may write (uploads).
+	Writable []string `yaml:"writable"`
+}
+
+// Database names the app's database.
+type Database struct {
+	Name string `yaml:"name"`
+	User string `yaml:"user"`
+}
+
+// Flow is an extra allowed connection.
+type Flow struct {
+	From  string `yaml:"from"`
+	To    string `yaml:"to"`
+	Port  int    `yaml:"port"`
+	Proto string `yaml:"proto"`
+}
+
+// Pos is a place in the stack file.
+type Pos struct {
+	Line, Col int
+}
+
+// Pos returns where field (a dotted path such as "tiers.app.replicas") was
+// written, or the closest enclosing field that was.
+func (s *Stack) Pos(field string) Pos {
+	for f := field; f != ""; {
+		if p, ok := s.pos[f]; ok {
+			return p
+		}
+		i := lastDot(f)
+		if i < 0 {
+			break
+		}
+		f = f[:i]
+	}
+	return s.pos[""]
+}
+
+func lastDot(s string) int {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '.' || s[i] == '[' {
+			return i
+		}
+	}
+	return -1
+}
+
+// Ordered returns the stack's tiers in plan order: by role, then name.
+func (s *Stack) Ordered() []*Tier {
+	var out []*Tier
+	for _, r := range Roles {
+		var names []string
+		for n, t := range s.Tiers {
+			if t.Role == r {
+				names = append(names, n)
+			}
+		}
+		sortStrings(names)
+		for _, n := range names {
+			out = append(out, s.Tiers[n])
+		}
+	}
+	return out
+}
+
+// ByRole returns the first tier that plays role, or nil.
+func (s *Stack) ByRole(role string) *Tier {
+	for _, t := range s.Ordered() {
+		if t.Role == role {
+			return t
+		}
+	}
+	return nil
+}

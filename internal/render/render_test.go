@@ -195,28 +195,26 @@ func TestSecretsAreInputs(t *testing.T) {
 	}
 }
 
-// checkLayout renders stack c with a layout rooted in a temporary
-// directory, writes the files there, and creates the directories daemons
-// expect, so that a daemon's own offline check can read a config.
-func checkLayout(t *testing.T, c string) (*plan.Plan, []render.Node, render.Layout) {
+// renderRole renders the first node of role in stack c with a layout rooted
+// in a temporary directory, writes its files there and creates the
+// directories daemons expect, so that a daemon's own offline check can read
+// the config as it would inside the node.
+func renderRole(t *testing.T, c, role string) (*plan.Plan, render.Node, render.Layout) {
 	t.Helper()
 	p := loadPlan(t, c)
+	nodes := p.Role(role)
+	if len(nodes) == 0 {
+		t.Fatalf("stack %s has no %s node", c, role)
+	}
 	root := t.TempDir()
 	l := render.Layout{
 		Conf: filepath.Join(root, "conf"), Run: filepath.Join(root, "run"), Log: filepath.Join(root, "log"),
 		Data: filepath.Join(root, "data"), Site: filepath.Join(root, "site"), Secrets: filepath.Join(root, "secrets"),
 	}
-	nodes, err := render.Render(p, render.Input{Layout: l, Secrets: testSecrets(p)})
+	n, err := render.RenderNode(p, nodes[0], render.Input{Layout: l, Secrets: testSecrets(p)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p, nodes, l
-}
-
-// writeNode writes one node's files under its own copy of the layout and
-// returns that layout.
-func writeNode(t *testing.T, l render.Layout, n render.Node) {
-	t.Helper()
 	for _, d := range []string{l.Conf, l.Run, l.Log, l.Data, l.Site, l.Secrets} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -231,6 +229,7 @@ func writeNode(t *testing.T, l render.Layout, n render.Node) {
 			t.Fatal(err)
 		}
 	}
+	return p, n, l
 }
 
 // requireTool finds a daemon's binary. On CI its absence is a failure, since
@@ -250,13 +249,3 @@ func requireTool(t *testing.T, name string) string {
 	return ""
 }
 
-func nodeByRole(t *testing.T, p *plan.Plan, nodes []render.Node, role string) render.Node {
-	t.Helper()
-	for _, n := range nodes {
-		if p.Node(n.Name).Role == role {
-			return n
-		}
-	}
-	t.Fatalf("no %s node", role)
-	return render.Node{}
-}

@@ -34,7 +34,7 @@ func Build(st *spec.Stack) (*Plan, error) {
 	p := &Plan{
 		Stack:   st.Name,
 		Domain:  st.Domain,
-		Publish: Publish{HTTP: st.Publish.HTTP, HTTPS: st.Publish.HTTPS},
+		Publish: Publish{HTTP: st.Publish.HTTP, HTTPS: st.Publish.HTTPS, Redirect: st.Publish.Redirect},
 		HostNFT: "bulkhead_" + strings.ReplaceAll(st.Name, "-", "_"),
 		byName:  map[string]int{},
 	}

@@ -37,8 +37,9 @@ type Plan struct {
 
 // Publish is where the edge's ports appear on the host.
 type Publish struct {
-	HTTP  netip.AddrPort `json:"http"`
-	HTTPS netip.AddrPort `json:"https"`
+	HTTP     netip.AddrPort `json:"http"`
+	HTTPS    netip.AddrPort `json:"https"`
+	Redirect bool           `json:"redirect_https"`
 }
 
 // Network is one of the stack's subnets and the bridge that carries it.

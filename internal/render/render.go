@@ -23,8 +23,12 @@ type Layout struct {
 	Log     string // daemon logs
 	Data    string // persistent data: databases, the storage export
 	Site    string // the site's files, mounted from storage (static, app)
-	Secrets string // per-node secrets handed in by the host, read-only
 }
+
+// SecretsDir is the subdirectory of Layout.Conf that holds a node's secrets
+// (files of mode 0400 or 0440). Rendered files under it have paths starting
+// "secrets/".
+const SecretsDir = "secrets"
 
 // DefaultLayout is the layout of a node container made by the local driver.
 func DefaultLayout() Layout {
@@ -34,7 +38,6 @@ func DefaultLayout() Layout {
 		Log:     "/var/log/bulkhead",
 		Data:    "/var/lib/bulkhead",
 		Site:    "/srv/site",
-		Secrets: "/etc/bulkhead/secrets",
 	}
 }
 
@@ -45,6 +48,11 @@ type Secrets struct {
 	// StorageKeys maps a storage client node (static, app-N) to the SSH
 	// public key it mounts the storage with, one line of authorized_keys.
 	StorageKeys map[string]string
+	// StorageHostKey is the storage node's SSH host private key (OpenSSH
+	// PEM), so clients can pin it.
+	StorageHostKey []byte
+	// TLSCert and TLSKey are the edge's certificate chain and key, PEM.
+	TLSCert, TLSKey []byte
 }
 
 // Input is everything besides the Plan that rendering needs.
@@ -133,3 +141,6 @@ var renderers = map[string]renderer{
 
 // conf joins a file name onto the node's config directory.
 func (l Layout) conf(name string) string { return path.Join(l.Conf, name) }
+
+// secret is the in-node path of a secrets file.
+func (l Layout) secret(name string) string { return path.Join(l.Conf, SecretsDir, name) }

@@ -19,7 +19,13 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/go
 // testSecrets are fixed so that golden files are stable. They are test
 // inputs, not defaults: nothing outside tests renders with them.
 func testSecrets(p *plan.Plan) render.Secrets {
-	s := render.Secrets{DBPassword: "golden-db-password", StorageKeys: map[string]string{}}
+	s := render.Secrets{
+		DBPassword:     "golden-db-password",
+		StorageKeys:    map[string]string{},
+		StorageHostKey: []byte("-----BEGIN OPENSSH PRIVATE KEY-----\ngolden-host-key\n-----END OPENSSH PRIVATE KEY-----\n"),
+		TLSCert:        []byte("-----BEGIN CERTIFICATE-----\ngolden-cert\n-----END CERTIFICATE-----\n"),
+		TLSKey:         []byte("-----BEGIN PRIVATE KEY-----\ngolden-key\n-----END PRIVATE KEY-----\n"),
+	}
 	for _, n := range p.Nodes {
 		if n.Role == spec.RoleStatic || n.Role == spec.RoleApp {
 			s.StorageKeys[n.Name] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGoldenKeyOf" + strings.ReplaceAll(n.Name, "-", "") + " bulkhead-" + n.Name
@@ -176,7 +182,7 @@ func TestRenderDeterministic(t *testing.T) {
 func TestSecretsAreInputs(t *testing.T) {
 	p := loadPlan(t, "default")
 	for _, pw := range []string{"first-Secret-1", "second-Secret-2"} {
-		nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: render.Secrets{DBPassword: pw, StorageKeys: testSecrets(p).StorageKeys}})
+		nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: withPassword(testSecrets(p), pw)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -209,13 +215,13 @@ func renderRole(t *testing.T, c, role string) (*plan.Plan, render.Node, render.L
 	root := t.TempDir()
 	l := render.Layout{
 		Conf: filepath.Join(root, "conf"), Run: filepath.Join(root, "run"), Log: filepath.Join(root, "log"),
-		Data: filepath.Join(root, "data"), Site: filepath.Join(root, "site"), Secrets: filepath.Join(root, "secrets"),
+		Data: filepath.Join(root, "data"), Site: filepath.Join(root, "site"),
 	}
 	n, err := render.RenderNode(p, nodes[0], render.Input{Layout: l, Secrets: testSecrets(p)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{l.Conf, l.Run, l.Log, l.Data, l.Site, l.Secrets} {
+	for _, d := range []string{l.Conf, filepath.Join(l.Conf, render.SecretsDir), l.Run, l.Log, l.Data, l.Site} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -249,3 +255,8 @@ func requireTool(t *testing.T, name string) string {
 	return ""
 }
 
+
+func withPassword(s render.Secrets, pw string) render.Secrets {
+	s.DBPassword = pw
+	return s
+}

@@ -83,6 +83,8 @@ type Networks struct {
 type Publish struct {
 	HTTP  netip.AddrPort `yaml:"http"`
 	HTTPS netip.AddrPort `yaml:"https"`
+	// Redirect sends plain-HTTP visitors to HTTPS.
+	Redirect bool `yaml:"redirect"`
 }
 
 // Tier is one role's node group.

@@ -21,17 +21,17 @@ const (
 // Plan is everything a driver needs to realise a stack, and everything
 // verify needs to check it.
 type Plan struct {
-	Stack    string       `json:"stack"`
-	Domain   string       `json:"domain"`
-	Publish  Publish      `json:"publish"`
-	Networks []Network    `json:"networks"`
-	Nodes    []Node       `json:"nodes"`
-	Outside  Vantage      `json:"outside"`
-	Flows    []Flow       `json:"flows"`
-	Site     Site         `json:"site"`
-	Storage  string       `json:"storage_protocol"`
-	Matrix   Matrix       `json:"matrix"`
-	HostNFT  string       `json:"host_table"`
+	Stack    string    `json:"stack"`
+	Domain   string    `json:"domain"`
+	Publish  Publish   `json:"publish"`
+	Networks []Network `json:"networks"`
+	Nodes    []Node    `json:"nodes"`
+	Outside  Vantage   `json:"outside"`
+	Flows    []Flow    `json:"flows"`
+	Site     Site      `json:"site"`
+	Storage  string    `json:"storage_protocol"`
+	Matrix   Matrix    `json:"matrix"`
+	HostNFT  string    `json:"host_table"`
 	byName   map[string]int
 }
 

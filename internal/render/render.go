@@ -18,11 +18,11 @@ import (
 // layout under a temporary directory so that daemons can check the configs
 // offline.
 type Layout struct {
-	Conf    string // rendered configs, read-only
-	Run     string // pid files, sockets, temp files (tmpfs)
-	Log     string // daemon logs
-	Data    string // persistent data: databases, the storage export
-	Site    string // the site's files, mounted from storage (static, app)
+	Conf string // rendered configs, read-only
+	Run  string // pid files, sockets, temp files (tmpfs)
+	Log  string // daemon logs
+	Data string // persistent data: databases, the storage export
+	Site string // the site's files, mounted from storage (static, app)
 }
 
 // SecretsDir is the subdirectory of Layout.Conf that holds a node's secrets
@@ -33,11 +33,11 @@ const SecretsDir = "secrets"
 // DefaultLayout is the layout of a node container made by the local driver.
 func DefaultLayout() Layout {
 	return Layout{
-		Conf:    "/etc/bulkhead",
-		Run:     "/run/bulkhead",
-		Log:     "/var/log/bulkhead",
-		Data:    "/var/lib/bulkhead",
-		Site:    "/srv/site",
+		Conf: "/etc/bulkhead",
+		Run:  "/run/bulkhead",
+		Log:  "/var/log/bulkhead",
+		Data: "/var/lib/bulkhead",
+		Site: "/srv/site",
 	}
 }
 

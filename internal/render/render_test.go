@@ -255,7 +255,6 @@ func requireTool(t *testing.T, name string) string {
 	return ""
 }
 
-
 func withPassword(s render.Secrets, pw string) render.Secrets {
 	s.DBPassword = pw
 	return s

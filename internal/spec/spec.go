@@ -25,11 +25,11 @@ var Roles = []string{RoleEdge, RoleStatic, RoleCache, RoleDB, RoleStorage, RoleA
 // default. Storage has no choice of software, only of protocol. The app's
 // choices name the web server in front of php-fpm.
 var Software = map[string][]string{
-	RoleEdge:    {"nginx", "haproxy"},
-	RoleStatic:  {"lighttpd", "nginx"},
-	RoleApp:     {"apache2", "nginx"},
-	RoleCache:   {"memcached", "redis"},
-	RoleDB:      {"mariadb", "postgresql"},
+	RoleEdge:   {"nginx", "haproxy"},
+	RoleStatic: {"lighttpd", "nginx"},
+	RoleApp:    {"apache2", "nginx"},
+	RoleCache:  {"memcached", "redis"},
+	RoleDB:     {"mariadb", "postgresql"},
 }
 
 // Protocols lists how the storage tier can serve files; the first is the

@@ -13,10 +13,40 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// Load parses and validates a stack file and reports every problem in it at
+// once: values that do not decode, and rules the decoded values break.
+func Load(file string, data []byte, env Env) (*Stack, error) {
+	s, decodeErrs := parse(file, data)
+	if s == nil {
+		return nil, decodeErrs
+	}
+	errs := append(Errors(nil), decodeErrs...)
+	if err := Validate(s, env); err != nil {
+		for _, e := range AsErrors(err) {
+			if !s.undecoded(e.Field) {
+				errs = append(errs, e)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return s, nil
+}
+
 // Parse reads a stack file's bytes. file names it in messages and anchors
-// relative paths. Parse reports every problem it finds at once, as Errors;
-// the returned Stack has defaults applied and still needs Validate.
+// relative paths. Parse reports every value that does not decode, at once,
+// as Errors; the returned Stack has defaults applied and still needs
+// Validate. Load does both.
 func Parse(file string, data []byte) (*Stack, error) {
+	s, errs := parse(file, data)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return s, nil
+}
+
+func parse(file string, data []byte) (*Stack, Errors) {
 	s := &Stack{File: file, Dir: filepath.Dir(file), pos: map[string]Pos{"": {1, 1}}}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
@@ -26,11 +56,30 @@ func Parse(file string, data []byte) (*Stack, error) {
 	if len(root.Content) > 0 {
 		d.decode(root.Content[0], "", reflect.ValueOf(s).Elem())
 	}
-	if len(d.errs) > 0 {
-		return nil, d.errs
+	for _, e := range d.errs {
+		if s.bad == nil {
+			s.bad = map[string]bool{}
+		}
+		s.bad[e.Field] = true
 	}
 	ApplyDefaults(s)
-	return s, nil
+	return s, d.errs
+}
+
+// undecoded reports whether field, or a field that encloses it, failed to
+// decode: its value is a default, and rules about it would only confuse.
+func (s *Stack) undecoded(field string) bool {
+	for f := field; f != ""; {
+		if s.bad[f] {
+			return true
+		}
+		i := lastDot(f)
+		if i < 0 {
+			return false
+		}
+		f = f[:i]
+	}
+	return false
 }
 
 // syntaxError turns a YAML syntax error ("yaml: line 3: ...") into an Error.

@@ -67,6 +67,7 @@ type Stack struct {
 	Dir string `yaml:"-"`
 
 	pos map[string]Pos
+	bad map[string]bool // fields whose values did not decode
 }
 
 // Networks holds the stack's subnets.

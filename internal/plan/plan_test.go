@@ -1,0 +1,275 @@
+package plan_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+func build(t testing.TB, src string) *plan.Plan {
+	t.Helper()
+	st, err := spec.Load("bulkhead.yaml", []byte(src), spec.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := st.ByRole(spec.RoleStorage); s != nil && s.Protocol == spec.ProtocolAuto {
+		s.Protocol = spec.ProtocolSFTP
+	}
+	p, err := plan.Build(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func pool(n int) string {
+	return fmt.Sprintf("networks:\n  private: 10.80.0.0/23\ntiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {}\n  app:\n    replicas: %d\n", n)
+}
+
+// TestDefaultStack: seven nodes, and exactly the flows of DESIGN.md.
+func TestDefaultStack(t *testing.T) {
+	p := build(t, "")
+	var got []string
+	for _, n := range p.Nodes {
+		got = append(got, fmt.Sprintf("%s %s %v", n.Name, n.Software, addrs(n)))
+	}
+	want := []string{
+		"edge nginx [public=10.77.1.2 private=10.77.0.2]",
+		"static lighttpd [private=10.77.0.3]",
+		"cache memcached [private=10.77.0.4]",
+		"db mariadb [private=10.77.0.5]",
+		"storage sftp [private=10.77.0.6]",
+		"app-1 apache2 [private=10.77.0.7]",
+		"app-2 apache2 [private=10.77.0.8]",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("nodes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	var flows []string
+	for _, f := range p.Flows {
+		flows = append(flows, fmt.Sprintf("%s -> %s %s/%d", f.From, f.To, f.Port.Proto, f.Port.Number))
+	}
+	wantFlows := []string{
+		"outside -> edge tcp/80", "outside -> edge tcp/443",
+		"edge -> static tcp/80", "edge -> app tcp/80",
+		"static -> storage tcp/22", "app -> storage tcp/22",
+		"app -> cache tcp/11211", "app -> db tcp/3306",
+	}
+	if strings.Join(flows, "\n") != strings.Join(wantFlows, "\n") {
+		t.Errorf("flows:\n%s\nwant:\n%s", strings.Join(flows, "\n"), strings.Join(wantFlows, "\n"))
+	}
+	if p.Outside.Iface.Addr.String() != "10.77.1.3" || p.Network("public").Gateway.String() != "10.77.1.1" {
+		t.Errorf("outside %s, public gateway %s", p.Outside.Iface.Addr, p.Network("public").Gateway)
+	}
+}
+
+func addrs(n plan.Node) []string {
+	var out []string
+	for _, i := range n.Ifaces {
+		out = append(out, i.Network+"="+i.Addr.String())
+	}
+	return out
+}
+
+func TestMatrix(t *testing.T) {
+	p := build(t, "")
+	tcp := func(n int) plan.Port { return plan.Port{Proto: "tcp", Number: n} }
+	cases := []struct {
+		from, to string
+		port     int
+		allow    bool
+	}{
+		{"outside", "edge", 80, true},
+		{"outside", "edge", 443, true},
+		{"outside", "edge", 22, false},
+		{"outside", "app-1", 80, false},
+		{"outside", "db", 3306, false},
+		{"edge", "app-1", 80, true},
+		{"edge", "app-2", 80, true},
+		{"edge", "static", 80, true},
+		{"edge", "db", 3306, false},
+		{"edge", "storage", 22, false},
+		{"static", "storage", 22, true},
+		{"static", "db", 3306, false},
+		{"static", "cache", 11211, false},
+		{"app-1", "db", 3306, true},
+		{"app-2", "cache", 11211, true},
+		{"app-1", "storage", 22, true},
+		{"app-1", "app-2", 80, false},
+		{"app-1", "edge", 80, false},
+		{"db", "app-1", 80, false},
+		{"cache", "db", 3306, false},
+		{"db", "storage", 22, false},
+		{"storage", "db", 3306, false},
+	}
+	for _, c := range cases {
+		if got := p.Matrix.Allowed(c.from, c.to, tcp(c.port)); got != c.allow {
+			t.Errorf("%s -> %s:%d allowed=%v, want %v", c.from, c.to, c.port, got, c.allow)
+		}
+	}
+	// 8 sources x 6 destinations (no self cells) x 5 ports.
+	cells := p.Matrix.Cells()
+	if want := (1*7 + 7*6) * 5; len(cells) != want {
+		t.Errorf("%d cells, want %d", len(cells), want)
+	}
+	allowed := 0
+	for _, c := range cells {
+		if c.Allow {
+			allowed++
+		}
+	}
+	// outside->edge x2, edge->static, edge->app x2, static->storage,
+	// app->storage/cache/db x2.
+	if allowed != 2+1+2+1+6 {
+		t.Errorf("%d allowed cells, want 12", allowed)
+	}
+}
+
+// TestFirewallUsesSets: the db of a 100-node pool has one rule for the app
+// pool, whose set holds all 100 addresses.
+func TestFirewallUsesSets(t *testing.T) {
+	for _, n := range []int{1, 10, 100} {
+		p := build(t, pool(n))
+		db := p.Node("db")
+		if len(db.Firewall.Input) != 1 || len(db.Firewall.Output) != 0 {
+			t.Fatalf("%d apps: db rules in=%d out=%d, want 1 and 0", n, len(db.Firewall.Input), len(db.Firewall.Output))
+		}
+		r := db.Firewall.Input[0]
+		if r.Set != "from_app" || r.Port.Number != 3306 || len(db.Firewall.Sets) != 1 || len(db.Firewall.Sets[0].Addrs) != n {
+			t.Fatalf("%d apps: db rule %+v, sets %+v", n, r, db.Firewall.Sets)
+		}
+		edge := p.Node("edge")
+		if len(edge.Firewall.Output) != 2 {
+			t.Fatalf("%d apps: edge has %d output rules, want 2 (static, app)", n, len(edge.Firewall.Output))
+		}
+		app := p.Node("app-1")
+		if len(app.Firewall.Input) != 1 || len(app.Firewall.Output) != 3 {
+			t.Fatalf("%d apps: app-1 rules in=%d out=%d, want 1 and 3", n, len(app.Firewall.Input), len(app.Firewall.Output))
+		}
+	}
+}
+
+func TestKernelNamesFit(t *testing.T) {
+	p := build(t, "name: abcdefghij\n"+pool(250))
+	if len(p.Nodes) != 255 {
+		t.Fatalf("%d nodes", len(p.Nodes))
+	}
+	seen := map[string]bool{}
+	check := func(name string) {
+		if len(name) > 15 {
+			t.Errorf("kernel name %q is %d bytes", name, len(name))
+		}
+		if seen[name] {
+			t.Errorf("kernel name %q is used twice", name)
+		}
+		seen[name] = true
+	}
+	for _, n := range p.Nodes {
+		for _, i := range n.Ifaces {
+			check(i.Host)
+		}
+	}
+	for _, nw := range p.Networks {
+		check(nw.Bridge)
+	}
+	check(p.Outside.Iface.Host)
+	if last := p.Node("app-250"); last.Addr("private").String() != "10.80.1.0" {
+		t.Errorf("app-250 at %s", last.Addr("private"))
+	}
+}
+
+// TestScalingKeepsAddresses: adding app nodes renumbers nothing else.
+func TestScalingKeepsAddresses(t *testing.T) {
+	a, b := build(t, pool(2)), build(t, pool(50))
+	for _, n := range a.Nodes {
+		m := b.Node(n.Name)
+		if m == nil || fmt.Sprint(addrs(n)) != fmt.Sprint(addrs(*m)) || n.Ifaces[0].Host != m.Ifaces[0].Host {
+			t.Errorf("%s moved: %v -> %v", n.Name, addrs(n), m)
+		}
+	}
+}
+
+func TestDMZ(t *testing.T) {
+	p := build(t, "networks:\n  dmz: 10.77.2.0/24\n")
+	edge := p.Node("edge")
+	if edge.Iface("private") != nil || edge.Iface("dmz") == nil {
+		t.Fatalf("edge interfaces %v", addrs(*edge))
+	}
+	for _, f := range p.Flows {
+		want := "private"
+		switch {
+		case f.From == "outside":
+			want = "public"
+		case f.From == "edge":
+			want = "dmz"
+		}
+		if f.Network != want {
+			t.Errorf("flow %s->%s on %s, want %s", f.From, f.To, f.Network, want)
+		}
+	}
+	db := p.Node("db")
+	app1 := p.Node("app-1")
+	if got := db.Firewall.Sets[0].Addrs[0]; got != app1.Addr("private") {
+		t.Errorf("db allows %s, want app-1's private address %s", got, app1.Addr("private"))
+	}
+	st, _ := spec.Load("bulkhead.yaml", []byte("networks:\n  dmz: 10.77.2.0/24\nflows:\n  - {from: edge, to: db, port: 3306}\ntiers:\n  edge: {}\n  app: {}\n  db: {}\n"), spec.Env{})
+	if _, err := plan.Build(st); err == nil || !strings.Contains(err.Error(), "share no network") {
+		t.Errorf("edge->db across the DMZ: %v", err)
+	}
+}
+
+func TestExplicitFlow(t *testing.T) {
+	p := build(t, "flows:\n  - {from: app, to: app, port: 9000}\n  - {from: static, to: cache, port: 11211}\n  - {from: app, to: db, port: 3306}\n")
+	if len(p.Flows) != 10 {
+		t.Errorf("%d flows, want 8 implied + 2 explicit (the third repeats one)", len(p.Flows))
+	}
+	tcp := func(n int) plan.Port { return plan.Port{Proto: "tcp", Number: n} }
+	if !p.Matrix.Allowed("app-1", "app-2", tcp(9000)) || p.Matrix.Allowed("app-1", "app-1", tcp(9000)) {
+		t.Error("app-1 -> app-2:9000 should be allowed, and no self cell")
+	}
+	if !p.Matrix.Allowed("static", "cache", tcp(11211)) {
+		t.Error("static -> cache:11211 should be allowed")
+	}
+}
+
+func TestAutoProtocolRefused(t *testing.T) {
+	st, err := spec.Load("bulkhead.yaml", nil, spec.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plan.Build(st); err == nil || !strings.Contains(err.Error(), "not resolved") {
+		t.Errorf("Build with storage auto: %v", err)
+	}
+}
+
+// TestDeterministic: the same stack yields byte-identical plans.
+func TestDeterministic(t *testing.T) {
+	a, _ := json.Marshal(build(t, pool(20)))
+	for range 10 {
+		b, _ := json.Marshal(build(t, pool(20)))
+		if string(a) != string(b) {
+			t.Fatal("two builds of one stack differ")
+		}
+	}
+}
+
+func BenchmarkBuild(b *testing.B) {
+	for _, n := range []int{1, 10, 100} {
+		st, err := spec.Load("bulkhead.yaml", []byte(pool(n)), spec.Env{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		st.ByRole(spec.RoleStorage).Protocol = spec.ProtocolSFTP
+		b.Run(fmt.Sprintf("apps=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := plan.Build(st); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

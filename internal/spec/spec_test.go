@@ -1,0 +1,193 @@
+package spec_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// env says every directory exists except one named "missing".
+var env = spec.Env{DirExists: func(dir string) bool { return !strings.HasSuffix(dir, "missing") }}
+
+func load(t *testing.T, src string) (*spec.Stack, error) {
+	t.Helper()
+	return spec.Load("bulkhead.yaml", []byte(src), env)
+}
+
+// TestErrors checks that every kind of mistake is caught, placed at the
+// right line and column, named by field, and explained.
+func TestErrors(t *testing.T) {
+	tests := []struct {
+		name, src string
+		want      []string // each must appear in the error text, in one line
+	}{
+		{"bad octet", "networks:\n  private: 837.234.1.10/24\n",
+			[]string{"bulkhead.yaml:2:12: networks.private: \"837.234.1.10\" is not an IPv4 address: 837 is not an octet (0-255); write a subnet in CIDR form"}},
+		{"bad publish address", "publish:\n  http: 837.234.1.10:80\n",
+			[]string{"bulkhead.yaml:2:9: publish.http: \"837.234.1.10\" is not an IPv4 address: 837 is not an octet"}},
+		{"no prefix length", "networks:\n  private: 10.1.0.0\n",
+			[]string{"2:12: networks.private: \"10.1.0.0\" has no prefix length"}},
+		{"host bits", "networks:\n  private: 10.1.0.5/24\n",
+			[]string{"2:12: networks.private: \"10.1.0.5/24\" has host bits set; the subnet is 10.1.0.0/24"}},
+		{"overlap", "networks:\n  private: 10.1.0.0/16\n  public: 10.1.5.0/28\n",
+			[]string{"3:11: networks.public: 10.1.5.0/28 overlaps networks.private (10.1.0.0/16); pick subnets that do not overlap"}},
+		{"public equals private", "networks:\n  private: 10.1.0.0/24\n  public: 10.1.0.0/24\n",
+			[]string{"3:11: networks.public: the public subnet is the same as the private one (10.1.0.0/24)"}},
+		{"dmz overlap", "networks:\n  dmz: 10.77.0.128/25\n",
+			[]string{"2:8: networks.dmz: 10.77.0.128/25 overlaps networks.private (10.77.0.0/24)"}},
+		{"not private", "networks:\n  public: 8.8.8.0/28\n",
+			[]string{"2:11: networks.public: 8.8.8.0/28 is not a private-use subnet"}},
+		{"unknown software", "tiers:\n  edge: {}\n  app:\n    software: tomcat\n",
+			[]string{"4:15: tiers.app.software: unknown software \"tomcat\" for role app; for app use one of: apache2, nginx"}},
+		{"replicas zero", "tiers:\n  edge: {}\n  app:\n    replicas: 0\n",
+			[]string{"4:15: tiers.app.replicas: replicas is 0; use a number from 1 to 250"}},
+		{"replicas too many", "tiers:\n  edge: {}\n  app:\n    replicas: 251\n",
+			[]string{"4:15: tiers.app.replicas: replicas is 251; use a number from 1 to 250"}},
+		{"db cannot scale", "tiers:\n  edge: {}\n  app: {}\n  db:\n    replicas: 2\n",
+			[]string{"5:15: tiers.db.replicas: a db tier cannot have 2 replicas; only app and static tiers scale"}},
+		{"stack name too long", "name: averylongname\n",
+			[]string{"1:7: name: \"averylongname\" is 13 characters; it prefixes kernel interface names such as \"averylongname-106p\", which Linux limits to 15; use at most 10 characters"}},
+		{"stack name invalid", "name: My_Site\n",
+			[]string{"1:7: name: \"My_Site\" is not a valid stack name"}},
+		{"tier name invalid", "tiers:\n  edge: {}\n  Web_1:\n    role: app\n",
+			[]string{"3:3: tiers.Web_1: \"Web_1\" is not a valid tier name"}},
+		{"duplicate tier", "tiers:\n  edge: {}\n  app: {}\n  app: {}\n",
+			[]string{"4:3: tiers.app: name is used twice"}},
+		{"duplicate field", "name: a\nname: b\n",
+			[]string{"2:1: name: field is set twice"}},
+		{"second tier of a role", "tiers:\n  edge: {}\n  app: {}\n  web:\n    role: app\n",
+			[]string{"tiers.web: a second app tier"}},
+		{"instance name clash", "tiers:\n  edge: {}\n  app:\n    replicas: 2\n  app-1:\n    role: cache\n",
+			[]string{"tiers.app-1: node name \"app-1\" is also a node of tier \"app\""}},
+		{"reserved name", "tiers:\n  edge: {}\n  app: {}\n  outside:\n    role: cache\n",
+			[]string{"4:3: tiers.outside: \"outside\" is reserved"}},
+		{"unknown role", "tiers:\n  edge: {}\n  app: {}\n  x:\n    role: mailer\n",
+			[]string{"5:11: tiers.x.role: unknown role \"mailer\""}},
+		{"no edge", "tiers:\n  app: {}\n",
+			[]string{"2:3: tiers: the stack has no edge tier"}},
+		{"flow to unknown node", "flows:\n  - from: app\n    to: mailer\n    port: 25\n",
+			[]string{"3:9: flows[0].to: unknown node \"mailer\"; name one of the tiers: app, cache, db, edge, static, storage"}},
+		{"flow port", "flows:\n  - from: app\n    to: db\n    port: 70000\n",
+			[]string{"4:11: flows[0].port: port 70000 is out of range; use a port from 1 to 65535"}},
+		{"flow port zero", "flows:\n  - from: app\n    to: db\n    port: 0\n",
+			[]string{"4:11: flows[0].port: port 0 is out of range"}},
+		{"publish port", "publish:\n  http: 127.0.0.1:0\n",
+			[]string{"2:9: publish.http: \"127.0.0.1:0\": port \"0\" is outside 1-65535"}},
+		{"unknown field", "netwroks:\n  private: 10.1.0.0/24\n",
+			[]string{"1:1: netwroks: unknown field; did you mean \"networks\"?"}},
+		{"unknown nested field", "tiers:\n  edge: {}\n  app:\n    replica: 3\n",
+			[]string{"4:5: tiers.app.replica: unknown field; did you mean \"replicas\"?"}},
+		{"missing site dir", "site:\n  dir: ./missing\n",
+			[]string{"2:8: site.dir: directory missing does not exist; create it, or run \"bulkhead init\""}},
+		{"subnet too small", "networks:\n  private: 10.1.0.0/28\ntiers:\n  edge: {}\n  app:\n    replicas: 20\n",
+			[]string{"2:12: networks.private: 10.1.0.0/28 has room for 14 addresses but the stack needs 22; use a /27 or larger"}},
+		{"250 replicas need a /23", "tiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {}\n  app:\n    replicas: 250\n",
+			[]string{"1:1: networks.private: 10.77.0.0/24 has room for 254 addresses but the stack needs 256; use a /23 or larger"}},
+		{"not a number", "tiers:\n  edge: {}\n  app:\n    replicas: two\n",
+			[]string{"4:15: tiers.app.replicas: expected a whole number, got \"two\""}},
+		{"bad memory", "tiers:\n  edge:\n    memory: lots\n  app: {}\n",
+			[]string{"3:13: tiers.edge.memory: \"lots\" is not a size; write a size like 256M"}},
+		{"static path injection", "site:\n  static: [\"/a/; deny all\"]\n",
+			[]string{"2:12: site.static[0]: \"/a/; deny all\" is neither a path prefix nor an extension glob"}},
+		{"writable escapes", "site:\n  writable: [../etc]\n",
+			[]string{"2:14: site.writable[0]: \"../etc\" is not a clean relative path inside the site"}},
+		{"db name", "site:\n  database:\n    name: \"x'; drop\"\n",
+			[]string{"3:11: site.database.name: \"x'; drop\" is not a valid database name"}},
+		{"protocol on non-storage", "tiers:\n  edge:\n    protocol: nfs\n  app: {}\n",
+			[]string{"3:15: tiers.edge.protocol: protocol is set on a edge tier"}},
+		{"bad protocol", "tiers:\n  edge: {}\n  app: {}\n  storage:\n    protocol: smb\n",
+			[]string{"5:15: tiers.storage.protocol: unknown storage protocol \"smb\""}},
+		{"yaml syntax", "name: [\n",
+			[]string{"bulkhead.yaml:1:1: invalid YAML: did not find expected node content"}},
+		{"expected list", "site:\n  static: /assets/\n",
+			[]string{"2:11: site.static: expected a list"}},
+		{"several at once", "name: Bad!\nnetworks:\n  private: 300.1.1.0/24\ntiers:\n  edge: {}\n  app:\n    replicas: 0\n",
+			[]string{"1:7: name:", "3:12: networks.private: \"300.1.1.0\" is not an IPv4 address: 300 is not an octet"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := load(t, tt.src)
+			if err == nil {
+				t.Fatalf("no error for:\n%s", tt.src)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q; got:\n%v", w, err)
+				}
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "bulkhead.yaml:") {
+					t.Errorf("error line %q does not start with file:line:column", line)
+				}
+			}
+		})
+	}
+}
+
+// TestAllErrorsAtOnce: a file with three independent mistakes reports three.
+func TestAllErrorsAtOnce(t *testing.T) {
+	_, err := load(t, "name: Bad!\nnetworks:\n  private: 10.1.0.0/33\nflows:\n  - {from: app, to: nowhere, port: 99999}\n")
+	// A value that does not decode and rules that others break are
+	// reported together.
+	if es := spec.AsErrors(err); len(es) != 4 {
+		t.Fatalf("want 4 errors (name, private, flow to, flow port), got %d: %v", len(es), err)
+	}
+}
+
+// TestDefaults: an empty file and a file with no tiers mean the default
+// stack of DESIGN.md.
+func TestDefaults(t *testing.T) {
+	for _, src := range []string{"", "name: shop\n", "tiers:\n"} {
+		st, err := load(t, src)
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		want := map[string]string{"edge": "nginx", "static": "lighttpd", "app": "apache2", "cache": "memcached", "db": "mariadb", "storage": ""}
+		if len(st.Tiers) != len(want) {
+			t.Fatalf("%q: %d tiers, want %d", src, len(st.Tiers), len(want))
+		}
+		for name, sw := range want {
+			tier := st.Tiers[name]
+			if tier == nil || tier.Software != sw || tier.Role != name {
+				t.Errorf("%q: tier %s = %+v, want role %s software %q", src, name, tier, name, sw)
+			}
+		}
+		if st.Tiers["app"].Replicas != 2 {
+			t.Errorf("%q: app replicas %d, want 2", src, st.Tiers["app"].Replicas)
+		}
+		if st.Tiers["storage"].Protocol != spec.ProtocolAuto {
+			t.Errorf("%q: storage protocol %q, want auto", src, st.Tiers["storage"].Protocol)
+		}
+	}
+}
+
+func TestNamedTiersOnly(t *testing.T) {
+	st, err := load(t, "tiers:\n  edge:\n    software: haproxy\n  web:\n    role: app\n    replicas: 5\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Tiers) != 2 || st.Tiers["web"].Role != "app" || st.Tiers["web"].Software != "apache2" || st.Tiers["edge"].Software != "haproxy" {
+		t.Fatalf("tiers = %+v", st.Tiers)
+	}
+	if got := spec.InstanceNames(st.Tiers["web"]); len(got) != 5 || got[0] != "web-1" || got[4] != "web-5" {
+		t.Fatalf("instances = %v", got)
+	}
+	if got := spec.InstanceNames(st.Tiers["edge"]); len(got) != 1 || got[0] != "edge" {
+		t.Fatalf("edge instances = %v", got)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]spec.ByteSize{"512": 512, "4K": 4096, "256M": 256 << 20, "1G": 1 << 30, "1GiB": 1 << 30, "64mb": 64 << 20} {
+		got, err := spec.ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "M", "-1M", "1T", "1.5G"} {
+		if _, err := spec.ParseByteSize(in); err == nil {
+			t.Errorf("ParseByteSize(%q) succeeded", in)
+		}
+	}
+}

@@ -1,0 +1,78 @@
+package render_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/bulkhead/bulkhead/internal/render"
+)
+
+// TestNftablesCheck runs `nft -c -f` on every node's ruleset of every test
+// stack, inside a throwaway network namespace so the host's own ruleset is
+// neither read nor touched.
+func TestNftablesCheck(t *testing.T) {
+	nft := requireTool(t, "nft")
+	unshare := requireTool(t, "unshare")
+	for _, c := range stackCases(t) {
+		p := loadPlan(t, c)
+		for i := range p.Nodes {
+			n := &p.Nodes[i]
+			cmd := exec.Command(unshare, "--net", nft, "-c", "-f", "-")
+			cmd.Stdin = strings.NewReader(string(render.Nftables(n)))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("%s/%s: nft -c: %v\n%s", c, n.Name, err, out)
+			}
+		}
+	}
+}
+
+// TestNftablesPolicy asserts the shape of a ruleset: default drop in every
+// chain, loopback and established traffic allowed, and one rule per flow.
+func TestNftablesPolicy(t *testing.T) {
+	p := loadPlan(t, "default")
+	db := string(render.Nftables(p.Node("db")))
+	for _, want := range []string{
+		"table inet bulkhead\ndelete table inet bulkhead\n",
+		"type filter hook input priority filter; policy drop;",
+		"type filter hook output priority filter; policy drop;",
+		"type filter hook forward priority filter; policy drop;",
+		"iifname \"lo\" accept",
+		"ct state established,related accept",
+		"elements = { 10.77.0.7, 10.77.0.8 }",
+		"iifname \"private\" ip saddr @from_app tcp dport 3306 ct state new accept",
+	} {
+		if !strings.Contains(db, want) {
+			t.Errorf("db ruleset lacks %q:\n%s", want, db)
+		}
+	}
+	if strings.Count(db, " accept comment ") != 1 {
+		t.Errorf("db ruleset should allow exactly one flow:\n%s", db)
+	}
+	edge := string(render.Nftables(p.Node("edge")))
+	for _, want := range []string{
+		"iifname \"public\" tcp dport 80 ct state new accept",
+		"iifname \"public\" tcp dport 443 ct state new accept",
+		"oifname \"private\" ip daddr @to_app tcp dport 80 ct state new accept",
+		"oifname \"private\" ip daddr @to_static tcp dport 80 ct state new accept",
+	} {
+		if !strings.Contains(edge, want) {
+			t.Errorf("edge ruleset lacks %q:\n%s", want, edge)
+		}
+	}
+}
+
+func TestHosts(t *testing.T) {
+	p := loadPlan(t, "default")
+	app := string(render.Hosts(p, p.Node("app-1")))
+	for _, want := range []string{"10.77.0.7\tapp-1\n", "10.77.0.5\tdb\n", "10.77.0.4\tcache\n", "10.77.0.6\tstorage\n"} {
+		if !strings.Contains(app, want) {
+			t.Errorf("app-1 hosts lacks %q:\n%s", want, app)
+		}
+	}
+	// static may reach only storage; it must not even resolve the db.
+	static := string(render.Hosts(p, p.Node("static")))
+	if strings.Contains(static, "db") || !strings.Contains(static, "storage") {
+		t.Errorf("static hosts:\n%s", static)
+	}
+}

@@ -1,0 +1,207 @@
+// Package netns wraps the iproute2 commands that make network namespaces,
+// bridges, veth pairs and addresses. It is mechanism only: what to create
+// comes from the caller. Every function is idempotent where the kernel
+// allows: creating what exists succeeds, deleting what is gone succeeds.
+package netns
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Dir is where iproute2 keeps named namespaces.
+const Dir = "/var/run/netns"
+
+// Path returns the bind-mount path of a named namespace.
+func Path(name string) string { return filepath.Join(Dir, name) }
+
+// Exists reports whether the named namespace exists.
+func Exists(name string) bool {
+	_, err := os.Stat(Path(name))
+	return err == nil
+}
+
+// run runs ip with args, returning its combined output on failure.
+func run(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+// Add creates a named namespace with its loopback up and IPv6 off: nodes
+// are IPv4-only, and an interface with IPv6 would chatter link-local.
+func Add(ctx context.Context, name string) error {
+	if !Exists(name) {
+		if _, err := run(ctx, "netns", "add", name); err != nil {
+			return err
+		}
+	}
+	if err := Sysctl(ctx, name, "net.ipv6.conf.all.disable_ipv6", "1"); err != nil {
+		return err
+	}
+	if err := Sysctl(ctx, name, "net.ipv6.conf.default.disable_ipv6", "1"); err != nil {
+		return err
+	}
+	_, err := run(ctx, "-n", name, "link", "set", "lo", "up")
+	return err
+}
+
+// Delete removes a named namespace. Interfaces inside it go with it.
+func Delete(ctx context.Context, name string) error {
+	if !Exists(name) {
+		return nil
+	}
+	_, err := run(ctx, "netns", "delete", name)
+	return err
+}
+
+// Sysctl sets a sysctl inside a namespace (or on the host if ns is "").
+func Sysctl(ctx context.Context, ns, key, value string) error {
+	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+	if ns == "" {
+		return os.WriteFile(path, []byte(value), 0o644)
+	}
+	// sysctls under net/ are per namespace; write them from inside.
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "sh", "-c", `printf %s "$1" > "$2"`, "sh", value, path)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("sysctl %s=%s in %s: %w: %s", key, value, ns, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// LinkExists reports whether a host interface exists.
+func LinkExists(name string) bool {
+	_, err := os.Stat(filepath.Join("/sys/class/net", name))
+	return err == nil
+}
+
+// AddBridge creates a host bridge with addr (CIDR form, e.g.
+// 10.77.0.1/24) and brings it up. Giving the bridge the subnet is what keeps
+// the subnet on this host: the connected route wins over the default route.
+func AddBridge(ctx context.Context, name, addr, alias string) error {
+	if !LinkExists(name) {
+		if _, err := run(ctx, "link", "add", name, "type", "bridge"); err != nil {
+			return err
+		}
+	}
+	if err := Sysctl(ctx, "", "net.ipv6.conf."+name+".disable_ipv6", "1"); err != nil {
+		return err
+	}
+	if alias != "" {
+		if _, err := run(ctx, "link", "set", name, "alias", alias); err != nil {
+			return err
+		}
+	}
+	if out, _ := run(ctx, "-o", "-4", "addr", "show", "dev", name); !strings.Contains(out, " "+addr+" ") {
+		if _, err := run(ctx, "addr", "add", addr, "dev", name); err != nil {
+			return err
+		}
+	}
+	_, err := run(ctx, "link", "set", name, "up")
+	return err
+}
+
+// DeleteLink removes a host interface; a veth takes its peer with it.
+func DeleteLink(ctx context.Context, name string) error {
+	if !LinkExists(name) {
+		return nil
+	}
+	_, err := run(ctx, "link", "delete", name)
+	return err
+}
+
+// Veth describes a veth pair from a bridge into a namespace.
+type Veth struct {
+	Host   string // host end, enslaved to Bridge
+	Bridge string
+	Netns  string
+	Name   string // the end inside Netns
+	Addr   string // CIDR form, inside Netns
+	Alias  string // human-readable description on the host end
+}
+
+// AddVeth creates the pair, moves one end into the namespace with its
+// address, and brings both up. It adds no route: a node's only routes are
+// its connected subnets.
+func AddVeth(ctx context.Context, v Veth) error {
+	if !LinkExists(v.Host) {
+		if _, err := run(ctx, "link", "add", v.Host, "type", "veth", "peer", "name", v.Name, "netns", v.Netns); err != nil {
+			return err
+		}
+	}
+	if err := Sysctl(ctx, "", "net.ipv6.conf."+v.Host+".disable_ipv6", "1"); err != nil {
+		return err
+	}
+	steps := [][]string{
+		{"link", "set", v.Host, "master", v.Bridge},
+		{"link", "set", v.Host, "up"},
+	}
+	if v.Alias != "" {
+		steps = append(steps, []string{"link", "set", v.Host, "alias", v.Alias})
+	}
+	for _, s := range steps {
+		if _, err := run(ctx, s...); err != nil {
+			return err
+		}
+	}
+	if out, _ := run(ctx, "-n", v.Netns, "-o", "-4", "addr", "show", "dev", v.Name); !strings.Contains(out, " "+v.Addr+" ") {
+		if _, err := run(ctx, "-n", v.Netns, "addr", "add", v.Addr, "dev", v.Name); err != nil {
+			return err
+		}
+	}
+	_, err := run(ctx, "-n", v.Netns, "link", "set", v.Name, "up")
+	return err
+}
+
+// RouteDev returns the device the kernel would use to reach dst from inside
+// ns (or the host if ns is ""), without sending a packet. ErrNoRoute means
+// the destination is unreachable.
+func RouteDev(ctx context.Context, ns, dst string) (string, error) {
+	args := []string{"-o", "route", "get", dst}
+	if ns != "" {
+		args = append([]string{"-n", ns}, args...)
+	}
+	out, err := run(ctx, args...)
+	if err != nil {
+		if strings.Contains(err.Error(), "unreachable") {
+			return "", ErrNoRoute
+		}
+		return "", err
+	}
+	f := strings.Fields(out)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "dev" {
+			return f[i+1], nil
+		}
+	}
+	if len(f) > 0 && (f[0] == "unreachable" || f[0] == "blackhole" || f[0] == "prohibit") {
+		return "", ErrNoRoute
+	}
+	return "", fmt.Errorf("route get %s: no device in %q", dst, strings.TrimSpace(out))
+}
+
+// ErrNoRoute says a destination has no route.
+var ErrNoRoute = errors.New("no route")
+
+// List returns the named namespaces.
+func List() ([]string, error) {
+	entries, err := os.ReadDir(Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out, err
+}

@@ -1,0 +1,69 @@
+package netns_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/bulkhead/bulkhead/internal/netns"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI must run as root")
+		}
+		t.Skip("needs root")
+	}
+}
+
+// TestFabric builds a bridge and a namespace joined by a veth, twice (the
+// second time must change nothing and fail nothing), checks the routes, and
+// tears it down.
+func TestFabric(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	id := os.Getpid() % 10000
+	br, ns, veth := fmt.Sprintf("bht%d-br", id), fmt.Sprintf("bhtest-fab-%d", id), fmt.Sprintf("bht%d-v", id)
+	// 10.213.0.0/24 is given to the bridge before anything is sent: the
+	// test's subnet can never fall through to the default route.
+	t.Cleanup(func() {
+		if err := netns.DeleteLink(ctx, veth); err != nil {
+			t.Error(err)
+		}
+		if err := netns.DeleteLink(ctx, br); err != nil {
+			t.Error(err)
+		}
+		if err := netns.Delete(ctx, ns); err != nil {
+			t.Error(err)
+		}
+		if netns.LinkExists(br) || netns.LinkExists(veth) || netns.Exists(ns) {
+			t.Error("something survived cleanup")
+		}
+	})
+	for range 2 {
+		if err := netns.AddBridge(ctx, br, "10.213.0.1/24", "bulkhead test"); err != nil {
+			t.Fatal(err)
+		}
+		if err := netns.Add(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+		if err := netns.AddVeth(ctx, netns.Veth{Host: veth, Bridge: br, Netns: ns, Name: "private", Addr: "10.213.0.2/24"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dev, err := netns.RouteDev(ctx, "", "10.213.0.200"); err != nil || dev != br {
+		t.Errorf("host route to the subnet: dev %q, %v; want %s", dev, err, br)
+	}
+	if dev, err := netns.RouteDev(ctx, ns, "10.213.0.1"); err != nil || dev != "private" {
+		t.Errorf("namespace route to the gateway: dev %q, %v", dev, err)
+	}
+	// No default route inside: the internet is unreachable, and asking
+	// sends no packet.
+	if _, err := netns.RouteDev(ctx, ns, "203.0.113.77"); !errors.Is(err, netns.ErrNoRoute) {
+		t.Errorf("namespace route off the subnet: %v; want ErrNoRoute", err)
+	}
+}

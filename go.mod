@@ -3,6 +3,12 @@ module github.com/bulkhead/bulkhead
 go 1.26.8
 
 require (
-	github.com/rogpeppe/go-internal v1.14.1 // indirect
-	go.yaml.in/yaml/v3 v3.0.4 // indirect
+	github.com/rogpeppe/go-internal v1.14.1
+	go.yaml.in/yaml/v3 v3.0.4
+	golang.org/x/crypto v0.59.0
+)
+
+require (
+	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/tools v0.26.0 // indirect
 )

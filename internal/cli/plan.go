@@ -1,0 +1,406 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/bulkhead/bulkhead/internal/kernel"
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/secrets"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// defaultFile is the stack file verbs read when -f is not given.
+const defaultFile = "bulkhead.yaml"
+
+type planOptions struct {
+	// File is the stack file; empty means ./bulkhead.yaml.
+	File string
+	// Output is "text" or "json".
+	Output string
+	// Render, if set, is a directory to write every node's rendered files to.
+	Render string
+}
+
+func planCommand() *command {
+	return &command{
+		name:    "plan",
+		args:    "[-f FILE] [--output text|json] [--render DIR]",
+		summary: "check a stack file and show its nodes, flows and reachability",
+		help: `
+Plan reads a stack file, checks it, and prints what bulkhead would run: every
+node with its addresses and limits, the flows between tiers (the only traffic
+allowed; everything else is dropped both ways), and the reachability matrix
+that the running stack must match. It changes nothing on this host.
+
+Every problem in the file is reported at once, as FILE:LINE:COL: field: what
+is wrong; what to do.
+
+A storage tier with protocol "auto" uses nfs if this kernel can mount NFS and
+sftp otherwise; plan says which it chose and why.
+
+With --render, plan also writes every node's configuration files to
+DIR/NODE/PATH and the daemons each node runs to DIR/NODE/services.json. The
+keys, certificates and passwords in them are generated afresh on each run, for
+inspection only.`,
+		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
+			o := planOptions{Output: "text"}
+			fs.StringVar(&o.File, "f", "", "read the stack from `FILE` instead of ./"+defaultFile)
+			fs.Var(choice{&o.Output, []string{"text", "json"}}, "output", "print the plan as `text|json`")
+			fs.StringVar(&o.Render, "render", "", "also write every node's rendered files under `DIR`")
+			return func(ctx context.Context, s stdio, args []string) error {
+				if len(args) > 0 {
+					return usageErrorf("plan takes no arguments, got %q; pass the stack file with -f", args[0])
+				}
+				return runPlan(ctx, s, o)
+			}
+		},
+	}
+}
+
+// canMountNFS is kernel.CanMountNFS; tests replace it so that their output
+// does not depend on the kernel they run on.
+var canMountNFS = kernel.CanMountNFS
+
+func runPlan(_ context.Context, s stdio, o planOptions) error {
+	p, err := loadPlan(s, o.File)
+	if err != nil {
+		return err
+	}
+	if o.Render != "" {
+		if err := renderTo(p, o.Render); err != nil {
+			return err
+		}
+		fmt.Fprintf(s.err, "rendered %d nodes into %s; the secrets in it are freshly generated, for inspection only\n", len(p.Nodes), o.Render)
+	}
+	if o.Output == "json" {
+		data, err := json.MarshalIndent(p, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode plan: %w", err)
+		}
+		_, err = s.out.Write(append(data, '\n'))
+		return err
+	}
+	return printPlan(s.out, p)
+}
+
+// loadPlan reads, validates and plans the stack file, resolving the storage
+// protocol "auto" for this kernel.
+func loadPlan(s stdio, file string) (*plan.Plan, error) {
+	explicit := file != ""
+	if !explicit {
+		file = defaultFile
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		if !explicit && errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no %s here; run 'bulkhead init' first or pass -f FILE", defaultFile)
+		}
+		return nil, fmt.Errorf("read stack file: %w", err)
+	}
+	st, err := spec.Load(file, data, spec.Env{DirExists: dirExists})
+	if err != nil {
+		return nil, err
+	}
+	if t := st.ByRole(spec.RoleStorage); t != nil && t.Protocol == spec.ProtocolAuto {
+		ok, why := canMountNFS()
+		t.Protocol = spec.ProtocolSFTP
+		if ok {
+			t.Protocol = spec.ProtocolNFS
+		}
+		fmt.Fprintf(s.err, "storage: %s (auto: %s)\n", t.Protocol, why)
+	}
+	return plan.Build(st)
+}
+
+func dirExists(dir string) bool {
+	fi, err := os.Stat(dir)
+	return err == nil && fi.IsDir()
+}
+
+// renderTo writes every node's rendered files to dir/NODE/PATH, and its
+// services to dir/NODE/services.json, with freshly generated secrets.
+func renderTo(p *plan.Plan, dir string) error {
+	sec, err := secrets.Generate(p)
+	if err != nil {
+		return err
+	}
+	nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: sec.Secrets})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range nodes {
+		for _, f := range n.Files {
+			errs = append(errs, writeFile(dir, n.Name, f.Path, f.Data, fs.FileMode(f.Mode)))
+		}
+		svcs := n.Services
+		if svcs == nil {
+			svcs = []render.Service{}
+		}
+		data, err := json.MarshalIndent(svcs, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode services of %s: %w", n.Name, err)
+		}
+		errs = append(errs, writeFile(dir, n.Name, "services.json", append(data, '\n'), 0o644))
+	}
+	return errors.Join(errs...)
+}
+
+func writeFile(dir, node, name string, data []byte, mode fs.FileMode) error {
+	if !filepath.IsLocal(name) {
+		return fmt.Errorf("write %s of %s: the path leaves the node's directory", name, node)
+	}
+	path := filepath.Join(dir, node, name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	// Remove first: an earlier run may have left a read-only file, and
+	// WriteFile would keep its old mode.
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, data, mode.Perm()); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// printPlan writes the plan as tables for people.
+func printPlan(w io.Writer, p *plan.Plan) error {
+	ew := new(bytes.Buffer)
+	fmt.Fprintf(ew, "stack %s: domain %s", p.Stack, p.Domain)
+	if p.Storage != "" {
+		fmt.Fprintf(ew, ", storage over %s", p.Storage)
+	}
+	fmt.Fprintln(ew)
+	fmt.Fprintf(ew, "published on http://%s and https://%s\n", p.Publish.HTTP, p.Publish.HTTPS)
+
+	fmt.Fprint(ew, "\nNETWORKS\n")
+	tw := table(ew)
+	fmt.Fprint(tw, "NAME\tSUBNET\tBRIDGE\tHOST ADDRESS\n")
+	for _, n := range p.Networks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, n.Subnet, n.Bridge, n.Gateway)
+	}
+	tw.Flush()
+
+	fmt.Fprint(ew, "\nNODES\n")
+	tw = table(ew)
+	fmt.Fprint(tw, "NAME\tROLE\tSOFTWARE")
+	for _, n := range p.Networks {
+		fmt.Fprint(tw, "\t"+strings.ToUpper(n.Name))
+	}
+	fmt.Fprint(tw, "\tMEMORY\tPIDS\n")
+	for _, n := range p.Nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%s", n.Name, n.Role, n.Software)
+		for _, net := range p.Networks {
+			addr := "-"
+			if a := n.Addr(net.Name); a.IsValid() {
+				addr = a.String()
+			}
+			fmt.Fprint(tw, "\t"+addr)
+		}
+		fmt.Fprintf(tw, "\t%s\t%d\n", spec.ByteSize(n.Memory), n.Pids)
+	}
+	tw.Flush()
+
+	fmt.Fprint(ew, "\nFLOWS (the only traffic allowed; everything else is dropped both ways)\n")
+	tw = table(ew)
+	fmt.Fprint(tw, "FROM → TO\tPORT\tNETWORK\tWHY\n")
+	for _, f := range p.Flows {
+		fmt.Fprintf(tw, "%s → %s\t%s\t%s\t%s\n", f.From, f.To, portString(f.Port), f.Network, f.Why)
+	}
+	tw.Flush()
+
+	fmt.Fprint(ew, "\nREACHABILITY (rows are sources, columns destination and port; ✔ allowed, · denied)\n")
+	printMatrix(ew, p)
+	// tabwriter pads the cell before an empty last one.
+	lines := strings.Split(ew.String(), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+	}
+	_, err := io.WriteString(w, strings.Join(lines, "\n"))
+	return err
+}
+
+func portString(p plan.Port) string { return fmt.Sprintf("%d/%s", p.Number, p.Proto) }
+
+func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
+
+// collapseAbove is the size from which a tier's identical nodes share one
+// row and one column of the matrix: a pool of 100 app nodes would otherwise
+// be 100 rows and 100 columns of the same answer.
+const collapseAbove = 4
+
+// group is one row or column heading of the matrix: one node, or a tier's
+// nodes that all answer alike.
+type group struct {
+	label string
+	nodes []string
+}
+
+// column is one destination group and port.
+type column struct {
+	group
+	port plan.Port
+}
+
+func printMatrix(w io.Writer, p *plan.Plan) {
+	m := &p.Matrix
+	var dests []group
+	for _, g := range nodeGroups(p) {
+		if len(g.nodes) > 1 && !uniform(p, g) {
+			for _, n := range g.nodes {
+				dests = append(dests, group{label: n, nodes: []string{n}})
+			}
+			continue
+		}
+		dests = append(dests, g)
+	}
+	rows := append([]group{{label: spec.Outside, nodes: []string{spec.Outside}}}, dests...)
+	var cols []column
+	for _, d := range dests {
+		for _, port := range destPorts(p, d.nodes[0]) {
+			cols = append(cols, column{d, port})
+		}
+	}
+
+	tw := table(w)
+	// Two heading lines: destinations, then their ports.
+	var top, bottom strings.Builder
+	for i, c := range cols {
+		label := ""
+		if i == 0 || cols[i-1].label != c.label {
+			label = c.label
+		}
+		top.WriteString("\t" + label)
+		bottom.WriteString("\t" + fmt.Sprint(c.port.Number))
+		if c.port.Proto != "tcp" {
+			bottom.WriteString("/" + c.port.Proto)
+		}
+	}
+	fmt.Fprintln(tw, top.String())
+	fmt.Fprintln(tw, bottom.String())
+	for _, r := range rows {
+		fmt.Fprint(tw, r.label)
+		for _, c := range cols {
+			fmt.Fprint(tw, "\t"+verdict(m, r.nodes, c.nodes, c.port))
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+}
+
+// uniform reports whether every node of g answers alike, both as a source
+// towards every other node and as a destination from every source. Then, for
+// groups of three or more, every cell of g's row and column is a single
+// answer and collapsing hides nothing.
+func uniform(p *plan.Plan, g group) bool {
+	m := &p.Matrix
+	sources := append([]string{spec.Outside}, nodeNames(p)...)
+	for _, other := range sources {
+		one := []string{other}
+		if other != spec.Outside {
+			for _, port := range destPorts(p, other) {
+				if verdict(m, g.nodes, one, port) == "±" {
+					return false
+				}
+			}
+		}
+		for _, port := range destPorts(p, g.nodes[0]) {
+			if verdict(m, one, g.nodes, port) == "±" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func nodeNames(p *plan.Plan) []string {
+	out := make([]string, len(p.Nodes))
+	for i, n := range p.Nodes {
+		out[i] = n.Name
+	}
+	return out
+}
+
+// nodeGroups groups the plan's nodes, in plan order: a tier of more than
+// collapseAbove nodes is one group, any other node its own.
+func nodeGroups(p *plan.Plan) []group {
+	var out []group
+	for i := 0; i < len(p.Nodes); {
+		n := p.Nodes[i]
+		tier := p.Tier(n.Tier)
+		if len(tier) > collapseAbove {
+			g := group{label: tier[0].Name + ".." + tier[len(tier)-1].Name}
+			for _, t := range tier {
+				g.nodes = append(g.nodes, t.Name)
+			}
+			out = append(out, g)
+			i += len(tier)
+			continue
+		}
+		out = append(out, group{label: n.Name, nodes: []string{n.Name}})
+		i++
+	}
+	return out
+}
+
+// destPorts lists the ports a node is probed on: those it listens on and
+// those any flow allows to it.
+func destPorts(p *plan.Plan, node string) []plan.Port {
+	n := p.Node(node)
+	ports := slices.Clone(n.Listens)
+	for _, f := range p.Flows {
+		if f.To == n.Tier && !slices.Contains(ports, f.Port) {
+			ports = append(ports, f.Port)
+		}
+	}
+	slices.SortFunc(ports, func(a, b plan.Port) int {
+		if a.Number != b.Number {
+			return a.Number - b.Number
+		}
+		return strings.Compare(a.Proto, b.Proto)
+	})
+	return ports
+}
+
+// verdict is the matrix's answer for every source in from to every
+// destination in to on port: ✔ allowed, · denied, ± mixed, and empty for a
+// node and itself.
+func verdict(m *plan.Matrix, from, to []string, port plan.Port) string {
+	var allow, deny bool
+	for _, s := range from {
+		for _, d := range to {
+			if s == d {
+				continue
+			}
+			if m.Allowed(s, d, port) {
+				allow = true
+			} else {
+				deny = true
+			}
+		}
+	}
+	switch {
+	case allow && deny:
+		return "±"
+	case allow:
+		return "✔"
+	case deny:
+		return "·"
+	}
+	return ""
+}

@@ -1,0 +1,169 @@
+// Package secrets generates the credentials of one stack: the database
+// password, the SSH keys the storage tier and its clients use, and a per-stack
+// certificate authority with the edge's TLS certificate. It only reads
+// crypto/rand; keeping the result is the caller's job.
+package secrets
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// Lifetimes of the generated certificates.
+const (
+	CAValidity   = 10 * 365 * 24 * time.Hour
+	CertValidity = 365 * 24 * time.Hour
+)
+
+// Stack is everything secret that a stack's host needs.
+type Stack struct {
+	// Secrets is what rendering puts into the nodes.
+	render.Secrets
+	// StorageClientKeys maps each storage client node (static, app-N) to the
+	// SSH private key (OpenSSH PEM) of the host-side sshfs mount made for it.
+	// Its public half is Secrets.StorageKeys[node].
+	StorageClientKeys map[string][]byte
+	// StorageHostPublicKey is the storage node's host key as one
+	// authorized_keys-style line ("ssh-ed25519 AAAA..."), for known_hosts.
+	StorageHostPublicKey string
+	// CACert is the stack's CA certificate (PEM), for users to trust.
+	CACert []byte
+}
+
+// Generate makes fresh secrets for p. Two calls never return the same
+// secrets.
+func Generate(p *plan.Plan) (*Stack, error) {
+	s := &Stack{StorageClientKeys: map[string][]byte{}}
+	s.StorageKeys = map[string]string{}
+
+	pw := make([]byte, 24) // 24 bytes are 32 base64 characters
+	if _, err := rand.Read(pw); err != nil {
+		return nil, fmt.Errorf("generate database password: %w", err)
+	}
+	s.DBPassword = base64.RawURLEncoding.EncodeToString(pw)
+
+	hostPriv, hostPub, err := sshKey(p.Stack + "-storage")
+	if err != nil {
+		return nil, fmt.Errorf("generate storage host key: %w", err)
+	}
+	s.StorageHostKey, s.StorageHostPublicKey = hostPriv, hostPub
+	for _, n := range p.Nodes {
+		if n.Role != spec.RoleStatic && n.Role != spec.RoleApp {
+			continue
+		}
+		priv, pub, err := sshKey(p.Stack + "-" + n.Name)
+		if err != nil {
+			return nil, fmt.Errorf("generate storage key of %s: %w", n.Name, err)
+		}
+		s.StorageClientKeys[n.Name] = priv
+		s.StorageKeys[n.Name] = pub
+	}
+
+	if err := s.tls(p, time.Now()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// sshKey makes an ed25519 key pair: the private key in OpenSSH PEM and the
+// public key as one authorized_keys line ending in comment.
+func sshKey(comment string) (priv []byte, pub string, err error) {
+	pk, sk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, "", err
+	}
+	block, err := ssh.MarshalPrivateKey(sk, comment)
+	if err != nil {
+		return nil, "", err
+	}
+	sp, err := ssh.NewPublicKey(pk)
+	if err != nil {
+		return nil, "", err
+	}
+	line := strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(sp)), "\n") + " " + comment
+	return pem.EncodeToMemory(block), line, nil
+}
+
+// tls makes the stack's CA and the edge's certificate for the stack's domain,
+// localhost and 127.0.0.1, which is where the edge is published by default.
+func (s *Stack) tls(p *plan.Plan, now time.Time) error {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generate CA key: %w", err)
+	}
+	caName := pkix.Name{CommonName: "bulkhead " + p.Stack + " CA", Organization: []string{"bulkhead"}}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               caName,
+		NotBefore:             now.Add(-time.Hour), // tolerate a little clock skew
+		NotAfter:              now.Add(CAValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return fmt.Errorf("create CA certificate: %w", err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return fmt.Errorf("parse CA certificate: %w", err)
+	}
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generate edge key: %w", err)
+	}
+	names := []string{p.Domain}
+	if p.Domain != "localhost" {
+		names = append(names, "localhost")
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: p.Domain, Organization: []string{"bulkhead"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(CertValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     names,
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return fmt.Errorf("create edge certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("marshal edge key: %w", err)
+	}
+	s.CACert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	s.TLSCert = append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), s.CACert...)
+	s.TLSKey = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	return nil
+}
+
+// serial is a random 128-bit certificate serial number.
+func serial() *big.Int {
+	b := make([]byte, 16)
+	rand.Read(b) // crypto/rand.Read never fails as of Go 1.24
+	b[0] &= 0x7f
+	return new(big.Int).SetBytes(b)
+}

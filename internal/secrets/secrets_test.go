@@ -1,0 +1,195 @@
+package secrets
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+func defaultPlan(t *testing.T, domain string) *plan.Plan {
+	t.Helper()
+	st := spec.Default()
+	st.Domain = domain
+	st.ByRole(spec.RoleStorage).Protocol = spec.ProtocolSFTP
+	p, err := plan.Build(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDBPassword(t *testing.T) {
+	s, err := Generate(defaultPlan(t, "localhost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^[A-Za-z0-9_-]{32}$`).MatchString(s.DBPassword) {
+		t.Errorf("DBPassword %q is not 32 URL-safe characters", s.DBPassword)
+	}
+}
+
+func TestSSHKeys(t *testing.T) {
+	p := defaultPlan(t, "localhost")
+	s, err := Generate(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := ssh.ParseRawPrivateKey(s.StorageHostKey)
+	if err != nil {
+		t.Fatalf("storage host key: %v", err)
+	}
+	hostSigner, err := ssh.NewSignerFromKey(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(s.StorageHostPublicKey))
+	if err != nil {
+		t.Fatalf("storage host public key: %v", err)
+	}
+	if !bytes.Equal(pub.Marshal(), hostSigner.PublicKey().Marshal()) {
+		t.Error("StorageHostPublicKey is not the public half of StorageHostKey")
+	}
+
+	want := []string{"static", "app-1", "app-2"}
+	if len(s.StorageKeys) != len(want) || len(s.StorageClientKeys) != len(want) {
+		t.Errorf("keys for %d/%d nodes, want %v", len(s.StorageKeys), len(s.StorageClientKeys), want)
+	}
+	for _, node := range want {
+		line, ok := s.StorageKeys[node]
+		if !ok || strings.Contains(line, "\n") {
+			t.Errorf("StorageKeys[%s] = %q, want one line", node, line)
+			continue
+		}
+		pub, comment, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+		if err != nil {
+			t.Errorf("StorageKeys[%s]: %v", node, err)
+			continue
+		}
+		if pub.Type() != ssh.KeyAlgoED25519 || !strings.HasSuffix(comment, node) {
+			t.Errorf("StorageKeys[%s] is %s %q, want ed25519 named for the node", node, pub.Type(), comment)
+		}
+		priv, err := ssh.ParseRawPrivateKey(s.StorageClientKeys[node])
+		if err != nil {
+			t.Errorf("StorageClientKeys[%s]: %v", node, err)
+			continue
+		}
+		if _, ok := priv.(*ed25519.PrivateKey); !ok {
+			t.Errorf("StorageClientKeys[%s] is a %T, want ed25519", node, priv)
+		}
+		signer, err := ssh.NewSignerFromKey(priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(signer.PublicKey().Marshal(), pub.Marshal()) {
+			t.Errorf("StorageKeys[%s] is not the public half of StorageClientKeys[%s]", node, node)
+		}
+	}
+	for _, node := range []string{"edge", "cache", "db", "storage"} {
+		if _, ok := s.StorageKeys[node]; ok {
+			t.Errorf("%s has a storage key but does not mount storage", node)
+		}
+	}
+}
+
+func TestCertificate(t *testing.T) {
+	for _, domain := range []string{"localhost", "shop.example.com"} {
+		t.Run(domain, func(t *testing.T) {
+			p := defaultPlan(t, domain)
+			s, err := Generate(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tls.X509KeyPair(s.TLSCert, s.TLSKey); err != nil {
+				t.Fatalf("TLSCert and TLSKey do not pair: %v", err)
+			}
+			roots := x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(s.CACert) {
+				t.Fatal("CACert holds no certificate")
+			}
+			chain := pemCerts(t, s.TLSCert)
+			if len(chain) != 2 || !bytes.Equal(chain[1].Raw, pemCerts(t, s.CACert)[0].Raw) {
+				t.Fatalf("TLSCert holds %d certificates, want the edge's then the CA", len(chain))
+			}
+			ca := chain[1]
+			if !ca.IsCA || ca.Subject.CommonName != "bulkhead bulkhead CA" {
+				t.Errorf("CA is %q (IsCA %v)", ca.Subject.CommonName, ca.IsCA)
+			}
+			if life := ca.NotAfter.Sub(ca.NotBefore); life < 9*365*24*time.Hour {
+				t.Errorf("CA is valid for %v, want about 10 years", life)
+			}
+			leaf := chain[0]
+			if life := leaf.NotAfter.Sub(leaf.NotBefore); life < 364*24*time.Hour || life > 367*24*time.Hour {
+				t.Errorf("edge certificate is valid for %v, want about a year", life)
+			}
+			for _, name := range []string{domain, "localhost", "127.0.0.1"} {
+				_, err := leaf.Verify(x509.VerifyOptions{DNSName: name, Roots: roots})
+				if err != nil {
+					t.Errorf("verify for %s: %v", name, err)
+				}
+			}
+			if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "other.example.org", Roots: roots}); err == nil {
+				t.Error("the edge certificate verifies for other.example.org")
+			}
+			if _, err := leaf.Verify(x509.VerifyOptions{DNSName: domain, Roots: x509.NewCertPool()}); err == nil {
+				t.Error("the edge certificate verifies without the stack's CA")
+			}
+		})
+	}
+}
+
+func TestFresh(t *testing.T) {
+	p := defaultPlan(t, "localhost")
+	a, err := Generate(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Generate(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := map[string]bool{
+		"DBPassword":     a.DBPassword == b.DBPassword,
+		"StorageHostKey": bytes.Equal(a.StorageHostKey, b.StorageHostKey),
+		"StorageKeys":    a.StorageKeys["app-1"] == b.StorageKeys["app-1"],
+		"client key":     bytes.Equal(a.StorageClientKeys["app-1"], b.StorageClientKeys["app-1"]),
+		"TLSKey":         bytes.Equal(a.TLSKey, b.TLSKey),
+		"TLSCert":        bytes.Equal(a.TLSCert, b.TLSCert),
+		"CACert":         bytes.Equal(a.CACert, b.CACert),
+	}
+	for what, eq := range same {
+		if eq {
+			t.Errorf("two calls gave the same %s", what)
+		}
+	}
+	if a.StorageKeys["app-1"] == a.StorageKeys["app-2"] {
+		t.Error("app-1 and app-2 share a storage key")
+	}
+}
+
+func pemCerts(t *testing.T, data []byte) []*x509.Certificate {
+	t.Helper()
+	var out []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return out
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c)
+	}
+}

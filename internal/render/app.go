@@ -1,10 +1,289 @@
 package render
 
-import "github.com/bulkhead/bulkhead/internal/plan"
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"net/netip"
+	"path"
+	"slices"
+	"strings"
+	"text/template"
 
-func appApache(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
-	return nil, nil, errNotYet
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+//go:embed templates/app-*.tmpl templates/cache-*.tmpl
+var appCacheFS embed.FS
+
+var appCacheTemplates = template.Must(template.New("").
+	Funcs(template.FuncMap{"q": confQuote}).
+	ParseFS(appCacheFS, "templates/app-*.tmpl", "templates/cache-*.tmpl"))
+
+// appApacheModules is where Debian's apache2 keeps its modules inside a node.
+const appApacheModules = "/usr/lib/apache2/modules"
+
+// appMaxBody is the largest request body an app node accepts: uploads of up to
+// 16 MB. The edge should allow the same.
+const appMaxBody = 16 << 20
+
+// appConf is what the app templates (apache2, nginx, php-fpm) see. Every
+// path is precomputed from the Layout so that templates only format.
+type appConf struct {
+	Node    string
+	Listen  []netip.AddrPort
+	Proxies []netip.Addr // the edge's addresses: trusted for X-Forwarded-For
+	Conf    string
+	Run     string
+	Site    string
+	Socket  string // php-fpm's FastCGI socket
+	Handler string // Apache's SetHandler value for the socket
+	Pid     string // the web server's pid file
+	FPMPid  string
+	Log     struct{ Error, Access, FPM string }
+	Temp    string // nginx's temp files, prefix of one directory per kind
+	Modules []apacheModule
+
+	BodyBytes int
+	BodyMB    int
+
+	FPM fpmPool
 }
+
+type apacheModule struct{ Name, Path string }
+
+// fpmPool is php-fpm's one pool.
+type fpmPool struct {
+	MaxChildren, StartServers, MinSpare, MaxSpare int
+	Env                                           []appEnv
+	SessionHandler, SessionPath                   string
+	TmpDir                                        string
+	OpenBasedir                                   string
+	DisableFunctions                              string
+}
+
+type appEnv struct{ Name, Value string }
+
+// appApache renders apache2 (event MPM) in front of php-fpm.
+func appApache(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+	c, err := newAppConf(p, n, in)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.Pid = path.Join(in.Layout.Run, "apache2.pid")
+	c.Log.Error = path.Join(in.Layout.Log, "apache2-error.log")
+	c.Log.Access = path.Join(in.Layout.Log, "apache2-access.log")
+	// Debian builds unixd (User, Group) and log_config into the binary.
+	for _, m := range []string{"mpm_event", "authz_core", "mime", "dir", "headers", "remoteip", "reqtimeout", "proxy", "proxy_fcgi"} {
+		c.Modules = append(c.Modules, apacheModule{Name: m + "_module", Path: path.Join(appApacheModules, "mod_"+m+".so")})
+	}
+	return appRender(c, in, "apache2", "app-apache2.conf.tmpl",
+		[]string{"apache2", "-f", in.Layout.conf("apache2.conf"), "-DFOREGROUND"})
+}
+
+// appNginx renders nginx in front of php-fpm.
 func appNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
-	return nil, nil, errNotYet
+	c, err := newAppConf(p, n, in)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.Pid = path.Join(in.Layout.Run, "nginx.pid")
+	c.Log.Error = path.Join(in.Layout.Log, "nginx-error.log")
+	c.Log.Access = path.Join(in.Layout.Log, "nginx-access.log")
+	c.Temp = path.Join(in.Layout.Run, "nginx-")
+	// -e: nginx opens its compiled-in error log before it reads the
+	// config, and that path is on the node's read-only root.
+	return appRender(c, in, "nginx", "app-nginx.conf.tmpl",
+		[]string{"nginx", "-c", in.Layout.conf("nginx.conf"), "-e", c.Log.Error})
+}
+
+// appRender renders the web server's config, php-fpm's config and the DB
+// password file, and the two services: php-fpm first, as the web server
+// hands it every PHP request.
+func appRender(c *appConf, in Input, server, tmpl string, argv []string) ([]File, []Service, error) {
+	web, err := appExec(tmpl, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	fpm, err := appExec("app-php-fpm.conf.tmpl", c)
+	if err != nil {
+		return nil, nil, err
+	}
+	files := []File{
+		{Path: server + ".conf", Mode: 0o644, Data: web},
+		{Path: "php-fpm.conf", Mode: 0o644, Data: fpm},
+	}
+	if slices.ContainsFunc(c.FPM.Env, func(e appEnv) bool { return e.Name == "DB_PASSWORD_FILE" }) {
+		// 0440: PHP runs as www-data and reads it through the group, so the
+		// driver must chown it root:www-data.
+		files = append(files, File{Path: SecretsDir + "/db_password", Mode: 0o440, Data: []byte(in.Secrets.DBPassword)})
+	}
+	// PHP's temp (and, without a cache tier, session) directory lives on the
+	// node's tmpfs; sticky and world-writable like /tmp, so it needs no chown.
+	dirs := []string{c.FPM.TmpDir}
+	if c.FPM.SessionHandler == "files" {
+		dirs = append(dirs, c.FPM.SessionPath)
+	}
+	svcs := []Service{
+		{
+			Name:    "php-fpm",
+			Argv:    []string{"php-fpm8.2", "-F", "-y", in.Layout.conf("php-fpm.conf")},
+			Setup:   append([]string{"install", "-d", "-m", "1733"}, dirs...),
+			Creates: dirs[len(dirs)-1],
+		},
+		{Name: server, Argv: argv},
+	}
+	return files, svcs, nil
+}
+
+// newAppConf gathers what both app variants share: where to listen, where
+// php-fpm's socket is, and what the PHP app is told about its peers.
+func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
+	l := in.Layout
+	listen, err := inboundAddrs(p, n)
+	if err != nil {
+		return nil, err
+	}
+	c := &appConf{
+		Node:      n.Name,
+		Listen:    listen,
+		Proxies:   appProxies(p, n),
+		Conf:      l.Conf,
+		Run:       l.Run,
+		Site:      l.Site,
+		Socket:    path.Join(l.Run, "php-fpm.sock"),
+		FPMPid:    path.Join(l.Run, "php-fpm.pid"),
+		BodyBytes: appMaxBody,
+		BodyMB:    appMaxBody >> 20,
+	}
+	c.Handler = "proxy:unix:" + c.Socket + "|fcgi://localhost"
+	c.Log.FPM = path.Join(l.Log, "php-fpm.log")
+
+	// About 48 MB per PHP worker once apache or nginx, php-fpm's master and
+	// opcache's shared memory (128 MB by default) have taken theirs: 6
+	// workers on a 512 MB node.
+	children := min(max(int((n.Memory-192<<20)/(48<<20)), 2), 64)
+	spare := min(3, children)
+	c.FPM = fpmPool{
+		MaxChildren: children, StartServers: min(2, spare), MinSpare: 1, MaxSpare: spare,
+		TmpDir:           path.Join(l.Run, "php-tmp"),
+		SessionHandler:   "files",
+		SessionPath:      path.Join(l.Run, "php-sessions"),
+		DisableFunctions: "exec,passthru,shell_exec,system,proc_open,popen,pcntl_exec,pcntl_fork,mail",
+	}
+	env := func(name, value string) { c.FPM.Env = append(c.FPM.Env, appEnv{name, value}) }
+	env("NODE_NAME", n.Name)
+	if len(p.Site.Writable) > 0 {
+		env("UPLOAD_DIR", path.Join(l.Site, p.Site.Writable[0]))
+	}
+	if db, f, ok := appPeer(p, n, spec.RoleDB); ok {
+		driver := "mysql"
+		if db.Software == "postgresql" {
+			driver = "pgsql"
+		}
+		env("DB_DRIVER", driver)
+		env("DB_HOST", db.Addr(f.Network).String())
+		env("DB_PORT", fmt.Sprint(f.Port.Number))
+		env("DB_NAME", p.Site.DBName)
+		env("DB_USER", p.Site.DBUser)
+		env("DB_PASSWORD_FILE", l.secret("db_password"))
+	}
+	if cache, f, ok := appPeer(p, n, spec.RoleCache); ok {
+		addr := netip.AddrPortFrom(cache.Addr(f.Network), uint16(f.Port.Number))
+		env("CACHE_DRIVER", cache.Software)
+		env("CACHE_HOST", addr.Addr().String())
+		env("CACHE_PORT", fmt.Sprint(addr.Port()))
+		// Sessions live in the cache tier, not on one app node: the edge
+		// balances without stickiness, so a node-local session would be
+		// lost on the next request to another replica.
+		switch cache.Software {
+		case "memcached":
+			c.FPM.SessionHandler, c.FPM.SessionPath = "memcached", addr.String()
+		case "redis":
+			c.FPM.SessionHandler, c.FPM.SessionPath = "redis", "tcp://"+addr.String()
+		}
+	}
+	// PHP may open the site, its temp and session files, and its password:
+	// not the rest of the node's run or config directories.
+	basedir := []string{l.Site, c.FPM.TmpDir}
+	if c.FPM.SessionHandler == "files" {
+		basedir = append(basedir, c.FPM.SessionPath)
+	}
+	for _, e := range c.FPM.Env {
+		if e.Name == "DB_PASSWORD_FILE" {
+			basedir = append(basedir, e.Value)
+		}
+	}
+	c.FPM.OpenBasedir = strings.Join(basedir, ":")
+	return c, nil
+}
+
+// appPeer returns the first node of role that n has a flow to, and the flow.
+func appPeer(p *plan.Plan, n *plan.Node, role string) (*plan.Node, plan.Flow, bool) {
+	for _, peer := range p.Peers(n) {
+		if peer.Node.Role == role {
+			return peer.Node, peer.Flow, true
+		}
+	}
+	return nil, plan.Flow{}, false
+}
+
+// inboundAddrs returns the addresses n must listen on: its address on the
+// network of every flow that reaches its service port, and no other.
+func inboundAddrs(p *plan.Plan, n *plan.Node) ([]netip.AddrPort, error) {
+	var out []netip.AddrPort
+	for _, f := range p.Flows {
+		if f.To != n.Tier || !slices.Contains(n.Listens, f.Port) {
+			continue
+		}
+		a := netip.AddrPortFrom(n.Addr(f.Network), uint16(f.Port.Number))
+		if a.Addr().IsValid() && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no flow reaches %s on %v, so it has nothing to listen on", n.Name, n.Listens)
+	}
+	return out, nil
+}
+
+// appProxies returns the addresses the edge reaches n from: the only
+// proxies whose X-Forwarded-For n may believe.
+func appProxies(p *plan.Plan, n *plan.Node) []netip.Addr {
+	var out []netip.Addr
+	for _, f := range p.Flows {
+		if f.To != n.Tier {
+			continue
+		}
+		for _, e := range p.Tier(f.From) {
+			if e.Role == spec.RoleEdge && !slices.Contains(out, e.Addr(f.Network)) {
+				out = append(out, e.Addr(f.Network))
+			}
+		}
+	}
+	return out
+}
+
+func appExec(name string, data any) ([]byte, error) {
+	var b bytes.Buffer
+	if err := appCacheTemplates.ExecuteTemplate(&b, name, data); err != nil {
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	return b.Bytes(), nil
+}
+
+// confQuote double-quotes a value for apache, nginx, php-fpm and redis
+// configs. Their escaping rules differ ($ expands in nginx and php ini,
+// backslashes differ), so rather than escape, it refuses anything but a
+// plain set of characters; validated spec values and layout paths pass.
+func confQuote(v any) (string, error) {
+	s := fmt.Sprint(v)
+	for _, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._:+@=,|~ -", r)
+		if !ok {
+			return "", fmt.Errorf("%q: character %q cannot be quoted safely in a config", s, r)
+		}
+	}
+	return `"` + s + `"`, nil
 }

@@ -1,10 +1,83 @@
 package render
 
-import "github.com/bulkhead/bulkhead/internal/plan"
+import (
+	"path"
+	"strconv"
 
-func cacheMemcached(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
-	return nil, nil, errNotYet
+	"github.com/bulkhead/bulkhead/internal/plan"
+)
+
+// cacheMB is how much memory the cache may fill with items: three quarters
+// of the node's limit, leaving the rest for connections, the hash table and
+// allocator overhead, so the cgroup never OOM-kills the cache.
+func cacheMB(n *plan.Node) int64 {
+	return max(n.Memory*3/4>>20, 16)
 }
+
+// cacheMemcached runs memcached from flags alone; it has no config file.
+func cacheMemcached(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+	listen, err := inboundAddrs(p, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The agent runs daemons as root, which memcached refuses without -u;
+	// -u also drops root before any client connects.
+	argv := []string{"memcached", "-u", "memcache"}
+	for _, a := range listen {
+		argv = append(argv, "-l", a.Addr().String())
+	}
+	argv = append(argv,
+		"-p", strconv.Itoa(int(listen[0].Port())),
+		"-U", "0", // no UDP: it is unauthenticated and amplifies
+		"-m", strconv.FormatInt(cacheMB(n), 10),
+		"-c", "1024",
+		"-X", // no stats cachedump / lru_crawler metadump
+		"-W", // no watch: it streams every key to any client
+		"-v",
+	)
+	return nil, []Service{{Name: "memcached", Argv: argv}}, nil
+}
+
+// redisConf is what templates/cache-redis.conf.tmpl sees.
+type redisConf struct {
+	Node  string
+	Bind  []string
+	Port  int
+	Pid   string
+	Dir   string
+	MaxMB int64
+}
+
+// cacheRedis runs redis as a pure cache: no persistence, LRU eviction.
 func cacheRedis(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
-	return nil, nil, errNotYet
+	listen, err := inboundAddrs(p, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	run := path.Join(in.Layout.Run, "redis")
+	c := redisConf{
+		Node:  n.Name,
+		Port:  int(listen[0].Port()),
+		Pid:   path.Join(run, "redis.pid"),
+		Dir:   in.Layout.Data,
+		MaxMB: cacheMB(n),
+	}
+	for _, a := range listen {
+		c.Bind = append(c.Bind, a.Addr().String())
+	}
+	conf, err := appExec("cache-redis.conf.tmpl", c)
+	if err != nil {
+		return nil, nil, err
+	}
+	file := in.Layout.conf("redis.conf")
+	svc := Service{
+		Name: "redis",
+		// redis has no -u of its own: setpriv drops root (and with it every
+		// capability) before redis reads a byte from the network.
+		Argv: []string{"setpriv", "--reuid=redis", "--regid=redis", "--init-groups", "--", "redis-server", file},
+		// Its pid file's directory, on the node's tmpfs, must be redis's.
+		Setup:   []string{"install", "-d", "-o", "redis", "-g", "redis", "-m", "0750", run},
+		Creates: run,
+	}
+	return []File{{Path: "redis.conf", Mode: 0o644, Data: conf}}, []Service{svc}, nil
 }

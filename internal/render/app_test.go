@@ -1,0 +1,487 @@
+package render_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// appCases are the two app variants: apache2 in the default stack, nginx
+// (behind a DMZ) in the alt stack.
+var appCases = []struct {
+	stack, server, conf string
+	edgeNet             string // the network the edge reaches app nodes on
+}{
+	{"default", "apache2", "apache2.conf", plan.NetPrivate},
+	{"alt", "nginx", "nginx.conf", plan.NetDMZ},
+}
+
+// TestAppConfigCheck runs each web server's and php-fpm's own offline check
+// on the rendered configs.
+func TestAppConfigCheck(t *testing.T) {
+	for _, c := range appCases {
+		t.Run(c.stack+"/"+c.server, func(t *testing.T) {
+			p, n, l := renderRole(t, c.stack, spec.RoleApp)
+			fpm := requireTool(t, "php-fpm8.2")
+			web := requireTool(t, c.server)
+			conf := filepath.Join(l.Conf, c.conf)
+			var argv []string
+			switch c.server {
+			case "apache2":
+				argv = []string{web, "-t", "-f", conf}
+			case "nginx":
+				// nginx -t binds its listen addresses, so check it in a
+				// network namespace of its own that has the node's address.
+				requireTool(t, "unshare")
+				requireTool(t, "ip")
+				addr := p.Role(spec.RoleApp)[0].Addr(c.edgeNet)
+				argv = []string{"unshare", "--net", "--", "sh", "-ec",
+					`ip link set lo up; ip addr add "$1/32" dev lo; shift; exec "$@"`,
+					"sh", addr.String(), web, "-t", "-c", conf, "-e", filepath.Join(l.Log, "nginx-error.log")}
+			}
+			appMustRun(t, argv...)
+			appMustRun(t, fpm, "-t", "-y", filepath.Join(l.Conf, "php-fpm.conf"))
+			if got := appServiceNames(n); got != "php-fpm "+c.server {
+				t.Errorf("services = %q, want php-fpm then %s", got, c.server)
+			}
+		})
+	}
+}
+
+// TestAppFacts checks what the configs must say, whatever their syntax.
+func TestAppFacts(t *testing.T) {
+	for _, c := range appCases {
+		t.Run(c.stack, func(t *testing.T) {
+			p, n, l := renderRole(t, c.stack, spec.RoleApp)
+			node := p.Role(spec.RoleApp)[0]
+			web := string(appFile(t, n, c.conf))
+			fpm := string(appFile(t, n, "php-fpm.conf"))
+
+			// It listens on its address on the edge's network, and nowhere else.
+			var edgeFlow *plan.Flow
+			for i, f := range p.Flows {
+				if f.To == node.Tier && p.Tier(f.From)[0].Role == spec.RoleEdge {
+					edgeFlow = &p.Flows[i]
+				}
+			}
+			if edgeFlow == nil || edgeFlow.Network != c.edgeNet {
+				t.Fatalf("edge -> app flow = %+v, want one on %s", edgeFlow, c.edgeNet)
+			}
+			want := node.Addr(c.edgeNet).String() + ":80"
+			listenRE := regexp.MustCompile(`(?m)^\s*(?:Listen|listen)\s+([^\s;]+)`)
+			var listens []string
+			for _, m := range listenRE.FindAllStringSubmatch(web, -1) {
+				listens = append(listens, m[1])
+			}
+			if len(listens) != 1 || listens[0] != want {
+				t.Errorf("%s listens on %v, want only %s", c.conf, listens, want)
+			}
+
+			// PHP finds the database at the db node's address on the app's
+			// flow to it.
+			db := p.Role(spec.RoleDB)[0]
+			var dbNet string
+			for _, peer := range p.Peers(node) {
+				if peer.Node == db {
+					dbNet = peer.Flow.Network
+				}
+			}
+			env := fpmEnv(fpm)
+			if got, want := env["DB_HOST"], db.Addr(dbNet).String(); dbNet == "" || got != want {
+				t.Errorf("DB_HOST = %q, want %q (db on %q)", got, want, dbNet)
+			}
+			if got := env["DB_PASSWORD_FILE"]; got != filepath.Join(l.Conf, "secrets", "db_password") {
+				t.Errorf("DB_PASSWORD_FILE = %q", got)
+			}
+			if got := env["NODE_NAME"]; got != node.Name {
+				t.Errorf("NODE_NAME = %q, want %q", got, node.Name)
+			}
+
+			// The web server hands PHP to the socket php-fpm listens on.
+			sock := regexp.MustCompile(`(?m)^listen = "([^"]+)"`).FindStringSubmatch(fpm)
+			if sock == nil || !strings.HasPrefix(sock[1], l.Run+"/") {
+				t.Fatalf("php-fpm listens on %v, want a socket under %s", sock, l.Run)
+			}
+			handler := map[string]string{
+				"apache2": `SetHandler "proxy:unix:` + sock[1] + `|fcgi://localhost"`,
+				"nginx":   `fastcgi_pass "unix:` + sock[1] + `";`,
+			}[c.server]
+			if !strings.Contains(web, handler) {
+				t.Errorf("%s does not pass PHP to php-fpm's socket: no %s", c.conf, handler)
+			}
+
+			if !regexp.MustCompile(`(?m)^\s*(Header always set|add_header) X-Served-By "` + node.Name + `"( always;)?$`).MatchString(web) {
+				t.Errorf("%s does not set X-Served-By %s", c.conf, node.Name)
+			}
+
+			// The password is only in its secrets file, which www-data reads
+			// by group.
+			pw := testSecrets(p).DBPassword
+			for _, f := range n.Files {
+				has := strings.Contains(string(f.Data), pw)
+				if f.Path == "secrets/db_password" {
+					if !has || f.Mode != 0o440 {
+						t.Errorf("secrets/db_password: mode %o, holds password %v", f.Mode, has)
+					}
+				} else if has {
+					t.Errorf("%s holds the DB password", f.Path)
+				}
+			}
+		})
+	}
+}
+
+// TestAppWithoutDataTiers renders an app in a stack with no db and no
+// cache: PHP is told of neither, no password file is written, and sessions
+// fall back to files on the node's tmpfs.
+func TestAppWithoutDataTiers(t *testing.T) {
+	st, err := spec.Parse("lean.yaml", []byte("name: lean\ntiers:\n  edge: {}\n  app: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spec.Validate(st, spec.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := plan.Build(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := render.DefaultLayout()
+	n, err := render.RenderNode(p, p.Role(spec.RoleApp)[0], render.Input{Layout: l, Secrets: testSecrets(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fpm := string(appFile(t, n, "php-fpm.conf"))
+	for name := range fpmEnv(fpm) {
+		if strings.HasPrefix(name, "DB_") || strings.HasPrefix(name, "CACHE_") {
+			t.Errorf("php-fpm.conf sets %s without a db or cache tier", name)
+		}
+	}
+	for _, f := range n.Files {
+		if strings.HasPrefix(f.Path, "secrets/") {
+			t.Errorf("%s rendered without a db tier", f.Path)
+		}
+	}
+	sessions := l.Run + "/php-sessions"
+	if !strings.Contains(fpm, "php_admin_value[session.save_handler] = files\n") || !strings.Contains(fpm, `php_admin_value[session.save_path] = "`+sessions+`"`) {
+		t.Errorf("sessions are not files under %s", sessions)
+	}
+	if fpmSvc := n.Services[0]; !slices.Contains(fpmSvc.Setup, sessions) || fpmSvc.Creates == "" {
+		t.Errorf("php-fpm setup %q does not create %s", fpmSvc.Setup, sessions)
+	}
+}
+
+// TestAppRefusesUnquotablePaths renders with a layout path that would
+// break out of a quoted config value and expects an error, not a config.
+func TestAppRefusesUnquotablePaths(t *testing.T) {
+	p := loadPlan(t, "default")
+	for _, site := range []string{`/srv/si"te`, "/srv/$site", "/srv/site\nUser root"} {
+		l := render.DefaultLayout()
+		l.Site = site
+		if _, err := render.RenderNode(p, p.Role(spec.RoleApp)[0], render.Input{Layout: l, Secrets: testSecrets(p)}); err == nil {
+			t.Errorf("site %q: rendered without error", site)
+		}
+	}
+}
+
+// TestAppServes runs php-fpm and the web server for real on loopback, with
+// a tiny front controller, and checks what a visitor would see.
+func TestAppServes(t *testing.T) {
+	for _, c := range appCases {
+		t.Run(c.stack+"/"+c.server, func(t *testing.T) {
+			requireTool(t, "php-fpm8.2")
+			requireTool(t, c.server)
+			p, n, l := renderRole(t, c.stack, spec.RoleApp)
+			node := p.Role(spec.RoleApp)[0]
+			appOpenLayout(t, l)
+			appLogsOnFailure(t, l)
+			// As the driver will: the password file is root:www-data 0440.
+			www, err := user.LookupGroup("www-data")
+			if err != nil {
+				t.Fatal(err)
+			}
+			gid, _ := strconv.Atoi(www.Gid)
+			wwwUser, err := user.Lookup("www-data")
+			if err != nil {
+				t.Fatal(err)
+			}
+			wwwUID, _ := strconv.Atoi(wwwUser.Uid)
+			if err := os.Chown(filepath.Join(l.Conf, "secrets", "db_password"), 0, gid); err != nil {
+				t.Fatal(err)
+			}
+			// As storage will: the upload directory is www-data's.
+			uploads := filepath.Join(l.Site, p.Site.Writable[0])
+			if err := os.MkdirAll(uploads, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(uploads, wwwUID, gid); err != nil {
+				t.Fatal(err)
+			}
+			index := `<?php
+header('Content-Type: text/plain');
+if ($_SERVER['REQUEST_METHOD'] === 'POST') {
+	$ok = move_uploaded_file($_FILES['f']['tmp_name'], getenv('UPLOAD_DIR') . '/upload.txt');
+	echo $ok ? "stored" : "failed", "\n";
+	exit;
+}
+echo getenv('NODE_NAME'), "\n";
+echo $_SERVER['REQUEST_URI'], "\n";
+echo file_get_contents(getenv('DB_PASSWORD_FILE')), "\n";
+echo @file_get_contents('/etc/passwd') === false ? "basedir" : "open", "\n";
+echo function_exists('exec') ? "exec" : "noexec", "\n";
+`
+			if err := os.WriteFile(filepath.Join(l.Site, "index.php"), []byte(index), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(l.Site, ".env"), []byte("SECRET=1\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+
+			port := appFreePort(t)
+			listen := node.Addr(c.edgeNet).String() + ":80"
+			web := string(appFile(t, n, c.conf))
+			if !strings.Contains(web, listen) {
+				t.Fatalf("%s does not listen on %s", c.conf, listen)
+			}
+			local := filepath.Join(l.Conf, "loopback-"+c.conf)
+			if err := os.WriteFile(local, []byte(strings.ReplaceAll(web, listen, "127.0.0.1:"+port)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+
+			for _, s := range n.Services {
+				if len(s.Setup) > 0 {
+					appMustRun(t, s.Setup...)
+				}
+				argv := s.Argv
+				if s.Name == c.server {
+					argv = appReplace(argv, filepath.Join(l.Conf, c.conf), local)
+				}
+				appDaemon(t, argv...)
+				if s.Name == "php-fpm" {
+					appWaitFile(t, filepath.Join(l.Run, "php-fpm.sock"))
+				}
+			}
+			base := "http://127.0.0.1:" + port
+			appWaitDial(t, "127.0.0.1:"+port)
+
+			pw := testSecrets(p).DBPassword
+			for _, path := range []string{"/", "/healthz", "/missing.php"} {
+				res, body := appGet(t, base+path)
+				want := node.Name + "\n" + path + "\n" + pw + "\nbasedir\nnoexec\n"
+				if res.StatusCode != 200 || body != want {
+					t.Errorf("GET %s: %d %q, want 200 %q", path, res.StatusCode, body, want)
+				}
+				if got := res.Header.Get("X-Served-By"); got != node.Name {
+					t.Errorf("GET %s: X-Served-By %q, want %q", path, got, node.Name)
+				}
+				if got := res.Header.Get("X-Powered-By"); got != "" {
+					t.Errorf("GET %s: X-Powered-By %q reveals PHP", path, got)
+				}
+			}
+			// An upload passes through PHP's temp dir into UPLOAD_DIR.
+			var form bytes.Buffer
+			mw := multipart.NewWriter(&form)
+			fw, _ := mw.CreateFormFile("f", "hello.txt")
+			fw.Write([]byte("uploaded bytes\n"))
+			mw.Close()
+			up, err := (&http.Client{Timeout: 30 * time.Second}).Post(base+"/upload", mw.FormDataContentType(), &form)
+			if err != nil {
+				t.Fatal(err)
+			}
+			upBody, _ := io.ReadAll(up.Body)
+			up.Body.Close()
+			stored, _ := os.ReadFile(filepath.Join(uploads, "upload.txt"))
+			if string(upBody) != "stored\n" || string(stored) != "uploaded bytes\n" {
+				t.Errorf("upload: %d %q, file %q", up.StatusCode, upBody, stored)
+			}
+
+			res, body := appGet(t, base+"/.env")
+			if res.StatusCode != 403 || strings.Contains(body, "SECRET") {
+				t.Errorf("GET /.env: %d %q, want 403", res.StatusCode, body)
+			}
+			if got := res.Header.Get("X-Served-By"); got != node.Name {
+				t.Errorf("GET /.env: X-Served-By %q on an error, want %q", got, node.Name)
+			}
+		})
+	}
+}
+
+func appGet(t *testing.T, url string) (*http.Response, string) {
+	t.Helper()
+	client := &http.Client{Timeout: 30 * time.Second}
+	res, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return res, string(body)
+}
+
+// fpmEnv parses php-fpm's env[NAME] = "VALUE" lines.
+func fpmEnv(conf string) map[string]string {
+	env := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^env\[(\w+)\] = "([^"]*)"$`).FindAllStringSubmatch(conf, -1) {
+		env[m[1]] = m[2]
+	}
+	return env
+}
+
+func appFile(t *testing.T, n render.Node, path string) []byte {
+	t.Helper()
+	for _, f := range n.Files {
+		if f.Path == path {
+			return f.Data
+		}
+	}
+	t.Fatalf("%s renders no %s", n.Name, path)
+	return nil
+}
+
+func appServiceNames(n render.Node) string {
+	var names []string
+	for _, s := range n.Services {
+		names = append(names, s.Name)
+	}
+	return strings.Join(names, " ")
+}
+
+func appReplace(s []string, old, new string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[i] = v
+		if v == old {
+			out[i] = new
+		}
+	}
+	return out
+}
+
+// appLogsOnFailure shows the daemons' log files if the test fails.
+func appLogsOnFailure(t *testing.T, l render.Layout) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ents, _ := os.ReadDir(l.Log)
+		for _, e := range ents {
+			b, _ := os.ReadFile(filepath.Join(l.Log, e.Name()))
+			t.Logf("%s:\n%s", e.Name(), b)
+		}
+	})
+}
+
+// appOpenLayout lets daemons that drop root (www-data, redis) traverse the
+// test's temporary directories, which Go creates 0700.
+func appOpenLayout(t *testing.T, l render.Layout) {
+	t.Helper()
+	root := filepath.Dir(l.Conf)
+	for _, d := range []string{filepath.Dir(root), root} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func appMustRun(t *testing.T, argv ...string) {
+	t.Helper()
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	t.Logf("%s:\n%s", strings.Join(argv, " "), out)
+}
+
+// appFreePort returns a loopback port that was free a moment ago.
+func appFreePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// appDaemon starts a daemon in its own process group, as the node agent
+// does, and stops that group when the test ends. Its output is logged if
+// the test fails. It returns the daemon's pid.
+func appDaemon(t *testing.T, argv ...string) int {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", argv[0], err)
+	}
+	pid := cmd.Process.Pid
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		syscall.Kill(-pid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			syscall.Kill(-pid, syscall.SIGKILL)
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("%s (pid %d) said:\n%s", strings.Join(argv, " "), pid, out.String())
+		}
+	})
+	return pid
+}
+
+// appWaitDial waits until something accepts connections on addr. The
+// deadline is generous: it bounds a hang, it does not measure speed.
+func appWaitDial(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on %s: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func appWaitFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(fmt.Errorf("%s did not appear", path))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

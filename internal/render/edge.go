@@ -1,10 +1,162 @@
 package render
 
-import "github.com/bulkhead/bulkhead/internal/plan"
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"net/netip"
+	"path"
+	"slices"
+	"strconv"
+	"text/template"
 
-func edgeNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
-	return nil, nil, errNotYet
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+//go:embed templates/edge-*.tmpl
+var edgeFS embed.FS
+
+var edgeTemplates = template.Must(template.New("").Funcs(frontFuncs).ParseFS(edgeFS, "templates/edge-*.tmpl"))
+
+// edgeConf is what the edge templates see; every path is precomputed.
+type edgeConf struct {
+	Node        string
+	Public      netip.Addr // the only address the edge listens on
+	ServerNames []string
+	App         []edgeServer
+	Static      []edgeServer // empty: every path goes to app
+	Paths       sitePaths
+	// Redirect sends plain HTTP to HTTPS on HTTPSPort, where visitors
+	// reach the edge's 443 (the published port); empty for 443 itself.
+	Redirect  bool
+	HTTPSPort string
+	Cert, Key string // nginx: PEM files
+	PEM       string // haproxy: certificate and key in one file
+	Pid       string
+	Socket    string // haproxy's stats socket
+	Temp      string // nginx temp directories: prefix of one per kind
+	Log       string // nginx's access log
+	BodyMB    int
+	BodyBytes int
 }
+
+// edgeServer is one upstream node.
+type edgeServer struct {
+	Name string
+	Addr netip.AddrPort
+}
+
+// edgeMaxBody is the largest request body the edge lets through: the app
+// tier's upload limit (16 MB).
+const edgeMaxBody = 16 << 20
+
+func newEdgeConf(p *plan.Plan, n *plan.Node, in Input) (*edgeConf, error) {
+	l := in.Layout
+	c := &edgeConf{
+		Node:      n.Name,
+		Public:    n.Addr(plan.NetPublic),
+		Redirect:  p.Publish.Redirect,
+		Cert:      l.secret("edge.crt"),
+		Key:       l.secret("edge.key"),
+		PEM:       l.secret("edge.pem"),
+		Pid:       path.Join(l.Run, n.Software+".pid"),
+		Socket:    path.Join(l.Run, "haproxy.sock"),
+		Temp:      path.Join(l.Run, "nginx-"),
+		Log:       path.Join(l.Log, "access.log"),
+		BodyMB:    edgeMaxBody >> 20,
+		BodyBytes: edgeMaxBody,
+	}
+	if !c.Public.IsValid() {
+		return nil, fmt.Errorf("%s has no address on the %s network", n.Name, plan.NetPublic)
+	}
+	if len(in.Secrets.TLSCert) == 0 || len(in.Secrets.TLSKey) == 0 {
+		return nil, fmt.Errorf("no TLS certificate and key for %s in the secrets", n.Name)
+	}
+	c.ServerNames = []string{p.Domain}
+	if p.Domain != "localhost" {
+		c.ServerNames = append(c.ServerNames, "localhost")
+	}
+	if hp := p.Publish.HTTPS; hp.IsValid() && hp.Port() != 443 {
+		c.HTTPSPort = strconv.Itoa(int(hp.Port()))
+	}
+	// Upstreams come from the flows the roles imply, on the flow's
+	// network: with a DMZ, that is the app and static nodes' DMZ address.
+	for _, peer := range p.Peers(n) {
+		if peer.Flow.Explicit {
+			continue
+		}
+		s := edgeServer{Name: peer.Node.Name, Addr: netip.AddrPortFrom(peer.Node.Addr(peer.Flow.Network), uint16(peer.Flow.Port.Number))}
+		if !s.Addr.Addr().IsValid() {
+			return nil, fmt.Errorf("%s has no address on the %s network", peer.Node.Name, peer.Flow.Network)
+		}
+		switch peer.Node.Role {
+		case spec.RoleApp:
+			c.App = append(c.App, s)
+		case spec.RoleStatic:
+			c.Static = append(c.Static, s)
+		}
+	}
+	if len(c.App) == 0 {
+		return nil, fmt.Errorf("no flow from %s reaches an app node, so it has nothing to proxy to", n.Name)
+	}
+	if len(c.Static) > 0 {
+		c.Paths = newSitePaths(p.Site)
+	}
+	return c, nil
+}
+
+func edgeExec(name string, data any) ([]byte, error) {
+	var b bytes.Buffer
+	if err := edgeTemplates.ExecuteTemplate(&b, name, data); err != nil {
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	return b.Bytes(), nil
+}
+
+// edgeNginx renders nginx as the edge: TLS termination, static paths to the
+// static pool and the rest to the app pool.
+func edgeNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+	c, err := newEdgeConf(p, n, in)
+	if err != nil {
+		return nil, nil, err
+	}
+	conf, err := edgeExec("edge-nginx.conf.tmpl", c)
+	if err != nil {
+		return nil, nil, err
+	}
+	files := []File{
+		{Path: "nginx.conf", Mode: 0o644, Data: conf},
+		{Path: path.Join(SecretsDir, "edge.crt"), Mode: 0o400, Data: in.Secrets.TLSCert},
+		{Path: path.Join(SecretsDir, "edge.key"), Mode: 0o400, Data: in.Secrets.TLSKey},
+	}
+	svc := Service{
+		Name: "nginx",
+		// -e: nginx opens its built-in error log before reading the config.
+		Argv: []string{"nginx", "-c", in.Layout.conf("nginx.conf"), "-e", "stderr"},
+	}
+	return files, []Service{svc}, nil
+}
+
+// edgeHAProxy renders haproxy as the edge, with the same routing as nginx
+// and active health checks of the app pool.
 func edgeHAProxy(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
-	return nil, nil, errNotYet
+	c, err := newEdgeConf(p, n, in)
+	if err != nil {
+		return nil, nil, err
+	}
+	conf, err := edgeExec("edge-haproxy.cfg.tmpl", c)
+	if err != nil {
+		return nil, nil, err
+	}
+	pem := slices.Concat(bytes.TrimRight(in.Secrets.TLSCert, "\n"), []byte("\n"), in.Secrets.TLSKey)
+	files := []File{
+		{Path: "haproxy.cfg", Mode: 0o644, Data: conf},
+		{Path: path.Join(SecretsDir, "edge.pem"), Mode: 0o400, Data: pem},
+	}
+	svc := Service{
+		Name: "haproxy",
+		Argv: []string{"haproxy", "-db", "-f", in.Layout.conf("haproxy.cfg")},
+	}
+	return files, []Service{svc}, nil
 }

@@ -1,10 +1,307 @@
 package render
 
-import "github.com/bulkhead/bulkhead/internal/plan"
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"net/netip"
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+	"text/template"
 
-func staticLighttpd(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
-	return nil, nil, errNotYet
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+//go:embed templates/static-*.tmpl
+var staticFS embed.FS
+
+var staticTemplates = template.Must(template.New("").Funcs(frontFuncs).ParseFS(staticFS, "templates/static-*.tmpl"))
+
+// frontFuncs quote values for the configs of the tiers in front (edge and
+// static). Each daemon has its own quoting rules, so rather than escape, the
+// quoters refuse anything outside a plain set of characters; validated spec
+// values and layout paths pass.
+var frontFuncs = template.FuncMap{
+	// nginx double-quotes; "$" would expand a variable in most directives.
+	"nq": func(v any) (string, error) { return frontQuote(v, `"`, "") },
+	// nginx regexes: "$" anchors and backslashes reach PCRE unchanged.
+	"nre": func(v any) (string, error) { return frontQuote(v, `"`, `$\`) },
+	// lighttpd double-quotes and passes "$" and backslashes through.
+	"lq": func(v any) (string, error) { return frontQuote(v, `"`, `$\`) },
+	// haproxy single-quotes: no escapes and no $VAR expansion.
+	"hq": func(v any) (string, error) { return frontQuote(v, `'`, "") },
 }
+
+func frontQuote(v any, quote, extra string) (string, error) {
+	s := fmt.Sprint(v)
+	for _, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+			strings.ContainsRune("/._:;+@=,~ ()|?^*-", r) || strings.ContainsRune(extra, r)
+		if !ok {
+			return "", fmt.Errorf("%q: character %q cannot be quoted safely in a config", s, r)
+		}
+	}
+	return quote + s + quote, nil
+}
+
+// Cache lifetimes of static files, in seconds. Uploads change under the
+// same name more often than built assets, so caches keep them for less time.
+const (
+	assetMaxAge  = 3600
+	uploadMaxAge = 600
+)
+
+// sitePaths are the request paths the static tier serves (site.static),
+// split the way web servers match them.
+type sitePaths struct {
+	// Prefixes are path prefixes ending in "/", in spec order, without
+	// duplicates and without "/" itself.
+	Prefixes []sitePrefix
+	// Exts are file extensions from the "*.ext" globs, lower case, sorted.
+	Exts []string
+	// All is set when "/" is a prefix: every path is static.
+	All bool
+}
+
+type sitePrefix struct {
+	Path   string // "/assets/"
+	Upload bool   // under a writable directory (site.writable)
+	MaxAge int    // seconds
+}
+
+func newSitePaths(site plan.Site) sitePaths {
+	var s sitePaths
+	for _, p := range site.Static {
+		switch {
+		case p == "/":
+			s.All = true
+		case strings.HasPrefix(p, "*."):
+			if e := strings.ToLower(p[2:]); !slices.Contains(s.Exts, e) {
+				s.Exts = append(s.Exts, e)
+			}
+		case !slices.ContainsFunc(s.Prefixes, func(q sitePrefix) bool { return q.Path == p }):
+			up := slices.ContainsFunc(site.Writable, func(w string) bool { return strings.HasPrefix(p, "/"+w+"/") })
+			age := assetMaxAge
+			if up {
+				age = uploadMaxAge
+			}
+			s.Prefixes = append(s.Prefixes, sitePrefix{Path: p, Upload: up, MaxAge: age})
+		}
+	}
+	slices.Sort(s.Exts)
+	return s
+}
+
+// ExtRegex matches a path ending in one of the extensions; match it case
+// insensitively.
+func (s sitePaths) ExtRegex() string {
+	exts := make([]string, len(s.Exts))
+	for i, e := range s.Exts {
+		exts[i] = regexp.QuoteMeta(e)
+	}
+	return `\.(?:` + strings.Join(exts, "|") + `)$`
+}
+
+// PrefixRegex matches a path under one of the prefixes.
+func (s sitePaths) PrefixRegex() string {
+	ps := make([]string, len(s.Prefixes))
+	for i, p := range s.Prefixes {
+		ps[i] = regexp.QuoteMeta(p.Path)
+	}
+	return `^(?:` + strings.Join(ps, "|") + `)`
+}
+
+// UploadRegex matches a path under one of the upload prefixes, or is empty.
+func (s sitePaths) UploadRegex() string {
+	var ps []string
+	for _, p := range s.Prefixes {
+		if p.Upload {
+			ps = append(ps, regexp.QuoteMeta(p.Path))
+		}
+	}
+	if len(ps) == 0 {
+		return ""
+	}
+	return `^(?:` + strings.Join(ps, "|") + `)`
+}
+
+// refusedRegex matches what the static tier never serves, whatever the
+// configured paths say: dotfiles and dot-directories (.env, .git/), server
+// side code that must not leak as source, backups, and directories (no
+// listings). Match it case insensitively.
+const refusedRegex = `/\.|\.(?:php\d?|phtml|phar|inc|bak|orig|swp|sql)$|~$|/$`
+
+// mimeType is one file extension's Content-Type. The table is explicit
+// because a minimal container has no /etc/mime.types.
+type mimeType struct {
+	Ext, Type string
+	Text      bool // gets "; charset=utf-8"
+}
+
+var staticMIME = []mimeType{
+	{"avif", "image/avif", false},
+	{"bmp", "image/bmp", false},
+	{"css", "text/css", true},
+	{"csv", "text/csv", true},
+	{"eot", "application/vnd.ms-fontobject", false},
+	{"gif", "image/gif", false},
+	{"htm", "text/html", true},
+	{"html", "text/html", true},
+	{"ico", "image/x-icon", false},
+	{"jpeg", "image/jpeg", false},
+	{"jpg", "image/jpeg", false},
+	{"js", "text/javascript", true},
+	{"json", "application/json", true},
+	{"map", "application/json", true},
+	{"mjs", "text/javascript", true},
+	{"mp3", "audio/mpeg", false},
+	{"mp4", "video/mp4", false},
+	{"ogg", "audio/ogg", false},
+	{"otf", "font/otf", false},
+	{"pdf", "application/pdf", false},
+	{"png", "image/png", false},
+	{"svg", "image/svg+xml", true},
+	{"ttf", "font/ttf", false},
+	{"txt", "text/plain", true},
+	{"wasm", "application/wasm", false},
+	{"webm", "video/webm", false},
+	{"webmanifest", "application/manifest+json", true},
+	{"webp", "image/webp", false},
+	{"woff", "font/woff", false},
+	{"woff2", "font/woff2", false},
+	{"xml", "application/xml", true},
+	{"zip", "application/zip", false},
+}
+
+// CharsetTypes are the text types nginx adds "; charset=utf-8" to, sorted
+// and without text/html, which nginx always includes.
+func (c *staticConf) CharsetTypes() []string {
+	var out []string
+	for _, m := range c.MIME {
+		if m.Text && m.Type != "text/html" && !slices.Contains(out, m.Type) {
+			out = append(out, m.Type)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// staticConf is what the static templates see; every path is precomputed.
+type staticConf struct {
+	Node    string
+	Listen  netip.AddrPort
+	Site    string
+	Void    string // a document root that never exists: what is not static is 404
+	Healthz string
+	Pid     string
+	Run     string
+	Temp    string // nginx temp directories: prefix of one per kind
+	Log     string // access log
+	Paths   sitePaths
+	Refused string
+	MIME    []mimeType
+	// Cache lifetimes in seconds.
+	AssetAge, UploadAge int
+}
+
+// staticHealthz is the body of /healthz, which the static tier answers from
+// its config directory so a health check does not depend on the site.
+const staticHealthz = "ok\n"
+
+// staticListen returns the address and port the edge reaches n on: the
+// static tier listens there and nowhere else.
+func staticListen(p *plan.Plan, n *plan.Node) (netip.AddrPort, error) {
+	for _, f := range p.Flows {
+		if f.To != n.Tier || f.Explicit || !slices.Contains(n.Listens, f.Port) {
+			continue
+		}
+		if from := p.Tier(f.From); len(from) > 0 && from[0].Role == spec.RoleEdge {
+			if a := n.Addr(f.Network); a.IsValid() {
+				return netip.AddrPortFrom(a, uint16(f.Port.Number)), nil
+			}
+		}
+	}
+	return netip.AddrPort{}, fmt.Errorf("no flow from the edge reaches %s on %v, so it has nothing to listen on", n.Name, n.Listens)
+}
+
+func newStaticConf(p *plan.Plan, n *plan.Node, in Input) (*staticConf, error) {
+	listen, err := staticListen(p, n)
+	if err != nil {
+		return nil, err
+	}
+	l := in.Layout
+	return &staticConf{
+		Node:   n.Name,
+		Listen: listen,
+		Site:   l.Site,
+		// Conf holds only rendered files and is read-only in the node, so
+		// this directory never exists.
+		Void:    l.conf("void"),
+		Healthz: l.conf("healthz"),
+		Pid:     path.Join(l.Run, n.Software+".pid"),
+		Run:     l.Run,
+		Temp:    path.Join(l.Run, "nginx-"),
+		Log:     path.Join(l.Log, "access.log"),
+		Paths:   newSitePaths(p.Site),
+		Refused: refusedRegex,
+		MIME:    staticMIME,
+
+		AssetAge:  assetMaxAge,
+		UploadAge: uploadMaxAge,
+	}, nil
+}
+
+func staticExec(name string, data any) ([]byte, error) {
+	var b bytes.Buffer
+	if err := staticTemplates.ExecuteTemplate(&b, name, data); err != nil {
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	return b.Bytes(), nil
+}
+
+// staticLighttpd serves the site's static paths with lighttpd.
+func staticLighttpd(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+	c, err := newStaticConf(p, n, in)
+	if err != nil {
+		return nil, nil, err
+	}
+	conf, err := staticExec("static-lighttpd.conf.tmpl", c)
+	if err != nil {
+		return nil, nil, err
+	}
+	files := []File{
+		{Path: "lighttpd.conf", Mode: 0o644, Data: conf},
+		{Path: "healthz", Mode: 0o644, Data: []byte(staticHealthz)},
+	}
+	// lighttpd opens its access log after dropping to www-data, so the file
+	// must exist and belong to www-data first. install(1) creates it empty.
+	svc := Service{
+		Name:    "lighttpd",
+		Argv:    []string{"lighttpd", "-D", "-f", in.Layout.conf("lighttpd.conf")},
+		Setup:   []string{"install", "-o", "www-data", "-g", "www-data", "-m", "0640", "/dev/null", c.Log},
+		Creates: c.Log,
+	}
+	return files, []Service{svc}, nil
+}
+
+// staticNginx serves the site's static paths with nginx.
 func staticNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
-	return nil, nil, errNotYet
+	c, err := newStaticConf(p, n, in)
+	if err != nil {
+		return nil, nil, err
+	}
+	conf, err := staticExec("static-nginx.conf.tmpl", c)
+	if err != nil {
+		return nil, nil, err
+	}
+	files := []File{{Path: "nginx.conf", Mode: 0o644, Data: conf}}
+	svc := Service{
+		Name: "nginx",
+		// -e: nginx opens its built-in error log before reading the config.
+		Argv: []string{"nginx", "-c", in.Layout.conf("nginx.conf"), "-e", "stderr"},
+	}
+	return files, []Service{svc}, nil
 }

@@ -1,0 +1,733 @@
+package render_test
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// tlsSecrets returns testSecrets with a real, throwaway certificate and
+// key, which daemons load when they check a config.
+func tlsSecrets(t *testing.T, p *plan.Plan) render.Secrets {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: p.Domain},
+		DNSNames:     []string{p.Domain, "localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := testSecrets(p)
+	s.TLSCert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	s.TLSKey = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	return s
+}
+
+// writeNode is renderRole for a plan the test may have changed and for
+// given secrets: it renders node name with a layout in a temporary
+// directory and writes the files there. The directories are world-readable
+// so that daemons which drop to www-data can read the site.
+func writeNode(t *testing.T, p *plan.Plan, name string, sec render.Secrets) (render.Node, render.Layout) {
+	t.Helper()
+	n := p.Node(name)
+	if n == nil {
+		t.Fatalf("no node %s", name)
+	}
+	root := t.TempDir()
+	for _, d := range []string{filepath.Dir(root), root} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := render.Layout{
+		Conf: filepath.Join(root, "conf"), Run: filepath.Join(root, "run"), Log: filepath.Join(root, "log"),
+		Data: filepath.Join(root, "data"), Site: filepath.Join(root, "site"),
+	}
+	out, err := render.RenderNode(p, n, render.Input{Layout: l, Secrets: sec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{l.Conf, filepath.Join(l.Conf, render.SecretsDir), l.Run, l.Log, l.Data, l.Site} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range out.Files {
+		path := filepath.Join(l.Conf, f.Path)
+		if err := os.WriteFile(path, f.Data, os.FileMode(f.Mode)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out, l
+}
+
+func fileOf(t *testing.T, n render.Node, path string) render.File {
+	t.Helper()
+	for _, f := range n.Files {
+		if f.Path == path {
+			return f
+		}
+	}
+	t.Fatalf("%s renders no %s", n.Name, path)
+	return render.File{}
+}
+
+// runCheck runs a daemon's offline config check and fails with its output
+// unless it exits 0.
+func runCheck(t *testing.T, argv ...string) string {
+	t.Helper()
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	return string(out)
+}
+
+// runCheckBinding is runCheck for a check that binds the config's listen
+// addresses, like nginx -t: it runs in a network namespace of its own where
+// binding any address works, so the stack's addresses need not exist on
+// this host and nothing is reachable.
+func runCheckBinding(t *testing.T, argv ...string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a network namespace")
+	}
+	cmd := exec.Command("/bin/sh", append([]string{"-c", `echo 1 >/proc/sys/net/ipv4/ip_nonlocal_bind && exec "$@"`, "sh"}, argv...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	return string(out)
+}
+
+// confBlocks returns every brace-delimited block of an nginx config whose
+// opening line, trimmed, is head (e.g. "upstream app {").
+func confBlocks(conf, head string) []string {
+	var out []string
+	lines := strings.Split(conf, "\n")
+	for i, line := range lines {
+		if strings.TrimSpace(line) != head {
+			continue
+		}
+		depth := 0
+		for j := i; j < len(lines); j++ {
+			depth += strings.Count(lines[j], "{") - strings.Count(lines[j], "}")
+			if depth == 0 {
+				out = append(out, strings.Join(lines[i:j+1], "\n"))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// serverOn returns the nginx server block that listens on addr.
+func serverOn(t *testing.T, conf, listen string) string {
+	t.Helper()
+	for _, b := range confBlocks(conf, "server {") {
+		if strings.Contains(b, "listen "+listen+" ") {
+			return b
+		}
+	}
+	t.Fatalf("no server block listens on %s:\n%s", listen, conf)
+	return ""
+}
+
+// haproxySection returns the lines of one haproxy section, e.g.
+// "backend app".
+func haproxySection(t *testing.T, conf, head string) string {
+	t.Helper()
+	var out []string
+	in := false
+	for _, line := range strings.Split(conf, "\n") {
+		if line != "" && line[0] != '\t' && line[0] != '#' {
+			in = line == head
+			continue
+		}
+		if in {
+			out = append(out, strings.TrimSpace(line))
+		}
+	}
+	if !in && len(out) == 0 {
+		t.Fatalf("no section %q in haproxy config:\n%s", head, conf)
+	}
+	return strings.Join(out, "\n")
+}
+
+// pools returns the addresses the edge must proxy to, per role, as the
+// plan's flows say.
+func pools(p *plan.Plan, edge *plan.Node) map[string][]string {
+	out := map[string][]string{}
+	for _, peer := range p.Peers(edge) {
+		out[peer.Node.Role] = append(out[peer.Node.Role], netip.AddrPortFrom(peer.Node.Addr(peer.Flow.Network), uint16(peer.Flow.Port.Number)).String())
+	}
+	return out
+}
+
+// withEdge returns a stack's plan with its edge switched to software, so
+// that each edge renderer is checked with and without a DMZ.
+func withEdge(t *testing.T, stack, software string) (*plan.Plan, *plan.Node) {
+	t.Helper()
+	p := loadPlan(t, stack)
+	edge := p.Role(spec.RoleEdge)[0]
+	edge.Software = software
+	return p, edge
+}
+
+func TestEdgeNginxCheck(t *testing.T) {
+	nginx := requireTool(t, "nginx")
+	for _, c := range stackCases(t) {
+		for _, redirect := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/redirect=%v", c, redirect), func(t *testing.T) {
+				p, edge := withEdge(t, c, "nginx")
+				p.Publish.Redirect = redirect
+				sec := tlsSecrets(t, p)
+				n, l := writeNode(t, p, edge.Name, sec)
+				confPath := filepath.Join(l.Conf, "nginx.conf")
+				if msg := runCheckBinding(t, nginx, "-t", "-c", confPath, "-e", "stderr"); strings.Contains(msg, "[warn]") {
+					t.Errorf("nginx -t warns:\n%s", msg)
+				}
+
+				if len(n.Services) != 1 || !slices.Equal(n.Services[0].Argv, []string{"nginx", "-c", confPath, "-e", "stderr"}) {
+					t.Errorf("services = %+v, want nginx -c %s -e stderr", n.Services, confPath)
+				}
+				for _, s := range []struct {
+					path string
+					data []byte
+				}{{"secrets/edge.crt", sec.TLSCert}, {"secrets/edge.key", sec.TLSKey}} {
+					f := fileOf(t, n, s.path)
+					if f.Mode != 0o400 || !bytes.Equal(f.Data, s.data) {
+						t.Errorf("%s: mode %o, %d bytes; want mode 400 and the secret's bytes", s.path, f.Mode, len(f.Data))
+					}
+				}
+				conf := string(fileOf(t, n, "nginx.conf").Data)
+				checkEdgeNginx(t, p, edge, conf, redirect)
+			})
+		}
+	}
+}
+
+func checkEdgeNginx(t *testing.T, p *plan.Plan, edge *plan.Node, conf string, redirect bool) {
+	t.Helper()
+	pub := edge.Addr(plan.NetPublic).String()
+	listens := regexp.MustCompile(`(?m)^\s*listen\s+(\S+)`).FindAllStringSubmatch(conf, -1)
+	var got []string
+	for _, m := range listens {
+		got = append(got, m[1])
+	}
+	if want := []string{pub + ":80", pub + ":443"}; !slices.Equal(got, want) {
+		t.Errorf("listens on %v, want only the public address %v", got, want)
+	}
+
+	want := pools(p, edge)
+	up := confBlocks(conf, "upstream app {")
+	if len(up) != 1 {
+		t.Fatalf("want one upstream app, got %d", len(up))
+	}
+	servers := regexp.MustCompile(`(?m)^\s*server (\S+) max_fails=2 fail_timeout=10s;$`).FindAllStringSubmatch(up[0], -1)
+	var addrs []string
+	for _, m := range servers {
+		addrs = append(addrs, m[1])
+	}
+	if !slices.Equal(addrs, want[spec.RoleApp]) || len(addrs) == 0 {
+		t.Errorf("upstream app has %v, want every app node %v with max_fails", addrs, want[spec.RoleApp])
+	}
+	if !strings.Contains(up[0], "keepalive 32;") {
+		t.Errorf("upstream app has no keepalive:\n%s", up[0])
+	}
+	for _, d := range []string{"proxy_http_version 1.1;", `proxy_set_header Connection "";`, "proxy_next_upstream_tries 2;", "server_tokens off;"} {
+		if !strings.Contains(conf, d) {
+			t.Errorf("config lacks %q", d)
+		}
+	}
+	if strings.Contains(conf, "X-Served-By") {
+		t.Errorf("the edge must keep upstreams' X-Served-By, not hide or set it")
+	}
+
+	https := serverOn(t, conf, pub+":443")
+	plain := serverOn(t, conf, pub+":80")
+	staticBlock := confBlocks(conf, "upstream static {")
+	if len(staticBlock) != 1 || !strings.Contains(staticBlock[0], "server "+want[spec.RoleStatic][0]+" ") {
+		t.Errorf("upstream static does not hold the static node %v:\n%v", want[spec.RoleStatic], staticBlock)
+	}
+	for _, s := range p.Site.Static {
+		if !strings.HasSuffix(s, "/") {
+			continue
+		}
+		loc := confBlocks(https, fmt.Sprintf("location ^~ %q {", s))
+		if len(loc) != 1 || !strings.Contains(loc[0], "proxy_pass http://static;") {
+			t.Errorf("prefix %s does not go to static: %v", s, loc)
+		}
+	}
+	// The extension location's regex, as nginx would match it.
+	m := regexp.MustCompile(`location ~\* "([^"]+)" \{\n\s*proxy_pass http://static;`).FindStringSubmatch(https)
+	if m == nil {
+		t.Fatalf("no extension location goes to static:\n%s", https)
+	}
+	ext := regexp.MustCompile("(?i)" + m[1])
+	for _, s := range p.Site.Static {
+		if e, ok := strings.CutPrefix(s, "*"); ok && !ext.MatchString("/a/b"+strings.ToUpper(e)) {
+			t.Errorf("%s does not match glob %s", m[1], s)
+		}
+	}
+	if ext.MatchString("/index.php") || ext.MatchString("/app.css.php") {
+		t.Errorf("%s sends PHP to static", m[1])
+	}
+	if loc := confBlocks(https, "location / {"); len(loc) != 1 || !strings.Contains(loc[0], "proxy_pass http://app;") {
+		t.Errorf("the rest does not go to app: %v", loc)
+	}
+
+	if !strings.Contains(https, "Strict-Transport-Security") || strings.Contains(plain, "Strict-Transport-Security") {
+		t.Errorf("HSTS must be on the https server only")
+	}
+	for _, h := range []string{"X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy", "Content-Security-Policy"} {
+		for _, b := range []string{https, plain} {
+			if !regexp.MustCompile(`add_header ` + h + ` "[^"]+" always;`).MatchString(b) {
+				t.Errorf("a server lacks %s", h)
+			}
+		}
+	}
+	if !strings.Contains(https, "ssl_protocols TLSv1.2 TLSv1.3;") && !strings.Contains(conf, "ssl_protocols TLSv1.2 TLSv1.3;") {
+		t.Errorf("TLS protocols are not limited to 1.2 and 1.3")
+	}
+
+	redirects := strings.Contains(plain, "return 301 https://$host:"+fmt.Sprint(p.Publish.HTTPS.Port())+"$request_uri;")
+	proxies := strings.Contains(plain, "proxy_pass")
+	if redirect != redirects || redirect == proxies {
+		t.Errorf("redirect=%v but port 80 redirects=%v, proxies=%v:\n%s", redirect, redirects, proxies, plain)
+	}
+}
+
+func TestEdgeHAProxyCheck(t *testing.T) {
+	haproxy := requireTool(t, "haproxy")
+	for _, c := range stackCases(t) {
+		for _, redirect := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/redirect=%v", c, redirect), func(t *testing.T) {
+				p, edge := withEdge(t, c, "haproxy")
+				p.Publish.Redirect = redirect
+				sec := tlsSecrets(t, p)
+				n, l := writeNode(t, p, edge.Name, sec)
+				confPath := filepath.Join(l.Conf, "haproxy.cfg")
+				if msg := runCheck(t, haproxy, "-c", "-f", confPath); strings.Contains(msg, "WARNING") || strings.Contains(msg, "ALERT") {
+					t.Errorf("haproxy -c warns:\n%s", msg)
+				}
+
+				if len(n.Services) != 1 || !slices.Equal(n.Services[0].Argv, []string{"haproxy", "-db", "-f", confPath}) {
+					t.Errorf("services = %+v, want haproxy -db -f %s", n.Services, confPath)
+				}
+				f := fileOf(t, n, "secrets/edge.pem")
+				if f.Mode != 0o400 || !bytes.Contains(f.Data, sec.TLSCert) || !bytes.HasSuffix(f.Data, sec.TLSKey) {
+					t.Errorf("secrets/edge.pem: mode %o; want mode 400, the certificate then the key", f.Mode)
+				}
+				conf := string(fileOf(t, n, "haproxy.cfg").Data)
+				checkEdgeHAProxy(t, p, edge, conf, redirect)
+			})
+		}
+	}
+}
+
+func checkEdgeHAProxy(t *testing.T, p *plan.Plan, edge *plan.Node, conf string, redirect bool) {
+	t.Helper()
+	pub := edge.Addr(plan.NetPublic).String()
+	binds := regexp.MustCompile(`(?m)^\s*bind\s+(\S+)`).FindAllStringSubmatch(conf, -1)
+	var got []string
+	for _, m := range binds {
+		got = append(got, m[1])
+	}
+	if want := []string{pub + ":80", pub + ":443"}; !slices.Equal(got, want) {
+		t.Errorf("binds %v, want only the public address %v", got, want)
+	}
+	want := pools(p, edge)
+	for _, role := range []string{spec.RoleApp, spec.RoleStatic} {
+		be := haproxySection(t, conf, "backend "+role)
+		servers := regexp.MustCompile(`(?m)^server \S+ (\S+) check$`).FindAllStringSubmatch(be, -1)
+		var addrs []string
+		for _, m := range servers {
+			addrs = append(addrs, m[1])
+		}
+		if !slices.Equal(addrs, want[role]) || len(addrs) == 0 {
+			t.Errorf("backend %s has %v, want every %s node %v with check", role, addrs, role, want[role])
+		}
+		for _, d := range []string{"balance roundrobin", "http-reuse safe", "http-check send meth GET uri /healthz"} {
+			if !strings.Contains(be, d) {
+				t.Errorf("backend %s lacks %q", role, d)
+			}
+		}
+	}
+	fe := haproxySection(t, conf, "frontend web")
+	var prefixes, exts []string
+	for _, s := range p.Site.Static {
+		if e, ok := strings.CutPrefix(s, "*"); ok {
+			exts = append(exts, "'"+e+"'")
+		} else {
+			prefixes = append(prefixes, "'"+s+"'")
+		}
+	}
+	slices.Sort(exts)
+	for _, acl := range []string{
+		"acl static_path path_beg " + strings.Join(prefixes, " "),
+		"acl static_ext path_end -i " + strings.Join(exts, " "),
+		"use_backend static if static_path",
+		"use_backend static if static_ext",
+		"default_backend app",
+	} {
+		if !strings.Contains(fe, acl+"\n") {
+			t.Errorf("frontend lacks %q:\n%s", acl, fe)
+		}
+	}
+	if !strings.Contains(fe, `Strict-Transport-Security "max-age=31536000" if { ssl_fc }`) {
+		t.Errorf("HSTS is not limited to https")
+	}
+	redirects := strings.Contains(fe, fmt.Sprintf("http-request redirect code 301 location https://%%[req.hdr(host),field(1,:)]:%d%%[capture.req.uri] if !{ ssl_fc }", p.Publish.HTTPS.Port()))
+	if redirect != redirects {
+		t.Errorf("redirect=%v but the frontend redirects=%v", redirect, redirects)
+	}
+}
+
+// TestEdgeWithoutStatic renders edges for a stack with no static tier:
+// every path goes to app, and there is no static pool to fail on.
+func TestEdgeWithoutStatic(t *testing.T) {
+	src := "tiers:\n  edge: {}\n  cache: {}\n  db: {}\n  storage: {protocol: sftp}\n  app: {replicas: 2}\n"
+	st, err := spec.Load("bulkhead.yaml", []byte(src), spec.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sw := range []string{"nginx", "haproxy"} {
+		t.Run(sw, func(t *testing.T) {
+			tool := requireTool(t, sw)
+			st.ByRole(spec.RoleEdge).Software = sw
+			p, err := plan.Build(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			edge := p.Role(spec.RoleEdge)[0]
+			n, l := writeNode(t, p, edge.Name, tlsSecrets(t, p))
+			var conf string
+			if sw == "nginx" {
+				runCheckBinding(t, tool, "-t", "-c", filepath.Join(l.Conf, "nginx.conf"), "-e", "stderr")
+				conf = string(fileOf(t, n, "nginx.conf").Data)
+			} else {
+				runCheck(t, tool, "-c", "-f", filepath.Join(l.Conf, "haproxy.cfg"))
+				conf = string(fileOf(t, n, "haproxy.cfg").Data)
+			}
+			if strings.Contains(conf, "backend static") || strings.Contains(conf, "http://static") {
+				t.Errorf("a stack without a static tier routes to static:\n%s", conf)
+			}
+			if !strings.Contains(conf, "http://app;") && !strings.Contains(conf, "default_backend app") {
+				t.Errorf("nothing goes to app:\n%s", conf)
+			}
+		})
+	}
+}
+
+// TestEdgeNeedsTLS checks that an edge without a certificate is an error,
+// not a config that fails when the daemon starts.
+func TestEdgeNeedsTLS(t *testing.T) {
+	for _, sw := range []string{"nginx", "haproxy"} {
+		p, edge := withEdge(t, "default", sw)
+		sec := testSecrets(p)
+		sec.TLSKey = nil
+		if _, err := render.RenderNode(p, edge, render.Input{Layout: render.DefaultLayout(), Secrets: sec}); err == nil {
+			t.Errorf("%s: rendered an edge without a TLS key", sw)
+		}
+	}
+}
+
+// daemon runs argv in its own process group until the test ends, then
+// stops that group.
+func daemon(t *testing.T, argv ...string) {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", argv[0], out.String())
+		}
+	})
+}
+
+// waitListening waits until addr accepts connections. The deadline is far
+// beyond any daemon's start-up, so the test does not depend on speed.
+func waitListening(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on %s: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// freePort returns a port that is free on addr now.
+func freePort(t *testing.T, addr string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// moveToLoopback gives node n's leg on network a loopback address, so that
+// a test can run its daemon on this host without touching the stack's
+// subnets.
+func moveToLoopback(n *plan.Node, network string, addr string) {
+	n.Iface(network).Addr = netip.MustParseAddr(addr)
+}
+
+// fakeTier serves HTTP for the nodes of a tier, on their (loopback)
+// addresses, answering with the node's name in X-Served-By. It returns a
+// function that stops one node's server.
+func fakeTier(t *testing.T, p *plan.Plan, edge *plan.Node, role string) map[string]func() {
+	t.Helper()
+	stops := map[string]func(){}
+	for _, peer := range p.Peers(edge) {
+		if peer.Node.Role != role {
+			continue
+		}
+		name := peer.Node.Name
+		addr := netip.AddrPortFrom(peer.Node.Addr(peer.Flow.Network), uint16(peer.Flow.Port.Number))
+		l, err := net.Listen("tcp", addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Served-By", name)
+			w.Header().Set("X-Frame-Options", "DENY") // the edge's value must win
+			fmt.Fprintf(w, "path=%s xff=%s proto=%s\n", r.URL.Path, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"))
+		})}
+		go srv.Serve(l)
+		stops[name] = func() { srv.Close() }
+		t.Cleanup(func() { srv.Close() })
+	}
+	return stops
+}
+
+// TestEdgeLive runs each edge daemon on loopback addresses in front of fake
+// app and static nodes, and checks routing, headers, TLS, failover and the
+// redirect with real requests.
+func TestEdgeLive(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to bind ports 80 and 443")
+	}
+	cases := []struct {
+		stack, software string
+		net             int
+	}{{"default", "nginx", 1}, {"alt", "haproxy", 2}, {"alt", "nginx", 3}, {"default", "haproxy", 4}}
+	for _, c := range cases {
+		for _, redirect := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/%s/redirect=%v", c.stack, c.software, redirect), func(t *testing.T) {
+				tool := requireTool(t, c.software)
+				p, edge := withEdge(t, c.stack, c.software)
+				p.Publish.Redirect = redirect
+				r := 0
+				if redirect {
+					r = 1
+				}
+				base := fmt.Sprintf("127.77.%d.", c.net*2+r)
+				pub := base + "1"
+				for _, port := range []string{"80", "443"} {
+					l, err := net.Listen("tcp", net.JoinHostPort(pub, port))
+					if err != nil {
+						t.Skipf("cannot bind %s:%s on this host: %v", pub, port, err)
+					}
+					l.Close()
+				}
+				moveToLoopback(edge, plan.NetPublic, pub)
+				for i, peer := range p.Peers(edge) {
+					moveToLoopback(peer.Node, peer.Flow.Network, fmt.Sprintf("%s%d", base, 10+i))
+				}
+				port := freePort(t, base+"10")
+				for i := range p.Flows {
+					if f := &p.Flows[i]; f.From == edge.Tier {
+						f.Port.Number = port
+					}
+				}
+				apps := fakeTier(t, p, edge, spec.RoleApp)
+				fakeTier(t, p, edge, spec.RoleStatic)
+
+				sec := tlsSecrets(t, p)
+				_, l := writeNode(t, p, edge.Name, sec)
+				if c.software == "nginx" {
+					daemon(t, tool, "-c", filepath.Join(l.Conf, "nginx.conf"), "-e", "stderr")
+				} else {
+					daemon(t, tool, "-db", "-f", filepath.Join(l.Conf, "haproxy.cfg"))
+				}
+				waitListening(t, pub+":80")
+				waitListening(t, pub+":443")
+				checkEdgeLive(t, p, pub, sec, apps, redirect)
+			})
+		}
+	}
+}
+
+func checkEdgeLive(t *testing.T, p *plan.Plan, pub string, sec render.Secrets, apps map[string]func(), redirect bool) {
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(sec.TLSCert)
+	client := &http.Client{
+		Timeout: 20 * time.Second,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			TLSClientConfig:   &tls.Config{RootCAs: roots, ServerName: "localhost"},
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	get := func(url string, hdr ...string) (*http.Response, string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			if hdr[i] == "Host" {
+				req.Host = hdr[i+1]
+			} else {
+				req.Header.Set(hdr[i], hdr[i+1])
+			}
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(body)
+	}
+
+	https := "https://" + pub
+	if redirect {
+		resp, _ := get("http://"+pub+"/shop/cart?id=7", "Host", "visitor.test:8080")
+		want := fmt.Sprintf("https://visitor.test:%d/shop/cart?id=7", p.Publish.HTTPS.Port())
+		if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != want {
+			t.Errorf("port 80 answered %d Location %q, want 301 to %s", resp.StatusCode, resp.Header.Get("Location"), want)
+		}
+		if resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("the redirect lacks the security headers")
+		}
+	} else {
+		resp, body := get("http://" + pub + "/index.php")
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("X-Served-By"), "app-") || !strings.Contains(body, "proto=http\n") {
+			t.Errorf("plain http /index.php: %d by %q: %s", resp.StatusCode, resp.Header.Get("X-Served-By"), body)
+		}
+		if resp.Header.Get("Strict-Transport-Security") != "" {
+			t.Errorf("HSTS sent over plain http")
+		}
+	}
+
+	routes := map[string]string{"/": "app-", "/index.php": "app-", "/healthz": "app-"}
+	for _, s := range p.Site.Static {
+		if e, ok := strings.CutPrefix(s, "*"); ok {
+			routes["/deep/dir/file"+strings.ToUpper(e)] = "static"
+			routes["/file"+e+".php"] = "app-"
+		} else {
+			routes[s+"x.php"] = "static"
+			routes[s+"img/a.png"] = "static"
+		}
+	}
+	for path, want := range routes {
+		resp, body := get(https+path, "X-Forwarded-For", "6.6.6.6")
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("X-Served-By"), want) {
+			t.Errorf("%s: %d served by %q, want %s*", path, resp.StatusCode, resp.Header.Get("X-Served-By"), want)
+		}
+		if strings.Contains(body, "6.6.6.6") || !strings.Contains(body, "proto=https\n") {
+			t.Errorf("%s: upstream saw %q; want the visitor's real address and https", path, body)
+		}
+		for h, v := range map[string]string{"X-Content-Type-Options": "nosniff", "X-Frame-Options": "SAMEORIGIN", "Strict-Transport-Security": "max-age=31536000"} {
+			if got := resp.Header.Values(h); len(got) != 1 || got[0] != v {
+				t.Errorf("%s: %s = %q, want exactly %q", path, h, got, v)
+			}
+		}
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
+			t.Errorf("%s: Content-Security-Policy = %q", path, csp)
+		}
+	}
+
+	seen := map[string]bool{}
+	for range 2 * len(apps) {
+		resp, _ := get(https + "/")
+		seen[resp.Header.Get("X-Served-By")] = true
+	}
+	if len(seen) != len(apps) {
+		t.Errorf("requests were served by %v, want all %d app nodes", seen, len(apps))
+	}
+
+	// One app node dies: every request still succeeds.
+	apps["app-1"]()
+	for i := range 3 * len(apps) {
+		resp, _ := get(https + "/")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Served-By") == "app-1" {
+			t.Errorf("request %d after app-1 died: %d from %q", i, resp.StatusCode, resp.Header.Get("X-Served-By"))
+		}
+	}
+
+	old := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11,
+	}}}
+	if resp, err := old.Get(https + "/"); err == nil {
+		resp.Body.Close()
+		t.Errorf("the edge accepted TLS 1.1")
+	} else if errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("TLS 1.1 probe: %v", err)
+	}
+}

@@ -28,12 +28,13 @@ const (
 )
 
 var (
-	nameRE     = regexp.MustCompile(`^[a-z]([a-z0-9-]*[a-z0-9])?$`)
-	domainRE   = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	prefixRE   = regexp.MustCompile(`^/([A-Za-z0-9._~-]+/)*$`)
+	nameRE   = regexp.MustCompile(`^[a-z]([a-z0-9-]*[a-z0-9])?$`)
+	domainRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	// A segment may not start with a dot: no "..", no "/.git/".
+	prefixRE   = regexp.MustCompile(`^/([A-Za-z0-9_~-][A-Za-z0-9._~-]*/)*$`)
 	globRE     = regexp.MustCompile(`^\*\.[A-Za-z0-9]{1,16}$`)
 	sqlNameRE  = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,31}$`)
-	sitePathRE = regexp.MustCompile(`^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$`)
+	sitePathRE = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$`)
 )
 
 // Env is what Validate needs to know about the host. It is injected so that

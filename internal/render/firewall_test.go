@@ -27,6 +27,32 @@ func TestNftablesCheck(t *testing.T) {
 	}
 }
 
+// TestHostNftablesCheck checks the host table of every test stack with
+// nft -c, in a throwaway namespace.
+func TestHostNftablesCheck(t *testing.T) {
+	nft := requireTool(t, "nft")
+	unshare := requireTool(t, "unshare")
+	for _, c := range stackCases(t) {
+		p := loadPlan(t, c)
+		cmd := exec.Command(unshare, "--net", nft, "-c", "-f", "-")
+		cmd.Stdin = strings.NewReader(string(render.HostNftables(p)))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s: nft -c: %v\n%s", c, err, out)
+		}
+	}
+	host := string(render.HostNftables(loadPlan(t, "default")))
+	for _, want := range []string{
+		"iifname { \"demo-pri\", \"demo-pub\" } drop",
+		"ip saddr @app_private ip daddr @db_private tcp dport 3306 ct state new accept",
+		"ip daddr @edge_public tcp dport 443 ct state new accept",
+		"elements = { 10.77.0.7, 10.77.0.8 }",
+	} {
+		if !strings.Contains(host, want) {
+			t.Errorf("host table lacks %q:\n%s", want, host)
+		}
+	}
+}
+
 // TestNftablesPolicy asserts the shape of a ruleset: default drop in every
 // chain, loopback and established traffic allowed, and one rule per flow.
 func TestNftablesPolicy(t *testing.T) {

@@ -1,0 +1,101 @@
+package render
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// HostNftables renders the host's own table for a stack, a second wall
+// behind the nodes' firewalls:
+//   - input: nothing on the stack's bridges may open a connection to the
+//     host (a listener on a gateway address stays unreachable);
+//   - forward: bridged traffic between stack addresses (br_netfilter hands it
+//     to this hook) passes only along the plan's flows.
+//
+// It matches only the stack's own bridges and addresses, so the host's
+// other traffic is untouched, and like a node's ruleset it replaces itself
+// when loaded again.
+func HostNftables(p *plan.Plan) []byte {
+	var b strings.Builder
+	t := p.HostNFT
+	fmt.Fprintf(&b, "# bulkhead host table of stack %s.\n", p.Stack)
+	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\n\n", t, t)
+	fmt.Fprintf(&b, "table inet %s {\n", t)
+
+	var bridges []string
+	for _, n := range p.Networks {
+		bridges = append(bridges, fmt.Sprintf("%q", n.Bridge))
+	}
+	var all []netip.Addr
+	for _, n := range p.Nodes {
+		for _, i := range n.Ifaces {
+			all = append(all, i.Addr)
+		}
+	}
+	all = append(all, p.Outside.Iface.Addr)
+	writeSet(&b, "stack", all)
+
+	type key struct{ tier, net string }
+	sets := map[key]string{}
+	var order []key
+	setFor := func(tier, net string) string {
+		k := key{tier, net}
+		if name, ok := sets[k]; ok {
+			return name
+		}
+		name := strings.ReplaceAll(tier, "-", "_") + "_" + net
+		sets[k] = name
+		order = append(order, k)
+		return name
+	}
+	var rules []string
+	for _, f := range p.Flows {
+		to := setFor(f.To, f.Network)
+		from := ""
+		if f.From != spec.Outside {
+			from = fmt.Sprintf("ip saddr @%s ", setFor(f.From, f.Network))
+		}
+		rules = append(rules, fmt.Sprintf("\t\t%sip daddr @%s %s dport %d ct state new accept comment %q\n",
+			from, to, f.Port.Proto, f.Port.Number, f.From+" -> "+f.To))
+	}
+	for _, k := range order {
+		var addrs []netip.Addr
+		for _, n := range p.Tier(k.tier) {
+			addrs = append(addrs, n.Addr(k.net))
+		}
+		writeSet(&b, sets[k], addrs)
+	}
+
+	fmt.Fprintf(&b, "\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "\t\tiifname { %s } ct state established,related accept\n", strings.Join(bridges, ", "))
+	fmt.Fprintf(&b, "\t\tiifname { %s } drop comment \"nodes may not reach the host\"\n\t}\n\n", strings.Join(bridges, ", "))
+
+	fmt.Fprintf(&b, "\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n")
+	b.WriteString("\t\tip saddr @stack jump flows\n\t\tip daddr @stack jump flows\n\t}\n\n")
+	b.WriteString("\tchain flows {\n\t\tct state invalid drop\n\t\tct state established,related accept\n")
+	for _, r := range rules {
+		b.WriteString(r)
+	}
+	b.WriteString("\t\tdrop\n\t}\n}\n")
+	return []byte(b.String())
+}
+
+func writeSet(b *strings.Builder, name string, addrs []netip.Addr) {
+	addrs = slices.Clone(addrs)
+	slices.SortFunc(addrs, func(a, b netip.Addr) int { return a.Compare(b) })
+	addrs = slices.Compact(addrs)
+	fmt.Fprintf(b, "\tset %s {\n\t\ttype ipv4_addr\n", name)
+	if len(addrs) > 0 {
+		s := make([]string, len(addrs))
+		for i, a := range addrs {
+			s[i] = a.String()
+		}
+		fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(s, ", "))
+	}
+	b.WriteString("\t}\n\n")
+}

@@ -167,3 +167,45 @@ func serial() *big.Int {
 	b[0] &= 0x7f
 	return new(big.Int).SetBytes(b)
 }
+
+// Complete adds what p needs and s lacks, keeping everything s has: a client
+// key for every static or app node added since s was made. It reports
+// whether it added anything. Keys of nodes p no longer has are kept: a pool
+// that shrinks and grows again gets its old keys back.
+func (s *Stack) Complete(p *plan.Plan) (bool, error) {
+	changed := false
+	if s.StorageClientKeys == nil {
+		s.StorageClientKeys = map[string][]byte{}
+	}
+	if s.StorageKeys == nil {
+		s.StorageKeys = map[string]string{}
+	}
+	for _, n := range p.Nodes {
+		if n.Role != spec.RoleStatic && n.Role != spec.RoleApp {
+			continue
+		}
+		if _, ok := s.StorageClientKeys[n.Name]; ok {
+			continue
+		}
+		priv, pub, err := sshKey(p.Stack + "-" + n.Name)
+		if err != nil {
+			return changed, fmt.Errorf("generate storage key of %s: %w", n.Name, err)
+		}
+		s.StorageClientKeys[n.Name], s.StorageKeys[n.Name] = priv, pub
+		changed = true
+	}
+	return changed, nil
+}
+
+// For returns the secrets to render p with: those of s, with storage keys
+// limited to p's nodes, so that a removed node's key is no longer authorised.
+func (s *Stack) For(p *plan.Plan) render.Secrets {
+	out := s.Secrets
+	out.StorageKeys = map[string]string{}
+	for _, n := range p.Nodes {
+		if k, ok := s.StorageKeys[n.Name]; ok {
+			out.StorageKeys[n.Name] = k
+		}
+	}
+	return out
+}

@@ -193,3 +193,42 @@ func pemCerts(t *testing.T, data []byte) []*x509.Certificate {
 		out = append(out, c)
 	}
 }
+
+func TestComplete(t *testing.T) {
+	small, big := testPlan(t, 2), testPlan(t, 4)
+	s, err := Generate(small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, app1 := s.DBPassword, s.StorageKeys["app-1"]
+	changed, err := s.Complete(big)
+	if err != nil || !changed {
+		t.Fatalf("Complete: changed=%v err=%v", changed, err)
+	}
+	if s.DBPassword != pw || s.StorageKeys["app-1"] != app1 {
+		t.Error("Complete replaced existing secrets")
+	}
+	for _, n := range []string{"app-3", "app-4"} {
+		if s.StorageKeys[n] == "" || len(s.StorageClientKeys[n]) == 0 {
+			t.Errorf("no key for %s", n)
+		}
+	}
+	if changed, _ := s.Complete(big); changed {
+		t.Error("a second Complete changed something")
+	}
+	if got := s.For(small).StorageKeys; len(got) != 3 || got["app-3"] != "" {
+		t.Errorf("For(small) authorises %d keys: %v", len(got), got)
+	}
+}
+
+func testPlan(t *testing.T, apps int) *plan.Plan {
+	t.Helper()
+	st := spec.Default()
+	st.Tiers["app"].Replicas = apps
+	st.ByRole(spec.RoleStorage).Protocol = spec.ProtocolSFTP
+	p, err := plan.Build(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -1,0 +1,497 @@
+package render_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// dsDeadline bounds every wait for a daemon in the db and storage checks. It
+// is generous: a slow CI machine must not fail them.
+const dsDeadline = 90 * time.Second
+
+// trickyPassword has every character that SQL quoting must get right.
+const trickyPassword = `it's a \ "tricky" pass; --`
+
+// TestMariaDBLive initialises a datadir with the rendered Setup, starts
+// mariadbd with the rendered config on loopback, and checks through the
+// socket that init.sql made exactly the plan's accounts. It then plants
+// accounts the plan does not name and restarts twice: init.sql must run
+// again without error and remove them, and a changed password and a changed
+// app address must take effect.
+func TestMariaDBLive(t *testing.T) {
+	dsRequireRoot(t)
+	requireTool(t, "mariadbd")
+	requireTool(t, "mariadb-install-db")
+	requireTool(t, "mariadb")
+	p, n, l := renderRole(t, "default", spec.RoleDB)
+	if len(n.Services) != 1 {
+		t.Fatalf("services = %+v, want one", n.Services)
+	}
+	svc := n.Services[0]
+	conf := filepath.Join(l.Conf, "my.cnf")
+	cnf := string(dsFile(t, n, "my.cnf").Data)
+	for _, want := range []string{
+		"bind-address = " + p.Role(spec.RoleDB)[0].Addr(plan.NetPrivate).String() + "\n",
+		"socket = " + filepath.Join(l.Run, "mysqld.sock") + "\n",
+		"datadir = " + filepath.Join(l.Data, "mysql") + "\n",
+		"init-file = " + filepath.Join(l.Conf, render.SecretsDir, "mariadb-init.sql") + "\n",
+		"skip-name-resolve\n",
+		"innodb_buffer_pool_size = 512M\n", // half of the default 1G
+	} {
+		if !strings.Contains(cnf, want) {
+			t.Errorf("my.cnf lacks %q", want)
+		}
+	}
+	if f := dsFile(t, n, "secrets/mariadb-init.sql"); f.Mode != 0o440 {
+		t.Errorf("init.sql has mode %o, want 0440: it holds the password, and mysql reads it through its group", f.Mode)
+	}
+	dsOwn(t, l, "mysql", "secrets/mariadb-init.sql")
+
+	dsRun(t, svc.Setup...)
+	if _, err := os.Stat(svc.Creates); err != nil {
+		t.Fatalf("Setup did not create %s: %v", svc.Creates, err)
+	}
+	port := dsFreePort(t)
+	sql := func(q string) (string, error) {
+		out, err := exec.Command("mariadb", "--defaults-file="+conf, "-N", "-B", "-e", q).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	must := func(q string) string {
+		t.Helper()
+		out, err := sql(q)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", q, err, out)
+		}
+		return out
+	}
+	start := func() *dsDaemon {
+		t.Helper()
+		d := dsStart(t, append(slices.Clone(svc.Argv), "--bind-address=127.0.0.1", "--port="+port)...)
+		d.waitFor(t, "mariadb answering on its socket", func() bool { _, err := sql("SELECT 1"); return err == nil })
+		return d
+	}
+	appAddrs := func(p *plan.Plan) []string {
+		var out []string
+		for _, a := range p.Role(spec.RoleApp) {
+			out = append(out, a.Addr(plan.NetPrivate).String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	check := func(want []string) {
+		t.Helper()
+		if got := must("SHOW DATABASES LIKE 'site'"); got != "site" {
+			t.Errorf("database site: got %q", got)
+		}
+		if got := strings.Fields(must("SELECT Host FROM mysql.user WHERE User = 'site' ORDER BY Host")); !slices.Equal(got, want) {
+			t.Errorf("site user exists at %v, want exactly %v", got, want)
+		}
+		for _, h := range want {
+			grants := strings.Split(must(fmt.Sprintf("SHOW GRANTS FOR 'site'@'%s'", h)), "\n")
+			if len(grants) != 2 || !strings.HasPrefix(grants[0], "GRANT USAGE ON *.* TO `site`@") ||
+				!strings.Contains(grants[1], " ON `site`.* TO `site`@") || strings.Contains(grants[1], "GRANT OPTION") {
+				t.Errorf("grants of site@%s are not exactly rights on site.*:\n%s", h, strings.Join(grants, "\n"))
+			}
+		}
+		// One password for all: after a change, the accounts that already
+		// existed have the new one too (the new account proves which).
+		if got := must("SELECT COUNT(DISTINCT authentication_string) FROM mysql.user WHERE User = 'site'"); got != "1" {
+			t.Errorf("site accounts have %s different passwords, want 1", got)
+		}
+		if got := must("SELECT CONCAT(User, '@', Host) FROM mysql.user WHERE User = '' OR (User = 'root' AND Host <> 'localhost')"); got != "" {
+			t.Errorf("accounts that must not exist: %s", got)
+		}
+		if got := must("SELECT plugin FROM mysql.user WHERE User = 'root'"); got != "unix_socket" {
+			t.Errorf("root authenticates with %q, want unix_socket only", got)
+		}
+	}
+
+	d := start()
+	want := appAddrs(p)
+	check(want)
+	// Plant what init.sql must remove: an account of a node that left the
+	// pool, an anonymous user, root from anywhere, and a global grant.
+	must("CREATE USER 'site'@'10.77.0.99' IDENTIFIED BY 'x'; CREATE USER ''@'localhost'; CREATE USER 'root'@'%' IDENTIFIED BY 'x'; " +
+		"GRANT ALL ON *.* TO 'site'@'" + want[0] + "'")
+	d.stop(t)
+
+	d = start()
+	check(want)
+	d.stop(t)
+
+	// app-1 moves to 127.0.0.1 and the password changes: the old account
+	// goes, and the new one logs in over TCP with the new password.
+	dsMove(p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
+	dsRerender(t, p, spec.RoleDB, l, withPassword(testSecrets(p), trickyPassword))
+	dsOwn(t, l, "mysql", "secrets/mariadb-init.sql")
+	d = start()
+	check(appAddrs(p))
+	site := func(q string) (string, error) {
+		out, err := exec.Command("mariadb", "--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-P", port,
+			"-u", "site", "--password="+trickyPassword, "-N", "-B", "site", "-e", q).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	if out, err := site("SELECT CURRENT_USER(); CREATE TABLE t (id INT PRIMARY KEY); DROP TABLE t"); err != nil || out != "site@127.0.0.1" {
+		t.Errorf("site user over TCP with the new password: %v\n%s", err, out)
+	}
+	if out, err := site("CREATE DATABASE other"); err == nil || !strings.Contains(out, "denied") {
+		t.Errorf("site user created another database (%v): %s", err, out)
+	}
+	if out, err := exec.Command("mariadb", "--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-P", port,
+		"-u", "site", "--password=golden-db-password", "site", "-e", "SELECT 1").CombinedOutput(); err == nil {
+		t.Errorf("the old password still works: %s", out)
+	}
+	d.stop(t)
+}
+
+// TestPostgresHBA checks that pg_hba.conf lets the site user in from exactly
+// the app nodes' addresses, and the superuser only over the local socket.
+func TestPostgresHBA(t *testing.T) {
+	for _, stack := range []string{"alt"} {
+		p := loadPlan(t, stack)
+		db := p.Role(spec.RoleDB)[0]
+		n, err := render.RenderNode(p, db, render.Input{Layout: render.DefaultLayout(), Secrets: testSecrets(p)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"local all postgres peer"}
+		for _, a := range p.Role(spec.RoleApp) {
+			want = append(want, fmt.Sprintf("host %q %q %s/32 scram-sha-256", p.Site.DBName, p.Site.DBUser, a.Addr(plan.NetPrivate)))
+		}
+		if got := dsConfLines(string(dsFile(t, n, "pg_hba.conf").Data)); !slices.Equal(got, want) {
+			t.Errorf("%s: pg_hba.conf rules:\n%s\nwant:\n%s", stack, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+}
+
+// TestPostgresLive initialises a cluster with the rendered Setup, starts
+// postgres with the rendered config on loopback and runs the rendered
+// init.sql twice through psql, as the driver's post-start step would. The
+// site role must exist without superpowers and own the site's database;
+// pg_hba.conf must refuse it from an address that is no app node's and admit
+// it, with the current password, once an app node has that address.
+func TestPostgresLive(t *testing.T) {
+	dsRequireRoot(t)
+	bin := "/usr/lib/postgresql/15/bin"
+	if _, err := os.Stat(filepath.Join(bin, "postgres")); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("postgresql-15 is not installed; .ci/run must install it")
+		}
+		t.Skip("postgresql-15 is not installed")
+	}
+	requireTool(t, "setpriv")
+	p, n, l := renderRole(t, "alt", spec.RoleDB)
+	svc := n.Services[0]
+	dsOwn(t, l, "postgres", "secrets/postgresql-init.sql")
+	dsRun(t, svc.Setup...)
+	if _, err := os.Stat(svc.Creates); err != nil {
+		t.Fatalf("Setup did not create %s: %v", svc.Creates, err)
+	}
+	port := dsFreePort(t)
+	asPostgres := []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"}
+	psql := func(args ...string) (string, error) {
+		argv := append(slices.Clone(asPostgres), filepath.Join(bin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+			"-h", l.Run, "-p", port, "-U", "postgres", "-d", "postgres")
+		out, err := exec.Command(argv[0], append(argv[1:], args...)...).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	must := func(q string) string {
+		t.Helper()
+		out, err := psql("-A", "-t", "-c", q)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", q, err, out)
+		}
+		return out
+	}
+	initSQL := func() {
+		t.Helper()
+		if out, err := psql("-f", filepath.Join(l.Conf, render.SecretsDir, "postgresql-init.sql")); err != nil {
+			t.Fatalf("init.sql: %v\n%s", err, out)
+		}
+	}
+	site := func(pw, db string) (string, error) {
+		cmd := exec.Command(filepath.Join(bin, "psql"), "-X", "-A", "-t", "-h", "127.0.0.1", "-p", port, "-U", p.Site.DBUser, "-d", db,
+			"-c", "SELECT current_user; CREATE TABLE t (id int); DROP TABLE t")
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+pw, "PGCONNECT_TIMEOUT=10")
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+
+	d := dsStart(t, append(slices.Clone(svc.Argv), "-c", "listen_addresses=127.0.0.1", "-c", "port="+port)...)
+	d.waitFor(t, "postgres answering on its socket", func() bool { _, err := psql("-c", "SELECT 1"); return err == nil })
+	initSQL()
+	initSQL()
+	if got := must(fmt.Sprintf("SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = '%s'", p.Site.DBUser)); got != "t|f|f|f" {
+		t.Errorf("site role login|super|createdb|createrole = %q, want t|f|f|f", got)
+	}
+	if got := must(fmt.Sprintf("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '%s'", p.Site.DBName)); got != p.Site.DBUser {
+		t.Errorf("site database is owned by %q, want %q", got, p.Site.DBUser)
+	}
+	if out, err := site("golden-db-password", p.Site.DBName); err == nil || !strings.Contains(out, "no pg_hba.conf entry") {
+		t.Errorf("the site user logged in from 127.0.0.1, which is no app node's address (%v): %s", err, out)
+	}
+
+	// app-1 moves to 127.0.0.1 and the password changes; the driver would
+	// reload the server and rerun init.sql.
+	dsMove(p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
+	dsRerender(t, p, spec.RoleDB, l, withPassword(testSecrets(p), trickyPassword))
+	dsOwn(t, l, "postgres", "secrets/postgresql-init.sql")
+	if err := syscall.Kill(d.pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	initSQL()
+	// The reload is asynchronous: wait until the site user gets in.
+	d.waitFor(t, "the site user logged in from app-1's address with the new password", func() bool {
+		out, err := site(trickyPassword, p.Site.DBName)
+		return err == nil && strings.HasPrefix(out, p.Site.DBUser)
+	})
+	if out, err := site(trickyPassword, "postgres"); err == nil {
+		t.Errorf("site user reached database postgres: %s", out)
+	}
+	if out, err := site("golden-db-password", p.Site.DBName); err == nil {
+		t.Errorf("the old password still works: %s", out)
+	}
+	d.stopWith(t, syscall.SIGINT)
+}
+
+// TestDBRejectsBadInput renders the db node with inputs it must refuse.
+func TestDBRejectsBadInput(t *testing.T) {
+	bad := func(conf, run string) render.Layout {
+		return render.Layout{Conf: conf, Run: run, Log: "/log", Data: "/data", Site: "/site"}
+	}
+	for _, c := range []struct {
+		name   string
+		stacks []string
+		in     func(render.Secrets) render.Input
+	}{
+		{"no password", []string{"default", "alt"}, func(s render.Secrets) render.Input {
+			return render.Input{Layout: render.DefaultLayout(), Secrets: withPassword(s, "")}
+		}},
+		{"a newline in the password", []string{"default", "alt"}, func(s render.Secrets) render.Input {
+			return render.Input{Layout: render.DefaultLayout(), Secrets: withPassword(s, "a\nb")}
+		}},
+		// my.cnf cannot quote a path (postgresql.conf can).
+		{"a space in a path", []string{"default"}, func(s render.Secrets) render.Input {
+			return render.Input{Layout: bad("/etc/bulk head", "/run"), Secrets: s}
+		}},
+		{"a comment in a path", []string{"default"}, func(s render.Secrets) render.Input {
+			return render.Input{Layout: bad("/etc", "/run#x"), Secrets: s}
+		}},
+	} {
+		for _, stack := range c.stacks {
+			p := loadPlan(t, stack)
+			if _, err := render.RenderNode(p, p.Role(spec.RoleDB)[0], c.in(testSecrets(p))); err == nil {
+				t.Errorf("%s: rendered the db node with %s", stack, c.name)
+			}
+		}
+	}
+}
+
+// dsDaemon is a daemon a db or storage check started, in its own process
+// group, with its output kept for failure messages.
+type dsDaemon struct {
+	pid  int
+	out  *dsBuffer
+	done chan struct{}
+	err  error
+}
+
+type dsBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *dsBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *dsBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// dsStart starts argv and makes sure that it is gone when the test ends.
+func dsStart(t *testing.T, argv ...string) *dsDaemon {
+	t.Helper()
+	d := &dsDaemon{out: &dsBuffer{}, done: make(chan struct{})}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = d.out, d.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", argv[0], err)
+	}
+	d.pid = cmd.Process.Pid
+	go func() { d.err = cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-d.done:
+		default:
+			syscall.Kill(-d.pid, syscall.SIGKILL)
+			<-d.done
+		}
+	})
+	return d
+}
+
+// waitFor polls ok until it holds, the daemon dies or the deadline passes.
+func (d *dsDaemon) waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(dsDeadline)
+	for !ok() {
+		select {
+		case <-d.done:
+			t.Fatalf("waiting for %s: the daemon exited (%v):\n%s", what, d.err, d.out)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %v:\n%s", what, dsDeadline, d.out)
+		}
+	}
+}
+
+func (d *dsDaemon) stop(t *testing.T) { d.stopWith(t, syscall.SIGTERM) }
+
+// stopWith signals the daemon's process group and waits for it to exit.
+func (d *dsDaemon) stopWith(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := syscall.Kill(-d.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.done:
+	case <-time.After(dsDeadline):
+		t.Fatalf("the daemon did not stop on %v:\n%s", sig, d.out)
+	}
+}
+
+func dsRequireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the daemon runs as its own user and the test chowns its directories")
+	}
+}
+
+// dsOwn does what the driver does for a daemon that runs as user: its run,
+// log and data directories are its own, and it reads the given secrets
+// through their group. It also opens the test's temporary directories to
+// other users, as /var/lib and /etc are in a node.
+func dsOwn(t *testing.T, l render.Layout, name string, secrets ...string) {
+	t.Helper()
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Skipf("no user %s: %v", name, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	for d := filepath.Dir(l.Conf); d != os.TempDir() && d != "/" && d != "."; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{l.Run, l.Log, l.Data} {
+		if err := os.Chown(d, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range secrets {
+		if err := os.Chown(filepath.Join(l.Conf, s), 0, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// dsRun runs a one-shot command, such as a Setup, and fails the test with
+// its output if it fails.
+func dsRun(t *testing.T, argv ...string) string {
+	t.Helper()
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	return string(out)
+}
+
+// dsFreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func dsFreePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// dsMove gives node n a new address on network, as if it had been
+// replanned there, so that a daemon on loopback sees it as that node.
+func dsMove(n *plan.Node, network, addr string) {
+	n.Iface(network).Addr = netip.MustParseAddr(addr)
+}
+
+// dsRerender renders the first node of role again, with changed plan or
+// secrets, and writes its files over the ones renderRole wrote.
+func dsRerender(t *testing.T, p *plan.Plan, role string, l render.Layout, s render.Secrets) render.Node {
+	t.Helper()
+	n, err := render.RenderNode(p, p.Role(role)[0], render.Input{Layout: l, Secrets: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range n.Files {
+		path := filepath.Join(l.Conf, f.Path)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(path) // a secret is read-only
+		if err := os.WriteFile(path, f.Data, os.FileMode(f.Mode)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
+}
+
+func dsFile(t *testing.T, n render.Node, path string) render.File {
+	t.Helper()
+	for _, f := range n.Files {
+		if f.Path == path {
+			return f
+		}
+	}
+	t.Fatalf("%s renders no %s", n.Name, path)
+	return render.File{}
+}
+
+// dsConfLines returns a config's lines without comments and with runs of
+// blanks squeezed to one space.
+func dsConfLines(conf string) []string {
+	var out []string
+	for _, line := range strings.Split(conf, "\n") {
+		if i := strings.Index(line, "#"); i >= 0 {
+			line = line[:i]
+		}
+		if f := strings.Fields(line); len(f) > 0 {
+			out = append(out, strings.Join(f, " "))
+		}
+	}
+	return out
+}

@@ -1,5 +1,0 @@
-package render
-
-import "errors"
-
-var errNotYet = errors.New("not rendered yet")

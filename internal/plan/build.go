@@ -36,7 +36,6 @@ func Build(st *spec.Stack) (*Plan, error) {
 		Domain:  st.Domain,
 		Publish: Publish{HTTP: st.Publish.HTTP, HTTPS: st.Publish.HTTPS, Redirect: st.Publish.Redirect},
 		HostNFT: "bulkhead_" + strings.ReplaceAll(st.Name, "-", "_"),
-		byName:  map[string]int{},
 	}
 	if t := st.ByRole(spec.RoleStorage); t != nil {
 		if t.Protocol != spec.ProtocolNFS && t.Protocol != spec.ProtocolSFTP {
@@ -82,7 +81,6 @@ func Build(st *spec.Stack) (*Plan, error) {
 					Addr: take(net), Bits: nw.Subnet.Bits(),
 				})
 			}
-			p.byName[name] = len(p.Nodes)
 			p.Nodes = append(p.Nodes, n)
 		}
 	}
@@ -97,6 +95,7 @@ func Build(st *spec.Stack) (*Plan, error) {
 			Addr: take(NetPublic), Bits: st.Networks.Public.Bits()},
 	}
 
+	p.index()
 	if err := p.flows(st); err != nil {
 		return nil, err
 	}
@@ -109,6 +108,7 @@ func Build(st *spec.Stack) (*Plan, error) {
 		Writable: slices.Clone(st.Site.Writable),
 	}
 	p.Matrix = p.matrix()
+	p.index()
 	return p, nil
 }
 

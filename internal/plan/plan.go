@@ -5,6 +5,8 @@
 package plan
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/netip"
 
 	"github.com/bulkhead/bulkhead/internal/spec"
@@ -32,7 +34,10 @@ type Plan struct {
 	Storage  string    `json:"storage_protocol"`
 	Matrix   Matrix    `json:"matrix"`
 	HostNFT  string    `json:"host_table"`
-	byName   map[string]int
+
+	// Indexes built by Build and Decode; without them lookups scan.
+	byName map[string]int
+	byTier map[string][]*Node
 }
 
 // Publish is where the edge's ports appear on the host.
@@ -135,14 +140,47 @@ type Rule struct {
 
 // Node returns the node called name, or nil.
 func (p *Plan) Node(name string) *Node {
-	if i, ok := p.byName[name]; ok {
-		return &p.Nodes[i]
+	if p.byName != nil {
+		if i, ok := p.byName[name]; ok {
+			return &p.Nodes[i]
+		}
+		return nil
+	}
+	for i := range p.Nodes {
+		if p.Nodes[i].Name == name {
+			return &p.Nodes[i]
+		}
 	}
 	return nil
 }
 
+// index builds the lookup maps. The Plan must not change afterwards.
+func (p *Plan) index() {
+	p.byName = make(map[string]int, len(p.Nodes))
+	p.byTier = map[string][]*Node{}
+	for i := range p.Nodes {
+		n := &p.Nodes[i]
+		p.byName[n.Name] = i
+		p.byTier[n.Tier] = append(p.byTier[n.Tier], n)
+	}
+	p.Matrix.index()
+}
+
+// Decode reads a Plan written as JSON, such as a driver's saved copy.
+func Decode(data []byte) (*Plan, error) {
+	var p Plan
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, fmt.Errorf("decode plan: %w", err)
+	}
+	p.index()
+	return &p, nil
+}
+
 // Tier returns the nodes of a tier, in replica order.
 func (p *Plan) Tier(tier string) []*Node {
+	if p.byTier != nil {
+		return p.byTier[tier]
+	}
 	var out []*Node
 	for i := range p.Nodes {
 		if p.Nodes[i].Tier == tier {

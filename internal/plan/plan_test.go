@@ -273,3 +273,28 @@ func BenchmarkBuild(b *testing.B) {
 		})
 	}
 }
+
+// TestDecode: a plan saved as JSON and read back answers lookups like the
+// original.
+func TestDecode(t *testing.T) {
+	p := build(t, pool(3))
+	data, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := plan.Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Node("app-3") == nil || q.Node("app-3").Addr("private") != p.Node("app-3").Addr("private") || len(q.Tier("app")) != 3 {
+		t.Fatal("decoded plan does not find its nodes")
+	}
+	tcp := plan.Port{Proto: "tcp", Number: 3306}
+	if !q.Matrix.Allowed("app-2", "db", tcp) || q.Matrix.Allowed("edge", "db", tcp) {
+		t.Fatal("decoded matrix answers differently")
+	}
+	again, _ := json.Marshal(q)
+	if string(again) != string(data) {
+		t.Fatal("decode and encode do not round-trip")
+	}
+}

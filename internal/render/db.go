@@ -259,9 +259,9 @@ func dbPassword(pw string, quote func(string) string) (string, error) {
 
 // mariadbString quotes s as a MariaDB string literal (in the default
 // sql_mode, where backslash escapes).
-func mariadbString(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}
+func mariadbString(s string) string { return "'" + mariadbEscaper.Replace(s) + "'" }
+
+var mariadbEscaper = strings.NewReplacer(`\`, `\\`, `'`, `\'`)
 
 // mariadbIdent quotes s as a MariaDB identifier.
 func mariadbIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }

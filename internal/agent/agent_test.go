@@ -370,26 +370,29 @@ func TestShutdown(t *testing.T) {
 				},
 			})
 			var bg int
-			waitFor(t, "both services up", func() bool {
+			var pids []int
+			// "ready" is printed before the shells fork their sleeps, so
+			// wait until every process is there, not just the output.
+			waitFor(t, "both services and their children up", func() bool {
 				for _, l := range r.logs("bg") {
 					if v, ok := strings.CutPrefix(l, "bg="); ok {
 						bg, _ = strconv.Atoi(v)
 					}
 				}
-				return bg > 0 && slices.Contains(r.logs("stubborn"), "ready") &&
-					r.service(t, "bg").State == StateRunning && r.service(t, "stubborn").State == StateRunning
+				if bg == 0 || !slices.Contains(r.logs("stubborn"), "ready") ||
+					r.service(t, "bg").State != StateRunning || r.service(t, "stubborn").State != StateRunning {
+					return false
+				}
+				pids = []int{bg}
+				for _, name := range []string{"bg", "stubborn"} {
+					pid := r.service(t, name).PID
+					pids = append(pids, pid)
+					pids = append(pids, descendants(t, pid)...)
+				}
+				slices.Sort(pids)
+				pids = slices.Compact(pids)
+				return len(pids) >= 5 // bg's sh, its two sleeps; stubborn's sh and sleep
 			})
-			pids := []int{bg}
-			for _, name := range []string{"bg", "stubborn"} {
-				pid := r.service(t, name).PID
-				pids = append(pids, pid)
-				pids = append(pids, descendants(t, pid)...)
-			}
-			slices.Sort(pids)
-			pids = slices.Compact(pids)
-			if len(pids) < 5 { // bg's sh, its two sleeps; stubborn's sh and sleep
-				t.Fatalf("found only processes %v", pids)
-			}
 			began := time.Now()
 			if err := r.stop(t); err != nil {
 				t.Fatalf("Run: %v", err)

@@ -1,0 +1,152 @@
+// Package pkgs knows which Debian packages a plan's nodes and the host side
+// need, which of them are missing, and how to install them without starting
+// any of their services: bulkhead runs every daemon itself, in a node.
+package pkgs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// host is what the host side always needs: runc for the containers,
+// nftables and iproute2 for the namespaces, util-linux for nsenter and
+// setpriv.
+var host = []string{"coreutils", "iproute2", "nftables", "runc", "util-linux"}
+
+// Per role and software, the packages a node needs. The app's extras (PHP's
+// database and cache clients) depend on the other tiers and are added by
+// Needed.
+var software = map[string]map[string][]string{
+	spec.RoleEdge: {
+		"nginx":   {"nginx"},
+		"haproxy": {"haproxy"},
+	},
+	spec.RoleStatic: {
+		"lighttpd": {"lighttpd"},
+		"nginx":    {"nginx"},
+	},
+	spec.RoleApp: {
+		"apache2": {"apache2", "php8.2-fpm"},
+		"nginx":   {"nginx", "php8.2-fpm"},
+	},
+	spec.RoleCache: {
+		"memcached": {"memcached"},
+		"redis":     {"redis-server"},
+	},
+	spec.RoleDB: {
+		"mariadb":    {"mariadb-server", "mariadb-client"},
+		"postgresql": {"postgresql"},
+	},
+}
+
+// phpClient is the PHP extension the app needs to reach a db or cache node.
+var phpClient = map[string]string{
+	"mariadb":    "php8.2-mysql",
+	"postgresql": "php8.2-pgsql",
+	"memcached":  "php8.2-memcached",
+	"redis":      "php8.2-redis",
+}
+
+// storage is, per protocol, what the storage node needs and what the host
+// needs to mount its files. The host mounts SFTP with sshfs, which depends
+// on fuse3 and openssh-client.
+var storage = map[string]struct{ node, host []string }{
+	spec.ProtocolSFTP: {node: []string{"openssh-server"}, host: []string{"openssh-client", "sshfs"}},
+	spec.ProtocolNFS:  {node: []string{"nfs-ganesha", "nfs-ganesha-vfs"}},
+}
+
+// Needed lists the Debian packages a plan's nodes and the host side need,
+// sorted, deduplicated. It names only what the plan uses.
+func Needed(p *plan.Plan) []string {
+	out := slices.Clone(host)
+	out = append(out, storage[p.Storage].host...)
+	hasApp := false
+	for _, n := range p.Nodes {
+		if n.Role == spec.RoleStorage {
+			out = append(out, storage[p.Storage].node...)
+			continue
+		}
+		out = append(out, software[n.Role][n.Software]...)
+		hasApp = hasApp || n.Role == spec.RoleApp
+	}
+	if hasApp {
+		for _, role := range []string{spec.RoleDB, spec.RoleCache} {
+			for _, n := range p.Role(role) {
+				if c, ok := phpClient[n.Software]; ok {
+					out = append(out, c)
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// validName is Debian policy's package name, optionally with an
+// architecture. Checking it keeps a name from being read as an option.
+var validName = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$`)
+
+func checkNames(pkgs []string) error {
+	var bad []string
+	for _, p := range pkgs {
+		if !validName.MatchString(p) {
+			bad = append(bad, fmt.Sprintf("%q", p))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("not a Debian package name: %s", strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+// Missing returns which of pkgs are not installed, in the order given. A
+// package that dpkg knows but has not fully installed (unpacked, half
+// configured, removed with its config files kept) counts as missing.
+func Missing(ctx context.Context, pkgs []string) ([]string, error) {
+	if len(pkgs) == 0 {
+		return nil, nil
+	}
+	if err := checkNames(pkgs); err != nil {
+		return nil, fmt.Errorf("query packages: %w", err)
+	}
+	args := append([]string{"-W", "-f=${db:Status-Abbrev}\t${binary:Package}\t${Package}\n", "--"}, pkgs...)
+	cmd := exec.CommandContext(ctx, "dpkg-query", args...)
+	cmd.Env = append(cmd.Environ(), "LC_ALL=C")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 1 {
+		err = nil // some package is unknown to dpkg: an answer, not a failure
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dpkg-query %s: %w: %s", strings.Join(pkgs, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	installed := map[string]bool{}
+	for line := range strings.Lines(stdout.String()) {
+		f := strings.Split(strings.TrimSuffix(line, "\n"), "\t")
+		// "ii " is installed; "hi " held and installed. The third column is
+		// an error flag, such as R for reinstall required.
+		if len(f) != 3 || len(f[0]) != 3 || f[0][1] != 'i' || f[0][2] != ' ' {
+			continue
+		}
+		installed[f[1]] = true
+		installed[f[2]] = true
+	}
+	var out []string
+	for _, p := range pkgs {
+		if !installed[p] {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,393 @@
+// Package sshfs keeps a node's SFTP mount of the site alive. The mount is
+// made on the host, in the host's mount namespace, by an sshfs whose network
+// is the node's network namespace: its SSH connection leaves through the
+// node's veth and passes the node's firewall, while the node itself needs
+// neither /dev/fuse nor CAP_SYS_ADMIN. The node's container bind-mounts the
+// host directory with slave propagation (see PrepareTarget) and so sees each
+// new mount, including one made after the container started.
+package sshfs
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/netns"
+)
+
+// Mount is one sshfs mount of a directory of the storage node.
+type Mount struct {
+	// Netns is the named network namespace (under /var/run/netns) whose
+	// network sshfs and its ssh use: the consumer node's. Only the network
+	// is entered; the mount lands in the host's mount namespace.
+	Netns string
+	// Target is the host directory to mount on: an absolute path.
+	Target string
+	// User and Host are the SFTP account and the storage node's address,
+	// e.g. "site-rw" and "10.77.0.6". Nodes are IPv4-only.
+	User, Host string
+	// Port is the storage node's SSH port; 0 means 22.
+	Port int
+	// Remote is the absolute path on the server, "/" (the chroot) if empty.
+	Remote string
+	// Identity is the node's private key file. ssh ignores a key that
+	// others may read, so it must have no group or other permissions.
+	Identity string
+	// KnownHosts pins the storage node's host key. No other known_hosts
+	// file is read, and an unknown or changed key fails the connection.
+	KnownHosts string
+	// ReadOnly mounts with ro: the kernel refuses every write (EROFS)
+	// whatever the server would allow.
+	ReadOnly bool
+	// UID and GID own every file as the node sees it (sshfs uid=, gid=),
+	// whatever the owner on the server: set them to the account the node's
+	// daemons run as (www-data, 33 on Debian). With default_permissions the
+	// kernel then checks the mode bits against them, so other accounts in
+	// the node get only the "other" bits; the server still decides what the
+	// SFTP account may do. Zero means root.
+	UID, GID int
+}
+
+// fstype is how the kernel lists an sshfs mount.
+const fstype = "fuse.sshfs"
+
+// Timing of the restart loop. A run that lasted stableAfter was a working
+// mount, so the next failure starts the backoff afresh.
+const (
+	minBackoff  = time.Second
+	maxBackoff  = 30 * time.Second
+	stableAfter = 30 * time.Second
+	stopGrace   = 5 * time.Second
+	pollMounted = 100 * time.Millisecond
+	drainLimit  = 2 * time.Second
+)
+
+// Validate checks the fields without touching the host.
+func (m Mount) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if m.Netns == "" || strings.ContainsAny(m.Netns, "/\x00") || m.Netns == "." || m.Netns == ".." {
+		bad("netns %q: want the name of a namespace under %s", m.Netns, netns.Dir)
+	}
+	if !filepath.IsAbs(m.Target) {
+		bad("target %q: want an absolute path", m.Target)
+	}
+	if m.User == "" || strings.ContainsAny(m.User, "@:,/ \t\n\x00") {
+		bad("user %q: want an account name", m.User)
+	}
+	// sshfs parses the source as [user@]host:path; a colon in the host
+	// (IPv6) would need brackets that the stack never uses.
+	if m.Host == "" || strings.ContainsAny(m.Host, "@:,/[] \t\n\x00") {
+		bad("host %q: want an IPv4 address or a host name", m.Host)
+	}
+	if m.Port < 0 || m.Port > 65535 {
+		bad("port %d: want 1-65535, or 0 for 22", m.Port)
+	}
+	if m.Remote != "" && !strings.HasPrefix(m.Remote, "/") {
+		bad("remote path %q: want an absolute path", m.Remote)
+	}
+	// -o splits its argument on commas.
+	for _, f := range []struct{ name, path string }{{"identity", m.Identity}, {"known hosts", m.KnownHosts}} {
+		if !filepath.IsAbs(f.path) || strings.ContainsAny(f.path, ",\n\x00") {
+			bad("%s file %q: want an absolute path without commas", f.name, f.path)
+		}
+	}
+	if m.UID < 0 || m.GID < 0 {
+		bad("uid %d, gid %d: want ids of 0 or more", m.UID, m.GID)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("sshfs mount on %s: %w", m.Target, err)
+	}
+	return nil
+}
+
+// source is sshfs's [user@]host:path argument.
+func (m Mount) source() string {
+	remote := m.Remote
+	if remote == "" {
+		remote = "/"
+	}
+	return m.User + "@" + m.Host + ":" + remote
+}
+
+func (m Mount) port() int {
+	if m.Port == 0 {
+		return 22
+	}
+	return m.Port
+}
+
+// Options returns the -o options sshfs is given, in order.
+func (m Mount) Options() []string {
+	opts := []string{
+		// Reconnect on the next file access after the connection drops
+		// (the storage node restarted): sshfs and the mount stay, open
+		// files fail once and must be reopened.
+		"reconnect",
+		// Notice a silently dead server within 15 s, so a hung mount turns
+		// into a reconnect instead of blocking readers forever; and don't
+		// let a reconnect wait out TCP's SYN timeout on a dropped packet.
+		"ServerAliveInterval=5",
+		"ServerAliveCountMax=3",
+		"ConnectTimeout=5",
+		// This key and this host key only, no agent, no prompt: a node's
+		// mount either authenticates as configured or fails.
+		"IdentityFile=" + m.Identity,
+		"IdentitiesOnly=yes",
+		"UserKnownHostsFile=" + m.KnownHosts,
+		"GlobalKnownHostsFile=/dev/null",
+		"StrictHostKeyChecking=yes",
+		"UpdateHostKeys=no",
+		"BatchMode=yes",
+		// root mounts it for the node's daemons, which run as other users.
+		"allow_other",
+		// The kernel checks the mode bits as shown (owner uid=/gid=). Without
+		// it, allow_other would give every account in the node, nobody
+		// included, all the rights of the SFTP account.
+		"default_permissions",
+		"uid=" + strconv.Itoa(m.UID),
+		"gid=" + strconv.Itoa(m.GID),
+		// The site's files are data, never programs or devices for the host.
+		"nosuid",
+		"nodev",
+		"noexec",
+		// Keep file contents cached in the kernel, but drop them when a file's
+		// mtime or size changed at open. kernel_cache would never drop them
+		// and serve stale code after a re-sync. sshfs's own attribute cache
+		// holds 2 s instead of 20, so with the kernel's 1 s attribute cache a
+		// re-synced file shows within about 3 s.
+		"auto_cache",
+		"dcache_timeout=2",
+	}
+	if m.ReadOnly {
+		opts = append(opts, "ro")
+	}
+	return opts
+}
+
+// Argv returns the command Run starts: nsenter into the node's network
+// namespace (and nothing else), then sshfs in the foreground.
+func (m Mount) Argv() []string {
+	return []string{
+		"nsenter", "--net=" + netns.Path(m.Netns), "--",
+		"sshfs", "-f",
+		// No ssh_config: the options below are the whole configuration.
+		"-F", "/dev/null",
+		"-p", strconv.Itoa(m.port()),
+		"-o", strings.Join(m.Options(), ","),
+		m.source(), m.Target,
+	}
+}
+
+// Run mounts m and keeps it mounted until ctx is done. It runs sshfs in the
+// foreground as its child, restarts it with backoff whenever it exits, and
+// logs each change of state. When ctx is done it stops sshfs, unmounts
+// target and returns nil, or the unmount's error. It returns early only for
+// a Mount it cannot ever start (invalid fields, missing files or programs).
+//
+// Run owns m.Target: a mount already there (a stale one from an sshfs that
+// died, or a live one from an earlier supervisor) is unmounted first.
+func Run(ctx context.Context, m Mount, log *slog.Logger) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	target, err := canon(m.Target)
+	if err != nil {
+		return err
+	}
+	m.Target = target
+	if err := m.check(); err != nil {
+		return fmt.Errorf("sshfs mount on %s: %w", target, err)
+	}
+	log = log.With("target", target, "source", m.source(), "netns", m.Netns)
+	argv := m.Argv()
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		if err := Unmount(target); err != nil {
+			log.Warn("remove the previous mount", "err", err)
+		}
+		began := time.Now()
+		err := runOnce(ctx, argv, target, log)
+		if ctx.Err() != nil {
+			break
+		}
+		if time.Since(began) >= stableAfter {
+			backoff = minBackoff
+		}
+		log.Warn("sshfs exited; restarting", "err", err, "ran", time.Since(began).Round(time.Millisecond), "backoff", backoff)
+		wait := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			wait.Stop()
+		case <-wait.C:
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+	// sshfs unmounts on SIGTERM; this catches an sshfs that had to be killed.
+	if err := Unmount(target); err != nil {
+		return err
+	}
+	log.Info("unmounted")
+	return nil
+}
+
+// check looks on the host for what every start needs, so that a Mount that
+// can never work fails at once instead of retrying forever.
+func (m Mount) check() error {
+	var errs []error
+	for _, prog := range []string{"nsenter", "sshfs"} {
+		if _, err := exec.LookPath(prog); err != nil {
+			errs = append(errs, fmt.Errorf("%w (install the util-linux, sshfs and openssh-client packages)", err))
+		}
+	}
+	if !netns.Exists(m.Netns) {
+		errs = append(errs, fmt.Errorf("network namespace %s does not exist: create the node first", m.Netns))
+	}
+	// A stale FUSE mount answers ENOTCONN; Run replaces it.
+	if fi, err := os.Stat(m.Target); err != nil && !errors.Is(err, syscall.ENOTCONN) {
+		errs = append(errs, err)
+	} else if err == nil && !fi.IsDir() {
+		errs = append(errs, fmt.Errorf("target %s is not a directory", m.Target))
+	}
+	if fi, err := os.Stat(m.Identity); err != nil {
+		errs = append(errs, err)
+	} else if fi.Mode().Perm()&0o077 != 0 {
+		errs = append(errs, fmt.Errorf("identity %s has mode %v: ssh ignores it unless only its owner can read it (chmod 600)", m.Identity, fi.Mode().Perm()))
+	}
+	if _, err := os.Stat(m.KnownHosts); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// runOnce runs one sshfs until it exits or ctx is done, and returns how it
+// ended.
+func runOnce(ctx context.Context, argv []string, target string, log *slog.Logger) error {
+	// sshfs gets its own pipe for stderr rather than the caller's: a child
+	// holding the caller's stdout or stderr keeps a reader of them waiting
+	// for as long as the mount lives.
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("start sshfs: %w", err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = "/" // hold no directory of the caller's busy
+	cmd.Stderr = w
+	// sshfs double-forks ssh, which is then init's child but stays in this
+	// process group: one signal to the group reaches both.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
+		return fmt.Errorf("start sshfs: %w", err)
+	}
+	pid := cmd.Process.Pid
+	log = log.With("pid", pid)
+	log.Info("sshfs started")
+
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		logLines(r, log)
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	gone := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		watchReady(target, gone, log)
+	}()
+
+	var result error
+	select {
+	case result = <-exited:
+	case <-ctx.Done():
+		result = stop(pid, exited, log)
+	}
+	close(gone)
+	// With sshfs gone, a request the watcher made fails at once.
+	<-watched
+	// ssh normally exits with sshfs, on the end of its input. The pipe
+	// closes when both are gone; don't wait long for a straggler.
+	select {
+	case <-drained:
+	case <-time.After(drainLimit):
+		log.Warn("sshfs is gone but its ssh still holds its stderr; no longer logging it")
+	}
+	r.Close()
+	<-drained
+	return result
+}
+
+// watchReady logs "mounted" once target is mounted and answers, or returns
+// when gone closes. sshfs mounts first and connects after, so a mount can
+// be listed and still fail; its first request is answered only once sshfs
+// is connected, and fails if sshfs gives up.
+func watchReady(target string, gone <-chan struct{}, log *slog.Logger) {
+	tick := time.NewTicker(pollMounted)
+	defer tick.Stop()
+	for {
+		select {
+		case <-gone:
+			return
+		case <-tick.C:
+		}
+		if ok, _ := Mounted(target); !ok {
+			continue
+		}
+		if _, err := os.Stat(target); err == nil {
+			log.Info("mounted")
+			return
+		}
+	}
+}
+
+// stop asks sshfs to unmount and exit, and kills its process group if it
+// doesn't. A request stuck on a dead connection blocks only until sshfs
+// dies; a lazy unmount alone would leave it blocked.
+func stop(pid int, exited <-chan error, log *slog.Logger) error {
+	log.Info("stopping sshfs")
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+		log.Warn("signal sshfs", "err", err)
+	}
+	grace := time.NewTimer(stopGrace)
+	defer grace.Stop()
+	select {
+	case err := <-exited:
+		return err
+	case <-grace.C:
+	}
+	log.Warn("sshfs ignored SIGTERM; killing its process group", "grace", stopGrace)
+	// sshfs is not reaped yet, so the group id is still ours.
+	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		log.Warn("kill sshfs", "err", err)
+	}
+	return <-exited
+}
+
+// logLines logs each line sshfs and ssh write to stderr, until the pipe
+// closes. It keeps reading past an overlong line so that sshfs never blocks
+// on a full pipe.
+func logLines(r io.Reader, log *slog.Logger) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); line != "" {
+			log.Warn("sshfs: " + line)
+		}
+	}
+	if sc.Err() != nil {
+		io.Copy(io.Discard, r)
+	}
+}

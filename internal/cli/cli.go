@@ -43,7 +43,10 @@ type command struct {
 
 // commands lists the verbs in the order help shows them.
 func commands() []*command {
-	return []*command{initCommand(), planCommand(), versionCommand(), helpCommand()}
+	return []*command{
+		initCommand(), planCommand(), upCommand(), statusCommand(), logsCommand(), execCommand(), downCommand(),
+		versionCommand(), helpCommand(), agentCommand(), superviseCommand(),
+	}
 }
 
 func lookup(name string) *command {
@@ -100,6 +103,10 @@ func (c *command) run(ctx context.Context, s stdio, args []string) int {
 	err = run(ctx, s, pos)
 	if err == nil {
 		return exitOK
+	}
+	var code exitCode
+	if errors.As(err, &code) {
+		return int(code)
 	}
 	if es := spec.AsErrors(err); es != nil {
 		// Exactly as spec formats them, one per line, so that editors

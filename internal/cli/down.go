@@ -1,0 +1,49 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+)
+
+type downOptions struct {
+	File, Stack string
+	Purge       bool
+}
+
+func downCommand() *command {
+	return &command{
+		name:    "down",
+		args:    "[-f FILE | --stack NAME] [--purge]",
+		summary: "remove the stack from this host, keeping its data unless --purge",
+		help: `
+Down removes exactly what up made for the stack: its containers, mounts,
+network namespaces, links, bridges and nftables table, and its supervisor.
+It keeps the stack's data (database, uploads) and secrets, so that the next up
+finds them. --purge deletes those too.`,
+		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
+			var o downOptions
+			fs.StringVar(&o.File, "f", "", "take the stack name from `FILE` instead of ./"+defaultFile)
+			fs.StringVar(&o.Stack, "stack", "", "the stack's `NAME`, instead of reading a file")
+			fs.BoolVar(&o.Purge, "purge", false, "also delete the stack's data and secrets")
+			return func(ctx context.Context, s stdio, args []string) error {
+				if len(args) > 0 {
+					return usageErrorf("down takes no arguments, got %q", args[0])
+				}
+				name, err := stackName(o.File, o.Stack)
+				if err != nil {
+					return err
+				}
+				if err := newDriver(s).Down(ctx, name, o.Purge); err != nil {
+					return err
+				}
+				what := "data kept; 'bulkhead down --purge' deletes it"
+				if o.Purge {
+					what = "data deleted"
+				}
+				fmt.Fprintf(s.out, "stack %s is down (%s)\n", name, what)
+				return nil
+			}
+		},
+	}
+}

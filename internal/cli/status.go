@@ -1,0 +1,75 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/bulkhead/bulkhead/internal/driver/local"
+)
+
+type statusOptions struct {
+	File, Stack, Output string
+}
+
+func statusCommand() *command {
+	return &command{
+		name:    "status",
+		args:    "[-f FILE | --stack NAME] [--output text|json]",
+		summary: "show each node's state, address, health and restarts",
+		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
+			o := statusOptions{Output: "text"}
+			fs.StringVar(&o.File, "f", "", "take the stack name from `FILE` instead of ./"+defaultFile)
+			fs.StringVar(&o.Stack, "stack", "", "the stack's `NAME`, instead of reading a file")
+			fs.Var(choice{&o.Output, []string{"text", "json"}}, "output", "print as `text|json`")
+			return func(ctx context.Context, s stdio, args []string) error {
+				if len(args) > 0 {
+					return usageErrorf("status takes no arguments, got %q", args[0])
+				}
+				name, err := stackName(o.File, o.Stack)
+				if err != nil {
+					return err
+				}
+				st, err := newDriver(s).Status(ctx, name)
+				if err != nil {
+					return err
+				}
+				if o.Output == "json" {
+					enc := json.NewEncoder(s.out)
+					enc.SetIndent("", "  ")
+					return enc.Encode(st)
+				}
+				printStatus(s, st)
+				if !st.Healthy() {
+					return errUnhealthy
+				}
+				return nil
+			}
+		},
+	}
+}
+
+var errUnhealthy = fmt.Errorf("some nodes are not healthy; 'bulkhead logs NODE' shows why")
+
+func printStatus(s stdio, st *local.Status) {
+	fmt.Fprintf(s.out, "stack %s: supervisor %s\n", st.Stack, map[bool]string{true: "running", false: "NOT RUNNING"}[st.Supervisor])
+	w := table(s.out)
+	fmt.Fprintln(w, "NODE\tSTATE\tADDRESS\tHEALTH\tRESTARTS\tSERVICES")
+	for _, n := range st.Nodes {
+		health := "healthy"
+		if !n.Healthy {
+			health = "UNHEALTHY"
+		}
+		var svcs []string
+		for _, sv := range n.Services {
+			svcs = append(svcs, sv.Name+":"+string(sv.State))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", n.Name, n.State, strings.Join(n.Addresses, ","), health, n.Restarts, strings.Join(svcs, " "))
+	}
+	w.Flush()
+}
+
+var _ = os.Stdout

@@ -1,0 +1,72 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/driver/local"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+type upOptions struct {
+	File      string
+	NoInstall bool
+	Wait      time.Duration
+}
+
+func upCommand() *command {
+	return &command{
+		name:    "up",
+		args:    "[-f FILE] [--no-install] [--wait DURATION]",
+		summary: "bring the stack up on this host, or bring it in line with the file",
+		help: `
+Up reads the stack file, checks it, and makes this host run it: a bridge per
+network, and per node a network namespace with its own firewall and a
+container that runs the node's daemons. It installs the Debian packages the
+stack needs first (without starting their services), unless --no-install.
+
+Up is idempotent: run it again with the same file and it changes nothing. Run
+it after editing the file or the site and it applies the difference,
+restarting only the nodes whose configuration changed. Data (the database,
+uploads) is kept.
+
+If up fails on a stack that did not exist, it removes what it made. On a
+stack that exists, it leaves it as it is; run up again, or down.`,
+		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
+			o := upOptions{Wait: 2 * time.Minute}
+			fs.StringVar(&o.File, "f", "", "read the stack from `FILE` instead of ./"+defaultFile)
+			fs.BoolVar(&o.NoInstall, "no-install", false, "fail, listing them, instead of installing missing packages")
+			fs.DurationVar(&o.Wait, "wait", o.Wait, "how long to wait for every node to be healthy")
+			return func(ctx context.Context, s stdio, args []string) error {
+				if len(args) > 0 {
+					return usageErrorf("up takes no arguments, got %q; pass the stack file with -f", args[0])
+				}
+				return runUp(ctx, s, o)
+			}
+		},
+	}
+}
+
+func runUp(ctx context.Context, s stdio, o upOptions) error {
+	p, site, err := loadStack(s, o.File)
+	if err != nil {
+		return err
+	}
+	if p.Storage == spec.ProtocolNFS {
+		return fmt.Errorf("storage over nfs is not supported by the local driver yet; set tiers.storage.protocol: sftp")
+	}
+	began := time.Now()
+	res, err := newDriver(s).Up(ctx, p, local.UpOptions{SiteDir: site, NoInstall: o.NoInstall, Wait: o.Wait})
+	if err != nil {
+		return err
+	}
+	if !res.Changed {
+		fmt.Fprintf(s.out, "stack %s is up to date: %d nodes running, nothing changed\n", p.Stack, len(p.Nodes))
+	} else {
+		fmt.Fprintf(s.out, "stack %s is up: %d nodes in %.1fs\n", p.Stack, len(p.Nodes), time.Since(began).Seconds())
+	}
+	fmt.Fprintf(s.out, "  http://%s/\n  https://%s/ (CA certificate: %s)\n", p.Publish.HTTP, p.Publish.HTTPS, newDriver(s).CACertPath(p.Stack))
+	return nil
+}

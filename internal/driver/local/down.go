@@ -1,0 +1,188 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/netns"
+	"github.com/bulkhead/bulkhead/internal/nft"
+	"github.com/bulkhead/bulkhead/internal/runc"
+)
+
+// Down removes exactly what Up made for stack, as its journal records it.
+// Data and secrets stay unless purge; with purge the stack's directory goes
+// too.
+func (d *Driver) Down(ctx context.Context, stack string, purge bool) error {
+	ps := d.paths(stack)
+	if _, err := os.Stat(ps.stack); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no stack %q on this host (nothing under %s)", stack, ps.stack)
+	}
+	unlock, err := d.lockStack(ctx, stack, true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	j, err := loadJournal(ps.journal(), stack)
+	if err != nil {
+		return err
+	}
+	return d.destroy(ctx, stack, j, purge)
+}
+
+// destroyOrder is the order kinds are removed in: what uses a thing goes
+// before it.
+var destroyOrder = []string{KindProcess, KindContainer, KindMount, KindNetns, KindVeth, KindBridge, KindNftTable}
+
+func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bool) error {
+	var errs []error
+	for _, kind := range destroyOrder {
+		objs := j.list(kind)
+		if len(objs) > 0 {
+			d.progress("removing %d %s", len(objs), plural(kind, len(objs)))
+		}
+		// Mounts stack on each other: the last made goes first.
+		for i := len(objs) - 1; i >= 0; i-- {
+			o := objs[i]
+			if err := d.remove(ctx, o); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if err := j.forget(o); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	ps := d.paths(stack)
+	if purge {
+		d.progress("purging %s (data and secrets)", ps.stack)
+		return os.RemoveAll(ps.stack)
+	}
+	// Keep data, logs and secrets; drop what up rebuilds anyway.
+	nodes, _ := os.ReadDir(filepath.Join(ps.stack, "nodes"))
+	for _, n := range nodes {
+		np := ps.node(n.Name())
+		for _, dir := range []string{np.run(), np.bundle(), np.site()} {
+			if err := os.RemoveAll(dir); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, f := range []string{"applied", "supervisor.sock"} {
+		os.Remove(filepath.Join(ps.stack, f))
+	}
+	return errors.Join(errs...)
+}
+
+func plural(kind string, n int) string {
+	names := map[string]string{KindProcess: "supervisor process", KindContainer: "container", KindMount: "mount",
+		KindNetns: "network namespace", KindVeth: "veth pair", KindBridge: "bridge", KindNftTable: "host nft table"}
+	s := names[kind]
+	if n != 1 {
+		s += "s"
+	}
+	return s
+}
+
+// remove deletes one object; an object already gone is not an error.
+func (d *Driver) remove(ctx context.Context, o Object) error {
+	switch o.Kind {
+	case KindProcess:
+		return stopProcess(o)
+	case KindContainer:
+		return stopContainer(ctx, o.Name)
+	case KindMount:
+		return unmount(o.Name)
+	case KindNetns:
+		return netns.Delete(ctx, o.Name)
+	case KindVeth, KindBridge:
+		return netns.DeleteLink(ctx, o.Name)
+	case KindNftTable:
+		family, name, _ := strings.Cut(o.Name, " ")
+		return nft.DeleteTable(ctx, "", family, name)
+	}
+	return fmt.Errorf("unknown object kind %q", o.Kind)
+}
+
+// stopContainer asks the agent to stop (SIGTERM: it stops its daemons
+// within its grace period), then deletes the container, killing what is
+// left.
+func stopContainer(ctx context.Context, id string) error {
+	st, err := runc.State(ctx, id)
+	if errors.Is(err, runc.ErrNotExist) {
+		return nil
+	}
+	if err == nil && st.Status == "running" {
+		runc.Kill(ctx, id, "TERM")
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if st, err := runc.State(ctx, id); err != nil || st.Status != "running" {
+				break
+			}
+		}
+	}
+	return runc.Delete(ctx, id, true)
+}
+
+// procStart returns a process's start time in clock ticks since boot
+// (field 22 of /proc/PID/stat). With the pid it names one process for the
+// life of the system, so a recycled pid is never mistaken for ours.
+func procStart(pid int) (string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", err
+	}
+	// The command name may hold spaces; fields resume after the last ')'.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return "", fmt.Errorf("odd /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return "", fmt.Errorf("odd /proc/%d/stat", pid)
+	}
+	return f[19], nil
+}
+
+func alive(o Object) bool {
+	pid, err := strconv.Atoi(o.Name)
+	if err != nil {
+		return false
+	}
+	start, err := procStart(pid)
+	return err == nil && start == o.Detail
+}
+
+// stopProcess ends a process bulkhead started, by pid, only if it is still
+// that process: SIGTERM, then SIGKILL after ten seconds.
+func stopProcess(o Object) error {
+	pid, err := strconv.Atoi(o.Name)
+	if err != nil {
+		return fmt.Errorf("bad pid %q in journal", o.Name)
+	}
+	if !alive(o) {
+		return nil
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if !alive(o) {
+			return nil
+		}
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if !alive(o) {
+			return nil
+		}
+	}
+	return fmt.Errorf("process %d did not exit", pid)
+}

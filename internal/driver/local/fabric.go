@@ -1,0 +1,202 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+
+	"github.com/bulkhead/bulkhead/internal/netns"
+	"github.com/bulkhead/bulkhead/internal/nft"
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/render"
+)
+
+// preflight checks, before anything is created, that the host has room for
+// the stack: its subnets are not routed anywhere but the default route or
+// its own bridges, its interface names are free or its own, and its
+// published ports can be bound. Each problem says what to change.
+func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPorts bool) error {
+	var errs []error
+	def, _ := netns.RouteDev(ctx, "", "203.0.113.1") // the default route's device, if any
+	for _, n := range p.Networks {
+		for _, a := range []netip.Addr{n.Subnet.Addr().Next(), lastAddr(n.Subnet)} {
+			dev, err := netns.RouteDev(ctx, "", a.String())
+			if err != nil && !errors.Is(err, netns.ErrNoRoute) {
+				errs = append(errs, err)
+				continue
+			}
+			if dev != "" && dev != def && dev != n.Bridge {
+				errs = append(errs, fmt.Errorf("networks.%s %s is already in use on this host (dev %s routes %s); pick another subnet in the stack file", n.Name, n.Subnet, dev, a))
+				break
+			}
+		}
+		if netns.LinkExists(n.Bridge) && !j.has(Object{Kind: KindBridge, Name: n.Bridge}) {
+			errs = append(errs, fmt.Errorf("interface %s exists but was not made by this stack; rename the stack or remove the interface", n.Bridge))
+		}
+	}
+	for _, n := range p.Nodes {
+		for _, i := range n.Ifaces {
+			if netns.LinkExists(i.Host) && !j.has(Object{Kind: KindVeth, Name: i.Host}) {
+				errs = append(errs, fmt.Errorf("interface %s exists but was not made by this stack; rename the stack or remove the interface", i.Host))
+			}
+		}
+	}
+	if !ownPorts {
+		for _, ap := range []netip.AddrPort{p.Publish.HTTP, p.Publish.HTTPS} {
+			l, err := net.Listen("tcp", ap.String())
+			if err != nil {
+				errs = append(errs, fmt.Errorf("cannot publish on %s: %w; stop what uses that port or change publish in the stack file", ap, err))
+				continue
+			}
+			l.Close()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr().As4()
+	n := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	n |= 1<<(32-p.Bits()) - 1
+	n-- // the last host, not the broadcast address
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+}
+
+// fabric creates the host side of the stack: its host table, its bridges
+// (which claim its subnets), and proves the subnets stay on this host
+// before anything else is made.
+func (d *Driver) fabric(ctx context.Context, p *plan.Plan, j *journal) error {
+	tbl := Object{Kind: KindNftTable, Name: "inet " + p.HostNFT}
+	if err := j.record(tbl); err != nil {
+		return err
+	}
+	if err := nft.Apply(ctx, "", render.HostNftables(p)); err != nil {
+		return fmt.Errorf("host table: %w", err)
+	}
+	for _, n := range p.Networks {
+		if err := j.record(Object{Kind: KindBridge, Name: n.Bridge}); err != nil {
+			return err
+		}
+		addr := netip.PrefixFrom(n.Gateway, n.Subnet.Bits()).String()
+		if err := netns.AddBridge(ctx, n.Bridge, addr, "bulkhead "+p.Stack+" "+n.Name); err != nil {
+			return fmt.Errorf("bridge %s: %w", n.Bridge, err)
+		}
+	}
+	return checkContained(ctx, p)
+}
+
+// checkContained fails closed unless every stack subnet routes to its own
+// bridge on this host, so that no stack address can ever leave the machine
+// through the default route.
+func checkContained(ctx context.Context, p *plan.Plan) error {
+	for _, n := range p.Networks {
+		for _, a := range []netip.Addr{n.Subnet.Addr().Next().Next(), lastAddr(n.Subnet)} {
+			dev, err := netns.RouteDev(ctx, "", a.String())
+			if err != nil || dev != n.Bridge {
+				return fmt.Errorf("networks.%s %s is not contained: the host routes %s via %q (%v), not bridge %s; refusing to go on", n.Name, n.Subnet, a, dev, err, n.Bridge)
+			}
+		}
+	}
+	return nil
+}
+
+// nodeFabric makes a node's namespace, loads its firewall before any link
+// exists, reads the firewall back, then joins the namespace to its
+// networks.
+func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, ruleset []byte, j *journal) error {
+	if err := j.record(Object{Kind: KindNetns, Name: n.Netns}); err != nil {
+		return err
+	}
+	if err := netns.Add(ctx, n.Netns); err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	if err := nft.Apply(ctx, n.Netns, ruleset); err != nil {
+		return fmt.Errorf("node %s firewall: %w", n.Name, err)
+	}
+	if err := checkFirewall(ctx, n); err != nil {
+		return err
+	}
+	for _, i := range n.Ifaces {
+		nw := p.Network(i.Network)
+		if err := j.record(Object{Kind: KindVeth, Name: i.Host}); err != nil {
+			return err
+		}
+		v := netns.Veth{Host: i.Host, Bridge: nw.Bridge, Netns: n.Netns, Name: i.Name,
+			Addr: netip.PrefixFrom(i.Addr, i.Bits).String(), Alias: "bulkhead " + p.Stack + " " + n.Name + " " + i.Network}
+		if err := netns.AddVeth(ctx, v); err != nil {
+			return fmt.Errorf("node %s on %s: %w", n.Name, i.Network, err)
+		}
+	}
+	return nil
+}
+
+// checkFirewall reads a node's ruleset back from the kernel and compares it
+// with the plan: one table, three chains that drop by default, the plan's
+// sets with exactly their addresses, and the plan's number of rules. Any
+// difference fails closed.
+func checkFirewall(ctx context.Context, n *plan.Node) error {
+	rs, err := nft.Read(ctx, n.Netns)
+	if err != nil {
+		return fmt.Errorf("node %s firewall read-back: %w", n.Name, err)
+	}
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("node %s firewall differs from the plan: %s", n.Name, fmt.Sprintf(format, args...))
+	}
+	if len(rs.Tables) != 1 || rs.Tables[0] != "inet "+render.TableName {
+		return fail("tables %v, want [inet %s]", rs.Tables, render.TableName)
+	}
+	// Fixed rules per chain: loopback, invalid, established.
+	want := map[string]int{"input": 3 + len(n.Firewall.Input), "output": 3 + len(n.Firewall.Output), "forward": 0}
+	for chain, rules := range want {
+		c, ok := rs.Chains["inet "+render.TableName+" "+chain]
+		if !ok || c.Policy != "drop" || c.Hook != chain || c.Rules != rules {
+			return fail("chain %s is %+v, want hook %s, policy drop, %d rules", chain, c, chain, rules)
+		}
+	}
+	if len(rs.Chains) != len(want) {
+		return fail("%d chains, want %d", len(rs.Chains), len(want))
+	}
+	if len(rs.Sets) != len(n.Firewall.Sets) {
+		return fail("%d sets, want %d", len(rs.Sets), len(n.Firewall.Sets))
+	}
+	for _, s := range n.Firewall.Sets {
+		got := rs.Sets["inet "+render.TableName+" "+s.Name]
+		if len(got) != len(s.Addrs) {
+			return fail("set %s has %d addresses, want %d", s.Name, len(got), len(s.Addrs))
+		}
+		have := map[string]bool{}
+		for _, g := range got {
+			have[g] = true
+		}
+		for _, a := range s.Addrs {
+			if !have[a.String()] {
+				return fail("set %s lacks %s", s.Name, a)
+			}
+		}
+	}
+	return nil
+}
+
+// outside makes verify's stand-in for the internet: a namespace on the
+// public network, outside every firewall.
+func (d *Driver) outside(ctx context.Context, p *plan.Plan, j *journal) error {
+	v := p.Outside
+	if err := j.record(Object{Kind: KindNetns, Name: v.Netns}); err != nil {
+		return err
+	}
+	if err := netns.Add(ctx, v.Netns); err != nil {
+		return err
+	}
+	if err := j.record(Object{Kind: KindVeth, Name: v.Iface.Host}); err != nil {
+		return err
+	}
+	return netns.AddVeth(ctx, netns.Veth{
+		Host: v.Iface.Host, Bridge: p.Network(plan.NetPublic).Bridge, Netns: v.Netns, Name: v.Iface.Name,
+		Addr: netip.PrefixFrom(v.Iface.Addr, v.Iface.Bits).String(), Alias: "bulkhead " + p.Stack + " outside",
+	})
+}
+
+var _ = strconv.Itoa

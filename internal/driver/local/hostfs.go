@@ -1,0 +1,232 @@
+package local
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// prepareRootfs makes the containers' root: empty directories that serve as
+// mount points, and the merged-/usr symlinks. It is shared by every stack
+// and holds nothing of its own; the host's /usr is bind-mounted read-only.
+func prepareRootfs(dir string) error {
+	for _, d := range []string{"usr", "etc", "proc", "dev", "sys", "tmp", "run", "srv/site", "var/lib/bulkhead", "var/log/bulkhead", "var/tmp", "bulkhead"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	// runc ignores mode=1777 on a tmpfs (as of 2026-11, runc 1.1.5), so the
+	// mount points carry the sticky mode themselves.
+	for _, d := range []string{"tmp", "var/tmp"} {
+		if err := os.Chmod(filepath.Join(dir, d), 0o1777); err != nil {
+			return err
+		}
+	}
+	for link, target := range map[string]string{"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"} {
+		p := filepath.Join(dir, link)
+		if t, err := os.Readlink(p); err == nil && t == target {
+			continue
+		}
+		os.Remove(p)
+		if err := os.Symlink(target, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// etcFromHost lists what a node's /etc takes from the host: what daemons
+// and the loader need, and nothing secret. No shadow, no ssh host keys, no
+// ssl private keys.
+var etcFromHost = []string{
+	"alternatives", "php", "mime.types", "nginx/mime.types", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
+	"nsswitch.conf", "localtime", "services", "protocols", "host.conf", "ssl/openssl.cnf",
+	"ssh/moduli", "mysql/mariadb.cnf", "mysql/conf.d", "mysql/mariadb.conf.d", "postgresql-common", "ganesha",
+}
+
+// accounts are the users that nodes' daemons run as. The storage node's
+// SFTP users exist only inside containers.
+var accounts = []string{"root", "daemon", "nobody", "www-data", "memcache", "redis", "haproxy", "mysql", "postgres", "sshd"}
+
+// Storage's SFTP accounts. site-rw shares www-data's uid so that files app
+// nodes upload belong to the uid their daemons run as.
+var sftpAccounts = []string{
+	"site-ro:x:2001:2001:bulkhead read-only site:/nonexistent:/usr/sbin/nologin",
+	"site-rw:x:33:33:bulkhead read-write site:/nonexistent:/usr/sbin/nologin",
+}
+
+// prepareEtc builds the /etc every node of a stack sees, read-only.
+func prepareEtc(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "bulkhead"), 0o755); err != nil {
+		return err
+	}
+	for _, rel := range etcFromHost {
+		src := filepath.Join("/etc", rel)
+		if _, err := os.Lstat(src); errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err := copyTree(src, filepath.Join(dir, rel)); err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+	}
+	passwd, err := filterAccounts("/etc/passwd", accounts)
+	if err != nil {
+		return err
+	}
+	passwd = append(passwd, sftpAccounts...)
+	group, err := filterAccounts("/etc/group", append(accounts, "nogroup", "ssl-cert"))
+	if err != nil {
+		return err
+	}
+	group = append(group, "site-ro:x:2001:")
+	files := map[string]string{
+		"passwd":      strings.Join(passwd, "\n") + "\n",
+		"group":       strings.Join(group, "\n") + "\n",
+		"hosts":       "", // each node's own is mounted over it
+		"hostname":    "",
+		"resolv.conf": "# nodes resolve no names but their hosts file\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// filterAccounts returns the lines of a passwd-style file for names. Empty
+// password fields are forced to "x"; shadow is not handed over.
+func filterAccounts(file string, names []string) ([]string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Split(sc.Text(), ":")
+		if len(fields) > 1 && want[fields[0]] {
+			fields[1] = "x"
+			out = append(out, strings.Join(fields, ":"))
+		}
+	}
+	return out, sc.Err()
+}
+
+// copyTree copies a file, symlink or directory tree.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		target := filepath.Join(dst, rel)
+		info, err := os.Lstat(path)
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.Mode()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			os.Remove(target)
+			return os.Symlink(link, target)
+		case info.IsDir():
+			return os.MkdirAll(target, info.Mode().Perm())
+		case info.Mode().IsRegular():
+			if info.Mode().Perm()&0o004 == 0 {
+				return nil // not world-readable: not for nodes
+			}
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			return copyFile(path, target, info.Mode().Perm())
+		}
+		return nil
+	})
+}
+
+func copyFile(src, dst string, mode fs.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+// installBinary copies the running bulkhead executable to dst, where
+// containers and the supervisor run it from. A binary run by `go run` is
+// deleted when it exits; the copy outlives it. An unchanged binary is not
+// rewritten; a changed one replaces the old atomically, and running
+// processes keep the inode they started with.
+func installBinary(dst string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if same, _ := sameContent(self, dst); same {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return copyFile(self, dst, 0o755)
+}
+
+func sameContent(a, b string) (bool, error) {
+	ha, err := fileHash(a)
+	if err != nil {
+		return false, err
+	}
+	hb, err := fileHash(b)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(ha, hb), nil
+}
+
+func fileHash(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, err
+	}
+	return h.Sum(nil), nil
+}

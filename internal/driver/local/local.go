@@ -1,0 +1,116 @@
+// Package local is the embedded driver: it realises a Plan on this Linux
+// host. Every node becomes a network namespace joined to a bridge per
+// network, with an nftables ruleset the host programs into it, and a runc
+// container that joins that namespace and runs the node agent as PID 1.
+//
+// Everything it creates is first written to a journal (state.json), so that
+// Down removes exactly that, even after an interrupted Up. Up is idempotent:
+// a second Up with the same plan changes nothing.
+package local
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// DefaultRoot is where the driver keeps stacks' state, configs and data.
+const DefaultRoot = "/var/lib/bulkhead"
+
+// Driver realises plans on this host.
+type Driver struct {
+	Root     string       // DefaultRoot unless testing
+	Log      *slog.Logger // diagnostics
+	Progress io.Writer    // one line per long step, for the user
+}
+
+func (d *Driver) root() string {
+	if d.Root == "" {
+		return DefaultRoot
+	}
+	return d.Root
+}
+
+func (d *Driver) logger() *slog.Logger {
+	if d.Log == nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return d.Log
+}
+
+func (d *Driver) progress(format string, args ...any) {
+	if d.Progress != nil {
+		fmt.Fprintf(d.Progress, format+"\n", args...)
+	}
+}
+
+// paths are the host-side locations of one stack.
+type paths struct {
+	stack string // <root>/<stack>
+	root  string
+}
+
+func (d *Driver) paths(stack string) paths {
+	return paths{stack: filepath.Join(d.root(), stack), root: d.root()}
+}
+
+func (p paths) journal() string       { return filepath.Join(p.stack, "state.json") }
+func (p paths) plan() string          { return filepath.Join(p.stack, "plan.json") }
+func (p paths) lock() string          { return filepath.Join(p.stack, "lock") }
+func (p paths) secrets() string       { return filepath.Join(p.stack, "secrets") }
+func (p paths) etc() string           { return filepath.Join(p.stack, "etc") }
+func (p paths) rootfs() string        { return filepath.Join(p.root, "rootfs") }
+func (p paths) binary() string        { return filepath.Join(p.root, "bin", "bulkhead") }
+func (p paths) supervisorLog() string { return filepath.Join(p.stack, "supervisor.log") }
+func (p paths) supervisorSock() string {
+	return filepath.Join(p.stack, "supervisor.sock")
+}
+func (p paths) node(name string) nodePaths {
+	return nodePaths(filepath.Join(p.stack, "nodes", name))
+}
+
+// nodePaths is a node's directory on the host.
+type nodePaths string
+
+func (n nodePaths) conf() string   { return filepath.Join(string(n), "conf") }
+func (n nodePaths) data() string   { return filepath.Join(string(n), "data") }
+func (n nodePaths) log() string    { return filepath.Join(string(n), "log") }
+func (n nodePaths) run() string    { return filepath.Join(string(n), "run") }
+func (n nodePaths) site() string   { return filepath.Join(string(n), "site") }
+func (n nodePaths) bundle() string { return filepath.Join(string(n), "bundle") }
+func (n nodePaths) socket() string { return filepath.Join(n.run(), "agent.sock") }
+
+// lockStack takes the stack's lock, so that two ups, an up and a down, or
+// an up and the supervisor's repairs never interleave. The lock is released
+// when the returned function is called or the process exits.
+func (d *Driver) lockStack(ctx context.Context, stack string, wait bool) (func(), error) {
+	p := d.paths(stack)
+	if err := os.MkdirAll(p.stack, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(p.lock(), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	how := syscall.LOCK_EX
+	if !wait {
+		how |= syscall.LOCK_NB
+	}
+	done := make(chan error, 1)
+	go func() { done <- syscall.Flock(int(f.Fd()), how) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("stack %s is busy (another bulkhead command holds %s): %w", stack, p.lock(), err)
+		}
+	case <-ctx.Done():
+		f.Close()
+		return nil, ctx.Err()
+	}
+	return func() { f.Close() }, nil
+}

@@ -1,0 +1,111 @@
+package local
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+)
+
+// Kinds of host objects the driver creates and records.
+const (
+	KindNftTable  = "nft-table" // host nftables table; Name is "family name"
+	KindBridge    = "bridge"
+	KindNetns     = "netns"
+	KindVeth      = "veth" // host end
+	KindMount     = "mount"
+	KindContainer = "container"
+	KindProcess   = "process" // Name is the pid, Detail its /proc start time
+)
+
+// Object is one recorded host object.
+type Object struct {
+	Kind   string `json:"kind"`
+	Name   string `json:"name"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// journal records every object before the driver creates it, so that an
+// interrupted up leaves a record down can finish from. It is written
+// atomically (temp file and rename) at every change.
+type journal struct {
+	mu      sync.Mutex
+	path    string
+	Stack   string   `json:"stack"`
+	Objects []Object `json:"objects"`
+}
+
+func loadJournal(path, stack string) (*journal, error) {
+	j := &journal{path: path, Stack: stack}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return j, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, j); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	j.path = path
+	return j, nil
+}
+
+// record notes o unless it is noted already.
+func (j *journal) record(o Object) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if slices.Contains(j.Objects, o) {
+		return nil
+	}
+	j.Objects = append(j.Objects, o)
+	return j.save()
+}
+
+// forget drops o once it is gone from the host.
+func (j *journal) forget(o Object) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	i := slices.Index(j.Objects, o)
+	if i < 0 {
+		return nil
+	}
+	j.Objects = slices.Delete(j.Objects, i, i+1)
+	return j.save()
+}
+
+func (j *journal) has(o Object) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Contains(j.Objects, o)
+}
+
+func (j *journal) list(kind string) []Object {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []Object
+	for _, o := range j.Objects {
+		if o.Kind == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func (j *journal) save() error {
+	data, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(j.path), 0o700); err != nil {
+		return err
+	}
+	tmp := j.path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, j.path)
+}

@@ -1,0 +1,195 @@
+package local
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/agent"
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/runc"
+)
+
+// Status is a running stack as the host sees it.
+type Status struct {
+	Stack      string       `json:"stack"`
+	Supervisor bool         `json:"supervisor"`
+	Nodes      []NodeStatus `json:"nodes"`
+}
+
+// NodeStatus is one node's state.
+type NodeStatus struct {
+	Name      string                `json:"name"`
+	State     string                `json:"state"` // the container's: running, stopped, missing
+	Addresses []string              `json:"addresses"`
+	Healthy   bool                  `json:"healthy"`
+	Restarts  int                   `json:"restarts"`
+	Services  []agent.ServiceStatus `json:"services"`
+}
+
+// Healthy reports whether the supervisor and every node are.
+func (s *Status) Healthy() bool {
+	if !s.Supervisor {
+		return false
+	}
+	for _, n := range s.Nodes {
+		if !n.Healthy {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *Driver) savedPlan(stack string) (*plan.Plan, error) {
+	data, err := os.ReadFile(d.paths(stack).plan())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("stack %s is not up on this host; run 'bulkhead up'", stack)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return plan.Decode(data)
+}
+
+// Status asks runc and every node's agent how the stack is.
+func (d *Driver) Status(ctx context.Context, stack string) (*Status, error) {
+	p, err := d.savedPlan(stack)
+	if err != nil {
+		return nil, err
+	}
+	j, err := loadJournal(d.paths(stack).journal(), stack)
+	if err != nil {
+		return nil, err
+	}
+	st := &Status{Stack: stack, Supervisor: d.supervisorAlive(j)}
+	for _, n := range p.Nodes {
+		ns := NodeStatus{Name: n.Name, State: "missing"}
+		for _, i := range n.Ifaces {
+			ns.Addresses = append(ns.Addresses, i.Addr.String())
+		}
+		if c, err := runc.State(ctx, n.Container); err == nil {
+			ns.State = c.Status
+		}
+		if ns.State == "running" {
+			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			a, err := agent.Query(qctx, d.paths(stack).node(n.Name).socket())
+			cancel()
+			if err == nil {
+				ns.Healthy = a.Healthy
+				ns.Services = a.Services
+				for _, s := range a.Services {
+					ns.Restarts += s.Restarts
+				}
+			}
+		}
+		st.Nodes = append(st.Nodes, ns)
+	}
+	return st, nil
+}
+
+// Logs prints the last lines of a node's daemon logs, and with follow keeps
+// printing what they add until ctx is done.
+func (d *Driver) Logs(ctx context.Context, stack, node, service string, lines int, follow bool, out io.Writer) error {
+	p, err := d.savedPlan(stack)
+	if err != nil {
+		return err
+	}
+	if p.Node(node) == nil {
+		return fmt.Errorf("stack %s has no node %q", stack, node)
+	}
+	dir := d.paths(stack).node(node).log()
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	if service != "" {
+		files = []string{filepath.Join(dir, service+".log")}
+	}
+	sort.Strings(files)
+	if len(files) == 0 {
+		return fmt.Errorf("node %s has no logs yet in %s", node, dir)
+	}
+	offsets := map[string]int64{}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".log")
+		tail, size, err := lastLines(f, lines)
+		if err != nil {
+			return err
+		}
+		for _, l := range tail {
+			fmt.Fprintf(out, "%s: %s\n", name, l)
+		}
+		offsets[f] = size
+	}
+	for follow {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(300 * time.Millisecond):
+		}
+		for _, f := range files {
+			name := strings.TrimSuffix(filepath.Base(f), ".log")
+			fh, err := os.Open(f)
+			if err != nil {
+				continue
+			}
+			info, _ := fh.Stat()
+			if info.Size() < offsets[f] {
+				offsets[f] = 0 // rotated
+			}
+			fh.Seek(offsets[f], io.SeekStart)
+			sc := bufio.NewScanner(fh)
+			for sc.Scan() {
+				fmt.Fprintf(out, "%s: %s\n", name, sc.Text())
+			}
+			offsets[f] = info.Size()
+			fh.Close()
+		}
+	}
+	return nil
+}
+
+func lastLines(path string, n int) ([]string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	var all []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		all = append(all, sc.Text())
+		if len(all) > n {
+			all = all[1:]
+		}
+	}
+	info, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	return all, info.Size(), sc.Err()
+}
+
+// Exec runs a command inside a node's container.
+func (d *Driver) Exec(ctx context.Context, stack, node string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	p, err := d.savedPlan(stack)
+	if err != nil {
+		return err
+	}
+	n := p.Node(node)
+	if n == nil {
+		return fmt.Errorf("stack %s has no node %q", stack, node)
+	}
+	return runc.Exec(ctx, n.Container, args, stdin, stdout, stderr)
+}
+
+// CACertPath is where the stack's CA certificate is written, for visitors'
+// clients to trust.
+func (d *Driver) CACertPath(stack string) string {
+	return filepath.Join(d.paths(stack).stack, "ca.crt")
+}

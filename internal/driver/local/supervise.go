@@ -1,0 +1,208 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/runc"
+	"github.com/bulkhead/bulkhead/internal/spec"
+	"github.com/bulkhead/bulkhead/internal/sshfs"
+)
+
+// Supervise keeps a running stack converged to its saved plan until ctx is
+// done: it serves the published ports, keeps the site mounts of static and
+// app nodes alive, and restarts a node whose container died.
+func (d *Driver) Supervise(ctx context.Context, stack string) error {
+	ps := d.paths(stack)
+	data, err := os.ReadFile(ps.plan())
+	if err != nil {
+		return fmt.Errorf("stack %s has no saved plan: %w", stack, err)
+	}
+	p, err := plan.Decode(data)
+	if err != nil {
+		return err
+	}
+	log := d.logger().With("stack", stack)
+	log.Info("supervisor started", "pid", os.Getpid(), "nodes", len(p.Nodes))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	edge := p.Role("edge")
+	if len(edge) > 0 {
+		pub := edge[0].Addr(plan.NetPublic)
+		for _, pp := range []struct {
+			listen netip.AddrPort
+			port   uint16
+		}{{p.Publish.HTTP, 80}, {p.Publish.HTTPS, 443}} {
+			l, err := net.Listen("tcp", pp.listen.String())
+			if err != nil {
+				return fmt.Errorf("publish %s: %w", pp.listen, err)
+			}
+			target := netip.AddrPortFrom(pub, pp.port).String()
+			log.Info("publishing", "listen", pp.listen, "target", target)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errc <- forward(ctx, l, target)
+			}()
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.mountSites(ctx, p)
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			log.Info("supervisor stopped")
+			return nil
+		case err := <-errc:
+			if err != nil && ctx.Err() == nil {
+				log.Error("publishing failed", "err", err)
+				cancel()
+				wg.Wait()
+				return err
+			}
+		case <-tick.C:
+			d.repair(ctx, p)
+		}
+	}
+}
+
+// repair restarts the containers of nodes that stopped. It waits for no
+// lock: while an up or down holds the stack, it skips this round.
+func (d *Driver) repair(ctx context.Context, p *plan.Plan) {
+	var dead []*plan.Node
+	for i := range p.Nodes {
+		n := &p.Nodes[i]
+		if st, err := runc.State(ctx, n.Container); err != nil || st.Status != "running" {
+			dead = append(dead, n)
+		}
+	}
+	if len(dead) == 0 {
+		return
+	}
+	unlock, err := d.lockStack(ctx, p.Stack, false)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	j, err := loadJournal(d.paths(p.Stack).journal(), p.Stack)
+	if err != nil {
+		d.logger().Error("read journal", "err", err)
+		return
+	}
+	for _, n := range dead {
+		if !j.has(Object{Kind: KindContainer, Name: n.Container}) {
+			continue // never started by up, or removed by down
+		}
+		d.logger().Warn("node container is not running; restarting it", "node", n.Name)
+		if err := d.startContainer(ctx, p, n, j); err != nil {
+			d.logger().Error("restart node", "node", n.Name, "err", err)
+		}
+	}
+}
+
+// forward accepts on l and copies each connection to and from target.
+func forward(ctx context.Context, l net.Listener, target string) error {
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	var d net.Dialer
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		go func() {
+			defer c.Close()
+			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			u, err := d.DialContext(dctx, "tcp", target)
+			cancel()
+			if err != nil {
+				return
+			}
+			defer u.Close()
+			done := make(chan struct{}, 2)
+			pipe := func(dst, src net.Conn) {
+				io.Copy(dst, src)
+				if tc, ok := dst.(*net.TCPConn); ok {
+					tc.CloseWrite()
+				}
+				done <- struct{}{}
+			}
+			go pipe(u, c)
+			go pipe(c, u)
+			<-done
+			<-done
+		}()
+	}
+}
+
+// mountSites keeps each static and app node's site mounted from storage,
+// over SFTP from inside the node's own network namespace: static read-only
+// as site-ro, app read-write as site-rw (the storage node's file ownership
+// confines writes to the writable paths).
+func (d *Driver) mountSites(ctx context.Context, p *plan.Plan) {
+	var wg sync.WaitGroup
+	for _, m := range d.siteMounts(p) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			log := d.logger().With("mount", m.Target)
+			if err := sshfs.Run(ctx, m, log); err != nil {
+				log.Error("site mount failed", "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (d *Driver) siteMounts(p *plan.Plan) []sshfs.Mount {
+	if p.Storage != spec.ProtocolSFTP {
+		return nil
+	}
+	ps := d.paths(p.Stack)
+	var out []sshfs.Mount
+	for _, peer := range p.Flows {
+		if peer.To != p.Role(spec.RoleStorage)[0].Tier {
+			continue
+		}
+		storage := p.Tier(peer.To)[0]
+		for _, n := range p.Tier(peer.From) {
+			user, ro := "site-rw", false
+			if n.Role == spec.RoleStatic {
+				user, ro = "site-ro", true
+			}
+			out = append(out, sshfs.Mount{
+				Netns: n.Netns, Target: ps.node(n.Name).site(),
+				User: user, Host: storage.Addr(peer.Network).String(), Port: peer.Port.Number, Remote: "/",
+				Identity: filepath.Join(ps.secrets(), n.Name+".key"), KnownHosts: filepath.Join(ps.secrets(), "known_hosts"),
+				ReadOnly: ro, UID: siteOwner, GID: siteOwner,
+			})
+		}
+	}
+	return out
+}

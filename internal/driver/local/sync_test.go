@@ -1,0 +1,68 @@
+package local
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSyncSite(t *testing.T) {
+	requireRoot(t)
+	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "site")
+	write(t, filepath.Join(src, "index.php"), "<?php echo 1;")
+	write(t, filepath.Join(src, "lib/db.php"), "<?php")
+	write(t, filepath.Join(src, "assets/style.css"), "body{}")
+	os.MkdirAll(filepath.Join(src, "uploads"), 0o755)
+
+	copied, removed, err := syncSite(src, dst, []string{"uploads"})
+	if err != nil || copied != 3 || removed != 0 {
+		t.Fatalf("first sync: copied %d removed %d err %v", copied, removed, err)
+	}
+	// An upload arrives on storage; the site changes; a file is deleted.
+	write(t, filepath.Join(dst, "uploads/cat.png"), "png")
+	write(t, filepath.Join(src, "index.php"), "<?php echo 2;")
+	os.RemoveAll(filepath.Join(src, "lib"))
+
+	copied, removed, err = syncSite(src, dst, []string{"uploads"})
+	if err != nil || copied != 1 || removed != 1 {
+		t.Fatalf("second sync: copied %d removed %d err %v", copied, removed, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "index.php")); string(b) != "<?php echo 2;" {
+		t.Errorf("index.php not updated: %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "lib")); !os.IsNotExist(err) {
+		t.Errorf("lib/ survived its removal from the site: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dst, "uploads/cat.png")); err != nil || string(b) != "png" {
+		t.Errorf("an upload was lost: %q %v", b, err)
+	}
+	if c, r, _ := syncSite(src, dst, []string{"uploads"}); c != 0 || r != 0 {
+		t.Errorf("an unchanged site copied %d and removed %d", c, r)
+	}
+	// Ownership: root's and 0644/0755, except the upload directory.
+	for path, want := range map[string]int{"index.php": 0, "assets": 0, "uploads": siteOwner} {
+		info, err := os.Stat(filepath.Join(dst, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := info.Sys().(*syscall.Stat_t)
+		if int(st.Uid) != want || int(st.Gid) != want {
+			t.Errorf("%s owned by %d:%d, want %d:%d", path, st.Uid, st.Gid, want, want)
+		}
+	}
+	info, _ := os.Stat(filepath.Join(dst, "index.php"))
+	if info.Mode().Perm() != 0o644 {
+		t.Errorf("index.php mode %v, want 0644", info.Mode().Perm())
+	}
+}

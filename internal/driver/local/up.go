@@ -1,0 +1,435 @@
+package local
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/agent"
+	"github.com/bulkhead/bulkhead/internal/netns"
+	"github.com/bulkhead/bulkhead/internal/nft"
+	"github.com/bulkhead/bulkhead/internal/pkgs"
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/runc"
+	"github.com/bulkhead/bulkhead/internal/secrets"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// UpOptions tune Up.
+type UpOptions struct {
+	// SiteDir is the site's directory on the host, absolute.
+	SiteDir string
+	// NoInstall makes missing Debian packages an error instead of an
+	// install.
+	NoInstall bool
+	// Wait bounds how long Up waits for every node to report healthy.
+	Wait time.Duration
+}
+
+// UpResult says what Up did.
+type UpResult struct {
+	Changed   bool     // false: the stack was already as planned
+	Restarted []string // nodes whose containers were (re)started
+	Synced    int      // site files copied to storage
+}
+
+// Up makes the host run p. On a host where the stack does not exist yet, a
+// failure removes everything Up made; on one where it exists, a failure
+// leaves what is there, and Up or Down can finish.
+func (d *Driver) Up(ctx context.Context, p *plan.Plan, o UpOptions) (*UpResult, error) {
+	if err := d.packages(ctx, p, o.NoInstall); err != nil {
+		return nil, err
+	}
+	unlock, err := d.lockStack(ctx, p.Stack, true)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	ps := d.paths(p.Stack)
+	j, err := loadJournal(ps.journal(), p.Stack)
+	if err != nil {
+		return nil, err
+	}
+	fresh := len(j.Objects) == 0
+	res, err := d.up(ctx, p, o, j)
+	if err != nil && fresh {
+		d.progress("up failed; removing what it made")
+		// The caller's context may be what failed (Ctrl-C): clean up
+		// with a context of our own.
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if derr := d.destroy(cctx, p.Stack, j, false); derr != nil {
+			return nil, errors.Join(err, fmt.Errorf("clean up after the failed up (run 'bulkhead down' to finish): %w", derr))
+		}
+	}
+	return res, err
+}
+
+func (d *Driver) packages(ctx context.Context, p *plan.Plan, noInstall bool) error {
+	missing, err := pkgs.Missing(ctx, pkgs.Needed(p))
+	if err != nil {
+		return err
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if noInstall {
+		return fmt.Errorf("missing Debian packages: %s; install them (apt-get install %s) or run without --no-install", strings.Join(missing, ", "), strings.Join(missing, " "))
+	}
+	d.progress("installing %d packages: %s", len(missing), strings.Join(missing, " "))
+	out := d.Progress
+	if out == nil {
+		out = os.Stderr
+	}
+	return pkgs.Install(ctx, missing, out)
+}
+
+func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) (*UpResult, error) {
+	ps := d.paths(p.Stack)
+	res := &UpResult{}
+	if err := os.MkdirAll(ps.stack, 0o700); err != nil {
+		return nil, err
+	}
+	sec, err := d.secrets(p)
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: sec.For(p)})
+	if err != nil {
+		return nil, err
+	}
+	supervisorUp := d.supervisorAlive(j)
+	if err := d.preflight(ctx, p, j, supervisorUp); err != nil {
+		return nil, err
+	}
+	fingerprint, err := d.fingerprint(p, nodes, o.SiteDir)
+	if err != nil {
+		return nil, err
+	}
+	if d.converged(ctx, p, j, fingerprint) {
+		return res, nil
+	}
+	res.Changed = true
+
+	d.progress("host: rootfs, /etc for nodes, binary")
+	if err := prepareRootfs(ps.rootfs()); err != nil {
+		return nil, err
+	}
+	if err := prepareEtc(ps.etc()); err != nil {
+		return nil, err
+	}
+	if err := installBinary(ps.binary()); err != nil {
+		return nil, err
+	}
+	if err := writeJSON(ps.plan(), p, 0o600); err != nil {
+		return nil, err
+	}
+
+	d.progress("network: host table, %d bridges", len(p.Networks))
+	if err := d.fabric(ctx, p, j); err != nil {
+		return nil, err
+	}
+	if err := d.removeStale(ctx, p, j); err != nil {
+		return nil, err
+	}
+	byName := map[string]render.Node{}
+	for _, r := range nodes {
+		byName[r.Name] = r
+	}
+	d.progress("network: %d node namespaces with their firewalls", len(p.Nodes))
+	var changed []*plan.Node
+	for i := range p.Nodes {
+		n := &p.Nodes[i]
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		r := byName[n.Name]
+		if err := d.nodeFabric(ctx, p, n, fileData(r, "nftables.nft"), j); err != nil {
+			return nil, err
+		}
+		c, err := writeNode(ps.node(n.Name), n, r)
+		if err != nil {
+			return nil, fmt.Errorf("node %s files: %w", n.Name, err)
+		}
+		if c {
+			changed = append(changed, n)
+		}
+	}
+	if err := d.outside(ctx, p, j); err != nil {
+		return nil, err
+	}
+	if st := p.Role(spec.RoleStorage); len(st) > 0 {
+		dst := filepath.Join(ps.node(st[0].Name).data(), "site")
+		copied, removed, err := syncSite(o.SiteDir, dst, p.Site.Writable)
+		if err != nil {
+			return nil, err
+		}
+		res.Synced = copied
+		d.progress("site: %s synced to %s (%d copied, %d removed; uploads kept)", o.SiteDir, st[0].Name, copied, removed)
+	}
+	for _, n := range changed {
+		// New configs take effect by restarting the node.
+		if err := runc.Delete(ctx, n.Container, true); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.prepareSiteMounts(ctx, p, j); err != nil {
+		return nil, err
+	}
+	d.progress("containers: starting %d nodes", len(p.Nodes))
+	for _, n := range startOrder(p) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		st, _ := runc.State(ctx, n.Container)
+		if err := d.startContainer(ctx, p, n, j); err != nil {
+			return nil, err
+		}
+		if st.Status != "running" {
+			res.Restarted = append(res.Restarted, n.Name)
+		}
+	}
+	if err := d.startSupervisor(ctx, p, j, true); err != nil {
+		return nil, err
+	}
+	if err := d.waitHealthy(ctx, p, o.Wait); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(ps.stack, "applied"), []byte(fingerprint), 0o600); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// startOrder starts the tiers others depend on first: storage, db and
+// cache, then static and app, then the edge that faces visitors.
+func startOrder(p *plan.Plan) []*plan.Node {
+	rank := map[string]int{spec.RoleStorage: 0, spec.RoleDB: 1, spec.RoleCache: 1, spec.RoleStatic: 2, spec.RoleApp: 2, spec.RoleEdge: 3}
+	var out []*plan.Node
+	for r := 0; r <= 3; r++ {
+		for i := range p.Nodes {
+			if rank[p.Nodes[i].Role] == r {
+				out = append(out, &p.Nodes[i])
+			}
+		}
+	}
+	return out
+}
+
+func fileData(n render.Node, path string) []byte {
+	for _, f := range n.Files {
+		if f.Path == path {
+			return f.Data
+		}
+	}
+	return nil
+}
+
+// secrets loads the stack's secrets, or makes them on first up. They live
+// as long as the stack's data: the database was initialised with them.
+func (d *Driver) secrets(p *plan.Plan) (*secrets.Stack, error) {
+	path := filepath.Join(d.paths(p.Stack).secrets(), "secrets.json")
+	var s *secrets.Stack
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		s = &secrets.Stack{}
+		if err := json.Unmarshal(data, s); err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		if s, err = secrets.Generate(p); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, err
+	}
+	if _, err := s.Complete(p); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if err := writeJSON(path, s, 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(d.CACertPath(p.Stack), s.CACert, 0o644); err != nil {
+		return nil, err
+	}
+	return s, d.writeClientKeys(p, s)
+}
+
+// writeClientKeys writes the host-side sshfs credentials: each client's
+// private key and the pinned storage host key.
+func (d *Driver) writeClientKeys(p *plan.Plan, s *secrets.Stack) error {
+	dir := d.paths(p.Stack).secrets()
+	st := p.Role(spec.RoleStorage)
+	if len(st) == 0 {
+		return nil
+	}
+	var known strings.Builder
+	for _, n := range p.Nodes {
+		if key, ok := s.StorageClientKeys[n.Name]; ok {
+			if err := os.WriteFile(filepath.Join(dir, n.Name+".key"), key, 0o600); err != nil {
+				return err
+			}
+		}
+	}
+	for _, i := range st[0].Ifaces {
+		fmt.Fprintf(&known, "%s %s\n", i.Addr, s.StorageHostPublicKey)
+	}
+	return os.WriteFile(filepath.Join(dir, "known_hosts"), []byte(known.String()), 0o600)
+}
+
+func writeJSON(path string, v any, mode os.FileMode) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// fingerprint digests everything an up applies: the plan, every rendered
+// file, the site's files and the bulkhead binary. Equal fingerprints mean
+// an up has nothing to do.
+func (d *Driver) fingerprint(p *plan.Plan, nodes []render.Node, site string) (string, error) {
+	h := sha256.New()
+	pj, _ := json.Marshal(p)
+	h.Write(pj)
+	for _, n := range nodes {
+		for _, f := range n.Files {
+			fmt.Fprintf(h, "%s/%s %o %d\n", n.Name, f.Path, f.Mode, len(f.Data))
+			h.Write(f.Data)
+		}
+		sj, _ := json.Marshal(n.Services)
+		h.Write(sj)
+	}
+	err := filepath.WalkDir(site, func(path string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(site, path)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "site %s %d\n", rel, len(data))
+		h.Write(data)
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("read site %s: %w", site, err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	bh, err := fileHash(self)
+	if err != nil {
+		return "", err
+	}
+	h.Write(bh)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// converged reports whether the host already runs p as last applied: same
+// fingerprint, every container running, the supervisor alive.
+func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, fingerprint string) bool {
+	applied, err := os.ReadFile(filepath.Join(d.paths(p.Stack).stack, "applied"))
+	if err != nil || string(applied) != fingerprint || !d.supervisorAlive(j) {
+		return false
+	}
+	for _, n := range p.Nodes {
+		if st, err := runc.State(ctx, n.Container); err != nil || st.Status != "running" {
+			return false
+		}
+		if !netns.Exists(n.Netns) {
+			return false
+		}
+		if err := checkFirewall(ctx, &n); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// removeStale deletes what an earlier up made for nodes this plan no longer
+// has (an app pool scaled down): containers, namespaces, veths.
+func (d *Driver) removeStale(ctx context.Context, p *plan.Plan, j *journal) error {
+	want := map[Object]bool{}
+	for _, n := range p.Nodes {
+		want[Object{Kind: KindNetns, Name: n.Netns}] = true
+		want[Object{Kind: KindContainer, Name: n.Container}] = true
+		for _, i := range n.Ifaces {
+			want[Object{Kind: KindVeth, Name: i.Host}] = true
+		}
+	}
+	want[Object{Kind: KindNetns, Name: p.Outside.Netns}] = true
+	want[Object{Kind: KindVeth, Name: p.Outside.Iface.Host}] = true
+	var errs []error
+	for _, kind := range []string{KindContainer, KindNetns, KindVeth} {
+		for _, o := range j.list(kind) {
+			if want[o] {
+				continue
+			}
+			d.progress("removing %s %s, which the plan no longer has", o.Kind, o.Name)
+			if err := d.remove(ctx, o); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			errs = append(errs, j.forget(o))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// waitHealthy polls every node's agent until all report healthy.
+func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, limit time.Duration) error {
+	if limit == 0 {
+		limit = 2 * time.Minute
+	}
+	deadline := time.Now().Add(limit)
+	ps := d.paths(p.Stack)
+	last := -1
+	for {
+		var sick []string
+		for _, n := range p.Nodes {
+			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			st, err := agent.Query(qctx, ps.node(n.Name).socket())
+			cancel()
+			if err != nil || !st.Healthy {
+				sick = append(sick, n.Name)
+			}
+		}
+		healthy := len(p.Nodes) - len(sick)
+		if healthy != last {
+			d.progress("health: %d/%d nodes healthy", healthy, len(p.Nodes))
+			last = healthy
+		}
+		if len(sick) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nodes not healthy after %v: %s; see 'bulkhead status' and 'bulkhead logs NODE'", limit, strings.Join(sick, ", "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+var _ = nft.Apply

@@ -1,0 +1,214 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var nodes = []string{"edge", "static", "cache", "db", "storage", "app-1", "app-2"}
+
+// TestDriver brings the default stack up and checks what issue #3 asks of
+// the local driver: idempotent up, the rulesets, the isolation facts from
+// inside the nodes, no route off the host, self-healing, and a down that
+// leaves nothing.
+func TestDriver(t *testing.T) {
+	s := newStack(t, "e2ed", 231, 18080, "")
+	out := s.run("up")
+	if !strings.Contains(out, "http://"+s.http+"/") {
+		t.Fatalf("up does not print the URL:\n%s", out)
+	}
+
+	t.Run("up again changes nothing", func(t *testing.T) {
+		before := rulesets(t, s)
+		out := s.run("up")
+		if !strings.Contains(out, "up to date") || !strings.Contains(out, "nothing changed") {
+			t.Errorf("second up did not say it changed nothing:\n%s", out)
+		}
+		after := rulesets(t, s)
+		for _, n := range nodes {
+			if before[n] != after[n] {
+				t.Errorf("%s: ruleset changed by the second up:\n%s\n---\n%s", n, before[n], after[n])
+			}
+			// The kernel holds exactly the rendered ruleset: load the
+			// rendered file into a scratch namespace and compare listings.
+			file := filepath.Join("/var/lib/bulkhead", s.name, "nodes", n, "conf", "nftables.nft")
+			if want := canonical(t, file); after[n] != want {
+				t.Errorf("%s: ruleset in the node differs from the rendered one:\n%s\n---\n%s", n, after[n], want)
+			}
+		}
+	})
+
+	t.Run("a node cannot change its firewall", func(t *testing.T) {
+		out, err := s.in("app-1", "nft", "flush", "ruleset")
+		if err == nil || !strings.Contains(out, "Operation not permitted") {
+			t.Errorf("nft flush ruleset inside app-1: err=%v\n%s", err, out)
+		}
+	})
+
+	t.Run("a node sees no host secrets", func(t *testing.T) {
+		for _, path := range []string{"/etc/shadow", "/root"} {
+			if out, err := s.in("app-1", "cat", path); err == nil {
+				t.Errorf("app-1 can read %s:\n%s", path, out)
+			}
+		}
+		// db's data directory is the host's .../nodes/db/data; from app-1
+		// neither it nor another node's anything is reachable.
+		out, _ := s.in("app-1", "sh", "-c", "ls -a /var/lib/bulkhead; ls /var/lib/bulkhead/mysql 2>&1; cat /proc/mounts")
+		if strings.Contains(out, "ibdata1") || strings.Contains(out, "nodes/db") || strings.Contains(out, "/nodes/storage/") {
+			t.Errorf("app-1 sees another node's data:\n%s", out)
+		}
+	})
+
+	t.Run("a node sees only its own processes", func(t *testing.T) {
+		out, err := s.in("cache", "ps", "-eo", "comm")
+		if err != nil {
+			t.Fatal(err, out)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+			switch strings.TrimSpace(l) {
+			case "bulkhead", "memcached", "ps":
+			default:
+				t.Errorf("cache sees process %q:\n%s", l, out)
+			}
+		}
+	})
+
+	t.Run("allowed and denied connections", func(t *testing.T) {
+		cache := s.privateNet + ".4"
+		probe := "timeout 3 bash -c '</dev/tcp/" + cache + "/11211'"
+		if out, err := s.in("app-1", "sh", "-c", probe); err != nil {
+			t.Errorf("app-1 -> cache:11211 (allowed) failed: %v %s", err, out)
+		}
+		for _, from := range []string{"static", "edge", "db", "storage"} {
+			if out, err := s.in(from, "sh", "-c", probe); err == nil {
+				t.Errorf("%s -> cache:11211 (denied) connected: %s", from, out)
+			}
+		}
+		db := s.privateNet + ".5"
+		if _, err := s.in("edge", "sh", "-c", "timeout 3 bash -c '</dev/tcp/"+db+"/3306'"); err == nil {
+			t.Error("edge -> db:3306 (denied) connected")
+		}
+		if out, err := s.in("app-2", "sh", "-c", "timeout 3 bash -c '</dev/tcp/"+db+"/3306'"); err != nil {
+			t.Errorf("app-2 -> db:3306 (allowed) failed: %v %s", err, out)
+		}
+	})
+
+	t.Run("no route off the host", func(t *testing.T) {
+		// A route lookup sends no packet.
+		for _, n := range nodes {
+			out, err := exec.Command("ip", "-n", "bh-"+s.name+"-"+n, "route", "get", "203.0.113.1").CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "unreachable") {
+				t.Errorf("%s has a route off the stack: %s", n, out)
+			}
+		}
+		for _, a := range []string{s.privateNet + ".200", strings.Replace(s.privateNet, ".0", ".1", 1) + ".10"} {
+			out, err := exec.Command("ip", "route", "get", a).CombinedOutput()
+			if err != nil || !regexp.MustCompile(` dev `+s.name+`-(pri|pub) `).Match(out) {
+				t.Errorf("host routes %s elsewhere than the stack's bridge: %s", a, out)
+			}
+		}
+	})
+
+	t.Run("the agent restarts a dead daemon", func(t *testing.T) {
+		pid, restarts := service(t, s, "cache", "memcached")
+		if out, err := s.in("cache", "kill", "-9", strconv.Itoa(pid)); err != nil {
+			t.Fatal(err, out)
+		}
+		eventually(t, 30*time.Second, "memcached restarted by the agent", func() bool {
+			p, r := service(t, s, "cache", "memcached")
+			return r == restarts+1 && p != 0 && p != pid
+		})
+	})
+
+	t.Run("the supervisor restarts a dead node", func(t *testing.T) {
+		id := "bh-" + s.name + "-static"
+		if out, err := exec.Command("runc", "kill", id, "KILL").CombinedOutput(); err != nil {
+			t.Fatal(err, string(out))
+		}
+		eventually(t, 30*time.Second, "static running and healthy again", func() bool {
+			out, err := s.exec("status")
+			return err == nil && regexp.MustCompile(`(?m)^static\s+running\s+\S+\s+healthy`).MatchString(out)
+		})
+	})
+
+	t.Run("down removes everything, keeps data", func(t *testing.T) {
+		s.run("down")
+		s.assertGone()
+		if _, err := os.Stat(filepath.Join("/var/lib/bulkhead", s.name, "nodes", "db", "data", "mysql")); err != nil {
+			t.Errorf("down lost the database: %v", err)
+		}
+	})
+}
+
+// rulesets lists `nft --numeric list ruleset` in every node.
+func rulesets(t *testing.T, s *stack) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, n := range nodes {
+		b, err := exec.Command("ip", "netns", "exec", "bh-"+s.name+"-"+n, "nft", "--numeric", "list", "ruleset").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v %s", n, err, b)
+		}
+		out[n] = string(b)
+	}
+	return out
+}
+
+// canonical loads a rendered ruleset file into a scratch namespace and
+// lists it the way nft prints it.
+func canonical(t *testing.T, file string) string {
+	t.Helper()
+	b, err := exec.Command("unshare", "--net", "sh", "-c", "nft -f \"$1\" && nft --numeric list ruleset", "sh", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("load %s: %v %s", file, err, b)
+	}
+	return string(b)
+}
+
+type nodeStatus struct {
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	Healthy  bool   `json:"healthy"`
+	Services []struct {
+		Name     string `json:"name"`
+		State    string `json:"state"`
+		PID      int    `json:"pid"`
+		Restarts int    `json:"restarts"`
+	} `json:"services"`
+}
+
+// status is `bulkhead status --output json`.
+func status(t *testing.T, s *stack) map[string]nodeStatus {
+	t.Helper()
+	out, _ := s.exec("status", "--output", "json")
+	var st struct {
+		Nodes []nodeStatus `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --output json: %v\n%s", err, out)
+	}
+	m := map[string]nodeStatus{}
+	for _, n := range st.Nodes {
+		m[n.Name] = n
+	}
+	return m
+}
+
+// service is one service's status as its node's agent reports it.
+func service(t *testing.T, s *stack, node, name string) (pid, restarts int) {
+	t.Helper()
+	for _, sv := range status(t, s)[node].Services {
+		if sv.Name == name {
+			return sv.PID, sv.Restarts
+		}
+	}
+	t.Fatalf("no service %s on %s", name, node)
+	return 0, 0
+}

@@ -1,0 +1,168 @@
+// Package e2e brings real stacks up on this host with the bulkhead binary,
+// as a user would, and checks them from outside and from inside their
+// nodes. It needs root, and the Debian packages .ci/run installs.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// bin is the bulkhead binary built for these tests.
+var bin string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			fmt.Fprintln(os.Stderr, "e2e: CI must run as root")
+			os.Exit(1)
+		}
+		fmt.Fprintln(os.Stderr, "e2e: skipped, needs root")
+		os.Exit(0)
+	}
+	dir, err := os.MkdirTemp("", "bulkhead-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(dir, "bulkhead")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/bulkhead")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: build bulkhead:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// stack is one stack brought up by a test, in its own directory, with its
+// own name, subnets and ports so that tests never collide.
+type stack struct {
+	t          *testing.T
+	dir, name  string
+	http       string // published host:port
+	https      string
+	privateNet string // first three octets, e.g. "10.231.0"
+}
+
+// newStack writes a stack file and the sample site for a stack called name
+// whose subnets are 10.X.0.0/24 and 10.X.1.0/28, published on 127.0.0.1
+// ports base and base+1. extra is appended to the stack file.
+func newStack(t *testing.T, name string, x, base int, extra string) *stack {
+	t.Helper()
+	dir := t.TempDir()
+	s := &stack{t: t, dir: dir, name: name,
+		http: fmt.Sprintf("127.0.0.1:%d", base), https: fmt.Sprintf("127.0.0.1:%d", base+1),
+		privateNet: fmt.Sprintf("10.%d.0", x)}
+	s.run("init", dir)
+	file := fmt.Sprintf("name: %s\nnetworks:\n  private: 10.%d.0.0/24\n  public: 10.%d.1.0/28\npublish:\n  http: %s\n  https: %s\n%s",
+		name, x, x, s.http, s.https, extra)
+	if err := os.WriteFile(filepath.Join(dir, "bulkhead.yaml"), []byte(file), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Whatever happens, leave the host as the test found it.
+	t.Cleanup(func() {
+		out, err := s.exec("down", "--purge")
+		if err != nil && !strings.Contains(out, "no stack") {
+			t.Errorf("down --purge: %v\n%s", err, out)
+		}
+		s.assertGone()
+	})
+	return s
+}
+
+// exec runs bulkhead in the stack's directory and returns its combined
+// output.
+func (s *stack) exec(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = s.dir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// run is exec that fails the test on error.
+func (s *stack) run(args ...string) string {
+	s.t.Helper()
+	out, err := s.exec(args...)
+	if err != nil {
+		s.t.Fatalf("bulkhead %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// in runs a command inside a node and returns its output and error.
+func (s *stack) in(node string, argv ...string) (string, error) {
+	return s.exec(append([]string{"exec", node, "--"}, argv...)...)
+}
+
+// assertGone checks that nothing of the stack is left on the host: no
+// namespace, link, bridge, mount, container, nft table or process.
+func (s *stack) assertGone() {
+	t := s.t
+	t.Helper()
+	prefix := "bh-" + s.name + "-"
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), prefix) {
+		t.Errorf("network namespaces left:\n%s", out)
+	}
+	if out, _ := exec.Command("ip", "-o", "link").Output(); strings.Contains(string(out), " "+s.name+"-") {
+		t.Errorf("links left:\n%s", grep(string(out), " "+s.name+"-"))
+	}
+	if out, _ := exec.Command("runc", "list", "-q").Output(); strings.Contains(string(out), prefix) {
+		t.Errorf("containers left:\n%s", out)
+	}
+	if out, _ := exec.Command("nft", "list", "tables").Output(); strings.Contains(string(out), "bulkhead_"+strings.ReplaceAll(s.name, "-", "_")) {
+		t.Errorf("nft tables left:\n%s", out)
+	}
+	if data, _ := os.ReadFile("/proc/mounts"); strings.Contains(string(data), "/"+s.name+"/nodes/") {
+		t.Errorf("mounts left:\n%s", grep(string(data), "/"+s.name+"/nodes/"))
+	}
+	if out, _ := exec.Command("ps", "-eo", "pid,args").Output(); strings.Contains(string(out), "supervise --stack "+s.name+" ") {
+		t.Errorf("supervisor left:\n%s", grep(string(out), "supervise --stack "+s.name))
+	}
+}
+
+func grep(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// eventually polls cond every 100ms until it holds or limit passes. The
+// limit bounds a wait; it is not a measure of speed.
+func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, limit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// listen occupies a TCP address, for tests of conflicts.
+func listen(t *testing.T, addr string) {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+}

@@ -212,3 +212,43 @@ func service(t *testing.T, s *stack, node, name string) (pid, restarts int) {
 	t.Fatalf("no service %s on %s", name, node)
 	return 0, 0
 }
+
+// TestFailedUp: an up that cannot publish its port says why and leaves the
+// host as it found it.
+func TestFailedUp(t *testing.T) {
+	s := newStack(t, "e2ef", 232, 18180, "")
+	listen(t, s.http)
+	out, err := s.exec("up")
+	if err == nil {
+		t.Fatalf("up succeeded with its port taken:\n%s", out)
+	}
+	if !strings.Contains(out, "cannot publish on "+s.http) || !strings.Contains(out, "address already in use") {
+		t.Errorf("up does not say the port is taken:\n%s", out)
+	}
+	s.assertGone()
+	if _, err := os.Stat(filepath.Join("/var/lib/bulkhead", s.name)); !os.IsNotExist(err) {
+		t.Errorf("a failed first up left its state directory: %v", err)
+	}
+}
+
+// TestInterruptedUp: Ctrl-C in the middle of a first up leaves nothing
+// behind, or something down can finish.
+func TestInterruptedUp(t *testing.T) {
+	s := newStack(t, "e2ei", 233, 18280, "")
+	cmd := exec.Command(bin, "up")
+	cmd.Dir = s.dir
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Interrupt once the namespaces are being made.
+	eventually(t, 60*time.Second, "up creating namespaces", func() bool {
+		out, _ := exec.Command("ip", "netns", "list").Output()
+		return strings.Contains(string(out), "bh-"+s.name+"-")
+	})
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	if out, err := s.exec("down"); err != nil && !strings.Contains(out, "no stack") {
+		t.Fatalf("down after an interrupted up: %v\n%s", err, out)
+	}
+	s.assertGone()
+}

@@ -22,7 +22,8 @@ func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPor
 	var errs []error
 	def, _ := netns.RouteDev(ctx, "", "203.0.113.1") // the default route's device, if any
 	for _, n := range p.Networks {
-		for _, a := range []netip.Addr{n.Subnet.Addr().Next(), lastAddr(n.Subnet)} {
+		// Not the gateway: once the bridge has it, it routes via lo.
+		for _, a := range []netip.Addr{n.Subnet.Addr().Next().Next(), lastAddr(n.Subnet)} {
 			dev, err := netns.RouteDev(ctx, "", a.String())
 			if err != nil && !errors.Is(err, netns.ErrNoRoute) {
 				errs = append(errs, err)

@@ -62,11 +62,22 @@ var sftpAccounts = []string{
 	"site-rw:x:33:33:bulkhead read-write site:/nonexistent:/usr/sbin/nologin",
 }
 
-// prepareEtc builds the /etc every node of a stack sees, read-only.
+// prepareEtc builds the /etc every node of a stack sees, read-only. Running
+// containers have dir bind-mounted, so it is updated in place: replacing the
+// directory would leave them looking at a deleted one.
 func prepareEtc(dir string) error {
-	if err := os.RemoveAll(dir); err != nil {
+	tmp := dir + ".new"
+	if err := os.RemoveAll(tmp); err != nil {
 		return err
 	}
+	defer os.RemoveAll(tmp)
+	if err := buildEtc(tmp); err != nil {
+		return err
+	}
+	return mirror(tmp, dir)
+}
+
+func buildEtc(dir string) error {
 	if err := os.MkdirAll(filepath.Join(dir, "bulkhead"), 0o755); err != nil {
 		return err
 	}
@@ -98,6 +109,81 @@ func prepareEtc(dir string) error {
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mirror makes dst hold what src holds: it copies what differs and removes
+// what src lacks, leaving dst itself (and so any bind mount of it) in place.
+func mirror(src, dst string) error {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	err := filepath.WalkDir(src, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		seen[rel] = true
+		if rel == "." {
+			return nil
+		}
+		target := filepath.Join(dst, rel)
+		info, err := os.Lstat(path)
+		if err != nil {
+			return err
+		}
+		old, oerr := os.Lstat(target)
+		switch {
+		case info.IsDir():
+			if oerr == nil && !old.IsDir() {
+				os.Remove(target)
+			}
+			if err := os.MkdirAll(target, info.Mode().Perm()); err != nil {
+				return err
+			}
+			return os.Chmod(target, info.Mode().Perm())
+		case info.Mode()&fs.ModeSymlink != 0:
+			link, _ := os.Readlink(path)
+			if cur, err := os.Readlink(target); err == nil && cur == link {
+				return nil
+			}
+			os.RemoveAll(target)
+			return os.Symlink(link, target)
+		default:
+			if oerr == nil && old.Mode() == info.Mode() {
+				if same, _ := sameContent(path, target); same {
+					return nil
+				}
+			}
+			if oerr == nil && old.IsDir() {
+				os.RemoveAll(target)
+			}
+			return copyFile(path, target, info.Mode().Perm())
+		}
+	})
+	if err != nil {
+		return err
+	}
+	var extra []string
+	filepath.WalkDir(dst, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(dst, path)
+		if !seen[rel] {
+			extra = append(extra, path)
+			if e.IsDir() {
+				return filepath.SkipDir
+			}
+		}
+		return nil
+	})
+	for _, path := range extra {
+		if err := os.RemoveAll(path); err != nil {
 			return err
 		}
 	}

@@ -66,3 +66,34 @@ func TestSyncSite(t *testing.T) {
 		t.Errorf("index.php mode %v, want 0644", info.Mode().Perm())
 	}
 }
+
+// TestMirrorKeepsDir: mirror updates a directory in place, so that a bind
+// mount of it sees the new content.
+func TestMirrorKeepsDir(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	write(t, filepath.Join(src, "passwd"), "new")
+	write(t, filepath.Join(src, "php/conf.d/a.ini"), "a")
+	os.Symlink("usr/share/zoneinfo/UTC", filepath.Join(src, "localtime"))
+	write(t, filepath.Join(dst, "passwd"), "old")
+	write(t, filepath.Join(dst, "stale/file"), "x")
+	before, _ := os.Stat(dst)
+	if err := mirror(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(dst)
+	if !os.SameFile(before, after) {
+		t.Fatal("mirror replaced the directory itself")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "passwd")); string(b) != "new" {
+		t.Errorf("passwd = %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "php/conf.d/a.ini")); string(b) != "a" {
+		t.Errorf("a.ini = %q", b)
+	}
+	if l, _ := os.Readlink(filepath.Join(dst, "localtime")); l != "usr/share/zoneinfo/UTC" {
+		t.Errorf("localtime -> %q", l)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "stale")); !os.IsNotExist(err) {
+		t.Errorf("stale entry survived: %v", err)
+	}
+}

@@ -48,12 +48,14 @@ func (d *Driver) Up(ctx context.Context, p *plan.Plan, o UpOptions) (*UpResult, 
 	if err := d.packages(ctx, p, o.NoInstall); err != nil {
 		return nil, err
 	}
+	ps := d.paths(p.Stack)
+	_, statErr := os.Stat(ps.stack)
+	existed := statErr == nil
 	unlock, err := d.lockStack(ctx, p.Stack, true)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	ps := d.paths(p.Stack)
 	j, err := loadJournal(ps.journal(), p.Stack)
 	if err != nil {
 		return nil, err
@@ -66,7 +68,7 @@ func (d *Driver) Up(ctx context.Context, p *plan.Plan, o UpOptions) (*UpResult, 
 		// with a context of our own.
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		if derr := d.destroy(cctx, p.Stack, j, false); derr != nil {
+		if derr := d.destroy(cctx, p.Stack, j, !existed); derr != nil {
 			return nil, errors.Join(err, fmt.Errorf("clean up after the failed up (run 'bulkhead down' to finish): %w", derr))
 		}
 	}
@@ -98,16 +100,15 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err := os.MkdirAll(ps.stack, 0o700); err != nil {
 		return nil, err
 	}
+	if err := d.preflight(ctx, p, j, d.supervisorAlive(j)); err != nil {
+		return nil, err
+	}
 	sec, err := d.secrets(p)
 	if err != nil {
 		return nil, err
 	}
 	nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: sec.For(p)})
 	if err != nil {
-		return nil, err
-	}
-	supervisorUp := d.supervisorAlive(j)
-	if err := d.preflight(ctx, p, j, supervisorUp); err != nil {
 		return nil, err
 	}
 	fingerprint, err := d.fingerprint(p, nodes, o.SiteDir)

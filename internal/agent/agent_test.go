@@ -626,3 +626,31 @@ func zombieChildren(t *testing.T) []int {
 	}
 	return out
 }
+
+// TestReadiness: a running service that does not accept connections on its
+// Ready address is not healthy until it does.
+func TestReadiness(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there yet
+	r := start(t, Config{Services: []render.Service{
+		{Name: "slow", Argv: sh("sleep 1000"), Ready: []string{addr}},
+	}})
+	waitFor(t, "slow running", func() bool { return r.service(t, "slow").State == StateRunning })
+	q, err := Query(context.Background(), r.socket)
+	if err != nil || q.Healthy || q.Services[0].Ready || !strings.Contains(q.Services[0].Error, "not accepting connections") {
+		t.Fatalf("before listening: %+v, %v; want unhealthy, not ready", q, err)
+	}
+	l, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	q, err = Query(context.Background(), r.socket)
+	if err != nil || !q.Healthy || !q.Services[0].Ready {
+		t.Fatalf("listening: %+v, %v; want healthy", q, err)
+	}
+}

@@ -33,7 +33,7 @@ const (
 // Status is the agent's answer to GET /status.
 type Status struct {
 	Node     string          `json:"node"`
-	Healthy  bool            `json:"healthy"` // every service is running
+	Healthy  bool            `json:"healthy"` // every service is running and ready
 	Services []ServiceStatus `json:"services"`
 }
 
@@ -45,7 +45,9 @@ type ServiceStatus struct {
 	PID int `json:"pid,omitempty"`
 	// Restarts counts the daemon's starts after the first, since the
 	// agent started.
-	Restarts  int       `json:"restarts"`
+	Restarts int `json:"restarts"`
+	// Ready: running, and accepting connections on its Ready addresses.
+	Ready     bool      `json:"ready"`
 	StartedAt time.Time `json:"started_at,omitzero"`
 	LastExit  *Exit     `json:"last_exit,omitempty"`
 	// Error says why the last setup or start failed.
@@ -93,12 +95,31 @@ func (a *agent) status() *Status {
 	st := &Status{Node: a.cfg.Node, Healthy: true, Services: []ServiceStatus{}}
 	for _, s := range a.services {
 		ss := s.status()
+		if ss.State == StateRunning {
+			ss.Ready = true
+			for _, addr := range s.spec.Ready {
+				if err := probe(addr); err != nil {
+					ss.Ready = false
+					ss.Error = fmt.Sprintf("running but not accepting connections on %s: %v", addr, err)
+					break
+				}
+			}
+		}
 		st.Services = append(st.Services, ss)
-		if ss.State != StateRunning {
+		if !ss.Ready {
 			st.Healthy = false
 		}
 	}
 	return st
+}
+
+// probe connects to addr and hangs up: a daemon that accepts is serving.
+func probe(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }
 
 func (a *agent) service(name string) *service {

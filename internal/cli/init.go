@@ -61,11 +61,11 @@ func runInit(_ context.Context, s stdio, o initOptions) error {
 	for _, w := range written {
 		fmt.Fprintf(s.out, "wrote %s\n", w)
 	}
-	next := "bulkhead plan"
+	cd := ""
 	if filepath.Clean(o.Dir) != "." {
-		next = "cd " + o.Dir + " && " + next
+		cd = "cd " + o.Dir + " && "
 	}
-	fmt.Fprintf(s.out, "\nNext, see what the stack would run:\n\n  %s\n", next)
+	fmt.Fprintf(s.out, "\nNext, see what the stack would run, then run it:\n\n  %sbulkhead plan\n  %sbulkhead up\n", cd, cd)
 	return nil
 }
 

@@ -117,6 +117,11 @@ func DeleteLink(ctx context.Context, name string) error {
 		return nil
 	}
 	_, err := run(ctx, "link", "delete", name)
+	if err != nil && !LinkExists(name) {
+		// Gone meanwhile: a veth goes with its peer's namespace, and the
+		// kernel may take a moment to finish that.
+		return nil
+	}
 	return err
 }
 

@@ -6,7 +6,9 @@ package render
 
 import (
 	"fmt"
+	"net/netip"
 	"path"
+	"slices"
 	"sort"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
@@ -77,6 +79,9 @@ type Service struct {
 	// database's datadir initialisation); it is skipped when Creates exists.
 	Setup   []string `json:"setup,omitempty"`
 	Creates string   `json:"creates,omitempty"`
+	// Ready lists addresses (host:port) that must accept TCP connections
+	// before the service counts as healthy: running is not serving.
+	Ready []string `json:"ready,omitempty"`
 }
 
 // Node is the rendered output of one node.
@@ -117,8 +122,29 @@ func RenderNode(p *plan.Plan, n *plan.Node, in Input) (Node, error) {
 	}
 	out.Files = append(out.Files, files...)
 	out.Services = svcs
+	if len(svcs) > 0 {
+		// Renderers list the daemon that faces the network last (php-fpm,
+		// then apache2): it answers on the node's service ports.
+		svcs[len(svcs)-1].Ready = readyAddrs(p, n)
+	}
 	sort.Slice(out.Files, func(i, j int) bool { return out.Files[i].Path < out.Files[j].Path })
 	return out, nil
+}
+
+// readyAddrs lists the addresses peers reach n on: n's address on each
+// flow's network, with the flow's port.
+func readyAddrs(p *plan.Plan, n *plan.Node) []string {
+	var out []string
+	for _, f := range p.Flows {
+		if f.To != n.Tier || f.Port.Proto != "tcp" {
+			continue
+		}
+		a := netip.AddrPortFrom(n.Addr(f.Network), uint16(f.Port.Number)).String()
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // renderer renders the daemons of one role and software.

@@ -65,7 +65,10 @@ func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bo
 	ps := d.paths(stack)
 	if purge {
 		d.progress("purging %s (data and secrets)", ps.stack)
-		return os.RemoveAll(ps.stack)
+		if err := os.RemoveAll(ps.stack); err != nil {
+			return err
+		}
+		return d.removeShared()
 	}
 	// Keep data, logs and secrets; drop what up rebuilds anyway.
 	nodes, _ := os.ReadDir(filepath.Join(ps.stack, "nodes"))
@@ -81,6 +84,22 @@ func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bo
 		os.Remove(filepath.Join(ps.stack, f))
 	}
 	return errors.Join(errs...)
+}
+
+// removeShared removes what stacks share (the containers' rootfs and the
+// installed binary) once no stack is left on the host.
+func (d *Driver) removeShared() error {
+	entries, err := os.ReadDir(d.root())
+	if err != nil {
+		return err
+	}
+	ps := d.paths("")
+	for _, e := range entries {
+		if p := filepath.Join(d.root(), e.Name()); p != ps.rootfs() && p != filepath.Dir(ps.binary()) {
+			return nil // another stack still uses them
+		}
+	}
+	return os.RemoveAll(d.root())
 }
 
 func plural(kind string, n int) string {

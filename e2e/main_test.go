@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 // stack is one stack brought up by a test, in its own directory, with its
 // own name, subnets and ports so that tests never collide.
 type stack struct {
-	t          *testing.T
+	t          testing.TB
 	dir, name  string
 	http       string // published host:port
 	https      string
@@ -57,7 +57,7 @@ type stack struct {
 // newStack writes a stack file and the sample site for a stack called name
 // whose subnets are 10.X.0.0/24 and 10.X.1.0/28, published on 127.0.0.1
 // ports base and base+1. extra is appended to the stack file.
-func newStack(t *testing.T, name string, x, base int, extra string) *stack {
+func newStack(t testing.TB, name string, x, base int, extra string) *stack {
 	t.Helper()
 	dir := t.TempDir()
 	s := &stack{t: t, dir: dir, name: name,

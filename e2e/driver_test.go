@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,6 +64,34 @@ func TestDriver(t *testing.T) {
 		out, _ := s.in("app-1", "sh", "-c", "ls -a /var/lib/bulkhead; ls /var/lib/bulkhead/mysql 2>&1; cat /proc/mounts")
 		if strings.Contains(out, "ibdata1") || strings.Contains(out, "nodes/db") || strings.Contains(out, "/nodes/storage/") {
 			t.Errorf("app-1 sees another node's data:\n%s", out)
+		}
+	})
+
+	t.Run("a node has few privileges and a read-only root", func(t *testing.T) {
+		for _, n := range nodes {
+			out, err := s.in(n, "grep", "^CapEff:", "/proc/self/status")
+			if err != nil {
+				t.Fatal(err, out)
+			}
+			caps, err := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(out, "CapEff:")), 16, 64)
+			if err != nil {
+				t.Fatal(err, out)
+			}
+			// CAP_NET_ADMIN 12, CAP_NET_RAW 13, CAP_SYS_PTRACE 19, CAP_SYS_ADMIN 21.
+			for name, bit := range map[string]uint{"NET_ADMIN": 12, "NET_RAW": 13, "SYS_PTRACE": 19, "SYS_ADMIN": 21} {
+				if caps&(1<<bit) != 0 {
+					t.Errorf("%s has CAP_%s", n, name)
+				}
+			}
+			if out, err := s.in(n, "touch", "/usr/bin/x", "/x"); err == nil || !strings.Contains(out, "Read-only file system") {
+				t.Errorf("%s can write its root: %v %s", n, err, out)
+			}
+		}
+		// The db's cgroup holds the stack file's limits (1G, 512 pids).
+		for ctl, want := range map[string]string{"memory/memory.limit_in_bytes": "1073741824", "pids/pids.max": "512"} {
+			if got := cgroupValue(t, "bh-"+s.name+"-db", ctl); got != want {
+				t.Errorf("db %s = %s, want %s", ctl, got, want)
+			}
 		}
 	})
 
@@ -251,4 +280,33 @@ func TestInterruptedUp(t *testing.T) {
 		t.Fatalf("down after an interrupted up: %v\n%s", err, out)
 	}
 	s.assertGone()
+}
+
+// cgroupValue reads a cgroup v1 file (controller/file) of a container's
+// PID 1.
+func cgroupValue(t *testing.T, id, file string) string {
+	t.Helper()
+	out, err := exec.Command("runc", "state", id).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct{ Pid int }
+	json.Unmarshal(out, &st)
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", st.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl, name, _ := strings.Cut(file, "/")
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) == 3 && strings.Contains(","+f[1]+",", ","+ctl+",") {
+			v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", ctl, f[2], name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return strings.TrimSpace(string(v))
+		}
+	}
+	t.Fatalf("no %s cgroup for %s", ctl, id)
+	return ""
 }

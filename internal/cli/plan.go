@@ -75,7 +75,7 @@ inspection only.`,
 var canMountNFS = kernel.CanMountNFS
 
 func runPlan(_ context.Context, s stdio, o planOptions) error {
-	p, err := loadPlan(s, o.File)
+	p, err := loadPlan(s, o.File, true)
 	if err != nil {
 		return err
 	}
@@ -97,8 +97,9 @@ func runPlan(_ context.Context, s stdio, o planOptions) error {
 }
 
 // loadPlan reads, validates and plans the stack file, resolving the storage
-// protocol "auto" for this kernel.
-func loadPlan(s stdio, file string) (*plan.Plan, error) {
+// protocol "auto" for this kernel, and for a driver that can mount NFS
+// only if nfsOK.
+func loadPlan(s stdio, file string, nfsOK bool) (*plan.Plan, error) {
 	explicit := file != ""
 	if !explicit {
 		file = defaultFile
@@ -110,19 +111,29 @@ func loadPlan(s stdio, file string) (*plan.Plan, error) {
 		}
 		return nil, fmt.Errorf("read stack file: %w", err)
 	}
-	st, err := spec.Load(file, data, spec.Env{DirExists: dirExists})
+	st, err := spec.Load(file, data, spec.Env{DirExists: dirExists, FileExists: fileExists})
 	if err != nil {
 		return nil, err
 	}
 	if t := st.ByRole(spec.RoleStorage); t != nil && t.Protocol == spec.ProtocolAuto {
 		ok, why := canMountNFS()
 		t.Protocol = spec.ProtocolSFTP
-		if ok {
+		switch {
+		case ok && nfsOK:
 			t.Protocol = spec.ProtocolNFS
+		case ok:
+			// As of 2026-11 the local driver mounts storage over sftp
+			// only: no kernel it was built on could mount NFS.
+			why += ", but the local driver mounts storage over sftp only"
 		}
 		fmt.Fprintf(s.err, "storage: %s (auto: %s)\n", t.Protocol, why)
 	}
 	return plan.Build(st)
+}
+
+func fileExists(file string) bool {
+	fi, err := os.Stat(file)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 func dirExists(dir string) bool {

@@ -27,7 +27,7 @@ func newDriver(s stdio) *local.Driver {
 
 // loadStack is loadPlan plus the site directory as an absolute path.
 func loadStack(s stdio, file string) (*plan.Plan, string, error) {
-	p, err := loadPlan(s, file)
+	p, err := loadPlan(s, file, false)
 	if err != nil {
 		return nil, "", err
 	}

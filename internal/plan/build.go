@@ -32,9 +32,10 @@ func NetnsName(stack, node string) string { return "bh-" + stack + "-" + node }
 // kernel can mount NFS.
 func Build(st *spec.Stack) (*Plan, error) {
 	p := &Plan{
-		Stack:   st.Name,
-		Domain:  st.Domain,
-		Publish: Publish{HTTP: st.Publish.HTTP, HTTPS: st.Publish.HTTPS, Redirect: st.Publish.Redirect},
+		Stack:  st.Name,
+		Domain: st.Domain,
+		Publish: Publish{HTTP: st.Publish.HTTP, HTTPS: st.Publish.HTTPS, Redirect: st.Publish.Redirect,
+			Certificate: st.Path(st.Publish.Certificate), Key: st.Path(st.Publish.Key)},
 		HostNFT: "bulkhead_" + strings.ReplaceAll(st.Name, "-", "_"),
 	}
 	if t := st.ByRole(spec.RoleStorage); t != nil {

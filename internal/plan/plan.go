@@ -45,6 +45,10 @@ type Publish struct {
 	HTTP     netip.AddrPort `json:"http"`
 	HTTPS    netip.AddrPort `json:"https"`
 	Redirect bool           `json:"redirect_https"`
+	// Certificate and Key are the user's TLS files, resolved against the
+	// stack file; empty when bulkhead makes the certificate.
+	Certificate string `json:"certificate,omitempty"`
+	Key         string `json:"key,omitempty"`
 }
 
 // Network is one of the stack's subnets and the bridge that carries it.

@@ -4,7 +4,10 @@
 // does through an injected function.
 package spec
 
-import "net/netip"
+import (
+	"net/netip"
+	"path"
+)
 
 // Roles in the order the plan lays nodes out. The order is part of the
 // contract: addresses are handed out in it, so adding app replicas never
@@ -86,6 +89,11 @@ type Publish struct {
 	HTTPS netip.AddrPort `yaml:"https"`
 	// Redirect sends plain-HTTP visitors to HTTPS.
 	Redirect bool `yaml:"redirect"`
+	// Certificate and Key are the edge's TLS certificate chain and private
+	// key (PEM files, relative to the stack file). Empty: bulkhead makes a
+	// certificate from a CA of the stack's own.
+	Certificate string `yaml:"certificate"`
+	Key         string `yaml:"key"`
 }
 
 // Tier is one role's node group.
@@ -161,6 +169,14 @@ func lastDot(s string) int {
 		}
 	}
 	return -1
+}
+
+// Path resolves a path written in the stack file against its directory.
+func (s *Stack) Path(p string) string {
+	if p == "" || path.IsAbs(p) {
+		return p
+	}
+	return path.Join(s.Dir, p)
 }
 
 // Ordered returns the stack's tiers in plan order: by role, then name.

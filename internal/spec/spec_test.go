@@ -8,7 +8,10 @@ import (
 )
 
 // env says every directory exists except one named "missing".
-var env = spec.Env{DirExists: func(dir string) bool { return !strings.HasSuffix(dir, "missing") }}
+var env = spec.Env{
+	DirExists:  func(dir string) bool { return !strings.HasSuffix(dir, "missing") },
+	FileExists: func(file string) bool { return !strings.HasSuffix(file, "missing.pem") },
+}
 
 func load(t *testing.T, src string) (*spec.Stack, error) {
 	t.Helper()
@@ -96,6 +99,10 @@ func TestErrors(t *testing.T) {
 			[]string{"2:12: site.static[0]: \"/.git/\" is neither"}},
 		{"writable dotfile", "site:\n  writable: [uploads/.ssh]\n",
 			[]string{"2:14: site.writable[0]: \"uploads/.ssh\" is not a clean relative path"}},
+		{"certificate without key", "publish:\n  certificate: tls/site.crt\n",
+			[]string{"2:16: publish.certificate: a certificate without its key; set publish.key"}},
+		{"key file missing", "publish:\n  certificate: site.crt\n  key: missing.pem\n",
+			[]string{"3:8: publish.key: file missing.pem does not exist"}},
 		{"writable escapes", "site:\n  writable: [../etc]\n",
 			[]string{"2:14: site.writable[0]: \"../etc\" is not a clean relative path inside the site"}},
 		{"db name", "site:\n  database:\n    name: \"x'; drop\"\n",

@@ -42,6 +42,8 @@ var (
 type Env struct {
 	// DirExists reports whether dir is an existing directory.
 	DirExists func(dir string) bool
+	// FileExists reports whether file is an existing regular file.
+	FileExists func(file string) bool
 }
 
 type validator struct {
@@ -58,7 +60,7 @@ func Validate(s *Stack, env Env) error {
 	v := &validator{s: s}
 	v.name()
 	v.networks()
-	v.publish()
+	v.publish(env)
 	v.tiers()
 	v.site(env)
 	v.flows()
@@ -154,10 +156,21 @@ func (v *validator) fits(field string, p netip.Prefix, need int) {
 	}
 }
 
-func (v *validator) publish() {
+func (v *validator) publish(env Env) {
 	p := v.s.Publish
 	if p.HTTP == p.HTTPS {
 		v.fail("publish.https", "publish https on its own port, like 127.0.0.1:8443", "https is published on the same address as http (%s)", p.HTTPS)
+	}
+	switch {
+	case p.Certificate != "" && p.Key == "":
+		v.fail("publish.certificate", "set publish.key to the certificate's private key too", "a certificate without its key")
+	case p.Key != "" && p.Certificate == "":
+		v.fail("publish.key", "set publish.certificate to the key's certificate too", "a key without its certificate")
+	}
+	for _, f := range []struct{ field, path string }{{"publish.certificate", p.Certificate}, {"publish.key", p.Key}} {
+		if f.path != "" && env.FileExists != nil && !env.FileExists(v.s.Path(f.path)) {
+			v.fail(f.field, "give the path of a PEM file, relative to the stack file", "file %s does not exist", v.s.Path(f.path))
+		}
 	}
 }
 
@@ -247,10 +260,7 @@ func InstanceNames(t *Tier) []string {
 
 func (v *validator) site(env Env) {
 	s := v.s
-	dir := s.Site.Dir
-	if !path.IsAbs(dir) {
-		dir = path.Join(s.Dir, dir)
-	}
+	dir := s.Path(s.Site.Dir)
 	if env.DirExists != nil && !env.DirExists(dir) {
 		v.fail("site.dir", "create it, or run \"bulkhead init\" for a sample site", "directory %s does not exist", dir)
 	}

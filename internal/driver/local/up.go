@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -107,7 +108,11 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err != nil {
 		return nil, err
 	}
-	nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: sec.For(p)})
+	rs := sec.For(p)
+	if err := userCertificate(p, &rs); err != nil {
+		return nil, err
+	}
+	nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: rs})
 	if err != nil {
 		return nil, err
 	}
@@ -266,6 +271,27 @@ func (d *Driver) secrets(p *plan.Plan) (*secrets.Stack, error) {
 		return nil, err
 	}
 	return s, d.writeClientKeys(p, s)
+}
+
+// userCertificate puts the user's own TLS certificate and key, if the stack
+// names them, in place of the stack CA's, after checking that they pair.
+func userCertificate(p *plan.Plan, rs *render.Secrets) error {
+	if p.Publish.Certificate == "" {
+		return nil
+	}
+	cert, err := os.ReadFile(p.Publish.Certificate)
+	if err != nil {
+		return fmt.Errorf("publish.certificate: %w", err)
+	}
+	key, err := os.ReadFile(p.Publish.Key)
+	if err != nil {
+		return fmt.Errorf("publish.key: %w", err)
+	}
+	if _, err := tls.X509KeyPair(cert, key); err != nil {
+		return fmt.Errorf("publish.certificate %s and publish.key %s do not make a TLS key pair: %w", p.Publish.Certificate, p.Publish.Key, err)
+	}
+	rs.TLSCert, rs.TLSKey = cert, key
+	return nil
 }
 
 // writeClientKeys writes the host-side sshfs credentials: each client's

@@ -2,13 +2,19 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"image"
 	"image/color"
 	"image/png"
 	"io"
+	"math/big"
 	"mime/multipart"
 	"net/http"
 	"net/http/cookiejar"
@@ -172,12 +178,12 @@ func TestSite(t *testing.T) {
 	})
 
 	t.Run("https with the stack's CA", func(t *testing.T) {
-		pem, err := os.ReadFile(filepath.Join("/var/lib/bulkhead", s.name, "ca.crt"))
+		caPEM, err := os.ReadFile(filepath.Join("/var/lib/bulkhead", s.name, "ca.crt"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
+		if !pool.AppendCertsFromPEM(caPEM) {
 			t.Fatal("ca.crt holds no certificate")
 		}
 		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
@@ -188,6 +194,32 @@ func TestSite(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 {
 			t.Fatalf("https /healthz = %d", resp.StatusCode)
+		}
+	})
+
+	t.Run("a certificate of the user's own", func(t *testing.T) {
+		certPEM, keyPEM := selfSigned(t, "localhost")
+		os.WriteFile(filepath.Join(s.dir, "site.crt"), certPEM, 0o644)
+		os.WriteFile(filepath.Join(s.dir, "site.key"), keyPEM, 0o600)
+		file := filepath.Join(s.dir, "bulkhead.yaml")
+		data, _ := os.ReadFile(file)
+		data = []byte(strings.Replace(string(data), "publish:\n", "publish:\n  certificate: site.crt\n  key: site.key\n", 1))
+		os.WriteFile(file, data, 0o644)
+		out := s.run("up")
+		if strings.Contains(out, "nothing changed") {
+			t.Fatalf("up did not apply the new certificate:\n%s", out)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(certPEM)
+		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
+		resp, err := hc.Get("https://" + s.https + "/healthz")
+		if err != nil {
+			t.Fatalf("https with the user's certificate: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("https /healthz = %d from %q: %s", resp.StatusCode, resp.Header.Get("X-Served-By"), body)
 		}
 	})
 
@@ -236,4 +268,28 @@ func pngBytes(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+// selfSigned makes a throwaway certificate and key for name.
+func selfSigned(t *testing.T, name string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }

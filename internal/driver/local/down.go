@@ -74,7 +74,7 @@ func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bo
 	nodes, _ := os.ReadDir(filepath.Join(ps.stack, "nodes"))
 	for _, n := range nodes {
 		np := ps.node(n.Name())
-		for _, dir := range []string{np.run(), np.bundle(), np.site()} {
+		for _, dir := range []string{np.run(), np.bundle(), np.srv()} {
 			if err := os.RemoveAll(dir); err != nil {
 				errs = append(errs, err)
 			}

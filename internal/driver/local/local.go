@@ -80,7 +80,8 @@ func (n nodePaths) conf() string   { return filepath.Join(string(n), "conf") }
 func (n nodePaths) data() string   { return filepath.Join(string(n), "data") }
 func (n nodePaths) log() string    { return filepath.Join(string(n), "log") }
 func (n nodePaths) run() string    { return filepath.Join(string(n), "run") }
-func (n nodePaths) site() string   { return filepath.Join(string(n), "site") }
+func (n nodePaths) srv() string    { return filepath.Join(string(n), "srv") }
+func (n nodePaths) site() string   { return filepath.Join(n.srv(), "site") }
 func (n nodePaths) bundle() string { return filepath.Join(string(n), "bundle") }
 func (n nodePaths) socket() string { return filepath.Join(n.run(), "agent.sock") }
 

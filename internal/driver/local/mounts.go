@@ -14,10 +14,13 @@ import (
 	"github.com/bulkhead/bulkhead/internal/sshfs"
 )
 
-// prepareSiteMounts makes each static and app node's site directory a
-// shared mount point, so that the sshfs mount the supervisor puts on it
-// later propagates into the container, which binds it with slave
-// propagation.
+// prepareSiteMounts makes the parent of each static and app node's site
+// directory (the node's /srv) a shared mount point. The container binds
+// that parent with slave propagation, so the sshfs mount the supervisor
+// puts on srv/site, and every remount after a reconnect or a supervisor
+// restart, reaches the container, whenever the container was started.
+// Binding the site directory itself would capture whichever mount was on
+// it at the time.
 func (d *Driver) prepareSiteMounts(ctx context.Context, p *plan.Plan, j *journal) error {
 	if p.Storage == "" {
 		return nil
@@ -26,10 +29,11 @@ func (d *Driver) prepareSiteMounts(ctx context.Context, p *plan.Plan, j *journal
 		if n.Role != spec.RoleStatic && n.Role != spec.RoleApp {
 			continue
 		}
-		dir := d.paths(p.Stack).node(n.Name).site()
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		np := d.paths(p.Stack).node(n.Name)
+		if err := os.MkdirAll(np.site(), 0o755); err != nil {
 			return err
 		}
+		dir := np.srv()
 		if err := j.record(Object{Kind: KindMount, Name: dir}); err != nil {
 			return err
 		}
@@ -40,9 +44,18 @@ func (d *Driver) prepareSiteMounts(ctx context.Context, p *plan.Plan, j *journal
 	return nil
 }
 
-// unmount removes every mount stacked on dir (the sshfs mount and the
-// self-bind under it), lazily when busy.
+// unmount removes every mount below and on dir (a leftover sshfs mount and
+// the self-bind under it), deepest first, lazily when busy.
 func unmount(dir string) error {
+	subs, err := mountsBelow(dir)
+	if err != nil {
+		return err
+	}
+	for i := len(subs) - 1; i >= 0; i-- {
+		if err := syscall.Unmount(subs[i], syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("unmount %s: %w", subs[i], err)
+		}
+	}
 	for range 8 {
 		ok, err := isMountPoint(dir)
 		if err != nil || !ok {
@@ -55,6 +68,26 @@ func unmount(dir string) error {
 		}
 	}
 	return fmt.Errorf("unmount %s: still mounted", dir)
+}
+
+// mountsBelow lists mount points strictly below dir, in mount order.
+func mountsBelow(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 {
+			if mp := unescapeMount(fields[4]); strings.HasPrefix(mp, dir+"/") {
+				out = append(out, mp)
+			}
+		}
+	}
+	return out, sc.Err()
 }
 
 // isMountPoint reports whether dir is a mount point in this mount namespace.

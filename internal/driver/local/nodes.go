@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -174,9 +175,10 @@ func (d *Driver) container(p *plan.Plan, n *plan.Node) runc.Container {
 		runc.Bind(ps.binary(), agentPath, false),
 	}
 	if n.Role == spec.RoleStatic || n.Role == spec.RoleApp {
-		m := runc.Bind(np.site(), l.Site, true)
-		// The site is mounted on the host side later (and again after a
-		// reconnect); slave propagation carries it into the container.
+		// The site is mounted on the host side, on srv/site, later and
+		// again after every reconnect; slave propagation of the parent
+		// carries each mount into the container (see prepareSiteMounts).
+		m := runc.Bind(np.srv(), path.Dir(l.Site), true)
 		m.Options = append(m.Options, "rslave")
 		mounts = append(mounts, m)
 	}

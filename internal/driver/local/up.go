@@ -22,6 +22,7 @@ import (
 	"github.com/bulkhead/bulkhead/internal/runc"
 	"github.com/bulkhead/bulkhead/internal/secrets"
 	"github.com/bulkhead/bulkhead/internal/spec"
+	"github.com/bulkhead/bulkhead/internal/sshfs"
 )
 
 // UpOptions tune Up.
@@ -135,6 +136,12 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err := installBinary(ps.binary()); err != nil {
 		return nil, err
 	}
+	planChanged := true
+	if old, err := os.ReadFile(ps.plan()); err == nil {
+		if cur, err := json.MarshalIndent(p, "", "  "); err == nil && string(old) == string(cur) {
+			planChanged = false
+		}
+	}
 	if err := writeJSON(ps.plan(), p, 0o600); err != nil {
 		return nil, err
 	}
@@ -203,7 +210,9 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 			res.Restarted = append(res.Restarted, n.Name)
 		}
 	}
-	if err := d.startSupervisor(ctx, p, j, true); err != nil {
+	// The supervisor reads the plan when it starts; restarting it remounts
+	// every site, so only a new plan is worth that.
+	if err := d.startSupervisor(ctx, p, j, planChanged); err != nil {
 		return nil, err
 	}
 	if err := d.waitHealthy(ctx, p, o.Wait); err != nil {
@@ -438,6 +447,11 @@ func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, limit time.Durat
 			cancel()
 			if err != nil || !st.Healthy {
 				sick = append(sick, n.Name)
+			}
+		}
+		for _, m := range d.siteMounts(p) {
+			if ok, _ := sshfs.Mounted(m.Target); !ok {
+				sick = append(sick, filepath.Base(filepath.Dir(m.Target))+" (site mount)")
 			}
 		}
 		healthy := len(p.Nodes) - len(sick)

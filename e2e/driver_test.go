@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -95,6 +96,27 @@ func TestDriver(t *testing.T) {
 		}
 	})
 
+	t.Run("each node is its own host", func(t *testing.T) {
+		for _, n := range nodes {
+			if out, err := s.in(n, "hostname"); err != nil || strings.TrimSpace(out) != n {
+				t.Errorf("hostname in %s = %q, %v", n, out, err)
+			}
+		}
+	})
+
+	t.Run("logs and status", func(t *testing.T) {
+		out := s.run("logs", "db", "-n", "5")
+		if !strings.Contains(out, "mariadb: ") {
+			t.Errorf("logs db shows no mariadb lines:\n%s", out)
+		}
+		st := status(t, s)
+		for _, n := range nodes {
+			if st[n].State != "running" || !st[n].Healthy {
+				t.Errorf("status of %s: %+v", n, st[n])
+			}
+		}
+	})
+
 	t.Run("a node sees only its own processes", func(t *testing.T) {
 		out, err := s.in("cache", "ps", "-eo", "comm")
 		if err != nil {
@@ -115,11 +137,18 @@ func TestDriver(t *testing.T) {
 		if out, err := s.in("app-1", "sh", "-c", probe); err != nil {
 			t.Errorf("app-1 -> cache:11211 (allowed) failed: %v %s", err, out)
 		}
+		// Denied probes wait out their timeout; run them side by side.
+		var wg sync.WaitGroup
 		for _, from := range []string{"static", "edge", "db", "storage"} {
-			if out, err := s.in(from, "sh", "-c", probe); err == nil {
-				t.Errorf("%s -> cache:11211 (denied) connected: %s", from, out)
-			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if out, err := s.in(from, "sh", "-c", probe); err == nil {
+					t.Errorf("%s -> cache:11211 (denied) connected: %s", from, out)
+				}
+			}()
 		}
+		wg.Wait()
 		db := s.privateNet + ".5"
 		if _, err := s.in("edge", "sh", "-c", "timeout 3 bash -c '</dev/tcp/"+db+"/3306'"); err == nil {
 			t.Error("edge -> db:3306 (denied) connected")

@@ -405,7 +405,9 @@ func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, finger
 // has (an app pool scaled down): containers, namespaces, veths.
 func (d *Driver) removeStale(ctx context.Context, p *plan.Plan, j *journal) error {
 	want := map[Object]bool{}
+	ps := d.paths(p.Stack)
 	for _, n := range p.Nodes {
+		want[Object{Kind: KindMount, Name: ps.node(n.Name).srv()}] = true
 		want[Object{Kind: KindNetns, Name: n.Netns}] = true
 		want[Object{Kind: KindContainer, Name: n.Container}] = true
 		for _, i := range n.Ifaces {
@@ -415,7 +417,7 @@ func (d *Driver) removeStale(ctx context.Context, p *plan.Plan, j *journal) erro
 	want[Object{Kind: KindNetns, Name: p.Outside.Netns}] = true
 	want[Object{Kind: KindVeth, Name: p.Outside.Iface.Host}] = true
 	var errs []error
-	for _, kind := range []string{KindContainer, KindNetns, KindVeth} {
+	for _, kind := range []string{KindContainer, KindMount, KindNetns, KindVeth} {
 		for _, o := range j.list(kind) {
 			if want[o] {
 				continue

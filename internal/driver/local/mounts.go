@@ -30,10 +30,16 @@ func (d *Driver) prepareSiteMounts(ctx context.Context, p *plan.Plan, j *journal
 			continue
 		}
 		np := d.paths(p.Stack).node(n.Name)
-		if err := os.MkdirAll(np.site(), 0o755); err != nil {
-			return err
-		}
 		dir := np.srv()
+		if ok, err := isMountPoint(dir); err != nil {
+			return err
+		} else if !ok {
+			// Only before the first mount: later, srv/site may be an sshfs
+			// mount waiting to reconnect, where stat fails.
+			if err := os.MkdirAll(np.site(), 0o755); err != nil {
+				return err
+			}
+		}
 		if err := j.record(Object{Kind: KindMount, Name: dir}); err != nil {
 			return err
 		}

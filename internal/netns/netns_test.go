@@ -7,24 +7,15 @@ import (
 	"os"
 	"testing"
 
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/netns"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI must run as root")
-		}
-		t.Skip("needs root")
-	}
-}
 
 // TestFabric builds a bridge and a namespace joined by a veth, twice (the
 // second time must change nothing and fail nothing), checks the routes, and
 // tears it down.
 func TestFabric(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t)
 	ctx := context.Background()
 	id := os.Getpid() % 10000
 	br, ns, veth := fmt.Sprintf("bht%d-br", id), fmt.Sprintf("bhtest-fab-%d", id), fmt.Sprintf("bht%d-v", id)

@@ -6,19 +6,10 @@ import (
 	"os"
 	"testing"
 
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/netns"
 	"github.com/bulkhead/bulkhead/internal/nft"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI must run as root")
-		}
-		t.Skip("needs root")
-	}
-}
 
 func scratchNetns(t *testing.T) string {
 	t.Helper()
@@ -57,7 +48,7 @@ table inet bulkhead {
 // TestApplyReplaces applies the same ruleset twice and expects one copy, as
 // router7's test does: rules must be replaced, not appended.
 func TestApplyReplaces(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t)
 	ns := scratchNetns(t)
 	ctx := context.Background()
 	if err := nft.Apply(ctx, ns, []byte(ruleset)); err != nil {
@@ -96,7 +87,7 @@ func TestApplyReplaces(t *testing.T) {
 }
 
 func TestApplyIsAtomic(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t)
 	ns := scratchNetns(t)
 	ctx := context.Background()
 	if err := nft.Apply(ctx, ns, []byte(ruleset)); err != nil {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
@@ -93,18 +94,6 @@ func TestEverySoftware(t *testing.T) {
 		if proto != spec.ProtocolAuto && len(storage[proto].node) == 0 {
 			t.Errorf("no packages for storage over %s", proto)
 		}
-	}
-}
-
-// requireRoot skips a test that changes the host, except on CI, which runs
-// as root and must run it.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI must run as root")
-		}
-		t.Skip("needs root: installs with apt-get and writes /usr/sbin/policy-rc.d")
 	}
 }
 
@@ -298,7 +287,7 @@ func (w *watch) check(t *testing.T) {
 }
 
 func TestInstallNoPolicy(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t)
 	requireDpkg(t)
 	name := noop(t)
 	setAside(t)
@@ -313,7 +302,7 @@ func TestInstallNoPolicy(t *testing.T) {
 }
 
 func TestInstallKeepsPolicy(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t)
 	requireDpkg(t)
 	name := noop(t)
 	for _, c := range []struct{ name, script string }{
@@ -347,7 +336,7 @@ func TestInstallKeepsPolicy(t *testing.T) {
 // TestInstallHostPolicy runs Install against the host's policy script as it
 // is, and checks that it is the same file afterwards.
 func TestInstallHostPolicy(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t)
 	requireDpkg(t)
 	name := noop(t)
 	before := state(t)
@@ -362,7 +351,7 @@ func TestInstallHostPolicy(t *testing.T) {
 }
 
 func TestInstallUnknown(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t)
 	requireDpkg(t)
 	// Never apt-get update here: the retry is TestInstallUpdatesOnce's.
 	in := system

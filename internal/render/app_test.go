@@ -2,20 +2,16 @@ package render_test
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -49,7 +45,9 @@ func TestAppConfigCheck(t *testing.T) {
 				argv = []string{web, "-t", "-f", conf}
 			case "nginx":
 				// nginx -t binds its listen addresses, so check it in a
-				// network namespace of its own that has the node's address.
+				// network namespace of its own that has the node's address
+				// and no other: unlike runCheckBinding, this also fails a
+				// config that listens where the node has no address.
 				requireTool(t, "unshare")
 				requireTool(t, "ip")
 				addr := p.Role(spec.RoleApp)[0].Addr(c.edgeNet)
@@ -57,8 +55,8 @@ func TestAppConfigCheck(t *testing.T) {
 					`ip link set lo up; ip addr add "$1/32" dev lo; shift; exec "$@"`,
 					"sh", addr.String(), web, "-t", "-c", conf, "-e", filepath.Join(l.Log, "nginx-error.log")}
 			}
-			appMustRun(t, argv...)
-			appMustRun(t, fpm, "-t", "-y", filepath.Join(l.Conf, "php-fpm.conf"))
+			mustRun(t, argv...)
+			mustRun(t, fpm, "-t", "-y", filepath.Join(l.Conf, "php-fpm.conf"))
 			if got := appServiceNames(n); got != "php-fpm "+c.server {
 				t.Errorf("services = %q, want php-fpm then %s", got, c.server)
 			}
@@ -72,8 +70,8 @@ func TestAppFacts(t *testing.T) {
 		t.Run(c.stack, func(t *testing.T) {
 			p, n, l := renderRole(t, c.stack, spec.RoleApp)
 			node := p.Role(spec.RoleApp)[0]
-			web := string(appFile(t, n, c.conf))
-			fpm := string(appFile(t, n, "php-fpm.conf"))
+			web := string(fileOf(t, n, c.conf).Data)
+			fpm := string(fileOf(t, n, "php-fpm.conf").Data)
 
 			// It listens on its address on the edge's network, and nowhere else.
 			var edgeFlow *plan.Flow
@@ -169,7 +167,7 @@ func TestAppWithoutDataTiers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fpm := string(appFile(t, n, "php-fpm.conf"))
+	fpm := string(fileOf(t, n, "php-fpm.conf").Data)
 	for name := range fpmEnv(fpm) {
 		if strings.HasPrefix(name, "DB_") || strings.HasPrefix(name, "CACHE_") {
 			t.Errorf("php-fpm.conf sets %s without a db or cache tier", name)
@@ -211,8 +209,7 @@ func TestAppServes(t *testing.T) {
 			requireTool(t, c.server)
 			p, n, l := renderRole(t, c.stack, spec.RoleApp)
 			node := p.Role(spec.RoleApp)[0]
-			appOpenLayout(t, l)
-			appLogsOnFailure(t, l)
+			logsOnFailure(t, l)
 			// As the driver will: the password file is root:www-data 0440.
 			www, err := user.LookupGroup("www-data")
 			if err != nil {
@@ -255,9 +252,9 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 				t.Fatal(err)
 			}
 
-			port := appFreePort(t)
+			port := strconv.Itoa(freePort(t, "127.0.0.1"))
 			listen := node.Addr(c.edgeNet).String() + ":80"
-			web := string(appFile(t, n, c.conf))
+			web := string(fileOf(t, n, c.conf).Data)
 			if !strings.Contains(web, listen) {
 				t.Fatalf("%s does not listen on %s", c.conf, listen)
 			}
@@ -268,19 +265,22 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 
 			for _, s := range n.Services {
 				if len(s.Setup) > 0 {
-					appMustRun(t, s.Setup...)
+					mustRun(t, s.Setup...)
 				}
 				argv := s.Argv
 				if s.Name == c.server {
 					argv = appReplace(argv, filepath.Join(l.Conf, c.conf), local)
 				}
-				appDaemon(t, argv...)
-				if s.Name == "php-fpm" {
-					appWaitFile(t, filepath.Join(l.Run, "php-fpm.sock"))
+				d := startDaemon(t, argv...)
+				switch s.Name {
+				case "php-fpm":
+					sock := filepath.Join(l.Run, "php-fpm.sock")
+					d.waitFor(t, "php-fpm's socket", func() error { _, err := os.Stat(sock); return err })
+				case c.server:
+					d.waitDial(t, "127.0.0.1:"+port)
 				}
 			}
 			base := "http://127.0.0.1:" + port
-			appWaitDial(t, "127.0.0.1:"+port)
 
 			pw := testSecrets(p).DBPassword
 			for _, path := range []string{"/", "/healthz", "/missing.php"} {
@@ -348,17 +348,6 @@ func fpmEnv(conf string) map[string]string {
 	return env
 }
 
-func appFile(t *testing.T, n render.Node, path string) []byte {
-	t.Helper()
-	for _, f := range n.Files {
-		if f.Path == path {
-			return f.Data
-		}
-	}
-	t.Fatalf("%s renders no %s", n.Name, path)
-	return nil
-}
-
 func appServiceNames(n render.Node) string {
 	var names []string
 	for _, s := range n.Services {
@@ -376,112 +365,4 @@ func appReplace(s []string, old, new string) []string {
 		}
 	}
 	return out
-}
-
-// appLogsOnFailure shows the daemons' log files if the test fails.
-func appLogsOnFailure(t *testing.T, l render.Layout) {
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		ents, _ := os.ReadDir(l.Log)
-		for _, e := range ents {
-			b, _ := os.ReadFile(filepath.Join(l.Log, e.Name()))
-			t.Logf("%s:\n%s", e.Name(), b)
-		}
-	})
-}
-
-// appOpenLayout lets daemons that drop root (www-data, redis) traverse the
-// test's temporary directories, which Go creates 0700.
-func appOpenLayout(t *testing.T, l render.Layout) {
-	t.Helper()
-	root := filepath.Dir(l.Conf)
-	for _, d := range []string{filepath.Dir(root), root} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func appMustRun(t *testing.T, argv ...string) {
-	t.Helper()
-	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
-	}
-	t.Logf("%s:\n%s", strings.Join(argv, " "), out)
-}
-
-// appFreePort returns a loopback port that was free a moment ago.
-func appFreePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-}
-
-// appDaemon starts a daemon in its own process group, as the node agent
-// does, and stops that group when the test ends. Its output is logged if
-// the test fails. It returns the daemon's pid.
-func appDaemon(t *testing.T, argv ...string) int {
-	t.Helper()
-	var out bytes.Buffer
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", argv[0], err)
-	}
-	pid := cmd.Process.Pid
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		syscall.Kill(-pid, syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			syscall.Kill(-pid, syscall.SIGKILL)
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("%s (pid %d) said:\n%s", strings.Join(argv, " "), pid, out.String())
-		}
-	})
-	return pid
-}
-
-// appWaitDial waits until something accepts connections on addr. The
-// deadline is generous: it bounds a hang, it does not measure speed.
-func appWaitDial(t *testing.T, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on %s: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func appWaitFile(t *testing.T, path string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(fmt.Errorf("%s did not appear", path))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

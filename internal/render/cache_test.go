@@ -66,7 +66,7 @@ func TestCacheMemcachedServes(t *testing.T) {
 		t.Errorf("memcached -m %v, want %d", got, wantMB)
 	}
 
-	port := appFreePort(t)
+	port := strconv.Itoa(freePort(t, "127.0.0.1"))
 	argv[0] = bin
 	for i := 0; i+1 < len(argv); i++ {
 		switch argv[i] {
@@ -76,17 +76,12 @@ func TestCacheMemcachedServes(t *testing.T) {
 			argv[i+1] = port
 		}
 	}
-	pid := appDaemon(t, argv...)
-	appWaitDial(t, "127.0.0.1:"+port)
+	d := startDaemon(t, argv...)
+	pid := d.pid
+	d.waitDial(t, "127.0.0.1:"+port)
 	cacheUser(t, pid, "memcache")
 
-	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	r := bufio.NewReader(conn)
+	conn, r := cacheDial(t, "127.0.0.1:"+port)
 	stats := func(cmd string) map[string]string {
 		fmt.Fprintf(conn, "%s\r\n", cmd)
 		out := map[string]string{}
@@ -126,7 +121,7 @@ func TestCacheRedisServes(t *testing.T) {
 	requireTool(t, "redis-server")
 	requireTool(t, "setpriv")
 	node := p.Role(spec.RoleCache)[0]
-	conf := string(appFile(t, n, "redis.conf"))
+	conf := string(fileOf(t, n, "redis.conf").Data)
 	if m := regexp.MustCompile(`(?m)^bind (.*)$`).FindAllStringSubmatch(conf, -1); len(m) != 1 || m[0][1] != cacheAddr(t, p) {
 		t.Errorf("redis binds %v, want only %s", m, cacheAddr(t, p))
 	}
@@ -140,24 +135,18 @@ func TestCacheRedisServes(t *testing.T) {
 	}
 	svc := n.Services[0]
 
-	appOpenLayout(t, l)
-	appLogsOnFailure(t, l)
-	appMustRun(t, svc.Setup...)
+	logsOnFailure(t, l)
+	mustRun(t, svc.Setup...)
 	if _, err := os.Stat(svc.Creates); err != nil {
 		t.Fatalf("setup did not create %s: %v", svc.Creates, err)
 	}
-	port := appFreePort(t)
-	pid := appDaemon(t, append(slices.Clone(svc.Argv), "--bind", "127.0.0.1", "--port", port)...)
-	appWaitDial(t, "127.0.0.1:"+port)
+	port := strconv.Itoa(freePort(t, "127.0.0.1"))
+	d := startDaemon(t, append(slices.Clone(svc.Argv), "--bind", "127.0.0.1", "--port", port)...)
+	pid := d.pid
+	d.waitDial(t, "127.0.0.1:"+port)
 	cacheUser(t, pid, "redis")
 
-	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	r := bufio.NewReader(conn)
+	conn, r := cacheDial(t, "127.0.0.1:"+port)
 	if got := redisDo(t, conn, r, "PING"); !slices.Equal(got, []string{"PONG"}) {
 		t.Errorf("PING = %q, want PONG", got)
 	}
@@ -173,6 +162,19 @@ func TestCacheRedisServes(t *testing.T) {
 	if b, err := os.ReadFile(pidFile); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(pid) {
 		t.Errorf("%s = %q (%v), want %d", pidFile, b, err, pid)
 	}
+}
+
+// cacheDial connects to a cache daemon for the rest of the test. The
+// deadline bounds a hang on a reply; it does not measure speed.
+func cacheDial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(waitDeadline))
+	return conn, bufio.NewReader(conn)
 }
 
 // cacheUser checks that pid runs as name, not as root.

@@ -1,11 +1,7 @@
 package render_test
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
@@ -13,19 +9,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
-	"time"
 
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
-
-// dsDeadline bounds every wait for a daemon in the db and storage checks. It
-// is generous: a slow CI machine must not fail them.
-const dsDeadline = 90 * time.Second
 
 // trickyPassword has every character that SQL quoting must get right.
 const trickyPassword = `it's a \ "tricky" pass; --`
@@ -37,7 +28,7 @@ const trickyPassword = `it's a \ "tricky" pass; --`
 // again without error and remove them, and a changed password and a changed
 // app address must take effect.
 func TestMariaDBLive(t *testing.T) {
-	dsRequireRoot(t)
+	hosttest.RequireRoot(t) // the daemon runs as its own user and the test chowns its directories
 	requireTool(t, "mariadbd")
 	requireTool(t, "mariadb-install-db")
 	requireTool(t, "mariadb")
@@ -47,7 +38,7 @@ func TestMariaDBLive(t *testing.T) {
 	}
 	svc := n.Services[0]
 	conf := filepath.Join(l.Conf, "my.cnf")
-	cnf := string(dsFile(t, n, "my.cnf").Data)
+	cnf := string(fileOf(t, n, "my.cnf").Data)
 	for _, want := range []string{
 		"bind-address = " + p.Role(spec.RoleDB)[0].Addr(plan.NetPrivate).String() + "\n",
 		"socket = " + filepath.Join(l.Run, "mysqld.sock") + "\n",
@@ -60,16 +51,16 @@ func TestMariaDBLive(t *testing.T) {
 			t.Errorf("my.cnf lacks %q", want)
 		}
 	}
-	if f := dsFile(t, n, "secrets/mariadb-init.sql"); f.Mode != 0o440 {
+	if f := fileOf(t, n, "secrets/mariadb-init.sql"); f.Mode != 0o440 {
 		t.Errorf("init.sql has mode %o, want 0440: it holds the password, and mysql reads it through its group", f.Mode)
 	}
-	dsOwn(t, l, "mysql", "secrets/mariadb-init.sql")
+	ownLayout(t, l, "mysql", "secrets/mariadb-init.sql")
 
-	dsRun(t, svc.Setup...)
+	mustRun(t, svc.Setup...)
 	if _, err := os.Stat(svc.Creates); err != nil {
 		t.Fatalf("Setup did not create %s: %v", svc.Creates, err)
 	}
-	port := dsFreePort(t)
+	port := strconv.Itoa(freePort(t, "127.0.0.1"))
 	sql := func(q string) (string, error) {
 		out, err := exec.Command("mariadb", "--defaults-file="+conf, "-N", "-B", "-e", q).CombinedOutput()
 		return strings.TrimSpace(string(out)), err
@@ -82,10 +73,10 @@ func TestMariaDBLive(t *testing.T) {
 		}
 		return out
 	}
-	start := func() *dsDaemon {
+	start := func() *daemon {
 		t.Helper()
-		d := dsStart(t, append(slices.Clone(svc.Argv), "--bind-address=127.0.0.1", "--port="+port)...)
-		d.waitFor(t, "mariadb answering on its socket", func() bool { _, err := sql("SELECT 1"); return err == nil })
+		d := startDaemon(t, append(slices.Clone(svc.Argv), "--bind-address=127.0.0.1", "--port="+port)...)
+		d.waitFor(t, "mariadb answering on its socket", func() error { _, err := sql("SELECT 1"); return err })
 		return d
 	}
 	appAddrs := func(p *plan.Plan) []string {
@@ -139,9 +130,9 @@ func TestMariaDBLive(t *testing.T) {
 
 	// app-1 moves to 127.0.0.1 and the password changes: the old account
 	// goes, and the new one logs in over TCP with the new password.
-	dsMove(p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
-	dsRerender(t, p, spec.RoleDB, l, withPassword(testSecrets(p), trickyPassword))
-	dsOwn(t, l, "mysql", "secrets/mariadb-init.sql")
+	moveToLoopback(p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
+	rerenderRole(t, p, spec.RoleDB, l, withPassword(testSecrets(p), trickyPassword))
+	ownLayout(t, l, "mysql", "secrets/mariadb-init.sql")
 	d = start()
 	check(appAddrs(p))
 	site := func(q string) (string, error) {
@@ -176,7 +167,7 @@ func TestPostgresHBA(t *testing.T) {
 		for _, a := range p.Role(spec.RoleApp) {
 			want = append(want, fmt.Sprintf("host %q %q %s/32 scram-sha-256", p.Site.DBName, p.Site.DBUser, a.Addr(plan.NetPrivate)))
 		}
-		if got := dsConfLines(string(dsFile(t, n, "pg_hba.conf").Data)); !slices.Equal(got, want) {
+		if got := confLines(string(fileOf(t, n, "pg_hba.conf").Data)); !slices.Equal(got, want) {
 			t.Errorf("%s: pg_hba.conf rules:\n%s\nwant:\n%s", stack, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 	}
@@ -189,7 +180,7 @@ func TestPostgresHBA(t *testing.T) {
 // pg_hba.conf must refuse it from an address that is no app node's and admit
 // it, with the current password, once an app node has that address.
 func TestPostgresLive(t *testing.T) {
-	dsRequireRoot(t)
+	hosttest.RequireRoot(t) // the daemon runs as its own user and the test chowns its directories
 	bin := "/usr/lib/postgresql/15/bin"
 	if _, err := os.Stat(filepath.Join(bin, "postgres")); err != nil {
 		if os.Getenv("CI") != "" {
@@ -200,12 +191,12 @@ func TestPostgresLive(t *testing.T) {
 	requireTool(t, "setpriv")
 	p, n, l := renderRole(t, "alt", spec.RoleDB)
 	svc := n.Services[0]
-	dsOwn(t, l, "postgres", "secrets/postgresql-init.sql")
-	dsRun(t, svc.Setup...)
+	ownLayout(t, l, "postgres", "secrets/postgresql-init.sql")
+	mustRun(t, svc.Setup...)
 	if _, err := os.Stat(svc.Creates); err != nil {
 		t.Fatalf("Setup did not create %s: %v", svc.Creates, err)
 	}
-	port := dsFreePort(t)
+	port := strconv.Itoa(freePort(t, "127.0.0.1"))
 	asPostgres := []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"}
 	psql := func(args ...string) (string, error) {
 		argv := append(slices.Clone(asPostgres), filepath.Join(bin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
@@ -235,8 +226,8 @@ func TestPostgresLive(t *testing.T) {
 		return strings.TrimSpace(string(out)), err
 	}
 
-	d := dsStart(t, append(slices.Clone(svc.Argv), "-c", "listen_addresses=127.0.0.1", "-c", "port="+port)...)
-	d.waitFor(t, "postgres answering on its socket", func() bool { _, err := psql("-c", "SELECT 1"); return err == nil })
+	d := startDaemon(t, append(slices.Clone(svc.Argv), "-c", "listen_addresses=127.0.0.1", "-c", "port="+port)...)
+	d.waitFor(t, "postgres answering on its socket", func() error { _, err := psql("-c", "SELECT 1"); return err })
 	initSQL()
 	initSQL()
 	if got := must(fmt.Sprintf("SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = '%s'", p.Site.DBUser)); got != "t|f|f|f" {
@@ -251,17 +242,20 @@ func TestPostgresLive(t *testing.T) {
 
 	// app-1 moves to 127.0.0.1 and the password changes; the driver would
 	// reload the server and rerun init.sql.
-	dsMove(p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
-	dsRerender(t, p, spec.RoleDB, l, withPassword(testSecrets(p), trickyPassword))
-	dsOwn(t, l, "postgres", "secrets/postgresql-init.sql")
+	moveToLoopback(p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
+	rerenderRole(t, p, spec.RoleDB, l, withPassword(testSecrets(p), trickyPassword))
+	ownLayout(t, l, "postgres", "secrets/postgresql-init.sql")
 	if err := syscall.Kill(d.pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	initSQL()
 	// The reload is asynchronous: wait until the site user gets in.
-	d.waitFor(t, "the site user logged in from app-1's address with the new password", func() bool {
+	d.waitFor(t, "the site user logged in from app-1's address with the new password", func() error {
 		out, err := site(trickyPassword, p.Site.DBName)
-		return err == nil && strings.HasPrefix(out, p.Site.DBUser)
+		if err == nil && !strings.HasPrefix(out, p.Site.DBUser) {
+			err = fmt.Errorf("logged in as %q", out)
+		}
+		return err
 	})
 	if out, err := site(trickyPassword, "postgres"); err == nil {
 		t.Errorf("site user reached database postgres: %s", out)
@@ -305,98 +299,11 @@ func TestDBRejectsBadInput(t *testing.T) {
 	}
 }
 
-// dsDaemon is a daemon a db or storage check started, in its own process
-// group, with its output kept for failure messages.
-type dsDaemon struct {
-	pid  int
-	out  *dsBuffer
-	done chan struct{}
-	err  error
-}
-
-type dsBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *dsBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *dsBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-// dsStart starts argv and makes sure that it is gone when the test ends.
-func dsStart(t *testing.T, argv ...string) *dsDaemon {
-	t.Helper()
-	d := &dsDaemon{out: &dsBuffer{}, done: make(chan struct{})}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = d.out, d.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", argv[0], err)
-	}
-	d.pid = cmd.Process.Pid
-	go func() { d.err = cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-d.done:
-		default:
-			syscall.Kill(-d.pid, syscall.SIGKILL)
-			<-d.done
-		}
-	})
-	return d
-}
-
-// waitFor polls ok until it holds, the daemon dies or the deadline passes.
-func (d *dsDaemon) waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(dsDeadline)
-	for !ok() {
-		select {
-		case <-d.done:
-			t.Fatalf("waiting for %s: the daemon exited (%v):\n%s", what, d.err, d.out)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %v:\n%s", what, dsDeadline, d.out)
-		}
-	}
-}
-
-func (d *dsDaemon) stop(t *testing.T) { d.stopWith(t, syscall.SIGTERM) }
-
-// stopWith signals the daemon's process group and waits for it to exit.
-func (d *dsDaemon) stopWith(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	if err := syscall.Kill(-d.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		t.Fatal(err)
-	}
-	select {
-	case <-d.done:
-	case <-time.After(dsDeadline):
-		t.Fatalf("the daemon did not stop on %v:\n%s", sig, d.out)
-	}
-}
-
-func dsRequireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the daemon runs as its own user and the test chowns its directories")
-	}
-}
-
-// dsOwn does what the driver does for a daemon that runs as user: its run,
-// log and data directories are its own, and it reads the given secrets
-// through their group. It also opens the test's temporary directories to
-// other users, as /var/lib and /etc are in a node.
-func dsOwn(t *testing.T, l render.Layout, name string, secrets ...string) {
+// ownLayout does what the driver does for a daemon that runs as user: its
+// run, log and data directories are its own, and it reads the given secrets
+// through their group. writeNode has already opened the directories above
+// the layout to other users, as /var/lib and /etc are in a node.
+func ownLayout(t *testing.T, l render.Layout, name string, secrets ...string) {
 	t.Helper()
 	u, err := user.Lookup(name)
 	if err != nil {
@@ -404,11 +311,6 @@ func dsOwn(t *testing.T, l render.Layout, name string, secrets ...string) {
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	for d := filepath.Dir(l.Conf); d != os.TempDir() && d != "/" && d != "."; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for _, d := range []string{l.Run, l.Log, l.Data} {
 		if err := os.Chown(d, uid, gid); err != nil {
 			t.Fatal(err)
@@ -419,79 +321,4 @@ func dsOwn(t *testing.T, l render.Layout, name string, secrets ...string) {
 			t.Fatal(err)
 		}
 	}
-}
-
-// dsRun runs a one-shot command, such as a Setup, and fails the test with
-// its output if it fails.
-func dsRun(t *testing.T, argv ...string) string {
-	t.Helper()
-	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
-	}
-	return string(out)
-}
-
-// dsFreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func dsFreePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-}
-
-// dsMove gives node n a new address on network, as if it had been
-// replanned there, so that a daemon on loopback sees it as that node.
-func dsMove(n *plan.Node, network, addr string) {
-	n.Iface(network).Addr = netip.MustParseAddr(addr)
-}
-
-// dsRerender renders the first node of role again, with changed plan or
-// secrets, and writes its files over the ones renderRole wrote.
-func dsRerender(t *testing.T, p *plan.Plan, role string, l render.Layout, s render.Secrets) render.Node {
-	t.Helper()
-	n, err := render.RenderNode(p, p.Role(role)[0], render.Input{Layout: l, Secrets: s})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range n.Files {
-		path := filepath.Join(l.Conf, f.Path)
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		os.Remove(path) // a secret is read-only
-		if err := os.WriteFile(path, f.Data, os.FileMode(f.Mode)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return n
-}
-
-func dsFile(t *testing.T, n render.Node, path string) render.File {
-	t.Helper()
-	for _, f := range n.Files {
-		if f.Path == path {
-			return f
-		}
-	}
-	t.Fatalf("%s renders no %s", n.Name, path)
-	return render.File{}
-}
-
-// dsConfLines returns a config's lines without comments and with runs of
-// blanks squeezed to one space.
-func dsConfLines(conf string) []string {
-	var out []string
-	for _, line := range strings.Split(conf, "\n") {
-		if i := strings.Index(line, "#"); i >= 0 {
-			line = line[:i]
-		}
-		if f := strings.Fields(line); len(f) > 0 {
-			out = append(out, strings.Join(f, " "))
-		}
-	}
-	return out
 }

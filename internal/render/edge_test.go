@@ -16,8 +16,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -26,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
 	"github.com/bulkhead/bulkhead/internal/spec"
@@ -60,84 +59,6 @@ func tlsSecrets(t *testing.T, p *plan.Plan) render.Secrets {
 	s.TLSCert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	s.TLSKey = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 	return s
-}
-
-// writeNode is renderRole for a plan the test may have changed and for
-// given secrets: it renders node name with a layout in a temporary
-// directory and writes the files there. The directories are world-readable
-// so that daemons which drop to www-data can read the site.
-func writeNode(t *testing.T, p *plan.Plan, name string, sec render.Secrets) (render.Node, render.Layout) {
-	t.Helper()
-	n := p.Node(name)
-	if n == nil {
-		t.Fatalf("no node %s", name)
-	}
-	root := t.TempDir()
-	for _, d := range []string{filepath.Dir(root), root} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l := render.Layout{
-		Conf: filepath.Join(root, "conf"), Run: filepath.Join(root, "run"), Log: filepath.Join(root, "log"),
-		Data: filepath.Join(root, "data"), Site: filepath.Join(root, "site"),
-	}
-	out, err := render.RenderNode(p, n, render.Input{Layout: l, Secrets: sec})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range []string{l.Conf, filepath.Join(l.Conf, render.SecretsDir), l.Run, l.Log, l.Data, l.Site} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, f := range out.Files {
-		path := filepath.Join(l.Conf, f.Path)
-		if err := os.WriteFile(path, f.Data, os.FileMode(f.Mode)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out, l
-}
-
-func fileOf(t *testing.T, n render.Node, path string) render.File {
-	t.Helper()
-	for _, f := range n.Files {
-		if f.Path == path {
-			return f
-		}
-	}
-	t.Fatalf("%s renders no %s", n.Name, path)
-	return render.File{}
-}
-
-// runCheck runs a daemon's offline config check and fails with its output
-// unless it exits 0.
-func runCheck(t *testing.T, argv ...string) string {
-	t.Helper()
-	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
-	}
-	return string(out)
-}
-
-// runCheckBinding is runCheck for a check that binds the config's listen
-// addresses, like nginx -t: it runs in a network namespace of its own where
-// binding any address works, so the stack's addresses need not exist on
-// this host and nothing is reachable.
-func runCheckBinding(t *testing.T, argv ...string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a network namespace")
-	}
-	cmd := exec.Command("/bin/sh", append([]string{"-c", `echo 1 >/proc/sys/net/ipv4/ip_nonlocal_bind && exec "$@"`, "sh"}, argv...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
-	}
-	return string(out)
 }
 
 // confBlocks returns every brace-delimited block of an nginx config whose
@@ -204,22 +125,12 @@ func pools(p *plan.Plan, edge *plan.Node) map[string][]string {
 	return out
 }
 
-// withEdge returns a stack's plan with its edge switched to software, so
-// that each edge renderer is checked with and without a DMZ.
-func withEdge(t *testing.T, stack, software string) (*plan.Plan, *plan.Node) {
-	t.Helper()
-	p := loadPlan(t, stack)
-	edge := p.Role(spec.RoleEdge)[0]
-	edge.Software = software
-	return p, edge
-}
-
 func TestEdgeNginxCheck(t *testing.T) {
 	nginx := requireTool(t, "nginx")
 	for _, c := range stackCases(t) {
 		for _, redirect := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/redirect=%v", c, redirect), func(t *testing.T) {
-				p, edge := withEdge(t, c, "nginx")
+				p, edge := withSoftware(t, c, spec.RoleEdge, "nginx")
 				p.Publish.Redirect = redirect
 				sec := tlsSecrets(t, p)
 				n, l := writeNode(t, p, edge.Name, sec)
@@ -343,12 +254,12 @@ func TestEdgeHAProxyCheck(t *testing.T) {
 	for _, c := range stackCases(t) {
 		for _, redirect := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/redirect=%v", c, redirect), func(t *testing.T) {
-				p, edge := withEdge(t, c, "haproxy")
+				p, edge := withSoftware(t, c, spec.RoleEdge, "haproxy")
 				p.Publish.Redirect = redirect
 				sec := tlsSecrets(t, p)
 				n, l := writeNode(t, p, edge.Name, sec)
 				confPath := filepath.Join(l.Conf, "haproxy.cfg")
-				if msg := runCheck(t, haproxy, "-c", "-f", confPath); strings.Contains(msg, "WARNING") || strings.Contains(msg, "ALERT") {
+				if msg := mustRun(t, haproxy, "-c", "-f", confPath); strings.Contains(msg, "WARNING") || strings.Contains(msg, "ALERT") {
 					t.Errorf("haproxy -c warns:\n%s", msg)
 				}
 
@@ -447,7 +358,7 @@ func TestEdgeWithoutStatic(t *testing.T) {
 				runCheckBinding(t, tool, "-t", "-c", filepath.Join(l.Conf, "nginx.conf"), "-e", "stderr")
 				conf = string(fileOf(t, n, "nginx.conf").Data)
 			} else {
-				runCheck(t, tool, "-c", "-f", filepath.Join(l.Conf, "haproxy.cfg"))
+				mustRun(t, tool, "-c", "-f", filepath.Join(l.Conf, "haproxy.cfg"))
 				conf = string(fileOf(t, n, "haproxy.cfg").Data)
 			}
 			if strings.Contains(conf, "backend static") || strings.Contains(conf, "http://static") {
@@ -464,76 +375,13 @@ func TestEdgeWithoutStatic(t *testing.T) {
 // not a config that fails when the daemon starts.
 func TestEdgeNeedsTLS(t *testing.T) {
 	for _, sw := range []string{"nginx", "haproxy"} {
-		p, edge := withEdge(t, "default", sw)
+		p, edge := withSoftware(t, "default", spec.RoleEdge, sw)
 		sec := testSecrets(p)
 		sec.TLSKey = nil
 		if _, err := render.RenderNode(p, edge, render.Input{Layout: render.DefaultLayout(), Secrets: sec}); err == nil {
 			t.Errorf("%s: rendered an edge without a TLS key", sw)
 		}
 	}
-}
-
-// daemon runs argv in its own process group until the test ends, then
-// stops that group.
-func daemon(t *testing.T, argv ...string) {
-	t.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("%s output:\n%s", argv[0], out.String())
-		}
-	})
-}
-
-// waitListening waits until addr accepts connections. The deadline is far
-// beyond any daemon's start-up, so the test does not depend on speed.
-func waitListening(t *testing.T, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on %s: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// freePort returns a port that is free on addr now.
-func freePort(t *testing.T, addr string) int {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// moveToLoopback gives node n's leg on network a loopback address, so that
-// a test can run its daemon on this host without touching the stack's
-// subnets.
-func moveToLoopback(n *plan.Node, network string, addr string) {
-	n.Iface(network).Addr = netip.MustParseAddr(addr)
 }
 
 // fakeTier serves HTTP for the nodes of a tier, on their (loopback)
@@ -568,9 +416,7 @@ func fakeTier(t *testing.T, p *plan.Plan, edge *plan.Node, role string) map[stri
 // app and static nodes, and checks routing, headers, TLS, failover and the
 // redirect with real requests.
 func TestEdgeLive(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to bind ports 80 and 443")
-	}
+	hosttest.RequireRoot(t) // to bind ports 80 and 443
 	cases := []struct {
 		stack, software string
 		net             int
@@ -579,7 +425,7 @@ func TestEdgeLive(t *testing.T) {
 		for _, redirect := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/%s/redirect=%v", c.stack, c.software, redirect), func(t *testing.T) {
 				tool := requireTool(t, c.software)
-				p, edge := withEdge(t, c.stack, c.software)
+				p, edge := withSoftware(t, c.stack, spec.RoleEdge, c.software)
 				p.Publish.Redirect = redirect
 				r := 0
 				if redirect {
@@ -609,13 +455,14 @@ func TestEdgeLive(t *testing.T) {
 
 				sec := tlsSecrets(t, p)
 				_, l := writeNode(t, p, edge.Name, sec)
+				var d *daemon
 				if c.software == "nginx" {
-					daemon(t, tool, "-c", filepath.Join(l.Conf, "nginx.conf"), "-e", "stderr")
+					d = startDaemon(t, tool, "-c", filepath.Join(l.Conf, "nginx.conf"), "-e", "stderr")
 				} else {
-					daemon(t, tool, "-db", "-f", filepath.Join(l.Conf, "haproxy.cfg"))
+					d = startDaemon(t, tool, "-db", "-f", filepath.Join(l.Conf, "haproxy.cfg"))
 				}
-				waitListening(t, pub+":80")
-				waitListening(t, pub+":443")
+				d.waitDial(t, pub+":80")
+				d.waitDial(t, pub+":443")
 				checkEdgeLive(t, p, pub, sec, apps, redirect)
 			})
 		}

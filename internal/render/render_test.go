@@ -2,8 +2,10 @@ package render_test
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -201,10 +203,8 @@ func TestSecretsAreInputs(t *testing.T) {
 	}
 }
 
-// renderRole renders the first node of role in stack c with a layout rooted
-// in a temporary directory, writes its files there and creates the
-// directories daemons expect, so that a daemon's own offline check can read
-// the config as it would inside the node.
+// renderRole renders the first node of role in stack c with testSecrets and
+// writes it out as writeNode does.
 func renderRole(t *testing.T, c, role string) (*plan.Plan, render.Node, render.Layout) {
 	t.Helper()
 	p := loadPlan(t, c)
@@ -212,12 +212,34 @@ func renderRole(t *testing.T, c, role string) (*plan.Plan, render.Node, render.L
 	if len(nodes) == 0 {
 		t.Fatalf("stack %s has no %s node", c, role)
 	}
+	n, l := writeNode(t, p, nodes[0].Name, testSecrets(p))
+	return p, n, l
+}
+
+// writeNode renders node name of p, which the test may have changed, with
+// sec and a layout rooted in a temporary directory, writes its files there
+// and creates the directories daemons expect, so that a daemon's own offline
+// check can read the config as it would inside the node. The temporary
+// directories are opened to other users, as /etc and /var/lib are in a node,
+// so that daemons which drop root (www-data, redis, mysql) can reach the
+// layout.
+func writeNode(t *testing.T, p *plan.Plan, name string, sec render.Secrets) (render.Node, render.Layout) {
+	t.Helper()
+	pn := p.Node(name)
+	if pn == nil {
+		t.Fatalf("no node %s", name)
+	}
 	root := t.TempDir()
+	for d := root; d != os.TempDir() && d != "/" && d != "."; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	l := render.Layout{
 		Conf: filepath.Join(root, "conf"), Run: filepath.Join(root, "run"), Log: filepath.Join(root, "log"),
 		Data: filepath.Join(root, "data"), Site: filepath.Join(root, "site"),
 	}
-	n, err := render.RenderNode(p, nodes[0], render.Input{Layout: l, Secrets: testSecrets(p)})
+	n, err := render.RenderNode(p, pn, render.Input{Layout: l, Secrets: sec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,16 +248,78 @@ func renderRole(t *testing.T, c, role string) (*plan.Plan, render.Node, render.L
 			t.Fatal(err)
 		}
 	}
+	writeFiles(t, l, n)
+	return n, l
+}
+
+// rerenderRole renders the first node of role again, with a changed plan or
+// secrets, and writes its files over the ones renderRole wrote, as the
+// driver does before it restarts or reloads a daemon.
+func rerenderRole(t *testing.T, p *plan.Plan, role string, l render.Layout, s render.Secrets) render.Node {
+	t.Helper()
+	n, err := render.RenderNode(p, p.Role(role)[0], render.Input{Layout: l, Secrets: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, l, n)
+	return n
+}
+
+// writeFiles writes n's files under l.Conf with their modes. A file already
+// there is removed first: a secret is read-only, and WriteFile would keep an
+// old file's mode.
+func writeFiles(t *testing.T, l render.Layout, n render.Node) {
+	t.Helper()
 	for _, f := range n.Files {
 		path := filepath.Join(l.Conf, f.Path)
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(path, f.Data, os.FileMode(f.Mode)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return p, n, l
+}
+
+// fileOf returns the file n renders at path.
+func fileOf(t *testing.T, n render.Node, path string) render.File {
+	t.Helper()
+	for _, f := range n.Files {
+		if f.Path == path {
+			return f
+		}
+	}
+	t.Fatalf("%s renders no %s", n.Name, path)
+	return render.File{}
+}
+
+// withSoftware returns a stack's plan with the first node of role switched
+// to software, and that node, so that each renderer of a role is checked in
+// every test stack, with and without a DMZ.
+func withSoftware(t *testing.T, stack, role, software string) (*plan.Plan, *plan.Node) {
+	t.Helper()
+	p := loadPlan(t, stack)
+	n := p.Role(role)[0]
+	n.Software = software
+	return p, n
+}
+
+// confLines returns a config's lines without comments and with runs of
+// blanks squeezed to one space.
+func confLines(conf string) []string {
+	var out []string
+	for _, line := range strings.Split(conf, "\n") {
+		if i := strings.Index(line, "#"); i >= 0 {
+			line = line[:i]
+		}
+		if f := strings.Fields(line); len(f) > 0 {
+			out = append(out, strings.Join(f, " "))
+		}
+	}
+	return out
 }
 
 // requireTool finds a daemon's binary. On CI its absence is a failure, since

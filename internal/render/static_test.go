@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,19 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
-
-// withStatic returns a stack's plan with its static tier switched to
-// software, and the static node.
-func withStatic(t *testing.T, stack, software string) (*plan.Plan, *plan.Node) {
-	t.Helper()
-	p := loadPlan(t, stack)
-	n := p.Role(spec.RoleStatic)[0]
-	n.Software = software
-	return p, n
-}
 
 // staticListen is where the edge reaches the static node, as the plan's
 // flows say.
@@ -46,11 +36,11 @@ func TestStaticLighttpdCheck(t *testing.T) {
 	lighttpd := requireTool(t, "lighttpd")
 	for _, c := range stackCases(t) {
 		t.Run(c, func(t *testing.T) {
-			p, n := withStatic(t, c, "lighttpd")
+			p, n := withSoftware(t, c, spec.RoleStatic, "lighttpd")
 			out, l := writeNode(t, p, n.Name, testSecrets(p))
 			confPath := filepath.Join(l.Conf, "lighttpd.conf")
-			runCheck(t, lighttpd, "-t", "-f", confPath)
-			if msg := runCheck(t, lighttpd, "-tt", "-f", confPath); strings.Contains(msg, "WARNING") {
+			mustRun(t, lighttpd, "-t", "-f", confPath)
+			if msg := mustRun(t, lighttpd, "-tt", "-f", confPath); strings.Contains(msg, "WARNING") {
 				t.Errorf("lighttpd -tt warns:\n%s", msg)
 			}
 			if len(out.Services) != 1 || !slices.Equal(out.Services[0].Argv, []string{"lighttpd", "-D", "-f", confPath}) {
@@ -124,7 +114,7 @@ func TestStaticNginxCheck(t *testing.T) {
 	nginx := requireTool(t, "nginx")
 	for _, c := range stackCases(t) {
 		t.Run(c, func(t *testing.T) {
-			p, n := withStatic(t, c, "nginx")
+			p, n := withSoftware(t, c, spec.RoleStatic, "nginx")
 			out, l := writeNode(t, p, n.Name, testSecrets(p))
 			confPath := filepath.Join(l.Conf, "nginx.conf")
 			if msg := runCheckBinding(t, nginx, "-t", "-c", confPath, "-e", "stderr"); strings.Contains(msg, "[warn]") {
@@ -198,13 +188,11 @@ var siteFiles = []struct {
 // sample site and checks with real requests that it serves the static
 // paths, with caching headers and ETags, and nothing else.
 func TestStaticLive(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the daemons drop to www-data")
-	}
+	hosttest.RequireRoot(t) // the daemons drop to www-data
 	for i, c := range []struct{ stack, software string }{{"default", "lighttpd"}, {"alt", "nginx"}, {"default", "nginx"}, {"alt", "lighttpd"}} {
 		t.Run(c.stack+"/"+c.software, func(t *testing.T) {
 			tool := requireTool(t, c.software)
-			p, n := withStatic(t, c.stack, c.software)
+			p, n := withSoftware(t, c.stack, spec.RoleStatic, c.software)
 			edge := p.Role(spec.RoleEdge)[0]
 			addr := fmt.Sprintf("127.77.%d.1", 100+i)
 			port := freePort(t, addr)
@@ -238,16 +226,14 @@ func TestStaticLive(t *testing.T) {
 				if _, err := os.Stat(svc.Creates); err == nil {
 					t.Fatalf("setup's %s exists before setup", svc.Creates)
 				}
-				if msg, err := exec.Command(svc.Setup[0], svc.Setup[1:]...).CombinedOutput(); err != nil {
-					t.Fatalf("setup %v: %v\n%s", svc.Setup, err, msg)
-				}
+				mustRun(t, svc.Setup...)
 				if _, err := os.Stat(svc.Creates); err != nil {
 					t.Fatalf("setup did not create %s: %v", svc.Creates, err)
 				}
 			}
-			daemon(t, append([]string{tool}, svc.Argv[1:]...)...)
+			d := startDaemon(t, append([]string{tool}, svc.Argv[1:]...)...)
 			hostport := net.JoinHostPort(addr, strconv.Itoa(port))
-			waitListening(t, hostport)
+			d.waitDial(t, hostport)
 			checkStaticLive(t, p, n, "http://"+hostport)
 		})
 	}
@@ -395,7 +381,7 @@ func TestStaticPathVariants(t *testing.T) {
 			if tool := requireTool(t, "haproxy"); tool != "" {
 				edge.Software = "haproxy"
 				n, l := writeNode(t, p, edge.Name, sec)
-				runCheck(t, tool, "-c", "-f", filepath.Join(l.Conf, "haproxy.cfg"))
+				mustRun(t, tool, "-c", "-f", filepath.Join(l.Conf, "haproxy.cfg"))
 				fe := haproxySection(t, string(fileOf(t, n, "haproxy.cfg").Data), "frontend web")
 				if want := map[bool]string{true: "default_backend app", false: "default_backend static"}[c.toApp]; !strings.Contains(fe, want) {
 					t.Errorf("edge: frontend lacks %q:\n%s", want, fe)
@@ -407,7 +393,7 @@ func TestStaticPathVariants(t *testing.T) {
 			if tool := requireTool(t, "lighttpd"); tool != "" {
 				static.Software = "lighttpd"
 				n, l := writeNode(t, p, static.Name, sec)
-				runCheck(t, tool, "-tt", "-f", filepath.Join(l.Conf, "lighttpd.conf"))
+				mustRun(t, tool, "-tt", "-f", filepath.Join(l.Conf, "lighttpd.conf"))
 				conf := string(fileOf(t, n, "lighttpd.conf").Data)
 				if got, want := strings.Count(conf, "server.document-root = "+strconv.Quote(l.Site)), c.roots; got != want {
 					t.Errorf("static: the site is the document root under %d conditions, want %d:\n%s", got, want, conf)

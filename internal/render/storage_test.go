@@ -1,16 +1,19 @@
 package render_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
 	"github.com/bulkhead/bulkhead/internal/spec"
@@ -29,39 +32,20 @@ func TestStorageSFTP(t *testing.T) {
 	storage := p.Role(spec.RoleStorage)[0]
 
 	keys := t.TempDir()
-	sec := testSecrets(p)
-	dsRun(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "host", "-f", filepath.Join(keys, "host"))
-	host, err := os.ReadFile(filepath.Join(keys, "host"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sec.StorageHostKey = host
+	sec := storageSecrets(t, p, keys)
+	host := sec.StorageHostKey
 	fingerprints := map[string]string{}
 	for node := range sec.StorageKeys {
-		f := filepath.Join(keys, node)
-		dsRun(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bulkhead-"+node, "-f", f)
-		pub, err := os.ReadFile(f + ".pub")
-		if err != nil {
-			t.Fatal(err)
-		}
-		sec.StorageKeys[node] = string(pub) // with its newline, as a file has it
-		fingerprints[node] = strings.Fields(dsRun(t, "ssh-keygen", "-l", "-f", f+".pub"))[1]
+		fingerprints[node] = strings.Fields(mustRun(t, "ssh-keygen", "-l", "-f", filepath.Join(keys, node+".pub")))[1]
 	}
-	n := dsRerender(t, p, spec.RoleStorage, l, sec)
-	if f := dsFile(t, n, "secrets/ssh_host_ed25519_key"); f.Mode != 0o400 || string(f.Data) != string(host) {
+	n := rerenderRole(t, p, spec.RoleStorage, l, sec)
+	if f := fileOf(t, n, "secrets/ssh_host_ed25519_key"); f.Mode != 0o400 || string(f.Data) != string(host) {
 		t.Errorf("host key file: mode %o, same key %v; want 0400 and the given key", f.Mode, string(f.Data) == string(host))
 	}
 
-	if _, err := os.Stat("/run/sshd"); os.IsNotExist(err) {
-		// sshd -t insists on its privilege separation directory, which a
-		// node's Setup creates.
-		if err := os.Mkdir("/run/sshd", 0o755); err != nil {
-			t.Skipf("sshd -t needs /run/sshd: %v", err)
-		}
-		t.Cleanup(func() { os.Remove("/run/sshd") })
-	}
+	sshdPrivsepDir(t)
 	conf := filepath.Join(l.Conf, "sshd_config")
-	dsRun(t, "/usr/sbin/sshd", "-t", "-f", conf)
+	mustRun(t, "/usr/sbin/sshd", "-t", "-f", conf)
 
 	accounts := map[string]string{spec.RoleStatic: "site-ro", spec.RoleApp: "site-rw"}
 	want := map[string][]string{}
@@ -71,7 +55,7 @@ func TestStorageSFTP(t *testing.T) {
 			addr := c.Addr(plan.NetPrivate).String()
 			want[acct] = append(want[acct], fmt.Sprintf(`restrict,from="%s" %s`, addr, strings.TrimSpace(sec.StorageKeys[c.Name])))
 
-			eff := dsSSHDEffective(t, conf, acct, addr)
+			eff := sshdEffective(t, conf, acct, addr)
 			force := "internal-sftp -u 0022 -d /"
 			if role == spec.RoleStatic {
 				force = "internal-sftp -R -d /"
@@ -109,12 +93,12 @@ func TestStorageSFTP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := dsConfLines(string(data)); !slices.Equal(got, want[acct]) {
+		if got := confLines(string(data)); !slices.Equal(got, want[acct]) {
 			t.Errorf("%s's keys:\n%s\nwant:\n%s", acct, strings.Join(got, "\n"), strings.Join(want[acct], "\n"))
 		}
 		// ssh-keygen reads the file as sshd would, options and all.
 		var got, wantFP []string
-		for _, line := range strings.Split(strings.TrimSpace(dsRun(t, "ssh-keygen", "-l", "-f", file)), "\n") {
+		for _, line := range strings.Split(strings.TrimSpace(mustRun(t, "ssh-keygen", "-l", "-f", file)), "\n") {
 			got = append(got, strings.Fields(line)[1])
 		}
 		for _, line := range want[acct] {
@@ -139,7 +123,7 @@ func TestStorageSFTP(t *testing.T) {
 // /etc/passwd and /etc/shadow have the accounts added; nothing on the host
 // changes. The client pins the rendered host key.
 func TestStorageSFTPLive(t *testing.T) {
-	dsRequireRoot(t)
+	hosttest.RequireRoot(t) // a mount namespace, and files owned by the site accounts
 	for _, tool := range []string{"sshd", "ssh-keygen", "sftp", "ssh", "unshare", "mount"} {
 		requireTool(t, tool)
 	}
@@ -163,22 +147,15 @@ func TestStorageSFTPLive(t *testing.T) {
 	keys := t.TempDir()
 
 	p := loadPlan(t, "default")
-	dsMove(p.Role(spec.RoleStorage)[0], plan.NetPrivate, "127.0.0.1")
-	dsMove(p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
-	dsMove(p.Node("static"), plan.NetPrivate, "127.0.0.1")
-	sec := testSecrets(p)
-	dsRun(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "host", "-f", filepath.Join(keys, "host"))
-	sec.StorageHostKey, _ = os.ReadFile(filepath.Join(keys, "host"))
-	for node := range sec.StorageKeys {
-		dsRun(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bulkhead-"+node, "-f", filepath.Join(keys, node))
-		pub, _ := os.ReadFile(filepath.Join(keys, node+".pub"))
-		sec.StorageKeys[node] = string(pub)
-	}
+	moveToLoopback(p.Role(spec.RoleStorage)[0], plan.NetPrivate, "127.0.0.1")
+	moveToLoopback(p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
+	moveToLoopback(p.Node("static"), plan.NetPrivate, "127.0.0.1")
+	sec := storageSecrets(t, p, keys)
 	n, err := render.RenderNode(p, p.Role(spec.RoleStorage)[0], render.Input{Layout: l, Secrets: sec})
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := dsFreePort(t)
+	port := strconv.Itoa(freePort(t, "127.0.0.1"))
 	for _, d := range []string{l.Conf, l.Run, l.Log, l.Data + "/site/uploads"} {
 		if err := os.MkdirAll(host(d), 0o755); err != nil {
 			t.Fatal(err)
@@ -219,14 +196,9 @@ func TestStorageSFTPLive(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := os.Stat("/run/sshd"); os.IsNotExist(err) {
-		if err := os.Mkdir("/run/sshd", 0o755); err != nil {
-			t.Skipf("sshd needs /run/sshd: %v", err)
-		}
-		t.Cleanup(func() { os.Remove("/run/sshd") })
-	}
+	sshdPrivsepDir(t)
 	argv := n.Services[0].Argv
-	d := dsStart(t, append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-ec",
+	d := startDaemon(t, append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-ec",
 		`mount --bind "$1" "$2"; mount --bind "$3/passwd" /etc/passwd; mount --bind "$3/shadow" /etc/shadow; shift 3; exec "$@"`,
 		"sh", root, mnt, keys}, argv...)...)
 	hostPub, _ := os.ReadFile(filepath.Join(keys, "host.pub"))
@@ -244,7 +216,12 @@ func TestStorageSFTPLive(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err == nil
 	}
-	d.waitFor(t, "sshd accepting app-1 as site-rw", func() bool { _, ok := sftp("app-1", "site-rw", "ls\n"); return ok })
+	d.waitFor(t, "sshd accepting app-1 as site-rw", func() error {
+		if out, ok := sftp("app-1", "site-rw", "ls\n"); !ok {
+			return errors.New(out)
+		}
+		return nil
+	})
 
 	upload := filepath.Join(keys, "upload.txt")
 	os.WriteFile(upload, []byte("uploaded\n"), 0o666)
@@ -288,11 +265,49 @@ func TestStorageSFTPLive(t *testing.T) {
 	d.stop(t)
 }
 
-// dsSSHDEffective returns sshd's effective settings for user connecting
-// from addr, keyed by lowercase keyword.
-func dsSSHDEffective(t *testing.T, conf, user, addr string) map[string][]string {
+// storageSecrets returns testSecrets with real keys, which sshd and ssh
+// load: a host key and a client key for each node that mounts the storage.
+// Each is written to dir under the node's name, and sshd's as "host".
+func storageSecrets(t *testing.T, p *plan.Plan, dir string) render.Secrets {
 	t.Helper()
-	out := dsRun(t, "/usr/sbin/sshd", "-T", "-f", conf, "-C", fmt.Sprintf("user=%s,host=%s,addr=%s", user, addr, addr))
+	keygen := func(name, comment string) string {
+		mustRun(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", filepath.Join(dir, name))
+		return filepath.Join(dir, name)
+	}
+	sec := testSecrets(p)
+	host, err := os.ReadFile(keygen("host", "host"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec.StorageHostKey = host
+	for node := range sec.StorageKeys {
+		pub, err := os.ReadFile(keygen(node, "bulkhead-"+node) + ".pub")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sec.StorageKeys[node] = string(pub) // with its newline, as a file has it
+	}
+	return sec
+}
+
+// sshdPrivsepDir makes sure that /run/sshd exists, as a node's Setup does:
+// sshd insists on its privilege separation directory, even for -t. A
+// directory the test made is removed when it ends.
+func sshdPrivsepDir(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/run/sshd"); os.IsNotExist(err) {
+		if err := os.Mkdir("/run/sshd", 0o755); err != nil {
+			t.Skipf("sshd needs /run/sshd: %v", err)
+		}
+		t.Cleanup(func() { os.Remove("/run/sshd") })
+	}
+}
+
+// sshdEffective returns sshd's effective settings for user connecting
+// from addr, keyed by lowercase keyword.
+func sshdEffective(t *testing.T, conf, user, addr string) map[string][]string {
+	t.Helper()
+	out := mustRun(t, "/usr/sbin/sshd", "-T", "-f", conf, "-C", fmt.Sprintf("user=%s,host=%s,addr=%s", user, addr, addr))
 	eff := map[string][]string{}
 	for _, line := range strings.Split(out, "\n") {
 		if k, v, ok := strings.Cut(line, " "); ok {
@@ -348,11 +363,11 @@ func TestStorageNFSClients(t *testing.T) {
 	for _, w := range p.Site.Writable {
 		want["/site/"+w] = map[string]string{"RW": app, "RO": static}
 	}
-	conf := string(dsFile(t, n, "ganesha.conf").Data)
-	if got := dsGaneshaACL(conf); fmt.Sprint(got) != fmt.Sprint(want) {
+	conf := string(fileOf(t, n, "ganesha.conf").Data)
+	if got := ganeshaACL(conf); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("exports:\n got %v\nwant %v", got, want)
 	}
-	lines := dsConfLines(conf)
+	lines := confLines(conf)
 	for _, l := range []string{
 		"Bind_addr = " + storage.Addr(plan.NetPrivate).String() + ";",
 		"Protocols = 4;",
@@ -367,13 +382,13 @@ func TestStorageNFSClients(t *testing.T) {
 	}
 }
 
-// dsGaneshaACL maps each export's pseudo path to its CLIENT blocks: access
+// ganeshaACL maps each export's pseudo path to its CLIENT blocks: access
 // type to the client lists (joined by " / " when several blocks grant the
 // same access).
-func dsGaneshaACL(conf string) map[string]map[string]string {
+func ganeshaACL(conf string) map[string]map[string]string {
 	out := map[string]map[string]string{}
 	var pseudo, clients string
-	for _, l := range dsConfLines(conf) {
+	for _, l := range confLines(conf) {
 		v := strings.TrimSuffix(l[strings.Index(l, "=")+1:], ";")
 		v = strings.TrimSpace(v)
 		switch {
@@ -399,7 +414,7 @@ func dsGaneshaACL(conf string) map[string]map[string]string {
 // node reads but cannot write, an app node writes only the writable paths
 // and what it writes belongs to www-data, and a stranger cannot even list.
 func TestStorageNFSLive(t *testing.T) {
-	dsRequireRoot(t)
+	hosttest.RequireRoot(t) // the writable paths are www-data's, as the driver makes them
 	requireTool(t, "ganesha.nfsd")
 	requireTool(t, "nfs-ls")
 	requireTool(t, "nfs-cp")
@@ -413,14 +428,14 @@ func TestStorageNFSLive(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p, _, l := renderRole(t, "alt", spec.RoleStorage)
-			dsMove(p.Role(spec.RoleStorage)[0], plan.NetPrivate, "127.0.0.1")
+			moveToLoopback(p.Role(spec.RoleStorage)[0], plan.NetPrivate, "127.0.0.1")
 			if c.node != "" {
-				dsMove(p.Node(c.node), plan.NetPrivate, "127.0.0.1")
+				moveToLoopback(p.Node(c.node), plan.NetPrivate, "127.0.0.1")
 			}
-			n := dsRerender(t, p, spec.RoleStorage, l, testSecrets(p))
-			port := dsFreePort(t)
+			n := rerenderRole(t, p, spec.RoleStorage, l, testSecrets(p))
+			port := strconv.Itoa(freePort(t, "127.0.0.1"))
 			conf := filepath.Join(l.Conf, "ganesha.conf")
-			data := string(dsFile(t, n, "ganesha.conf").Data)
+			data := string(fileOf(t, n, "ganesha.conf").Data)
 			if strings.Count(data, "NFS_Port = 2049;") != 1 {
 				t.Fatalf("ganesha.conf does not set NFS_Port = 2049 exactly once")
 			}
@@ -454,8 +469,13 @@ func TestStorageNFSLive(t *testing.T) {
 				return strings.TrimSpace(string(out)), err == nil
 			}
 
-			d := dsStart(t, n.Services[0].Argv...)
-			d.waitFor(t, "ganesha serving", func() bool { return strings.Contains(d.out.String(), "NFS SERVER INITIALIZED") })
+			d := startDaemon(t, n.Services[0].Argv...)
+			d.waitFor(t, "ganesha serving", func() error {
+				if !strings.Contains(d.out.String(), "NFS SERVER INITIALIZED") {
+					return errors.New("no NFS SERVER INITIALIZED in its output yet")
+				}
+				return nil
+			})
 			if strings.Contains(d.out.String(), "Config File (") {
 				t.Errorf("ganesha found fault with its config:\n%s", d.out)
 			}

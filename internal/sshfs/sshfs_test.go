@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/netns"
 )
 
@@ -44,16 +45,6 @@ const (
 	// default (20 s) would miss this.
 	resyncWait = 8 * time.Second
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI must run as root")
-		}
-		t.Skip("needs root")
-	}
-}
 
 // requireTools skips (or, under CI, fails) when the host lacks a program
 // or FUSE.
@@ -90,12 +81,12 @@ type fixture struct {
 	tmp                  string // the client side: keys, mount targets
 	identity, knownHosts string
 	sshd                 *exec.Cmd
-	sshdLog              syncBuffer
+	sshdLog              hosttest.Buffer
 	sshdPIDs             []int
 }
 
 func newFixture(t *testing.T) *fixture {
-	requireRoot(t)
+	hosttest.RequireRoot(t)
 	requireTools(t)
 	ctx := context.Background()
 	id := os.Getpid() % 10000
@@ -622,7 +613,7 @@ func (f *fixture) startView(src, dst string) int {
 	cmd := exec.Command("unshare", "--mount", "--propagation", "unchanged", "sh", "-c",
 		`mount --bind "$1" "$2" && mount --make-rslave "$2" && exec sleep 3600`, "sh", src, dst)
 	cmd.Dir = "/"
-	var out syncBuffer
+	var out hosttest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	must(t, cmd.Start())
 	pid := cmd.Process.Pid
@@ -630,14 +621,20 @@ func (f *fixture) startView(src, dst string) int {
 		syscall.Kill(pid, syscall.SIGKILL)
 		cmd.Wait()
 	})
+	// The script execs sleep only once both mounts are done; the bind
+	// alone shows before --make-rslave has run, and a caller that checks
+	// the propagation then would race it.
 	deadline := time.Now().Add(5 * time.Second)
-	for viewTop(t, pid, dst) == nil {
-		if p, ok := readProc(pid); !ok || p.state == 'Z' || time.Now().After(deadline) {
+	for {
+		p, ok := readProc(pid)
+		if ok && p.comm == "sleep" && viewTop(t, pid, dst) != nil {
+			return pid
+		}
+		if !ok || p.state == 'Z' || time.Now().After(deadline) {
 			t.Fatalf("container view did not bind %s: %s", dst, out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return pid
 }
 
 // viewTop returns the top mount on point in the mount namespace of pid.
@@ -875,28 +872,4 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-// syncBuffer is a bytes.Buffer that a child's output and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Len()
 }

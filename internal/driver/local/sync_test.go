@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 )
 
 func write(t *testing.T, path, content string) {
@@ -18,7 +20,7 @@ func write(t *testing.T, path, content string) {
 }
 
 func TestSyncSite(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t)
 	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "site")
 	write(t, filepath.Join(src, "index.php"), "<?php echo 1;")
 	write(t, filepath.Join(src, "lib/db.php"), "<?php")

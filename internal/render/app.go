@@ -1,25 +1,15 @@
 package render
 
 import (
-	"bytes"
-	"embed"
 	"fmt"
 	"net/netip"
 	"path"
 	"slices"
 	"strings"
-	"text/template"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
-
-//go:embed templates/app-*.tmpl templates/cache-*.tmpl
-var appCacheFS embed.FS
-
-var appCacheTemplates = template.Must(template.New("").
-	Funcs(template.FuncMap{"q": confQuote}).
-	ParseFS(appCacheFS, "templates/app-*.tmpl", "templates/cache-*.tmpl"))
 
 // appApacheModules is where Debian's apache2 keeps its modules inside a node.
 const appApacheModules = "/usr/lib/apache2/modules"
@@ -102,11 +92,11 @@ func appNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
 // password file, and the two services: php-fpm first, as the web server
 // hands it every PHP request.
 func appRender(c *appConf, in Input, server, tmpl string, argv []string) ([]File, []Service, error) {
-	web, err := appExec(tmpl, c)
+	web, err := execTemplate(tmpl, c)
 	if err != nil {
 		return nil, nil, err
 	}
-	fpm, err := appExec("app-php-fpm.conf.tmpl", c)
+	fpm, err := execTemplate("app-php-fpm.conf.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -263,14 +253,6 @@ func appProxies(p *plan.Plan, n *plan.Node) []netip.Addr {
 		}
 	}
 	return out
-}
-
-func appExec(name string, data any) ([]byte, error) {
-	var b bytes.Buffer
-	if err := appCacheTemplates.ExecuteTemplate(&b, name, data); err != nil {
-		return nil, fmt.Errorf("template %s: %w", name, err)
-	}
-	return b.Bytes(), nil
 }
 
 // confQuote double-quotes a value for apache, nginx, php-fpm and redis

@@ -65,7 +65,7 @@ func cacheRedis(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error)
 	for _, a := range listen {
 		c.Bind = append(c.Bind, a.Addr().String())
 	}
-	conf, err := appExec("cache-redis.conf.tmpl", c)
+	conf, err := execTemplate("cache-redis.conf.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}

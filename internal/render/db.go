@@ -1,26 +1,17 @@
 package render
 
 import (
-	"bytes"
-	"embed"
 	"fmt"
 	"net/netip"
 	"path"
 	"regexp"
 	"slices"
 	"strings"
-	"text/template"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
-//go:embed templates/db-*.tmpl
-var dbFS embed.FS
-
-var dbTemplates = template.Must(template.New("").
-	Funcs(template.FuncMap{"join": strings.Join, "pgconf": pgConfString}).
-	ParseFS(dbFS, "templates/db-*.tmpl"))
 
 // pgBin is where Debian's postgresql-15 keeps the server's programs; they
 // are not on PATH.
@@ -106,11 +97,11 @@ func dbMariaDB(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) 
 	}
 	c.Hosts = strings.Join(hosts, ", ")
 
-	cnf, err := dbExec("db-mariadb.cnf.tmpl", c)
+	cnf, err := execTemplate("db-mariadb.cnf.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}
-	initSQL, err := dbExec("db-mariadb-init.sql.tmpl", c)
+	initSQL, err := execTemplate("db-mariadb-init.sql.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -157,19 +148,19 @@ func dbPostgres(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error)
 	if c.Password, err = dbPassword(in.Secrets.DBPassword, pgString); err != nil {
 		return nil, nil, err
 	}
-	conf, err := dbExec("db-postgresql.conf.tmpl", c)
+	conf, err := execTemplate("db-postgresql.conf.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}
-	hba, err := dbExec("db-pg_hba.conf.tmpl", c)
+	hba, err := execTemplate("db-pg_hba.conf.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}
-	ident, err := dbExec("db-pg_ident.conf.tmpl", c)
+	ident, err := execTemplate("db-pg_ident.conf.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}
-	initSQL, err := dbExec("db-postgresql-init.sql.tmpl", c)
+	initSQL, err := execTemplate("db-postgresql-init.sql.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -236,13 +227,6 @@ func dbAppWorkers(app *plan.Node) int {
 	return min(max(int((app.Memory-192<<20)/(48<<20)), 2), 64)
 }
 
-func dbExec(name string, data any) ([]byte, error) {
-	var b bytes.Buffer
-	if err := dbTemplates.ExecuteTemplate(&b, name, data); err != nil {
-		return nil, fmt.Errorf("render %s: %w", name, err)
-	}
-	return b.Bytes(), nil
-}
 
 // dbPassword quotes the site user's password as a string literal. A control
 // character has no business in a generated password and would break the

@@ -2,22 +2,16 @@ package render
 
 import (
 	"bytes"
-	"embed"
 	"fmt"
 	"net/netip"
 	"path"
 	"slices"
 	"strconv"
-	"text/template"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
-//go:embed templates/edge-*.tmpl
-var edgeFS embed.FS
-
-var edgeTemplates = template.Must(template.New("").Funcs(frontFuncs).ParseFS(edgeFS, "templates/edge-*.tmpl"))
 
 // edgeConf is what the edge templates see; every path is precomputed.
 type edgeConf struct {
@@ -106,14 +100,6 @@ func newEdgeConf(p *plan.Plan, n *plan.Node, in Input) (*edgeConf, error) {
 	return c, nil
 }
 
-func edgeExec(name string, data any) ([]byte, error) {
-	var b bytes.Buffer
-	if err := edgeTemplates.ExecuteTemplate(&b, name, data); err != nil {
-		return nil, fmt.Errorf("template %s: %w", name, err)
-	}
-	return b.Bytes(), nil
-}
-
 // edgeNginx renders nginx as the edge: TLS termination, static paths to the
 // static pool and the rest to the app pool.
 func edgeNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
@@ -121,7 +107,7 @@ func edgeNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	conf, err := edgeExec("edge-nginx.conf.tmpl", c)
+	conf, err := execTemplate("edge-nginx.conf.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -145,7 +131,7 @@ func edgeHAProxy(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error
 	if err != nil {
 		return nil, nil, err
 	}
-	conf, err := edgeExec("edge-haproxy.cfg.tmpl", c)
+	conf, err := execTemplate("edge-haproxy.cfg.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,8 +1,6 @@
 package render
 
 import (
-	"bytes"
-	"embed"
 	"fmt"
 	"net/netip"
 	"path"
@@ -15,10 +13,6 @@ import (
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
-//go:embed templates/static-*.tmpl
-var staticFS embed.FS
-
-var staticTemplates = template.Must(template.New("").Funcs(frontFuncs).ParseFS(staticFS, "templates/static-*.tmpl"))
 
 // frontFuncs quote values for the configs of the tiers in front (edge and
 // static). Each daemon has its own quoting rules, so rather than escape, the
@@ -254,21 +248,13 @@ func newStaticConf(p *plan.Plan, n *plan.Node, in Input) (*staticConf, error) {
 	}, nil
 }
 
-func staticExec(name string, data any) ([]byte, error) {
-	var b bytes.Buffer
-	if err := staticTemplates.ExecuteTemplate(&b, name, data); err != nil {
-		return nil, fmt.Errorf("template %s: %w", name, err)
-	}
-	return b.Bytes(), nil
-}
-
 // staticLighttpd serves the site's static paths with lighttpd.
 func staticLighttpd(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
 	c, err := newStaticConf(p, n, in)
 	if err != nil {
 		return nil, nil, err
 	}
-	conf, err := staticExec("static-lighttpd.conf.tmpl", c)
+	conf, err := execTemplate("static-lighttpd.conf.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -293,7 +279,7 @@ func staticNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error
 	if err != nil {
 		return nil, nil, err
 	}
-	conf, err := staticExec("static-nginx.conf.tmpl", c)
+	conf, err := execTemplate("static-nginx.conf.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,26 +1,17 @@
 package render
 
 import (
-	"bytes"
-	"embed"
 	"fmt"
 	"net/netip"
 	"path"
 	"regexp"
 	"slices"
 	"strings"
-	"text/template"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
-//go:embed templates/storage-*.tmpl
-var storageFS embed.FS
-
-var storageTemplates = template.Must(template.New("").
-	Funcs(template.FuncMap{"join": strings.Join}).
-	ParseFS(storageFS, "templates/storage-*.tmpl"))
 
 // The storage node's SFTP accounts. The static tier reads the site as
 // site-ro; the app tier reads it and writes its writable paths as site-rw.
@@ -109,7 +100,7 @@ func storageSFTP(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error
 			rw.Clients = append(rw.Clients, cl)
 		}
 	}
-	conf, err := storageExec("storage-sshd_config.tmpl", c)
+	conf, err := execTemplate("storage-sshd_config.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -118,7 +109,7 @@ func storageSFTP(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error
 		{Path: SecretsDir + "/ssh_host_ed25519_key", Mode: 0o400, Data: in.Secrets.StorageHostKey},
 	}
 	for _, k := range []sftpKeys{ro, rw} {
-		data, err := storageExec("storage-authorized_keys.tmpl", k)
+		data, err := execTemplate("storage-authorized_keys.tmpl", k)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -235,7 +226,7 @@ func storageNFS(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error)
 	if err := plainPaths(paths...); err != nil {
 		return nil, nil, err
 	}
-	conf, err := storageExec("storage-ganesha.conf.tmpl", c)
+	conf, err := execTemplate("storage-ganesha.conf.tmpl", c)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -284,10 +275,3 @@ func storageClients(p *plan.Plan, n *plan.Node) ([]storageClient, []netip.Addr, 
 // storageSite is the directory the storage node serves: the site's files.
 func storageSite(l Layout) string { return path.Join(l.Data, "site") }
 
-func storageExec(name string, data any) ([]byte, error) {
-	var b bytes.Buffer
-	if err := storageTemplates.ExecuteTemplate(&b, name, data); err != nil {
-		return nil, fmt.Errorf("render %s: %w", name, err)
-	}
-	return b.Bytes(), nil
-}

@@ -1,13 +1,11 @@
 package local
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
-	"syscall"
+	"path/filepath"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/spec"
@@ -31,11 +29,9 @@ func (d *Driver) prepareSiteMounts(ctx context.Context, p *plan.Plan, j *journal
 		}
 		np := d.paths(p.Stack).node(n.Name)
 		dir := np.srv()
-		if ok, err := isMountPoint(dir); err != nil {
-			return err
-		} else if !ok {
-			// Only before the first mount: later, srv/site may be an sshfs
-			// mount waiting to reconnect, where stat fails.
+		// Only where nothing is: srv/site may be an sshfs mount waiting
+		// to reconnect, where stat fails with ENOTCONN.
+		if _, err := os.Lstat(np.site()); errors.Is(err, os.ErrNotExist) {
 			if err := os.MkdirAll(np.site(), 0o755); err != nil {
 				return err
 			}
@@ -50,85 +46,15 @@ func (d *Driver) prepareSiteMounts(ctx context.Context, p *plan.Plan, j *journal
 	return nil
 }
 
-// unmount removes every mount below and on dir (a leftover sshfs mount and
-// the self-bind under it), deepest first, lazily when busy.
-func unmount(dir string) error {
-	subs, err := mountsBelow(dir)
-	if err != nil {
+// unmount undoes prepareSiteMounts for one node's srv directory: it removes
+// an sshfs left on srv/site (normally the supervisor's sshfs.Run has) and
+// then srv's bind on itself.
+func unmount(srv string) error {
+	if _, err := os.Lstat(srv); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := sshfs.Unmount(filepath.Join(srv, "site")); err != nil {
 		return err
 	}
-	for i := len(subs) - 1; i >= 0; i-- {
-		if err := syscall.Unmount(subs[i], syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
-			return fmt.Errorf("unmount %s: %w", subs[i], err)
-		}
-	}
-	for range 8 {
-		ok, err := isMountPoint(dir)
-		if err != nil || !ok {
-			return err
-		}
-		if err := syscall.Unmount(dir, 0); err != nil {
-			if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
-				return fmt.Errorf("unmount %s: %w", dir, err)
-			}
-		}
-	}
-	return fmt.Errorf("unmount %s: still mounted", dir)
-}
-
-// mountsBelow lists mount points strictly below dir, in mount order.
-func mountsBelow(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 {
-			if mp := unescapeMount(fields[4]); strings.HasPrefix(mp, dir+"/") {
-				out = append(out, mp)
-			}
-		}
-	}
-	return out, sc.Err()
-}
-
-// isMountPoint reports whether dir is a mount point in this mount namespace.
-func isMountPoint(dir string) (bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMount(fields[4]) == dir {
-			return true, nil
-		}
-	}
-	return false, sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%3o", &v); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return sshfs.ReleaseTarget(srv)
 }

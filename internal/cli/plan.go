@@ -100,16 +100,9 @@ func runPlan(_ context.Context, s stdio, o planOptions) error {
 // protocol "auto" for this kernel, and for a driver that can mount NFS
 // only if nfsOK.
 func loadPlan(s stdio, file string, nfsOK bool) (*plan.Plan, error) {
-	explicit := file != ""
-	if !explicit {
-		file = defaultFile
-	}
-	data, err := os.ReadFile(file)
+	file, data, err := readStackFile(file, "run 'bulkhead init' first or pass -f FILE")
 	if err != nil {
-		if !explicit && errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("no %s here; run 'bulkhead init' first or pass -f FILE", defaultFile)
-		}
-		return nil, fmt.Errorf("read stack file: %w", err)
+		return nil, err
 	}
 	st, err := spec.Load(file, data, spec.Env{DirExists: dirExists, FileExists: fileExists})
 	if err != nil {
@@ -129,6 +122,23 @@ func loadPlan(s stdio, file string, nfsOK bool) (*plan.Plan, error) {
 		fmt.Fprintf(s.err, "storage: %s (auto: %s)\n", t.Protocol, why)
 	}
 	return plan.Build(st)
+}
+
+// readStackFile reads file, or ./bulkhead.yaml if file is empty; a missing
+// default file gets an error that ends with hint.
+func readStackFile(file, hint string) (string, []byte, error) {
+	explicit := file != ""
+	if !explicit {
+		file = defaultFile
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		if !explicit && errors.Is(err, fs.ErrNotExist) {
+			return file, nil, fmt.Errorf("no %s here; %s", defaultFile, hint)
+		}
+		return file, nil, fmt.Errorf("read stack file: %w", err)
+	}
+	return file, data, nil
 }
 
 func fileExists(file string) bool {

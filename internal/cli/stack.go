@@ -1,11 +1,7 @@
 package cli
 
 import (
-	"errors"
-	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 
 	"github.com/bulkhead/bulkhead/internal/driver/local"
@@ -49,16 +45,9 @@ func stackName(file, stack string) (string, error) {
 	if stack != "" {
 		return stack, nil
 	}
-	explicit := file != ""
-	if !explicit {
-		file = defaultFile
-	}
-	data, err := os.ReadFile(file)
+	file, data, err := readStackFile(file, "pass -f FILE or --stack NAME")
 	if err != nil {
-		if !explicit && errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("no %s here; pass -f FILE or --stack NAME", defaultFile)
-		}
-		return "", fmt.Errorf("read stack file: %w", err)
+		return "", err
 	}
 	st, err := spec.Parse(file, data)
 	if err != nil {

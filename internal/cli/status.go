@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/bulkhead/bulkhead/internal/driver/local"
@@ -72,4 +71,3 @@ func printStatus(s stdio, st *local.Status) {
 	w.Flush()
 }
 
-var _ = os.Stdout

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
 
 	"github.com/bulkhead/bulkhead/internal/netns"
 	"github.com/bulkhead/bulkhead/internal/nft"
@@ -200,4 +199,3 @@ func (d *Driver) outside(ctx context.Context, p *plan.Plan, j *journal) error {
 	})
 }
 
-var _ = strconv.Itoa

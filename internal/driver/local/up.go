@@ -15,7 +15,6 @@ import (
 
 	"github.com/bulkhead/bulkhead/internal/agent"
 	"github.com/bulkhead/bulkhead/internal/netns"
-	"github.com/bulkhead/bulkhead/internal/nft"
 	"github.com/bulkhead/bulkhead/internal/pkgs"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
@@ -475,4 +474,3 @@ func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, limit time.Durat
 	}
 }
 
-var _ = nft.Apply

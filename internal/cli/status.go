@@ -70,4 +70,3 @@ func printStatus(s stdio, st *local.Status) {
 	}
 	w.Flush()
 }
-

@@ -12,7 +12,6 @@ import (
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
-
 // pgBin is where Debian's postgresql-15 keeps the server's programs; they
 // are not on PATH.
 const pgBin = "/usr/lib/postgresql/15/bin"
@@ -226,7 +225,6 @@ func newDBConf(p *plan.Plan, n *plan.Node) (*dbConf, error) {
 func dbAppWorkers(app *plan.Node) int {
 	return min(max(int((app.Memory-192<<20)/(48<<20)), 2), 64)
 }
-
 
 // dbPassword quotes the site user's password as a string literal. A control
 // character has no business in a generated password and would break the

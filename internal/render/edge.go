@@ -12,7 +12,6 @@ import (
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
-
 // edgeConf is what the edge templates see; every path is precomputed.
 type edgeConf struct {
 	Node        string

@@ -13,7 +13,6 @@ import (
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
-
 // frontFuncs quote values for the configs of the tiers in front (edge and
 // static). Each daemon has its own quoting rules, so rather than escape, the
 // quoters refuse anything outside a plain set of characters; validated spec

@@ -12,7 +12,6 @@ import (
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
-
 // The storage node's SFTP accounts. The static tier reads the site as
 // site-ro; the app tier reads it and writes its writable paths as site-rw.
 const (
@@ -274,4 +273,3 @@ func storageClients(p *plan.Plan, n *plan.Node) ([]storageClient, []netip.Addr, 
 
 // storageSite is the directory the storage node serves: the site's files.
 func storageSite(l Layout) string { return path.Join(l.Data, "site") }
-

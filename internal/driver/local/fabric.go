@@ -198,4 +198,3 @@ func (d *Driver) outside(ctx context.Context, p *plan.Plan, j *journal) error {
 		Addr: netip.PrefixFrom(v.Iface.Addr, v.Iface.Bits).String(), Alias: "bulkhead " + p.Stack + " outside",
 	})
 }
-

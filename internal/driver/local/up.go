@@ -473,4 +473,3 @@ func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, limit time.Durat
 		}
 	}
 }
-

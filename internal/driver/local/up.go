@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -215,6 +216,9 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		return nil, err
 	}
 	if err := d.waitHealthy(ctx, p, o.Wait); err != nil {
+		return nil, err
+	}
+	if err := d.waitServing(ctx, p, o.Wait); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(ps.stack, "applied"), []byte(fingerprint), 0o600); err != nil {
@@ -430,6 +434,46 @@ func (d *Driver) removeStale(ctx context.Context, p *plan.Plan, j *journal) erro
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// waitServing waits until the site answers through the published port
+// without a gateway error: every node can be healthy while the edge has not
+// yet found its upstreams (haproxy marks them up only after its checks
+// pass), and "up" should mean a visitor gets the site.
+func (d *Driver) waitServing(ctx context.Context, p *plan.Plan, limit time.Duration) error {
+	if limit == 0 {
+		limit = 2 * time.Minute
+	}
+	client := &http.Client{
+		Timeout:       5 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	url := "http://" + p.Publish.HTTP.String() + "/"
+	deadline := time.Now().Add(limit)
+	status := 0
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			status = resp.StatusCode
+			switch status {
+			case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			default:
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("every node is healthy, but %s still answers %d after %v: the edge reaches no app node; see 'bulkhead logs edge'", url, status, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // waitHealthy polls every node's agent until all report healthy.

@@ -1,0 +1,53 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAltSoftware brings up a stack of the alternatives that run under the
+// local driver today (haproxy edge, nginx static, nginx + php-fpm app, redis
+// cache) and checks the site works through it, cache-aside included.
+func TestAltSoftware(t *testing.T) {
+	s := newStack(t, "e2ea", 237, 18680, `tiers:
+  edge: {software: haproxy}
+  static: {software: nginx}
+  app: {software: nginx, replicas: 2}
+  cache: {software: redis}
+  db: {software: mariadb}
+  storage: {}
+`)
+	s.run("up")
+	c := &http.Client{Timeout: 20 * time.Second}
+	get := func(path string) (*http.Response, string) {
+		t.Helper()
+		resp, err := c.Get("http://" + s.http + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	// up returns once the site answers: no warm-up wait here.
+	if resp, _ := get("/"); resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("X-Served-By"), "app-") {
+		t.Fatalf("GET / = %d from %q", resp.StatusCode, resp.Header.Get("X-Served-By"))
+	}
+	if resp, body := get("/healthz"); resp.StatusCode != 200 || !strings.Contains(body, `"cache":"ok"`) {
+		t.Fatalf("/healthz = %d: %s", resp.StatusCode, body)
+	}
+	if resp, _ := get("/assets/style.css"); resp.StatusCode != 200 || resp.Header.Get("X-Served-By") != "static" {
+		t.Fatalf("GET /assets/style.css = %d from %q", resp.StatusCode, resp.Header.Get("X-Served-By"))
+	}
+	// The list is read through redis: a second read is a hit.
+	get("/")
+	if resp, _ := get("/"); resp.Header.Get("X-Cache") != "hit" {
+		t.Errorf("third read of / has X-Cache %q, want hit", resp.Header.Get("X-Cache"))
+	}
+	if out := s.run("up"); !strings.Contains(out, "nothing changed") {
+		t.Errorf("second up changed something:\n%s", out)
+	}
+}

@@ -10,14 +10,15 @@ import (
 
 // TestAltSoftware brings up a stack of the alternatives that run under the
 // local driver today (haproxy edge, nginx static, nginx + php-fpm app, redis
-// cache) and checks the site works through it, cache-aside included.
+// cache, postgresql db) and checks the site works through it, cache-aside
+// included.
 func TestAltSoftware(t *testing.T) {
 	s := newStack(t, "e2ea", 237, 18680, `tiers:
   edge: {software: haproxy}
   static: {software: nginx}
   app: {software: nginx, replicas: 2}
   cache: {software: redis}
-  db: {software: mariadb}
+  db: {software: postgresql}
   storage: {}
 `)
 	s.run("up")

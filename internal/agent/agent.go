@@ -313,7 +313,15 @@ func (a *agent) supervise(ctx context.Context, s *service) {
 		s.out.notef("started pid %d: %q", p.pid, s.spec.Argv)
 		log.Info("started", "pid", p.pid, "restarts", starts-1)
 
+		initCtx, stopInit := context.WithCancel(ctx)
+		initDone := make(chan struct{})
+		go func() {
+			defer close(initDone)
+			a.runInit(initCtx, s)
+		}()
 		ex, ok := a.wait(ctx, p)
+		stopInit()
+		<-initDone
 		if !ok {
 			return // ctx is done and wait has stopped the group
 		}
@@ -330,6 +338,47 @@ func (a *agent) supervise(ctx context.Context, s *service) {
 		log.Warn("exited", "exit", ex.String(), "ran", ran, "restart_in", d)
 		if !wait(d) {
 			return
+		}
+	}
+}
+
+// runInit runs s's Init command once the daemon accepts connections on its
+// Ready addresses, retrying every second until it succeeds or ctx (this
+// start of the daemon) ends. Until then the service is not ready.
+func (a *agent) runInit(ctx context.Context, s *service) {
+	s.update(func(st *ServiceStatus) { st.Initialized = len(s.spec.Init) == 0 })
+	if len(s.spec.Init) == 0 {
+		return
+	}
+	for ctx.Err() == nil {
+		if readyErr(s.spec.Ready) == nil {
+			w, err := s.out.pipe()
+			var p *proc
+			if err == nil {
+				p, err = a.procs.start(s.spec.Init, w)
+				w.Close()
+			}
+			if err == nil {
+				s.out.notef("init started pid %d: %q", p.pid, s.spec.Init)
+				ex, ok := a.wait(ctx, p)
+				if !ok {
+					return
+				}
+				if ex.Code == 0 {
+					s.out.notef("init done")
+					s.update(func(st *ServiceStatus) { st.Initialized = true })
+					return
+				}
+				err = fmt.Errorf("init %s", ex)
+			}
+			s.out.notef("%v; retrying in 1s", err)
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
 		}
 	}
 }

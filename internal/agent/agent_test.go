@@ -654,3 +654,29 @@ func TestReadiness(t *testing.T) {
 		t.Fatalf("listening: %+v, %v; want healthy", q, err)
 	}
 }
+
+// TestInit: a service's Init runs once it accepts connections, is retried
+// until it succeeds, and the service is ready only then.
+func TestInit(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	marks := filepath.Join(t.TempDir(), "init")
+	// The first run fails, the second succeeds.
+	script := `echo run >> "$1"; [ "$(wc -l < "$1")" -ge 2 ]`
+	r := start(t, Config{MinBackoff: 100 * time.Millisecond, Services: []render.Service{
+		{Name: "db", Argv: sh("sleep 1000"), Ready: []string{l.Addr().String()},
+			Init: []string{"sh", "-c", script, "sh", marks}},
+	}})
+	waitFor(t, "init done", func() bool { return r.service(t, "db").Initialized })
+	q, err := Query(context.Background(), r.socket)
+	if err != nil || !q.Healthy || !q.Services[0].Ready {
+		t.Fatalf("after init: %+v, %v; want healthy", q, err)
+	}
+	data, _ := os.ReadFile(marks)
+	if got := strings.Count(string(data), "run"); got != 2 {
+		t.Errorf("init ran %d times, want 2 (one failure, one success)", got)
+	}
+}

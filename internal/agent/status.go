@@ -46,10 +46,13 @@ type ServiceStatus struct {
 	// Restarts counts the daemon's starts after the first, since the
 	// agent started.
 	Restarts int `json:"restarts"`
-	// Ready: running, and accepting connections on its Ready addresses.
-	Ready     bool      `json:"ready"`
-	StartedAt time.Time `json:"started_at,omitzero"`
-	LastExit  *Exit     `json:"last_exit,omitempty"`
+	// Ready: running, accepting connections on its Ready addresses, and
+	// its Init (if any) done.
+	Ready bool `json:"ready"`
+	// Initialized: the Init command succeeded since this start.
+	Initialized bool      `json:"initialized,omitempty"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	LastExit    *Exit     `json:"last_exit,omitempty"`
 	// Error says why the last setup or start failed.
 	Error string `json:"error,omitempty"`
 }
@@ -97,12 +100,12 @@ func (a *agent) status() *Status {
 		ss := s.status()
 		if ss.State == StateRunning {
 			ss.Ready = true
-			for _, addr := range s.spec.Ready {
-				if err := probe(addr); err != nil {
-					ss.Ready = false
-					ss.Error = fmt.Sprintf("running but not accepting connections on %s: %v", addr, err)
-					break
-				}
+			if err := readyErr(s.spec.Ready); err != nil {
+				ss.Ready = false
+				ss.Error = "running but " + err.Error()
+			} else if !ss.Initialized {
+				ss.Ready = false
+				ss.Error = "running, init not done yet"
 			}
 		}
 		st.Services = append(st.Services, ss)
@@ -111,6 +114,16 @@ func (a *agent) status() *Status {
 		}
 	}
 	return st
+}
+
+// readyErr says which of addrs does not accept connections, if any.
+func readyErr(addrs []string) error {
+	for _, addr := range addrs {
+		if err := probe(addr); err != nil {
+			return fmt.Errorf("not accepting connections on %s: %w", addr, err)
+		}
+	}
+	return nil
 }
 
 // probe connects to addr and hangs up: a daemon that accepts is serving.

@@ -6,6 +6,7 @@ import (
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
@@ -183,6 +184,10 @@ func dbPostgres(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error)
 			"--username=postgres", "--auth-local=peer", "--auth-host=scram-sha-256",
 			"--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"),
 		Creates: path.Join(datadir, "PG_VERSION"),
+		// The site's role and database, over the local socket as postgres.
+		Init: append(slices.Clone(asPostgres), path.Join(pgBin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+			"-h", l.Run, "-p", strconv.Itoa(c.Port), "-U", "postgres", "-d", "postgres",
+			"-f", l.secret("postgresql-init.sql")),
 	}
 	return files, []Service{svc}, nil
 }

@@ -82,6 +82,11 @@ type Service struct {
 	// Ready lists addresses (host:port) that must accept TCP connections
 	// before the service counts as healthy: running is not serving.
 	Ready []string `json:"ready,omitempty"`
+	// Init runs after every start, once the daemon accepts connections,
+	// until it succeeds; the service is not ready before. It must be
+	// idempotent (e.g. PostgreSQL's role and database, which have no init
+	// file).
+	Init []string `json:"init,omitempty"`
 }
 
 // Node is the rendered output of one node.

@@ -44,7 +44,7 @@ type command struct {
 // commands lists the verbs in the order help shows them.
 func commands() []*command {
 	return []*command{
-		initCommand(), planCommand(), upCommand(), statusCommand(), logsCommand(), execCommand(), downCommand(),
+		initCommand(), planCommand(), upCommand(), statusCommand(), verifyCommand(), logsCommand(), execCommand(), downCommand(),
 		versionCommand(), helpCommand(), agentCommand(), superviseCommand(),
 	}
 }

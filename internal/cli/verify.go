@@ -1,0 +1,157 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/verify"
+)
+
+type verifyOptions struct {
+	File, Stack, Output, JUnit string
+	SelfTest                   bool
+	Timeout                    time.Duration
+}
+
+func verifyCommand() *command {
+	return &command{
+		name:    "verify",
+		args:    "[-f FILE | --stack NAME] [--output text|json] [--junit FILE] [--self-test] [--timeout D]",
+		summary: "prove the running stack's isolation with live probes",
+		help: `
+Verify sends real connection attempts from every node, from the outside
+namespace (the internet's view of the edge) and from the host, to every node
+on every port of interest: the plan's ports, every port found listening, and
+ports attackers try first. Denied ports get a temporary listener, so blocked
+means a firewall dropped the probe, not merely that nothing listens. It
+compares what happened with the plan's matrix, lists every listening socket
+in every node, and checks the ways around the matrix: the host's routes,
+the nodes' routes, and where the published ports lead.
+
+It fails (exit 1) on an allowed cell that is not open, a denied cell that is
+open or refused, a listener the plan does not know, or a failed check.
+
+--self-test plants holes one at a time (a widened rule, a rogue listener, an
+accept-all ruleset, the host's guard removed), checks that verify reports
+exactly each one, and restores the stack. If it is interrupted, 'bulkhead up'
+puts every ruleset back.`,
+		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
+			o := verifyOptions{Output: "text"}
+			fs.StringVar(&o.File, "f", "", "take the stack name from `FILE` instead of ./"+defaultFile)
+			fs.StringVar(&o.Stack, "stack", "", "the stack's `NAME`, instead of reading a file")
+			fs.Var(choice{&o.Output, []string{"text", "json"}}, "output", "print as `text|json`")
+			fs.StringVar(&o.JUnit, "junit", "", "also write the cells as JUnit XML test cases to `FILE`")
+			fs.BoolVar(&o.SelfTest, "self-test", false, "plant holes one at a time and check that verify reports each")
+			fs.DurationVar(&o.Timeout, "timeout", verify.DefaultTimeout, "how long an unanswered probe waits before it counts as filtered")
+			return func(ctx context.Context, s stdio, args []string) error {
+				if len(args) > 0 {
+					return usageErrorf("verify takes no arguments, got %q", args[0])
+				}
+				if o.Timeout <= 0 || o.Timeout > time.Minute {
+					return usageErrorf("--timeout %s: give a duration between 1ms and 1m, e.g. 250ms", o.Timeout)
+				}
+				return runVerify(ctx, s, o)
+			}
+		},
+	}
+}
+
+func runVerify(ctx context.Context, s stdio, o verifyOptions) error {
+	name, err := stackName(o.File, o.Stack)
+	if err != nil {
+		return err
+	}
+	d := newDriver(s)
+	vo := verify.Options{Timeout: o.Timeout}
+	if o.SelfTest {
+		progress := func(line string) { fmt.Fprintln(s.err, line) }
+		outcomes, after, err := d.SelfTest(ctx, name, vo, progress)
+		if werr := writeSelfTest(s, o, outcomes, after); werr != nil && err == nil {
+			err = werr
+		}
+		if err != nil {
+			return err
+		}
+		missed := 0
+		for _, out := range outcomes {
+			if !out.Caught {
+				missed++
+			}
+		}
+		if missed > 0 {
+			return fmt.Errorf("self-test: verify missed %d of %d planted holes", missed, len(outcomes))
+		}
+		return nil
+	}
+	r, err := d.Verify(ctx, name, vo)
+	if err != nil {
+		return err
+	}
+	if o.JUnit != "" {
+		if err := writeReport(o.JUnit, r.WriteJUnit); err != nil {
+			return err
+		}
+	}
+	if o.Output == "json" {
+		err = r.WriteJSON(s.out)
+	} else {
+		err = r.WriteText(s.out)
+	}
+	if err != nil {
+		return err
+	}
+	if r.Counts.Failures > 0 {
+		return fmt.Errorf("stack %s failed verification: %d failures", name, r.Counts.Failures)
+	}
+	return nil
+}
+
+func writeSelfTest(s stdio, o verifyOptions, outcomes []verify.Outcome, after *verify.Report) error {
+	if o.JUnit != "" {
+		if err := writeReport(o.JUnit, func(w io.Writer) error { return verify.WriteSelfTestJUnit(w, outcomes) }); err != nil {
+			return err
+		}
+	}
+	if o.Output == "json" {
+		enc := json.NewEncoder(s.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Outcomes []verify.Outcome `json:"mutations"`
+			After    *verify.Report   `json:"after,omitempty"`
+		}{outcomes, after})
+	}
+	for i, out := range outcomes {
+		mark := "caught"
+		if !out.Caught {
+			mark = "MISSED"
+		}
+		fmt.Fprintf(s.out, "%d. %s: %s\n", i+1, out.Mutation, mark)
+		for _, f := range out.Failures {
+			fmt.Fprintf(s.out, "     reported: %s\n", f)
+		}
+		for _, f := range out.Stray {
+			fmt.Fprintf(s.out, "     NOT THE BREAK: %s\n", f)
+		}
+	}
+	if after != nil {
+		fmt.Fprintf(s.out, "after the self-test: %d cells probed, %d failures\n", after.Counts.Cells, after.Counts.Failures)
+	}
+	return nil
+}
+
+func writeReport(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
+}

@@ -1,0 +1,414 @@
+// Package verify proves a running stack's isolation empirically. It lists
+// what listens inside every node, sends real connection attempts from every
+// vantage point (each node, the outside namespace that stands in for the
+// internet, and the host) to every node on every port of interest, and
+// compares what happened with the Plan's matrix. It never reads a firewall
+// rule back: a rule that looks right but does not hold is caught, and so is
+// a hole no rule explains.
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/netns"
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// CommonPorts are ports attackers try first. Every node is probed on them
+// whatever the plan says, besides the plan's own ports and every port found
+// listening.
+var CommonPorts = []int{21, 22, 23, 25, 53, 80, 111, 443, 445, 2049, 3306, 5432, 6379, 8080, 8443, 9000, 9200, 11211, 27017}
+
+// Vantage names besides the nodes'.
+const (
+	Host    = "host"
+	Outside = spec.Outside
+)
+
+// Options tune a run.
+type Options struct {
+	// Timeout is how long a connection attempt may stay unanswered before
+	// it counts as filtered. An allowed cell that does not open in time is
+	// tried again with Retry.
+	Timeout time.Duration
+	Retry   time.Duration
+	// Window is how many attempts each worker keeps in flight.
+	Window int
+	// Supervisor is the PID of the process that holds the published ports,
+	// or 0.
+	Supervisor int
+}
+
+// Defaults: a filtered cell costs Timeout of wall time, shared by up to
+// Window attempts per worker. On a veth the kernel answers a SYN within
+// microseconds, so a quarter second is ample even on a loaded host, and an
+// allowed cell gets a second, longer chance anyway.
+const (
+	DefaultTimeout = 250 * time.Millisecond
+	DefaultRetry   = 2 * time.Second
+	DefaultWindow  = 3000
+)
+
+func (o Options) withDefaults() Options {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Retry <= 0 {
+		o.Retry = DefaultRetry
+	}
+	if o.Window <= 0 {
+		o.Window = DefaultWindow
+	}
+	return o
+}
+
+// vantage is a namespace verify probes from and to: the host, the outside
+// stand-in, or a node.
+type vantage struct {
+	name string
+	h    *netns.Handle
+	node *plan.Node // nil for the host and outside
+	nets []string   // the stack networks it has a leg on
+	addr netip.Addr // outside's address
+}
+
+// session is one run's live state.
+type session struct {
+	p        *plan.Plan
+	o        Options
+	vs       []*vantage // host, outside, then the nodes in plan order
+	gateways map[string]netip.Addr
+	socks    [][]Socket // per vantage, before any stand-in
+	owners   map[uint64][]Owner
+}
+
+const (
+	hostIdx    = 0
+	outsideIdx = 1
+)
+
+// Run verifies the running stack p and returns the report. An error means
+// verify could not run (the stack is not up, a namespace is missing); a
+// stack that fails verification is a Report whose Failures is not zero.
+func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
+	start := time.Now()
+	s := &session{p: p, o: o.withDefaults(), gateways: map[string]netip.Addr{}}
+	for _, n := range p.Networks {
+		s.gateways[n.Name] = n.Gateway
+	}
+	if err := s.open(); err != nil {
+		s.close()
+		return nil, err
+	}
+	defer s.close()
+	if err := s.inventory(); err != nil {
+		return nil, err
+	}
+	r := &Report{Stack: p.Stack}
+	r.Listeners = s.listenerFindings()
+	r.Ports = s.ports()
+	cells, probes, primaries := s.cells(r.Ports)
+
+	var tmp listeners
+	defer tmp.Close()
+	if err := s.standIns(&tmp, cells); err != nil {
+		return nil, err
+	}
+	handles := make([]*netns.Handle, len(s.vs))
+	for i, v := range s.vs {
+		handles[i] = v.h
+	}
+	pr := prober{Timeout: s.o.Timeout, Window: s.o.Window}
+	statuses, err := pr.run(ctx, handles, probes)
+	if err != nil {
+		return nil, err
+	}
+	// An allowed cell that did not open gets a second, longer chance, so
+	// that a busy host does not read as a broken flow.
+	var again []int
+	for _, i := range primaries {
+		if statuses[i] != Open {
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
+		retry := make([]Probe, len(again))
+		for k, i := range again {
+			retry[k] = probes[i]
+		}
+		pr.Timeout = s.o.Retry
+		st, err := pr.run(ctx, handles, retry)
+		if err != nil {
+			return nil, err
+		}
+		for k, i := range again {
+			statuses[i] = st[k]
+		}
+	}
+	for i := range cells {
+		c := &cells[i]
+		for t := range c.Targets {
+			c.Targets[t].Status = statuses[c.Targets[t].probe]
+		}
+		c.judge()
+	}
+	r.Cells = cells
+	tmp.Close()
+	r.Checks = s.bypass(ctx)
+	for i := range s.vs {
+		r.Sources = append(r.Sources, s.vs[i].name)
+	}
+	r.Dests = r.Sources
+	r.Probes = len(probes)
+	r.Duration = time.Since(start)
+	r.tally()
+	return r, nil
+}
+
+func (s *session) open() error {
+	h, err := netns.Open("")
+	if err != nil {
+		return err
+	}
+	s.vs = append(s.vs, &vantage{name: Host, h: h})
+	for _, n := range s.p.Networks {
+		s.vs[hostIdx].nets = append(s.vs[hostIdx].nets, n.Name)
+	}
+	var errs []error
+	out := s.p.Outside
+	h, err = netns.Open(out.Netns)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("the outside vantage: %w", err))
+	}
+	s.vs = append(s.vs, &vantage{name: Outside, h: h, nets: []string{out.Iface.Network}, addr: out.Iface.Addr})
+	for i := range s.p.Nodes {
+		n := &s.p.Nodes[i]
+		h, err := netns.Open(n.Netns)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: %w", n.Name, err))
+		}
+		v := &vantage{name: n.Name, h: h, node: n}
+		for _, i := range n.Ifaces {
+			v.nets = append(v.nets, i.Network)
+		}
+		s.vs = append(s.vs, v)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stack %s is not up, or not whole (run bulkhead up): %w", s.p.Stack, err)
+	}
+	return nil
+}
+
+func (s *session) close() {
+	for _, v := range s.vs {
+		if v.h != nil {
+			v.h.Close()
+		}
+	}
+}
+
+// inventory lists every vantage's sockets, a few namespaces at a time.
+func (s *session) inventory() error {
+	s.socks = make([][]Socket, len(s.vs))
+	errs := make([]error, len(s.vs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, v := range s.vs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s.socks[i], errs[i] = sockets(v.h)
+		}()
+	}
+	wg.Wait()
+	s.owners = owners()
+	return errors.Join(errs...)
+}
+
+// expectedListener says whether the plan accounts for a socket listening
+// in vantage v: only a node's role ports, on its own addresses.
+func (v *vantage) expectedListener(so Socket) bool {
+	if v.node == nil || so.Proto != "tcp" {
+		return false
+	}
+	if !slices.Contains(v.node.Listens, plan.Port{Proto: "tcp", Number: int(so.Local.Port())}) {
+		return false
+	}
+	a := so.Local.Addr()
+	if a.IsUnspecified() {
+		return true
+	}
+	return slices.ContainsFunc(v.node.Ifaces, func(i plan.Interface) bool { return i.Addr == a })
+}
+
+func (s *session) listenerFindings() []Listener {
+	var out []Listener
+	for i, v := range s.vs {
+		if i == hostIdx {
+			continue // the host's own services are the host's business
+		}
+		for _, so := range s.socks[i] {
+			if !so.Listening() {
+				continue
+			}
+			out = append(out, Listener{Node: v.name, Proto: so.Proto, Addr: so.Local,
+				Owners: s.owners[so.Inode], Expected: v.expectedListener(so)})
+		}
+	}
+	return out
+}
+
+// ports lists the TCP ports of interest: the common ones, the plan's, and
+// every port something listens on in a node.
+func (s *session) ports() []int {
+	ports := slices.Clone(CommonPorts)
+	for _, pt := range s.p.Matrix.Ports {
+		if pt.Proto == "tcp" {
+			ports = append(ports, pt.Number)
+		}
+	}
+	for i := range s.vs {
+		if i == hostIdx {
+			continue
+		}
+		for _, so := range s.socks[i] {
+			if so.Proto == "tcp" && so.Listening() {
+				ports = append(ports, int(so.Local.Port()))
+			}
+		}
+	}
+	slices.Sort(ports)
+	return slices.Compact(ports)
+}
+
+// targets lists the addresses of dst that src aims at, and which of them
+// carries an allowed flow: a node's address on a network src shares with
+// it, or its public one for the host and outside.
+func (s *session) targets(src, dst *vantage) (addrs []netip.Addr, primary netip.Addr) {
+	switch {
+	case dst.node != nil:
+		for _, i := range dst.node.Ifaces {
+			addrs = append(addrs, i.Addr)
+		}
+		primary = addrs[0]
+		if src.node == nil {
+			if a := dst.node.Addr(plan.NetPublic); a.IsValid() {
+				primary = a
+			}
+			return addrs, primary
+		}
+		for _, i := range dst.node.Ifaces {
+			if slices.Contains(src.nets, i.Network) {
+				return addrs, i.Addr
+			}
+		}
+		return addrs, primary
+	case dst.name == Host:
+		// The host's addresses on the networks src is on: its gateways.
+		for _, n := range src.nets {
+			addrs = append(addrs, s.gateways[n])
+		}
+		return addrs, netip.Addr{}
+	default:
+		return []netip.Addr{dst.addr}, netip.Addr{}
+	}
+}
+
+// allowed is the expected verdict of a cell: the plan's matrix for nodes
+// and outside; the host may reach only what it publishes, the edge on 80
+// and 443; nothing may reach the host or the outside.
+func (s *session) allowed(src, dst *vantage, port int) bool {
+	if dst.node == nil {
+		return false
+	}
+	if src.name == Host {
+		return dst.node.Role == spec.RoleEdge && (port == 80 || port == 443)
+	}
+	return s.p.Matrix.Allowed(src.name, dst.name, plan.Port{Proto: "tcp", Number: port})
+}
+
+// cells lays out every cell with its probes, and returns the indexes of
+// the probes that carry an allowed flow.
+func (s *session) cells(ports []int) ([]Cell, []Probe, []int) {
+	var cells []Cell
+	var probes []Probe
+	var primaries []int
+	for si, src := range s.vs {
+		for di, dst := range s.vs {
+			if si == di || (si == hostIdx && di == outsideIdx) {
+				continue
+			}
+			addrs, primary := s.targets(src, dst)
+			for _, port := range ports {
+				c := Cell{From: src.name, To: dst.name, Port: port, Allow: s.allowed(src, dst, port)}
+				for _, a := range addrs {
+					t := Target{Addr: a, probe: len(probes), Primary: c.Allow && a == primary}
+					if t.Primary {
+						primaries = append(primaries, t.probe)
+					}
+					probes = append(probes, Probe{From: si, To: netip.AddrPortFrom(a, uint16(port))})
+					c.Targets = append(c.Targets, t)
+				}
+				c.dest = di
+				cells = append(cells, c)
+			}
+		}
+	}
+	return cells, probes, primaries
+}
+
+// standIns puts a listener on every probed (address, port) that no allowed
+// flow aims at and that nothing listens on yet, so that a denied cell
+// reads filtered only when something really dropped the probe.
+func (s *session) standIns(l *listeners, cells []Cell) error {
+	need := make([]map[netip.AddrPort]bool, len(s.vs))
+	for _, c := range cells {
+		for _, t := range c.Targets {
+			if need[c.dest] == nil {
+				need[c.dest] = map[netip.AddrPort]bool{}
+			}
+			ap := netip.AddrPortFrom(t.Addr, uint16(c.Port))
+			if t.Primary {
+				need[c.dest][ap] = false
+			} else if _, seen := need[c.dest][ap]; !seen {
+				need[c.dest][ap] = true
+			}
+		}
+	}
+	var errs []error
+	for di, set := range need {
+		var addrs []netip.AddrPort
+		for ap, ok := range set {
+			if ok && !s.listened(di, ap) {
+				addrs = append(addrs, ap)
+			}
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		slices.SortFunc(addrs, func(a, b netip.AddrPort) int { return a.Compare(b) })
+		if err := l.add(s.vs[di].h, addrs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *session) listened(vi int, ap netip.AddrPort) bool {
+	for _, so := range s.socks[vi] {
+		if so.Proto == "tcp" && so.Listening() && so.Local.Port() == ap.Port() &&
+			(so.Local.Addr() == ap.Addr() || so.Local.Addr().IsUnspecified()) {
+			return true
+		}
+	}
+	return false
+}

@@ -57,6 +57,8 @@ type prober struct {
 	Timeout time.Duration
 	Window  int
 	Workers int
+	// inflight, if set, hears how many attempts wait at each wait.
+	inflight func(int)
 }
 
 func (p prober) workers() int {
@@ -138,6 +140,9 @@ func (p prober) work(ctx context.Context, ns []*netns.Handle, ps []Probe, share 
 			continue
 		}
 		if wait := time.Until(queue[0].deadline); wait > 0 && (len(queue) >= window || next >= len(share)) {
+			if p.inflight != nil {
+				p.inflight(len(queue))
+			}
 			time.Sleep(wait)
 		}
 		now := time.Now()

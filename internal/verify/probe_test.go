@@ -1,0 +1,216 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/hosttest"
+	"github.com/bulkhead/bulkhead/internal/netns"
+	"github.com/bulkhead/bulkhead/internal/nft"
+)
+
+// pair is two scratch namespaces joined by a veth, 10.249.0.1 (client) and
+// 10.249.0.2 (server). The host has no address or route in that subnet, so
+// nothing the test sends can leave the two namespaces.
+type pair struct {
+	client, server      string
+	clientH, serverH    *netns.Handle
+	clientAddr, srvAddr netip.Addr
+}
+
+func newPair(t *testing.T) *pair {
+	t.Helper()
+	hosttest.RequireRoot(t)
+	ctx := context.Background()
+	id := os.Getpid() % 100000
+	p := &pair{
+		client: fmt.Sprintf("bhtest-vc-%d", id), server: fmt.Sprintf("bhtest-vs-%d", id),
+		clientAddr: netip.MustParseAddr("10.249.0.1"), srvAddr: netip.MustParseAddr("10.249.0.2"),
+	}
+	for _, ns := range []string{p.client, p.server} {
+		if err := netns.Add(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := netns.Delete(context.Background(), ns); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	// The pair is made inside the client namespace, so it never exists on
+	// the host.
+	for _, args := range [][]string{
+		{"-n", p.client, "link", "add", "c0", "type", "veth", "peer", "name", "s0", "netns", p.server},
+		{"-n", p.client, "addr", "add", "10.249.0.1/24", "dev", "c0"},
+		{"-n", p.server, "addr", "add", "10.249.0.2/24", "dev", "s0"},
+		{"-n", p.client, "link", "set", "c0", "up"},
+		{"-n", p.server, "link", "set", "s0", "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	var err error
+	if p.clientH, err = netns.Open(p.client); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.clientH.Close() })
+	if p.serverH, err = netns.Open(p.server); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.serverH.Close() })
+	return p
+}
+
+// TestClassify probes real sockets behind a real firewall and checks each
+// of the four outcomes.
+func TestClassify(t *testing.T) {
+	p := newPair(t)
+	ctx := context.Background()
+	// The server drops tcp/2222 on the way in; tcp/3333 has a listener and
+	// no rule; tcp/4444 has neither. The client drops tcp/5555 on the way
+	// out, where the server listens too.
+	rules := `table inet t {
+	chain input { type filter hook input priority filter; policy accept; tcp dport 2222 drop; }
+}
+`
+	if err := nft.Apply(ctx, p.server, []byte(rules)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nft.Apply(ctx, p.client, []byte(`table inet t {
+	chain output { type filter hook output priority filter; policy accept; tcp dport 5555 drop; }
+}
+`)); err != nil {
+		t.Fatal(err)
+	}
+	var l listeners
+	defer l.Close()
+	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(p.srvAddr, port) }
+	if err := l.add(p.serverH, []netip.AddrPort{at(2222), at(3333), at(5555)}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		to   netip.AddrPort
+		want Status
+	}{
+		{"listener behind a drop rule", at(2222), Filtered},
+		{"listener, no rule", at(3333), Open},
+		{"no listener, no rule", at(4444), Refused},
+		{"dropped on the way out", at(5555), Filtered},
+		{"no route", netip.MustParseAddrPort("10.248.0.9:80"), Unreachable},
+	}
+	var probes []Probe
+	for _, c := range cases {
+		probes = append(probes, Probe{From: 0, To: c.to})
+	}
+	start := time.Now()
+	pr := prober{Timeout: 300 * time.Millisecond, Window: 100}
+	got, err := pr.run(ctx, []*netns.Handle{p.clientH}, probes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cases {
+		if got[i] != c.want {
+			t.Errorf("%s (%s): %s, want %s", c.name, c.to, got[i], c.want)
+		}
+	}
+	t.Logf("5 probes, 2 of them filtered, in %v", time.Since(start))
+
+	// The judgement: a denied cell that is refused was reached, which is a
+	// failure; filtered and unreachable are what a denied cell should be.
+	for _, c := range []struct {
+		allow   bool
+		primary bool
+		status  Status
+		ok      bool
+	}{
+		{false, false, Refused, false},
+		{false, false, Open, false},
+		{false, false, Filtered, true},
+		{false, false, Unreachable, true},
+		{true, true, Open, true},
+		{true, true, Filtered, false},
+		{true, true, Refused, false},
+	} {
+		cell := Cell{From: "a", To: "b", Port: 1, Allow: c.allow, Targets: []Target{{Addr: p.srvAddr, Status: c.status, Primary: c.primary}}}
+		cell.judge()
+		if cell.OK != c.ok {
+			t.Errorf("allow=%v %s: ok=%v (%s), want %v", c.allow, c.status, cell.OK, cell.Why, c.ok)
+		}
+	}
+}
+
+// TestProbeConcurrency checks that filtered probes overlap: the prober
+// keeps a whole window of dropped SYNs waiting at once, so a thousand of
+// them cost about n/window timeouts, not n.
+func TestProbeConcurrency(t *testing.T) {
+	p := newPair(t)
+	ctx := context.Background()
+	if err := nft.Apply(ctx, p.server, []byte(`table inet t {
+	chain input { type filter hook input priority filter; policy drop; }
+}
+`)); err != nil {
+		t.Fatal(err)
+	}
+	const n, window = 1000, 500
+	var probes []Probe
+	for i := range n {
+		probes = append(probes, Probe{From: 0, To: netip.AddrPortFrom(p.srvAddr, uint16(20000+i))})
+	}
+	peak := 0
+	pr := prober{Timeout: 200 * time.Millisecond, Window: window, Workers: 1,
+		inflight: func(n int) { peak = max(peak, n) }}
+	got, err := pr.run(ctx, []*netns.Handle{p.clientH}, probes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range got {
+		if s != Filtered {
+			t.Fatalf("probe %d: %s, want filtered", i, s)
+		}
+	}
+	if peak != window {
+		t.Errorf("at most %d attempts waited together, want the window, %d", peak, window)
+	}
+}
+
+// TestInventory finds a listener in a namespace and the process that holds
+// it.
+func TestInventory(t *testing.T) {
+	p := newPair(t)
+	var l listeners
+	defer l.Close()
+	addr := netip.AddrPortFrom(p.srvAddr, 7777)
+	if err := l.add(p.serverH, []netip.AddrPort{addr}); err != nil {
+		t.Fatal(err)
+	}
+	socks, err := sockets(p.serverH)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := owners()
+	i := slices.IndexFunc(socks, func(s Socket) bool { return s.Listening() && s.Local == addr })
+	if i < 0 {
+		t.Fatalf("listener %s not in the inventory: %+v", addr, socks)
+	}
+	if !slices.ContainsFunc(own[socks[i].Inode], func(o Owner) bool { return o.PID == os.Getpid() }) {
+		t.Errorf("listener's owners %+v lack this process (%d)", own[socks[i].Inode], os.Getpid())
+	}
+	// The client's namespace has no such socket: the inventory is per
+	// namespace.
+	other, err := sockets(p.clientH)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(other, func(s Socket) bool { return s.Local == addr }) {
+		t.Errorf("the client namespace lists the server's listener")
+	}
+}

@@ -16,6 +16,7 @@ import (
 // verifyJSON is the part of `verify --output json` the tests read.
 type verifyJSON struct {
 	Pass   bool `json:"pass"`
+	Probes int  `json:"probes"`
 	Counts struct {
 		Cells         int `json:"cells"`
 		AllowedOpen   int `json:"allowed_open"`
@@ -178,6 +179,18 @@ func TestVerify(t *testing.T) {
 	// And independently of the self-test's own last run.
 	if v, out, err := s.verify(t); err != nil || !v.Pass {
 		t.Fatalf("verify after the self-test failed (%v):\n%s", err, out)
+	}
+
+	// A self-test interrupted with the host's guard removed is repaired by
+	// up, which checks for that table too.
+	if out, err := exec.Command("nft", "delete", "table", "inet", "bulkhead_e2ev").CombinedOutput(); err != nil {
+		t.Fatalf("delete the host table: %v: %s", err, out)
+	}
+	if out := s.run("up"); strings.Contains(out, "nothing changed") {
+		t.Errorf("up with the host table gone changed nothing:\n%s", out)
+	}
+	if v, out, err := s.verify(t); err != nil || !v.Pass {
+		t.Fatalf("verify after up restored the host table failed (%v):\n%s", err, out)
 	}
 
 	// A real rogue process inside a node, as a web shell would start one:

@@ -106,7 +106,7 @@ func runVerify(ctx context.Context, s stdio, o verifyOptions) error {
 		return err
 	}
 	if r.Counts.Failures > 0 {
-		return fmt.Errorf("stack %s failed verification: %d failures", name, r.Counts.Failures)
+		return fmt.Errorf("stack %s failed verification: %s", name, verify.Plural(r.Counts.Failures, "failure"))
 	}
 	return nil
 }

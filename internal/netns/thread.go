@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -16,20 +17,40 @@ type Handle struct {
 	f    *os.File
 }
 
+// origin is the namespace this process started in, opened while package
+// initialisation runs on the main thread. It can't be looked up later:
+// a goroutine that locks the main thread and exits leaves that thread
+// parked wherever it was, so /proc/self/ns/net may name a node's namespace.
+var origin, originErr = os.Open("/proc/thread-self/ns/net")
+
 // Open opens a named namespace, or with name "" the one this process
 // started in (the host's, for bulkhead).
 func Open(name string) (*Handle, error) {
-	path := Path(name)
 	if name == "" {
-		// Threads that enter other namespaces are locked and discarded (see
-		// Do), so the process's leader thread is always in the original one.
-		path = "/proc/self/ns/net"
+		if originErr != nil {
+			return nil, fmt.Errorf("open this process's network namespace: %w", originErr)
+		}
+		fd, err := unix.FcntlInt(origin.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open this process's network namespace: %w", err)
+		}
+		return &Handle{f: os.NewFile(uintptr(fd), "/proc/thread-self/ns/net")}, nil
 	}
-	f, err := os.Open(path)
+	f, err := os.Open(Path(name))
 	if err != nil {
 		return nil, fmt.Errorf("open network namespace %q: %w", name, err)
 	}
 	return &Handle{Name: name, f: f}, nil
+}
+
+// Inode identifies the namespace, as /proc/PID/ns/net names it
+// ("net:[INODE]").
+func (h *Handle) Inode() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(h.f.Fd()), &st); err != nil {
+		return 0, fmt.Errorf("stat network namespace %q: %w", h.Name, err)
+	}
+	return st.Ino, nil
 }
 
 // Close releases the handle.
@@ -61,4 +82,36 @@ func Do(h *Handle, fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// DoEach runs fn(i) inside hs[i] for every i, on up to workers OS threads
+// that each move from namespace to namespace: a hundred namespaces cost a
+// hundred setns calls, not a hundred threads. The threads are discarded
+// afterwards, like Do's.
+func DoEach(hs []*Handle, workers int, fn func(i int) error) error {
+	workers = max(1, min(workers, len(hs)))
+	next := make(chan int)
+	errs := make([]error, len(hs))
+	done := make(chan struct{})
+	for range workers {
+		go func() {
+			runtime.LockOSThread()
+			defer func() { done <- struct{}{} }()
+			for i := range next {
+				if err := hs[i].Enter(); err != nil {
+					errs[i] = err
+					continue
+				}
+				errs[i] = fn(i)
+			}
+		}()
+	}
+	for i := range hs {
+		next <- i
+	}
+	close(next)
+	for range workers {
+		<-done
+	}
+	return errors.Join(errs...)
 }

@@ -51,6 +51,12 @@ func List(ctx context.Context, ns string) (string, error) {
 	return string(out), err
 }
 
+// HasTable reports whether ns has the table.
+func HasTable(ctx context.Context, ns, family, name string) bool {
+	_, err := run(ctx, ns, nil, "list", "table", family, name)
+	return err == nil
+}
+
 // DeleteTable removes a table if it exists.
 func DeleteTable(ctx context.Context, ns, family, name string) error {
 	if _, err := run(ctx, ns, nil, "list", "table", family, name); err != nil {

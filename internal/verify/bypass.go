@@ -76,25 +76,30 @@ func (s *session) noEgress() Check {
 	ch := Check{Name: "no route out of the stack"}
 	dests := slices.Clone(offStack)
 	dests = append(dests, s.hostAddrs()...)
-	for _, v := range s.vs[outsideIdx+1:] {
-		var reach []string
-		err := netns.Do(v.h, func() error {
-			for _, d := range dests {
-				ok, err := routable(d)
-				if err != nil {
-					return err
-				}
-				if ok {
-					reach = append(reach, d.String())
-				}
+	nodes := s.vs[outsideIdx+1:]
+	reach := make([][]string, len(nodes))
+	hs := make([]*netns.Handle, len(nodes))
+	for i, v := range nodes {
+		hs[i] = v.h
+	}
+	err := netns.DoEach(hs, 2, func(i int) error {
+		for _, d := range dests {
+			ok, err := routable(d)
+			if err != nil {
+				return fmt.Errorf("%s: %w", nodes[i].name, err)
 			}
-			return nil
-		})
-		if err != nil {
-			ch.Errors = append(ch.Errors, fmt.Sprintf("%s: %v", v.name, err))
+			if ok {
+				reach[i] = append(reach[i], d.String())
+			}
 		}
-		if len(reach) > 0 {
-			ch.Errors = append(ch.Errors, fmt.Sprintf("%s has a route to %s", v.name, strings.Join(reach, ", ")))
+		return nil
+	})
+	if err != nil {
+		ch.Errors = append(ch.Errors, err.Error())
+	}
+	for i, r := range reach {
+		if len(r) > 0 {
+			ch.Errors = append(ch.Errors, fmt.Sprintf("%s has a route to %s", nodes[i].name, strings.Join(r, ", ")))
 		}
 	}
 	ch.OK = len(ch.Errors) == 0
@@ -194,12 +199,17 @@ func (s *session) publishedEdgeOnly(ctx context.Context) Check {
 	for _, a := range s.gateways {
 		gw[a] = true
 	}
-	for _, v := range s.vs[outsideIdx+1:] {
-		socks, err := sockets(v.h)
-		if err != nil {
-			ch.Errors = append(ch.Errors, fmt.Sprintf("%s: %v", v.name, err))
-			continue
-		}
+	nodes := s.vs[outsideIdx+1:]
+	hs := make([]*netns.Handle, len(nodes))
+	for i, v := range nodes {
+		hs[i] = v.h
+	}
+	all, err := socketsAll(hs)
+	if err != nil {
+		ch.Errors = append(ch.Errors, err.Error())
+	}
+	for i, socks := range all {
+		v := nodes[i]
 		for _, so := range socks {
 			if so.Proto != "tcp" || so.State != tcpEstablishedState || !gw[so.Remote.Addr()] {
 				continue

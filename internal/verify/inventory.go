@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -36,25 +37,43 @@ func (s Socket) Listening() bool {
 const (
 	tcpEstablishedState = 1
 	tcpListen           = 10
+	tcpClose            = 7
 )
 
 // sockets lists the TCP and UDP sockets, IPv4 and IPv6, of namespace h.
 func sockets(h *netns.Handle) ([]Socket, error) {
 	var out []Socket
-	err := netns.Do(h, func() error {
-		for _, t := range []struct{ file, proto string }{
-			{"tcp", "tcp"}, {"tcp6", "tcp"}, {"udp", "udp"}, {"udp6", "udp"},
-		} {
-			// thread-self: this thread is in h; the process as a whole is not.
-			ss, err := readSockets("/proc/thread-self/net/"+t.file, t.proto)
-			if err != nil {
-				return err
-			}
-			out = append(out, ss...)
-		}
-		return nil
+	err := netns.Do(h, func() (err error) {
+		out, err = socketsHere()
+		return err
 	})
 	return out, err
+}
+
+// socketsAll lists the sockets of every namespace in hs.
+func socketsAll(hs []*netns.Handle) ([][]Socket, error) {
+	out := make([][]Socket, len(hs))
+	err := netns.DoEach(hs, 2, func(i int) (err error) {
+		out[i], err = socketsHere()
+		return err
+	})
+	return out, err
+}
+
+// socketsHere lists the sockets of the calling thread's namespace.
+func socketsHere() ([]Socket, error) {
+	var out []Socket
+	for _, t := range []struct{ file, proto string }{
+		{"tcp", "tcp"}, {"tcp6", "tcp"}, {"udp", "udp"}, {"udp6", "udp"},
+	} {
+		// thread-self: this thread's namespace, not the process's.
+		ss, err := readSockets("/proc/thread-self/net/"+t.file, t.proto)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ss...)
+	}
+	return out, nil
 }
 
 func readSockets(path, proto string) ([]Socket, error) {
@@ -119,39 +138,81 @@ type Owner struct {
 	Name string `json:"process"`
 }
 
-// owners maps socket inodes to the processes that hold them, reading every
-// process's file descriptors once.
-func owners() map[uint64][]Owner {
+// owners finds the processes that hold the sockets in want, per network
+// namespace inode. It reads each process's namespace link, and the file
+// descriptors only of processes in a namespace that still has a socket to
+// account for, so a stack of a hundred nodes costs one pass over /proc and
+// a few descriptor tables per node. Only the first holder of a socket is
+// named (for a forking daemon, its parent).
+func owners(want map[uint64]map[uint64]bool) map[uint64][]Owner {
 	out := map[uint64][]Owner{}
+	left := 0
+	for _, socks := range want {
+		left += len(socks)
+	}
 	procs, _ := os.ReadDir("/proc")
+	pids := make([]int, 0, len(procs))
 	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil {
-			continue
+		if pid, err := strconv.Atoi(p.Name()); err == nil {
+			pids = append(pids, pid)
 		}
-		dir := filepath.Join("/proc", p.Name(), "fd")
-		fds, err := os.ReadDir(dir)
+	}
+	// This process first: verify's own sockets live in namespaces its
+	// main thread is not in.
+	self := os.Getpid()
+	mine := socketInodes(self)
+	for _, socks := range want {
+		for _, inode := range mine {
+			if socks[inode] {
+				comm, _ := os.ReadFile("/proc/self/comm")
+				out[inode] = []Owner{{PID: self, Name: strings.TrimSpace(string(comm))}}
+				delete(socks, inode)
+				left--
+			}
+		}
+	}
+	slices.Sort(pids) // parents before the children they fork, mostly
+	for _, pid := range pids {
+		if left == 0 {
+			break
+		}
+		dir := "/proc/" + strconv.Itoa(pid)
+		link, err := os.Readlink(dir + "/ns/net")
 		if err != nil {
 			continue // gone, or a kernel thread
 		}
-		var name string
-		for _, fd := range fds {
-			link, err := os.Readlink(filepath.Join(dir, fd.Name()))
-			if err != nil || !strings.HasPrefix(link, "socket:[") {
+		ns, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "net:["), "]"), 10, 64)
+		if err != nil || len(want[ns]) == 0 {
+			continue
+		}
+		for _, inode := range socketInodes(pid) {
+			if !want[ns][inode] {
 				continue
 			}
-			inode, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
-			if err != nil {
-				continue
-			}
-			if name == "" {
-				comm, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "comm"))
-				name = strings.TrimSpace(string(comm))
-			}
-			have := out[inode]
-			if len(have) == 0 || have[len(have)-1].PID != pid {
-				out[inode] = append(have, Owner{PID: pid, Name: name})
-			}
+			comm, _ := os.ReadFile(dir + "/comm")
+			out[inode] = []Owner{{PID: pid, Name: strings.TrimSpace(string(comm))}}
+			delete(want[ns], inode)
+			left--
+		}
+	}
+	return out
+}
+
+// socketInodes lists the sockets a process holds.
+func socketInodes(pid int) []uint64 {
+	dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out []uint64
+	for _, fd := range fds {
+		link, err := os.Readlink(filepath.Join(dir, fd.Name()))
+		if err != nil || !strings.HasPrefix(link, "socket:[") {
+			continue
+		}
+		if inode, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64); err == nil {
+			out = append(out, inode)
 		}
 	}
 	return out

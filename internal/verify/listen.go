@@ -20,19 +20,29 @@ type listeners struct {
 // add listens on every address in addrs inside h. An address something
 // already listens on is skipped: it needs no stand-in.
 func (l *listeners) add(h *netns.Handle, addrs []netip.AddrPort) error {
-	return netns.Do(h, func() error {
-		for _, a := range addrs {
+	return l.addEach([]*netns.Handle{h}, [][]netip.AddrPort{addrs})
+}
+
+// addEach listens on addrs[i] inside hs[i], for every i.
+func (l *listeners) addEach(hs []*netns.Handle, addrs [][]netip.AddrPort) error {
+	fds := make([][]int, len(hs))
+	err := netns.DoEach(hs, 2, func(i int) error {
+		for _, a := range addrs[i] {
 			fd, err := listenTCP(a)
 			if errors.Is(err, unix.EADDRINUSE) {
 				continue
 			}
 			if err != nil {
-				return fmt.Errorf("listen on %s in %s: %w", a, nsName(h), err)
+				return fmt.Errorf("listen on %s in %s: %w", a, nsName(hs[i]), err)
 			}
-			l.fds = append(l.fds, fd)
+			fds[i] = append(fds[i], fd)
 		}
 		return nil
 	})
+	for _, f := range fds {
+		l.fds = append(l.fds, f...)
+	}
+	return err
 }
 
 func listenTCP(a netip.AddrPort) (int, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"runtime"
 	"slices"
 	"time"
@@ -79,6 +80,7 @@ func (p prober) run(ctx context.Context, ns []*netns.Handle, ps []Probe) ([]Stat
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return ps[a].From - ps[b].From })
 	n := min(p.workers(), max(1, len(ps)))
+	p.Window = fitWindow(max(1, p.Window), n)
 	errc := make(chan error, n)
 	for w := range n {
 		share := order[w*len(order)/n : (w+1)*len(order)/n]
@@ -94,6 +96,24 @@ func (p prober) run(ctx context.Context, ns []*netns.Handle, ps []Probe) ([]Stat
 		errs = append(errs, <-errc)
 	}
 	return out, errors.Join(errs...)
+}
+
+// fitWindow shrinks a window so that workers of them fit in this
+// process's open files limit, raising the soft limit to the hard one
+// first. A smaller window costs time, not results.
+func fitWindow(window, workers int) int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return window
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+		_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
+	}
+	fds, _ := os.ReadDir("/proc/self/fd")
+	free := int(min(lim.Cur, 1<<30)) - len(fds) - 256
+	return max(1, min(window, free/workers))
 }
 
 type attempt struct {
@@ -112,6 +132,7 @@ func (p prober) work(ctx context.Context, ns []*netns.Handle, ps []Probe, share 
 	}()
 	cur := -1
 	next := 0
+	var polls []unix.PollFd
 	for next < len(share) || len(queue) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -147,13 +168,17 @@ func (p prober) work(ctx context.Context, ns []*netns.Handle, ps []Probe, share 
 		}
 		now := time.Now()
 		done := 0
-		for _, a := range queue {
-			if a.deadline.After(now) {
-				break
-			}
-			out[a.idx] = outcome(a.fd)
-			unix.Close(a.fd)
+		for done < len(queue) && !queue[done].deadline.After(now) {
 			done++
+		}
+		if done == 0 {
+			continue
+		}
+		if err := outcomes(queue[:done], out, &polls); err != nil {
+			return err
+		}
+		for _, a := range queue[:done] {
+			unix.Close(a.fd)
 		}
 		queue = queue[done:]
 	}
@@ -201,36 +226,42 @@ func classify(err error) Status {
 	return Unknown
 }
 
-// TCP states from the kernel's include/net/tcp_states.h.
-const (
-	tcpSynSent = 2
-	tcpClose   = 7
-)
-
-// outcome reads how a connect that was left to run has ended.
-func outcome(fd int) Status {
-	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err != nil {
-		return Unknown
+// outcomes reads how the connects in as have ended, with one poll for
+// all of them: writable is connected; an error is a reset or an
+// unreachable host; neither is a SYN still unanswered, dropped somewhere.
+func outcomes(as []attempt, out []Status, polls *[]unix.PollFd) error {
+	ps := (*polls)[:0]
+	for _, a := range as {
+		ps = append(ps, unix.PollFd{Fd: int32(a.fd), Events: unix.POLLOUT})
 	}
-	switch info.State {
-	case tcpSynSent:
-		return Filtered
-	case tcpClose:
-		e, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	*polls = ps
+	for {
+		_, err := unix.Poll(ps, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
 		if err != nil {
-			return Unknown
+			return fmt.Errorf("poll: %w", err)
 		}
-		if e == 0 {
-			return Unknown
-		}
-		if st := classify(unix.Errno(e)); st != Unknown {
-			return st
-		}
-		// Connected, then reset (ECONNRESET) or the like: it was open.
-		return Open
+		break
 	}
-	// Established, or any state a connected socket moves on to when the
-	// peer closes first.
-	return Open
+	for i, a := range as {
+		ev := ps[i].Revents
+		switch {
+		case ev&(unix.POLLERR|unix.POLLHUP) != 0:
+			e, err := unix.GetsockoptInt(a.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+			st := Open // connected, then reset or closed: it was reached
+			if err == nil && e != 0 {
+				if c := classify(unix.Errno(e)); c != Unknown {
+					st = c
+				}
+			}
+			out[a.idx] = st
+		case ev&unix.POLLOUT != 0:
+			out[a.idx] = Open
+		default:
+			out[a.idx] = Filtered
+		}
+	}
+	return nil
 }

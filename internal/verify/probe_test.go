@@ -196,11 +196,15 @@ func TestInventory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	own := owners()
 	i := slices.IndexFunc(socks, func(s Socket) bool { return s.Listening() && s.Local == addr })
 	if i < 0 {
 		t.Fatalf("listener %s not in the inventory: %+v", addr, socks)
 	}
+	ino, err := p.serverH.Inode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := owners(map[uint64]map[uint64]bool{ino: {socks[i].Inode: true}})
 	if !slices.ContainsFunc(own[socks[i].Inode], func(o Owner) bool { return o.PID == os.Getpid() }) {
 		t.Errorf("listener's owners %+v lack this process (%d)", own[socks[i].Inode], os.Getpid())
 	}

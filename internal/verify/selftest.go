@@ -181,8 +181,8 @@ func SelfTest(ctx context.Context, p *plan.Plan, o Options, progress func(string
 		return nil, nil, err
 	}
 	if base.Counts.Failures > 0 {
-		return nil, base, fmt.Errorf("stack %s does not verify clean before the self-test (%d failures); fix those first: %s",
-			p.Stack, base.Counts.Failures, strings.Join(base.Failures(), "; "))
+		return nil, base, fmt.Errorf("stack %s does not verify clean before the self-test (%s); fix those first: %s",
+			p.Stack, Plural(base.Counts.Failures, "failure"), strings.Join(base.Failures(), "; "))
 	}
 	var outcomes []Outcome
 	var errs []error
@@ -195,7 +195,7 @@ func SelfTest(ctx context.Context, p *plan.Plan, o Options, progress func(string
 			break
 		}
 		if out.Caught {
-			say("  caught: %d failures, all of them this break", len(out.Failures))
+			say("  caught: %s, all of them this break", Plural(len(out.Failures), "failure"))
 		} else {
 			say("  MISSED: %d failures, %d not explained by the break", len(out.Failures), len(out.Stray))
 		}

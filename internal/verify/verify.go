@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/bulkhead/bulkhead/internal/netns"
@@ -47,13 +46,13 @@ type Options struct {
 }
 
 // Defaults: a filtered cell costs Timeout of wall time, shared by up to
-// Window attempts per worker. On a veth the kernel answers a SYN within
+// Window attempts per worker (one worker per CPU). On a veth the kernel answers a SYN within
 // microseconds, so a quarter second is ample even on a loaded host, and an
 // allowed cell gets a second, longer chance anyway.
 const (
 	DefaultTimeout = 250 * time.Millisecond
 	DefaultRetry   = 2 * time.Second
-	DefaultWindow  = 3000
+	DefaultWindow  = 10000
 )
 
 func (o Options) withDefaults() Options {
@@ -108,28 +107,35 @@ func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer s.close()
+	r := &Report{Stack: p.Stack}
+	mark := time.Now()
+	phase := func(name string) {
+		now := time.Now()
+		r.Phases = append(r.Phases, Phase{Name: name, Duration: now.Sub(mark)})
+		mark = now
+	}
 	if err := s.inventory(); err != nil {
 		return nil, err
 	}
-	r := &Report{Stack: p.Stack}
+	phase("inventory")
 	r.Listeners = s.listenerFindings()
 	r.Ports = s.ports()
 	cells, probes, primaries := s.cells(r.Ports)
+	phase("matrix")
 
 	var tmp listeners
 	defer tmp.Close()
 	if err := s.standIns(&tmp, cells); err != nil {
 		return nil, err
 	}
-	handles := make([]*netns.Handle, len(s.vs))
-	for i, v := range s.vs {
-		handles[i] = v.h
-	}
+	phase("stand-in listeners")
+	handles := s.handles()
 	pr := prober{Timeout: s.o.Timeout, Window: s.o.Window}
 	statuses, err := pr.run(ctx, handles, probes)
 	if err != nil {
 		return nil, err
 	}
+	phase("probes")
 	// An allowed cell that did not open gets a second, longer chance, so
 	// that a busy host does not read as a broken flow.
 	var again []int
@@ -151,6 +157,7 @@ func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
 		for k, i := range again {
 			statuses[i] = st[k]
 		}
+		phase("retries")
 	}
 	for i := range cells {
 		c := &cells[i]
@@ -162,6 +169,7 @@ func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
 	r.Cells = cells
 	tmp.Close()
 	r.Checks = s.bypass(ctx)
+	phase("bypass checks")
 	for i := range s.vs {
 		r.Sources = append(r.Sources, s.vs[i].name)
 	}
@@ -206,6 +214,14 @@ func (s *session) open() error {
 	return nil
 }
 
+func (s *session) handles() []*netns.Handle {
+	hs := make([]*netns.Handle, len(s.vs))
+	for i, v := range s.vs {
+		hs[i] = v.h
+	}
+	return hs
+}
+
 func (s *session) close() {
 	for _, v := range s.vs {
 		if v.h != nil {
@@ -214,24 +230,39 @@ func (s *session) close() {
 	}
 }
 
-// inventory lists every vantage's sockets, a few namespaces at a time.
+// inventory lists every vantage's sockets.
 func (s *session) inventory() error {
-	s.socks = make([][]Socket, len(s.vs))
-	errs := make([]error, len(s.vs))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	for i, v := range s.vs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			s.socks[i], errs[i] = sockets(v.h)
-		}()
+	var err error
+	if s.socks, err = socketsAll(s.handles()); err != nil {
+		return err
 	}
-	wg.Wait()
-	s.owners = owners()
-	return errors.Join(errs...)
+	// Name the holders of the nodes' listening sockets, and of the
+	// supervisor's: the host's are the host's business.
+	want := map[uint64]map[uint64]bool{}
+	for i, v := range s.vs {
+		if i == hostIdx {
+			continue
+		}
+		ino, err := v.h.Inode()
+		if err != nil {
+			return err
+		}
+		for _, so := range s.socks[i] {
+			if so.Listening() {
+				if want[ino] == nil {
+					want[ino] = map[uint64]bool{}
+				}
+				want[ino][so.Inode] = true
+			}
+		}
+	}
+	s.owners = owners(want)
+	if s.o.Supervisor > 0 {
+		for _, inode := range socketInodes(s.o.Supervisor) {
+			s.owners[inode] = append(s.owners[inode], Owner{PID: s.o.Supervisor, Name: "bulkhead supervise"})
+		}
+	}
+	return nil
 }
 
 // expectedListener says whether the plan accounts for a socket listening
@@ -339,28 +370,45 @@ func (s *session) allowed(src, dst *vantage, port int) bool {
 // cells lays out every cell with its probes, and returns the indexes of
 // the probes that carry an allowed flow.
 func (s *session) cells(ports []int) ([]Cell, []Probe, []int) {
-	var cells []Cell
-	var probes []Probe
-	var primaries []int
+	type pair struct {
+		si, di  int
+		addrs   []netip.Addr
+		primary netip.Addr
+	}
+	// Lay the pairs out first, so that the cells, targets and probes of a
+	// hundred-node stack (over 200,000 of each) are three allocations.
+	var pairs []pair
+	ncells, nprobes := 0, 0
 	for si, src := range s.vs {
 		for di, dst := range s.vs {
 			if si == di || (si == hostIdx && di == outsideIdx) {
 				continue
 			}
 			addrs, primary := s.targets(src, dst)
-			for _, port := range ports {
-				c := Cell{From: src.name, To: dst.name, Port: port, Allow: s.allowed(src, dst, port)}
-				for _, a := range addrs {
-					t := Target{Addr: a, probe: len(probes), Primary: c.Allow && a == primary}
-					if t.Primary {
-						primaries = append(primaries, t.probe)
-					}
-					probes = append(probes, Probe{From: si, To: netip.AddrPortFrom(a, uint16(port))})
-					c.Targets = append(c.Targets, t)
+			pairs = append(pairs, pair{si, di, addrs, primary})
+			ncells += len(ports)
+			nprobes += len(ports) * len(addrs)
+		}
+	}
+	cells := make([]Cell, 0, ncells)
+	targets := make([]Target, 0, nprobes)
+	probes := make([]Probe, 0, nprobes)
+	var primaries []int
+	for _, pr := range pairs {
+		src, dst := s.vs[pr.si], s.vs[pr.di]
+		for _, port := range ports {
+			c := Cell{From: src.name, To: dst.name, Port: port, Allow: s.allowed(src, dst, port), dest: pr.di}
+			start := len(targets)
+			for _, a := range pr.addrs {
+				t := Target{Addr: a, probe: len(probes), Primary: c.Allow && a == pr.primary}
+				if t.Primary {
+					primaries = append(primaries, t.probe)
 				}
-				c.dest = di
-				cells = append(cells, c)
+				probes = append(probes, Probe{From: pr.si, To: netip.AddrPortFrom(a, uint16(port))})
+				targets = append(targets, t)
 			}
+			c.Targets = targets[start:len(targets):len(targets)]
+			cells = append(cells, c)
 		}
 	}
 	return cells, probes, primaries
@@ -384,23 +432,23 @@ func (s *session) standIns(l *listeners, cells []Cell) error {
 			}
 		}
 	}
-	var errs []error
+	var hs []*netns.Handle
+	var addrs [][]netip.AddrPort
 	for di, set := range need {
-		var addrs []netip.AddrPort
+		var as []netip.AddrPort
 		for ap, ok := range set {
 			if ok && !s.listened(di, ap) {
-				addrs = append(addrs, ap)
+				as = append(as, ap)
 			}
 		}
-		if len(addrs) == 0 {
+		if len(as) == 0 {
 			continue
 		}
-		slices.SortFunc(addrs, func(a, b netip.AddrPort) int { return a.Compare(b) })
-		if err := l.add(s.vs[di].h, addrs); err != nil {
-			errs = append(errs, err)
-		}
+		slices.SortFunc(as, func(a, b netip.AddrPort) int { return a.Compare(b) })
+		hs = append(hs, s.vs[di].h)
+		addrs = append(addrs, as)
 	}
-	return errors.Join(errs...)
+	return l.addEach(hs, addrs)
 }
 
 func (s *session) listened(vi int, ap netip.AddrPort) bool {

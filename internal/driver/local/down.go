@@ -38,7 +38,7 @@ func (d *Driver) Down(ctx context.Context, stack string, purge bool) error {
 
 // destroyOrder is the order kinds are removed in: what uses a thing goes
 // before it.
-var destroyOrder = []string{KindProcess, KindContainer, KindMount, KindNetns, KindVeth, KindBridge, KindNftTable}
+var destroyOrder = []string{KindProcess, KindContainer, KindMount, KindNetns, KindVeth, KindBridge, KindNftTable, KindSysctl}
 
 func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bool) error {
 	var errs []error
@@ -104,7 +104,8 @@ func (d *Driver) removeShared() error {
 
 func plural(kind string, n int) string {
 	names := map[string]string{KindProcess: "supervisor process", KindContainer: "container", KindMount: "mount",
-		KindNetns: "network namespace", KindVeth: "veth pair", KindBridge: "bridge", KindNftTable: "host nft table"}
+		KindNetns: "network namespace", KindVeth: "veth pair", KindBridge: "bridge", KindNftTable: "host nft table",
+		KindSysctl: "raised neighbour-table limit"}
 	s := names[kind]
 	if n != 1 {
 		s += "s"
@@ -128,6 +129,8 @@ func (d *Driver) remove(ctx context.Context, o Object) error {
 	case KindNftTable:
 		family, name, _ := strings.Cut(o.Name, " ")
 		return nft.DeleteTable(ctx, "", family, name)
+	case KindSysctl:
+		return restoreSysctl(o)
 	}
 	return fmt.Errorf("unknown object kind %q", o.Kind)
 }

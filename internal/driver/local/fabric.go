@@ -69,6 +69,9 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // (which claim its subnets), and proves the subnets stay on this host
 // before anything else is made.
 func (d *Driver) fabric(ctx context.Context, p *plan.Plan, j *journal) error {
+	if err := d.neighbourRoom(p, j); err != nil {
+		return err
+	}
 	tbl := Object{Kind: KindNftTable, Name: "inet " + p.HostNFT}
 	if err := j.record(tbl); err != nil {
 		return err

@@ -19,6 +19,7 @@ const (
 	KindMount     = "mount"
 	KindContainer = "container"
 	KindProcess   = "process" // Name is the pid, Detail its /proc start time
+	KindSysctl    = "sysctl"  // Name is a neighbour-table key, Detail "BEFORE SET"
 )
 
 // Object is one recorded host object.

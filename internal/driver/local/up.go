@@ -16,6 +16,7 @@ import (
 
 	"github.com/bulkhead/bulkhead/internal/agent"
 	"github.com/bulkhead/bulkhead/internal/netns"
+	"github.com/bulkhead/bulkhead/internal/nft"
 	"github.com/bulkhead/bulkhead/internal/pkgs"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
@@ -388,6 +389,11 @@ func (d *Driver) fingerprint(p *plan.Plan, nodes []render.Node, site string) (st
 func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, fingerprint string) bool {
 	applied, err := os.ReadFile(filepath.Join(d.paths(p.Stack).stack, "applied"))
 	if err != nil || string(applied) != fingerprint || !d.supervisorAlive(j) {
+		return false
+	}
+	// The host's guard too: an interrupted verify --self-test may have
+	// left it out.
+	if !nft.HasTable(ctx, "", "inet", p.HostNFT) || !hasNeighbourRoom(p) {
 		return false
 	}
 	for _, n := range p.Nodes {

@@ -1,0 +1,123 @@
+package local
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// The kernel's IPv4 neighbour (ARP) table is one table for every network
+// namespace on the host, and gc_thresh3 caps its entries (1024 by
+// default). A node holds an entry for every peer it talks to and the peer
+// one for it, so a stack of 100 app nodes needs about a thousand: past the
+// cap the kernel logs "neighbor table overflow" and drops packets to peers
+// it cannot add, and a flow the plan allows fails at random. verify found
+// this at 106 nodes.
+var neighDir = "/proc/sys/net/ipv4/neigh/default/" // a variable for tests
+
+// neighbourNeed estimates the entries a stack holds: two per pair of nodes
+// that talk, and two per node for the host, which reaches every node
+// (verify) and the edge (the published ports).
+func neighbourNeed(p *plan.Plan) int {
+	pairs := map[[2]string]bool{}
+	for _, c := range p.Matrix.Allow {
+		if c.From != spec.Outside {
+			a, b := c.From, c.To
+			if b < a {
+				a, b = b, a
+			}
+			pairs[[2]string{a, b}] = true
+		}
+	}
+	return 2*len(pairs) + 2*(len(p.Nodes)+1)
+}
+
+// neighbourRoom makes sure the host's neighbour table has room for p twice
+// over, raising gc_thresh3 (and gc_thresh2, where garbage collection
+// starts) in steps of 1024 when it is too small. It never lowers them. The
+// journal keeps each value it found, and down puts it back.
+func (d *Driver) neighbourRoom(p *plan.Plan, j *journal) error {
+	for _, s := range neighbourWant(p) {
+		cur, err := readInt(neighDir + s.key)
+		if err != nil {
+			return err
+		}
+		if cur >= s.want {
+			continue
+		}
+		before := cur
+		for _, o := range j.list(KindSysctl) {
+			if o.Name == s.key {
+				before, _, _ = parseSysctl(o.Detail)
+				if err := j.forget(o); err != nil {
+					return err
+				}
+			}
+		}
+		if err := j.record(Object{Kind: KindSysctl, Name: s.key, Detail: fmt.Sprintf("%d %d", before, s.want)}); err != nil {
+			return err
+		}
+		d.progress("raising net.ipv4.neigh.default.%s from %d to %d for %d nodes", s.key, cur, s.want, len(p.Nodes))
+		if err := os.WriteFile(neighDir+s.key, []byte(strconv.Itoa(s.want)), 0o644); err != nil {
+			return fmt.Errorf("raise net.ipv4.neigh.default.%s to %d: %w", s.key, s.want, err)
+		}
+	}
+	return nil
+}
+
+type limit struct {
+	key  string
+	want int
+}
+
+func neighbourWant(p *plan.Plan) []limit {
+	want3 := (2*neighbourNeed(p) + 1023) / 1024 * 1024
+	return []limit{{"gc_thresh3", want3}, {"gc_thresh2", want3 / 2}}
+}
+
+// hasNeighbourRoom reports whether the limits already fit p.
+func hasNeighbourRoom(p *plan.Plan) bool {
+	for _, s := range neighbourWant(p) {
+		if cur, err := readInt(neighDir + s.key); err != nil || cur < s.want {
+			return false
+		}
+	}
+	return true
+}
+
+// restoreSysctl puts back the value a stack's up found, unless something
+// else has changed it since.
+func restoreSysctl(o Object) error {
+	before, set, err := parseSysctl(o.Detail)
+	if err != nil {
+		return err
+	}
+	cur, err := readInt(neighDir + o.Name)
+	if err != nil || cur != set {
+		return err
+	}
+	return os.WriteFile(neighDir+o.Name, []byte(strconv.Itoa(before)), 0o644)
+}
+
+func parseSysctl(detail string) (before, set int, err error) {
+	b, s, _ := strings.Cut(detail, " ")
+	if before, err = strconv.Atoi(b); err == nil {
+		set, err = strconv.Atoi(s)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("journal: bad sysctl record %q", detail)
+	}
+	return before, set, nil
+}
+
+func readInt(path string) (int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(data)))
+}

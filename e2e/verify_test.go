@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,6 +72,31 @@ func (s *stack) stdout(args ...string) (string, string, error) {
 func TestVerify(t *testing.T) {
 	s := newStack(t, "e2ev", 238, 18780, "")
 	s.run("up")
+	// Verify's probes open many connections at once; when a node runs out
+	// of memory, the kernel must kill a daemon (which the agent restarts),
+	// never the agent, whose death would end the whole container.
+	state, err := exec.Command("runc", "state", "bh-e2ev-storage").Output()
+	if err != nil {
+		t.Fatalf("runc state: %v", err)
+	}
+	var agent struct{ Pid int }
+	json.Unmarshal(state, &agent)
+	agentAdj, _ := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", agent.Pid))
+	// Children are listed under the thread that forked them.
+	var kids []byte
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", agent.Pid))
+	for _, f := range tasks {
+		k, _ := os.ReadFile(f)
+		kids = append(kids, k...)
+	}
+	if strings.TrimSpace(string(agentAdj)) != "0" || len(strings.Fields(string(kids))) == 0 {
+		t.Errorf("storage agent (pid %d) has oom_score_adj %q and children %q; want 0 and its daemons", agent.Pid, agentAdj, kids)
+	}
+	for _, kid := range strings.Fields(string(kids)) {
+		if adj, _ := os.ReadFile("/proc/" + kid + "/oom_score_adj"); strings.TrimSpace(string(adj)) != "500" {
+			t.Errorf("storage daemon %s has oom_score_adj %q, want 500: the OOM killer must pick it before the agent", kid, adj)
+		}
+	}
 
 	junit := filepath.Join(s.dir, "verify.xml")
 	v, out, err := s.verify(t, "--junit", junit)

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -86,10 +87,22 @@ func (l *launcher) start(argv []string, out *os.File) (*proc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", path, err)
 	}
+	preferKill(pid)
 	if !l.reapAll {
 		go l.waitPid(pid, exited)
 	}
 	return &proc{pid: pid, exited: exited}, nil
+}
+
+// daemonOOMScore makes the kernel's OOM killer pick a daemon before the
+// agent when a node runs out of memory: the agent restarts a killed daemon,
+// but the agent's own death ends the container and every session in it.
+// Raising a process's oom_score_adj needs no privilege (lowering the
+// agent's would need CAP_SYS_RESOURCE, which a host may not grant).
+const daemonOOMScore = 500
+
+func preferKill(pid int) {
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(strconv.Itoa(daemonOOMScore)), 0o644)
 }
 
 // waitPid waits for one process the agent started.

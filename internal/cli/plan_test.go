@@ -41,6 +41,7 @@ func poolPlan(t *testing.T, replicas int) *plan.Plan {
 	st := spec.Default()
 	st.ByRole(spec.RoleApp).Replicas = replicas
 	st.ByRole(spec.RoleStorage).Protocol = spec.ProtocolSFTP
+	spec.ApplyDefaults(st) // the storage node's defaults follow the pool
 	if err := spec.Validate(st, spec.Env{}); err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,33 @@ var DefaultMemory = map[string]ByteSize{
 	RoleStorage: 256 << 20,
 }
 
+// Each SFTP client of the storage node (every static and app node) holds
+// an sshd session of two processes, and verify or a reconnecting pool opens
+// as many unauthenticated ones again at once. These are the storage
+// node's needs per client, measured at 102 clients: at 256M the node ran
+// out of memory.
+const (
+	StorageMemoryPerClient ByteSize = 8 << 20
+	StoragePidsPerClient            = 4
+)
+
+// StorageNeeds returns the least memory and pids a storage node with
+// clients SFTP clients needs.
+func StorageNeeds(clients int) (ByteSize, int) {
+	return ByteSize(clients) * StorageMemoryPerClient, clients*StoragePidsPerClient + 32
+}
+
+// storageClients counts the nodes that mount the storage node's files.
+func storageClients(s *Stack) int {
+	n := 0
+	for _, t := range s.Tiers {
+		if t.Role == RoleApp || t.Role == RoleStatic {
+			n += max(t.Replicas, 1)
+		}
+	}
+	return n
+}
+
 // DefaultTiers is the seven-node stack of DESIGN.md: edge, static, app ×2,
 // cache, db, storage.
 func DefaultTiers() map[string]*Tier {
@@ -85,6 +112,21 @@ func ApplyDefaults(s *Stack) {
 		}
 		if t.Pids == 0 && !s.written(f+"pids") {
 			t.Pids = DefaultPids
+		}
+	}
+	// A storage node's defaults grow with its clients, once every tier's
+	// replicas are known.
+	for name, t := range s.Tiers {
+		if t.Role != RoleStorage || t.Protocol == ProtocolNFS {
+			continue
+		}
+		mem, pids := StorageNeeds(storageClients(s))
+		f := "tiers." + name + "."
+		if !s.written(f+"memory") && t.Memory < mem {
+			t.Memory = mem
+		}
+		if !s.written(f+"pids") && t.Pids < pids {
+			t.Pids = pids
 		}
 	}
 	if s.Site.Dir == "" {

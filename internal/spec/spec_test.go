@@ -89,6 +89,9 @@ func TestErrors(t *testing.T) {
 			[]string{"1:1: networks.private: 10.77.0.0/24 has room for 254 addresses but the stack needs 256; use a /23 or larger"}},
 		{"not a number", "tiers:\n  edge: {}\n  app:\n    replicas: two\n",
 			[]string{"4:15: tiers.app.replicas: expected a whole number, got \"two\""}},
+		{"storage too small for its clients", "tiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage:\n    protocol: sftp\n    memory: 256M\n    pids: 128\n  app:\n    replicas: 100\n",
+			[]string{"8:13: tiers.storage.memory: memory limit 256M is too small for 101 SFTP clients; give it at least 808M (8M per client), or remove the line for that default",
+				"9:11: tiers.storage.pids: pids limit 128 is too small for 101 SFTP clients; give it at least 436 (4 per client and 32)"}},
 		{"bad memory", "tiers:\n  edge:\n    memory: lots\n  app: {}\n",
 			[]string{"3:13: tiers.edge.memory: \"lots\" is not a size; write a size like 256M"}},
 		{"static path injection", "site:\n  static: [\"/a/; deny all\"]\n",
@@ -171,6 +174,29 @@ func TestDefaults(t *testing.T) {
 		}
 		if st.Tiers["storage"].Protocol != spec.ProtocolAuto {
 			t.Errorf("%q: storage protocol %q, want auto", src, st.Tiers["storage"].Protocol)
+		}
+	}
+}
+
+// TestStorageDefaultsGrow: left out, the storage node's memory and pids
+// follow its SFTP clients; the default stack keeps the role defaults.
+func TestStorageDefaultsGrow(t *testing.T) {
+	for _, c := range []struct {
+		src  string
+		mem  spec.ByteSize
+		pids int
+	}{
+		{"", 256 << 20, 512},
+		{"tiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {}\n  app:\n    replicas: 100\n", 808 << 20, 512},
+		{"tiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {}\n  app:\n    replicas: 200\n", 1608 << 20, 836},
+		{"tiers:\n  edge: {}\n  storage: {protocol: nfs}\n  app:\n    replicas: 200\n", 256 << 20, 512},
+	} {
+		st, err := load(t, c.src)
+		if err != nil {
+			t.Fatalf("%q: %v", c.src, err)
+		}
+		if s := st.ByRole(spec.RoleStorage); s.Memory != c.mem || s.Pids != c.pids {
+			t.Errorf("%q: storage memory %s pids %d, want %s and %d", c.src, s.Memory, s.Pids, c.mem, c.pids)
 		}
 	}
 }

@@ -226,6 +226,18 @@ func (v *validator) tiers() {
 		if t.Pids < 16 || t.Pids > 1<<22 {
 			v.fail(f+".pids", "use a number from 16 to 4194304", "pids limit %d is out of range", t.Pids)
 		}
+		if t.Role == RoleStorage && t.Protocol != ProtocolNFS {
+			clients := storageClients(v.s)
+			mem, pids := StorageNeeds(clients)
+			if t.Memory >= 16<<20 && t.Memory < mem {
+				v.fail(f+".memory", fmt.Sprintf("give it at least %s (%s per client), or remove the line for that default", mem, StorageMemoryPerClient),
+					"memory limit %s is too small for %d SFTP clients", t.Memory, clients)
+			}
+			if t.Pids >= 16 && t.Pids < pids {
+				v.fail(f+".pids", fmt.Sprintf("give it at least %d (%d per client and 32), or remove the line for that default", pids, StoragePidsPerClient),
+					"pids limit %d is too small for %d SFTP clients", t.Pids, clients)
+			}
+		}
 		for _, inst := range InstanceNames(t) {
 			if other, ok := instances[inst]; ok {
 				v.failAt(keyField, f, "rename one of the tiers", "node name %q is also a node of tier %q", inst, other)

@@ -51,4 +51,8 @@ func TestAltSoftware(t *testing.T) {
 	if out := s.run("up"); !strings.Contains(out, "nothing changed") {
 		t.Errorf("second up changed something:\n%s", out)
 	}
+	// The alternatives listen where the plan says and nowhere else.
+	if v, out, err := s.verify(t); err != nil || !v.Pass {
+		t.Errorf("verify of the alternative stack (%v): failures %q\n%.3000s", err, v.Failures, out)
+	}
 }

@@ -41,6 +41,10 @@ func TestScale(t *testing.T) {
 	if out, err := s.in("app-3", "sh", "-c", "timeout 3 bash -c '</dev/tcp/"+s.privateNet+".5/3306'"); err != nil {
 		t.Errorf("app-3 cannot reach the db: %v %s", err, out)
 	}
+	// The new node's rows and columns verify like the others'.
+	if v, out, err := s.verify(t); err != nil || !v.Pass || !strings.Contains(out, `"to":"app-3"`) {
+		t.Errorf("verify after scaling up (%v):\n%.2000s", err, out)
+	}
 
 	setPool("2")
 	s.run("up")
@@ -52,6 +56,9 @@ func TestScale(t *testing.T) {
 	}
 	if out, _ := exec.Command("ip", "-o", "link").Output(); strings.Contains(string(out), s.name+"-8p") {
 		t.Errorf("app-3's veth survived scaling down")
+	}
+	if v, out, err := s.verify(t); err != nil || !v.Pass || strings.Contains(out, `"app-3"`) {
+		t.Errorf("verify after scaling down (%v):\n%.2000s", err, out)
 	}
 	for range 6 {
 		resp, err := http.Get("http://" + s.http + "/")

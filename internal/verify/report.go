@@ -196,11 +196,19 @@ func (r *Report) WriteText(w io.Writer) error {
 		c := &r.Cells[i]
 		byDest[c.To] = append(byDest[c.To], c)
 	}
-	width := 0
+	// Wide enough for every name and for a whole tier folded into one row.
+	width := len("from \\ port")
+	tiers := map[string][]string{}
 	for _, s := range r.Sources {
 		width = max(width, len(s))
+		if t, _, ok := cutReplica(s); ok {
+			tiers[t] = append(tiers[t], s)
+		}
 	}
-	width = max(width+8, 14)
+	for _, names := range tiers {
+		width = max(width, len(foldNames(names)))
+	}
+	width += 2
 	var lastBlock string
 	var lastDests []string
 	flush := func() {

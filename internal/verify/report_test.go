@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestParseHexAddr(t *testing.T) {
@@ -81,6 +82,20 @@ func TestReportText(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := b.String()
+	// Every row of a block is as wide as its heading, folded rows too.
+	var heading int
+	for _, l := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(l, "  from \\ port"):
+			heading = utf8.RuneCountInString(l)
+		case heading > 0 && strings.HasPrefix(l, "  ") && (strings.Contains(l, markOpen) || strings.Contains(l, markBlocked)):
+			if n := utf8.RuneCountInString(l); n != heading {
+				t.Errorf("row %q is %d characters wide, its heading %d", l, n, heading)
+			}
+		case l == "":
+			heading = 0
+		}
+	}
 	for _, want := range []string{
 		"app-1..app-2 (2)", // folded rows towards db
 		"✘!",               // the refused cell

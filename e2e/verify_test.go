@@ -242,4 +242,10 @@ func TestVerify(t *testing.T) {
 		v, _, _ := s.verify(t)
 		return v.Pass
 	})
+
+	// A stack that is down is said to be down, not probed.
+	s.run("down")
+	if out, err := s.exec("verify"); err == nil || !strings.Contains(out, "stack e2ev is down; run 'bulkhead up' first") {
+		t.Errorf("verify of a stack that is down (%v):\n%s", err, out)
+	}
 }

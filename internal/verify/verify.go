@@ -11,8 +11,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/bulkhead/bulkhead/internal/netns"
@@ -189,29 +191,35 @@ func (s *session) open() error {
 	for _, n := range s.p.Networks {
 		s.vs[hostIdx].nets = append(s.vs[hostIdx].nets, n.Name)
 	}
+	var missing []string
 	var errs []error
-	out := s.p.Outside
-	h, err = netns.Open(out.Netns)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("the outside vantage: %w", err))
+	open := func(name, ns string) *netns.Handle {
+		h, err := netns.Open(ns)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			missing = append(missing, name)
+		case err != nil:
+			errs = append(errs, err)
+		}
+		return h
 	}
-	s.vs = append(s.vs, &vantage{name: Outside, h: h, nets: []string{out.Iface.Network}, addr: out.Iface.Addr})
+	out := s.p.Outside
+	s.vs = append(s.vs, &vantage{name: Outside, h: open(Outside, out.Netns), nets: []string{out.Iface.Network}, addr: out.Iface.Addr})
 	for i := range s.p.Nodes {
 		n := &s.p.Nodes[i]
-		h, err := netns.Open(n.Netns)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("node %s: %w", n.Name, err))
-		}
-		v := &vantage{name: n.Name, h: h, node: n}
+		v := &vantage{name: n.Name, h: open(n.Name, n.Netns), node: n}
 		for _, i := range n.Ifaces {
 			v.nets = append(v.nets, i.Network)
 		}
 		s.vs = append(s.vs, v)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("stack %s is not up, or not whole (run bulkhead up): %w", s.p.Stack, err)
+	if len(missing) == len(s.vs)-1 {
+		return fmt.Errorf("stack %s is down; run 'bulkhead up' first", s.p.Stack)
 	}
-	return nil
+	if len(missing) > 0 {
+		errs = append(errs, fmt.Errorf("stack %s is not whole: no network namespace for %s; run 'bulkhead up' to repair it", s.p.Stack, strings.Join(missing, ", ")))
+	}
+	return errors.Join(errs...)
 }
 
 func (s *session) handles() []*netns.Handle {

@@ -204,7 +204,7 @@ func (s *session) publishedEdgeOnly(ctx context.Context) Check {
 	for i, v := range nodes {
 		hs[i] = v.h
 	}
-	all, err := socketsAll(hs)
+	all, err := socketsAll(hs, true)
 	if err != nil {
 		ch.Errors = append(ch.Errors, err.Error())
 	}
@@ -236,7 +236,7 @@ func (s *session) landed(edge *plan.Node, want netip.AddrPort) bool {
 	gw := s.gateways[plan.NetPublic]
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		socks, err := sockets(v.h)
+		socks, err := sockets(v.h, true)
 		if err == nil {
 			for _, so := range socks {
 				if so.Proto == "tcp" && so.State == tcpEstablishedState && so.Local == want && so.Remote.Addr() == gw {

@@ -40,32 +40,38 @@ const (
 	tcpClose            = 7
 )
 
-// sockets lists the TCP and UDP sockets, IPv4 and IPv6, of namespace h.
-func sockets(h *netns.Handle) ([]Socket, error) {
+// sockets lists the TCP and (unless tcpOnly) UDP sockets, IPv4 and IPv6,
+// of namespace h.
+func sockets(h *netns.Handle, tcpOnly bool) ([]Socket, error) {
 	var out []Socket
 	err := netns.Do(h, func() (err error) {
-		out, err = socketsHere()
+		out, err = socketsHere(tcpOnly)
 		return err
 	})
 	return out, err
 }
 
-// socketsAll lists the sockets of every namespace in hs.
-func socketsAll(hs []*netns.Handle) ([][]Socket, error) {
+// socketsAll lists the sockets of every namespace in hs: TCP only when
+// tcpOnly. Each file walks the kernel's whole socket hash table, which
+// all namespaces share, so what is not needed is not read.
+func socketsAll(hs []*netns.Handle, tcpOnly bool) ([][]Socket, error) {
 	out := make([][]Socket, len(hs))
 	err := netns.DoEach(hs, 2, func(i int) (err error) {
-		out[i], err = socketsHere()
+		out[i], err = socketsHere(tcpOnly)
 		return err
 	})
 	return out, err
 }
 
 // socketsHere lists the sockets of the calling thread's namespace.
-func socketsHere() ([]Socket, error) {
+func socketsHere(tcpOnly bool) ([]Socket, error) {
 	var out []Socket
 	for _, t := range []struct{ file, proto string }{
 		{"tcp", "tcp"}, {"tcp6", "tcp"}, {"udp", "udp"}, {"udp6", "udp"},
 	} {
+		if tcpOnly && t.proto != "tcp" {
+			continue
+		}
 		// thread-self: this thread's namespace, not the process's.
 		ss, err := readSockets("/proc/thread-self/net/"+t.file, t.proto)
 		if err != nil {

@@ -192,7 +192,7 @@ func TestInventory(t *testing.T) {
 	if err := l.add(p.serverH, []netip.AddrPort{addr}); err != nil {
 		t.Fatal(err)
 	}
-	socks, err := sockets(p.serverH)
+	socks, err := sockets(p.serverH, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestInventory(t *testing.T) {
 	}
 	// The client's namespace has no such socket: the inventory is per
 	// namespace.
-	other, err := sockets(p.clientH)
+	other, err := sockets(p.clientH, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# bench/dataplane.sh: what the split costs a visitor.
+# bench/dataplane.sh: what the split costs a visitor. Part of bench/run,
+# which runs it and turns what it writes into the results; run it alone only
+# to work on it.
 #
 # Measures the default bulkhead stack (edge nginx -> static lighttpd / app x2
 # apache2+php-fpm -> memcached, mariadb; site over sshfs from storage) against
@@ -7,31 +9,43 @@
 # namespace, with no edge and no containers. Both run on this host in the
 # same invocation, in interleaved rounds, with the same wrk parameters.
 #
-#   split   wrk on the host -> 127.0.0.1:19080 (bulkhead's TCP forwarder in
-#           `bulkhead supervise`) -> edge -> static or app-1/app-2 -> ...
-#   mono    wrk inside netns bhbench-mono -> 127.0.0.1:80 apache2 (static
-#           files itself, PHP via proxy_fcgi to php-fpm's unix socket),
-#           memcached and mariadb on 127.0.0.1 in the same namespace
-#   direct  (full mode only; a diagnostic, not part of the ratio) wrk on the
-#           host -> the edge's public address over the stack's bridge, which
-#           skips the forwarder
+#   split      wrk in bh-bench-outside, the namespace `bulkhead up` makes on
+#              the stack's public bridge for verify's outside vantage point,
+#              against the edge's public address: the path a visitor takes
+#              in production, where the edge's public side faces the internet
+#   mono       wrk inside netns bhbench-mono -> 127.0.0.1:80 apache2 (static
+#              files itself, PHP via proxy_fcgi to php-fpm's unix socket),
+#              memcached and mariadb on 127.0.0.1 in the same namespace
+#   forwarder  (a diagnostic) wrk on the host -> 127.0.0.1:19080, the
+#              published port: the userspace TCP forwarder in `bulkhead
+#              supervise`, then the edge
+#   split:LEVER=STATE  the split stack with one lever of its rendered
+#              configs set the other way (see LEVERS below), to measure what
+#              each lever is worth; then set back
+#
+# Workloads: small (a 3 KB css file), large (a 1 MB file), cached (GET /, the
+# post list from memcached), miss (GET /bench/miss.php: / after dropping the
+# cached list, so a db read), post (POST /posts: a new post, a db write).
+# The benchmark adds the files and the miss page to its own copy of the
+# sample site.
 #
 # The mono configs are bulkhead's own rendered app-1/db/cache configs
 # (`bulkhead plan --render`) with paths and addresses adapted, so both sides
 # run the same apache MPM, php-fpm pool, mariadb and memcached settings.
 #
 # Usage (root, Debian 12, wrk installed):
-#   bench/dataplane.sh            full run: 3 rounds of 10 s runs, writes
-#                                 bench/results/dataplane-<date>.md
-#   bench/dataplane.sh --quick    1 round of 3 s runs (for CI); prints the
-#                                 results, writes them only with --out
+#   bench/dataplane.sh --data DIR     full run: 3 rounds of 3 s runs
+#   bench/dataplane.sh --quick ...    1 round of 1 s runs (for CI)
 # Options: --rounds N, --duration SECONDS, --connections N, --threads N,
-#          --out FILE, --keep (keep the work directory), -h.
+#          --bin BULKHEAD (else it builds one), --data DIR (where the raw
+#          results go: dataplane.tsv, dataplane-meta.tsv and, when a run
+#          had errors, dataplane-diagnostics.md), --keep (keep the work
+#          directory), -h.
 #
 # It asserts no speed. Exit status: 0 when everything ran; 1 when something
 # is broken (build, stack or baseline would not come up, a page was not 200,
-# wrk reported errors or failed, or cleanup left something behind); 2 for a
-# usage mistake.
+# wrk reported errors or failed, a lever could not be set, or cleanup left
+# something behind); 2 for a usage mistake.
 #
 # Only its own objects: stack "bench" (10.240.0.0/24, 10.240.1.0/28,
 # 127.0.0.1:19080/19081), netns bhbench-mono, a mktemp work directory, and
@@ -39,6 +53,7 @@
 # processes it started, by PID, and cleans up on any exit; a stack "bench" or
 # an empty netns bhbench-mono left by a run that was killed is removed first.
 set -euo pipefail
+started=$(date +%s)
 
 STACK=bench
 PRIVATE_NET=10.240.0.0/24
@@ -46,12 +61,38 @@ PUBLIC_NET=10.240.1.0/28
 HTTP_PUB=127.0.0.1:19080
 HTTPS_PUB=127.0.0.1:19081
 MONO_NS=bhbench-mono
-PATHS=(/ /assets/style.css)
+OUTSIDE_NS=bh-$STACK-outside
+
+# Workloads: name, method, path. The order is the order of the runs.
+WORKLOADS=(small large cached miss post)
+declare -A METHOD=([small]=GET [large]=GET [cached]=GET [miss]=GET [post]=POST)
+declare -A URLPATH=([small]=/assets/bench/small.css [large]=/assets/bench/1m.bin [cached]=/ [miss]=/bench/miss.php [post]=/posts)
+# The forwarder is a diagnostic: two workloads show what it costs.
+FORWARDER_WORKLOADS=(small cached)
+
+# Levers: settings of the rendered configs whose worth each round measures
+# by running the split with the lever set the other way. ON is the tuned
+# state; the rendered default should be ON for every lever (the run says so
+# in its metadata when it is not).
+LEVERS=(keepalive microcache fpm-static fpm-recycle sets-100)
+declare -A LEVER_WORKLOADS=(
+	[keepalive]="small cached"
+	[microcache]="small large"
+	[fpm-static]="cached"
+	[fpm-recycle]="cached"
+	[sets-100]="small cached"
+)
+declare -A LEVER_DOC=(
+	[keepalive]="edge nginx: upstream keepalive connections to static and app (keepalive N in the upstream blocks); off: a new TCP connection per request"
+	[microcache]="edge nginx: micro-cache of static responses for 1 s (proxy_cache static); off: every request goes to the static node"
+	[fpm-static]="app php-fpm: pm = static, every worker started up front; off: pm = dynamic, workers forked on demand"
+	[fpm-recycle]="app php-fpm: pm.max_requests = 10000; off: 500, a worker is replaced after 500 requests (every few seconds under load)"
+	[sets-100]="isolation: every node's nft sets that hold the app pool's addresses hold 100 addresses, as at 100 app nodes; off: the default stack's 2"
+)
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
-orig_args=$*
-quick=0 rounds= duration= conns=32 threads=2 out= keep=0
+quick=0 rounds= duration= conns=32 threads=2 data= keep=0 bin=
 while (($#)); do
 	case $1 in
 	--quick) quick=1 ;;
@@ -59,7 +100,8 @@ while (($#)); do
 	--duration) duration=${2:?--duration needs seconds}; shift ;;
 	--connections) conns=${2:?--connections needs a number}; shift ;;
 	--threads) threads=${2:?--threads needs a number}; shift ;;
-	--out) out=${2:?--out needs a file}; shift ;;
+	--data) data=${2:?--data needs a directory}; shift ;;
+	--bin) bin=${2:?--bin needs a file}; shift ;;
 	--keep) keep=1 ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "dataplane.sh: unknown argument $1 (see -h)" >&2; exit 2 ;;
@@ -67,38 +109,39 @@ while (($#)); do
 	shift
 done
 if ((quick)); then
-	: "${rounds:=1}" "${duration:=3}"
-	warm_first=1 warm_each=1 direct=0
+	: "${rounds:=1}" "${duration:=1}"
+	warm_first=0 warm_each=0 # it only checks that everything answers
 else
-	: "${rounds:=3}" "${duration:=10}"
-	warm_first=5 warm_each=2 direct=1
+	: "${rounds:=3}" "${duration:=3}"
+	warm_first=2 warm_each=1
 fi
 for v in rounds duration conns threads; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "dataplane.sh: --$v must be a positive integer" >&2; exit 2; }
 done
 WRK_ARGS=(-t"$threads" -c"$conns" -d"${duration}s" --latency)
 
-log() { printf '== %s\n' "$*" >&2; }
+log() { printf '== [%3ds] %s\n' "$(($(date +%s) - started))" "$*" >&2; }
 die() { printf 'dataplane.sh: %s\n' "$*" >&2; exit 1; }
 
 ((EUID == 0)) || die "run as root (it creates network namespaces and a bulkhead stack)"
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
-for c in go wrk curl ip ss awk sed flock; do
+for c in go wrk curl ip ss awk sed flock nft runc; do
 	command -v "$c" >/dev/null || die "$c not found (wrk is Debian's wrk)"
 done
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-started=$(date +%s)
-stamp=$(date -u +%Y-%m-%dT%H%MZ)
-if [[ -z $out ]] && ((!quick)); then
-	out=$REPO/bench/results/dataplane-$stamp.md
-fi
 
 WORK=$(mktemp -d /tmp/bhbench.XXXXXX)
 chmod 755 "$WORK" # www-data and mysql must traverse it to the mono site and datadir
-BH=$WORK/bulkhead
+if [[ -z $data ]]; then
+	data=$WORK/data
+fi
+mkdir -p "$data"
+data=$(cd "$data" && pwd)
+BH=${bin:-$WORK/bulkhead}
 STACK_DIR=$WORK/stack
 STACK_FILE=$STACK_DIR/bulkhead.yaml
+NODES_DIR=/var/lib/bulkhead/$STACK/nodes
 M=$WORK/mono
 declare -a MONO_PIDS=() MONO_NAMES=()
 stack_up_tried=0 have_lock=0
@@ -134,7 +177,7 @@ leftovers() { # prints what this script's objects left on the host
 	for p in /proc/[0-9]*; do
 		args=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
 		case $args in
-		*"supervise --stack $STACK "* | *"$M/"* | *"$BH "*) echo "process ${p#/proc/}: $args" ;;
+		*"supervise --stack $STACK "* | *"$M/"* | "$BH "*) echo "process ${p#/proc/}: $args" ;;
 		esac
 	done
 }
@@ -213,8 +256,11 @@ if [[ -e /run/netns/$MONO_NS ]]; then
 	ip netns del "$MONO_NS"
 fi
 
-log "building bulkhead into $BH"
-(cd "$REPO" && go build -o "$BH" ./cmd/bulkhead) || die "go build failed"
+if [[ -z $bin ]]; then
+	log "building bulkhead into $BH"
+	(cd "$REPO" && go build -o "$BH" ./cmd/bulkhead) || die "go build failed"
+fi
+[[ -x $BH ]] || die "$BH is not an executable"
 if [[ -e /var/lib/bulkhead/$STACK ]]; then
 	"$BH" down --purge --stack "$STACK" >&2 || die "could not remove the stale stack $STACK"
 fi
@@ -227,7 +273,7 @@ done
 # --- the split stack -------------------------------------------------------
 
 "$BH" init "$STACK_DIR" >/dev/null
-cat >"$STACK_FILE" <<EOF
+cat >"$STACK_FILE" <<EOF2
 # Written by bench/dataplane.sh: the default stack under the benchmark's
 # own name, subnets and ports.
 name: $STACK
@@ -237,7 +283,28 @@ networks:
 publish:
   http: $HTTP_PUB
   https: $HTTPS_PUB
-EOF
+EOF2
+
+# The benchmark's additions to its copy of the sample site: a small and a
+# large static file, and a page that reads the db on every request.
+mkdir -p "$STACK_DIR/site/assets/bench" "$STACK_DIR/site/bench"
+head -c 2304 /dev/urandom | base64 -w 76 | head -c 3072 >"$STACK_DIR/site/assets/bench/small.css"
+head -c 1048576 /dev/urandom >"$STACK_DIR/site/assets/bench/1m.bin"
+cat >"$STACK_DIR/site/bench/miss.php" <<'EOF2'
+<?php
+// Added by bench/dataplane.sh: GET / after dropping the cached post list,
+// so that every request reads the posts from the db (a cache miss) and
+// fills the cache again, as the first visitor after a change does.
+declare(strict_types=1);
+$m = new Memcached();
+$m->addServer((string) getenv('CACHE_HOST'), (int) getenv('CACHE_PORT'));
+$m->delete('posts:v1');
+$_SERVER['REQUEST_URI'] = '/';
+require __DIR__ . '/../index.php';
+EOF2
+grep -q "const POSTS_KEY = 'posts:v1';" "$STACK_DIR/site/lib/posts.php" ||
+	die "the sample site's cache key is no longer posts:v1; update bench/miss.php in bench/dataplane.sh"
+
 "$BH" plan -f "$STACK_FILE" --render "$WORK/render" >"$WORK/plan.txt" 2>&1 || { cat "$WORK/plan.txt" >&2; die "bulkhead plan failed"; }
 
 log "bringing the split stack up"
@@ -374,61 +441,210 @@ mono_up_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
 
 # --- targets ------------------------------------------------------------------
 
+# The plan's NODES table: NAME ROLE SOFTWARE PRIVATE PUBLIC ...
+node_addr() { awk -v n="$1" -v col="$2" '/^NODES/ {f = 1; next} /^$/ {f = 0} f && $1 == n {print $col; exit}' "$WORK/plan.txt"; }
+edge_pub=$(node_addr edge 5)
+# Fail closed: the edge's address must route into the stack's own bridge
+# from the host, and the client namespace must be the stack's own.
+[[ $edge_pub =~ ^[0-9.]+$ ]] || die "no public address for the edge in the plan"
+ip -o route get "$edge_pub" 2>/dev/null | grep -q " dev $STACK-pub " || die "$edge_pub does not route into bridge $STACK-pub"
+[[ -e /run/netns/$OUTSIDE_NS ]] || die "bulkhead up made no namespace $OUTSIDE_NS"
+in_outside() { ip netns exec "$OUTSIDE_NS" "$@"; }
+
 # setup -> how to run a command next to its server, and its base URL
 declare -A BASE RUNNER
-BASE[split]=http://$HTTP_PUB RUNNER[split]=
+BASE[split]=http://$edge_pub RUNNER[split]=in_outside
 BASE[mono]=http://127.0.0.1 RUNNER[mono]=in_mono
-SETUPS=(split mono)
-direct_note=
-if ((direct)); then
-	# The edge's row in plan's NODES table: NAME ROLE SOFTWARE PRIVATE PUBLIC ...
-	edge_pub=$(awk '/^NODES/ {f = 1; next} /^$/ {f = 0} f && $1 == "edge" {print $5; exit}' "$WORK/plan.txt")
-	# Fail closed: only if the host routes that address into the stack's own
-	# bridge, never out of the default route.
-	if [[ $edge_pub =~ ^[0-9.]+$ ]] && ip -o route get "$edge_pub" 2>/dev/null | grep -q " dev $STACK-pub "; then
-		BASE[direct]=http://$edge_pub RUNNER[direct]=
-		SETUPS+=(direct)
-	else
-		direct_note="skipped: could not confirm that ${edge_pub:-the public address of the edge} routes into bridge $STACK-pub"
-	fi
-fi
+BASE[forwarder]=http://$HTTP_PUB RUNNER[forwarder]=
+SETUPS=(split mono forwarder)
+runner() { local s=${1%%:*}; echo "${RUNNER[$s]}"; }
+base() { local s=${1%%:*}; echo "${BASE[$s]}"; }
 
-fetch() { # SETUP PATH [CURL ARGS...]: prints "code size"
+fetch() { # SETUP PATH [CURL ARGS...]: prints "code size x-cache"
 	local s=$1 p=$2
 	shift 2
-	${RUNNER[$s]} curl -sS -m 10 -o /dev/null -w '%{http_code} %{size_download}' "$@" "${BASE[$s]}$p"
+	$(runner "$s") curl -sS -m 10 -o /dev/null -D "$WORK/headers" -w '%{http_code} %{size_download}' "$@" "$(base "$s")$p"
+	awk 'tolower($1) == "x-cache:" {sub(/\r$/, "", $2); x = $2} END {print " " (x == "" ? "-" : x)}' "$WORK/headers"
 }
 
-# Three posts on each side, made the way a visitor makes them, so that / is
-# the real thing (a list read through memcached), and the same on both.
-seed_posts() {
-	local s=$1 jar=$WORK/jar-$1 page=$WORK/page-$1.html tok n code
-	${RUNNER[$s]} curl -sS -m 10 -c "$jar" -o "$page" "${BASE[$s]}/" || die "$s: GET / failed"
-	tok=$(sed -nE 's/.*name="csrf" value="([0-9a-f]+)".*/\1/p' "$page" | head -n1)
-	[[ -n $tok ]] || die "$s: no CSRF token in / (is the app answering?): $(head -c 300 "$page")"
-	for n in 1 2 3; do
-		code=$(${RUNNER[$s]} curl -sS -m 10 -b "$jar" -o /dev/null -w '%{http_code}' \
-			-F "csrf=$tok" -F "title=Benchmark post $n" \
-			-F "body=Post $n of 3, written by bench/dataplane.sh so that the page lists something." \
-			"${BASE[$s]}/posts")
-		[[ $code == 303 ]] || die "$s: POST /posts answered $code, not 303"
-	done
+wrk_cmd() { # SETUP WORKLOAD WRK-ARGS...: wrk next to SETUP's server
+	local s=$1 w=$2
+	shift 2
+	local script=()
+	[[ ${METHOD[$w]} != POST ]] || script=(-s "$WORK/post.lua")
+	$(runner "$s") wrk "$@" "${script[@]}" "$(base "$s")${URLPATH[$w]}"
 }
-seed_posts split
-seed_posts mono
+
+# A CSRF token of the benchmark's own: the site checks that the form's
+# field equals the cookie, so wrk sends both.
+CSRF=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+cat >"$WORK/post.lua" <<EOF2
+-- bench/dataplane.sh: POST /posts as a visitor's form does.
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Cookie"] = "csrf=$CSRF"
+wrk.body = "csrf=$CSRF&title=Benchmark+post&body=Written+by+bench%2Fdataplane.sh+to+measure+a+write."
+EOF2
+
+# post_once SETUP: one post the way wrk makes them; the site answers 303.
+post_once() {
+	local code
+	code=$($(runner "$1") curl -sS -m 10 -o /dev/null -w '%{http_code}' -b "csrf=$CSRF" \
+		--data "csrf=$CSRF&title=Benchmark+post&body=Seeded+by+bench%2Fdataplane.sh." "$(base "$1")/posts") || die "$1: POST /posts failed"
+	[[ $code == 303 ]] || die "$1: POST /posts answered $code, not 303"
+}
+
+log "seeding posts, checking every page"
+# At least fifty posts on each side before anything is measured (a
+# second of the post workload), so that / always lists the same 50 newest
+# posts; the posts the runs add change none of that.
+for s in split mono; do
+	post_once "$s"
+	out=$(wrk_cmd "$s" post -t1 -c4 -d1s 2>&1) || die "$s: wrk could not post: $out"
+	n=$(awk '/requests in/ {print $1}' <<<"$out")
+	((${n:-0} >= 50)) || die "$s: seeding made ${n:-0} posts in 1 s, fewer than 50: $out"
+done
+log "checking every page on every setup"
 
 declare -A SIZE
-check_200() {
-	local s p r
+check_200() { # every GET workload answers 200 on every setup; POST 303
+	local s w r
 	for s in "${SETUPS[@]}"; do
-		for p in "${PATHS[@]}"; do
-			r=$(fetch "$s" "$p") || die "$s: GET $p failed"
-			[[ ${r%% *} == 200 ]] || die "$s: GET $p answered ${r%% *}, not 200"
-			SIZE[$s$p]=${r#* }
+		for w in "${WORKLOADS[@]}"; do
+			if [[ ${METHOD[$w]} == POST ]]; then
+				[[ $s == forwarder ]] || post_once "$s"
+				continue
+			fi
+			r=$(fetch "$s" "${URLPATH[$w]}") || die "$s: GET ${URLPATH[$w]} failed"
+			read -r code size xcache <<<"$r"
+			[[ $code == 200 ]] || die "$s: GET ${URLPATH[$w]} answered $code, not 200"
+			[[ $w != miss || $xcache == miss ]] || die "$s: GET ${URLPATH[$w]} was not a cache miss (X-Cache: $xcache)"
+			SIZE[$s:$w]=$size
 		done
+		# After the miss page, / comes from the cache.
+		r=$(fetch "$s" /) && r=$(fetch "$s" /) || die "$s: GET / failed"
+		[[ ${r##* } == hit ]] || die "$s: GET / twice in a row was not a cache hit (X-Cache: ${r##* })"
 	done
 }
 check_200
+
+# --- levers ---------------------------------------------------------------------
+#
+# A lever is set on the running split stack by editing a node's rendered
+# config (under $NODES_DIR/NODE/conf, the node's /etc/bulkhead) and
+# reloading the daemon, and set back the same way; the sets-100 lever adds
+# elements to the nodes' nft sets. A lever that does not change the config,
+# or a config the daemon rejects, fails the run.
+
+declare -A PRISTINE
+for f in edge/conf/nginx.conf app-1/conf/php-fpm.conf app-2/conf/php-fpm.conf; do
+	[[ -s $NODES_DIR/$f ]] || die "no $NODES_DIR/$f; bench/dataplane.sh needs updating"
+	cp "$NODES_DIR/$f" "$WORK/pristine-${f//\//_}"
+	PRISTINE[$f]=$WORK/pristine-${f//\//_}
+done
+APP_NODES=(app-1 app-2)
+
+# master_pid NODE PATTERN: the host PID of the node's daemon whose command
+# matches PATTERN, from runc
+master_pid() {
+	# No early exit from awk: runc would die of SIGPIPE, and pipefail says so.
+	runc ps "bh-$STACK-$1" | awk -v pat="$2" 'NR > 1 && index($0, pat) && !p {p = $2} END {print p}'
+}
+# edit_conf FILE SED-EXPR: FILE (relative to $NODES_DIR) becomes its
+# pristine copy edited with SED-EXPR; fails when that changes nothing.
+edit_conf() {
+	local f=$1 expr=$2
+	sed -E "$expr" "${PRISTINE[$f]}" >"$NODES_DIR/$f.new"
+	! cmp -s "$NODES_DIR/$f.new" "${PRISTINE[$f]}" || die "lever: '$expr' changes nothing in $f; bench/dataplane.sh needs updating"
+	cat "$NODES_DIR/$f.new" >"$NODES_DIR/$f" # same inode: the file is bind-mounted
+	rm -f "$NODES_DIR/$f.new"
+}
+restore_conf() { cat "${PRISTINE[$1]}" >"$NODES_DIR/$1"; }
+reload_edge() {
+	local out pid
+	out=$("$BH" exec edge --stack "$STACK" -- nginx -t -c /etc/bulkhead/nginx.conf 2>&1) || die "edge nginx rejects the lever's config: $out"
+	pid=$(master_pid edge "nginx: master") && [[ -n $pid ]] || die "no nginx master in bh-$STACK-edge"
+	kill -HUP "$pid"
+	sleep 1
+}
+reload_fpm() {
+	local n pid
+	for n in "${APP_NODES[@]}"; do
+		pid=$(master_pid "$n" "php-fpm: master") && [[ -n $pid ]] || die "no php-fpm master in bh-$STACK-$n"
+		kill -USR2 "$pid"
+	done
+	sleep 1
+}
+fpm_edit() { local n; for n in "${APP_NODES[@]}"; do edit_conf "$n/conf/php-fpm.conf" "$1"; done; reload_fpm; }
+fpm_restore() { local n; for n in "${APP_NODES[@]}"; do restore_conf "$n/conf/php-fpm.conf"; done; reload_fpm; }
+
+# Sets: which sets of which namespace hold the app pool's addresses, and
+# the addresses the pool would have at 100 app nodes (after app-2's, the
+# addresses the plan would give app-3 .. app-100).
+app1=$(node_addr app-1 4) app2=$(node_addr app-2 4)
+[[ $app1 =~ ^[0-9.]+$ && $app2 == "${app1%.*}.$((${app1##*.} + 1))" ]] || die "app-1 and app-2 are not at consecutive addresses ($app1, $app2); bench/dataplane.sh needs updating"
+extra=()
+for ((i = ${app2##*.} + 1; i <= ${app2##*.} + 98; i++)); do extra+=("${app1%.*}.$i"); done
+EXTRA_ADDRS=$(IFS=,; echo "${extra[*]}")
+declare -a SETS=() # "netns set"
+for n in $(ip netns list | awk -v s="bh-$STACK-" 'index($1, s) == 1 {print $1}'); do
+	while read -r set; do
+		SETS+=("$n $set")
+	done < <({ ip netns exec "$n" nft list sets table inet bulkhead 2>/dev/null || true; } |
+		awk -v a="$app1" '$1 == "set" {name = $2} /elements = / && index($0, a ", ") {print name}')
+done
+((${#SETS[@]} >= 4)) || die "found ${#SETS[@]} nft sets holding $app1 (want the edge's, db's, cache's and storage's); bench/dataplane.sh needs updating"
+set_elements() { # add|delete
+	local e ns set
+	for e in "${SETS[@]}"; do
+		read -r ns set <<<"$e"
+		ip netns exec "$ns" nft "$1" element inet bulkhead "$set" "{ $EXTRA_ADDRS }" || die "nft $1 element in $ns $set failed"
+	done
+	for e in "${SETS[@]}"; do
+		read -r ns set <<<"$e"
+		local count
+		count=$(ip netns exec "$ns" nft -j list set inet bulkhead "$set" | grep -o '"elem"[^]]*]' | grep -o '"[0-9.]*"' | wc -l)
+		[[ $1 == delete && $count == 2 || $1 == add && $count == 100 ]] || die "set $set in $ns holds $count addresses after nft $1"
+	done
+}
+
+# lever_default NAME: on or off, read from the rendered configs
+lever_default() {
+	local e=${PRISTINE[edge/conf/nginx.conf]} a=${PRISTINE[app-1/conf/php-fpm.conf]}
+	case $1 in
+	keepalive) grep -qE '^\s+keepalive [0-9]+;' "$e" && echo on || echo off ;;
+	microcache) grep -qE '^\s+proxy_cache static;' "$e" && echo on || echo off ;;
+	fpm-static) grep -qE '^pm = static' "$a" && echo on || echo off ;;
+	fpm-recycle) grep -qE '^pm.max_requests = 10000$' "$a" && echo on || echo off ;;
+	sets-100) echo off ;; # the default stack has 2 app nodes
+	esac
+}
+# lever_set NAME STATE: set the lever on the running stack; lever_reset
+# NAME: back to the rendered configs
+lever_set() {
+	case $1:$2 in
+	keepalive:off) edit_conf edge/conf/nginx.conf '/^\s+keepalive [0-9]+;$/d'; reload_edge ;;
+	microcache:off) edit_conf edge/conf/nginx.conf '/^\s+proxy_cache static;$/d'; reload_edge ;;
+	fpm-static:on) fpm_edit 's/^pm = dynamic$/pm = static/' ;;
+	fpm-static:off) fpm_edit 's/^pm = static$/pm = dynamic/' ;;
+	fpm-recycle:on) fpm_edit 's/^pm.max_requests = .*/pm.max_requests = 10000/' ;;
+	fpm-recycle:off) fpm_edit 's/^pm.max_requests = .*/pm.max_requests = 500/' ;;
+	sets-100:on) set_elements add ;;
+	*) die "lever $1 cannot be set $2" ;;
+	esac
+}
+lever_reset() {
+	case $1 in
+	keepalive | microcache) restore_conf edge/conf/nginx.conf; reload_edge ;;
+	fpm-*) fpm_restore ;;
+	sets-100) set_elements delete ;;
+	esac
+}
+declare -A LEVER_DEFAULT LEVER_TOGGLED
+for l in "${LEVERS[@]}"; do
+	LEVER_DEFAULT[$l]=$(lever_default "$l")
+	LEVER_TOGGLED[$l]=$([[ ${LEVER_DEFAULT[$l]} == on ]] && echo off || echo on)
+done
 
 # --- CPU accounting -------------------------------------------------------------
 #
@@ -518,21 +734,21 @@ cpu_report() {
 
 # --- running wrk --------------------------------------------------------------
 
-RESULTS=$WORK/results.tsv # round setup path rps p50 p99 non2xx sockerr reqs cpu
-: >"$RESULTS"
+RESULTS=$data/dataplane.tsv
+printf 'round\tsetup\tworkload\trps\tp50_ms\tp99_ms\tnon2xx\tsocket_errors\trequests\tstatus\tcpu\n' >"$RESULTS"
 bad_runs=0
 
-# diagnose ROUND SETUP PATH: right after a run with errors, what the server
-# answers now and what its logs say, for the results.
-DIAG=$WORK/diagnostics.md
-: >"$DIAG"
+# diagnose ROUND SETUP WORKLOAD: right after a run with errors, what the
+# server answers now and what its logs say, for the results.
+DIAG=$data/dataplane-diagnostics.md
+rm -f "$DIAG"
 diagnose() {
-	local r=$1 s=$2 p=$3 i
+	local r=$1 s=$2 w=$3 p=${URLPATH[$3]} i
 	{
-		printf '\n### round %s, %s, `%s`\n\n' "$r" "$s" "$p"
-		printf 'Status codes of 20 requests made right after the run (code, served by: count):\n\n```\n'
+		printf '\n### round %s, %s, %s (`%s %s`)\n\n' "$r" "$s" "$w" "${METHOD[$w]}" "$p"
+		printf 'Status codes of 20 GET requests made right after the run (code, served by: count):\n\n```\n'
 		for ((i = 0; i < 20; i++)); do
-			${RUNNER[$s]} curl -sS -m 5 -o /dev/null -D - "${BASE[$s]}$p" 2>&1 |
+			$(runner "$s") curl -sS -m 5 -o /dev/null -D - "$(base "$s")$p" 2>&1 |
 				awk 'NR == 1 {c = $2} tolower($1) == "x-served-by:" {b = $2} END {sub(/\r$/, "", b); print (c == "" ? "no answer" : c) ", " (b == "" ? "-" : b)}'
 		done | sort | uniq -c
 		printf '```\n'
@@ -541,12 +757,10 @@ diagnose() {
 			tail -n 15 "$M/log/apache2-error.log" "$M/log/php-fpm.log" 2>&1
 			printf '```\n'
 		else
-			printf '\n`bulkhead status`, and the last log lines (access logs left out) of the edge and the %s nodes:\n\n```\n' \
-				"$([[ $p == /assets/* ]] && echo static || echo app)"
+			printf '\n`bulkhead status`, and the last log lines (access logs left out) of the edge, static and app nodes:\n\n```\n'
 			"$BH" status -f "$STACK_FILE" 2>&1
-			local n nodes=(edge app-1 app-2)
-			[[ $p != /assets/* ]] || nodes=(edge static)
-			for n in "${nodes[@]}"; do
+			local n
+			for n in edge static app-1 app-2; do
 				echo "-- $n"
 				"$BH" logs "$n" -n 200 --file "$STACK_FILE" 2>&1 | grep -vE '^[a-z0-9-]*access: ' | tail -n 12
 			done
@@ -557,15 +771,15 @@ diagnose() {
 
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u); if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000; printf "%.2f", n }'; }
 
-run_wrk() { # ROUND SETUP PATH
-	local r=$1 s=$2 p=$3 f=$WORK/wrk-$1-$2-${3//\//_}.txt snap1=$WORK/cpu1 snap2=$WORK/cpu2
-	local c0 c1 rc=0 rps p50 p99 non2xx sock reqs wrkcpu cpu
+run_wrk() { # ROUND SETUP WORKLOAD
+	local r=$1 s=$2 w=$3 f=$WORK/wrk-$1-${2//[:=]/_}-$3.txt snap1=$WORK/cpu1 snap2=$WORK/cpu2
+	local c0 c1 rc=0 rps p50 p99 non2xx sock reqs wrkcpu cpu status=ok
 	if ((warm_each)); then
-		${RUNNER[$s]} wrk -t"$threads" -c"$conns" -d"${warm_each}s" "${BASE[$s]}$p" >/dev/null 2>&1 || true
+		wrk_cmd "$s" "$w" -t"$threads" -c"$conns" -d"${warm_each}s" >/dev/null 2>&1 || true
 	fi
 	cpu_snap >"$snap1"
 	times >"$WORK/times0"
-	${RUNNER[$s]} wrk "${WRK_ARGS[@]}" "${BASE[$s]}$p" >"$f" 2>&1 || rc=$?
+	wrk_cmd "$s" "$w" "${WRK_ARGS[@]}" >"$f" 2>&1 || rc=$?
 	times >"$WORK/times1"
 	c0=$(children_cpu "$WORK/times0")
 	c1=$(children_cpu "$WORK/times1")
@@ -580,148 +794,93 @@ run_wrk() { # ROUND SETUP PATH
 	sock=$(awk '/Socket errors:/ {gsub(/,/, ""); print "connect " $4 ", read " $6 ", write " $8 ", timeout " $10}' "$f")
 	: "${non2xx:=0}"
 	if ((rc != 0)) || [[ -z $rps || -z $p50 || -z $p99 || -z $reqs || $reqs == 0 ]]; then
-		echo "dataplane.sh: wrk failed (exit $rc) on $s $p:" >&2
+		echo "dataplane.sh: wrk failed (exit $rc) on $s $w:" >&2
 		cat "$f" >&2
 		bad_runs=$((bad_runs + 1))
-		printf '%s\t%s\t%s\t-\t-\t-\t-\twrk failed (exit %s)\t0\t%s\n' "$r" "$s" "$p" "$rc" "$cpu" >>"$RESULTS"
-		diagnose "$r" "$s" "$p"
+		printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t0\twrk failed (exit %s)\t%s\n' "$r" "$s" "$w" "$rc" "$cpu" >>"$RESULTS"
+		diagnose "$r" "$s" "$w"
 		return
 	fi
 	if ((non2xx > 0)) || [[ -n $sock ]]; then
 		bad_runs=$((bad_runs + 1))
-		diagnose "$r" "$s" "$p"
+		status=errors
+		diagnose "$r" "$s" "$w"
 	fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$p" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" \
-		"$non2xx" "${sock:-0}" "$reqs" "$cpu" >>"$RESULTS"
-	printf '   %-6s %-18s %10s req/s  p50 %8s ms  p99 %8s ms  non-2xx/3xx %s  socket errors %s\n' \
-		"$s" "$p" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" "$non2xx" "${sock:-0}" >&2
+	p50=$(to_ms "$p50") p99=$(to_ms "$p99")
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$w" "$rps" "$p50" "$p99" \
+		"$non2xx" "${sock:-0}" "$reqs" "$status" "$cpu" >>"$RESULTS"
+	printf '   %-26s %-7s %10s req/s  p50 %8s ms  p99 %8s ms  non-2xx/3xx %s  socket errors %s\n' \
+		"$s" "$w" "$rps" "$p50" "$p99" "$non2xx" "${sock:-0}" >&2
 }
 
-log "warming up (${warm_first}s per setup and path)"
-for s in "${SETUPS[@]}"; do
-	for p in "${PATHS[@]}"; do
-		${RUNNER[$s]} wrk -t"$threads" -c"$conns" -d"${warm_first}s" "${BASE[$s]}$p" >/dev/null 2>&1 || die "$s: wrk could not run against ${BASE[$s]}$p"
+((warm_first == 0)) || log "warming up (${warm_first}s per setup and workload)"
+((warm_first == 0)) || for s in "${SETUPS[@]}"; do
+	for w in "${WORKLOADS[@]}"; do
+		[[ $s != forwarder || " ${FORWARDER_WORKLOADS[*]} " == *" $w "* ]] || continue
+		wrk_cmd "$s" "$w" -t"$threads" -c"$conns" -d"${warm_first}s" >/dev/null 2>&1 || die "$s: wrk could not run against ${URLPATH[$w]}"
 	done
 done
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((r = 1; r <= rounds; r++)); do
 	log "round $r of $rounds: wrk ${WRK_ARGS[*]}"
-	for p in "${PATHS[@]}"; do
-		for s in "${SETUPS[@]}"; do
-			run_wrk "$r" "$s" "$p"
+	for w in "${WORKLOADS[@]}"; do
+		# Alternate who goes first, so neither side always follows the other.
+		if ((r % 2)); then order=(split mono); else order=(mono split); fi
+		for s in "${order[@]}"; do run_wrk "$r" "$s" "$w"; done
+		[[ " ${FORWARDER_WORKLOADS[*]} " != *" $w "* ]] || run_wrk "$r" forwarder "$w"
+	done
+	for l in "${LEVERS[@]}"; do
+		lever_set "$l" "${LEVER_TOGGLED[$l]}"
+		for w in ${LEVER_WORKLOADS[$l]}; do
+			run_wrk "$r" "split:$l=${LEVER_TOGGLED[$l]}" "$w"
 		done
+		lever_reset "$l"
 	done
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-check_200 # still answering after the load
+check_200 # still answering after the load, with every lever set back
 
-# --- the report ---------------------------------------------------------------
+# --- what the report needs besides the runs -----------------------------------
 
 ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
-git_rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
-[[ -z $(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null) ]] || git_rev="$git_rev (with uncommitted changes)"
 pool=$(grep -E '^pm(\.[a-z_]+)? *=' "$M/etc/php-fpm.conf" | sed -E 's/ *= */=/' | paste -sd' ' -)
 mpm=$(grep -E '^(ThreadsPerChild|MaxRequestWorkers|ServerLimit) ' "$M/etc/apache2.conf" | paste -sd' ' -)
-elapsed=$(($(date +%s) - started))
-cmdline="bench/dataplane.sh${orig_args:+ $orig_args}"
+{
+	printf 'key\tvalue\n'
+	printf 'wrk\twrk %s\n' "${WRK_ARGS[*]}"
+	printf 'rounds\t%s\n' "$rounds"
+	printf 'duration_s\t%s\n' "$duration"
+	printf 'warm_each_s\t%s\n' "$warm_each"
+	printf 'warm_first_s\t%s\n' "$warm_first"
+	printf 'load_start\t%s\n' "$load_start"
+	printf 'load_end\t%s\n' "$load_end"
+	printf 'split_up_s\t%s\n' "$split_up_s"
+	printf 'mono_up_s\t%s\n' "$mono_up_s"
+	printf 'edge_public\t%s\n' "$edge_pub"
+	printf 'client_netns\t%s\n' "$OUTSIDE_NS"
+	printf 'published\t%s\n' "$HTTP_PUB"
+	printf 'php_fpm_pool\t%s\n' "$pool"
+	printf 'apache_mpm\t%s\n' "$mpm"
+	printf 'sets_grown\t%s\n' "$(printf '%s; ' "${SETS[@]}" | sed 's/; $//')"
+	for w in "${WORKLOADS[@]}"; do
+		printf 'workload.%s\t%s %s\n' "$w" "${METHOD[$w]}" "${URLPATH[$w]}"
+		for s in split mono; do
+			[[ ${METHOD[$w]} == POST ]] || printf 'bytes.%s.%s\t%s\n' "$s" "$w" "${SIZE[$s:$w]}"
+		done
+	done
+	for l in "${LEVERS[@]}"; do
+		printf 'lever.%s\t%s\n' "$l" "${LEVER_DOC[$l]}"
+		printf 'lever.%s.default\t%s\n' "$l" "${LEVER_DEFAULT[$l]}"
+		printf 'lever.%s.workloads\t%s\n' "$l" "${LEVER_WORKLOADS[$l]}"
+	done
+	for p in nginx lighttpd apache2 php8.2-fpm mariadb-server memcached wrk; do
+		printf 'version.%s\t%s\n' "$p" "$(ver "$p")"
+	done
+	printf 'elapsed_s\t%s\n' "$(($(date +%s) - started))"
+} >"$data/dataplane-meta.tsv"
 
-report() {
-	local mode
-	mode=$( ((quick)) && echo quick || echo full)
-	cat <<EOF
-# bulkhead data plane: split stack vs. monolithic baseline
-
-- command: \`$cmdline\` (as root, from the repository's root)
-- when: $(date -u '+%Y-%m-%d %H:%M UTC'), bulkhead $git_rev, mode $mode ($rounds round(s)), $elapsed s in all
-- wrk: \`wrk ${WRK_ARGS[*]}\`, ${warm_each}s warm-up before every run (${warm_first}s per setup and path before the first round); runs interleaved split, mono$( ((direct)) && echo ", direct") for each path in each round
-- host: $(nproc) CPUs, $(uname -r), load average $load_start at the first run, $load_end after the last; this machine is shared with CI, so compare figures within a round
-- versions: nginx $(ver nginx), lighttpd $(ver lighttpd), apache2 $(ver apache2), php-fpm $(ver php8.2-fpm), mariadb $(ver mariadb-server), memcached $(ver memcached), wrk $(ver wrk)
-- up: split stack ${split_up_s}s (\`bulkhead up\`), baseline ${mono_up_s}s
-- response sizes (bytes, body): / split ${SIZE[split/]}, mono ${SIZE[mono/]}; /assets/style.css split ${SIZE[split/assets/style.css]}, mono ${SIZE[mono/assets/style.css]}
-
-## Setups
-
-- **split**: the default stack \`$STACK\` (edge nginx; static lighttpd; app-1, app-2 apache2 + php-fpm; memcached; mariadb; storage sshd, site mounted over sshfs). wrk runs on the host against http://$HTTP_PUB, bulkhead's userspace TCP forwarder, which connects to the edge over the stack's public bridge.
-- **mono**: apache2 + php-fpm8.2 + mariadb + memcached in ONE network namespace ($MONO_NS, loopback only), no edge, no containers, the site from a local copy. wrk runs inside that namespace against http://127.0.0.1/. Apache serves the css itself and hands PHP to php-fpm over a unix socket; memcached and mariadb are on 127.0.0.1.
-EOF
-	if ((direct)); then
-		if [[ -n ${BASE[direct]:-} ]]; then
-			echo "- **direct** (diagnostic, not in the ratio): the split stack again, but wrk on the host against the edge's public address ${BASE[direct]} over bridge $STACK-pub, skipping the forwarder: split minus direct is what the forwarder costs."
-		else
-			echo "- **direct**: $direct_note"
-		fi
-	fi
-	cat <<EOF
-- Same tuning on both sides: the mono configs are bulkhead's rendered app-1 apache2.conf and php-fpm.conf, db my.cnf and cache memcached flags with paths and addresses adapted (apache: $mpm, KeepAlive as rendered; php-fpm pool: $pool). Where they necessarily differ: the split has TWO app nodes, so twice the php-fpm workers and apache threads of the mono; the split's nodes have cgroup memory/pids limits; the split reads the site over sshfs (FUSE) and the mono from local disk; the split's edge adds its security headers; the split's client goes through one extra userspace hop (the forwarder) that the mono's does not.
-
-## Results
-
-| round | setup | path | req/s | p50 ms | p99 ms | non-2xx/3xx | socket errors | requests | check |
-|---:|---|---|---:|---:|---:|---:|---|---:|---|
-EOF
-	awk -F'\t' '{
-		ok = ($7 == "0" && $8 == "0") ? "ok" : "**ERRORS**"
-		if ($4 == "-") ok = "**FAILED**"
-		printf "| %s | %s | `%s` | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, ok
-	}' "$RESULTS"
-	cat <<EOF
-
-## Split / mono, req/s (same round)
-
-A ratio of 0.80 means the split served 80% of the baseline's requests per second.$([[ -n ${BASE[direct]:-} ]] && echo " The direct columns are the same split stack reached without the forwarder (diagnostic).")
-
-EOF
-	local has_direct=0
-	[[ -z ${BASE[direct]:-} ]] || has_direct=1
-	awk -F'\t' -v d="$has_direct" '
-		{ v[$1, $2, $3] = $4; if ($1 > n) n = $1 }
-		function ratio(r, s, p,  a, b) { a = v[r, s, p]; b = v[r, "mono", p]; return (a == "" || a == "-" || b == "" || b == "-" || b == 0) ? "-" : sprintf("%.2f", a / b) }
-		function median(s, p,  r, k, x, a, i, j, t) {
-			k = 0
-			for (r = 1; r <= n; r++) { x = ratio(r, s, p); if (x != "-") a[++k] = x + 0 }
-			if (k == 0) return "-"
-			for (i = 2; i <= k; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-			return sprintf("%.2f", k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2)
-		}
-		function row(label, r,  line) {
-			if (r == "median") line = sprintf("| %s | %s | %s |", label, median("split", "/"), median("split", "/assets/style.css"))
-			else line = sprintf("| %s | %s | %s |", label, ratio(r, "split", "/"), ratio(r, "split", "/assets/style.css"))
-			if (d && r == "median") line = line sprintf(" %s | %s |", median("direct", "/"), median("direct", "/assets/style.css"))
-			else if (d) line = line sprintf(" %s | %s |", ratio(r, "direct", "/"), ratio(r, "direct", "/assets/style.css"))
-			print line
-		}
-		END {
-			if (d) { print "| round | split/mono `/` | split/mono `/assets/style.css` | direct/mono `/` | direct/mono `/assets/style.css` |"; print "|---:|---:|---:|---:|---:|" }
-			else { print "| round | split/mono `/` (dynamic) | split/mono `/assets/style.css` (static) |"; print "|---:|---:|---:|" }
-			for (r = 1; r <= n; r++) row(r, r)
-			if (n > 1) row("median", "median")
-		}' "$RESULTS"
-	cat <<EOF
-
-## CPU during each run
-
-In % of one core over the run (the host has $((100 * $(nproc)))%), from /proc: per node for the split (every process in the node's network namespace; \`app-1:sshfs\` is the host-side sshfs client that mounts the site for app-1), per daemon for the mono; \`wrk\` is the load generator. \`forwarder\` is the stack's \`bulkhead supervise\` process itself (the published port's TCP forwarder, plus its once-a-second repair loop), and \`supervise:children\` the processes it runs and reaps (such as \`runc\`). The split stack stays up, idle, during the mono runs, so whatever it spends while idle appears in those rows too. "elsewhere" is what the host spent outside all these: other jobs on this machine, and kernel work (softirqs) not charged to a process.
-
-| round | setup | path | CPU by process group | host busy | elsewhere |
-|---:|---|---|---|---:|---:|
-EOF
-	awk -F'\t' '{ split($10, c, " \\| "); printf "| %s | %s | `%s` | %s | %s | %s |\n", $1, $2, $3, c[1], c[2], c[3] }' "$RESULTS"
-	if ((bad_runs)); then
-		printf '\n**%d run(s) had errors or failed (flagged above): a visitor would have seen those errors; read the diagnostics below before trusting their figures.**\n' "$bad_runs"
-		printf '\n## Diagnostics for the flagged runs\n'
-		cat "$DIAG"
-	fi
-}
-
-report_text=$(report)
-printf '%s\n' "$report_text"
-if [[ -n $out ]]; then
-	mkdir -p "$(dirname "$out")"
-	printf '%s\n' "$report_text" >"$out"
-	log "results written to $out"
-fi
 if ((bad_runs)); then
-	die "$bad_runs wrk run(s) had errors or failed; see the results"
+	die "$bad_runs wrk run(s) had errors or failed; see $DIAG"
 fi
-log "done in $(($(date +%s) - started))s"
+log "dataplane done in $(($(date +%s) - started))s; raw results in $data"

@@ -1,0 +1,387 @@
+// Command report turns the raw results of bench/run (tab-separated files in
+// one directory) into results.json, results.md and SVG plots. It computes;
+// it measures nothing.
+//
+//	go run ./bench/report -data DIR -out DIR
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+func main() {
+	data := flag.String("data", "", "the directory bench/run's scripts wrote their raw results to")
+	out := flag.String("out", "", "where results.json, results.md and the plots go")
+	flag.Parse()
+	if *data == "" || *out == "" {
+		fmt.Fprintln(os.Stderr, "usage: report -data DIR -out DIR")
+		os.Exit(2)
+	}
+	if err := run(*data, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+}
+
+func run(data, out string) error {
+	r, err := load(data)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	files := map[string]string{}
+	if len(r.Dataplane.Workloads) > 0 {
+		files["dataplane-ratio.svg"] = ratioPlot(r)
+		files["dataplane-rps.svg"] = rpsPlot(r)
+		files["levers.svg"] = leverPlot(r)
+	}
+	if len(r.Controlplane.Times) > 0 {
+		files["controlplane.svg"] = controlPlot(r)
+		files["memory.svg"] = memoryPlot(r)
+	}
+	for name := range files {
+		r.Plots = append(r.Plots, name)
+	}
+	sort.Strings(r.Plots)
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	files["results.json"] = string(js) + "\n"
+	files["results.md"] = markdown(r)
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(out, name), []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// table reads a tab-separated file with a header line.
+func table(path string) ([]map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var head []string
+	var rows []map[string]string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		cols := strings.Split(sc.Text(), "\t")
+		if head == nil {
+			head = cols
+			continue
+		}
+		row := map[string]string{}
+		for i, h := range head {
+			if i < len(cols) {
+				row[h] = cols[i]
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows, sc.Err()
+}
+
+// meta reads a key/value table; a missing file is an empty one.
+func meta(path string) (map[string]string, error) {
+	rows, err := table(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]string{}, nil
+	}
+	m := map[string]string{}
+	for _, r := range rows {
+		m[r["key"]] = r["value"]
+	}
+	return m, err
+}
+
+func num(s string) (float64, bool) {
+	v, err := strconv.ParseFloat(s, 64)
+	return v, err == nil
+}
+
+// Stat is a median with the range it came from.
+type Stat struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	N      int     `json:"n"`
+}
+
+func stat(vs []float64) *Stat {
+	if len(vs) == 0 {
+		return nil
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return &Stat{Median: m, Min: s[0], Max: s[len(s)-1], N: len(s)}
+}
+
+// Results is results.json.
+type Results struct {
+	Run          map[string]string `json:"run"`     // command, when, git revision, elapsed
+	Machine      map[string]string `json:"machine"` // CPU, cores, memory, kernel, Debian, versions
+	Dataplane    Dataplane         `json:"dataplane"`
+	Controlplane Controlplane      `json:"controlplane"`
+	Plots        []string          `json:"plots"`
+}
+
+type Dataplane struct {
+	Meta      map[string]string `json:"meta"`
+	Runs      []Run             `json:"runs"`
+	Workloads []Workload        `json:"workloads"`
+	Levers    []Lever           `json:"levers"`
+	BadRuns   int               `json:"bad_runs"`
+	Diagnose  string            `json:"diagnostics,omitempty"`
+}
+
+// Run is one wrk run.
+type Run struct {
+	Round    int     `json:"round"`
+	Setup    string  `json:"setup"`
+	Workload string  `json:"workload"`
+	RPS      float64 `json:"rps"`
+	P50      float64 `json:"p50_ms"`
+	P99      float64 `json:"p99_ms"`
+	Non2xx   string  `json:"non2xx"`
+	SockErr  string  `json:"socket_errors"`
+	Requests string  `json:"requests"`
+	Status   string  `json:"status"`
+	CPU      string  `json:"cpu"`
+}
+
+// Workload sums up one workload over the rounds.
+type Workload struct {
+	Name      string            `json:"name"`
+	Request   string            `json:"request"`
+	Bytes     map[string]string `json:"bytes"`
+	RPS       map[string]*Stat  `json:"rps"`    // by setup
+	P50       map[string]*Stat  `json:"p50_ms"` // by setup
+	P99       map[string]*Stat  `json:"p99_ms"` // by setup
+	Ratio     *Stat             `json:"split_over_mono"`
+	Forwarder *Stat             `json:"forwarder_over_split,omitempty"`
+	Target    float64           `json:"target,omitempty"`
+	Met       *bool             `json:"target_met,omitempty"`
+}
+
+// Lever is one tuning lever's effect: on/off, same round.
+type Lever struct {
+	Name    string           `json:"name"`
+	Doc     string           `json:"what"`
+	Default string           `json:"default"`
+	Effect  map[string]*Stat `json:"on_over_off"` // by workload
+}
+
+type Controlplane struct {
+	Meta    map[string]string   `json:"meta"`
+	Times   []map[string]string `json:"times"`
+	Memory  []map[string]string `json:"memory"`
+	HostMem []map[string]string `json:"host_used_kb"`
+	// PerApp is memory per app node, over the sampled nodes of every size.
+	PerApp map[string]*Stat `json:"per_app_node_kb"`
+	// HostSlope is the host's used memory per added app node, from the
+	// smallest to the largest stack measured.
+	HostSlope float64 `json:"host_used_kb_per_app_node"`
+}
+
+var targets = map[string]float64{"small": 0.9, "cached": 0.95, "miss": 0.95, "post": 0.95}
+
+func load(dir string) (*Results, error) {
+	r := &Results{}
+	var err error
+	if r.Run, err = meta(filepath.Join(dir, "run.tsv")); err != nil {
+		return nil, err
+	}
+	if r.Machine, err = meta(filepath.Join(dir, "machine.tsv")); err != nil {
+		return nil, err
+	}
+	if err := loadDataplane(dir, r); err != nil {
+		return nil, err
+	}
+	if err := loadControlplane(dir, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func loadDataplane(dir string, r *Results) error {
+	rows, err := table(filepath.Join(dir, "dataplane.tsv"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	d := &r.Dataplane
+	if d.Meta, err = meta(filepath.Join(dir, "dataplane-meta.tsv")); err != nil {
+		return err
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "dataplane-diagnostics.md")); err == nil {
+		d.Diagnose = string(b)
+	}
+	// rps[round][setup][workload]
+	type key struct {
+		round           int
+		setup, workload string
+	}
+	rps := map[key]float64{}
+	rounds := 0
+	for _, row := range rows {
+		round, _ := strconv.Atoi(row["round"])
+		run := Run{Round: round, Setup: row["setup"], Workload: row["workload"], Non2xx: row["non2xx"],
+			SockErr: row["socket_errors"], Requests: row["requests"], Status: row["status"], CPU: row["cpu"]}
+		run.RPS, _ = num(row["rps"])
+		run.P50, _ = num(row["p50_ms"])
+		run.P99, _ = num(row["p99_ms"])
+		if run.Status != "ok" {
+			d.BadRuns++
+		} else {
+			rps[key{round, run.Setup, run.Workload}] = run.RPS
+		}
+		d.Runs = append(d.Runs, run)
+		rounds = max(rounds, round)
+	}
+	ratio := func(a, b, w string) *Stat {
+		var vs []float64
+		for i := 1; i <= rounds; i++ {
+			x, ok1 := rps[key{i, a, w}]
+			y, ok2 := rps[key{i, b, w}]
+			if ok1 && ok2 && y > 0 {
+				vs = append(vs, x/y)
+			}
+		}
+		return stat(vs)
+	}
+	for _, w := range []string{"small", "large", "cached", "miss", "post"} {
+		wl := Workload{Name: w, Request: d.Meta["workload."+w], Bytes: map[string]string{},
+			RPS: map[string]*Stat{}, P50: map[string]*Stat{}, P99: map[string]*Stat{}}
+		for _, s := range []string{"split", "mono"} {
+			if b := d.Meta["bytes."+s+"."+w]; b != "" {
+				wl.Bytes[s] = b
+			}
+		}
+		for _, s := range []string{"split", "mono", "forwarder"} {
+			var a, b, c []float64
+			for _, run := range d.Runs {
+				if run.Setup == s && run.Workload == w && run.Status == "ok" {
+					a, b, c = append(a, run.RPS), append(b, run.P50), append(c, run.P99)
+				}
+			}
+			if len(a) > 0 {
+				wl.RPS[s], wl.P50[s], wl.P99[s] = stat(a), stat(b), stat(c)
+			}
+		}
+		if len(wl.RPS) == 0 {
+			continue
+		}
+		wl.Ratio = ratio("split", "mono", w)
+		wl.Forwarder = ratio("forwarder", "split", w)
+		if t, ok := targets[w]; ok && wl.Ratio != nil {
+			met := wl.Ratio.Median >= t
+			wl.Target, wl.Met = t, &met
+		}
+		d.Workloads = append(d.Workloads, wl)
+	}
+	var names []string
+	for k := range d.Meta {
+		if n, ok := strings.CutPrefix(k, "lever."); ok && !strings.Contains(n, ".") {
+			names = append(names, n)
+		}
+	}
+	order := []string{"keepalive", "microcache", "fpm-static", "fpm-recycle", "sets-100"}
+	slices.SortFunc(names, func(a, b string) int {
+		ia, ib := slices.Index(order, a), slices.Index(order, b)
+		if ia != ib {
+			return ia - ib
+		}
+		return strings.Compare(a, b)
+	})
+	for _, n := range names {
+		l := Lever{Name: n, Doc: d.Meta["lever."+n], Default: d.Meta["lever."+n+".default"], Effect: map[string]*Stat{}}
+		toggled := "on"
+		if l.Default == "on" {
+			toggled = "off"
+		}
+		other := "split:" + n + "=" + toggled
+		for _, w := range strings.Fields(d.Meta["lever."+n+".workloads"]) {
+			s := ratio("split", other, w) // default over toggled
+			if s != nil && toggled == "on" {
+				s = ratio(other, "split", w)
+			}
+			l.Effect[w] = s
+		}
+		d.Levers = append(d.Levers, l)
+	}
+	return nil
+}
+
+func loadControlplane(dir string, r *Results) error {
+	c := &r.Controlplane
+	var err error
+	c.Times, err = table(filepath.Join(dir, "controlplane.tsv"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if c.Meta, err = meta(filepath.Join(dir, "controlplane-meta.tsv")); err != nil {
+		return err
+	}
+	if c.Memory, err = table(filepath.Join(dir, "memory.tsv")); err != nil {
+		return err
+	}
+	if c.HostMem, err = table(filepath.Join(dir, "hostmem.tsv")); err != nil {
+		return err
+	}
+	c.PerApp = map[string]*Stat{}
+	for _, k := range []string{"rss_kb", "pss_kb", "sshfs_rss_kb", "sshfs_pss_kb"} {
+		var vs []float64
+		for _, m := range c.Memory {
+			if v, ok := num(m[k]); ok {
+				vs = append(vs, v)
+			}
+		}
+		c.PerApp[k] = stat(vs)
+	}
+	// apps 0 is the host before any stack; the slope runs from the
+	// smallest stack to the largest, so the other tiers cancel out.
+	var lo, hi map[string]string
+	for _, h := range c.HostMem {
+		if h["apps"] == "0" {
+			continue
+		}
+		if lo == nil {
+			lo = h
+		}
+		hi = h
+	}
+	if lo != nil && hi != nil {
+		a1, _ := num(lo["apps"])
+		a2, _ := num(hi["apps"])
+		u1, _ := num(lo["used_kb"])
+		u2, _ := num(hi["used_kb"])
+		if a2 > a1 {
+			c.HostSlope = (u2 - u1) / (a2 - a1)
+		}
+	}
+	return nil
+}

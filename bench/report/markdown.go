@@ -1,0 +1,149 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+func markdown(r *Results) string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	run, mc := r.Run, r.Machine
+	p("# bulkhead benchmarks\n\n")
+	p("- command: `%s` (as root, from the repository's root), mode %s\n", run["command"], run["mode"])
+	p("- when: %s, bulkhead %s, %s s in all\n", run["when"], run["git"], run["elapsed_s"])
+	p("- machine: %s, %s cores, %s memory, kernel %s, Debian %s\n", mc["cpu"], mc["cores"], mc["memory"], mc["kernel"], mc["debian"])
+	var vs []string
+	for _, k := range []string{"nginx", "lighttpd", "apache2", "php8.2-fpm", "mariadb-server", "memcached", "wrk", "runc", "go"} {
+		if v := mc["version."+k]; v != "" {
+			vs = append(vs, k+" "+v)
+		}
+	}
+	p("- versions: %s\n", strings.Join(vs, ", "))
+	p("- the machine is shared: load average %s at the first data-plane run, %s after the last. Figures are medians over interleaved rounds, with the range (min–max) in brackets; compare within a run, not across runs.\n",
+		r.Dataplane.Meta["load_start"], r.Dataplane.Meta["load_end"])
+
+	if d := r.Dataplane; len(d.Workloads) > 0 {
+		m := d.Meta
+		p("\n## Data plane: split vs. monolithic\n\n")
+		p("`%s`, %s round(s); each run preceded by a %s s warm-up. In every round each workload runs on the split and the mono (the first of the two alternates by round), then the forwarder diagnostic, then the levers.\n\n", m["wrk"], m["rounds"], m["warm_each_s"])
+		p("- **split**: the default stack (edge nginx; static lighttpd; app-1, app-2 apache2 + php-fpm; memcached; mariadb; storage sshd, the site mounted over sshfs). wrk runs in `%s`, the namespace on the stack's public bridge that `bulkhead up` makes for verify's outside vantage point, against the edge's public address http://%s/: the path the internet takes to the edge.\n", m["client_netns"], m["edge_public"])
+		p("- **mono**: apache2 + php-fpm + mariadb + memcached in ONE network namespace, no edge, no containers, the site on local disk; wrk in that namespace against 127.0.0.1. The configs are the split's rendered app-1, db and cache configs, paths and addresses adapted (apache: %s; php-fpm: %s). The split has two app nodes, so twice the PHP workers, on the same 2 cores.\n", m["apache_mpm"], m["php_fpm_pool"])
+		p("- **forwarder** (diagnostic): wrk on the host against the published port %s, bulkhead's userspace TCP forwarder in `bulkhead supervise`, then the edge.\n\n", m["published"])
+		p("![split/mono ratios](dataplane-ratio.svg)\n\n")
+		p("| workload | request | bytes | split req/s | mono req/s | split/mono | target | split p50 / p99 ms | mono p50 / p99 ms |\n|---|---|---:|---:|---:|---:|---|---:|---:|\n")
+		for _, w := range d.Workloads {
+			target := "-"
+			if w.Met != nil {
+				target = fmt.Sprintf("≥ %.2f: %s", w.Target, map[bool]string{true: "met", false: "**missed**"}[*w.Met])
+			}
+			p("| %s | `%s` | %s | %s | %s | **%s** | %s | %s / %s | %s / %s |\n", w.Name, w.Request, w.Bytes["split"],
+				fstat(w.RPS["split"], ""), fstat(w.RPS["mono"], ""), fstat(w.Ratio, ""), target,
+				med(w.P50["split"]), med(w.P99["split"]), med(w.P50["mono"]), med(w.P99["mono"]))
+		}
+		p("\n![req/s](dataplane-rps.svg)\n\n")
+		p("### The published port's forwarder (diagnostic)\n\n| workload | forwarder req/s | split req/s | forwarder/split |\n|---|---:|---:|---:|\n")
+		for _, w := range d.Workloads {
+			if w.Forwarder != nil {
+				p("| %s | %s | %s | %s |\n", w.Name, fstat(w.RPS["forwarder"], ""), fstat(w.RPS["split"], ""), fstat(w.Forwarder, ""))
+			}
+		}
+		p("\n## Levers: each one off vs. on, same round\n\n")
+		p("The split stack runs with one lever set against the rendered default, then is set back; the ratio is req/s with the lever on over req/s with it off, from the same round (the default state's figure is that round's split run). Above 1 the lever helps.\n\n")
+		p("![levers](levers.svg)\n\n| lever | what | rendered default | on/off by workload |\n|---|---|---|---|\n")
+		for _, l := range d.Levers {
+			var es []string
+			ws := make([]string, 0, len(l.Effect))
+			for w := range l.Effect {
+				ws = append(ws, w)
+			}
+			slices.Sort(ws)
+			for _, w := range ws {
+				es = append(es, w+" "+fstat(l.Effect[w], ""))
+			}
+			p("| %s | %s | %s | %s |\n", l.Name, l.Doc, l.Default, strings.Join(es, "; "))
+		}
+		for _, l := range d.Levers {
+			if l.Name == "sets-100" {
+				p("\n### Isolation overhead\n\nThe `sets-100` lever is the isolation measurement: every nft set that holds the app pool's addresses (%s) grown to the 100 addresses it has at 100 app nodes, against the default stack's 2. The ratio is req/s with 100 over req/s with 2: ", m["sets_grown"])
+				var es []string
+				for w, s := range l.Effect {
+					es = append(es, w+" "+fstat(s, ""))
+				}
+				slices.Sort(es)
+				p("%s. The sets are hash sets and are consulted only for a connection's first packet (`ct state established,related accept` comes first), and the edge keeps its upstream connections alive, so their size should not show.\n", strings.Join(es, "; "))
+			}
+		}
+		p("\n## Every run\n\nCPU in %% of one core over the run (the host has 200%%), by node for the split (`app-1:sshfs` is the host-side sshfs client of app-1), by daemon for the mono; `forwarder` is `bulkhead supervise`; \"elsewhere\" is the rest of the host (other jobs, softirqs).\n\n")
+		p("| round | setup | workload | req/s | p50 ms | p99 ms | non-2xx/3xx | socket errors | status | CPU by group | host busy | elsewhere |\n|---:|---|---|---:|---:|---:|---:|---|---|---|---:|---:|\n")
+		for _, x := range d.Runs {
+			c := strings.Split(x.CPU, " | ")
+			for len(c) < 3 {
+				c = append(c, "-")
+			}
+			status := x.Status
+			if status != "ok" {
+				status = "**" + status + "**"
+			}
+			p("| %d | %s | %s | %.0f | %.2f | %.2f | %s | %s | %s | %s | %s | %s |\n", x.Round, x.Setup, x.Workload, x.RPS, x.P50, x.P99, x.Non2xx, x.SockErr, status, c[0], c[1], c[2])
+		}
+		if d.BadRuns > 0 {
+			p("\n**%d run(s) had errors or failed: their figures do not measure a healthy stack.**\n\n## Diagnostics\n%s", d.BadRuns, d.Diagnose)
+		}
+	}
+
+	if c := r.Controlplane; len(c.Times) > 0 {
+		p("\n## Control plane: bulkhead's own work by stack size\n\n")
+		p("A stack with the default tiers and N app nodes, from nothing: `plan`; `up` cold (first time, DB init); `up` again (nothing to do); `verify`; `down` (data kept); `up` warm (data there); `down --purge`. Wall-clock seconds, one run each. verify: %s.\n\n", c.Meta["verify"])
+		p("![control plane](controlplane.svg)\n\n| app nodes |")
+		for _, op := range ops {
+			p(" %s |", op)
+		}
+		p("\n|---:|")
+		for range ops {
+			p("---:|")
+		}
+		var sizes []string
+		cell := map[string]string{}
+		for _, t := range c.Times {
+			if !slices.Contains(sizes, t["apps"]) {
+				sizes = append(sizes, t["apps"])
+			}
+			v := t["seconds"]
+			switch {
+			case t["exit"] == "not available":
+				v = "n/a"
+			case t["exit"] != "0":
+				v = v + " (**exit " + t["exit"] + "**)"
+			}
+			cell[t["apps"]+"/"+t["op"]] = v
+		}
+		p("\n")
+		for _, s := range sizes {
+			p("| %s |", s)
+			for _, op := range ops {
+				v := cell[s+"/"+op]
+				if v == "" {
+					v = "-"
+				}
+				p(" %s |", v)
+			}
+			p("\n")
+		}
+		p("\n### Memory per app node\n\nAfter `up` cold, for app-1, the middle app node and the last: every process of the node's runc container (`runc ps`: the agent, apache2's processes, php-fpm's master and workers), RSS and PSS (shared pages split among the processes that map them, so PSS adds up across nodes and RSS does not), and the host-side sshfs client that mounts the site for the node. Over all sampled nodes: RSS %s KB, PSS %s KB; sshfs client RSS %s KB, PSS %s KB. The host's used memory grew by %.0f KB per added app node from the smallest stack to the largest (MemTotal − MemAvailable, which includes kernel objects and page cache, and whatever else the shared machine did meanwhile).\n\n",
+			fstat(c.PerApp["rss_kb"], ""), fstat(c.PerApp["pss_kb"], ""), fstat(c.PerApp["sshfs_rss_kb"], ""), fstat(c.PerApp["sshfs_pss_kb"], ""), c.HostSlope)
+		p("![memory](memory.svg)\n\n| app nodes | node | processes | RSS KB | PSS KB | sshfs RSS KB | sshfs PSS KB |\n|---:|---|---:|---:|---:|---:|---:|\n")
+		for _, m := range c.Memory {
+			p("| %s | %s | %s | %s | %s | %s | %s |\n", m["apps"], m["node"], m["processes"], m["rss_kb"], m["pss_kb"], m["sshfs_rss_kb"], m["sshfs_pss_kb"])
+		}
+	}
+	return b.String()
+}
+
+func med(s *Stat) string {
+	if s == nil {
+		return "-"
+	}
+	return f2(s.Median)
+}

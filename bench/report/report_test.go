@@ -1,0 +1,92 @@
+package main
+
+import (
+	"encoding/xml"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestStat(t *testing.T) {
+	for _, tc := range []struct {
+		in            []float64
+		med, min, max float64
+	}{
+		{[]float64{3}, 3, 3, 3},
+		{[]float64{3, 1, 2}, 2, 1, 3},
+		{[]float64{4, 1, 2, 3}, 2.5, 1, 4},
+	} {
+		s := stat(tc.in)
+		if s.Median != tc.med || s.Min != tc.min || s.Max != tc.max || s.N != len(tc.in) {
+			t.Errorf("stat(%v) = %+v", tc.in, s)
+		}
+	}
+	if stat(nil) != nil {
+		t.Error("stat(nil) is not nil")
+	}
+}
+
+// TestRun feeds run a small data directory and checks what it computes and
+// that every plot is well-formed XML.
+func TestRun(t *testing.T) {
+	data, out := t.TempDir(), t.TempDir()
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(data, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("dataplane.tsv", "round\tsetup\tworkload\trps\tp50_ms\tp99_ms\tnon2xx\tsocket_errors\trequests\tstatus\tcpu\n"+
+		"1\tsplit\tsmall\t900\t1\t2\t0\t0\t900\tok\tedge 50 | 190 of 200 | 10\n"+
+		"1\tmono\tsmall\t1000\t1\t2\t0\t0\t1000\tok\tmono:apache2 90 | 190 of 200 | 10\n"+
+		"1\tsplit:keepalive=off\tsmall\t450\t1\t2\t0\t0\t450\tok\t-\n"+
+		"2\tsplit\tsmall\t1200\t1\t2\t0\t0\t1200\tok\t-\n"+
+		"2\tmono\tsmall\t1000\t1\t2\t0\t0\t1000\tok\t-\n"+
+		"2\tsplit:keepalive=off\tsmall\t600\t1\t2\t0\t0\t600\tok\t-\n"+
+		"3\tsplit\tsmall\t-\t-\t-\t-\t-\t0\twrk failed (exit 1)\t-\n")
+	write("dataplane-meta.tsv", "key\tvalue\nworkload.small\tGET /s.css\nlever.keepalive\tupstream keepalive\nlever.keepalive.default\ton\nlever.keepalive.workloads\tsmall\n")
+	write("controlplane.tsv", "apps\top\tseconds\texit\n1\tup-cold\t5\t0\n10\tup-cold\t15\t0\n1\tverify\t-\tnot available\n")
+	write("memory.tsv", "apps\tnode\tprocesses\trss_kb\tpss_kb\tsshfs_rss_kb\tsshfs_pss_kb\n1\tapp-1\t7\t80000\t15000\t11000\t2000\n")
+	write("hostmem.tsv", "apps\tused_kb\n0\t1000\n1\t31000\n10\t301000\n")
+	if err := run(data, out); err != nil {
+		t.Fatal(err)
+	}
+	r, err := load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := r.Dataplane.Workloads[0]
+	if w.Ratio.Median != 1.05 || w.Ratio.Min != 0.9 || w.Ratio.Max != 1.2 || *w.Met != true {
+		t.Errorf("split/mono small = %+v, met %v", w.Ratio, *w.Met)
+	}
+	if r.Dataplane.BadRuns != 1 {
+		t.Errorf("bad runs = %d, want 1", r.Dataplane.BadRuns)
+	}
+	if e := r.Dataplane.Levers[0].Effect["small"]; e == nil || e.Median != 2 {
+		t.Errorf("keepalive on/off = %+v, want 2", e)
+	}
+	if r.Controlplane.HostSlope != 30000 {
+		t.Errorf("host slope = %v, want 30000", r.Controlplane.HostSlope)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
+	if !strings.Contains(string(md), "n/a") {
+		t.Error("results.md does not say verify was not available")
+	}
+	for _, name := range r.Plots {
+		f, err := os.Open(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := xml.NewDecoder(f)
+		for {
+			if _, err := d.Token(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Errorf("%s: %v", name, err)
+				break
+			}
+		}
+		f.Close()
+	}
+}

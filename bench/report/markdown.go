@@ -95,7 +95,7 @@ func markdown(r *Results) string {
 
 	if c := r.Controlplane; len(c.Times) > 0 {
 		p("\n## Control plane: bulkhead's own work by stack size\n\n")
-		p("A stack with the default tiers and N app nodes, from nothing: `plan`; `up` cold (first time, DB init); `up` again (nothing to do); `verify`; `down` (data kept); `up` warm (data there); `down --purge`. Wall-clock seconds, one run each. verify: %s.\n\n", c.Meta["verify"])
+		p("A stack with the default tiers and N app nodes, from nothing: `plan`; `up` cold (first time, DB init); `up` again (nothing to do); `verify`; `down` (data kept); `up` warm (data there); `down --purge`. Wall-clock seconds, one run each; `down` and `up` warm only at %s app nodes (`-` elsewhere: an up warm costs about as much as an up cold, and the suite must fit in 15 minutes). verify: %s.\n\n", c.Meta["cycle_sizes"], c.Meta["verify"])
 		p("![control plane](controlplane.svg)\n\n| app nodes |")
 		for _, op := range ops {
 			p(" %s |", op)

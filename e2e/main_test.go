@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -83,14 +84,26 @@ func newStack(t testing.TB, name string, x, base int, extra string) *stack {
 // exec runs bulkhead in the stack's directory and returns its combined
 // output.
 func (s *stack) exec(args ...string) (string, error) {
+	var out bytes.Buffer
+	err := s.command(&out, &out, args...)
+	return out.String(), err
+}
+
+// stdout runs bulkhead in the stack's directory with its standard output
+// and error apart.
+func (s *stack) stdout(args ...string) (string, string, error) {
+	var out, errb bytes.Buffer
+	err := s.command(&out, &errb, args...)
+	return out.String(), errb.String(), err
+}
+
+func (s *stack) command(stdout, stderr io.Writer, args ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = s.dir
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	return cmd.Run()
 }
 
 // run is exec that fails the test on error.

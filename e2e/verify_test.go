@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
@@ -53,17 +52,6 @@ func (s *stack) verify(t *testing.T, args ...string) (verifyJSON, string, error)
 		t.Fatalf("verify --output json: %v\n%s\n%s", jerr, out, errOut)
 	}
 	return v, out + errOut, err
-}
-
-// stdout runs bulkhead in the stack's directory with its standard output
-// and error apart.
-func (s *stack) stdout(args ...string) (string, string, error) {
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = s.dir
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	return out.String(), errb.String(), err
 }
 
 // TestVerify runs verify on a real default stack: it passes, with the

@@ -59,7 +59,7 @@ func HasTable(ctx context.Context, ns, family, name string) bool {
 
 // DeleteTable removes a table if it exists.
 func DeleteTable(ctx context.Context, ns, family, name string) error {
-	if _, err := run(ctx, ns, nil, "list", "table", family, name); err != nil {
+	if !HasTable(ctx, ns, family, name) {
 		return nil // absent already
 	}
 	_, err := run(ctx, ns, nil, "delete", "table", family, name)

@@ -33,16 +33,6 @@ func (s Status) String() string { return statusNames[s] }
 // MarshalText makes a Status read as its name in JSON.
 func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
-// UnmarshalText reads a Status's name.
-func (s *Status) UnmarshalText(b []byte) error {
-	i := slices.Index(statusNames[:], string(b))
-	if i < 0 {
-		return fmt.Errorf("unknown probe status %q", b)
-	}
-	*s = Status(i)
-	return nil
-}
-
 // Probe is one connection attempt: from the namespace at index From of the
 // handles given to probe, to a TCP address.
 type Probe struct {

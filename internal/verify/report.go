@@ -14,9 +14,10 @@ import (
 
 // Report is what one verify run saw, and its judgement.
 type Report struct {
-	Stack     string        `json:"stack"`
+	Stack string `json:"stack"`
+	// Sources are the vantages, host and outside first; every one is also
+	// a destination.
 	Sources   []string      `json:"sources"`
-	Dests     []string      `json:"destinations"`
 	Ports     []int         `json:"ports"`
 	Cells     []Cell        `json:"cells"`
 	Listeners []Listener    `json:"listeners"`
@@ -35,14 +36,13 @@ type Phase struct {
 
 // Counts sum a report up.
 type Counts struct {
-	Cells          int `json:"cells"`
-	AllowedOpen    int `json:"allowed_open"`
-	DeniedBlocked  int `json:"denied_blocked"`
-	FailedCells    int `json:"failed_cells"`
-	Unexpected     int `json:"unexpected_listeners"`
-	FailedChecks   int `json:"failed_checks"`
-	Failures       int `json:"failures"`
-	ProbesAttempts int `json:"probes"`
+	Cells         int `json:"cells"`
+	AllowedOpen   int `json:"allowed_open"`
+	DeniedBlocked int `json:"denied_blocked"`
+	FailedCells   int `json:"failed_cells"`
+	Unexpected    int `json:"unexpected_listeners"`
+	FailedChecks  int `json:"failed_checks"`
+	Failures      int `json:"failures"`
 }
 
 // Cell is one (source, destination, port) of the matrix: what the plan
@@ -129,7 +129,7 @@ type Check struct {
 }
 
 func (r *Report) tally() {
-	c := Counts{Cells: len(r.Cells), ProbesAttempts: r.Probes}
+	c := Counts{Cells: len(r.Cells)}
 	for i := range r.Cells {
 		cell := &r.Cells[i]
 		switch {
@@ -188,7 +188,7 @@ const (
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "verify %s: %d sources x %d destinations x %d ports (%d probes) in %.2fs\n",
-		r.Stack, len(r.Sources), len(r.Dests), len(r.Ports), r.Probes, r.Duration.Seconds())
+		r.Stack, len(r.Sources), len(r.Sources), len(r.Ports), r.Probes, r.Duration.Seconds())
 	fmt.Fprintf(&b, "%s reached, %s blocked (filtered or unreachable); a failing cell is marked ! and listed below.\n",
 		markOpen, markBlocked)
 	byDest := map[string][]*Cell{}
@@ -218,7 +218,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "\nto %s\n%s", foldNames(lastDests), lastBlock)
 		lastDests = nil
 	}
-	for _, d := range r.Dests {
+	for _, d := range r.Sources {
 		cells := byDest[d]
 		if len(cells) == 0 {
 			continue

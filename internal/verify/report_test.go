@@ -54,7 +54,7 @@ func sample() *Report {
 		return c
 	}
 	r := &Report{
-		Stack: "s", Sources: []string{"app-1", "app-2", "db"}, Dests: []string{"app-1", "app-2", "db"}, Ports: []int{22, 3306},
+		Stack: "s", Sources: []string{"app-1", "app-2", "db"}, Ports: []int{22, 3306},
 		Cells: []Cell{
 			cell("app-2", "app-1", 22, false, Filtered), cell("app-2", "app-1", 3306, false, Filtered),
 			cell("db", "app-1", 22, false, Refused), cell("db", "app-1", 3306, false, Filtered),

@@ -175,7 +175,6 @@ func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
 	for i := range s.vs {
 		r.Sources = append(r.Sources, s.vs[i].name)
 	}
-	r.Dests = r.Sources
 	r.Probes = len(probes)
 	r.Duration = time.Since(start)
 	r.tally()

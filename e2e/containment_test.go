@@ -1,0 +1,398 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestContainment is the drill of issue #9: root inside a node (app-1,
+// storage, db) attacks the host, its disk and the other nodes, class by
+// class, and every attack must be contained. The stack must verify clean
+// afterwards.
+func TestContainment(t *testing.T) {
+	s := newStack(t, "e2ek", 230, 18980, "")
+	s.run("up")
+	root := filepath.Join("/var/lib/bulkhead", s.name)
+	attacker := buildAttacker(t)
+	drilled := []string{"app-1", "storage", "db"}
+	for _, n := range drilled {
+		s.put(t, n, attacker, "/tmp/attack")
+	}
+
+	t.Run("root in a node is not root on the host", func(t *testing.T) {
+		for _, n := range drilled {
+			out, err := s.in(n, "cat", "/proc/self/uid_map", "/proc/self/gid_map")
+			if err != nil {
+				t.Fatalf("%s: %v %s", n, err, out)
+			}
+			for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+				f := strings.Fields(l)
+				if len(f) != 3 || f[0] != "0" || f[1] == "0" || f[1] == "" {
+					t.Errorf("%s maps its root as %q: want 0 mapped to an unprivileged host id", n, l)
+				}
+			}
+			// The agent, PID 1, runs as that id on the host.
+			if uid := hostUID(t, "bh-"+s.name+"-"+n); uid == 0 {
+				t.Errorf("%s: its PID 1 runs as host uid 0", n)
+			}
+		}
+	})
+
+	t.Run("every node runs under a seccomp filter", func(t *testing.T) {
+		for _, n := range nodes {
+			out, err := s.in(n, "grep", "^Seccomp:", "/proc/1/status")
+			if err != nil || strings.Fields(out)[1] != "2" {
+				t.Errorf("%s: %v %q, want Seccomp: 2 (filter mode)", n, err, out)
+			}
+		}
+	})
+
+	t.Run("syscalls and keyrings", func(t *testing.T) {
+		// Storage's sshd needs chroot (CAP_SYS_CHROOT) for its SFTP jail.
+		allowed := map[string]map[string]bool{"storage": {"chroot": true}}
+		for _, n := range drilled {
+			out, _ := s.in(n, "/tmp/attack")
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) < 20 {
+				t.Fatalf("%s: the attacker ran %d attacks:\n%s", n, len(lines), out)
+			}
+			for _, l := range lines {
+				name, verdict, _ := strings.Cut(l, ": ")
+				if allowed[n][name] {
+					continue
+				}
+				if !strings.HasPrefix(verdict, "denied") {
+					t.Errorf("%s: %s", n, l)
+				}
+			}
+		}
+	})
+
+	t.Run("links: container output cannot be redirected onto the host", func(t *testing.T) {
+		target := filepath.Join(t.TempDir(), "written-by-app-1")
+		script := fmt.Sprintf("for d in /var/log/bulkhead /var/lib/bulkhead /run/bulkhead; do ln -sf %s $d/container.log; done; kill -TERM 1", target)
+		s.in("app-1", "sh", "-c", script) // the exec dies with the container
+		s.waitHealthy(t, "app-1")
+		if _, err := os.Lstat(target); err == nil {
+			t.Errorf("the host created %s through a link planted by app-1", target)
+		}
+	})
+
+	t.Run("links: the site mount point cannot be replaced", func(t *testing.T) {
+		for _, script := range []string{
+			"umount /srv/site",
+			"ln -s /etc /srv/site.new && mv -T /srv/site.new /srv/site",
+			"mv /srv/site /srv/site.old",
+			"touch /srv/planted",
+		} {
+			if out, err := s.in("app-1", "sh", "-c", script); err == nil {
+				t.Errorf("app-1: %q succeeded: %s", script, out)
+			}
+		}
+		srv := filepath.Join(root, "nodes", "app-1", "srv")
+		if fi, err := os.Lstat(filepath.Join(srv, "site")); err != nil || !fi.IsDir() {
+			t.Errorf("srv/site on the host is not the mount point any more: %v %v", fi, err)
+		}
+	})
+
+	t.Run("links: logs are not read through a link", func(t *testing.T) {
+		secret := filepath.Join(t.TempDir(), "host-secret")
+		os.WriteFile(secret, []byte("HOST-SECRET-LINE\n"), 0o600)
+		s.in("app-1", "ln", "-sf", secret, "/var/log/bulkhead/evil.log")
+		out, _ := s.exec("logs", "app-1", "-n", "5")
+		if strings.Contains(out, "HOST-SECRET-LINE") {
+			t.Errorf("bulkhead logs followed app-1's link to a host file:\n%s", out)
+		}
+		s.in("app-1", "rm", "-f", "/var/log/bulkhead/evil.log")
+	})
+
+	t.Run("links: the host does not follow a planted agent socket", func(t *testing.T) {
+		// The stack's supervisor socket is a unix socket the node must
+		// not make the host talk to.
+		sock := filepath.Join(root, "supervisor.sock")
+		out, err := s.in("app-1", "sh", "-c", "ln -sf "+sock+" /run/bulkhead/agent.sock.planted && mv -f /run/bulkhead/agent.sock.planted /run/bulkhead/agent.sock")
+		if err != nil {
+			t.Fatalf("plant: %v %s", err, out)
+		}
+		out, _ = s.exec("status")
+		if !regexp.MustCompile(`(?m)^app-1\s+running\s+\S+\s+unhealthy`).MatchString(out) {
+			t.Errorf("status through a planted socket link: want app-1 running but unhealthy (its agent unreachable):\n%s", out)
+		}
+		s.in("app-1", "kill", "-TERM", "1")
+		s.waitHealthy(t, "app-1")
+	})
+
+	t.Run("links: storage cannot make site sync write outside", func(t *testing.T) {
+		dir := t.TempDir()
+		// A compromised storage node swaps the site's lib directory for a
+		// link to a host directory, and a file for a link to a host file.
+		script := fmt.Sprintf("cd /var/lib/bulkhead/site && rm -rf lib && ln -s %s lib && rm -f index.php && ln -s %s/index.php index.php", dir, dir)
+		if out, err := s.in("storage", "sh", "-c", script); err != nil {
+			t.Fatalf("plant: %v %s", err, out)
+		}
+		out, _ := s.exec("up")
+		entries, _ := os.ReadDir(dir)
+		if len(entries) > 0 {
+			t.Errorf("up wrote %d files into a host directory through storage's links:\n%s", len(entries), out)
+		}
+		if !strings.Contains(out, "restored") {
+			t.Errorf("up did not say it restored the site's files:\n%s", out)
+		}
+		resp, err := http.Get("http://" + s.http + "/")
+		if err != nil || resp.StatusCode != 200 {
+			t.Errorf("GET / after the repair: %v %v", resp, err)
+		} else {
+			resp.Body.Close()
+		}
+	})
+
+	t.Run("code tampered on storage is put back", func(t *testing.T) {
+		if out, err := s.in("storage", "sh", "-c", "echo '<?php echo \"DEFACED\";' > /var/lib/bulkhead/site/index.php"); err != nil {
+			t.Fatalf("tamper: %v %s", err, out)
+		}
+		out := s.run("up")
+		if !regexp.MustCompile(`restored .*index\.php`).MatchString(out) {
+			t.Errorf("up did not name the file it restored:\n%s", out)
+		}
+		eventually(t, 30*time.Second, "the site serves the operator's index.php again", func() bool {
+			resp, err := http.Get("http://" + s.http + "/")
+			if err != nil {
+				return false
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode == 200 && !strings.Contains(string(body), "DEFACED")
+		})
+	})
+
+	t.Run("disk: a node fills only its own space", func(t *testing.T) {
+		before := freeBytes(t, "/var/lib/bulkhead")
+		for _, dir := range []string{"/var/log/bulkhead", "/var/lib/bulkhead", "/tmp", "/run/bulkhead"} {
+			out, err := s.in("app-1", "sh", "-c", "dd if=/dev/zero of="+dir+"/fill bs=1M count=1200 2>&1")
+			if err == nil || !strings.Contains(out, "No space left on device") {
+				t.Errorf("app-1 wrote 1200M into %s: %v %s", dir, err, lastLine(out))
+			}
+		}
+		// Through the container's output (PID 1's stdout), too.
+		out, err := s.in("app-1", "sh", "-c", "dd if=/dev/zero of=/proc/1/fd/1 bs=1M count=1200 2>&1")
+		if err == nil {
+			t.Errorf("app-1 wrote 1200M to its container output: %s", lastLine(out))
+		}
+		if used := before - freeBytes(t, "/var/lib/bulkhead"); used > 1200<<20 {
+			t.Errorf("app-1 took %d MB of the host's disk", used>>20)
+		}
+		// The site still stores a post while app-1 is full.
+		post(t, s, "written while app-1 is full")
+		for _, dir := range []string{"/var/log/bulkhead", "/var/lib/bulkhead", "/tmp", "/run/bulkhead"} {
+			s.in("app-1", "rm", "-f", dir+"/fill")
+		}
+	})
+
+	t.Run("pids: a fork bomb stays in its node", func(t *testing.T) {
+		out, _ := s.in("app-1", "sh", "-c", "for i in $(seq 700); do sleep 3 & done 2>&1 | tail -1; wait")
+		if !strings.Contains(out, "Resource temporarily unavailable") && !strings.Contains(out, "Cannot fork") {
+			t.Errorf("app-1 started 700 processes: %s", out)
+		}
+		post(t, s, "written after app-1's fork bomb")
+	})
+
+	t.Run("cpu: every node has a CPU weight", func(t *testing.T) {
+		for _, n := range nodes {
+			v, err := strconv.Atoi(cgroupValue(t, "bh-"+s.name+"-"+n, "cpu/cpu.shares"))
+			if err != nil || v == 1024 || v < 2 {
+				t.Errorf("%s cpu.shares = %d (%v): want the plan's weight, not the default 1024", n, v, err)
+			}
+		}
+	})
+
+	t.Run("other nodes' files and processes", func(t *testing.T) {
+		for _, n := range drilled {
+			out, _ := s.in(n, "sh", "-c", "cat /proc/mounts; ls -R /var/lib/bulkhead 2>/dev/null | head -200")
+			for _, other := range nodes {
+				if other != n && strings.Contains(out, "/nodes/"+other+"/") {
+					t.Errorf("%s sees %s's files:\n%s", n, other, out)
+				}
+			}
+			// The host's processes do not exist for a node.
+			if out, err := s.in(n, "kill", "-0", strconv.Itoa(os.Getpid())); err == nil {
+				t.Errorf("%s can signal the host's pid %d: %s", n, os.Getpid(), out)
+			}
+		}
+		if out, err := s.in("app-1", "cat", "/var/lib/bulkhead/mysql/mysql.ibd"); err == nil {
+			t.Errorf("app-1 reads db's files: %s", out)
+		}
+	})
+
+	t.Run("the host's files and sockets", func(t *testing.T) {
+		// Each script prints BREACH only if the attack worked.
+		for _, n := range drilled {
+			for _, script := range []string{
+				"touch /etc/passwd 2>/dev/null && echo BREACH",
+				"touch /usr/bin/planted 2>/dev/null && echo BREACH",
+				"echo 1 2>/dev/null > /proc/sys/net/ipv4/ip_forward && echo BREACH",
+				"echo h 2>/dev/null > /proc/sysrq-trigger && echo BREACH",
+				"head -c1 /proc/kcore 2>/dev/null | grep -q . && echo BREACH",
+				"ls /sys/fs/cgroup/memory >/dev/null 2>&1 && echo BREACH",
+				"ls /sys/class/net >/dev/null 2>&1 && echo BREACH",
+				"cat /etc/shadow >/dev/null 2>&1 && echo BREACH",
+				"ls /var/lib/bulkhead/../../../root >/dev/null 2>&1 && echo BREACH",
+				"ls /bulkhead/../var/run/netns >/dev/null 2>&1 && echo BREACH",
+			} {
+				if out, _ := s.in(n, "sh", "-c", script); strings.Contains(out, "BREACH") {
+					t.Errorf("%s: %q worked", n, script)
+				}
+			}
+		}
+	})
+
+	t.Run("the network: only the role's flows", func(t *testing.T) {
+		gw := s.privateNet + ".1"
+		for _, c := range []struct{ from, to string }{
+			{"app-1", gw + "/22"},                  // the host
+			{"app-1", s.privateNet + ".5/22"},      // db, off its port
+			{"app-1", s.privateNet + ".3/80"},      // static
+			{"storage", s.privateNet + ".4/11211"}, // cache
+			{"db", s.privateNet + ".6/22"},         // storage
+		} {
+			if out, err := s.in(c.from, "sh", "-c", "timeout 2 bash -c '</dev/tcp/"+c.to+"'"); err == nil {
+				t.Errorf("%s reached %s: %s", c.from, c.to, out)
+			}
+		}
+	})
+
+	t.Run("verify passes after the drill", func(t *testing.T) {
+		v, out, err := s.verify(t)
+		if err != nil || !v.Pass {
+			t.Fatalf("verify after the drill: %v\n%s", err, out)
+		}
+	})
+}
+
+// buildAttacker builds the drill's attacker for the nodes: static, so that
+// it needs nothing of the node's libraries.
+func buildAttacker(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "attack")
+	cmd := exec.Command("go", "build", "-o", out, "./testdata/attack")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the attacker: %v\n%s", err, b)
+	}
+	return out
+}
+
+// put copies a host file into a node's writable /tmp, as an attacker's
+// download would.
+func (s *stack) put(t *testing.T, node, src, dst string) {
+	t.Helper()
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "exec", node, "--", "sh", "-c", "cat > "+dst+" && chmod 755 "+dst)
+	cmd.Dir, cmd.Stdin = s.dir, f
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("copy %s into %s: %v %s", src, node, err, out)
+	}
+}
+
+// waitHealthy waits until status says node runs and is healthy.
+func (s *stack) waitHealthy(t *testing.T, node string) {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(node) + `\s+running\s+\S+\s+healthy`)
+	eventually(t, 60*time.Second, node+" running and healthy", func() bool {
+		out, err := s.exec("status")
+		return err == nil && re.MatchString(out)
+	})
+}
+
+// hostUID is the host uid that a container's PID 1 runs as.
+func hostUID(t *testing.T, id string) int {
+	t.Helper()
+	out, err := exec.Command("runc", "state", id).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := regexp.MustCompile(`"pid": (\d+)`).FindSubmatch(out)
+	if pid == nil {
+		t.Fatalf("no pid in runc state %s", out)
+	}
+	st, err := os.ReadFile("/proc/" + string(pid[1]) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^Uid:\s+(\d+)`).FindSubmatch(st)
+	uid, _ := strconv.Atoi(string(m[1]))
+	return uid
+}
+
+func freeBytes(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * st.Bsize
+}
+
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return l[len(l)-1]
+}
+
+// post writes a post through the published port, as a visitor would, and
+// checks that it is listed.
+func post(t *testing.T, s *stack, title string) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	base := "http://" + s.http
+	page := func() string {
+		resp, err := c.Get(base + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	token := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page())
+	if token == nil {
+		t.Fatal("no CSRF token in the form")
+	}
+	var buf bytes.Buffer
+	w := multipart.NewWriter(&buf)
+	w.WriteField("csrf", token[1])
+	w.WriteField("title", title)
+	w.WriteField("body", "posted by the containment drill")
+	w.Close()
+	resp, err := c.Post(base+"/posts", w.FormDataContentType(), &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("POST /posts = %d", resp.StatusCode)
+	}
+	if !strings.Contains(page(), title) {
+		t.Fatalf("the post %q is not listed", title)
+	}
+}

@@ -79,6 +79,9 @@ func jsonpath(ts *testscript.TestScript, neg bool, args []string) {
 		}
 	}
 	got := fmt.Sprint(v)
+	if f, ok := v.(float64); ok {
+		got = strconv.FormatFloat(f, 'f', -1, 64) // sizes in bytes, not 2.68435456e+08
+	}
 	if (got == args[2]) == neg {
 		ts.Fatalf("%s is %q, want %s%q", args[1], got, map[bool]string{true: "not ", false: ""}[neg], args[2])
 	}

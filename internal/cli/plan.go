@@ -223,7 +223,7 @@ func printPlan(w io.Writer, p *plan.Plan) error {
 	for _, n := range p.Networks {
 		fmt.Fprint(tw, "\t"+strings.ToUpper(n.Name))
 	}
-	fmt.Fprint(tw, "\tMEMORY\tPIDS\n")
+	fmt.Fprint(tw, "\tMEMORY\tPIDS\tDISK\tCPU\n")
 	for _, n := range p.Nodes {
 		fmt.Fprintf(tw, "%s\t%s\t%s", n.Name, n.Role, n.Software)
 		for _, net := range p.Networks {
@@ -233,7 +233,7 @@ func printPlan(w io.Writer, p *plan.Plan) error {
 			}
 			fmt.Fprint(tw, "\t"+addr)
 		}
-		fmt.Fprintf(tw, "\t%s\t%d\n", spec.ByteSize(n.Memory), n.Pids)
+		fmt.Fprintf(tw, "\t%s\t%d\t%s\t%d\n", spec.ByteSize(n.Memory), n.Pids, spec.ByteSize(n.Disk), n.CPUWeight)
 	}
 	tw.Flush()
 

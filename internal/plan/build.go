@@ -66,6 +66,7 @@ func Build(st *spec.Stack) (*Plan, error) {
 			n := Node{
 				Name: name, Tier: t.Name, Role: t.Role, Software: t.Software,
 				Replica: i + 1, Ordinal: ordinal, Memory: int64(t.Memory), Pids: t.Pids,
+				Disk: int64(t.Disk), CPUWeight: t.CPU,
 				Netns: NetnsName(st.Name, name), Container: NetnsName(st.Name, name),
 				Listens: []Port{ServicePort(t.Role, t.Software, p.Storage)},
 			}

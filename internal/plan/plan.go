@@ -69,6 +69,8 @@ type Node struct {
 	Ordinal   int         `json:"ordinal"` // 1-based within the stack; used in kernel names
 	Memory    int64       `json:"memory"`
 	Pids      int         `json:"pids"`
+	Disk      int64       `json:"disk"`       // bytes in the node's filesystem image for its data and logs
+	CPUWeight int         `json:"cpu_weight"` // 1-10000 as cgroup v2 cpu.weight; systemd maps it to v1 cpu.shares as weight*1024/100
 	Netns     string      `json:"netns"`
 	Container string      `json:"container"`
 	Ifaces    []Interface `json:"interfaces"`

@@ -67,6 +67,37 @@ func TestDefaultStack(t *testing.T) {
 	}
 }
 
+// TestLimits: every node, replicas included, carries its tier's limits in
+// bytes and as a weight, and so does the JSON a driver saves.
+func TestLimits(t *testing.T) {
+	p := build(t, "tiers:\n  edge: {}\n  db: {disk: 2G, cpu: 500}\n  app: {replicas: 3, disk: 1G, memory: 256M}\n")
+	var got []string
+	for _, n := range p.Nodes {
+		got = append(got, fmt.Sprintf("%s memory=%d pids=%d disk=%d cpu=%d", n.Name, n.Memory, n.Pids, n.Disk, n.CPUWeight))
+	}
+	want := []string{
+		fmt.Sprintf("edge memory=%d pids=512 disk=%d cpu=200", 256<<20, 256<<20),
+		fmt.Sprintf("db memory=%d pids=512 disk=%d cpu=500", 1<<30, 2<<30),
+		fmt.Sprintf("app-1 memory=%d pids=512 disk=%d cpu=100", 256<<20, 1<<30),
+		fmt.Sprintf("app-2 memory=%d pids=512 disk=%d cpu=100", 256<<20, 1<<30),
+		fmt.Sprintf("app-3 memory=%d pids=512 disk=%d cpu=100", 256<<20, 1<<30),
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("nodes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	data, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := plan.Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := back.Node("db"); n.Disk != 2<<30 || n.CPUWeight != 500 {
+		t.Errorf("decoded db: disk %d cpu %d, want %d and 500", n.Disk, n.CPUWeight, 2<<30)
+	}
+}
+
 func addrs(n plan.Node) []string {
 	var out []string
 	for _, i := range n.Ifaces {

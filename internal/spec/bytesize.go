@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// ByteSize is an amount of memory, written like 256M or 1G in a stack file.
+// ByteSize is an amount of memory or disk, written like 256M or 1G in a stack file.
 type ByteSize int64
 
 // ParseByteSize reads sizes such as "512", "256K", "256M", "1G", "1GiB".

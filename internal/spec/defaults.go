@@ -27,6 +27,50 @@ var DefaultMemory = map[string]ByteSize{
 	RoleStorage: 256 << 20,
 }
 
+// DefaultDisk is each role's disk size when a tier sets none. The default
+// stack's nodes add up to 9856M, which a small host with a 20G disk and
+// its operating system on it still has free. The db and storage hold the site's data and get room to grow;
+// edge, static and app write only logs and temporary files; the cache
+// keeps everything in memory and writes only logs.
+var DefaultDisk = map[string]ByteSize{
+	RoleEdge:    256 << 20,
+	RoleStatic:  256 << 20,
+	RoleApp:     512 << 20,
+	RoleCache:   128 << 20,
+	RoleDB:      4 << 30,
+	RoleStorage: 4 << 30,
+}
+
+// MinDisk is the least disk each role works with. An ext4 image of 64M
+// spends some 4M on its journal and inode tables, and leaves room for
+// logs. A fresh MariaDB datadir takes about 130M (ibdata1, a 96M redo log
+// and the system tables) and a fresh PostgreSQL one about 40M plus WAL, so
+// the db needs 256M; storage keeps its SFTP server's state and logs.
+var MinDisk = map[string]ByteSize{
+	RoleEdge:    64 << 20,
+	RoleStatic:  64 << 20,
+	RoleApp:     64 << 20,
+	RoleCache:   64 << 20,
+	RoleDB:      256 << 20,
+	RoleStorage: 128 << 20,
+}
+
+// DefaultCPU is each role's CPU weight when a tier sets none; 100 is an
+// even share. Every request passes through the edge, and every app node
+// waits on the single db, so those two get twice an app node's share when
+// the host is busy.
+var DefaultCPU = map[string]int{
+	RoleEdge:    200,
+	RoleStatic:  100,
+	RoleApp:     100,
+	RoleCache:   100,
+	RoleDB:      200,
+	RoleStorage: 100,
+}
+
+// MaxCPU is the largest CPU weight, as cgroup v2's cpu.weight.
+const MaxCPU = 10000
+
 // Each SFTP client of the storage node (every static and app node) holds
 // an sshd session of two processes, and verify or a reconnecting pool opens
 // as many unauthenticated ones again at once. These are the storage
@@ -112,6 +156,12 @@ func ApplyDefaults(s *Stack) {
 		}
 		if t.Pids == 0 && !s.written(f+"pids") {
 			t.Pids = DefaultPids
+		}
+		if t.Disk == 0 && !s.written(f+"disk") {
+			t.Disk = DefaultDisk[t.Role]
+		}
+		if t.CPU == 0 && !s.written(f+"cpu") {
+			t.CPU = DefaultCPU[t.Role]
 		}
 	}
 	// A storage node's defaults grow with its clients, once every tier's

@@ -110,6 +110,13 @@ type Tier struct {
 	Memory ByteSize `yaml:"memory"`
 	// Pids is the cgroup pids limit of each node.
 	Pids int `yaml:"pids"`
+	// Disk is the size of each node's filesystem image, which holds
+	// everything the node may write: its data and its logs.
+	Disk ByteSize `yaml:"disk"`
+	// CPU is each node's share of CPU time relative to the other nodes,
+	// 1 to 10000, as cgroup v2's cpu.weight (100 is an even share). It
+	// matters only when the host's CPUs are busy; it is not a cap.
+	CPU int `yaml:"cpu"`
 	// Protocol is how storage serves files: auto, nfs or sftp.
 	Protocol string `yaml:"protocol"`
 }

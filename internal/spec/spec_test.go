@@ -94,6 +94,24 @@ func TestErrors(t *testing.T) {
 				"9:11: tiers.storage.pids: pids limit 128 is too small for 101 SFTP clients; give it at least 436 (4 per client and 32)"}},
 		{"bad memory", "tiers:\n  edge:\n    memory: lots\n  app: {}\n",
 			[]string{"3:13: tiers.edge.memory: \"lots\" is not a size; write a size like 256M"}},
+		{"bad disk", "tiers:\n  edge: {}\n  app: {}\n  db:\n    disk: 4 gigs\n",
+			[]string{"5:11: tiers.db.disk: \"4 gigs\" is not a size; write a size like 256M or 1G"}},
+		{"db disk too small", "tiers:\n  edge: {}\n  app: {}\n  db:\n    disk: 128M\n",
+			[]string{"5:11: tiers.db.disk: disk 128M is too small: each db node's filesystem needs room for ext4's metadata, its data and its logs; give it at least 256M, or remove the line for the default 4G"}},
+		{"storage disk too small", "tiers:\n  edge: {}\n  app: {}\n  storage:\n    disk: 64M\n",
+			[]string{"5:11: tiers.storage.disk: disk 64M is too small: each storage node's filesystem", "give it at least 128M, or remove the line for the default 4G"}},
+		{"app disk too small", "tiers:\n  edge: {}\n  web:\n    role: app\n    disk: 1M\n",
+			[]string{"5:11: tiers.web.disk: disk 1M is too small: each app node's filesystem", "give it at least 64M, or remove the line for the default 512M"}},
+		{"disk zero", "tiers:\n  edge:\n    disk: 0\n  app: {}\n",
+			[]string{"3:11: tiers.edge.disk: disk 0 is too small: each edge node's filesystem", "give it at least 64M"}},
+		{"cpu zero", "tiers:\n  edge:\n    cpu: 0\n  app: {}\n",
+			[]string{"3:10: tiers.edge.cpu: cpu weight 0 is out of range; use a weight from 1 to 10000; 100 is an even share, and the default for edge is 200"}},
+		{"cpu too large", "tiers:\n  edge: {}\n  app:\n    cpu: 10001\n",
+			[]string{"4:10: tiers.app.cpu: cpu weight 10001 is out of range; use a weight from 1 to 10000; 100 is an even share, and the default for app is 100"}},
+		{"cpu negative", "tiers:\n  edge: {}\n  app:\n    cpu: -5\n",
+			[]string{"4:10: tiers.app.cpu: cpu weight -5 is out of range"}},
+		{"cpu not a number", "tiers:\n  edge: {}\n  app:\n    cpu: half\n",
+			[]string{"4:10: tiers.app.cpu: expected a whole number, got \"half\"; write digits only"}},
 		{"static path injection", "site:\n  static: [\"/a/; deny all\"]\n",
 			[]string{"2:12: site.static[0]: \"/a/; deny all\" is neither a path prefix nor an extension glob"}},
 		{"static dot segment", "site:\n  static: [/assets/../]\n",
@@ -198,6 +216,40 @@ func TestStorageDefaultsGrow(t *testing.T) {
 		if s := st.ByRole(spec.RoleStorage); s.Memory != c.mem || s.Pids != c.pids {
 			t.Errorf("%q: storage memory %s pids %d, want %s and %d", c.src, s.Memory, s.Pids, c.mem, c.pids)
 		}
+	}
+}
+
+// TestDiskAndCPUDefaults: a tier that leaves disk and cpu out gets its
+// role's values; one that writes them keeps them.
+func TestDiskAndCPUDefaults(t *testing.T) {
+	st, err := load(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		disk spec.ByteSize
+		cpu  int
+	}{
+		"edge": {256 << 20, 200}, "static": {256 << 20, 100}, "app": {512 << 20, 100},
+		"cache": {128 << 20, 100}, "db": {4 << 30, 200}, "storage": {4 << 30, 100},
+	}
+	for name, w := range want {
+		if tier := st.Tiers[name]; tier.Disk != w.disk || tier.CPU != w.cpu {
+			t.Errorf("tier %s: disk %s cpu %d, want %s and %d", name, tier.Disk, tier.CPU, w.disk, w.cpu)
+		}
+	}
+	// The least each role works with is accepted, and kept as written.
+	st, err = load(t, "tiers:\n  edge: {disk: 64M, cpu: 1}\n  app: {disk: 64M, cpu: 10000}\n  db: {disk: 256M}\n  storage: {disk: 128M}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, disk := range map[string]spec.ByteSize{"edge": 64 << 20, "app": 64 << 20, "db": 256 << 20, "storage": 128 << 20} {
+		if got := st.Tiers[name].Disk; got != disk {
+			t.Errorf("tier %s: disk %s, want %s", name, got, disk)
+		}
+	}
+	if e, a, db := st.Tiers["edge"].CPU, st.Tiers["app"].CPU, st.Tiers["db"].CPU; e != 1 || a != 10000 || db != 200 {
+		t.Errorf("cpu: edge %d app %d db %d, want 1, 10000 and the default 200", e, a, db)
 	}
 }
 

@@ -226,6 +226,14 @@ func (v *validator) tiers() {
 		if t.Pids < 16 || t.Pids > 1<<22 {
 			v.fail(f+".pids", "use a number from 16 to 4194304", "pids limit %d is out of range", t.Pids)
 		}
+		if least := MinDisk[t.Role]; t.Disk < least {
+			v.fail(f+".disk", fmt.Sprintf("give it at least %s, or remove the line for the default %s", least, DefaultDisk[t.Role]),
+				"disk %s is too small: each %s node's filesystem needs room for ext4's metadata, its data and its logs", t.Disk, t.Role)
+		}
+		if t.CPU < 1 || t.CPU > MaxCPU {
+			v.fail(f+".cpu", fmt.Sprintf("use a weight from 1 to %d; 100 is an even share, and the default for %s is %d", MaxCPU, t.Role, DefaultCPU[t.Role]),
+				"cpu weight %d is out of range", t.CPU)
+		}
 		if t.Role == RoleStorage && t.Protocol != ProtocolNFS {
 			clients := storageClients(v.s)
 			mem, pids := StorageNeeds(clients)

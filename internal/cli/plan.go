@@ -100,6 +100,16 @@ func runPlan(_ context.Context, s stdio, o planOptions) error {
 // protocol "auto" for this kernel, and for a driver that can mount NFS
 // only if nfsOK.
 func loadPlan(s stdio, file string, nfsOK bool) (*plan.Plan, error) {
+	st, err := loadSpec(s, file, nfsOK)
+	if err != nil {
+		return nil, err
+	}
+	return plan.Build(st)
+}
+
+// loadSpec is loadPlan without the plan: the validated stack, with the
+// storage protocol resolved.
+func loadSpec(s stdio, file string, nfsOK bool) (*spec.Stack, error) {
 	file, data, err := readStackFile(file, "run 'bulkhead init' first or pass -f FILE")
 	if err != nil {
 		return nil, err
@@ -121,7 +131,7 @@ func loadPlan(s stdio, file string, nfsOK bool) (*plan.Plan, error) {
 		}
 		fmt.Fprintf(s.err, "storage: %s (auto: %s)\n", t.Protocol, why)
 	}
-	return plan.Build(st)
+	return st, nil
 }
 
 // readStackFile reads file, or ./bulkhead.yaml if file is empty; a missing

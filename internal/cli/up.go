@@ -32,6 +32,9 @@ it after editing the file or the site and it applies the difference,
 restarting only the nodes whose configuration changed. Data (the database,
 uploads) is kept.
 
+Up refuses, before it changes anything, a stack whose nodes' disks add up to
+more than is free in ` + local.DefaultRoot + `, naming the tiers to shrink.
+
 If up fails on a stack that did not exist, it removes what it made. On a
 stack that exists, it leaves it as it is; run up again, or down.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
@@ -50,12 +53,17 @@ stack that exists, it leaves it as it is; run up again, or down.`,
 }
 
 func runUp(ctx context.Context, s stdio, o upOptions) error {
-	p, site, err := loadStack(s, o.File)
+	st, p, site, err := loadStack(s, o.File)
 	if err != nil {
 		return err
 	}
 	if p.Storage == spec.ProtocolNFS {
 		return fmt.Errorf("storage over nfs is not supported by the local driver yet; set tiers.storage.protocol: sftp")
+	}
+	// Before the driver touches anything: a stack that cannot fit is
+	// refused, not half made.
+	if err := checkDisk(st, driverRoot); err != nil {
+		return err
 	}
 	began := time.Now()
 	res, err := newDriver(s).Up(ctx, p, local.UpOptions{SiteDir: site, NoInstall: o.NoInstall, Wait: o.Wait})

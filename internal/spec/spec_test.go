@@ -282,3 +282,61 @@ func TestByteSize(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckDisk: a stack whose disks exceed the free space names the
+// tiers to lower, placed at their disk fields, with the total and the
+// free space in every message.
+func TestCheckDisk(t *testing.T) {
+	const M = 1 << 20
+	tests := []struct {
+		name, src string
+		free      int64
+		want      []string // each error in order of the tiers named, or its start
+		none      []string // must not appear
+	}{
+		{"default stack fits", "", 9856 * M, nil, nil},
+		{"default stack, 1M short", "", 9855 * M,
+			[]string{"bulkhead.yaml:1:1: tiers.db.disk: the stack needs 9856M of disk, 4G of it for db, but /var/lib/bulkhead has 9855M free; lower disk here (the least for db is 256M), or free 1M there"},
+			[]string{"tiers.storage.disk", "tiers.app.disk"}},
+		{"two tiers to lower", "tiers:\n  edge: {}\n  app:\n    replicas: 4\n    disk: 1G\n  db:\n    disk: 2G\n", 2 * 1024 * M,
+			[]string{
+				"bulkhead.yaml:5:11: tiers.app.disk: the stack needs 6400M of disk, 4G of it for 4 app nodes of 1G, but /var/lib/bulkhead has 2G free; lower disk here (the least for app is 64M), or free 4352M there",
+				"bulkhead.yaml:7:11: tiers.db.disk: the stack needs 6400M of disk, 2G of it for db, but /var/lib/bulkhead has 2G free; lower disk here (the least for db is 256M), or free 4352M there",
+			},
+			[]string{"tiers.edge.disk"}},
+		{"disk not written: placed at the tier", "tiers:\n  edge: {}\n  app: {}\n  db:\n    memory: 1G\n", 1024 * M,
+			[]string{"bulkhead.yaml:5:5: tiers.db.disk: the stack needs 4864M of disk, 4G of it for db"}, nil},
+		{"too little even at the least", "", 500 * M + 12345,
+			[]string{"bulkhead.yaml:1:1: tiers.db.disk: the stack needs 9856M of disk, 4G of it for db, but /var/lib/bulkhead has 500M free; even with every tier at its least the stack needs 704M; free 204M there"},
+			[]string{"tiers.storage.disk"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := load(t, tt.src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = st.CheckDisk(tt.free, "/var/lib/bulkhead")
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("CheckDisk(%d) = %v, want nil", tt.free, err)
+				}
+				return
+			}
+			es := spec.AsErrors(err)
+			if len(es) != len(tt.want) {
+				t.Fatalf("got %d errors, want %d:\n%v", len(es), len(tt.want), err)
+			}
+			for i, w := range tt.want {
+				if got := es[i].Error(); !strings.HasPrefix(got, w) {
+					t.Errorf("error %d:\n got %s\nwant %s", i, got, w)
+				}
+			}
+			for _, n := range tt.none {
+				if strings.Contains(err.Error(), n) {
+					t.Errorf("error names %s:\n%v", n, err)
+				}
+			}
+		})
+	}
+}

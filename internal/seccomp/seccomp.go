@@ -193,7 +193,8 @@ func clone3Rule() specs.LinuxSyscall {
 }
 
 // knownCaps are the capability names of Linux 6.18, for catching a typo
-// that would silently change the profile.
+// that would silently change the profile. They are in the kernel's order:
+// a name's index is its number.
 var knownCaps = []string{
 	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
 	"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",

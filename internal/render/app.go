@@ -38,8 +38,18 @@ type appConf struct {
 	BodyBytes int
 	BodyMB    int
 
+	// Writable are the site's writable directories, whose files are served
+	// as bytes and never handed to php-fpm (see writable.go).
+	Writable []appWritable
+	PHPFile  string // a file name PHP might run: Apache's FilesMatch
+	PHPPath  string // a request path that names one: nginx's location
+
 	FPM fpmPool
 }
+
+// appWritable is one writable directory, as a request path ("/uploads/")
+// and on disk.
+type appWritable struct{ URL, Dir string }
 
 type apacheModule struct{ Name, Path string }
 
@@ -146,6 +156,11 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 		FPMPid:    path.Join(l.Run, "php-fpm.pid"),
 		BodyBytes: appMaxBody,
 		BodyMB:    appMaxBody >> 20,
+		PHPFile:   phpFileRegex,
+		PHPPath:   phpPathRegex,
+	}
+	for _, w := range p.Site.Writable {
+		c.Writable = append(c.Writable, appWritable{URL: "/" + w + "/", Dir: path.Join(l.Site, w)})
 	}
 	c.Handler = "proxy:unix:" + c.Socket + "|fcgi://localhost"
 	c.Log.FPM = path.Join(l.Log, "php-fpm.log")
@@ -259,13 +274,20 @@ func appProxies(p *plan.Plan, n *plan.Node) []netip.Addr {
 // configs. Their escaping rules differ ($ expands in nginx and php ini,
 // backslashes differ), so rather than escape, it refuses anything but a
 // plain set of characters; validated spec values and layout paths pass.
-func confQuote(v any) (string, error) {
+func confQuote(v any) (string, error) { return plainQuote(v, `"`, "") }
+
+// exprQuote single-quotes a string in an Apache expression, which the
+// directive double-quotes around it (<If "...">). "*" passes, for the
+// globs of -strmatch; "%" would start a variable and never does.
+func exprQuote(v any) (string, error) { return plainQuote(v, `'`, "*") }
+
+func plainQuote(v any, quote, extra string) (string, error) {
 	s := fmt.Sprint(v)
 	for _, r := range s {
-		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._:+@=,|~ -", r)
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._:+@=,|~ -", r) || strings.ContainsRune(extra, r)
 		if !ok {
 			return "", fmt.Errorf("%q: character %q cannot be quoted safely in a config", s, r)
 		}
 	}
-	return `"` + s + `"`, nil
+	return quote + s + quote, nil
 }

@@ -205,33 +205,6 @@ func TestAppRefusesUnquotablePaths(t *testing.T) {
 func TestAppServes(t *testing.T) {
 	for _, c := range appCases {
 		t.Run(c.stack+"/"+c.server, func(t *testing.T) {
-			requireTool(t, "php-fpm8.2")
-			requireTool(t, c.server)
-			p, n, l := renderRole(t, c.stack, spec.RoleApp)
-			node := p.Role(spec.RoleApp)[0]
-			logsOnFailure(t, l)
-			// As the driver will: the password file is root:www-data 0440.
-			www, err := user.LookupGroup("www-data")
-			if err != nil {
-				t.Fatal(err)
-			}
-			gid, _ := strconv.Atoi(www.Gid)
-			wwwUser, err := user.Lookup("www-data")
-			if err != nil {
-				t.Fatal(err)
-			}
-			wwwUID, _ := strconv.Atoi(wwwUser.Uid)
-			if err := os.Chown(filepath.Join(l.Conf, "secrets", "db_password"), 0, gid); err != nil {
-				t.Fatal(err)
-			}
-			// As storage will: the upload directory is www-data's.
-			uploads := filepath.Join(l.Site, p.Site.Writable[0])
-			if err := os.MkdirAll(uploads, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chown(uploads, wwwUID, gid); err != nil {
-				t.Fatal(err)
-			}
 			index := `<?php
 header('Content-Type: text/plain');
 if ($_SERVER['REQUEST_METHOD'] === 'POST') {
@@ -245,42 +218,8 @@ echo file_get_contents(getenv('DB_PASSWORD_FILE')), "\n";
 echo @file_get_contents('/etc/passwd') === false ? "basedir" : "open", "\n";
 echo function_exists('exec') ? "exec" : "noexec", "\n";
 `
-			if err := os.WriteFile(filepath.Join(l.Site, "index.php"), []byte(index), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(l.Site, ".env"), []byte("SECRET=1\n"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-
-			port := strconv.Itoa(freePort(t, "127.0.0.1"))
-			listen := node.Addr(c.edgeNet).String() + ":80"
-			web := string(fileOf(t, n, c.conf).Data)
-			if !strings.Contains(web, listen) {
-				t.Fatalf("%s does not listen on %s", c.conf, listen)
-			}
-			local := filepath.Join(l.Conf, "loopback-"+c.conf)
-			if err := os.WriteFile(local, []byte(strings.ReplaceAll(web, listen, "127.0.0.1:"+port)), 0o644); err != nil {
-				t.Fatal(err)
-			}
-
-			for _, s := range n.Services {
-				if len(s.Setup) > 0 {
-					mustRun(t, s.Setup...)
-				}
-				argv := s.Argv
-				if s.Name == c.server {
-					argv = appReplace(argv, filepath.Join(l.Conf, c.conf), local)
-				}
-				d := startDaemon(t, argv...)
-				switch s.Name {
-				case "php-fpm":
-					sock := filepath.Join(l.Run, "php-fpm.sock")
-					d.waitFor(t, "php-fpm's socket", func() error { _, err := os.Stat(sock); return err })
-				case c.server:
-					d.waitDial(t, "127.0.0.1:"+port)
-				}
-			}
-			base := "http://127.0.0.1:" + port
+			a := startApp(t, c.stack, c.server, c.conf, c.edgeNet, map[string]string{"index.php": index, ".env": "SECRET=1\n"})
+			p, node, base := a.plan, a.node, a.base
 
 			pw := testSecrets(p).DBPassword
 			for _, path := range []string{"/", "/healthz", "/missing.php"} {
@@ -308,7 +247,7 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 			}
 			upBody, _ := io.ReadAll(up.Body)
 			up.Body.Close()
-			stored, _ := os.ReadFile(filepath.Join(uploads, "upload.txt"))
+			stored, _ := os.ReadFile(filepath.Join(a.layout.Site, p.Site.Writable[0], "upload.txt"))
 			if string(upBody) != "stored\n" || string(stored) != "uploaded bytes\n" {
 				t.Errorf("upload: %d %q, file %q", up.StatusCode, upBody, stored)
 			}
@@ -322,6 +261,89 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 			}
 		})
 	}
+}
+
+// liveApp is an app node that startApp runs on loopback.
+type liveApp struct {
+	plan   *plan.Plan
+	node   *plan.Node
+	layout render.Layout
+	base   string // "http://127.0.0.1:PORT"
+}
+
+// startApp renders the first app node of stack with server in front of
+// php-fpm, plants site (paths relative to the site, and their contents),
+// and runs both daemons on a free loopback port until the test ends. As the
+// driver and storage will, it makes the password file root:www-data 0440
+// and every writable directory www-data's.
+func startApp(t *testing.T, stack, server, conf, edgeNet string, site map[string]string) liveApp {
+	t.Helper()
+	requireTool(t, "php-fpm8.2")
+	requireTool(t, server)
+	p, n, l := renderRole(t, stack, spec.RoleApp)
+	node := p.Role(spec.RoleApp)[0]
+	logsOnFailure(t, l)
+	www, err := user.LookupGroup("www-data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid, _ := strconv.Atoi(www.Gid)
+	wwwUser, err := user.Lookup("www-data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wwwUID, _ := strconv.Atoi(wwwUser.Uid)
+	if err := os.Chown(filepath.Join(l.Conf, "secrets", "db_password"), 0, gid); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range p.Site.Writable {
+		dir := filepath.Join(l.Site, w)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(dir, wwwUID, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, data := range site {
+		path := filepath.Join(l.Site, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	port := strconv.Itoa(freePort(t, "127.0.0.1"))
+	listen := node.Addr(edgeNet).String() + ":80"
+	web := string(fileOf(t, n, conf).Data)
+	if !strings.Contains(web, listen) {
+		t.Fatalf("%s does not listen on %s", conf, listen)
+	}
+	local := filepath.Join(l.Conf, "loopback-"+conf)
+	if err := os.WriteFile(local, []byte(strings.ReplaceAll(web, listen, "127.0.0.1:"+port)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, s := range n.Services {
+		if len(s.Setup) > 0 {
+			mustRun(t, s.Setup...)
+		}
+		argv := s.Argv
+		if s.Name == server {
+			argv = appReplace(argv, filepath.Join(l.Conf, conf), local)
+		}
+		d := startDaemon(t, argv...)
+		switch s.Name {
+		case "php-fpm":
+			sock := filepath.Join(l.Run, "php-fpm.sock")
+			d.waitFor(t, "php-fpm's socket", func() error { _, err := os.Stat(sock); return err })
+		case server:
+			d.waitDial(t, "127.0.0.1:"+port)
+		}
+	}
+	return liveApp{plan: p, node: node, layout: l, base: "http://127.0.0.1:" + port}
 }
 
 func appGet(t *testing.T, url string) (*http.Response, string) {

@@ -20,6 +20,13 @@ type edgeConf struct {
 	App         []edgeServer
 	Static      []edgeServer // empty: every path goes to app
 	Paths       sitePaths
+	// WritablePHP matches a normalised path that names PHP under a writable
+	// directory, which the edge refuses; "" without writable directories.
+	WritablePHP string
+	// AmbiguousPath and AmbiguousURI match a raw path, or a raw request
+	// target with its query, that the edge refuses to route because a
+	// node behind it could resolve it differently (see writable.go).
+	AmbiguousPath, AmbiguousURI string
 	// Redirect sends plain HTTP to HTTPS on HTTPSPort, where visitors
 	// reach the edge's 443 (the published port); empty for 443 itself.
 	Redirect  bool
@@ -59,6 +66,10 @@ func newEdgeConf(p *plan.Plan, n *plan.Node, in Input) (*edgeConf, error) {
 		Log:       path.Join(l.Log, "access.log"),
 		BodyMB:    edgeMaxBody >> 20,
 		BodyBytes: edgeMaxBody,
+
+		WritablePHP:   writablePHPRegex(p.Site.Writable),
+		AmbiguousPath: ambiguousPathRegex,
+		AmbiguousURI:  ambiguousURIRegex,
 	}
 	if !c.Public.IsValid() {
 		return nil, fmt.Errorf("%s has no address on the %s network", n.Name, plan.NetPublic)

@@ -316,8 +316,8 @@ func checkEdgeHAProxy(t *testing.T, p *plan.Plan, edge *plan.Node, conf string, 
 	}
 	slices.Sort(exts)
 	for _, acl := range []string{
-		"acl static_path path_beg " + strings.Join(prefixes, " "),
-		"acl static_ext path_end -i " + strings.Join(exts, " "),
+		"acl static_path var(txn.path) -m beg " + strings.Join(prefixes, " "),
+		"acl static_ext var(txn.path) -m end -i " + strings.Join(exts, " "),
 		"use_backend static if static_path",
 		"use_backend static if static_ext",
 		"default_backend app",
@@ -385,8 +385,9 @@ func TestEdgeNeedsTLS(t *testing.T) {
 }
 
 // fakeTier serves HTTP for the nodes of a tier, on their (loopback)
-// addresses, answering with the node's name in X-Served-By. It returns a
-// function that stops one node's server.
+// addresses, answering with the node's name in X-Served-By and, in the
+// body, the request's target as it arrived and its decoded path. It returns
+// a function per node that stops its server.
 func fakeTier(t *testing.T, p *plan.Plan, edge *plan.Node, role string) map[string]func() {
 	t.Helper()
 	stops := map[string]func(){}
@@ -403,7 +404,7 @@ func fakeTier(t *testing.T, p *plan.Plan, edge *plan.Node, role string) map[stri
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("X-Served-By", name)
 			w.Header().Set("X-Frame-Options", "DENY") // the edge's value must win
-			fmt.Fprintf(w, "path=%s xff=%s proto=%s\n", r.URL.Path, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"))
+			fmt.Fprintf(w, "uri=%s path=%s xff=%s proto=%s\n", r.RequestURI, r.URL.Path, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"))
 		})}
 		go srv.Serve(l)
 		stops[name] = func() { srv.Close() }
@@ -416,7 +417,6 @@ func fakeTier(t *testing.T, p *plan.Plan, edge *plan.Node, role string) map[stri
 // app and static nodes, and checks routing, headers, TLS, failover and the
 // redirect with real requests.
 func TestEdgeLive(t *testing.T) {
-	hosttest.RequireRoot(t) // to bind ports 80 and 443
 	cases := []struct {
 		stack, software string
 		net             int
@@ -424,49 +424,66 @@ func TestEdgeLive(t *testing.T) {
 	for _, c := range cases {
 		for _, redirect := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/%s/redirect=%v", c.stack, c.software, redirect), func(t *testing.T) {
-				tool := requireTool(t, c.software)
-				p, edge := withSoftware(t, c.stack, spec.RoleEdge, c.software)
-				p.Publish.Redirect = redirect
 				r := 0
 				if redirect {
 					r = 1
 				}
-				base := fmt.Sprintf("127.77.%d.", c.net*2+r)
-				pub := base + "1"
-				for _, port := range []string{"80", "443"} {
-					l, err := net.Listen("tcp", net.JoinHostPort(pub, port))
-					if err != nil {
-						t.Skipf("cannot bind %s:%s on this host: %v", pub, port, err)
-					}
-					l.Close()
-				}
-				moveToLoopback(edge, plan.NetPublic, pub)
-				for i, peer := range p.Peers(edge) {
-					moveToLoopback(peer.Node, peer.Flow.Network, fmt.Sprintf("%s%d", base, 10+i))
-				}
-				port := freePort(t, base+"10")
-				for i := range p.Flows {
-					if f := &p.Flows[i]; f.From == edge.Tier {
-						f.Port.Number = port
-					}
-				}
-				apps := fakeTier(t, p, edge, spec.RoleApp)
-				fakeTier(t, p, edge, spec.RoleStatic)
-
-				sec := tlsSecrets(t, p)
-				_, l := writeNode(t, p, edge.Name, sec)
-				var d *daemon
-				if c.software == "nginx" {
-					d = startDaemon(t, tool, "-c", filepath.Join(l.Conf, "nginx.conf"), "-e", "stderr")
-				} else {
-					d = startDaemon(t, tool, "-db", "-f", filepath.Join(l.Conf, "haproxy.cfg"))
-				}
-				d.waitDial(t, pub+":80")
-				d.waitDial(t, pub+":443")
-				checkEdgeLive(t, p, pub, sec, apps, redirect)
+				e := startEdge(t, c.stack, c.software, fmt.Sprintf("127.77.%d.", c.net*2+r), redirect)
+				checkEdgeLive(t, e.plan, e.pub, e.secrets, e.apps, redirect)
 			})
 		}
 	}
+}
+
+// liveEdge is an edge node that startEdge runs on loopback.
+type liveEdge struct {
+	plan    *plan.Plan
+	pub     string // the edge's public address
+	secrets render.Secrets
+	apps    map[string]func() // stops one fake app node
+}
+
+// startEdge renders stack's edge as software and runs it until the test
+// ends, on loopback addresses that begin with base ("127.77.2."): the edge
+// on base+"1", its peers from base+"10" on, each served by fakeTier.
+func startEdge(t *testing.T, stack, software, base string, redirect bool) liveEdge {
+	t.Helper()
+	hosttest.RequireRoot(t) // to bind ports 80 and 443
+	tool := requireTool(t, software)
+	p, edge := withSoftware(t, stack, spec.RoleEdge, software)
+	p.Publish.Redirect = redirect
+	pub := base + "1"
+	for _, port := range []string{"80", "443"} {
+		l, err := net.Listen("tcp", net.JoinHostPort(pub, port))
+		if err != nil {
+			t.Skipf("cannot bind %s:%s on this host: %v", pub, port, err)
+		}
+		l.Close()
+	}
+	moveToLoopback(edge, plan.NetPublic, pub)
+	for i, peer := range p.Peers(edge) {
+		moveToLoopback(peer.Node, peer.Flow.Network, fmt.Sprintf("%s%d", base, 10+i))
+	}
+	port := freePort(t, base+"10")
+	for i := range p.Flows {
+		if f := &p.Flows[i]; f.From == edge.Tier {
+			f.Port.Number = port
+		}
+	}
+	apps := fakeTier(t, p, edge, spec.RoleApp)
+	fakeTier(t, p, edge, spec.RoleStatic)
+
+	sec := tlsSecrets(t, p)
+	_, l := writeNode(t, p, edge.Name, sec)
+	var d *daemon
+	if software == "nginx" {
+		d = startDaemon(t, tool, "-c", filepath.Join(l.Conf, "nginx.conf"), "-e", "stderr")
+	} else {
+		d = startDaemon(t, tool, "-db", "-f", filepath.Join(l.Conf, "haproxy.cfg"))
+	}
+	d.waitDial(t, pub+":80")
+	d.waitDial(t, pub+":443")
+	return liveEdge{plan: p, pub: pub, secrets: sec, apps: apps}
 }
 
 func checkEdgeLive(t *testing.T, p *plan.Plan, pub string, sec render.Secrets, apps map[string]func(), redirect bool) {
@@ -528,7 +545,11 @@ func checkEdgeLive(t *testing.T, p *plan.Plan, pub string, sec render.Secrets, a
 			routes["/deep/dir/file"+strings.ToUpper(e)] = "static"
 			routes["/file"+e+".php"] = "app-"
 		} else {
-			routes[s+"x.php"] = "static"
+			// A static prefix wins over PHP, but PHP under a writable
+			// directory goes nowhere (TestEdgeWritableNeverReachesApp).
+			if !slices.ContainsFunc(p.Site.Writable, func(w string) bool { return strings.HasPrefix(s, "/"+w+"/") }) {
+				routes[s+"x.php"] = "static"
+			}
 			routes[s+"img/a.png"] = "static"
 		}
 	}

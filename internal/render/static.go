@@ -20,12 +20,16 @@ import (
 var frontFuncs = template.FuncMap{
 	// nginx double-quotes; "$" would expand a variable in most directives.
 	"nq": func(v any) (string, error) { return frontQuote(v, `"`, "") },
-	// nginx regexes: "$" anchors and backslashes reach PCRE unchanged.
-	"nre": func(v any) (string, error) { return frontQuote(v, `"`, `$\`) },
+	// nginx regexes: "$" anchors, backslashes, "%" and character classes
+	// reach PCRE unchanged.
+	"nre": func(v any) (string, error) { return frontQuote(v, `"`, `$\%[]`) },
 	// lighttpd double-quotes and passes "$" and backslashes through.
 	"lq": func(v any) (string, error) { return frontQuote(v, `"`, `$\`) },
 	// haproxy single-quotes: no escapes and no $VAR expansion.
 	"hq": func(v any) (string, error) { return frontQuote(v, `'`, "") },
+	// haproxy regexes, single-quoted: "%" is only special in a log-format
+	// string, and no regex is one.
+	"hre": func(v any) (string, error) { return frontQuote(v, `'`, `$\%`) },
 }
 
 func frontQuote(v any, quote, extra string) (string, error) {

@@ -20,7 +20,11 @@ var templates = template.Must(template.New("").Funcs(templateFuncs()).ParseFS(te
 
 func templateFuncs() template.FuncMap {
 	fm := template.FuncMap{
-		"q":      confQuote,
+		"q":  confQuote,
+		"aq": exprQuote,
+		// Apache regexes: double-quoted, with "$" and backslashes passed
+		// to PCRE; "${" would expand a Define, but "{" never passes.
+		"are":    func(v any) (string, error) { return frontQuote(v, `"`, `$\`) },
 		"join":   strings.Join,
 		"pgconf": pgConfString,
 	}

@@ -3,12 +3,14 @@ module github.com/bulkhead/bulkhead
 go 1.26.8
 
 require (
+	github.com/cyphar/filepath-securejoin v0.7.0
 	github.com/rogpeppe/go-internal v1.14.1
 	go.yaml.in/yaml/v3 v3.0.4
 	golang.org/x/crypto v0.59.0
+	golang.org/x/sys v0.50.0
 )
 
 require (
-	golang.org/x/sys v0.50.0 // indirect
+	cyphar.com/go-pathrs v0.2.5 // indirect
 	golang.org/x/tools v0.26.0 // indirect
 )

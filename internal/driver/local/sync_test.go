@@ -1,8 +1,11 @@
 package local
 
 import (
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -98,4 +101,94 @@ func TestMirrorKeepsDir(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dst, "stale")); !os.IsNotExist(err) {
 		t.Errorf("stale entry survived: %v", err)
 	}
+}
+
+// TestSyncSitePlantedLinks: root in the storage node can plant links in
+// its data directory, where the site lives. A sync must never follow one:
+// the outside stays as it was, and the links are replaced or removed as
+// links.
+func TestSyncSitePlantedLinks(t *testing.T) {
+	hosttest.RequireRoot(t)
+	for _, tc := range []struct {
+		name   string
+		plant  string // beneath the site on storage
+		target string // relative targets climb from data/site/<plant>
+	}{
+		{"copy through the temp name", "index.php.tmp", "OUT/secret"},
+		{"copy over a link to a file", "index.php", "../../outside/secret"},
+		{"mkdir, chmod and copy through a directory link", "lib", "OUT/dir"},
+		{"chown through a writable path's link", "uploads", "../../outside/dir"},
+		{"copy into a linked directory by a relative path", "assets", "../../outside/dir"},
+		{"remove an extra link", "extra", "OUT/dir"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := t.TempDir()
+			src, data, outside := filepath.Join(base, "src"), filepath.Join(base, "data"), filepath.Join(base, "outside")
+			write(t, filepath.Join(src, "index.php"), "<?php echo 1;")
+			write(t, filepath.Join(src, "lib/db.php"), "<?php")
+			write(t, filepath.Join(src, "assets/style.css"), "body{}")
+			write(t, filepath.Join(outside, "secret"), "secret")
+			write(t, filepath.Join(outside, "dir/file"), "file")
+			os.Chmod(filepath.Join(outside, "dir"), 0o700)
+			os.MkdirAll(filepath.Join(src, "uploads"), 0o755)
+			os.MkdirAll(data, 0o755)
+			if err := syncTo(src, data); err != nil {
+				t.Fatal(err)
+			}
+			// The node plants its link.
+			at := filepath.Join(data, "site", tc.plant)
+			os.RemoveAll(at)
+			target := strings.Replace(tc.target, "OUT", outside, 1)
+			if err := os.Symlink(target, at); err != nil {
+				t.Fatal(err)
+			}
+			// A changed site makes the sync write.
+			write(t, filepath.Join(src, "index.php"), "<?php echo 2;")
+			write(t, filepath.Join(src, "lib/db.php"), "<?php // 2")
+			write(t, filepath.Join(src, "assets/style.css"), "body{color:red}")
+			before := outsideState(t, outside)
+			err := syncTo(src, data)
+			if after := outsideState(t, outside); after != before {
+				t.Errorf("the sync changed the outside through %s -> %s (err %v):\nbefore:\n%safter:\n%s", tc.plant, target, err, before, after)
+			}
+			if err != nil {
+				t.Fatalf("sync: %v", err)
+			}
+			filepath.WalkDir(filepath.Join(data, "site"), func(path string, d fs.DirEntry, err error) error {
+				if err == nil && d.Type()&fs.ModeSymlink != 0 {
+					t.Errorf("a planted link survived the sync: %s", path)
+				}
+				return nil
+			})
+			if b, _ := os.ReadFile(filepath.Join(data, "site/lib/db.php")); string(b) != "<?php // 2" {
+				t.Errorf("lib/db.php on storage = %q", b)
+			}
+		})
+	}
+}
+
+// outsideState is everything a sync could change outside storage.
+func outsideState(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, _ := os.Lstat(path)
+		st := info.Sys().(*syscall.Stat_t)
+		fmt.Fprintf(&b, "%s %v %d:%d", path, info.Mode(), st.Uid, st.Gid)
+		if info.Mode().IsRegular() {
+			data, _ := os.ReadFile(path)
+			fmt.Fprintf(&b, " %q", data)
+		}
+		b.WriteByte('\n')
+		return nil
+	})
+	return b.String()
+}
+
+func syncTo(src, data string) error {
+	_, _, err := syncSite(src, filepath.Join(data, "site"), []string{"uploads"})
+	return err
 }

@@ -241,9 +241,17 @@ func listen(path string) (net.Listener, error) {
 	return ln, nil
 }
 
+// The node controls what its agent answers, so the host reads at most this
+// much of a reply. A status is a few KiB per service; the logs are at most
+// ringLines lines of maxLine bytes each, which is 4 MiB.
+const (
+	maxStatusReply = 1 << 20
+	maxLogsReply   = 8 << 20
+)
+
 // Query asks the agent serving on socket for its status.
 func Query(ctx context.Context, socket string) (*Status, error) {
-	body, err := get(ctx, socket, "/status")
+	body, err := get(ctx, socket, "/status", maxStatusReply)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +266,7 @@ func Query(ctx context.Context, socket string) (*Status, error) {
 // first, from the agent serving on socket. n <= 0 returns all it keeps.
 func Logs(ctx context.Context, socket, service string, n int) ([]string, error) {
 	v := url.Values{"service": {service}, "n": {strconv.Itoa(max(n, 0))}}
-	body, err := get(ctx, socket, "/logs?"+v.Encode())
+	body, err := get(ctx, socket, "/logs?"+v.Encode(), maxLogsReply)
 	if err != nil {
 		return nil, err
 	}
@@ -269,13 +277,15 @@ func Logs(ctx context.Context, socket, service string, n int) ([]string, error) 
 	return strings.Split(strings.TrimSuffix(text, "\n"), "\n"), nil
 }
 
-func get(ctx context.Context, socket, path string) ([]byte, error) {
+// get reads the reply to GET path, refusing one larger than limit bytes.
+func get(ctx context.Context, socket, path string, limit int64) ([]byte, error) {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
-		DisableKeepAlives: true,
+		DisableKeepAlives:      true,
+		MaxResponseHeaderBytes: 64 << 10,
 	}
 	defer tr.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+path, nil)
@@ -287,9 +297,12 @@ func get(ctx context.Context, socket, path string) ([]byte, error) {
 		return nil, fmt.Errorf("query agent %s: %w", socket, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("query agent %s: %w", socket, err)
+	}
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("query agent %s: GET %s: the reply is larger than %d bytes; the node's agent may be compromised", socket, path, limit)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("query agent %s: %s: %s", socket, resp.Status, strings.TrimSpace(string(body)))

@@ -58,6 +58,8 @@ func TestQueryRefusesPlantedSocket(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "agent.sock") {
 				t.Errorf("error should name agent.sock and say %q: %v", tc.want, err)
+			} else {
+				t.Log(err)
 			}
 			if _, err := Logs(ctx, path, "s", 1); err == nil {
 				t.Errorf("Logs through a planted %s answered", tc.name)

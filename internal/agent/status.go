@@ -12,10 +12,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/bulkhead/bulkhead/internal/beneath"
 )
 
 // State is where a service is in its life cycle.
@@ -281,8 +284,7 @@ func Logs(ctx context.Context, socket, service string, n int) ([]string, error) 
 func get(ctx context.Context, socket, path string, limit int64) ([]byte, error) {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return dial(ctx, socket)
 		},
 		DisableKeepAlives:      true,
 		MaxResponseHeaderBytes: 64 << 10,
@@ -308,4 +310,28 @@ func get(ctx context.Context, socket, path string, limit int64) ([]byte, error) 
 		return nil, fmt.Errorf("query agent %s: %s: %s", socket, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return body, nil
+}
+
+// dial connects to the unix socket at path without following a link there.
+// The socket's directory is the node's to write, so a node could swap the
+// socket for a link to some other socket on the host. The file is opened
+// O_PATH beneath its directory (a link refused), checked to be a socket,
+// and connected to through /proc/self/fd/N, which reaches the very inode
+// that was checked: connect(2) resolves that magic link to the open file.
+func dial(ctx context.Context, path string) (net.Conn, error) {
+	dir, err := beneath.Open(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+	h, info, err := dir.OpenPath(filepath.Base(path))
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	if info.Mode().Type() != fs.ModeSocket {
+		return nil, fmt.Errorf("%s is not a socket; refused to connect", path)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", "/proc/self/fd/"+strconv.Itoa(int(h.Fd())))
 }

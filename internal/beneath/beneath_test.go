@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // fixture is a root that a node could write, and beside it an outside the
@@ -310,5 +312,51 @@ func TestOpenRootLink(t *testing.T) {
 	os.Symlink(f.outside, link)
 	if _, err := Open(link); !errors.Is(err, ErrLink) {
 		t.Errorf("Open(link) = %v, want ErrLink", err)
+	}
+}
+
+// TestRaceWithSwapper: while the host writes, makes directories and
+// removes, a node keeps swapping a directory for a link to the outside and
+// back. Whatever the interleaving, the outside never changes; operations
+// either succeed beneath the root or fail.
+func TestRaceWithSwapper(t *testing.T) {
+	f := newFixture(t)
+	before := snapshot(t, f.outside)
+	dir, link := filepath.Join(f.root, "d"), filepath.Join(f.root, "d.link")
+	os.Mkdir(dir, 0o755)
+	os.Symlink(filepath.Join(f.outside, "dir"), link)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// d and d.link trade places atomically, over and over.
+			unix.Renameat2(unix.AT_FDCWD, dir, unix.AT_FDCWD, link, unix.RENAME_EXCHANGE)
+		}
+	}()
+	me, grp := os.Getuid(), os.Getgid()
+	refused := 0
+	for range 300 {
+		for _, err := range []error{
+			f.r.WriteFile("d/file", strings.NewReader("pwned"), 0o644, me, grp),
+			f.r.MkdirAll("d/sub/deeper", 0o755),
+			f.r.Chmod("d", 0o777),
+			f.r.RemoveAll("d/sub"),
+		} {
+			if Refused(err) {
+				refused++
+			}
+		}
+	}
+	close(stop)
+	<-done
+	t.Logf("%d operations refused a link", refused) // how often the swapper won a race
+	if after := snapshot(t, f.outside); after != before {
+		t.Errorf("the outside changed:\nbefore:\n%safter:\n%s", before, after)
 	}
 }

@@ -3,6 +3,7 @@ module github.com/bulkhead/bulkhead
 go 1.26.8
 
 require (
+	github.com/cyphar/filepath-securejoin v0.7.0
 	github.com/moby/profiles/seccomp v0.3.0
 	github.com/opencontainers/runtime-spec v1.3.0
 	github.com/rogpeppe/go-internal v1.14.1
@@ -11,4 +12,7 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
-require golang.org/x/tools v0.26.0 // indirect
+require (
+	cyphar.com/go-pathrs v0.2.5 // indirect
+	golang.org/x/tools v0.26.0 // indirect
+)

@@ -12,10 +12,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/bulkhead/bulkhead/internal/beneath"
 )
 
 // State is where a service is in its life cycle.
@@ -241,9 +244,17 @@ func listen(path string) (net.Listener, error) {
 	return ln, nil
 }
 
+// The node controls what its agent answers, so the host reads at most this
+// much of a reply. A status is a few KiB per service; the logs are at most
+// ringLines lines of maxLine bytes each, which is 4 MiB.
+const (
+	maxStatusReply = 1 << 20
+	maxLogsReply   = 8 << 20
+)
+
 // Query asks the agent serving on socket for its status.
 func Query(ctx context.Context, socket string) (*Status, error) {
-	body, err := get(ctx, socket, "/status")
+	body, err := get(ctx, socket, "/status", maxStatusReply)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +269,7 @@ func Query(ctx context.Context, socket string) (*Status, error) {
 // first, from the agent serving on socket. n <= 0 returns all it keeps.
 func Logs(ctx context.Context, socket, service string, n int) ([]string, error) {
 	v := url.Values{"service": {service}, "n": {strconv.Itoa(max(n, 0))}}
-	body, err := get(ctx, socket, "/logs?"+v.Encode())
+	body, err := get(ctx, socket, "/logs?"+v.Encode(), maxLogsReply)
 	if err != nil {
 		return nil, err
 	}
@@ -269,13 +280,14 @@ func Logs(ctx context.Context, socket, service string, n int) ([]string, error) 
 	return strings.Split(strings.TrimSuffix(text, "\n"), "\n"), nil
 }
 
-func get(ctx context.Context, socket, path string) ([]byte, error) {
+// get reads the reply to GET path, refusing one larger than limit bytes.
+func get(ctx context.Context, socket, path string, limit int64) ([]byte, error) {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return dial(ctx, socket)
 		},
-		DisableKeepAlives: true,
+		DisableKeepAlives:      true,
+		MaxResponseHeaderBytes: 64 << 10,
 	}
 	defer tr.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+path, nil)
@@ -287,12 +299,39 @@ func get(ctx context.Context, socket, path string) ([]byte, error) {
 		return nil, fmt.Errorf("query agent %s: %w", socket, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("query agent %s: %w", socket, err)
+	}
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("query agent %s: GET %s: the reply is larger than %d bytes; the node's agent may be compromised", socket, path, limit)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("query agent %s: %s: %s", socket, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return body, nil
+}
+
+// dial connects to the unix socket at path without following a link there.
+// The socket's directory is the node's to write, so a node could swap the
+// socket for a link to some other socket on the host. The file is opened
+// O_PATH beneath its directory (a link refused), checked to be a socket,
+// and connected to through /proc/self/fd/N, which reaches the very inode
+// that was checked: connect(2) resolves that magic link to the open file.
+func dial(ctx context.Context, path string) (net.Conn, error) {
+	dir, err := beneath.Open(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+	h, info, err := dir.OpenPath(filepath.Base(path))
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	if info.Mode().Type() != fs.ModeSocket {
+		return nil, fmt.Errorf("%s is not a socket; refused to connect", path)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", "/proc/self/fd/"+strconv.Itoa(int(h.Fd())))
 }

@@ -6,13 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/bulkhead/bulkhead/internal/agent"
+	"github.com/bulkhead/bulkhead/internal/beneath"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/runc"
 )
@@ -95,7 +97,8 @@ func (d *Driver) Status(ctx context.Context, stack string) (*Status, error) {
 }
 
 // Logs prints the last lines of a node's daemon logs, and with follow keeps
-// printing what they add until ctx is done.
+// printing what they add until ctx is done. The log dir is the node's to
+// write, so its files are opened beneath it and a link there is refused.
 func (d *Driver) Logs(ctx context.Context, stack, node, service string, lines int, follow bool, out io.Writer) error {
 	p, err := d.savedPlan(stack)
 	if err != nil {
@@ -104,26 +107,53 @@ func (d *Driver) Logs(ctx context.Context, stack, node, service string, lines in
 	if p.Node(node) == nil {
 		return fmt.Errorf("stack %s has no node %q", stack, node)
 	}
-	dir := d.paths(stack).node(node).log()
-	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
-	if service != "" {
-		files = []string{filepath.Join(dir, service+".log")}
+	if service != "" && !serviceName.MatchString(service) {
+		return fmt.Errorf("bad service name %q: want a name such as php-fpm, without / or ..", service)
 	}
-	sort.Strings(files)
+	dir := d.paths(stack).node(node).log()
+	root, err := beneath.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("node %s has no logs yet in %s", node, dir)
+	}
+	if err != nil {
+		return fmt.Errorf("node %s: %w", node, err)
+	}
+	defer root.Close()
+	var files []string
+	if service != "" {
+		files = []string{service + ".log"}
+	} else {
+		ents, err := root.ReadDir(".")
+		if err != nil {
+			return fmt.Errorf("node %s: %w", node, err)
+		}
+		for _, e := range ents {
+			if strings.HasSuffix(e.Name(), ".log") {
+				files = append(files, e.Name())
+			}
+		}
+	}
 	if len(files) == 0 {
 		return fmt.Errorf("node %s has no logs yet in %s", node, dir)
 	}
+	// A file that is refused or unreadable does not hide the others, but
+	// stops a follow: a planted link is worth the user's attention now.
+	var errs []error
 	offsets := map[string]int64{}
 	for _, f := range files {
-		name := strings.TrimSuffix(filepath.Base(f), ".log")
-		tail, size, err := lastLines(f, lines)
+		name := strings.TrimSuffix(f, ".log")
+		tail, size, err := lastLines(root, f, lines)
 		if err != nil {
-			return err
+			errs = append(errs, fmt.Errorf("node %s: %w", node, err))
+			continue
 		}
 		for _, l := range tail {
 			fmt.Fprintf(out, "%s: %s\n", name, l)
 		}
 		offsets[f] = size
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	for follow {
 		select {
@@ -132,8 +162,8 @@ func (d *Driver) Logs(ctx context.Context, stack, node, service string, lines in
 		case <-time.After(300 * time.Millisecond):
 		}
 		for _, f := range files {
-			name := strings.TrimSuffix(filepath.Base(f), ".log")
-			fh, err := os.Open(f)
+			name := strings.TrimSuffix(f, ".log")
+			fh, err := root.Open(f)
 			if err != nil {
 				continue
 			}
@@ -153,8 +183,12 @@ func (d *Driver) Logs(ctx context.Context, stack, node, service string, lines in
 	return nil
 }
 
-func lastLines(path string, n int) ([]string, int64, error) {
-	f, err := os.Open(path)
+// serviceName is what a service's name may be: it names a file in the log
+// dir, so it holds no slash and is not . or ...
+var serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+func lastLines(root *beneath.Root, name string, n int) ([]string, int64, error) {
+	f, err := root.Open(name)
 	if err != nil {
 		return nil, 0, err
 	}

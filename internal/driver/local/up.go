@@ -181,13 +181,19 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		return nil, err
 	}
 	if st := p.Role(spec.RoleStorage); len(st) > 0 {
-		dst := filepath.Join(ps.node(st[0].Name).data(), "site")
-		copied, removed, err := syncSite(o.SiteDir, dst, p.Site.Writable)
+		sync, err := syncSite(siteSync{
+			Node: st[0].Name, Src: o.SiteDir, Data: ps.node(st[0].Name).data(),
+			Manifest: filepath.Join(ps.stack, "site.manifest.json"), Writable: p.Site.Writable,
+			Root: ids{0, 0}, Writer: ids{siteOwner, siteOwner},
+		})
 		if err != nil {
 			return nil, err
 		}
-		res.Synced = copied
-		d.progress("site: %s synced to %s (%d copied, %d removed; uploads kept)", o.SiteDir, st[0].Name, copied, removed)
+		res.Synced = len(sync.Copied) + len(sync.Restored)
+		d.progress("site: %s synced to %s (%d copied, %d removed; uploads kept)", o.SiteDir, st[0].Name, len(sync.Copied), len(sync.Removed))
+		if n := len(sync.Restored); n > 0 {
+			d.progress("site: restored %d files changed on storage: %s", n, strings.Join(sync.Restored, ", "))
+		}
 	}
 	for _, n := range changed {
 		// New configs take effect by restarting the node.

@@ -18,9 +18,9 @@ import (
 )
 
 // host is what the host side always needs: runc for the containers,
-// nftables and iproute2 for the namespaces, util-linux for nsenter and
-// setpriv.
-var host = []string{"coreutils", "iproute2", "nftables", "runc", "util-linux"}
+// nftables and iproute2 for the namespaces, util-linux for nsenter,
+// setpriv and loop mounts, e2fsprogs for each node's disk image.
+var host = []string{"coreutils", "e2fsprogs", "iproute2", "nftables", "runc", "util-linux"}
 
 // Per role and software, the packages a node needs. The app's extras (PHP's
 // database and cache clients) depend on the other tiers and are added by

@@ -47,7 +47,7 @@ func TestNeeded(t *testing.T) {
 	}{{
 		name: "default stack over sftp", protocol: spec.ProtocolSFTP,
 		want: []string{
-			"apache2", "coreutils", "iproute2", "lighttpd", "mariadb-client", "mariadb-server",
+			"apache2", "coreutils", "e2fsprogs", "iproute2", "lighttpd", "mariadb-client", "mariadb-server",
 			"memcached", "nftables", "nginx", "openssh-client", "openssh-server", "php8.2-fpm",
 			"php8.2-memcached", "php8.2-mysql", "runc", "sshfs", "util-linux",
 		},
@@ -56,7 +56,7 @@ func TestNeeded(t *testing.T) {
 		src: "tiers:\n  edge: {software: haproxy}\n  static: {software: nginx}\n  app: {software: nginx, replicas: 3}\n" +
 			"  cache: {software: redis}\n  db: {software: postgresql}\n  storage: {protocol: nfs}\n",
 		want: []string{
-			"coreutils", "haproxy", "iproute2", "nfs-ganesha", "nfs-ganesha-vfs", "nftables", "nginx",
+			"coreutils", "e2fsprogs", "haproxy", "iproute2", "nfs-ganesha", "nfs-ganesha-vfs", "nftables", "nginx",
 			"php8.2-fpm", "php8.2-pgsql", "php8.2-redis", "postgresql", "redis-server", "runc", "util-linux",
 		},
 	}, {
@@ -64,7 +64,7 @@ func TestNeeded(t *testing.T) {
 		name: "edge, app and db only",
 		src:  "tiers:\n  edge: {}\n  app: {}\n  db: {}\n",
 		want: []string{
-			"apache2", "coreutils", "iproute2", "mariadb-client", "mariadb-server", "nftables", "nginx",
+			"apache2", "coreutils", "e2fsprogs", "iproute2", "mariadb-client", "mariadb-server", "nftables", "nginx",
 			"php8.2-fpm", "php8.2-mysql", "runc", "util-linux",
 		},
 	}} {

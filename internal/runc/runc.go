@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // Container is what a bundle needs.
@@ -31,16 +33,27 @@ type Container struct {
 	Memory   int64    // bytes; 0 = unlimited
 	Pids     int64    // 0 = unlimited
 	NoFile   uint64   // RLIMIT_NOFILE; at most the host's hard limit
-	// MaskPaths and ReadonlyPaths follow runc's defaults when nil.
+	// CPUShares is the cgroup v1 cpu.shares weight; 0 leaves the default.
+	CPUShares uint64
+	// IDs maps the container's uids and gids 0..IDs.Size-1 to the host's
+	// IDs.Host.. in a user namespace of its own. A zero Size means no user
+	// namespace: root inside is root outside.
+	IDs IDMap
+	// UserNS is the path of an existing user namespace to join, with the
+	// mapping IDs (the one that owns Netns); empty makes a new one.
+	UserNS string
+	// Seccomp is the syscall filter; nil runs without one.
+	Seccomp *specs.LinuxSeccomp
+}
+
+// IDMap is a contiguous range of host ids a container's ids map to.
+type IDMap struct {
+	Host uint32 `json:"host"`
+	Size uint32 `json:"size"`
 }
 
 // Mount is a bind or special mount inside the container.
-type Mount struct {
-	Destination string   `json:"destination"`
-	Type        string   `json:"type"`
-	Source      string   `json:"source"`
-	Options     []string `json:"options,omitempty"`
-}
+type Mount = specs.Mount
 
 // Bind returns a bind mount, read-only unless rw.
 func Bind(src, dst string, rw bool) Mount {
@@ -51,17 +64,8 @@ func Bind(src, dst string, rw bool) Mount {
 	return Mount{Destination: dst, Type: "bind", Source: src, Options: opts}
 }
 
-type spec struct {
-	OCIVersion string         `json:"ociVersion"`
-	Process    map[string]any `json:"process"`
-	Root       map[string]any `json:"root"`
-	Hostname   string         `json:"hostname"`
-	Mounts     []Mount        `json:"mounts"`
-	Linux      map[string]any `json:"linux"`
-}
-
-// WriteSpec writes the bundle's config.json.
-func WriteSpec(c Container) error {
+// Spec returns the container's OCI runtime configuration.
+func Spec(c Container) *specs.Spec {
 	caps := c.Caps
 	if caps == nil {
 		caps = []string{}
@@ -70,30 +74,48 @@ func WriteSpec(c Container) error {
 	if nofile == 0 {
 		nofile = 16384
 	}
-	resources := map[string]any{
-		"devices": []map[string]any{{"allow": false, "access": "rwm"}},
+	res := &specs.LinuxResources{
+		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 	}
 	if c.Memory > 0 {
-		resources["memory"] = map[string]any{"limit": c.Memory}
+		res.Memory = &specs.LinuxMemory{Limit: &c.Memory}
 	}
 	if c.Pids > 0 {
-		resources["pids"] = map[string]any{"limit": c.Pids}
+		res.Pids = &specs.LinuxPids{Limit: &c.Pids}
 	}
-	s := spec{
-		OCIVersion: "1.0.2",
-		Process: map[string]any{
-			"terminal": false,
-			"user":     map[string]any{"uid": 0, "gid": 0},
-			"args":     c.Args,
-			"env":      c.Env,
-			"cwd":      orDefault(c.Cwd, "/"),
-			"capabilities": map[string]any{
-				"bounding": caps, "effective": caps, "permitted": caps,
+	if c.CPUShares > 0 {
+		res.CPU = &specs.LinuxCPU{Shares: &c.CPUShares}
+	}
+	namespaces := []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
+		{Type: specs.MountNamespace}, {Type: specs.NetworkNamespace, Path: c.Netns},
+	}
+	// A node in a user namespace gets an empty, read-only /sys: none of
+	// its daemons needs one, and the host's devices are none of its
+	// business.
+	sys := Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}}
+	var uidMap, gidMap []specs.LinuxIDMapping
+	if c.IDs.Size > 0 {
+		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: c.UserNS})
+		uidMap = []specs.LinuxIDMapping{{ContainerID: 0, HostID: c.IDs.Host, Size: c.IDs.Size}}
+		gidMap = uidMap
+		sys = Mount{Destination: "/sys", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "noexec", "nodev", "ro", "size=4k"}}
+	}
+	return &specs.Spec{
+		Version: specs.Version,
+		Process: &specs.Process{
+			Terminal: false,
+			User:     specs.User{UID: 0, GID: 0},
+			Args:     c.Args,
+			Env:      c.Env,
+			Cwd:      orDefault(c.Cwd, "/"),
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding: caps, Effective: caps, Permitted: caps,
 			},
-			"rlimits":         []map[string]any{{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}},
-			"noNewPrivileges": true,
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: nofile, Soft: nofile}},
+			NoNewPrivileges: true,
 		},
-		Root:     map[string]any{"path": c.Rootfs, "readonly": true},
+		Root:     &specs.Root{Path: c.Rootfs, Readonly: true},
 		Hostname: c.Hostname,
 		Mounts: append([]Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
@@ -101,24 +123,28 @@ func WriteSpec(c Container) error {
 			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
 			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			sys,
 		}, c.Mounts...),
-		Linux: map[string]any{
-			"resources": resources,
-			"namespaces": []map[string]any{
-				{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-				{"type": "network", "path": c.Netns},
-			},
-			"maskedPaths": []string{
+		Linux: &specs.Linux{
+			Resources:   res,
+			Namespaces:  namespaces,
+			UIDMappings: uidMap,
+			GIDMappings: gidMap,
+			Seccomp:     c.Seccomp,
+			MaskedPaths: []string{
 				"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
 				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
 			},
-			"readonlyPaths": []string{
+			ReadonlyPaths: []string{
 				"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 			},
 		},
 	}
-	data, err := json.MarshalIndent(s, "", "\t")
+}
+
+// WriteSpec writes the bundle's config.json.
+func WriteSpec(c Container) error {
+	data, err := json.MarshalIndent(Spec(c), "", "\t")
 	if err != nil {
 		return err
 	}

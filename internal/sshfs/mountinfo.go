@@ -180,6 +180,9 @@ func Mounted(target string) (bool, error) {
 	return m != nil && m.fstype == fstype, nil
 }
 
+// umountNoFollow is UMOUNT_NOFOLLOW, which package syscall lacks.
+const umountNoFollow = 0x8
+
 // maxStack bounds the unmount loops: mounts stacked deeper than this on
 // one target are not bulkhead's doing.
 const maxStack = 16
@@ -209,9 +212,11 @@ func Unmount(target string) error {
 // detached: it disappears from the tree now and goes when its last user
 // does.
 func umount(t string) error {
-	err := syscall.Unmount(t, 0)
+	// UMOUNT_NOFOLLOW: were t's last element a link, unmount nothing
+	// rather than where it points.
+	err := syscall.Unmount(t, umountNoFollow)
 	if errors.Is(err, syscall.EBUSY) {
-		err = syscall.Unmount(t, syscall.MNT_DETACH)
+		err = syscall.Unmount(t, umountNoFollow|syscall.MNT_DETACH)
 	}
 	if err != nil && !errors.Is(err, syscall.EINVAL) { // EINVAL: not a mount point
 		return fmt.Errorf("unmount %s: %w", t, err)

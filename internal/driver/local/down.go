@@ -38,7 +38,7 @@ func (d *Driver) Down(ctx context.Context, stack string, purge bool) error {
 
 // destroyOrder is the order kinds are removed in: what uses a thing goes
 // before it.
-var destroyOrder = []string{KindProcess, KindContainer, KindMount, KindNetns, KindVeth, KindBridge, KindNftTable, KindSysctl}
+var destroyOrder = []string{KindProcess, KindContainer, KindMount, KindVolume, KindNetns, KindVeth, KindBridge, KindNftTable, KindSysctl}
 
 func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bool) error {
 	var errs []error
@@ -74,10 +74,15 @@ func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bo
 	nodes, _ := os.ReadDir(filepath.Join(ps.stack, "nodes"))
 	for _, n := range nodes {
 		np := ps.node(n.Name())
-		for _, dir := range []string{np.run(), np.bundle(), np.srv()} {
+		for _, dir := range []string{np.bundle(), np.srv()} {
 			if err := os.RemoveAll(dir); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		// Only the empty mount point: were the image still mounted, its
+		// data would be in there.
+		if err := os.Remove(np.vol()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	}
 	for _, f := range []string{"applied", "supervisor.sock"} {
@@ -105,7 +110,7 @@ func (d *Driver) removeShared() error {
 func plural(kind string, n int) string {
 	names := map[string]string{KindProcess: "supervisor process", KindContainer: "container", KindMount: "mount",
 		KindNetns: "network namespace", KindVeth: "veth pair", KindBridge: "bridge", KindNftTable: "host nft table",
-		KindSysctl: "raised neighbour-table limit"}
+		KindSysctl: "raised neighbour-table limit", KindVolume: "disk image"}
 	s := names[kind]
 	if n != 1 {
 		s += "s"
@@ -122,6 +127,8 @@ func (d *Driver) remove(ctx context.Context, o Object) error {
 		return stopContainer(ctx, o.Name)
 	case KindMount:
 		return unmount(o.Name)
+	case KindVolume:
+		return unmountVolume(o.Name)
 	case KindNetns:
 		return netns.Delete(ctx, o.Name)
 	case KindVeth, KindBridge:

@@ -116,6 +116,13 @@ func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, rul
 	if err := netns.Add(ctx, n.Netns); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
+	// Root in the node holds CAP_NET_BIND_SERVICE only in its own user
+	// namespace, and the host owns the network namespace: ports below
+	// 1024 are opened to every process of the node instead, which is
+	// only the node itself. Its firewall decides what reaches them.
+	if err := netns.Sysctl(ctx, n.Netns, "net.ipv4.ip_unprivileged_port_start", "0"); err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
 	if err := nft.Apply(ctx, n.Netns, ruleset); err != nil {
 		return fmt.Errorf("node %s firewall: %w", n.Name, err)
 	}

@@ -22,6 +22,13 @@ func prepareRootfs(dir string) error {
 			return err
 		}
 	}
+	// Bind mounts of files need a file to land on, and a node's root in
+	// its user namespace may not create one here.
+	if f, err := os.OpenFile(filepath.Join(dir, "bulkhead", "bulkhead"), os.O_CREATE|os.O_RDONLY, 0o755); err != nil {
+		return err
+	} else {
+		f.Close()
+	}
 	// runc ignores mode=1777 on a tmpfs (as of 2026-11, runc 1.1.5), so the
 	// mount points carry the sticky mode themselves.
 	for _, d := range []string{"tmp", "var/tmp"} {

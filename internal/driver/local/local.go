@@ -77,19 +77,37 @@ func (p paths) node(name string) nodePaths {
 type nodePaths string
 
 func (n nodePaths) conf() string   { return filepath.Join(string(n), "conf") }
-func (n nodePaths) data() string   { return filepath.Join(string(n), "data") }
-func (n nodePaths) log() string    { return filepath.Join(string(n), "log") }
-func (n nodePaths) run() string    { return filepath.Join(string(n), "run") }
 func (n nodePaths) srv() string    { return filepath.Join(string(n), "srv") }
 func (n nodePaths) site() string   { return filepath.Join(n.srv(), "site") }
 func (n nodePaths) bundle() string { return filepath.Join(string(n), "bundle") }
+
+// The node's disk image, and where the host mounts it (see volume.go).
+// data, log and run are the node's to write; out is the host's.
+func (n nodePaths) image() string  { return filepath.Join(string(n), "disk.img") }
+func (n nodePaths) vol() string    { return filepath.Join(string(n), "vol") }
+func (n nodePaths) data() string   { return filepath.Join(n.vol(), "data") }
+func (n nodePaths) log() string    { return filepath.Join(n.vol(), "log") }
+func (n nodePaths) run() string    { return filepath.Join(n.vol(), "run") }
+func (n nodePaths) out() string    { return filepath.Join(n.vol(), "out") }
 func (n nodePaths) socket() string { return filepath.Join(n.run(), "agent.sock") }
+
+// legacyData is where a node's data lived before disk images.
+func (n nodePaths) legacyData() string { return filepath.Join(string(n), "data") }
 
 // lockStack takes the stack's lock, so that two ups, an up and a down, or
 // an up and the supervisor's repairs never interleave. The lock is released
 // when the returned function is called or the process exits.
 func (d *Driver) lockStack(ctx context.Context, stack string, wait bool) (func(), error) {
 	p := d.paths(stack)
+	// Nodes' roots (uid 0 of their user namespaces) pass through the root
+	// to reach the shared rootfs their containers start from; they may
+	// not list it. Each stack's own directory stays the host's alone.
+	if err := os.MkdirAll(d.root(), 0o711); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(d.root(), 0o711); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(p.stack, 0o700); err != nil {
 		return nil, err
 	}

@@ -11,10 +11,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
 	"github.com/bulkhead/bulkhead/internal/runc"
+	"github.com/bulkhead/bulkhead/internal/seccomp"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -63,39 +67,41 @@ func lookupIDs(name string) (int, int, error) {
 
 // writeNode writes a node's rendered files into its conf directory, which is
 // replaced as a whole so that no stale file survives, and prepares its
-// writable directories. It reports whether anything changed.
-func writeNode(np nodePaths, n *plan.Node, r render.Node) (bool, error) {
-	for _, d := range []string{np.data(), np.log(), np.run()} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return false, err
-		}
-	}
+// writable directories. It reports whether anything changed. ids is the
+// node's block of host ids: its writable directories belong to its root
+// (or its daemon's account) as the node sees it, and so do its read-only
+// configs, so that daemons that insist on owning their keys find them
+// theirs.
+func writeNode(np nodePaths, n *plan.Node, r render.Node, ids runc.IDMap) (bool, error) {
 	dirOwner, secretGroup := owner(n)
+	uid, gid := 0, 0
 	if dirOwner != "" {
-		uid, gid, err := lookupIDs(dirOwner)
-		if err != nil {
+		var err error
+		if uid, gid, err = lookupIDs(dirOwner); err != nil {
 			return false, err
 		}
-		for _, d := range []string{np.data(), np.log(), np.run()} {
-			if err := os.Chown(d, uid, gid); err != nil {
-				return false, err
-			}
+	}
+	// The directories themselves are host paths the node cannot rename
+	// (each is a mount point inside it); what is in them is the node's.
+	for _, d := range []string{np.data(), np.log(), np.run()} {
+		if err := os.Chown(d, hostID(ids, uid), hostID(ids, gid)); err != nil {
+			return false, err
 		}
 	}
-	gid := 0
+	sgid := 0
 	if secretGroup != "" {
 		_, g, err := lookupIDs(secretGroup)
 		if err != nil {
 			return false, err
 		}
-		gid = g
+		sgid = g
 	}
 	svcs, err := json.MarshalIndent(r.Services, "", "  ")
 	if err != nil {
 		return false, err
 	}
 	files := append(append([]render.File(nil), r.Files...), render.File{Path: "services.json", Mode: 0o644, Data: svcs})
-	if same(np.conf(), files) {
+	if same(np.conf(), files, hostID(ids, 0)) {
 		return false, nil
 	}
 	tmp := np.conf() + ".new"
@@ -113,10 +119,12 @@ func writeNode(np nodePaths, n *plan.Node, r render.Node) (bool, error) {
 		if err := os.WriteFile(path, f.Data, os.FileMode(f.Mode)); err != nil {
 			return false, err
 		}
-		if f.Mode&0o040 != 0 && gid != 0 {
-			if err := os.Chown(path, 0, gid); err != nil {
-				return false, err
-			}
+		g := 0
+		if f.Mode&0o040 != 0 {
+			g = sgid
+		}
+		if err := os.Chown(path, hostID(ids, 0), hostID(ids, g)); err != nil {
+			return false, err
 		}
 	}
 	old := np.conf() + ".old"
@@ -131,8 +139,8 @@ func writeNode(np nodePaths, n *plan.Node, r render.Node) (bool, error) {
 }
 
 // same reports whether dir holds exactly files, byte for byte and mode for
-// mode.
-func same(dir string, files []render.File) bool {
+// mode, owned by uid.
+func same(dir string, files []render.File, uid int) bool {
 	count := 0
 	filepath.WalkDir(dir, func(_ string, e os.DirEntry, err error) error {
 		if err == nil && !e.IsDir() {
@@ -149,15 +157,20 @@ func same(dir string, files []render.File) bool {
 		if err != nil || string(data) != string(f.Data) {
 			return false
 		}
-		if info, err := os.Stat(path); err != nil || info.Mode().Perm() != os.FileMode(f.Mode).Perm() {
+		info, err := os.Stat(path)
+		if err != nil || info.Mode().Perm() != os.FileMode(f.Mode).Perm() {
+			return false
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != uid {
 			return false
 		}
 	}
 	return true
 }
 
-// container describes a node's runc container.
-func (d *Driver) container(p *plan.Plan, n *plan.Node) runc.Container {
+// container describes a node's runc container: ids is its block of host
+// ids, and seccomp its syscall filter.
+func (d *Driver) container(p *plan.Plan, n *plan.Node, ids runc.IDMap, filter *specs.LinuxSeccomp) runc.Container {
 	ps := d.paths(p.Stack)
 	np := ps.node(n.Name)
 	l := render.DefaultLayout()
@@ -167,9 +180,9 @@ func (d *Driver) container(p *plan.Plan, n *plan.Node) runc.Container {
 		runc.Bind(filepath.Join(np.conf(), "hosts"), "/etc/hosts", false),
 		runc.Bind(np.conf(), l.Conf, false),
 		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755", "size=65536k"}},
-		runc.Bind(np.run(), l.Run, true),
-		runc.Bind(np.log(), l.Log, true),
-		runc.Bind(np.data(), l.Data, true),
+		volumeBind(np.run(), l.Run),
+		volumeBind(np.log(), l.Log),
+		volumeBind(np.data(), l.Data),
 		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "size=262144k"}},
 		{Destination: "/var/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "size=65536k"}},
 		runc.Bind(ps.binary(), agentPath, false),
@@ -178,7 +191,10 @@ func (d *Driver) container(p *plan.Plan, n *plan.Node) runc.Container {
 		// The site is mounted on the host side, on srv/site, later and
 		// again after every reconnect; slave propagation of the parent
 		// carries each mount into the container (see prepareSiteMounts).
-		m := runc.Bind(np.srv(), path.Dir(l.Site), true)
+		// Read-only: the node must not swap srv/site for a link that the
+		// host's next mount would follow. The site mount itself keeps
+		// its own flags (read-write for app nodes' uploads).
+		m := runc.Bind(np.srv(), path.Dir(l.Site), false)
 		m.Options = append(m.Options, "rslave")
 		mounts = append(mounts, m)
 	}
@@ -192,18 +208,51 @@ func (d *Driver) container(p *plan.Plan, n *plan.Node) runc.Container {
 			"--services", filepath.Join(l.Conf, "services.json"),
 			"--socket", filepath.Join(l.Run, "agent.sock"),
 			"--logs", l.Log},
-		Env:    []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "HOME=/root"},
-		Mounts: mounts,
-		Caps:   capabilities(n),
-		Memory: n.Memory,
-		Pids:   int64(n.Pids),
+		Env:       []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "HOME=/root"},
+		Mounts:    mounts,
+		Caps:      capabilities(n),
+		Memory:    n.Memory,
+		Pids:      int64(n.Pids),
+		CPUShares: cpuShares(n.CPUWeight),
+		IDs:       ids,
+		Seccomp:   filter,
 	}
 }
+
+// volumeBind binds a directory of the node's disk image, with the image
+// mount's own flags: a user namespace may not drop a flag the host set.
+func volumeBind(src, dst string) runc.Mount {
+	m := runc.Bind(src, dst, true)
+	m.Options = append(m.Options, "noexec")
+	return m
+}
+
+// cpuShares maps a cgroup v2 style weight (1..10000, 100 by default) to
+// cgroup v1 cpu.shares (2..262144, 1024 by default).
+func cpuShares(weight int) uint64 {
+	if weight <= 0 {
+		return 0
+	}
+	return max(2, uint64(weight)*1024/100)
+}
+
+// maxContainerLog is where the container's output is rotated, at each
+// start: it holds the agent's own lines and runc's errors, and whatever a
+// hostile node writes to its PID 1's output, which its disk bounds.
+const maxContainerLog = 8 << 20
 
 // startContainer runs a node's container unless it already runs. A stopped
 // one is deleted and run afresh.
 func (d *Driver) startContainer(ctx context.Context, p *plan.Plan, n *plan.Node, j *journal) error {
-	c := d.container(p, n)
+	ids := j.nodeIDs(n.Name)
+	if ids.Size == 0 {
+		return fmt.Errorf("node %s has no block of host ids; run 'bulkhead up'", n.Name)
+	}
+	filter, err := seccomp.Profile(n.Role, capabilities(n))
+	if err != nil {
+		return fmt.Errorf("node %s seccomp profile: %w", n.Name, err)
+	}
+	c := d.container(p, n, ids, filter)
 	st, err := runc.State(ctx, c.ID)
 	switch {
 	case err == nil && st.Status == "running":
@@ -226,9 +275,9 @@ func (d *Driver) startContainer(ctx context.Context, p *plan.Plan, n *plan.Node,
 	if err := clearDir(np.run()); err != nil {
 		return err
 	}
-	out, err := os.OpenFile(filepath.Join(np.log(), "container.log"), os.O_CREATE|os.O_APPEND|os.O_RDWR, 0o640)
+	out, err := openContainerLog(np.out())
 	if err != nil {
-		return err
+		return fmt.Errorf("node %s output: %w", n.Name, err)
 	}
 	defer out.Close()
 	if err := runc.Run(ctx, c, out); err != nil {
@@ -237,13 +286,37 @@ func (d *Driver) startContainer(ctx context.Context, p *plan.Plan, n *plan.Node,
 	return nil
 }
 
+// openContainerLog opens container.log in dir, a directory no node sees,
+// rotating it first when it has grown past maxContainerLog. Nothing on
+// the way is followed: a link there is not bulkhead's.
+func openContainerLog(dir string) (*os.File, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	if info, err := root.Lstat("container.log"); err == nil && info.Size() > maxContainerLog {
+		if err := root.Rename("container.log", "container.log.1"); err != nil {
+			return nil, err
+		}
+	}
+	return root.OpenFile("container.log", os.O_CREATE|os.O_APPEND|os.O_RDWR|syscall.O_NOFOLLOW, 0o640)
+}
+
+// clearDir empties dir, a directory a node writes, without following
+// anything the node left in it.
 func clearDir(dir string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+		if err := root.RemoveAll(e.Name()); err != nil {
 			return err
 		}
 	}

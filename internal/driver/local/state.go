@@ -20,6 +20,7 @@ const (
 	KindContainer = "container"
 	KindProcess   = "process" // Name is the pid, Detail its /proc start time
 	KindSysctl    = "sysctl"  // Name is a neighbour-table key, Detail "BEFORE SET"
+	KindVolume    = "volume"  // a node's disk image mounted on the host; Name is the mount point, Detail the image
 )
 
 // Object is one recorded host object.
@@ -37,6 +38,10 @@ type journal struct {
 	path    string
 	Stack   string   `json:"stack"`
 	Objects []Object `json:"objects"`
+	// IDs holds each node's block of host ids (see allocateIDs). It
+	// outlives the objects: the node's files stay owned by those ids
+	// until down --purge.
+	IDs map[string]uint32 `json:"ids,omitempty"`
 }
 
 func loadJournal(path, stack string) (*journal, error) {

@@ -58,10 +58,14 @@ func (d *Driver) Supervise(ctx context.Context, stack string) error {
 			}()
 		}
 	}
+	j, err := loadJournal(ps.journal(), stack)
+	if err != nil {
+		return err
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		d.mountSites(ctx, p)
+		d.mountSites(ctx, p, j)
 	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -192,9 +196,9 @@ func forward(ctx context.Context, l net.Listener, target string) error {
 // over SFTP from inside the node's own network namespace: static read-only
 // as site-ro, app read-write as site-rw (the storage node's file ownership
 // confines writes to the writable paths).
-func (d *Driver) mountSites(ctx context.Context, p *plan.Plan) {
+func (d *Driver) mountSites(ctx context.Context, p *plan.Plan, j *journal) {
 	var wg sync.WaitGroup
-	for _, m := range d.siteMounts(p) {
+	for _, m := range d.siteMounts(p, j) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -207,7 +211,9 @@ func (d *Driver) mountSites(ctx context.Context, p *plan.Plan) {
 	wg.Wait()
 }
 
-func (d *Driver) siteMounts(p *plan.Plan) []sshfs.Mount {
+// siteMounts lists the site mounts of p's nodes. Files show as owned by
+// www-data of the node's user namespace, as the host maps it.
+func (d *Driver) siteMounts(p *plan.Plan, j *journal) []sshfs.Mount {
 	if p.Storage != spec.ProtocolSFTP {
 		return nil
 	}
@@ -219,6 +225,7 @@ func (d *Driver) siteMounts(p *plan.Plan) []sshfs.Mount {
 		}
 		storage := p.Tier(peer.To)[0]
 		for _, n := range p.Tier(peer.From) {
+			owner := hostID(j.nodeIDs(n.Name), siteOwner)
 			user, ro := "site-rw", false
 			if n.Role == spec.RoleStatic {
 				user, ro = "site-ro", true
@@ -227,7 +234,7 @@ func (d *Driver) siteMounts(p *plan.Plan) []sshfs.Mount {
 				Netns: n.Netns, Target: ps.node(n.Name).site(),
 				User: user, Host: storage.Addr(peer.Network).String(), Port: peer.Port.Number, Remote: "/",
 				Identity: filepath.Join(ps.secrets(), n.Name+".key"), KnownHosts: filepath.Join(ps.secrets(), "known_hosts"),
-				ReadOnly: ro, UID: siteOwner, GID: siteOwner,
+				ReadOnly: ro, UID: owner, GID: owner,
 			})
 		}
 	}

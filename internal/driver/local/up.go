@@ -123,7 +123,9 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		return nil, err
 	}
 	if d.converged(ctx, p, j, fingerprint) {
-		return res, nil
+		// Nothing to apply, but storage is a node, and a node may have
+		// changed the code the others run: put back what it changed.
+		return res, d.syncStorage(p, o.SiteDir, j, res)
 	}
 	res.Changed = true
 
@@ -147,6 +149,9 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		return nil, err
 	}
 
+	if err := d.allocateIDs(p, j); err != nil {
+		return nil, err
+	}
 	d.progress("network: host table, %d bridges", len(p.Networks))
 	if err := d.fabric(ctx, p, j); err != nil {
 		return nil, err
@@ -169,7 +174,10 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		if err := d.nodeFabric(ctx, p, n, fileData(r, "nftables.nft"), j); err != nil {
 			return nil, err
 		}
-		c, err := writeNode(ps.node(n.Name), n, r)
+		if err := d.ensureVolume(ctx, p, n, j); err != nil {
+			return nil, err
+		}
+		c, err := writeNode(ps.node(n.Name), n, r, j.nodeIDs(n.Name))
 		if err != nil {
 			return nil, fmt.Errorf("node %s files: %w", n.Name, err)
 		}
@@ -180,20 +188,8 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err := d.outside(ctx, p, j); err != nil {
 		return nil, err
 	}
-	if st := p.Role(spec.RoleStorage); len(st) > 0 {
-		sync, err := syncSite(siteSync{
-			Node: st[0].Name, Src: o.SiteDir, Data: ps.node(st[0].Name).data(),
-			Manifest: filepath.Join(ps.stack, "site.manifest.json"), Writable: p.Site.Writable,
-			Root: ids{0, 0}, Writer: ids{siteOwner, siteOwner},
-		})
-		if err != nil {
-			return nil, err
-		}
-		res.Synced = len(sync.Copied) + len(sync.Restored)
-		d.progress("site: %s synced to %s (%d copied, %d removed; uploads kept)", o.SiteDir, st[0].Name, len(sync.Copied), len(sync.Removed))
-		if n := len(sync.Restored); n > 0 {
-			d.progress("site: restored %d files changed on storage: %s", n, strings.Join(sync.Restored, ", "))
-		}
+	if err := d.syncStorage(p, o.SiteDir, j, res); err != nil {
+		return nil, err
 	}
 	for _, n := range changed {
 		// New configs take effect by restarting the node.
@@ -222,7 +218,7 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err := d.startSupervisor(ctx, p, j, planChanged); err != nil {
 		return nil, err
 	}
-	if err := d.waitHealthy(ctx, p, o.Wait); err != nil {
+	if err := d.waitHealthy(ctx, p, j, o.Wait); err != nil {
 		return nil, err
 	}
 	if err := d.waitServing(ctx, p, o.Wait); err != nil {
@@ -232,6 +228,36 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		return nil, err
 	}
 	return res, nil
+}
+
+// syncStorage makes the storage node hold the operator's site: files are
+// compared by content, what a node changed is put back and named, and
+// nothing a node planted is followed (see syncSite).
+func (d *Driver) syncStorage(p *plan.Plan, site string, j *journal, res *UpResult) error {
+	st := p.Role(spec.RoleStorage)
+	if len(st) == 0 {
+		return nil
+	}
+	ps := d.paths(p.Stack)
+	nodeIDs := j.nodeIDs(st[0].Name)
+	sync, err := syncSite(siteSync{
+		Node: st[0].Name, Src: site, Data: ps.node(st[0].Name).data(),
+		Manifest: filepath.Join(ps.stack, "site.manifest.json"), Writable: p.Site.Writable,
+		Root:   ids{hostID(nodeIDs, 0), hostID(nodeIDs, 0)},
+		Writer: ids{hostID(nodeIDs, siteOwner), hostID(nodeIDs, siteOwner)},
+	})
+	if err != nil {
+		return err
+	}
+	res.Synced = len(sync.Copied) + len(sync.Restored)
+	if len(sync.Copied)+len(sync.Removed)+len(sync.Restored) > 0 {
+		res.Changed = true
+		d.progress("site: %s synced to %s (%d copied, %d removed; uploads kept)", site, st[0].Name, len(sync.Copied), len(sync.Removed))
+	}
+	if n := len(sync.Restored); n > 0 {
+		d.progress("site: restored %d files changed on storage: %s", n, strings.Join(sync.Restored, ", "))
+	}
+	return nil
 }
 
 // startOrder starts the tiers others depend on first: storage, db and
@@ -489,7 +515,7 @@ func (d *Driver) waitServing(ctx context.Context, p *plan.Plan, limit time.Durat
 }
 
 // waitHealthy polls every node's agent until all report healthy.
-func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, limit time.Duration) error {
+func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, j *journal, limit time.Duration) error {
 	if limit == 0 {
 		limit = 2 * time.Minute
 	}
@@ -506,7 +532,7 @@ func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, limit time.Durat
 				sick = append(sick, n.Name)
 			}
 		}
-		for _, m := range d.siteMounts(p) {
+		for _, m := range d.siteMounts(p, j) {
 			if ok, _ := sshfs.Mounted(m.Target); !ok {
 				sick = append(sick, filepath.Base(filepath.Dir(m.Target))+" (site mount)")
 			}

@@ -306,7 +306,7 @@ func TestCheckDisk(t *testing.T) {
 			[]string{"tiers.edge.disk"}},
 		{"disk not written: placed at the tier", "tiers:\n  edge: {}\n  app: {}\n  db:\n    memory: 1G\n", 1024 * M,
 			[]string{"bulkhead.yaml:5:5: tiers.db.disk: the stack needs 4864M of disk, 4G of it for db"}, nil},
-		{"too little even at the least", "", 500 * M + 12345,
+		{"too little even at the least", "", 500*M + 12345,
 			[]string{"bulkhead.yaml:1:1: tiers.db.disk: the stack needs 9856M of disk, 4G of it for db, but /var/lib/bulkhead has 500M free; even with every tier at its least the stack needs 704M; free 204M there"},
 			[]string{"tiers.storage.disk"}},
 	}

@@ -68,6 +68,9 @@ func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bo
 		if err := os.RemoveAll(ps.stack); err != nil {
 			return err
 		}
+		if err := os.RemoveAll(filepath.Dir(ps.nodeRoot("-"))); err != nil {
+			return err
+		}
 		return d.removeShared()
 	}
 	// Keep data, logs and secrets; drop what up rebuilds anyway.
@@ -91,8 +94,9 @@ func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bo
 	return errors.Join(errs...)
 }
 
-// removeShared removes what stacks share (the containers' rootfs and the
-// installed binary) once no stack is left on the host.
+// removeShared removes what stacks share (the directory of the nodes'
+// roots, the installed binary, the lock of the id blocks) once no stack is
+// left on the host.
 func (d *Driver) removeShared() error {
 	entries, err := os.ReadDir(d.root())
 	if err != nil {
@@ -100,7 +104,7 @@ func (d *Driver) removeShared() error {
 	}
 	ps := d.paths("")
 	for _, e := range entries {
-		if p := filepath.Join(d.root(), e.Name()); p != ps.rootfs() && p != filepath.Dir(ps.binary()) {
+		if p := filepath.Join(d.root(), e.Name()); p != ps.rootfs() && p != filepath.Dir(ps.binary()) && p != ps.idsLock() {
 			return nil // another stack still uses them
 		}
 	}
@@ -130,7 +134,7 @@ func (d *Driver) remove(ctx context.Context, o Object) error {
 	case KindVolume:
 		return unmountVolume(o.Name)
 	case KindNetns:
-		return netns.Delete(ctx, o.Name)
+		return netns.DeleteOwned(ctx, o.Name)
 	case KindVeth, KindBridge:
 		return netns.DeleteLink(ctx, o.Name)
 	case KindNftTable:
@@ -178,6 +182,11 @@ func procStart(pid int) (string, error) {
 	f := strings.Fields(s[i+1:])
 	if len(f) < 20 {
 		return "", fmt.Errorf("odd /proc/%d/stat", pid)
+	}
+	// A zombie has exited; only its parent's wait is missing (the up
+	// that started a supervisor and then failed, say).
+	if f[0] == "Z" {
+		return "", fmt.Errorf("process %d has exited", pid)
 	}
 	return f[19], nil
 }

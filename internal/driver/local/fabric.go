@@ -113,14 +113,14 @@ func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, rul
 	if err := j.record(Object{Kind: KindNetns, Name: n.Netns}); err != nil {
 		return err
 	}
-	if err := netns.Add(ctx, n.Netns); err != nil {
-		return fmt.Errorf("node %s: %w", n.Name, err)
+	// The node's user namespace owns its network namespace, so that its
+	// root may bind port 80 there and runc can join both; the node holds
+	// no NET_ADMIN or NET_RAW to use that ownership for anything else.
+	ids := j.nodeIDs(n.Name)
+	if ids.Size == 0 {
+		return fmt.Errorf("node %s has no block of host ids", n.Name)
 	}
-	// Root in the node holds CAP_NET_BIND_SERVICE only in its own user
-	// namespace, and the host owns the network namespace: ports below
-	// 1024 are opened to every process of the node instead, which is
-	// only the node itself. Its firewall decides what reaches them.
-	if err := netns.Sysctl(ctx, n.Netns, "net.ipv4.ip_unprivileged_port_start", "0"); err != nil {
+	if err := netns.AddOwned(ctx, n.Netns, netns.IDMap{Host: ids.Host, Size: ids.Size}); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
 	if err := nft.Apply(ctx, n.Netns, ruleset); err != nil {

@@ -13,17 +13,31 @@ import (
 	"strings"
 )
 
-// prepareRootfs makes the containers' root: empty directories that serve as
-// mount points, and the merged-/usr symlinks. It is shared by every stack
-// and holds nothing of its own; the host's /usr is bind-mounted read-only.
-func prepareRootfs(dir string) error {
-	for _, d := range []string{"usr", "etc", "proc", "dev", "sys", "tmp", "run", "srv/site", "var/lib/bulkhead", "var/log/bulkhead", "var/tmp", "bulkhead"} {
+// prepareRootfs makes a node's root: empty directories that serve as
+// mount points, and the merged-/usr symlinks; the host's /usr is
+// bind-mounted read-only. It belongs to the node's root (uid, in its user
+// namespace), because daemons check that the paths they trust are root's
+// (sshd's ChrootDirectory), and it is mounted read-only, so the node
+// cannot change it.
+func prepareRootfs(dir string, uid int) error {
+	// The parents only let the nodes through.
+	for _, d := range []string{filepath.Dir(filepath.Dir(dir)), filepath.Dir(dir)} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range []string{"usr", "etc", "proc", "dev", "sys", "tmp", "run", "srv", "var", "var/lib", "var/lib/bulkhead", "var/log", "var/log/bulkhead", "var/tmp", "bulkhead"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
 	}
-	// Bind mounts of files need a file to land on, and a node's root in
-	// its user namespace may not create one here.
+	// A bind mount of a file needs a file to land on.
 	if f, err := os.OpenFile(filepath.Join(dir, "bulkhead", "bulkhead"), os.O_CREATE|os.O_RDONLY, 0o755); err != nil {
 		return err
 	} else {
@@ -46,7 +60,14 @@ func prepareRootfs(dir string) error {
 			return err
 		}
 	}
-	return nil
+	// Only the host writes here (the node sees it read-only), so the walk
+	// meets nothing it did not make.
+	return filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, uid)
+	})
 }
 
 // etcFromHost lists what a node's /etc takes from the host: what daemons

@@ -62,7 +62,7 @@ func (d *Driver) allocateIDs(p *plan.Plan, j *journal) error {
 		return nil
 	}
 	// Two stacks' ups must not hand out the same block.
-	lock, err := os.OpenFile(filepath.Join(d.root(), "ids.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := os.OpenFile(d.paths(p.Stack).idsLock(), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
 	}

@@ -58,12 +58,20 @@ func (d *Driver) paths(stack string) paths {
 	return paths{stack: filepath.Join(d.root(), stack), root: d.root()}
 }
 
-func (p paths) journal() string       { return filepath.Join(p.stack, "state.json") }
-func (p paths) plan() string          { return filepath.Join(p.stack, "plan.json") }
-func (p paths) lock() string          { return filepath.Join(p.stack, "lock") }
-func (p paths) secrets() string       { return filepath.Join(p.stack, "secrets") }
-func (p paths) etc() string           { return filepath.Join(p.stack, "etc") }
-func (p paths) rootfs() string        { return filepath.Join(p.root, "rootfs") }
+func (p paths) journal() string { return filepath.Join(p.stack, "state.json") }
+func (p paths) plan() string    { return filepath.Join(p.stack, "plan.json") }
+func (p paths) lock() string    { return filepath.Join(p.stack, "lock") }
+func (p paths) secrets() string { return filepath.Join(p.stack, "secrets") }
+func (p paths) etc() string     { return filepath.Join(p.stack, "etc") }
+func (p paths) rootfs() string  { return filepath.Join(p.root, "rootfs") }
+func (p paths) idsLock() string { return filepath.Join(p.root, "ids.lock") }
+
+// nodeRoot is a node's root directory. It is outside the stack's own
+// directory, which only the host may enter: the node's root has to pass
+// through to it.
+func (p paths) nodeRoot(node string) string {
+	return filepath.Join(p.rootfs(), filepath.Base(p.stack), node)
+}
 func (p paths) binary() string        { return filepath.Join(p.root, "bin", "bulkhead") }
 func (p paths) supervisorLog() string { return filepath.Join(p.stack, "supervisor.log") }
 func (p paths) supervisorSock() string {
@@ -100,7 +108,7 @@ func (n nodePaths) legacyData() string { return filepath.Join(string(n), "data")
 func (d *Driver) lockStack(ctx context.Context, stack string, wait bool) (func(), error) {
 	p := d.paths(stack)
 	// Nodes' roots (uid 0 of their user namespaces) pass through the root
-	// to reach the shared rootfs their containers start from; they may
+	// to reach their root directories and the installed binary; they may
 	// not list it. Each stack's own directory stays the host's alone.
 	if err := os.MkdirAll(d.root(), 0o711); err != nil {
 		return nil, err

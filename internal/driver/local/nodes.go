@@ -15,6 +15,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/bulkhead/bulkhead/internal/netns"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
 	"github.com/bulkhead/bulkhead/internal/runc"
@@ -201,7 +202,7 @@ func (d *Driver) container(p *plan.Plan, n *plan.Node, ids runc.IDMap, filter *s
 	return runc.Container{
 		ID:       n.Container,
 		Bundle:   np.bundle(),
-		Rootfs:   ps.rootfs(),
+		Rootfs:   ps.nodeRoot(n.Name),
 		Hostname: n.Name,
 		Netns:    "/var/run/netns/" + n.Netns,
 		Args: []string{agentPath, "agent", "--node", n.Name,
@@ -215,6 +216,7 @@ func (d *Driver) container(p *plan.Plan, n *plan.Node, ids runc.IDMap, filter *s
 		Pids:      int64(n.Pids),
 		CPUShares: cpuShares(n.CPUWeight),
 		IDs:       ids,
+		UserNS:    netns.UserPath(n.Netns),
 		Seccomp:   filter,
 	}
 }

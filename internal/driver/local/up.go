@@ -129,10 +129,7 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	}
 	res.Changed = true
 
-	d.progress("host: rootfs, /etc for nodes, binary")
-	if err := prepareRootfs(ps.rootfs()); err != nil {
-		return nil, err
-	}
+	d.progress("host: /etc for nodes, binary")
 	if err := prepareEtc(ps.etc()); err != nil {
 		return nil, err
 	}
@@ -176,6 +173,9 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		}
 		if err := d.ensureVolume(ctx, p, n, j); err != nil {
 			return nil, err
+		}
+		if err := prepareRootfs(ps.nodeRoot(n.Name), hostID(j.nodeIDs(n.Name), 0)); err != nil {
+			return nil, fmt.Errorf("node %s root: %w", n.Name, err)
 		}
 		c, err := writeNode(ps.node(n.Name), n, r, j.nodeIDs(n.Name))
 		if err != nil {
@@ -534,7 +534,8 @@ func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, j *journal, limi
 		}
 		for _, m := range d.siteMounts(p, j) {
 			if ok, _ := sshfs.Mounted(m.Target); !ok {
-				sick = append(sick, filepath.Base(filepath.Dir(m.Target))+" (site mount)")
+				// Target is nodes/NODE/srv/site.
+				sick = append(sick, filepath.Base(filepath.Dir(filepath.Dir(m.Target)))+" (site mount)")
 			}
 		}
 		healthy := len(p.Nodes) - len(sick)

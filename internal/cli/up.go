@@ -13,13 +13,14 @@ import (
 type upOptions struct {
 	File      string
 	NoInstall bool
+	NoSandbox bool
 	Wait      time.Duration
 }
 
 func upCommand() *command {
 	return &command{
 		name:    "up",
-		args:    "[-f FILE] [--no-install] [--wait DURATION]",
+		args:    "[-f FILE] [--no-install] [--wait DURATION] [--unsafe-no-sandbox]",
 		summary: "bring the stack up on this host, or bring it in line with the file",
 		help: `
 Up reads the stack file, checks it, and makes this host run it: a bridge per
@@ -42,6 +43,7 @@ stack that exists, it leaves it as it is; run up again, or down.`,
 			fs.StringVar(&o.File, "f", "", "read the stack from `FILE` instead of ./"+defaultFile)
 			fs.BoolVar(&o.NoInstall, "no-install", false, "fail, listing them, instead of installing missing packages")
 			fs.DurationVar(&o.Wait, "wait", o.Wait, "how long to wait for every node to be healthy")
+			fs.BoolVar(&o.NoSandbox, "unsafe-no-sandbox", false, "run nodes without user namespaces and seccomp: root in a node is root on the host; only to measure what the sandbox costs")
 			return func(ctx context.Context, s stdio, args []string) error {
 				if len(args) > 0 {
 					return usageErrorf("up takes no arguments, got %q; pass the stack file with -f", args[0])
@@ -66,7 +68,10 @@ func runUp(ctx context.Context, s stdio, o upOptions) error {
 		return err
 	}
 	began := time.Now()
-	res, err := newDriver(s).Up(ctx, p, local.UpOptions{SiteDir: site, NoInstall: o.NoInstall, Wait: o.Wait})
+	if o.NoSandbox {
+		fmt.Fprintf(s.err, "WARNING: --unsafe-no-sandbox: the nodes of %s run without user namespaces and seccomp; root in a node is root on this host\n", p.Stack)
+	}
+	res, err := newDriver(s).Up(ctx, p, local.UpOptions{SiteDir: site, NoInstall: o.NoInstall, Wait: o.Wait, NoSandbox: o.NoSandbox})
 	if err != nil {
 		return err
 	}

@@ -116,11 +116,15 @@ func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, rul
 	// The node's user namespace owns its network namespace, so that its
 	// root may bind port 80 there and runc can join both; the node holds
 	// no NET_ADMIN or NET_RAW to use that ownership for anything else.
-	ids := j.nodeIDs(n.Name)
-	if ids.Size == 0 {
-		return fmt.Errorf("node %s has no block of host ids", n.Name)
-	}
-	if err := netns.AddOwned(ctx, n.Netns, netns.IDMap{Host: ids.Host, Size: ids.Size}); err != nil {
+	if j.sandboxed() {
+		ids := j.nodeIDs(n.Name)
+		if ids.Size == 0 {
+			return fmt.Errorf("node %s has no block of host ids", n.Name)
+		}
+		if err := netns.AddOwned(ctx, n.Netns, netns.IDMap{Host: ids.Host, Size: ids.Size}); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+	} else if err := netns.Add(ctx, n.Netns); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
 	if err := nft.Apply(ctx, n.Netns, ruleset); err != nil {

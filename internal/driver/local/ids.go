@@ -47,6 +47,39 @@ func hostID(m runc.IDMap, id int) int {
 	return int(m.Host) + id
 }
 
+// sandbox records whether the stack's nodes run sandboxed (the default)
+// and gives sandboxed nodes their id blocks. A stack's files are owned by
+// the ids of the mode it was made in, so the mode cannot change under it.
+func (d *Driver) sandbox(p *plan.Plan, j *journal, off bool) error {
+	j.mu.Lock()
+	made := len(j.IDs) > 0 || j.Unsandboxed
+	was := j.Unsandboxed
+	j.mu.Unlock()
+	if made && was != off {
+		want, have := "with", "without"
+		if off {
+			want, have = "without", "with"
+		}
+		return fmt.Errorf("stack %s was brought up %s its sandbox (user namespaces and seccomp); to run it %s, remove it with 'bulkhead down --purge' first", p.Stack, have, want)
+	}
+	if off {
+		j.mu.Lock()
+		j.Unsandboxed = true
+		err := j.save()
+		j.mu.Unlock()
+		return err
+	}
+	return d.allocateIDs(p, j)
+}
+
+// sandboxed reports whether the stack's nodes run in user namespaces
+// under seccomp.
+func (j *journal) sandboxed() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return !j.Unsandboxed
+}
+
 // allocateIDs gives every node of p that has none a block of host ids
 // that no node of any stack on this host holds, and records it in the
 // journal. A node keeps its block for as long as its data lives (until

@@ -42,6 +42,9 @@ type journal struct {
 	// outlives the objects: the node's files stay owned by those ids
 	// until down --purge.
 	IDs map[string]uint32 `json:"ids,omitempty"`
+	// Unsandboxed records a stack brought up with NoSandbox, until down
+	// --purge: its files belong to the host's ids, not to id blocks.
+	Unsandboxed bool `json:"unsandboxed,omitempty"`
 }
 
 func loadJournal(path, stack string) (*journal, error) {

@@ -35,6 +35,11 @@ type UpOptions struct {
 	NoInstall bool
 	// Wait bounds how long Up waits for every node to report healthy.
 	Wait time.Duration
+	// NoSandbox runs nodes without user namespaces and seccomp filters,
+	// so that a benchmark can measure what they cost.
+	// A stack keeps the choice it was first brought up with until down
+	// --purge.
+	NoSandbox bool
 }
 
 // UpResult says what Up did.
@@ -146,7 +151,7 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		return nil, err
 	}
 
-	if err := d.allocateIDs(p, j); err != nil {
+	if err := d.sandbox(p, j, o.NoSandbox); err != nil {
 		return nil, err
 	}
 	d.progress("network: host table, %d bridges", len(p.Networks))

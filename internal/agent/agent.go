@@ -34,7 +34,9 @@ type Config struct {
 	// Empty keeps only the in-memory ring of recent lines.
 	LogDir string
 	// MaxLogSize is the size at which NAME.log is renamed to NAME.log.1,
-	// replacing the previous one. Default 10 MiB.
+	// replacing the previous one. Default 10 MiB. Other *.log files in
+	// LogDir, which daemons write themselves, are cut to their last
+	// MaxLogSize bytes (kept in NAME.log.1) every 30 seconds.
 	MaxLogSize int64
 	// Socket is the path of the unix socket that serves status and logs.
 	// Empty serves none.
@@ -181,6 +183,17 @@ func Run(ctx context.Context, cfg Config) error {
 
 	a.log.Info("agent started", "node", cfg.Node, "services", len(a.services), "reap_all", reapAll)
 	var wg sync.WaitGroup
+	if cfg.LogDir != "" {
+		own := map[string]bool{}
+		for _, s := range a.services {
+			own[s.spec.Name+".log"] = true
+		}
+		wg.Go(func() {
+			capLogs(ctx, cfg.LogDir, cfg.MaxLogSize, own, func(name string, err error) {
+				a.log.Error("cap log", "log", name, "err", err)
+			})
+		})
+	}
 	for _, s := range a.services {
 		wg.Go(func() { a.supervise(ctx, s) })
 	}

@@ -680,3 +680,39 @@ func TestInit(t *testing.T) {
 		t.Errorf("init ran %d times, want 2 (one failure, one success)", got)
 	}
 }
+
+// TestCapLogs cuts a log a daemon writes itself to its last bytes, keeps
+// them beside it, leaves the agent's own logs and small logs alone, and the
+// daemon's next append lands at the start of the emptied file.
+func TestCapLogs(t *testing.T) {
+	dir := t.TempDir()
+	big := strings.Repeat("old line\n", 200) + "the last line\n"
+	for name, data := range map[string]string{"access.log": big, "small.log": "x\n", "own.log": big, "other.txt": big} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	daemon, err := os.OpenFile(filepath.Join(dir, "access.log"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer daemon.Close()
+	var errs []error
+	capOnce(dir, 100, map[string]bool{"own.log": true}, func(_ string, err error) { errs = append(errs, err) })
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	kept, _ := os.ReadFile(filepath.Join(dir, "access.log.1"))
+	if len(kept) != 100 || !strings.HasSuffix(string(kept), "the last line\n") {
+		t.Errorf("access.log.1 holds %q, want the last 100 bytes", kept)
+	}
+	daemon.WriteString("new line\n")
+	if now, _ := os.ReadFile(filepath.Join(dir, "access.log")); string(now) != "new line\n" {
+		t.Errorf("access.log after the cut and one append: %q", now)
+	}
+	for _, name := range []string{"small.log", "own.log", "other.txt"} {
+		if _, err := os.Stat(filepath.Join(dir, name+".1")); err == nil {
+			t.Errorf("%s was cut", name)
+		}
+	}
+}

@@ -199,7 +199,15 @@ func TestDriver(t *testing.T) {
 	t.Run("down removes everything, keeps data", func(t *testing.T) {
 		s.run("down")
 		s.assertGone()
-		if _, err := os.Stat(filepath.Join("/var/lib/bulkhead", s.name, "nodes", "db", "data", "mysql")); err != nil {
+		// The database is in db's disk image, which down unmounts and
+		// keeps: look inside, read-only.
+		img := filepath.Join("/var/lib/bulkhead", s.name, "nodes", "db", "disk.img")
+		dir := t.TempDir()
+		if out, err := exec.Command("mount", "-o", "loop,ro,noexec,nosuid,nodev", img, dir).CombinedOutput(); err != nil {
+			t.Fatalf("mount db's disk image: %v %s", err, out)
+		}
+		defer exec.Command("umount", dir).Run()
+		if _, err := os.Stat(filepath.Join(dir, "data", "mysql")); err != nil {
 			t.Errorf("down lost the database: %v", err)
 		}
 	})

@@ -154,6 +154,16 @@ func TestSite(t *testing.T) {
 	})
 
 	t.Run("one app node down, the site stays up", func(t *testing.T) {
+		// The db test above made both app nodes answer 503, which the edge
+		// counts as failures for 10 s: start from a whole pool.
+		eventually(t, 30*time.Second, "both app nodes serving", func() bool {
+			seen := map[string]bool{}
+			for range 6 {
+				resp, _ := get(t, "/")
+				seen[resp.Header.Get("X-Served-By")] = resp.StatusCode == 200
+			}
+			return seen["app-1"] && seen["app-2"]
+		})
 		id := "bh-" + s.name + "-app-1"
 		if out, err := exec.Command("runc", "kill", id, "KILL").CombinedOutput(); err != nil {
 			t.Fatal(err, string(out))

@@ -1,6 +1,8 @@
 package sshfs
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -92,7 +94,7 @@ func TestArgv(t *testing.T) {
 	if !slices.Equal(argv[:len(wantPrefix)], wantPrefix) {
 		t.Errorf("argv starts %q, want %q", argv[:len(wantPrefix)], wantPrefix)
 	}
-	if tail := argv[len(argv)-2:]; !slices.Equal(tail, []string{"site-rw@10.77.0.6:/", "/srv/bulkhead/app1/site"}) {
+	if tail := argv[len(argv)-2:]; !slices.Equal(tail, []string{"site-rw@10.77.0.6:/", "/proc/self/fd/3"}) {
 		t.Errorf("argv ends %q", tail)
 	}
 	opts := strings.Split(argv[len(wantPrefix)], ",")
@@ -145,6 +147,30 @@ func TestValidate(t *testing.T) {
 		err := m.Validate()
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: err = %v, want one about %s", tt.name, err, tt.want)
+		}
+	}
+}
+
+// TestPinRefusesLinks: the mount point is pinned without following a link,
+// neither as the last element nor on the way, so a node that swapped its
+// site directory for a link to a host directory gets no mount there.
+func TestPinRefusesLinks(t *testing.T) {
+	dir := t.TempDir()
+	outside := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "site"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := pinDir(filepath.Join(dir, "site")); err != nil {
+		t.Fatalf("a plain directory: %v", err)
+	} else {
+		f.Close()
+	}
+	os.Symlink(outside, filepath.Join(dir, "link"))
+	os.Symlink(dir, filepath.Join(outside, "up"))
+	for _, target := range []string{filepath.Join(dir, "link"), filepath.Join(outside, "up", "site")} {
+		if f, err := pinDir(target); err == nil {
+			f.Close()
+			t.Errorf("pinned %s through a link", target)
 		}
 	}
 }

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bulkhead/bulkhead/internal/netns"
 )
 
@@ -175,8 +177,15 @@ func (m Mount) Options() []string {
 	return opts
 }
 
+// pinnedTarget is the mount point as sshfs is given it: the directory Run
+// opened without following any link, as the child's descriptor 3. sshfs
+// resolves it to that very directory, so a link swapped in on the path
+// between the check and the mount is never followed.
+const pinnedTarget = "/proc/self/fd/3"
+
 // Argv returns the command Run starts: nsenter into the node's network
-// namespace (and nothing else), then sshfs in the foreground.
+// namespace (and nothing else), then sshfs in the foreground, onto the
+// pinned target.
 func (m Mount) Argv() []string {
 	return []string{
 		"nsenter", "--net=" + netns.Path(m.Netns), "--",
@@ -185,7 +194,7 @@ func (m Mount) Argv() []string {
 		"-F", "/dev/null",
 		"-p", strconv.Itoa(m.port()),
 		"-o", strings.Join(m.Options(), ","),
-		m.source(), m.Target,
+		m.source(), pinnedTarget,
 	}
 }
 
@@ -270,6 +279,19 @@ func (m Mount) check() error {
 	return errors.Join(errs...)
 }
 
+// pinDir opens target, a directory, as a path descriptor, following no
+// link anywhere on the way: a link where a directory should be is refused.
+func pinDir(target string) (*os.File, error) {
+	fd, err := unix.Openat2(unix.AT_FDCWD, target, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount target %s: %w (a link or no directory there; refusing to mount)", target, err)
+	}
+	return os.NewFile(uintptr(fd), target), nil
+}
+
 // runOnce runs one sshfs until it exits or ctx is done, and returns how it
 // ended.
 func runOnce(ctx context.Context, argv []string, target string, log *slog.Logger) error {
@@ -280,9 +302,17 @@ func runOnce(ctx context.Context, argv []string, target string, log *slog.Logger
 	if err != nil {
 		return fmt.Errorf("start sshfs: %w", err)
 	}
+	pin, err := pinDir(target)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return err
+	}
+	defer pin.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = "/" // hold no directory of the caller's busy
 	cmd.Stderr = w
+	cmd.ExtraFiles = []*os.File{pin} // descriptor 3: pinnedTarget
 	// sshfs double-forks ssh, which is then init's child but stays in this
 	// process group: one signal to the group reaches both.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -349,8 +349,10 @@ func sshfsPID(target string) int {
 		if p.ppid != os.Getpid() || p.comm != "sshfs" {
 			continue
 		}
+		// sshfs is given the target as its descriptor 3 (pinnedTarget).
 		args, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.pid))
-		if bytes.HasSuffix(args, []byte("\x00"+target+"\x00")) {
+		pinned, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", p.pid))
+		if bytes.HasSuffix(args, []byte("\x00"+pinnedTarget+"\x00")) && pinned == target {
 			return p.pid
 		}
 	}

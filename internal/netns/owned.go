@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -76,6 +77,23 @@ func AddOwned(ctx context.Context, name string, ids IDMap) error {
 		return err
 	}
 	return setup(ctx, name)
+}
+
+// CheckUserNamespaces makes a throwaway user namespace, to learn before
+// anything is created whether this kernel allows them; an error says what
+// to change.
+func CheckUserNamespaces(ctx context.Context) error {
+	cmd := exec.CommandContext(ctx, "true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 65534, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 65534, Size: 1}},
+	}
+	if err := cmd.Run(); err != nil {
+		limit, _ := os.ReadFile("/proc/sys/user/max_user_namespaces")
+		return fmt.Errorf("this kernel does not let bulkhead make user namespaces (%v; user.max_user_namespaces = %s): every node runs in one of its own, so root in a node is not root on the host; allow them (sysctl -w user.max_user_namespaces=15000) and run up again", err, strings.TrimSpace(string(limit)))
+	}
+	return nil
 }
 
 // setup is what Add does to a namespace once it exists.

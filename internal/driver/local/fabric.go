@@ -16,8 +16,9 @@ import (
 // preflight checks, before anything is created, that the host has room for
 // the stack: its subnets are not routed anywhere but the default route or
 // its own bridges, its interface names are free or its own, and its
-// published ports can be bound. Each problem says what to change.
-func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPorts bool) error {
+// published ports can be bound, and, unless noSandbox, the kernel lets it
+// make user namespaces. Each problem says what to change.
+func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPorts, noSandbox bool) error {
 	var errs []error
 	def, _ := netns.RouteDev(ctx, "", "203.0.113.1") // the default route's device, if any
 	for _, n := range p.Networks {
@@ -52,6 +53,11 @@ func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPor
 				continue
 			}
 			l.Close()
+		}
+	}
+	if !noSandbox {
+		if err := netns.CheckUserNamespaces(ctx); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

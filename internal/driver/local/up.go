@@ -108,7 +108,7 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err := os.MkdirAll(ps.stack, 0o700); err != nil {
 		return nil, err
 	}
-	if err := d.preflight(ctx, p, j, d.supervisorAlive(j)); err != nil {
+	if err := d.preflight(ctx, p, j, d.supervisorAlive(j), o.NoSandbox); err != nil {
 		return nil, err
 	}
 	sec, err := d.secrets(p)

@@ -46,14 +46,7 @@ func Add(ctx context.Context, name string) error {
 			return err
 		}
 	}
-	if err := Sysctl(ctx, name, "net.ipv6.conf.all.disable_ipv6", "1"); err != nil {
-		return err
-	}
-	if err := Sysctl(ctx, name, "net.ipv6.conf.default.disable_ipv6", "1"); err != nil {
-		return err
-	}
-	_, err := run(ctx, "-n", name, "link", "set", "lo", "up")
-	return err
+	return setup(ctx, name)
 }
 
 // Delete removes a named namespace. Interfaces inside it go with it.

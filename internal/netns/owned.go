@@ -96,7 +96,7 @@ func CheckUserNamespaces(ctx context.Context) error {
 	return nil
 }
 
-// setup is what Add does to a namespace once it exists.
+// setup readies a namespace that exists: IPv6 off, loopback up.
 func setup(ctx context.Context, name string) error {
 	if err := Sysctl(ctx, name, "net.ipv6.conf.all.disable_ipv6", "1"); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
@@ -307,6 +308,8 @@ func TestContainment(t *testing.T) {
 		}
 	})
 
+	t.Run("uploads never run as code", func(t *testing.T) { uploadsNeverRun(t, s) })
+
 	t.Run("verify passes after the drill", func(t *testing.T) {
 		v, out, err := s.verify(t)
 		if err != nil || !v.Pass {
@@ -432,4 +435,38 @@ func post(t *testing.T, s *stack, title string) {
 	eventually(t, 30*time.Second, "the post "+title+" listed", func() bool {
 		return strings.Contains(page(), title)
 	})
+}
+
+// uploadsNeverRun plants a PHP file in the uploads, as a compromised app
+// node (or an upload filter's bug) would, and asks the edge for it in
+// every disguise: no answer may carry the output of running it.
+func uploadsNeverRun(t *testing.T, s *stack) {
+	t.Helper()
+	plant := `printf '<?php echo "EXEC"."UTED";' > /srv/site/uploads/x.php && cp /srv/site/uploads/x.php /srv/site/uploads/x.jpg`
+	if out, err := s.in("app-1", "sh", "-c", plant); err != nil {
+		t.Fatalf("plant uploads/x.php: %v %s", err, out)
+	}
+	defer s.in("app-1", "rm", "-f", "/srv/site/uploads/x.php", "/srv/site/uploads/x.jpg")
+	for _, path := range []string{
+		"/uploads/x.php", "/%75ploads/x.php", "/uploads/x.php/", "/uploads/x.jpg/x.php",
+		"/uploads/x.PHP", "/%2575ploads/x.php", "/assets/../uploads/x.php", "/uploads/%2e%2e/uploads/x.php",
+		"//uploads/x.php", "/./uploads/x.php", "/uploads%2fx.php", "/index.php/../uploads/x.php",
+	} {
+		// Raw, so that no client normalises the path first.
+		conn, err := net.DialTimeout("tcp", s.http, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", path)
+		reply, _ := io.ReadAll(conn)
+		conn.Close()
+		status, _, _ := strings.Cut(string(reply), "\r\n")
+		if strings.Contains(string(reply), "EXECUTED") {
+			t.Errorf("GET %s ran the uploaded PHP: %s", path, status)
+		}
+		if strings.HasPrefix(status, "HTTP/1.1 5") || status == "" {
+			t.Errorf("GET %s = %q, want a 2xx-4xx answer", path, status)
+		}
+	}
 }

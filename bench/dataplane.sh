@@ -271,6 +271,9 @@ trap 'exit 143' TERM
 # stack name, namespace and ports are fixed.
 LOCK=/run/lock/bhbench-dataplane.lock
 mkdir -p /run/lock
+# Children that outlive a command (bulkhead supervise and its sshfs
+# mounts, the mono daemons) must not inherit fd 9: after a killed run they
+# would hold the lock, and the next run could not remove what they belong to.
 exec 9>>"$LOCK"
 flock -n 9 || die "another bench/dataplane.sh is running on this host (it holds $LOCK)"
 have_lock=1
@@ -372,7 +375,7 @@ $(cat "$WORK/twin.diff")"
 log "bringing the split stack up"
 UP_TRIED[$STACK]=$STACK_FILE
 t0=$(date +%s.%N)
-"$BH" up -f "$STACK_FILE" >&2 || die "bulkhead up failed"
+"$BH" up -f "$STACK_FILE" >&2 9>&- || die "bulkhead up failed"
 split_up_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
 # bulkhead up installed the daemons the baseline runs too.
 for c in runc mariadb-install-db mariadbd memcached php-fpm8.2 apache2; do
@@ -382,7 +385,7 @@ done
 log "bringing the unsandboxed stack $NS_STACK up"
 UP_TRIED[$NS_STACK]=$NS_STACK_FILE
 t0=$(date +%s.%N)
-"$BH" up --unsafe-no-sandbox -f "$NS_STACK_FILE" >&2 || die "bulkhead up --unsafe-no-sandbox failed"
+"$BH" up --unsafe-no-sandbox -f "$NS_STACK_FILE" >&2 9>&- || die "bulkhead up --unsafe-no-sandbox failed"
 nosandbox_up_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
 
 # --- the monolithic baseline ------------------------------------------------
@@ -476,7 +479,7 @@ start_mono() { # NAME LOG CMD...: start in the background in the namespace, reco
 	local name=$1 logf=$2
 	shift 2
 	# ip execs the daemon, so $! is the daemon's PID.
-	ip netns exec "$MONO_NS" "$@" >>"$logf" 2>&1 </dev/null &
+	ip netns exec "$MONO_NS" "$@" >>"$logf" 2>&1 </dev/null 9>&- &
 	MONO_PIDS+=("$!")
 	MONO_NAMES+=("$name")
 }

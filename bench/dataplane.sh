@@ -19,6 +19,14 @@
 #   forwarder  (a diagnostic) wrk on the host -> 127.0.0.1:19080, the
 #              published port: the userspace TCP forwarder in `bulkhead
 #              supervise`, then the edge
+#   nosandbox  a second split stack, "benchns", brought up with `bulkhead
+#              up --unsafe-no-sandbox` from the same site copy: its nodes
+#              run without user namespaces and seccomp. wrk in its own
+#              outside namespace against its edge's public address, as for
+#              split; run right next to split in every round, on the
+#              workloads in NOSANDBOX_WORKLOADS, to measure what the sandbox
+#              costs. Only one stack is under load at a time: the other one
+#              idles
 #   split:LEVER=STATE  the split stack with one lever of its rendered
 #              configs set the other way (see LEVERS below), to measure what
 #              each lever is worth; then set back
@@ -47,11 +55,13 @@
 # wrk reported errors or failed, a lever could not be set, or cleanup left
 # something behind); 2 for a usage mistake.
 #
-# Only its own objects: stack "bench" (10.240.0.0/24, 10.240.1.0/28,
-# 127.0.0.1:19080/19081), netns bhbench-mono, a mktemp work directory, and
+# Only its own objects: stacks "bench" (10.240.0.0/24, 10.240.1.0/28,
+# 127.0.0.1:19080/19081) and "benchns" (10.240.2.0/24, 10.240.3.0/28,
+# 127.0.0.1:19082/19083), netns bhbench-mono, a mktemp work directory, and
 # the lock /run/lock/bhbench-dataplane.lock while it runs. It stops only
-# processes it started, by PID, and cleans up on any exit; a stack "bench" or
-# an empty netns bhbench-mono left by a run that was killed is removed first.
+# processes it started, by PID, and cleans up on any exit; a stack "bench"
+# or "benchns", or an empty netns bhbench-mono, left by a run that was
+# killed is removed first.
 set -euo pipefail
 started=$(date +%s)
 
@@ -62,6 +72,15 @@ HTTP_PUB=127.0.0.1:19080
 HTTPS_PUB=127.0.0.1:19081
 MONO_NS=bhbench-mono
 OUTSIDE_NS=bh-$STACK-outside
+# The unsandboxed twin of the split stack: the same stack file but for its
+# name, subnets and ports.
+NS_STACK=benchns
+NS_PRIVATE_NET=10.240.2.0/24
+NS_PUBLIC_NET=10.240.3.0/28
+NS_HTTP_PUB=127.0.0.1:19082
+NS_HTTPS_PUB=127.0.0.1:19083
+NS_OUTSIDE_NS=bh-$NS_STACK-outside
+STACKS=("$STACK" "$NS_STACK")
 
 # Workloads: name, method, path. The order is the order of the runs.
 WORKLOADS=(small large cached miss post)
@@ -69,6 +88,9 @@ declare -A METHOD=([small]=GET [large]=GET [cached]=GET [miss]=GET [post]=POST)
 declare -A URLPATH=([small]=/assets/bench/small.css [large]=/assets/bench/1m.bin [cached]=/ [miss]=/bench/miss.php [post]=/posts)
 # The forwarder is a diagnostic: two workloads show what it costs.
 FORWARDER_WORKLOADS=(small cached)
+# The sandbox's cost: the workloads whose requests are mostly system calls
+# (the large file is mostly copying, and would cost a run more per round).
+NOSANDBOX_WORKLOADS=(small cached miss post)
 
 # Levers: settings of the rendered configs whose worth each round measures
 # by running the split with the lever set the other way. ON is the tuned
@@ -142,9 +164,11 @@ BH=${bin:-$WORK/bulkhead}
 STACK_DIR=$WORK/stack
 STACK_FILE=$STACK_DIR/bulkhead.yaml
 NODES_DIR=/var/lib/bulkhead/$STACK/nodes
+NS_STACK_FILE=$WORK/stackns/bulkhead.yaml
 M=$WORK/mono
 declare -a MONO_PIDS=() MONO_NAMES=()
-stack_up_tried=0 have_lock=0
+declare -A UP_TRIED=()
+have_lock=0
 
 # --- cleanup, on every exit ------------------------------------------------
 
@@ -167,16 +191,21 @@ stop_pid() { # NAME PID: TERM, wait up to 20 s, then KILL; only our own children
 }
 
 leftovers() { # prints what this script's objects left on the host
-	ip netns list 2>/dev/null | awk -v s="bh-$STACK-" -v m="$MONO_NS" 'index($1, s) == 1 || $1 == m {print "netns " $1}'
-	runc list 2>/dev/null | awk -v s="bh-$STACK-" 'index($1, s) == 1 {print "container " $1}'
-	ip -o link show 2>/dev/null | awk -F': ' -v s="$STACK-" '{sub(/@.*/, "", $2)} index($2, s) == 1 {print "link " $2}'
-	awk -v s="/var/lib/bulkhead/$STACK/" -v w="$WORK/" -v m="/run/netns/$MONO_NS" \
-		'index($2, s) == 1 || index($2, w) == 1 || $2 == m {print "mount " $2}' /proc/mounts
-	[[ ! -e /var/lib/bulkhead/$STACK ]] || echo "directory /var/lib/bulkhead/$STACK"
+	local st
+	ip netns list 2>/dev/null | awk -v m="$MONO_NS" '$1 == m {print "netns " $1}'
+	awk -v w="$WORK/" -v m="/run/netns/$MONO_NS" 'index($2, w) == 1 || $2 == m {print "mount " $2}' /proc/mounts
+	for st in "${STACKS[@]}"; do
+		ip netns list 2>/dev/null | awk -v s="bh-$st-" 'index($1, s) == 1 {print "netns " $1}'
+		runc list 2>/dev/null | awk -v s="bh-$st-" 'index($1, s) == 1 {print "container " $1}'
+		ip -o link show 2>/dev/null | awk -F': ' -v s="$st-" '{sub(/@.*/, "", $2)} index($2, s) == 1 {print "link " $2}'
+		nft list tables 2>/dev/null | awk -v t="bulkhead_$st" '$3 == t {print "nft table " $3}'
+		awk -v s="/var/lib/bulkhead/$st/" 'index($2, s) == 1 {print "mount " $2}' /proc/mounts
+		[[ ! -e /var/lib/bulkhead/$st ]] || echo "directory /var/lib/bulkhead/$st"
+	done
 	local pid args
 	while read -r pid args; do
 		case "$args " in
-		*"supervise --stack $STACK "* | *"$M/"* | "$BH "*) echo "process $pid: $args" ;;
+		*"supervise --stack $STACK "* | *"supervise --stack $NS_STACK "* | *"$M/"* | "$BH "*) echo "process $pid: $args" ;;
 		esac
 	done < <(ps -eo pid=,args=)
 }
@@ -206,13 +235,15 @@ cleanup() {
 		fi
 		ip netns del "$MONO_NS"
 	fi
-	if ((stack_up_tried)) && [[ -e /var/lib/bulkhead/$STACK ]]; then
-		log "bulkhead down --purge (stack $STACK)"
-		"$BH" down --purge -f "$STACK_FILE" >&2 || {
-			echo "dataplane.sh: bulkhead down failed" >&2
-			rc=1
-		}
-	fi
+	for i in "${STACKS[@]}"; do
+		if [[ -n ${UP_TRIED[$i]:-} && -e /var/lib/bulkhead/$i ]]; then
+			log "bulkhead down --purge (stack $i)"
+			"$BH" down --purge -f "${UP_TRIED[$i]}" >&2 || {
+				echo "dataplane.sh: bulkhead down failed (stack $i)" >&2
+				rc=1
+			}
+		fi
+	done
 	left=$(leftovers)
 	if [[ -n $left ]]; then
 		printf 'dataplane.sh: cleanup left these behind:\n%s\n' "$left" >&2
@@ -240,15 +271,18 @@ trap 'exit 143' TERM
 # stack name, namespace and ports are fixed.
 LOCK=/run/lock/bhbench-dataplane.lock
 mkdir -p /run/lock
+# Children that outlive a command (bulkhead supervise and its sshfs
+# mounts, the mono daemons) must not inherit fd 9: after a killed run they
+# would hold the lock, and the next run could not remove what they belong to.
 exec 9>>"$LOCK"
 flock -n 9 || die "another bench/dataplane.sh is running on this host (it holds $LOCK)"
 have_lock=1
 
-# The stack name, namespace and ports are this script's own: a stack or
+# The stack names, namespace and ports are this script's own: a stack or
 # namespace left by an earlier run that was killed is removed first.
-if [[ -e /var/lib/bulkhead/$STACK ]]; then
-	log "removing stack $STACK left by an earlier run"
-fi
+for st in "${STACKS[@]}"; do
+	[[ ! -e /var/lib/bulkhead/$st ]] || log "removing stack $st left by an earlier run"
+done
 if [[ -e /run/netns/$MONO_NS ]]; then
 	stale=$(ip netns pids "$MONO_NS" 2>/dev/null || true)
 	[[ -z $stale ]] || die "netns $MONO_NS exists with processes in it ($stale): an earlier run is still going, or left them; stop them, then: ip netns del $MONO_NS"
@@ -260,10 +294,12 @@ if [[ -z $bin ]]; then
 	(cd "$REPO" && go build -o "$BH" ./cmd/bulkhead) || die "go build failed"
 fi
 [[ -x $BH ]] || die "$BH is not an executable"
-if [[ -e /var/lib/bulkhead/$STACK ]]; then
-	"$BH" down --purge --stack "$STACK" >&2 || die "could not remove the stale stack $STACK"
-fi
-for hp in "$HTTP_PUB" "$HTTPS_PUB"; do
+for st in "${STACKS[@]}"; do
+	if [[ -e /var/lib/bulkhead/$st ]]; then
+		"$BH" down --purge --stack "$st" >&2 || die "could not remove the stale stack $st"
+	fi
+done
+for hp in "$HTTP_PUB" "$HTTPS_PUB" "$NS_HTTP_PUB" "$NS_HTTPS_PUB"; do
 	if ss -Hltn "sport = :${hp##*:}" | grep -q .; then
 		die "port ${hp##*:} is taken on this host: $(ss -Hltnp "sport = :${hp##*:}")"
 	fi
@@ -306,15 +342,51 @@ grep -q "const POSTS_KEY = 'posts:v1';" "$STACK_DIR/site/lib/posts.php" ||
 
 "$BH" plan -f "$STACK_FILE" --render "$WORK/render" >"$WORK/plan.txt" 2>&1 || { cat "$WORK/plan.txt" >&2; die "bulkhead plan failed"; }
 
+# The unsandboxed twin serves the same site directory. Fail closed: its
+# rendered configs must be the split's but for the name, the addresses and
+# the ports (secrets and keys are generated afresh for each).
+mkdir -p "${NS_STACK_FILE%/*}"
+cat >"$NS_STACK_FILE" <<EOF2
+# Written by bench/dataplane.sh: the default stack under the benchmark's
+# own name, subnets and ports, serving the split's site; brought up with
+# --unsafe-no-sandbox.
+name: $NS_STACK
+networks:
+  private: $NS_PRIVATE_NET
+  public: $NS_PUBLIC_NET
+publish:
+  http: $NS_HTTP_PUB
+  https: $NS_HTTPS_PUB
+site:
+  dir: $STACK_DIR/site
+EOF2
+"$BH" plan -f "$NS_STACK_FILE" --render "$WORK/render-ns" >"$WORK/plan-ns.txt" 2>&1 || { cat "$WORK/plan-ns.txt" >&2; die "bulkhead plan failed ($NS_STACK)"; }
+: >"$WORK/twin.diff"
+for f in $(cd "$WORK/render-ns" && find . -type f ! -path '*/secrets/*' ! -path '*/authorized_keys/*' | sort); do
+	sed -E -e "s/\b$NS_STACK\b/$STACK/g; s/${NS_PRIVATE_NET%.*}\./${PRIVATE_NET%.*}./g; s/${NS_PUBLIC_NET%.*}\./${PUBLIC_NET%.*}./g" \
+		-e "s/${NS_HTTP_PUB##*:}/${HTTP_PUB##*:}/g; s/${NS_HTTPS_PUB##*:}/${HTTPS_PUB##*:}/g" "$WORK/render-ns/$f" >"$WORK/twin"
+	diff -u --label "$NS_STACK/${f#./}" --label "$STACK/${f#./}" "$WORK/twin" "$WORK/render/$f" >>"$WORK/twin.diff" || (($? == 1)) || die "cannot compare $f"
+done
+[[ $(cd "$WORK/render" && find . -type f | sort) == "$(cd "$WORK/render-ns" && find . -type f | sort)" ]] ||
+	die "bulkhead plan --render wrote different files for $STACK and $NS_STACK; bench/dataplane.sh needs updating"
+[[ ! -s $WORK/twin.diff ]] || die "stack $NS_STACK does not render as $STACK does but for its name and addresses; bench/dataplane.sh needs updating:
+$(cat "$WORK/twin.diff")"
+
 log "bringing the split stack up"
-stack_up_tried=1
+UP_TRIED[$STACK]=$STACK_FILE
 t0=$(date +%s.%N)
-"$BH" up -f "$STACK_FILE" >&2 || die "bulkhead up failed"
+"$BH" up -f "$STACK_FILE" >&2 9>&- || die "bulkhead up failed"
 split_up_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
 # bulkhead up installed the daemons the baseline runs too.
 for c in runc mariadb-install-db mariadbd memcached php-fpm8.2 apache2; do
 	command -v "$c" >/dev/null || die "$c not found after bulkhead up"
 done
+
+log "bringing the unsandboxed stack $NS_STACK up"
+UP_TRIED[$NS_STACK]=$NS_STACK_FILE
+t0=$(date +%s.%N)
+"$BH" up --unsafe-no-sandbox -f "$NS_STACK_FILE" >&2 9>&- || die "bulkhead up --unsafe-no-sandbox failed"
+nosandbox_up_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
 
 # --- the monolithic baseline ------------------------------------------------
 #
@@ -407,7 +479,7 @@ start_mono() { # NAME LOG CMD...: start in the background in the namespace, reco
 	local name=$1 logf=$2
 	shift 2
 	# ip execs the daemon, so $! is the daemon's PID.
-	ip netns exec "$MONO_NS" "$@" >>"$logf" 2>&1 </dev/null &
+	ip netns exec "$MONO_NS" "$@" >>"$logf" 2>&1 </dev/null 9>&- &
 	MONO_PIDS+=("$!")
 	MONO_NAMES+=("$name")
 }
@@ -441,21 +513,53 @@ mono_up_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
 # --- targets ------------------------------------------------------------------
 
 # The plan's NODES table: NAME ROLE SOFTWARE PRIVATE PUBLIC ...
-node_addr() { awk -v n="$1" -v col="$2" '/^NODES/ {f = 1; next} /^$/ {f = 0} f && $1 == n {print $col; exit}' "$WORK/plan.txt"; }
-edge_pub=$(node_addr edge 5)
-# Fail closed: the edge's address must route into the stack's own bridge
-# from the host, and the client namespace must be the stack's own.
-[[ $edge_pub =~ ^[0-9.]+$ ]] || die "no public address for the edge in the plan"
-ip -o route get "$edge_pub" 2>/dev/null | grep -q " dev $STACK-pub " || die "$edge_pub does not route into bridge $STACK-pub"
-[[ -e /run/netns/$OUTSIDE_NS ]] || die "bulkhead up made no namespace $OUTSIDE_NS"
+node_addr() { awk -v n="$1" -v col="$2" '/^NODES/ {f = 1; next} /^$/ {f = 0} f && $1 == n {print $col; exit}' "${3:-$WORK/plan.txt}"; }
+# edge_public STACK PLAN: the edge's public address. Fail closed: it must
+# route into the stack's own bridge from the host, and the client namespace
+# must be the stack's own.
+edge_public() {
+	local a
+	a=$(node_addr edge 5 "$2")
+	[[ $a =~ ^[0-9.]+$ ]] || die "no public address for the edge in the plan of $1"
+	ip -o route get "$a" 2>/dev/null | grep -q " dev $1-pub " || die "$a does not route into bridge $1-pub"
+	[[ -e /run/netns/bh-$1-outside ]] || die "bulkhead up made no namespace bh-$1-outside"
+	echo "$a"
+}
+edge_pub=$(edge_public "$STACK" "$WORK/plan.txt")
+ns_edge_pub=$(edge_public "$NS_STACK" "$WORK/plan-ns.txt")
 in_outside() { ip netns exec "$OUTSIDE_NS" "$@"; }
+in_ns_outside() { ip netns exec "$NS_OUTSIDE_NS" "$@"; }
 
 # setup -> how to run a command next to its server, and its base URL
 declare -A BASE RUNNER
 BASE[split]=http://$edge_pub RUNNER[split]=in_outside
+BASE[nosandbox]=http://$ns_edge_pub RUNNER[nosandbox]=in_ns_outside
 BASE[mono]=http://127.0.0.1 RUNNER[mono]=in_mono
 BASE[forwarder]=http://$HTTP_PUB RUNNER[forwarder]=
-SETUPS=(split mono forwarder)
+SETUPS=(split nosandbox mono forwarder)
+# measured SETUP WORKLOAD: whether the rounds run SETUP on WORKLOAD
+measured() {
+	case $1 in
+	forwarder) [[ " ${FORWARDER_WORKLOADS[*]} " == *" $2 "* ]] ;;
+	nosandbox) [[ " ${NOSANDBOX_WORKLOADS[*]} " == *" $2 "* ]] ;;
+	*) true ;;
+	esac
+}
+
+# sandbox_of STACK: how the edge's nginx master runs, from /proc: its
+# seccomp mode (0 none, 2 filter) and its uid map. Fail closed: the split
+# must run sandboxed and its twin not, or the ratio measures nothing.
+sandbox_of() {
+	local pid
+	pid=$(runc ps "bh-$1-edge" | awk 'NR > 1 && index($0, "nginx: master") && !p {p = $2} END {print p}')
+	[[ -n $pid ]] || die "no nginx master in bh-$1-edge"
+	printf 'seccomp %s, uid_map %s\n' "$(awk '$1 == "Seccomp:" {print $2}' "/proc/$pid/status")" "$(awk '{print $1, $2, $3}' "/proc/$pid/uid_map")"
+}
+split_sandbox=$(sandbox_of "$STACK") ns_sandbox=$(sandbox_of "$NS_STACK")
+[[ $split_sandbox == "seccomp 2, uid_map 0 "* && $split_sandbox != *"uid_map 0 0 "* ]] ||
+	die "stack $STACK does not run sandboxed: its edge's nginx has $split_sandbox"
+[[ $ns_sandbox == "seccomp 0, uid_map 0 0 4294967295" ]] ||
+	die "stack $NS_STACK, brought up with --unsafe-no-sandbox, runs sandboxed: its edge's nginx has $ns_sandbox"
 runner() { local s=${1%%:*}; echo "${RUNNER[$s]}"; }
 base() { local s=${1%%:*}; echo "${BASE[$s]}"; }
 
@@ -497,7 +601,7 @@ log "seeding posts, checking every page"
 # At least fifty posts on each side before anything is measured (a
 # second of the post workload), so that / always lists the same 50 newest
 # posts; the posts the runs add change none of that.
-for s in split mono; do
+for s in split nosandbox mono; do
 	post_once "$s"
 	out=$(wrk_cmd "$s" post -t1 -c4 -d1s 2>&1) || die "$s: wrk could not post: $out"
 	n=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -652,21 +756,27 @@ done
 # FUSE client, is counted apart), to the forwarder, or for mono to the
 # daemon. Children that came and went are counted through their parent's
 # cutime/cstime. wrk's own time comes from the shell's children times.
+# The unsandboxed stack's groups carry its name (benchns:edge,
+# benchns:supervise), so that the idle stack's share shows apart.
 
 declare -A NSLABEL
 for n in $(ip netns list | awk '{print $1}'); do
 	case $n in
 	"bh-$STACK-"*) NSLABEL[$(stat -L -c %i "/run/netns/$n")]=${n#"bh-$STACK-"} ;;
+	"bh-$NS_STACK-"*) NSLABEL[$(stat -L -c %i "/run/netns/$n")]=$NS_STACK:${n#"bh-$NS_STACK-"} ;;
 	"$MONO_NS") NSLABEL[$(stat -L -c %i "/run/netns/$n")]=mono ;;
 	esac
 done
-fwd_pid=
-# One ps, not a tr per process: the host may run a thousand.
-fwd_pid=$(ps -eo pid=,args= | awk -v pat=" supervise --stack $STACK " 'index($0 " ", pat) && !p {p = $1} END {print p}')
+# supervise_pid STACK: its `bulkhead supervise`. One ps, not a tr per
+# process: the host may run a thousand.
+supervise_pid() { ps -eo pid=,args= | awk -v pat=" supervise --stack $1 " 'index($0 " ", pat) && !p {p = $1} END {print p}'; }
+fwd_pid=$(supervise_pid "$STACK") ns_sup_pid=$(supervise_pid "$NS_STACK")
 [[ -n $fwd_pid ]] || log "warning: no 'bulkhead supervise --stack $STACK' process found; the forwarder's CPU is not counted"
+[[ -n $ns_sup_pid ]] || log "warning: no 'bulkhead supervise --stack $NS_STACK' process found; its CPU is not counted"
 nsmap=$WORK/nsmap
 for k in "${!NSLABEL[@]}"; do echo "ns $k ${NSLABEL[$k]}"; done >"$nsmap"
-[[ -z $fwd_pid ]] || echo "pid $fwd_pid forwarder" >>"$nsmap"
+[[ -z $fwd_pid ]] || echo "pid $fwd_pid forwarder supervise:children" >>"$nsmap"
+[[ -z $ns_sup_pid ]] || echo "pid $ns_sup_pid $NS_STACK:supervise $NS_STACK:supervise:children" >>"$nsmap"
 
 cpu_snap() { # FILE: "pid label ticks" for every process of ours, then "host busy total"
 	{
@@ -674,7 +784,7 @@ cpu_snap() { # FILE: "pid label ticks" for every process of ours, then "host bus
 		stat -c '%n %N' /proc/[0-9]*/ns/net 2>/dev/null | awk '{print "nsof", $1, $NF}' || true
 		cat /proc/[0-9]*/stat 2>/dev/null | sed 's/^/stat /' || true
 	} | awk -v mapf="$nsmap" '
-		BEGIN { while ((getline l < mapf) > 0) { split(l, a, " "); if (a[1] == "ns") ns[a[2]] = a[3]; else pidl[a[2]] = a[3] } }
+		BEGIN { while ((getline l < mapf) > 0) { split(l, a, " "); if (a[1] == "ns") ns[a[2]] = a[3]; else { pidl[a[2]] = a[3]; kidl[a[2]] = a[4] } } }
 		$1 == "nsof" { if ($NF !~ /net:\[/) next; split($2, p, "/"); ino = $NF; gsub(/[^0-9]/, "", ino); nsof[p[3]] = ino; next }
 		$1 == "stat" {
 			pid = $2; line = substr($0, 6)
@@ -686,7 +796,7 @@ cpu_snap() { # FILE: "pid label ticks" for every process of ours, then "host bus
 				# once-a-second repair loop), apart from the children it
 				# reaps (runc).
 				print pid, pidl[pid], f[12] + f[13]
-				print pid "c", "supervise:children", f[14] + f[15]
+				print pid "c", kidl[pid], f[14] + f[15]
 				next
 			} else if ((pid in nsof) && (nsof[pid] in ns)) {
 				label = ns[nsof[pid]]
@@ -754,12 +864,13 @@ diagnose() {
 			tail -n 15 "$M/log/apache2-error.log" "$M/log/php-fpm.log" 2>&1
 			printf '```\n'
 		else
+			local n sf=$STACK_FILE
+			[[ $s != nosandbox ]] || sf=$NS_STACK_FILE
 			printf '\n`bulkhead status`, and the last log lines (access logs left out) of the edge, static and app nodes:\n\n```\n'
-			"$BH" status -f "$STACK_FILE" 2>&1
-			local n
+			"$BH" status -f "$sf" 2>&1
 			for n in edge static app-1 app-2; do
 				echo "-- $n"
-				"$BH" logs "$n" -n 200 --file "$STACK_FILE" 2>&1 | grep -vE '^[a-z0-9-]*access: ' | tail -n 12
+				"$BH" logs "$n" -n 200 --file "$sf" 2>&1 | grep -vE '^[a-z0-9-]*access: ' | tail -n 12
 			done
 			printf '```\n'
 		fi
@@ -813,7 +924,7 @@ run_wrk() { # ROUND SETUP WORKLOAD
 ((warm_first == 0)) || log "warming up (${warm_first}s per setup and workload)"
 ((warm_first == 0)) || for s in "${SETUPS[@]}"; do
 	for w in "${WORKLOADS[@]}"; do
-		[[ $s != forwarder || " ${FORWARDER_WORKLOADS[*]} " == *" $w "* ]] || continue
+		measured "$s" "$w" || continue
 		wrk_cmd "$s" "$w" -t"$threads" -c"$conns" -d"${warm_first}s" >/dev/null 2>&1 || die "$s: wrk could not run against ${URLPATH[$w]}"
 	done
 done
@@ -822,10 +933,12 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((r = 1; r <= rounds; r++)); do
 	log "round $r of $rounds: wrk ${WRK_ARGS[*]}"
 	for w in "${WORKLOADS[@]}"; do
-		# Alternate who goes first, so neither side always follows the other.
-		if ((r % 2)); then order=(split mono); else order=(mono split); fi
-		for s in "${order[@]}"; do run_wrk "$r" "$s" "$w"; done
-		[[ " ${FORWARDER_WORKLOADS[*]} " != *" $w "* ]] || run_wrk "$r" forwarder "$w"
+		# Alternate who goes first, so neither side always follows the
+		# other; nosandbox runs right next to split, before it or after.
+		if ((r % 2)); then order=(split nosandbox mono); else order=(mono nosandbox split); fi
+		for s in "${order[@]}" forwarder; do
+			if measured "$s" "$w"; then run_wrk "$r" "$s" "$w"; fi
+		done
 	done
 	for l in "${LEVERS[@]}"; do
 		lever_set "$l" "${LEVER_TOGGLED[$l]}"
@@ -853,16 +966,23 @@ mpm=$(grep -E '^(ThreadsPerChild|MaxRequestWorkers|ServerLimit) ' "$M/etc/apache
 	printf 'load_start\t%s\n' "$load_start"
 	printf 'load_end\t%s\n' "$load_end"
 	printf 'split_up_s\t%s\n' "$split_up_s"
+	printf 'nosandbox_up_s\t%s\n' "$nosandbox_up_s"
 	printf 'mono_up_s\t%s\n' "$mono_up_s"
 	printf 'edge_public\t%s\n' "$edge_pub"
 	printf 'client_netns\t%s\n' "$OUTSIDE_NS"
+	printf 'nosandbox_stack\t%s\n' "$NS_STACK"
+	printf 'nosandbox_edge_public\t%s\n' "$ns_edge_pub"
+	printf 'nosandbox_client_netns\t%s\n' "$NS_OUTSIDE_NS"
+	printf 'nosandbox_workloads\t%s\n' "${NOSANDBOX_WORKLOADS[*]}"
+	printf 'sandbox.split\t%s\n' "$split_sandbox"
+	printf 'sandbox.nosandbox\t%s\n' "$ns_sandbox"
 	printf 'published\t%s\n' "$HTTP_PUB"
 	printf 'php_fpm_pool\t%s\n' "$pool"
 	printf 'apache_mpm\t%s\n' "$mpm"
 	printf 'sets_grown\t%s\n' "$(printf '%s; ' "${SETS[@]}" | sed 's/; $//')"
 	for w in "${WORKLOADS[@]}"; do
 		printf 'workload.%s\t%s %s\n' "$w" "${METHOD[$w]}" "${URLPATH[$w]}"
-		for s in split mono; do
+		for s in split nosandbox mono; do
 			[[ ${METHOD[$w]} == POST ]] || printf 'bytes.%s.%s\t%s\n' "$s" "$w" "${SIZE[$s:$w]}"
 		done
 	done

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,6 +48,9 @@ func run(data, out string) error {
 		files["dataplane-ratio.svg"] = ratioPlot(r)
 		files["dataplane-rps.svg"] = rpsPlot(r)
 		files["levers.svg"] = leverPlot(r)
+		if slices.ContainsFunc(r.Dataplane.Workloads, func(w Workload) bool { return w.Sandbox != nil }) {
+			files["sandbox.svg"] = sandboxPlot(r)
+		}
 	}
 	if len(r.Controlplane.Times) > 0 {
 		files["controlplane.svg"] = controlPlot(r)
@@ -182,6 +186,12 @@ type Workload struct {
 	Forwarder *Stat             `json:"forwarder_over_split,omitempty"`
 	Target    float64           `json:"target,omitempty"`
 	Met       *bool             `json:"target_met,omitempty"`
+	// Sandbox is the split's req/s over the unsandboxed split's
+	// (nosandbox), round by round: what user namespaces and seccomp cost.
+	Sandbox *Stat `json:"sandboxed_over_unsandboxed,omitempty"`
+	// SandboxExpected says whether Sandbox's median is within
+	// sandboxTolerance of 1.
+	SandboxExpected *bool `json:"sandbox_within_expected,omitempty"`
 }
 
 // Lever is one tuning lever's effect: on/off, same round.
@@ -205,6 +215,11 @@ type Controlplane struct {
 }
 
 var targets = map[string]float64{"small": 0.9, "cached": 0.95, "miss": 0.95, "post": 0.95}
+
+// sandboxTolerance is how far from 1 the sandbox's ratio is expected to
+// be, either way: the issue that asked for the sandbox expects its cost to
+// be within 3%.
+const sandboxTolerance = 0.03
 
 func load(dir string) (*Results, error) {
 	r := &Results{}
@@ -274,12 +289,12 @@ func loadDataplane(dir string, r *Results) error {
 	for _, w := range []string{"small", "large", "cached", "miss", "post"} {
 		wl := Workload{Name: w, Request: d.Meta["workload."+w], Bytes: map[string]string{},
 			RPS: map[string]*Stat{}, P50: map[string]*Stat{}, P99: map[string]*Stat{}}
-		for _, s := range []string{"split", "mono"} {
+		for _, s := range []string{"split", "nosandbox", "mono"} {
 			if b := d.Meta["bytes."+s+"."+w]; b != "" {
 				wl.Bytes[s] = b
 			}
 		}
-		for _, s := range []string{"split", "mono", "forwarder"} {
+		for _, s := range []string{"split", "nosandbox", "mono", "forwarder"} {
 			var a, b, c []float64
 			for _, run := range d.Runs {
 				if run.Setup == s && run.Workload == w && run.Status == "ok" {
@@ -295,6 +310,10 @@ func loadDataplane(dir string, r *Results) error {
 		}
 		wl.Ratio = ratio("split", "mono", w)
 		wl.Forwarder = ratio("forwarder", "split", w)
+		if wl.Sandbox = ratio("split", "nosandbox", w); wl.Sandbox != nil {
+			ok := math.Abs(wl.Sandbox.Median-1) <= sandboxTolerance+1e-9 // 0.97 is within
+			wl.SandboxExpected = &ok
+		}
 		if t, ok := targets[w]; ok && wl.Ratio != nil {
 			met := wl.Ratio.Median >= t
 			wl.Target, wl.Met = t, &met

@@ -26,10 +26,22 @@ func ratioPlot(r *Results) string {
 		bars, []rule{{1, "1.0"}, {0.9, "0.9 static target"}, {0.95, "0.95 dynamic target"}})
 }
 
+func sandboxPlot(r *Results) string {
+	var bars []bar
+	for _, w := range r.Dataplane.Workloads {
+		if w.Sandbox != nil {
+			bars = append(bars, statBar(w.Name+" ("+w.Request+")", "sandbox", w.Sandbox))
+		}
+	}
+	lo, hi := 1-sandboxTolerance, 1+sandboxTolerance
+	return barChart("Sandboxed split / unsandboxed split, req/s (median, range over rounds)", "ratio",
+		bars, []rule{{lo, "expected: " + f2(lo)}, {hi, f2(hi)}})
+}
+
 func rpsPlot(r *Results) string {
 	var bars []bar
 	for _, w := range r.Dataplane.Workloads {
-		for _, s := range []string{"split", "mono"} {
+		for _, s := range []string{"split", "nosandbox", "mono"} {
 			if st := w.RPS[s]; st != nil {
 				bars = append(bars, statBar(w.Name+" "+s, s, st))
 			}

@@ -41,11 +41,15 @@ func TestRun(t *testing.T) {
 		"1\tsplit\tsmall\t900\t1\t2\t0\t0\t900\tok\tedge 50 | 190 of 200 | 10\n"+
 		"1\tmono\tsmall\t1000\t1\t2\t0\t0\t1000\tok\tmono:apache2 90 | 190 of 200 | 10\n"+
 		"1\tsplit:keepalive=off\tsmall\t450\t1\t2\t0\t0\t450\tok\t-\n"+
+		"1\tnosandbox\tsmall\t1000\t1\t2\t0\t0\t1000\tok\tbenchns:edge 50 | 190 of 200 | 10\n"+
 		"2\tsplit\tsmall\t1200\t1\t2\t0\t0\t1200\tok\t-\n"+
 		"2\tmono\tsmall\t1000\t1\t2\t0\t0\t1000\tok\t-\n"+
 		"2\tsplit:keepalive=off\tsmall\t600\t1\t2\t0\t0\t600\tok\t-\n"+
+		"2\tnosandbox\tsmall\t1200\t1\t2\t0\t0\t1200\tok\t-\n"+
+		"2\tnosandbox\tcached\t300\t1\t2\t0\t0\t300\tok\t-\n"+
+		"2\tsplit\tcached\t291\t1\t2\t0\t0\t291\tok\t-\n"+
 		"3\tsplit\tsmall\t-\t-\t-\t-\t-\t0\twrk failed (exit 1)\t-\n")
-	write("dataplane-meta.tsv", "key\tvalue\nworkload.small\tGET /s.css\nlever.keepalive\tupstream keepalive\nlever.keepalive.default\ton\nlever.keepalive.workloads\tsmall\n")
+	write("dataplane-meta.tsv", "key\tvalue\nworkload.small\tGET /s.css\nnosandbox_stack\tbenchns\nlever.keepalive\tupstream keepalive\nlever.keepalive.default\ton\nlever.keepalive.workloads\tsmall\n")
 	write("controlplane.tsv", "apps\top\tseconds\texit\n1\tup-cold\t5\t0\n10\tup-cold\t15\t0\n1\tverify\t-\tnot available\n")
 	write("memory.tsv", "apps\tnode\tprocesses\trss_kb\tpss_kb\tsshfs_rss_kb\tsshfs_pss_kb\n1\tapp-1\t7\t80000\t15000\t11000\t2000\n")
 	write("hostmem.tsv", "apps\tused_kb\n0\t1000\n1\t31000\n10\t301000\n")
@@ -60,6 +64,13 @@ func TestRun(t *testing.T) {
 	if w.Ratio.Median != 1.05 || w.Ratio.Min != 0.9 || w.Ratio.Max != 1.2 || *w.Met != true {
 		t.Errorf("split/mono small = %+v, met %v", w.Ratio, *w.Met)
 	}
+	// Round 1: 900/1000, round 2: 1200/1200; round 3's split failed.
+	if w.Sandbox == nil || w.Sandbox.Median != 0.95 || w.Sandbox.Min != 0.9 || w.Sandbox.Max != 1 || w.Sandbox.N != 2 || *w.SandboxExpected {
+		t.Errorf("sandboxed/unsandboxed small = %+v, within %v; want median 0.95 (0.9-1) of 2, not within 3%%", w.Sandbox, w.SandboxExpected)
+	}
+	if c := r.Dataplane.Workloads[1]; c.Name != "cached" || c.Sandbox == nil || c.Sandbox.Median != 0.97 || !*c.SandboxExpected || c.Ratio != nil {
+		t.Errorf("cached: %+v; want sandboxed/unsandboxed 0.97, within 3%%, and no split/mono", c)
+	}
 	if r.Dataplane.BadRuns != 1 {
 		t.Errorf("bad runs = %d, want 1", r.Dataplane.BadRuns)
 	}
@@ -73,8 +84,21 @@ func TestRun(t *testing.T) {
 	if !strings.Contains(string(md), "n/a") {
 		t.Error("results.md does not say verify was not available")
 	}
-	for _, name := range r.Plots {
-		f, err := os.Open(filepath.Join(out, name))
+	for _, want := range []string{"| small | 1050 (900–1200) | 1100 (1000–1200) | **0.95 (0.90–1)** | **no** |", "| cached | 291 | 300 | **0.97** | yes |"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md has no sandbox row %q", want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "sandbox.svg")); err != nil {
+		t.Errorf("no sandbox plot: %v", err)
+	}
+	// The plots run wrote, not r.Plots: load alone draws none.
+	plots, err := filepath.Glob(filepath.Join(out, "*.svg"))
+	if err != nil || len(plots) != 6 {
+		t.Errorf("plots written: %v (%v), want 6", plots, err)
+	}
+	for _, name := range plots {
+		f, err := os.Open(name)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bulkhead/bulkhead/internal/plan"
 )
 
@@ -42,6 +44,12 @@ func (d *Driver) startSupervisor(ctx context.Context, p *plan.Plan, j *journal, 
 		return err
 	}
 	defer logf.Close()
+	// Go passes on every descriptor it did not open itself: one this
+	// process inherited (a caller's lock, say) would be held by the
+	// supervisor, and by its sshfs mounts, for the stack's life.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("start supervisor: %w", err)
+	}
 	cmd := exec.Command(ps.binary(), "supervise", "--stack", p.Stack, "--root", d.root())
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -15,20 +15,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 )
 
 // bin is the bulkhead binary built for these tests.
 var bin string
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			fmt.Fprintln(os.Stderr, "e2e: CI must run as root")
-			os.Exit(1)
-		}
-		fmt.Fprintln(os.Stderr, "e2e: skipped, needs root")
-		os.Exit(0)
-	}
 	dir, err := os.MkdirTemp("", "bulkhead-e2e-")
 	if err != nil {
 		panic(err)
@@ -60,6 +54,7 @@ type stack struct {
 // ports base and base+1. extra is appended to the stack file.
 func newStack(t testing.TB, name string, x, base int, extra string) *stack {
 	t.Helper()
+	hosttest.RequireRoot(t)
 	dir := t.TempDir()
 	s := &stack{t: t, dir: dir, name: name,
 		http: fmt.Sprintf("127.0.0.1:%d", base), https: fmt.Sprintf("127.0.0.1:%d", base+1),

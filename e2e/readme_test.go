@@ -9,11 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 )
 
 // TestReadmeCommand runs README's quick-start command exactly as written, in
 // a clean state, and checks that the default stack comes up and says where.
 func TestReadmeCommand(t *testing.T) {
+	hosttest.RequireRoot(t)
 	data, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)

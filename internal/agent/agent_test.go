@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/render"
 )
 
@@ -555,9 +556,8 @@ const prSetChildSubreaper = 36
 // so that orphans are re-parented to it as they would be to PID 1.
 func subreaper(t *testing.T) {
 	t.Helper()
-	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); e != 0 {
-		t.Skipf("prctl(PR_SET_CHILD_SUBREAPER): %v", e)
-	}
+	_, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0)
+	hosttest.Require(t, e == 0, "prctl(PR_SET_CHILD_SUBREAPER), Linux 3.4 or later: %v", e)
 	t.Cleanup(func() { syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 0, 0) })
 }
 

@@ -182,12 +182,8 @@ func TestPostgresHBA(t *testing.T) {
 func TestPostgresLive(t *testing.T) {
 	hosttest.RequireRoot(t) // the daemon runs as its own user and the test chowns its directories
 	bin := "/usr/lib/postgresql/15/bin"
-	if _, err := os.Stat(filepath.Join(bin, "postgres")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("postgresql-15 is not installed; .ci/run must install it")
-		}
-		t.Skip("postgresql-15 is not installed")
-	}
+	_, err := os.Stat(filepath.Join(bin, "postgres"))
+	hosttest.Require(t, err == nil, "postgresql-15 (apt-get install postgresql): %v", err)
 	requireTool(t, "setpriv")
 	p, n, l := renderRole(t, "alt", spec.RoleDB)
 	svc := n.Services[0]
@@ -306,9 +302,7 @@ func TestDBRejectsBadInput(t *testing.T) {
 func ownLayout(t *testing.T, l render.Layout, name string, secrets ...string) {
 	t.Helper()
 	u, err := user.Lookup(name)
-	if err != nil {
-		t.Skipf("no user %s: %v", name, err)
-	}
+	hosttest.Require(t, err == nil, "user %s, which its daemon's package creates: %v", name, err)
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	for _, d := range []string{l.Run, l.Log, l.Data} {

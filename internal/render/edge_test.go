@@ -455,9 +455,7 @@ func startEdge(t *testing.T, stack, software, base string, redirect bool) liveEd
 	pub := base + "1"
 	for _, port := range []string{"80", "443"} {
 		l, err := net.Listen("tcp", net.JoinHostPort(pub, port))
-		if err != nil {
-			t.Skipf("cannot bind %s:%s on this host: %v", pub, port, err)
-		}
+		hosttest.Require(t, err == nil, "%s:%s free to bind (stop what listens there): %v", pub, port, err)
 		l.Close()
 	}
 	moveToLoopback(edge, plan.NetPublic, pub)

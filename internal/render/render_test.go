@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
 	"github.com/bulkhead/bulkhead/internal/spec"
@@ -322,8 +323,7 @@ func confLines(conf string) []string {
 	return out
 }
 
-// requireTool finds a daemon's binary. On CI its absence is a failure, since
-// .ci/run installs it; elsewhere the check is skipped with a note.
+// requireTool finds a daemon's binary (see hosttest.Require).
 func requireTool(t *testing.T, name string) string {
 	t.Helper()
 	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
@@ -332,10 +332,7 @@ func requireTool(t *testing.T, name string) string {
 			return p
 		}
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is not installed; .ci/run must install it", name)
-	}
-	t.Skipf("%s is not installed (apt-get install it to run this check)", name)
+	hosttest.Require(t, false, "%s (apt-get install the package that has it; .ci/run lists them)", name)
 	return ""
 }
 

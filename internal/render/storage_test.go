@@ -134,9 +134,7 @@ func TestStorageSFTPLive(t *testing.T) {
 			break
 		}
 	}
-	if mnt == "" {
-		t.Skip("needs /srv or /mnt as a mount point")
-	}
+	hosttest.Require(t, mnt != "", "/srv or /mnt as a mount point (mkdir /srv)")
 	root := t.TempDir()
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
@@ -296,9 +294,8 @@ func storageSecrets(t *testing.T, p *plan.Plan, dir string) render.Secrets {
 func sshdPrivsepDir(t *testing.T) {
 	t.Helper()
 	if _, err := os.Stat("/run/sshd"); os.IsNotExist(err) {
-		if err := os.Mkdir("/run/sshd", 0o755); err != nil {
-			t.Skipf("sshd needs /run/sshd: %v", err)
-		}
+		err := os.Mkdir("/run/sshd", 0o755)
+		hosttest.Require(t, err == nil, "/run/sshd, sshd's privilege separation directory (mkdir /run/sshd): %v", err)
 		t.Cleanup(func() { os.Remove("/run/sshd") })
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -57,17 +58,11 @@ func TestSiteSplit(t *testing.T) {
 	}
 }
 
-// requirePHP returns the php binary, or skips: on CI (CI set) php is
-// required, elsewhere it is optional.
+// requirePHP returns the php binary (see hosttest.Require).
 func requirePHP(t *testing.T) string {
 	t.Helper()
 	php, err := exec.LookPath("php")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("php is required on CI: %v", err)
-		}
-		t.Skip("php not installed")
-	}
+	hosttest.Require(t, err == nil, "php (apt-get install php8.2-cli): %v", err)
 	return php
 }
 

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 )
 
 // TestContainment is the drill of issue #9: root inside a node (app-1,
@@ -170,7 +172,7 @@ func TestContainment(t *testing.T) {
 		if !regexp.MustCompile(`restored .*index\.php`).MatchString(out) {
 			t.Errorf("up did not name the file it restored:\n%s", out)
 		}
-		eventually(t, 30*time.Second, "the site serves the operator's index.php again", func() bool {
+		hosttest.Eventually(t, 30*time.Second, "the site serves the operator's index.php again", func() bool {
 			resp, err := http.Get("http://" + s.http + "/")
 			if err != nil {
 				return false
@@ -215,7 +217,7 @@ func TestContainment(t *testing.T) {
 			t.Errorf("app-1 holds %d processes, over its limit of 512", n)
 		}
 		// While app-1 is full, the site answers from the rest of the pool.
-		eventually(t, 20*time.Second, "the site serving while app-1 is out of pids", func() bool {
+		hosttest.Eventually(t, 20*time.Second, "the site serving while app-1 is out of pids", func() bool {
 			resp, err := http.Get("http://" + s.http + "/")
 			if err != nil {
 				return false
@@ -223,7 +225,7 @@ func TestContainment(t *testing.T) {
 			resp.Body.Close()
 			return resp.StatusCode == 200
 		})
-		eventually(t, 30*time.Second, "app-1's fork bomb over", func() bool {
+		hosttest.Eventually(t, 30*time.Second, "app-1's fork bomb over", func() bool {
 			n, _ := strconv.Atoi(cgroupValue(t, id, "pids/pids.current"))
 			return n < 100
 		})
@@ -353,7 +355,7 @@ func (s *stack) put(t *testing.T, node, src, dst string) {
 func (s *stack) waitHealthy(t *testing.T, node string) {
 	t.Helper()
 	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(node) + `\s+running\s+\S+\s+healthy`)
-	eventually(t, 60*time.Second, node+" running and healthy", func() bool {
+	hosttest.Eventually(t, 60*time.Second, node+" running and healthy", func() bool {
 		out, err := s.exec("status")
 		return err == nil && re.MatchString(out)
 	})
@@ -414,7 +416,7 @@ func post(t *testing.T, s *stack, title string) {
 	// the site must serve the form from the rest of the pool within the
 	// edge's health checks.
 	var token []string
-	eventually(t, 30*time.Second, "the form with a CSRF token", func() bool {
+	hosttest.Eventually(t, 30*time.Second, "the form with a CSRF token", func() bool {
 		token = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page())
 		return token != nil
 	})
@@ -432,7 +434,7 @@ func post(t *testing.T, s *stack, title string) {
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("POST /posts = %d", resp.StatusCode)
 	}
-	eventually(t, 30*time.Second, "the post "+title+" listed", func() bool {
+	hosttest.Eventually(t, 30*time.Second, "the post "+title+" listed", func() bool {
 		return strings.Contains(page(), title)
 	})
 }

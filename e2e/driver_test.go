@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 )
 
 var nodes = []string{"edge", "static", "cache", "db", "storage", "app-1", "app-2"}
@@ -179,7 +181,7 @@ func TestDriver(t *testing.T) {
 		if out, err := s.in("cache", "kill", "-9", strconv.Itoa(pid)); err != nil {
 			t.Fatal(err, out)
 		}
-		eventually(t, 30*time.Second, "memcached restarted by the agent", func() bool {
+		hosttest.Eventually(t, 30*time.Second, "memcached restarted by the agent", func() bool {
 			p, r := service(t, s, "cache", "memcached")
 			return r == restarts+1 && p != 0 && p != pid
 		})
@@ -190,7 +192,7 @@ func TestDriver(t *testing.T) {
 		if out, err := exec.Command("runc", "kill", id, "KILL").CombinedOutput(); err != nil {
 			t.Fatal(err, string(out))
 		}
-		eventually(t, 30*time.Second, "static running and healthy again", func() bool {
+		hosttest.Eventually(t, 30*time.Second, "static running and healthy again", func() bool {
 			out, err := s.exec("status")
 			return err == nil && regexp.MustCompile(`(?m)^static\s+running\s+\S+\s+healthy`).MatchString(out)
 		})
@@ -307,7 +309,7 @@ func TestInterruptedUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Interrupt once the namespaces are being made.
-	eventually(t, 60*time.Second, "up creating namespaces", func() bool {
+	hosttest.Eventually(t, 60*time.Second, "up creating namespaces", func() bool {
 		out, _ := exec.Command("ip", "netns", "list").Output()
 		return strings.Contains(string(out), "bh-"+s.name+"-")
 	})

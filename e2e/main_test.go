@@ -152,19 +152,6 @@ func grep(text, sub string) string {
 	return strings.Join(out, "\n")
 }
 
-// eventually polls cond every 100ms until it holds or limit passes. The
-// limit bounds a wait; it is not a measure of speed.
-func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, limit)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // listen occupies a TCP address, for tests of conflicts.
 func listen(t *testing.T, addr string) {
 	t.Helper()

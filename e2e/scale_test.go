@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 )
 
 // TestScale grows the app pool from 2 to 3 nodes and back with up: the new
@@ -29,7 +31,7 @@ func TestScale(t *testing.T) {
 	setPool("3")
 	s.run("up")
 	served := map[string]bool{}
-	eventually(t, 30*time.Second, "app-3 serving through the edge", func() bool {
+	hosttest.Eventually(t, 30*time.Second, "app-3 serving through the edge", func() bool {
 		resp, err := http.Get("http://" + s.http + "/")
 		if err != nil {
 			return false

@@ -26,6 +26,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 )
 
 // TestSite drives the default stack's sample site only through the
@@ -135,7 +137,7 @@ func TestSite(t *testing.T) {
 		// While the agent brings mariadb back, /healthz must say 503,
 		// promptly: a dead db must not hang visitors.
 		saw503 := false
-		eventually(t, 30*time.Second, "/healthz turns 503", func() bool {
+		hosttest.Eventually(t, 30*time.Second, "/healthz turns 503", func() bool {
 			began := time.Now()
 			resp, _ := get(t, "/healthz")
 			if took := time.Since(began); took > 5*time.Second {
@@ -147,7 +149,7 @@ func TestSite(t *testing.T) {
 		if !saw503 {
 			t.Fatal("/healthz never said 503 while the db was down")
 		}
-		eventually(t, 60*time.Second, "/healthz recovers", func() bool {
+		hosttest.Eventually(t, 60*time.Second, "/healthz recovers", func() bool {
 			resp, _ := get(t, "/healthz")
 			return resp.StatusCode == 200
 		})
@@ -156,7 +158,7 @@ func TestSite(t *testing.T) {
 	t.Run("one app node down, the site stays up", func(t *testing.T) {
 		// The db test above made both app nodes answer 503, which the edge
 		// counts as failures for 10 s: start from a whole pool.
-		eventually(t, 30*time.Second, "both app nodes serving", func() bool {
+		hosttest.Eventually(t, 30*time.Second, "both app nodes serving", func() bool {
 			seen := map[string]bool{}
 			for range 6 {
 				resp, _ := get(t, "/")
@@ -168,7 +170,7 @@ func TestSite(t *testing.T) {
 		if out, err := exec.Command("runc", "kill", id, "KILL").CombinedOutput(); err != nil {
 			t.Fatal(err, string(out))
 		}
-		eventually(t, 5*time.Second, "app-1 stopped", func() bool {
+		hosttest.Eventually(t, 5*time.Second, "app-1 stopped", func() bool {
 			out, _ := exec.Command("runc", "state", id).Output()
 			return !strings.Contains(string(out), `"running"`)
 		})

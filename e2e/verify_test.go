@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 )
 
 // verifyJSON is the part of `verify --output json` the tests read.
@@ -215,7 +217,7 @@ func TestVerify(t *testing.T) {
 	}
 	t.Cleanup(func() { s.exec("exec", "app-2", "--", "kill", pid) })
 	var failed verifyJSON
-	eventually(t, 10*time.Second, "the rogue listener shows", func() bool {
+	hosttest.Eventually(t, 10*time.Second, "the rogue listener shows", func() bool {
 		failed, out, err = s.verify(t)
 		return !failed.Pass
 	})
@@ -226,7 +228,7 @@ func TestVerify(t *testing.T) {
 		t.Errorf("failures = %q, want the rogue php alone", failed.Failures)
 	}
 	s.run("exec", "app-2", "--", "kill", pid)
-	eventually(t, 10*time.Second, "verify passes once the rogue is gone", func() bool {
+	hosttest.Eventually(t, 10*time.Second, "verify passes once the rogue is gone", func() bool {
 		v, _, _ := s.verify(t)
 		return v.Pass
 	})

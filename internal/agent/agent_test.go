@@ -87,18 +87,6 @@ func (r *running) stop(t *testing.T) error {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test after patience.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", patience, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // service returns the status of one service, or a zero one while the
 // socket is not up yet.
 func (r *running) service(t *testing.T, name string) ServiceStatus {
@@ -127,7 +115,7 @@ func TestLogs(t *testing.T) {
 	r := start(t, Config{Services: []render.Service{
 		{Name: "talker", Argv: sh("echo out-line; echo err-line >&2; exec sleep 1000")},
 	}})
-	waitFor(t, "both lines in Logs", func() bool {
+	hosttest.Eventually(t, patience, "both lines in Logs", func() bool {
 		l := r.logs("talker")
 		return slices.Contains(l, "out-line") && slices.Contains(l, "err-line")
 	})
@@ -153,7 +141,7 @@ func TestLogs(t *testing.T) {
 func TestRestartAfterKill(t *testing.T) {
 	r := start(t, Config{Services: []render.Service{{Name: "sleeper", Argv: []string{"sleep", "1000"}}}})
 	var first ServiceStatus
-	waitFor(t, "sleeper running", func() bool { first = r.service(t, "sleeper"); return first.State == StateRunning })
+	hosttest.Eventually(t, patience, "sleeper running", func() bool { first = r.service(t, "sleeper"); return first.State == StateRunning })
 	if first.PID <= 1 || first.Restarts != 0 {
 		t.Fatalf("first start: %+v", first)
 	}
@@ -165,7 +153,7 @@ func TestRestartAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	var again ServiceStatus
-	waitFor(t, "sleeper restarted", func() bool {
+	hosttest.Eventually(t, patience, "sleeper restarted", func() bool {
 		again = r.service(t, "sleeper")
 		return again.State == StateRunning && again.Restarts == 1
 	})
@@ -183,7 +171,7 @@ func TestLeftoversKilled(t *testing.T) {
 		{Name: "leaky", Argv: sh("sleep 1000 & echo left=$!; exit 1")},
 	}})
 	left := 0
-	waitFor(t, "leaky restarted", func() bool {
+	hosttest.Eventually(t, patience, "leaky restarted", func() bool {
 		for _, l := range r.logs("leaky") {
 			if v, ok := strings.CutPrefix(l, "left="); ok && left == 0 {
 				left, _ = strconv.Atoi(v)
@@ -193,7 +181,7 @@ func TestLeftoversKilled(t *testing.T) {
 	})
 	// Outside reap-all mode the leftover's zombie is its new parent's to
 	// reap; dead is what counts.
-	waitFor(t, fmt.Sprintf("leftover pid %d dead", left), func() bool {
+	hosttest.Eventually(t, patience, fmt.Sprintf("leftover pid %d dead", left), func() bool {
 		state, _ := procState(left)
 		return state == "" || state == "Z"
 	})
@@ -202,7 +190,7 @@ func TestLeftoversKilled(t *testing.T) {
 func TestStartFailure(t *testing.T) {
 	r := start(t, Config{Services: []render.Service{{Name: "ghost", Argv: []string{"/nonexistent/ghostd"}}}})
 	var st ServiceStatus
-	waitFor(t, "ghost failed", func() bool { st = r.service(t, "ghost"); return st.State == StateFailed })
+	hosttest.Eventually(t, patience, "ghost failed", func() bool { st = r.service(t, "ghost"); return st.State == StateFailed })
 	if !strings.Contains(st.Error, "/nonexistent/ghostd") || st.PID != 0 {
 		t.Errorf("ghost = %+v; want an error naming the program, no pid", st)
 	}
@@ -220,7 +208,7 @@ func TestDontRestart(t *testing.T) {
 	})
 	// The crasher shares the agent and the backoffs: once it has been
 	// restarted a few times, "done" has had as many chances.
-	waitFor(t, "crasher restarted 3 times", func() bool { return r.service(t, "crasher").Restarts >= 3 })
+	hosttest.Eventually(t, patience, "crasher restarted 3 times", func() bool { return r.service(t, "crasher").Restarts >= 3 })
 	st := r.service(t, "done")
 	if st.State != StateStopped || st.Restarts != 0 || st.PID != 0 {
 		t.Errorf("done = %+v; want stopped, no restarts, no pid", st)
@@ -246,7 +234,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 		StableAfter: time.Hour,
 		started:     func(_ string, _ int, t time.Time) { mu.Lock(); at = append(at, t); mu.Unlock() },
 	})
-	waitFor(t, "4 starts", func() bool { mu.Lock(); defer mu.Unlock(); return len(at) >= 4 })
+	hosttest.Eventually(t, patience, "4 starts", func() bool { mu.Lock(); defer mu.Unlock(); return len(at) >= 4 })
 	mu.Lock()
 	gaps := []time.Duration{at[1].Sub(at[0]), at[2].Sub(at[1]), at[3].Sub(at[2])}
 	mu.Unlock()
@@ -299,7 +287,7 @@ func TestSetupRunsOnce(t *testing.T) {
 	for run := 1; run <= 2; run++ {
 		r := start(t, Config{Services: []render.Service{svc}})
 		var st ServiceStatus
-		waitFor(t, "db running", func() bool { st = r.service(t, "db"); return st.State == StateRunning })
+		hosttest.Eventually(t, patience, "db running", func() bool { st = r.service(t, "db"); return st.State == StateRunning })
 		if st.Restarts != 0 {
 			t.Errorf("run %d: daemon restarted %d times; it started before setup finished", run, st.Restarts)
 		}
@@ -333,7 +321,7 @@ func TestSetupFailureBlocksStart(t *testing.T) {
 		Argv:    sh(fmt.Sprintf("touch %s; exec sleep 1000", started)),
 	}}})
 	var st ServiceStatus
-	waitFor(t, "setup retried and failed", func() bool {
+	hosttest.Eventually(t, patience, "setup retried and failed", func() bool {
 		data, _ := os.ReadFile(tries)
 		st = r.service(t, "db")
 		return strings.Count(string(data), "x\n") >= 2 && st.State == StateFailed
@@ -374,7 +362,7 @@ func TestShutdown(t *testing.T) {
 			var pids []int
 			// "ready" is printed before the shells fork their sleeps, so
 			// wait until every process is there, not just the output.
-			waitFor(t, "both services and their children up", func() bool {
+			hosttest.Eventually(t, patience, "both services and their children up", func() bool {
 				for _, l := range r.logs("bg") {
 					if v, ok := strings.CutPrefix(l, "bg="); ok {
 						bg, _ = strconv.Atoi(v)
@@ -428,7 +416,7 @@ func TestReapOrphans(t *testing.T) {
 	}})
 	var orphan int
 	var first ServiceStatus
-	waitFor(t, "forker running", func() bool {
+	hosttest.Eventually(t, patience, "forker running", func() bool {
 		for _, l := range r.logs("forker") {
 			if v, ok := strings.CutPrefix(l, "orphan="); ok {
 				orphan, _ = strconv.Atoi(v)
@@ -437,7 +425,7 @@ func TestReapOrphans(t *testing.T) {
 		first = r.service(t, "forker")
 		return orphan > 0 && first.State == StateRunning
 	})
-	waitFor(t, "the orphan reaped", func() bool { state, _ := procState(orphan); return state == "" })
+	hosttest.Eventually(t, patience, "the orphan reaped", func() bool { state, _ := procState(orphan); return state == "" })
 	if z := zombieChildren(t); len(z) > 0 {
 		t.Errorf("zombie children left: %v", z)
 	}
@@ -449,7 +437,7 @@ func TestReapOrphans(t *testing.T) {
 	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "forker restarted", func() bool {
+	hosttest.Eventually(t, patience, "forker restarted", func() bool {
 		st := r.service(t, "forker")
 		return st.State == StateRunning && st.Restarts == 1 && st.PID != first.PID
 	})
@@ -467,7 +455,7 @@ func TestSocket(t *testing.T) {
 	ln.Close()
 
 	r := start(t, Config{Socket: path, Services: []render.Service{{Name: "s", Argv: []string{"sleep", "1000"}}}})
-	waitFor(t, "agent answering", func() bool { _, err := Query(context.Background(), path); return err == nil })
+	hosttest.Eventually(t, patience, "agent answering", func() bool { _, err := Query(context.Background(), path); return err == nil })
 	fi, err := os.Lstat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -639,7 +627,7 @@ func TestReadiness(t *testing.T) {
 	r := start(t, Config{Services: []render.Service{
 		{Name: "slow", Argv: sh("sleep 1000"), Ready: []string{addr}},
 	}})
-	waitFor(t, "slow running", func() bool { return r.service(t, "slow").State == StateRunning })
+	hosttest.Eventually(t, patience, "slow running", func() bool { return r.service(t, "slow").State == StateRunning })
 	q, err := Query(context.Background(), r.socket)
 	if err != nil || q.Healthy || q.Services[0].Ready || !strings.Contains(q.Services[0].Error, "not accepting connections") {
 		t.Fatalf("before listening: %+v, %v; want unhealthy, not ready", q, err)
@@ -670,7 +658,7 @@ func TestInit(t *testing.T) {
 		{Name: "db", Argv: sh("sleep 1000"), Ready: []string{l.Addr().String()},
 			Init: []string{"sh", "-c", script, "sh", marks}},
 	}})
-	waitFor(t, "init done", func() bool { return r.service(t, "db").Initialized })
+	hosttest.Eventually(t, patience, "init done", func() bool { return r.service(t, "db").Initialized })
 	q, err := Query(context.Background(), r.socket)
 	if err != nil || !q.Healthy || !q.Services[0].Ready {
 		t.Fatalf("after init: %+v, %v; want healthy", q, err)

@@ -2,6 +2,7 @@ package render_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -74,21 +75,18 @@ func startDaemon(t *testing.T, argv ...string) *daemon {
 // passes.
 func (d *daemon) waitFor(t *testing.T, what string, ready func() error) {
 	t.Helper()
-	deadline := time.Now().Add(waitDeadline)
-	for {
+	hosttest.Eventually(t, waitDeadline, what, func() error {
 		err := ready()
 		if err == nil {
-			return
+			return nil
 		}
 		select {
 		case <-d.done:
 			t.Fatalf("waiting for %s: %s exited (%v); last: %v\n%s", what, d.argv[0], d.err, err, d.out)
-		case <-time.After(50 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %v; last: %v\n%s", what, waitDeadline, err, d.out)
-		}
-	}
+		return fmt.Errorf("%w\n%s", err, d.out)
+	})
 }
 
 // waitDial waits until something accepts TCP connections on addr, failing

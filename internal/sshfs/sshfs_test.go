@@ -205,13 +205,16 @@ func (f *fixture) startSSHD() {
 	f.sshd = cmd
 	f.sshdPIDs = append(f.sshdPIDs, cmd.Process.Pid)
 	want := fmt.Sprintf("Server listening on %s port %d", serverAddr, sshPort)
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(f.sshdLog.String()[from:], want) {
-		if p, ok := readProc(cmd.Process.Pid); !ok || p.state == 'Z' || time.Now().After(deadline) {
-			t.Fatalf("sshd did not start listening:\n%s", f.sshdLog.String()[from:])
+	hosttest.Eventually(t, 10*time.Second, "sshd listening", func() error {
+		log := f.sshdLog.String()[from:]
+		if strings.Contains(log, want) {
+			return nil
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		if p, ok := readProc(cmd.Process.Pid); !ok || p.state == 'Z' {
+			t.Fatalf("sshd did not start listening:\n%s", log)
+		}
+		return fmt.Errorf("its log so far:\n%s", log)
+	})
 }
 
 // stopSSHD kills sshd and the per-connection sshd processes it forked (they
@@ -316,20 +319,13 @@ func (f *fixture) run(m Mount) (stop func() error) {
 // the test's child running with target in its arguments.
 func waitMounted(t *testing.T, target string) int {
 	t.Helper()
-	deadline := time.Now().Add(mountWait)
-	for {
+	hosttest.Eventually(t, mountWait, target+" mounted and answering", func() bool {
 		ok, err := Mounted(target)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok && fsDo(func() error { _, err := os.Stat(target); return err }) == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not mounted and answering after %v", target, mountWait)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return ok && fsDo(func() error { _, err := os.Stat(target); return err }) == nil
+	})
 	pid := sshfsPID(target)
 	if pid == 0 {
 		t.Fatalf("%s is mounted but no sshfs child of the test serves it", target)
@@ -414,28 +410,20 @@ func TestMount(t *testing.T) {
 		waitRead(t, filepath.Join(ro, "index.php"), "<?php echo 1;\n")
 		must(t, os.WriteFile(server, []byte("<?php echo 'two';\n"), 0o644))
 		began := time.Now()
-		deadline := began.Add(resyncWait)
-		for {
+		hosttest.Eventually(t, resyncWait, "the new version through the mount", func() error {
 			// PHP's opcache revalidates by stat(), so the attributes must
 			// change as well as the contents.
 			var st syscall.Stat_t
 			if err := fsDo(func() error { return syscall.Stat(filepath.Join(ro, "index.php"), &st) }); err != nil || st.Size != int64(len("<?php echo 'two';\n")) {
-				if time.Now().After(deadline) {
-					t.Fatalf("after %v stat through the mount says size %d, %v", resyncWait, st.Size, err)
-				}
-				time.Sleep(100 * time.Millisecond)
-				continue
+				return fmt.Errorf("stat through the mount says size %d, %v", st.Size, err)
 			}
 			got, err := readFile(filepath.Join(ro, "index.php"))
 			if err == nil && string(got) == "<?php echo 'two';\n" {
-				t.Logf("the new version showed after %v", time.Since(began).Round(10*time.Millisecond))
-				break
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("after %v the mount still reads %q, %v", resyncWait, got, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return fmt.Errorf("the mount still reads %q, %v", got, err)
+		})
+		t.Logf("the new version showed after %v", time.Since(began).Round(10*time.Millisecond))
 	})
 
 	t.Run("write", func(t *testing.T) {
@@ -620,17 +608,17 @@ func (f *fixture) startView(src, dst string) int {
 	// The script execs sleep only once both mounts are done; the bind
 	// alone shows before --make-rslave has run, and a caller that checks
 	// the propagation then would race it.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	hosttest.Eventually(t, 5*time.Second, "container view binding "+dst, func() error {
 		p, ok := readProc(pid)
 		if ok && p.comm == "sleep" && viewTop(t, pid, dst) != nil {
-			return pid
+			return nil
 		}
-		if !ok || p.state == 'Z' || time.Now().After(deadline) {
+		if !ok || p.state == 'Z' {
 			t.Fatalf("container view did not bind %s: %s", dst, out.String())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return errors.New(out.String())
+	})
+	return pid
 }
 
 // viewTop returns the top mount on point in the mount namespace of pid.
@@ -755,17 +743,13 @@ func readFile(path string) ([]byte, error) {
 // waitRead reads path until it holds want.
 func waitRead(t *testing.T, path, want string) {
 	t.Helper()
-	deadline := time.Now().Add(recoverWait)
-	for {
+	hosttest.Eventually(t, recoverWait, fmt.Sprintf("%s holding %q", path, want), func() error {
 		got, err := readFile(path)
 		if err == nil && string(got) == want {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("read %s: %q, %v; want %q within %v", path, got, err, want, recoverWait)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return fmt.Errorf("read %q, %v", got, err)
+	})
 }
 
 func owner(t *testing.T, path string) (uid, gid int) {

@@ -61,7 +61,10 @@ func snapshot(t *testing.T, dir string) string {
 		st := info.Sys().(*syscall.Stat_t)
 		fmt.Fprintf(&b, "%s %v %d:%d", path, info.Mode(), st.Uid, st.Gid)
 		if info.Mode().IsRegular() {
-			data, _ := os.ReadFile(path)
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
 			fmt.Fprintf(&b, " %q", data)
 		}
 		b.WriteByte('\n')

@@ -26,6 +26,17 @@ func scratchNetns(t *testing.T) string {
 	return name
 }
 
+// list returns the ruleset in ns ("" for the host), failing the test when
+// nft does: two failed listings must not compare equal.
+func list(t *testing.T, ns string) string {
+	t.Helper()
+	out, err := nft.List(context.Background(), ns)
+	if err != nil {
+		t.Fatalf("list ruleset in %q: %v", ns, err)
+	}
+	return out
+}
+
 const ruleset = `table inet bulkhead
 delete table inet bulkhead
 table inet bulkhead {
@@ -54,14 +65,11 @@ func TestApplyReplaces(t *testing.T) {
 	if err := nft.Apply(ctx, ns, []byte(ruleset)); err != nil {
 		t.Fatal(err)
 	}
-	first, err := nft.List(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := list(t, ns)
 	if err := nft.Apply(ctx, ns, []byte(ruleset)); err != nil {
 		t.Fatal(err)
 	}
-	second, _ := nft.List(ctx, ns)
+	second := list(t, ns)
 	if first != second {
 		t.Fatalf("second apply changed the ruleset:\n%s\n---\n%s", first, second)
 	}
@@ -80,7 +88,7 @@ func TestApplyReplaces(t *testing.T) {
 		t.Errorf("set from_app = %v", got)
 	}
 	// The host's ruleset is untouched by work inside the namespace.
-	host, _ := nft.List(ctx, "")
+	host := list(t, "")
 	if host == first {
 		t.Error("the ruleset landed on the host")
 	}
@@ -93,13 +101,13 @@ func TestApplyIsAtomic(t *testing.T) {
 	if err := nft.Apply(ctx, ns, []byte(ruleset)); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := nft.List(ctx, ns)
+	before := list(t, ns)
 	// The broken rule comes last: nothing before it may be applied either.
 	broken := "delete table inet bulkhead\ntable inet bulkhead { chain input { type filter hook input priority filter; policy accept; }\n chain x { tcp dport 99999 accept } }\n"
 	if err := nft.Apply(ctx, ns, []byte(broken)); err == nil {
 		t.Fatal("a ruleset with port 99999 was accepted")
 	}
-	after, _ := nft.List(ctx, ns)
+	after := list(t, ns)
 	if before != after {
 		t.Fatalf("a failed apply changed the ruleset:\n%s\n---\n%s", before, after)
 	}

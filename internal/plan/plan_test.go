@@ -279,9 +279,15 @@ func TestAutoProtocolRefused(t *testing.T) {
 
 // TestDeterministic: the same stack yields byte-identical plans.
 func TestDeterministic(t *testing.T) {
-	a, _ := json.Marshal(build(t, pool(20)))
+	a, err := json.Marshal(build(t, pool(20)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for range 10 {
-		b, _ := json.Marshal(build(t, pool(20)))
+		b, err := json.Marshal(build(t, pool(20)))
+		if err != nil {
+			t.Fatal(err)
+		}
 		if string(a) != string(b) {
 			t.Fatal("two builds of one stack differ")
 		}
@@ -324,7 +330,10 @@ func TestDecode(t *testing.T) {
 	if !q.Matrix.Allowed("app-2", "db", tcp) || q.Matrix.Allowed("edge", "db", tcp) {
 		t.Fatal("decoded matrix answers differently")
 	}
-	again, _ := json.Marshal(q)
+	again, err := json.Marshal(q)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if string(again) != string(data) {
 		t.Fatal("decode and encode do not round-trip")
 	}

@@ -168,7 +168,10 @@ func TestRenderDeterministic(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 5 {
-			b, _ := render.Render(p, in)
+			b, err := render.Render(p, in)
+			if err != nil {
+				t.Fatal(err)
+			}
 			for i := range a {
 				for j := range a[i].Files {
 					if string(a[i].Files[j].Data) != string(b[i].Files[j].Data) {

@@ -96,7 +96,11 @@ func TestWrite(t *testing.T) {
 			t.Error(err)
 			continue
 		}
-		e, _ := files.ReadFile("files/" + rel)
+		e, err := files.ReadFile("files/" + rel)
+		if err != nil {
+			t.Errorf("embedded %s: %v", rel, err)
+			continue
+		}
 		if !bytes.Equal(b, e) {
 			t.Errorf("%s differs from the embedded file", rel)
 		}
@@ -195,8 +199,8 @@ func TestWriteForce(t *testing.T) {
 	if b, _ := os.ReadFile(stack); !bytes.Equal(b, StackFile()) {
 		t.Error("force did not restore bulkhead.yaml")
 	}
-	if b, _ := os.ReadFile(index); bytes.Contains(b, []byte("edited")) {
-		t.Error("force did not restore site/index.php")
+	if b, err := os.ReadFile(index); err != nil || bytes.Contains(b, []byte("edited")) {
+		t.Errorf("force did not restore site/index.php (%v)", err)
 	}
 	for p, want := range map[string]string{upload: "\x89PNG...", mine: "<?php\n"} {
 		if b, err := os.ReadFile(p); err != nil || string(b) != want {

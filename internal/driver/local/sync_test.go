@@ -164,13 +164,22 @@ func TestSyncSiteRestoresTampered(t *testing.T) {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		rel, _ := filepath.Rel(src, path)
-		want, _ := os.ReadFile(path)
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
 		info, err := os.Lstat(filepath.Join(dst, rel))
 		if err != nil {
 			return err
 		}
-		got, _ := os.ReadFile(filepath.Join(dst, rel))
+		got, err := os.ReadFile(filepath.Join(dst, rel))
+		if err != nil {
+			return err
+		}
 		st := info.Sys().(*syscall.Stat_t)
 		if !bytes.Equal(got, want) || info.Mode() != 0o644 || st.Uid != 0 || st.Gid != 0 {
 			t.Errorf("%s on storage: %v %d:%d %q; want the operator's copy", rel, info.Mode(), st.Uid, st.Gid, got)
@@ -199,11 +208,17 @@ func TestMirrorKeepsDir(t *testing.T) {
 	os.Symlink("usr/share/zoneinfo/UTC", filepath.Join(src, "localtime"))
 	write(t, filepath.Join(dst, "passwd"), "old")
 	write(t, filepath.Join(dst, "stale/file"), "x")
-	before, _ := os.Stat(dst)
+	before, err := os.Stat(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := mirror(src, dst); err != nil {
 		t.Fatal(err)
 	}
-	after, _ := os.Stat(dst)
+	after, err := os.Stat(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !os.SameFile(before, after) {
 		t.Fatal("mirror replaced the directory itself")
 	}

@@ -10,6 +10,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -35,6 +38,10 @@ type command struct {
 	args    string // synopsis after the verb, e.g. "[DIR] [--force]"
 	summary string // one line for the verb list
 	help    string // what the verb does, shown by "bulkhead help VERB"
+	// command, if nonzero, is the position of the first positional
+	// argument that starts a command line of its own (exec's COMMAND):
+	// from there on, the arguments are passed on untouched, flags and all.
+	command int
 	// bind defines the verb's flags on fs, bound to a fresh options
 	// struct, and returns the function that runs the verb once fs has
 	// been parsed, with the positional arguments.
@@ -62,42 +69,59 @@ func lookup(name string) *command {
 // process's exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	s := stdio{out: stdout, err: stderr}
-	if len(args) == 0 {
-		printUsage(stderr)
-		return exitUsage
-	}
-	name := args[0]
-	switch name {
-	case "-h", "-help", "--help":
+	// The stack flags may come before the verb. They are handed to the
+	// verb as if they came right after it, so that the verb parses them,
+	// and a verb that takes none says so.
+	global := flag.NewFlagSet("bulkhead", flag.ContinueOnError)
+	global.SetOutput(io.Discard)
+	global.Usage = func() {}
+	new(stackFlags).bind(global)
+	err := global.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
 		printUsage(stdout)
 		return exitOK
 	}
-	if strings.HasPrefix(name, "-") {
-		fmt.Fprintf(stderr, "bulkhead: unknown flag %s; flags go after the command, run 'bulkhead --help' for the list\n", name)
+	if err != nil {
+		fmt.Fprintf(stderr, "bulkhead: %s\nusage: %s\n", flagError(err, args), synopsis)
 		return exitUsage
 	}
-	c := lookup(name)
+	rest := global.Args()
+	if len(rest) == 0 {
+		printUsage(stderr)
+		return exitUsage
+	}
+	before := args[:len(args)-len(rest)]
+	if n := len(before); n > 0 && before[n-1] == "--" {
+		before = before[:n-1]
+	}
+	c := lookup(rest[0])
 	if c == nil {
-		fmt.Fprintf(stderr, "bulkhead: unknown command %q; run 'bulkhead --help' for the list\n", name)
+		fmt.Fprintf(stderr, "bulkhead: unknown command %q; run 'bulkhead --help' for the list\n", rest[0])
 		return exitUsage
 	}
-	return c.run(ctx, s, args[1:])
+	return c.run(ctx, s, append(slices.Clip(before), rest[1:]...))
 }
+
+// same reports whether two flags are bound to one variable. Values of a type
+// that == cannot compare (a struct with a slice) are never the same.
+func same(a, b flag.Value) bool {
+	t := reflect.TypeOf(a)
+	return t == reflect.TypeOf(b) && t.Comparable() && a == b
+}
+
+// synopsis is bulkhead's own usage line.
+const synopsis = "bulkhead " + stackSynopsis + " COMMAND [ARGS]"
 
 func (c *command) run(ctx context.Context, s stdio, args []string) int {
 	fs := c.flagSet()
 	run := c.bind(fs)
-	pos, err := parse(fs, args)
+	pos, err := parse(fs, args, c.command)
 	if errors.Is(err, flag.ErrHelp) {
 		c.printHelp(s.out)
 		return exitOK
 	}
 	if err != nil {
-		msg := err.Error()
-		if rest, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
-			msg = "unknown flag " + rest
-		}
-		fmt.Fprintf(s.err, "bulkhead %s: %s; run 'bulkhead %s -h' for usage\n", c.name, msg, c.name)
+		fmt.Fprintf(s.err, "bulkhead %s: %s\nusage: %s\n", c.name, flagError(err, args), c.synopsis())
 		return exitUsage
 	}
 	err = run(ctx, s, pos)
@@ -132,8 +156,9 @@ func (c *command) flagSet() *flag.FlagSet {
 }
 
 // parse parses flags that may come before, between or after positional
-// arguments ("init demo --force"); "--" ends the flags.
-func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+// arguments ("init demo --force"); "--" ends the flags, and so does the
+// positional argument at index command, if that is nonzero.
+func parse(fs *flag.FlagSet, args []string, command int) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -146,9 +171,55 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
 			return append(pos, rest...), nil
 		}
+		if command > 0 && len(pos) == command {
+			return append(pos, rest...), nil
+		}
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// flagError says what is wrong with a flag in bulkhead's words, naming it
+// as it is spelled in help: "-f" for one letter, "--output" otherwise, and
+// an unknown flag as it was typed.
+func flagError(err error, args []string) string {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return "unknown flag " + typed(name, args)
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return dashed(name) + " needs a value"
+	}
+	// "invalid value "yaml" for flag -output: ..." and
+	// "invalid boolean value "x" for -follow: ...".
+	return flagName.ReplaceAllStringFunc(msg, func(m string) string {
+		i := strings.LastIndex(m, "-")
+		return m[:i] + dashed(m[i+1:])
+	})
+}
+
+var flagName = regexp.MustCompile(`^invalid (boolean )?value ".*" for (flag )?-[^\s:]+`)
+
+// typed finds how the flag called name was spelled in args.
+func typed(name string, args []string) string {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		spelled, _, _ := strings.Cut(a, "=")
+		if strings.HasPrefix(spelled, "-") && strings.TrimLeft(spelled, "-") == name {
+			return spelled
+		}
+	}
+	return "-" + name
+}
+
+// dashed is how help spells the flag called name.
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
 }
 
 // usageError is a mistake in how a verb was called.
@@ -172,7 +243,7 @@ func printUsage(w io.Writer) {
 cache, db, storage) is its own isolated node, allowed to talk only to the
 peers it needs.
 
-Usage: bulkhead COMMAND [ARGS]
+Usage: `+synopsis+`
 
 Commands:
 `)
@@ -182,6 +253,11 @@ Commands:
 	}
 	tw.Flush()
 	fmt.Fprint(w, `
+The commands that work on a stack read it from ./bulkhead.yaml, or from the
+file -f FILE (or --file FILE) names, or act on the stack --stack NAME names.
+These flags go before the command or after it: 'bulkhead -f shop.yaml status'
+is 'bulkhead status -f shop.yaml'.
+
 Run 'bulkhead help COMMAND' or 'bulkhead COMMAND -h' for a command's flags.
 
 `+exitStatusHelp)
@@ -195,18 +271,26 @@ func (c *command) printHelp(w io.Writer) {
 	fmt.Fprintf(w, "Usage: %s\n\n%s\n", c.synopsis(), strings.TrimSpace(c.help))
 	fs := c.flagSet()
 	c.bind(fs)
+	// Flags bound to the same variable, such as -f and --file, are one
+	// flag with two names: one line, "-f, --file FILE".
 	var flags []*flag.Flag
-	fs.VisitAll(func(f *flag.Flag) { flags = append(flags, f) })
+	names := map[*flag.Flag][]string{}
+	fs.VisitAll(func(f *flag.Flag) {
+		for _, g := range flags {
+			if same(g.Value, f.Value) {
+				names[g] = append(names[g], dashed(f.Name))
+				return
+			}
+		}
+		flags = append(flags, f)
+		names[f] = []string{dashed(f.Name)}
+	})
 	if len(flags) > 0 {
 		fmt.Fprint(w, "\nFlags:\n")
 		tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 		for _, f := range flags {
 			arg, usage := flag.UnquoteUsage(f)
-			dash := "--"
-			if len(f.Name) == 1 {
-				dash = "-"
-			}
-			name := dash + f.Name
+			name := strings.Join(names[f], ", ")
 			if arg != "" {
 				name += " " + arg
 			}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,6 +27,11 @@ func TestMain(m *testing.M) {
 				}
 				return false, "this kernel has no NFS client"
 			}
+			// And the driver's root, so that they never see the stacks
+			// that run on this host.
+			if root := os.Getenv("BULKHEAD_TEST_ROOT"); root != "" {
+				driverRoot = root
+			}
 			os.Exit(Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 		},
 	})
@@ -39,6 +45,10 @@ func TestScript(t *testing.T) {
 		RequireExplicitExec: true,
 		UpdateScripts:       *update,
 		Cmds:                map[string]func(*testscript.TestScript, bool, []string){"jsonpath": jsonpath},
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("BULKHEAD_TEST_ROOT", filepath.Join(env.WorkDir, ".driver"))
+			return nil
+		},
 	})
 }
 
@@ -84,5 +94,33 @@ func jsonpath(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if (got == args[2]) == neg {
 		ts.Fatalf("%s is %q, want %s%q", args[1], got, map[bool]string{true: "not ", false: ""}[neg], args[2])
+	}
+}
+
+// TestParseExec checks that exec's flags are taken only before its command,
+// and that the command, "-f" and "--" in it included, is passed on as given.
+func TestParseExec(t *testing.T) {
+	tests := []struct {
+		args      []string
+		file, pos string
+	}{
+		{[]string{"app-1", "--", "ls", "-f"}, "", "app-1|ls|-f"},
+		{[]string{"app-1", "-f", "x.yaml", "--", "ls", "-f", "y"}, "x.yaml", "app-1|ls|-f|y"},
+		{[]string{"-f", "x.yaml", "app-1", "--file", "z.yaml", "--", "sh", "-c", "a -- b"}, "z.yaml", "app-1|sh|-c|a -- b"},
+		{[]string{"app-1", "ls", "-f", "--", "-f", "y"}, "", "app-1|ls|-f|--|-f|y"},
+		{[]string{"--file=x.yaml", "app-1", "ls", "--stack", "s"}, "x.yaml", "app-1|ls|--stack|s"},
+	}
+	for _, tt := range tests {
+		fs := execCommand().flagSet()
+		var o execOptions
+		o.stackFlags.bind(fs)
+		pos, err := parse(fs, tt.args, execCommand().command)
+		if err != nil {
+			t.Errorf("parse %q: %v", tt.args, err)
+			continue
+		}
+		if got := strings.Join(pos, "|"); got != tt.pos || o.File != tt.file {
+			t.Errorf("parse %q: file %q, arguments %q; want file %q, arguments %q", tt.args, o.File, got, tt.file, tt.pos)
+		}
 	}
 }

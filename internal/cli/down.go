@@ -7,14 +7,14 @@ import (
 )
 
 type downOptions struct {
-	File, Stack string
-	Purge       bool
+	stackFlags
+	Purge bool
 }
 
 func downCommand() *command {
 	return &command{
 		name:    "down",
-		args:    "[-f FILE | --stack NAME] [--purge]",
+		args:    stackSynopsis + " [--purge]",
 		summary: "remove the stack from this host, keeping its data unless --purge",
 		help: `
 Down removes exactly what up made for the stack: its containers, mounts,
@@ -23,14 +23,13 @@ It keeps the stack's data (database, uploads) and secrets, so that the next up
 finds them. --purge deletes those too.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
 			var o downOptions
-			fs.StringVar(&o.File, "f", "", "take the stack name from `FILE` instead of ./"+defaultFile)
-			fs.StringVar(&o.Stack, "stack", "", "the stack's `NAME`, instead of reading a file")
+			o.stackFlags.bind(fs)
 			fs.BoolVar(&o.Purge, "purge", false, "also delete the stack's data and secrets")
 			return func(ctx context.Context, s stdio, args []string) error {
 				if len(args) > 0 {
 					return usageErrorf("down takes no arguments, got %q", args[0])
 				}
-				name, err := stackName(o.File, o.Stack)
+				name, err := o.name()
 				if err != nil {
 					return err
 				}

@@ -9,27 +9,27 @@ import (
 )
 
 type execOptions struct {
-	File, Stack string
+	stackFlags
 }
 
 func execCommand() *command {
 	return &command{
 		name:    "exec",
-		args:    "NODE [--file FILE | --stack NAME] -- COMMAND [ARG...]",
+		args:    "NODE " + stackSynopsis + " [--] COMMAND [ARG...]",
 		summary: "run a command inside a node, with the node's isolation",
+		command: 1,
 		help: `
 Exec runs COMMAND inside NODE's container: in its namespaces, behind its
 firewall, with its capabilities and its view of the filesystem, as its agent
 sees them. Its exit status is the command's.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
 			var o execOptions
-			fs.StringVar(&o.File, "file", "", "take the stack name from `FILE` instead of ./"+defaultFile)
-			fs.StringVar(&o.Stack, "stack", "", "the stack's `NAME`, instead of reading a file")
+			o.stackFlags.bind(fs)
 			return func(ctx context.Context, s stdio, args []string) error {
 				if len(args) < 2 {
 					return usageErrorf("exec needs a node and a command: exec NODE -- COMMAND")
 				}
-				name, err := stackName(o.File, o.Stack)
+				name, err := o.name()
 				if err != nil {
 					return err
 				}

@@ -26,8 +26,7 @@ import (
 const defaultFile = "bulkhead.yaml"
 
 type planOptions struct {
-	// File is the stack file; empty means ./bulkhead.yaml.
-	File string
+	stackFlags
 	// Output is "text" or "json".
 	Output string
 	// Render, if set, is a directory to write every node's rendered files to.
@@ -37,7 +36,7 @@ type planOptions struct {
 func planCommand() *command {
 	return &command{
 		name:    "plan",
-		args:    "[-f FILE] [--output text|json] [--render DIR]",
+		args:    stackSynopsis + " [--output text|json] [--render DIR]",
 		summary: "check a stack file and show its nodes, flows and reachability",
 		help: `
 Plan reads a stack file, checks it, and prints what bulkhead would run: every
@@ -57,7 +56,7 @@ keys, certificates and passwords in them are generated afresh on each run, for
 inspection only.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
 			o := planOptions{Output: "text"}
-			fs.StringVar(&o.File, "f", "", "read the stack from `FILE` instead of ./"+defaultFile)
+			o.stackFlags.bind(fs)
 			fs.Var(choice{&o.Output, []string{"text", "json"}}, "output", "print the plan as `text|json`")
 			fs.StringVar(&o.Render, "render", "", "also write every node's rendered files under `DIR`")
 			return func(ctx context.Context, s stdio, args []string) error {
@@ -77,6 +76,9 @@ var canMountNFS = kernel.CanMountNFS
 func runPlan(_ context.Context, s stdio, o planOptions) error {
 	p, err := loadPlan(s, o.File, true)
 	if err != nil {
+		return err
+	}
+	if err := o.check(o.File, p.Stack); err != nil {
 		return err
 	}
 	if o.Render != "" {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -81,14 +82,35 @@ func checkDisk(st *spec.Stack, root string) error {
 	return st.CheckDisk(free, root)
 }
 
-// stackName names the stack a verb acts on: --stack if given, else the name
-// in the stack file (./bulkhead.yaml by default). Only the name is needed,
-// so a file that no longer validates can still be taken down.
-func stackName(file, stack string) (string, error) {
-	if stack != "" {
-		return stack, nil
+// stackFlags are the flags of every verb that works on a stack. They are
+// defined here once, so that they read the same on every verb, and Main lets
+// them come before the verb too ("bulkhead -f x.yaml status"), as docker
+// compose does.
+type stackFlags struct {
+	// File is the stack file; empty means ./bulkhead.yaml.
+	File string
+	// Stack is the stack's name, for verbs that need nothing else.
+	Stack string
+}
+
+// stackSynopsis is how verbs' synopses show the stack flags.
+const stackSynopsis = "[-f FILE | --stack NAME]"
+
+func (f *stackFlags) bind(fs *flag.FlagSet) {
+	usage := "read the stack from `FILE` instead of ./" + defaultFile
+	fs.StringVar(&f.File, "f", "", usage)
+	fs.StringVar(&f.File, "file", "", usage)
+	fs.Var(nameValue{&f.Stack}, "stack", "the stack called `NAME`; with -f too, the file must be that stack")
+}
+
+// name names the stack a verb acts on: --stack if given, else the name in
+// the stack file. Only the name is needed, so a file that no longer
+// validates can still be taken down.
+func (f stackFlags) name() (string, error) {
+	if f.Stack != "" && f.File == "" {
+		return f.Stack, nil
 	}
-	file, data, err := readStackFile(file, "pass -f FILE or --stack NAME")
+	file, data, err := readStackFile(f.File, "pass -f FILE or --stack NAME")
 	if err != nil {
 		return "", err
 	}
@@ -96,5 +118,36 @@ func stackName(file, stack string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return st.Name, nil
+	return st.Name, f.check(file, st.Name)
+}
+
+// check refuses a stack file whose stack is not the one --stack names, so
+// that a script which passes both never acts on the other one.
+func (f stackFlags) check(file, name string) error {
+	if f.Stack == "" || f.Stack == name {
+		return nil
+	}
+	if file == "" {
+		file = defaultFile
+	}
+	return usageErrorf("--stack %s, but %s is the stack %s; pass one of them, or both naming the same stack", f.Stack, file, name)
+}
+
+// nameValue is a flag that holds a stack name. The name becomes part of
+// paths under the driver's root, so it is checked before anything uses it.
+type nameValue struct{ name *string }
+
+func (v nameValue) String() string {
+	if v.name == nil {
+		return ""
+	}
+	return *v.name
+}
+
+func (v nameValue) Set(s string) error {
+	if !spec.NameChars(s) {
+		return fmt.Errorf("a stack name has lowercase letters, digits and inner dashes, starting with a letter")
+	}
+	*v.name = s
+	return nil
 }

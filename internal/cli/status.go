@@ -11,24 +11,29 @@ import (
 )
 
 type statusOptions struct {
-	File, Stack, Output string
+	stackFlags
+	Output string
 }
 
 func statusCommand() *command {
 	return &command{
 		name:    "status",
-		args:    "[-f FILE | --stack NAME] [--output text|json]",
+		args:    stackSynopsis + " [--output text|json]",
 		summary: "show each node's state, address, health and restarts",
+		help: `
+Status asks runc and every node's agent how the stack is: each node's
+container state, addresses, health, daemons and restarts, and whether the
+stack's supervisor runs. It exits 1 when a node is not healthy or the
+supervisor is not running.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
 			o := statusOptions{Output: "text"}
-			fs.StringVar(&o.File, "f", "", "take the stack name from `FILE` instead of ./"+defaultFile)
-			fs.StringVar(&o.Stack, "stack", "", "the stack's `NAME`, instead of reading a file")
+			o.stackFlags.bind(fs)
 			fs.Var(choice{&o.Output, []string{"text", "json"}}, "output", "print as `text|json`")
 			return func(ctx context.Context, s stdio, args []string) error {
 				if len(args) > 0 {
 					return usageErrorf("status takes no arguments, got %q", args[0])
 				}
-				name, err := stackName(o.File, o.Stack)
+				name, err := o.name()
 				if err != nil {
 					return err
 				}

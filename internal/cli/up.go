@@ -11,7 +11,7 @@ import (
 )
 
 type upOptions struct {
-	File      string
+	stackFlags
 	NoInstall bool
 	NoSandbox bool
 	Wait      time.Duration
@@ -20,7 +20,7 @@ type upOptions struct {
 func upCommand() *command {
 	return &command{
 		name:    "up",
-		args:    "[-f FILE] [--no-install] [--wait DURATION] [--unsafe-no-sandbox]",
+		args:    stackSynopsis + " [--no-install] [--wait DURATION] [--unsafe-no-sandbox]",
 		summary: "bring the stack up on this host, or bring it in line with the file",
 		help: `
 Up reads the stack file, checks it, and makes this host run it: a bridge per
@@ -40,7 +40,7 @@ If up fails on a stack that did not exist, it removes what it made. On a
 stack that exists, it leaves it as it is; run up again, or down.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
 			o := upOptions{Wait: 2 * time.Minute}
-			fs.StringVar(&o.File, "f", "", "read the stack from `FILE` instead of ./"+defaultFile)
+			o.stackFlags.bind(fs)
 			fs.BoolVar(&o.NoInstall, "no-install", false, "fail, listing them, instead of installing missing packages")
 			fs.DurationVar(&o.Wait, "wait", o.Wait, "how long to wait for every node to be healthy")
 			fs.BoolVar(&o.NoSandbox, "unsafe-no-sandbox", false, "run nodes without user namespaces and seccomp: root in a node is root on the host; only to measure what the sandbox costs")
@@ -57,6 +57,9 @@ stack that exists, it leaves it as it is; run up again, or down.`,
 func runUp(ctx context.Context, s stdio, o upOptions) error {
 	st, p, site, err := loadStack(s, o.File)
 	if err != nil {
+		return err
+	}
+	if err := o.check(o.File, st.Name); err != nil {
 		return err
 	}
 	if p.Storage == spec.ProtocolNFS {

@@ -13,15 +13,16 @@ import (
 )
 
 type verifyOptions struct {
-	File, Stack, Output, JUnit string
-	SelfTest                   bool
-	Timeout                    time.Duration
+	stackFlags
+	Output, JUnit string
+	SelfTest      bool
+	Timeout       time.Duration
 }
 
 func verifyCommand() *command {
 	return &command{
 		name:    "verify",
-		args:    "[-f FILE | --stack NAME] [--output text|json] [--junit FILE] [--self-test] [--timeout D]",
+		args:    stackSynopsis + " [--output text|json] [--junit FILE] [--self-test] [--timeout D]",
 		summary: "prove the running stack's isolation with live probes",
 		help: `
 Verify sends real connection attempts from every node, from the outside
@@ -42,8 +43,7 @@ exactly each one, and restores the stack. If it is interrupted, 'bulkhead up'
 puts every ruleset back.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
 			o := verifyOptions{Output: "text"}
-			fs.StringVar(&o.File, "f", "", "take the stack name from `FILE` instead of ./"+defaultFile)
-			fs.StringVar(&o.Stack, "stack", "", "the stack's `NAME`, instead of reading a file")
+			o.stackFlags.bind(fs)
 			fs.Var(choice{&o.Output, []string{"text", "json"}}, "output", "print as `text|json`")
 			fs.StringVar(&o.JUnit, "junit", "", "also write the cells as JUnit XML test cases to `FILE`")
 			fs.BoolVar(&o.SelfTest, "self-test", false, "plant holes one at a time and check that verify reports each")
@@ -62,7 +62,7 @@ puts every ruleset back.`,
 }
 
 func runVerify(ctx context.Context, s stdio, o verifyOptions) error {
-	name, err := stackName(o.File, o.Stack)
+	name, err := o.name()
 	if err != nil {
 		return err
 	}

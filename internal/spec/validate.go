@@ -70,6 +70,12 @@ func Validate(s *Stack, env Env) error {
 	return nil
 }
 
+// NameChars reports whether name is made of the characters a stack name may
+// have: lowercase letters, digits and inner dashes, starting with a letter.
+// A name taken from elsewhere than a stack file (--stack) is checked with it
+// before it becomes part of a path.
+func NameChars(name string) bool { return nameRE.MatchString(name) }
+
 func (v *validator) name() {
 	s := v.s
 	switch {

@@ -136,7 +136,7 @@ type agent struct {
 	cfg      Config
 	log      *slog.Logger
 	procs    *launcher
-	services []*service
+	services []*daemon
 }
 
 // Run supervises cfg.Services until ctx is done. Then it stops every
@@ -160,7 +160,7 @@ func Run(ctx context.Context, cfg Config) error {
 			a.closeOutputs()
 			return fmt.Errorf("agent: %w", err)
 		}
-		a.services = append(a.services, &service{spec: spec, out: out, st: ServiceStatus{Name: spec.Name, State: StateStarting}})
+		a.services = append(a.services, &daemon{spec: spec, out: out, st: ServiceStatus{Name: spec.Name, State: StateStarting}})
 	}
 	defer a.closeOutputs()
 
@@ -211,8 +211,8 @@ func (a *agent) closeOutputs() {
 	}
 }
 
-// service is one supervised daemon.
-type service struct {
+// daemon is one supervised service: what it should run, and how it is doing.
+type daemon struct {
 	spec render.Service
 	out  *output
 
@@ -220,13 +220,13 @@ type service struct {
 	st ServiceStatus
 }
 
-func (s *service) update(f func(st *ServiceStatus)) {
+func (s *daemon) update(f func(st *ServiceStatus)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f(&s.st)
 }
 
-func (s *service) status() ServiceStatus {
+func (s *daemon) status() ServiceStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.st
@@ -239,7 +239,7 @@ func (s *service) status() ServiceStatus {
 
 // supervise runs one service until ctx is done: its setup until that
 // succeeds, then the daemon, restarted with backoff whenever it exits.
-func (a *agent) supervise(ctx context.Context, s *service) {
+func (a *agent) supervise(ctx context.Context, s *daemon) {
 	log := a.log.With("service", s.spec.Name)
 	b := backoff{min: a.cfg.MinBackoff, max: a.cfg.MaxBackoff, stable: a.cfg.StableAfter}
 	// wait sleeps d; false means ctx is done.
@@ -358,7 +358,7 @@ func (a *agent) supervise(ctx context.Context, s *service) {
 // runInit runs s's Init command once the daemon accepts connections on its
 // Ready addresses, retrying every second until it succeeds or ctx (this
 // start of the daemon) ends. Until then the service is not ready.
-func (a *agent) runInit(ctx context.Context, s *service) {
+func (a *agent) runInit(ctx context.Context, s *daemon) {
 	s.update(func(st *ServiceStatus) { st.Initialized = len(s.spec.Init) == 0 })
 	if len(s.spec.Init) == 0 {
 		return
@@ -397,7 +397,7 @@ func (a *agent) runInit(ctx context.Context, s *service) {
 }
 
 // runSetup runs s's setup command to completion, or until ctx is done.
-func (a *agent) runSetup(ctx context.Context, s *service) (Exit, error) {
+func (a *agent) runSetup(ctx context.Context, s *daemon) (Exit, error) {
 	w, err := s.out.pipe()
 	if err != nil {
 		return Exit{}, err

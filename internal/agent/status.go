@@ -138,7 +138,7 @@ func probe(addr string) error {
 	return c.Close()
 }
 
-func (a *agent) service(name string) *service {
+func (a *agent) service(name string) *daemon {
 	for _, s := range a.services {
 		if s.spec.Name == name {
 			return s

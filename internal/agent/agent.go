@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/service"
 )
 
 // DontRestart is the exit code by which a service, or its setup, says that
@@ -29,7 +29,7 @@ type Config struct {
 	// Node names the node in status replies. Default: the host name.
 	Node string
 	// Services are the daemons to run, usually from LoadServices.
-	Services []render.Service
+	Services []service.Service
 	// LogDir receives each service's output, and its setup's, in NAME.log.
 	// Empty keeps only the in-memory ring of recent lines.
 	LogDir string
@@ -92,12 +92,12 @@ func (c *Config) setDefaults() {
 }
 
 // LoadServices reads the services.json that render wrote for a node.
-func LoadServices(path string) ([]render.Service, error) {
+func LoadServices(path string) ([]service.Service, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("load services: %w", err)
 	}
-	var svcs []render.Service
+	var svcs []service.Service
 	if err := json.Unmarshal(data, &svcs); err != nil {
 		return nil, fmt.Errorf("load services %s: %w", path, err)
 	}
@@ -110,7 +110,7 @@ func LoadServices(path string) ([]render.Service, error) {
 // serviceName is what a service may be called: its name becomes a file name.
 var serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
-func validate(svcs []render.Service) error {
+func validate(svcs []service.Service) error {
 	var errs []error
 	seen := map[string]bool{}
 	for i, s := range svcs {
@@ -213,7 +213,7 @@ func (a *agent) closeOutputs() {
 
 // daemon is one supervised service: what it should run, and how it is doing.
 type daemon struct {
-	spec render.Service
+	spec service.Service
 	out  *output
 
 	mu sync.Mutex

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/bulkhead/bulkhead/internal/hosttest"
-	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/service"
 )
 
 // patience bounds every wait for the agent to do something. Tests poll up
@@ -112,7 +112,7 @@ func (r *running) logs(name string) []string {
 func sh(script string) []string { return []string{"sh", "-c", script} }
 
 func TestLogs(t *testing.T) {
-	r := start(t, Config{Services: []render.Service{
+	r := start(t, Config{Services: []service.Service{
 		{Name: "talker", Argv: sh("echo out-line; echo err-line >&2; exec sleep 1000")},
 	}})
 	hosttest.Eventually(t, patience, "both lines in Logs", func() bool {
@@ -139,7 +139,7 @@ func TestLogs(t *testing.T) {
 }
 
 func TestRestartAfterKill(t *testing.T) {
-	r := start(t, Config{Services: []render.Service{{Name: "sleeper", Argv: []string{"sleep", "1000"}}}})
+	r := start(t, Config{Services: []service.Service{{Name: "sleeper", Argv: []string{"sleep", "1000"}}}})
 	var first ServiceStatus
 	hosttest.Eventually(t, patience, "sleeper running", func() bool { first = r.service(t, "sleeper"); return first.State == StateRunning })
 	if first.PID <= 1 || first.Restarts != 0 {
@@ -166,7 +166,7 @@ func TestRestartAfterKill(t *testing.T) {
 }
 
 func TestLeftoversKilled(t *testing.T) {
-	r := start(t, Config{Services: []render.Service{
+	r := start(t, Config{Services: []service.Service{
 		// Exits, leaving a background child in its process group.
 		{Name: "leaky", Argv: sh("sleep 1000 & echo left=$!; exit 1")},
 	}})
@@ -188,7 +188,7 @@ func TestLeftoversKilled(t *testing.T) {
 }
 
 func TestStartFailure(t *testing.T) {
-	r := start(t, Config{Services: []render.Service{{Name: "ghost", Argv: []string{"/nonexistent/ghostd"}}}})
+	r := start(t, Config{Services: []service.Service{{Name: "ghost", Argv: []string{"/nonexistent/ghostd"}}}})
 	var st ServiceStatus
 	hosttest.Eventually(t, patience, "ghost failed", func() bool { st = r.service(t, "ghost"); return st.State == StateFailed })
 	if !strings.Contains(st.Error, "/nonexistent/ghostd") || st.PID != 0 {
@@ -200,7 +200,7 @@ func TestDontRestart(t *testing.T) {
 	var mu sync.Mutex
 	starts := map[string]int{}
 	r := start(t, Config{
-		Services: []render.Service{
+		Services: []service.Service{
 			{Name: "done", Argv: sh("exit 125")},
 			{Name: "crasher", Argv: sh("exit 1")},
 		},
@@ -228,7 +228,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 	var at []time.Time
 	minB := 100 * time.Millisecond
 	r := start(t, Config{
-		Services:    []render.Service{{Name: "crasher", Argv: sh("exit 1")}},
+		Services:    []service.Service{{Name: "crasher", Argv: sh("exit 1")}},
 		MinBackoff:  minB,
 		MaxBackoff:  10 * time.Second,
 		StableAfter: time.Hour,
@@ -277,7 +277,7 @@ func TestBackoffPolicy(t *testing.T) {
 func TestSetupRunsOnce(t *testing.T) {
 	dir := t.TempDir()
 	count, created := filepath.Join(dir, "count"), filepath.Join(dir, "created")
-	svc := render.Service{
+	svc := service.Service{
 		Name:    "db",
 		Setup:   sh(fmt.Sprintf("echo setup-ran; echo x >> %s; touch %s", count, created)),
 		Creates: created,
@@ -285,7 +285,7 @@ func TestSetupRunsOnce(t *testing.T) {
 		Argv: sh(fmt.Sprintf("test -f %s || exit 3; exec sleep 1000", created)),
 	}
 	for run := 1; run <= 2; run++ {
-		r := start(t, Config{Services: []render.Service{svc}})
+		r := start(t, Config{Services: []service.Service{svc}})
 		var st ServiceStatus
 		hosttest.Eventually(t, patience, "db running", func() bool { st = r.service(t, "db"); return st.State == StateRunning })
 		if st.Restarts != 0 {
@@ -314,7 +314,7 @@ func TestSetupRunsOnce(t *testing.T) {
 func TestSetupFailureBlocksStart(t *testing.T) {
 	dir := t.TempDir()
 	tries, started := filepath.Join(dir, "tries"), filepath.Join(dir, "started")
-	r := start(t, Config{Services: []render.Service{{
+	r := start(t, Config{Services: []service.Service{{
 		Name:    "db",
 		Setup:   sh(fmt.Sprintf("echo x >> %s; echo setup-broken; exit 1", tries)),
 		Creates: filepath.Join(dir, "never"),
@@ -350,7 +350,7 @@ func TestShutdown(t *testing.T) {
 			r := start(t, Config{
 				ReapAll: reapAll,
 				Grace:   grace,
-				Services: []render.Service{
+				Services: []service.Service{
 					// A grandchild in the background, in the same group.
 					{Name: "bg", Argv: sh("sleep 1000 & echo bg=$!; sleep 1000")},
 					// Ignores SIGTERM (and so does its sleep, which inherits
@@ -409,7 +409,7 @@ func TestShutdown(t *testing.T) {
 
 func TestReapOrphans(t *testing.T) {
 	subreaper(t)
-	r := start(t, Config{ReapAll: true, Services: []render.Service{
+	r := start(t, Config{ReapAll: true, Services: []service.Service{
 		// The subshell exits at once, so its background sleep is orphaned
 		// and re-parented to this process, which must reap it.
 		{Name: "forker", Argv: sh("(sleep 0.2 & echo orphan=$!); exec sleep 1000")},
@@ -454,7 +454,7 @@ func TestSocket(t *testing.T) {
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	ln.Close()
 
-	r := start(t, Config{Socket: path, Services: []render.Service{{Name: "s", Argv: []string{"sleep", "1000"}}}})
+	r := start(t, Config{Socket: path, Services: []service.Service{{Name: "s", Argv: []string{"sleep", "1000"}}}})
 	hosttest.Eventually(t, patience, "agent answering", func() bool { _, err := Query(context.Background(), path); return err == nil })
 	fi, err := os.Lstat(path)
 	if err != nil {
@@ -464,7 +464,7 @@ func TestSocket(t *testing.T) {
 		t.Errorf("socket mode = %v; want a socket with 0600", fi.Mode())
 	}
 	// A second agent must not take over a live socket.
-	err = Run(context.Background(), Config{Socket: path, Services: []render.Service{{Name: "s", Argv: []string{"true"}}}})
+	err = Run(context.Background(), Config{Socket: path, Services: []service.Service{{Name: "s", Argv: []string{"true"}}}})
 	if err == nil || !strings.Contains(err.Error(), "another agent") {
 		t.Errorf("second Run on a live socket: %v; want an error", err)
 	}
@@ -473,7 +473,7 @@ func TestSocket(t *testing.T) {
 	// Nor replace what is not a socket.
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, nil, 0o600)
-	err = Run(context.Background(), Config{Socket: file, Services: []render.Service{{Name: "s", Argv: []string{"true"}}}})
+	err = Run(context.Background(), Config{Socket: file, Services: []service.Service{{Name: "s", Argv: []string{"true"}}}})
 	if err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("Run on a regular file: %v; want an error", err)
 	}
@@ -624,7 +624,7 @@ func TestReadiness(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there yet
-	r := start(t, Config{Services: []render.Service{
+	r := start(t, Config{Services: []service.Service{
 		{Name: "slow", Argv: sh("sleep 1000"), Ready: []string{addr}},
 	}})
 	hosttest.Eventually(t, patience, "slow running", func() bool { return r.service(t, "slow").State == StateRunning })
@@ -654,7 +654,7 @@ func TestInit(t *testing.T) {
 	marks := filepath.Join(t.TempDir(), "init")
 	// The first run fails, the second succeeds.
 	script := `echo run >> "$1"; [ "$(wc -l < "$1")" -ge 2 ]`
-	r := start(t, Config{MinBackoff: 100 * time.Millisecond, Services: []render.Service{
+	r := start(t, Config{MinBackoff: 100 * time.Millisecond, Services: []service.Service{
 		{Name: "db", Argv: sh("sleep 1000"), Ready: []string{l.Addr().String()},
 			Init: []string{"sh", "-c", script, "sh", marks}},
 	}})

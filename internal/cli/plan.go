@@ -19,6 +19,7 @@ import (
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
 	"github.com/bulkhead/bulkhead/internal/secrets"
+	"github.com/bulkhead/bulkhead/internal/service"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -181,7 +182,7 @@ func renderTo(p *plan.Plan, dir string) error {
 		}
 		svcs := n.Services
 		if svcs == nil {
-			svcs = []render.Service{}
+			svcs = []service.Service{}
 		}
 		data, err := json.MarshalIndent(svcs, "", "  ")
 		if err != nil {

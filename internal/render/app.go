@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/service"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -66,7 +67,7 @@ type fpmPool struct {
 type appEnv struct{ Name, Value string }
 
 // appApache renders apache2 (event MPM) in front of php-fpm.
-func appApache(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+func appApache(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	c, err := newAppConf(p, n, in)
 	if err != nil {
 		return nil, nil, err
@@ -83,7 +84,7 @@ func appApache(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) 
 }
 
 // appNginx renders nginx in front of php-fpm.
-func appNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+func appNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	c, err := newAppConf(p, n, in)
 	if err != nil {
 		return nil, nil, err
@@ -101,7 +102,7 @@ func appNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
 // appRender renders the web server's config, php-fpm's config and the DB
 // password file, and the two services: php-fpm first, as the web server
 // hands it every PHP request.
-func appRender(c *appConf, in Input, server, tmpl string, argv []string) ([]File, []Service, error) {
+func appRender(c *appConf, in Input, server, tmpl string, argv []string) ([]File, []service.Service, error) {
 	web, err := execTemplate(tmpl, c)
 	if err != nil {
 		return nil, nil, err
@@ -125,7 +126,7 @@ func appRender(c *appConf, in Input, server, tmpl string, argv []string) ([]File
 	if c.FPM.SessionHandler == "files" {
 		dirs = append(dirs, c.FPM.SessionPath)
 	}
-	svcs := []Service{
+	svcs := []service.Service{
 		{
 			Name:    "php-fpm",
 			Argv:    []string{"php-fpm8.2", "-F", "-y", in.Layout.conf("php-fpm.conf")},

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/service"
 )
 
 // cacheMB is how much memory the cache may fill with items: three quarters
@@ -15,7 +16,7 @@ func cacheMB(n *plan.Node) int64 {
 }
 
 // cacheMemcached runs memcached from flags alone; it has no config file.
-func cacheMemcached(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+func cacheMemcached(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	listen, err := inboundAddrs(p, n)
 	if err != nil {
 		return nil, nil, err
@@ -35,7 +36,7 @@ func cacheMemcached(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, er
 		"-W", // no watch: it streams every key to any client
 		"-v",
 	)
-	return nil, []Service{{Name: "memcached", Argv: argv}}, nil
+	return nil, []service.Service{{Name: "memcached", Argv: argv}}, nil
 }
 
 // redisConf is what templates/cache-redis.conf.tmpl sees.
@@ -49,7 +50,7 @@ type redisConf struct {
 }
 
 // cacheRedis runs redis as a pure cache: no persistence, LRU eviction.
-func cacheRedis(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+func cacheRedis(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	listen, err := inboundAddrs(p, n)
 	if err != nil {
 		return nil, nil, err
@@ -70,7 +71,7 @@ func cacheRedis(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error)
 		return nil, nil, err
 	}
 	file := in.Layout.conf("redis.conf")
-	svc := Service{
+	svc := service.Service{
 		Name: "redis",
 		// redis has no -u of its own: setpriv drops root (and with it every
 		// capability) before redis reads a byte from the network.
@@ -79,5 +80,5 @@ func cacheRedis(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error)
 		Setup:   []string{"install", "-d", "-o", "redis", "-g", "redis", "-m", "0750", run},
 		Creates: run,
 	}
-	return []File{{Path: "redis.conf", Mode: 0o644, Data: conf}}, []Service{svc}, nil
+	return []File{{Path: "redis.conf", Mode: 0o644, Data: conf}}, []service.Service{svc}, nil
 }

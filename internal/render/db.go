@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/service"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -66,7 +67,7 @@ type dbConf struct {
 
 // dbMariaDB renders MariaDB: my.cnf and the init file that creates the
 // site's database and users at every start.
-func dbMariaDB(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+func dbMariaDB(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	l := in.Layout
 	c, err := newDBConf(p, n)
 	if err != nil {
@@ -112,7 +113,7 @@ func dbMariaDB(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) 
 		// must chown it root:mysql.
 		{Path: SecretsDir + "/mariadb-init.sql", Mode: 0o440, Data: initSQL},
 	}
-	svc := Service{
+	svc := service.Service{
 		Name: "mariadb",
 		// user = mysql in my.cnf: mariadbd drops root itself.
 		Argv: []string{"mariadbd", "--defaults-file=" + conf},
@@ -120,13 +121,13 @@ func dbMariaDB(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) 
 		Setup:   []string{"mariadb-install-db", "--defaults-file=" + conf, "--auth-root-authentication-method=socket", "--skip-test-db"},
 		Creates: path.Join(c.DataDir, "mysql"),
 	}
-	return files, []Service{svc}, nil
+	return files, []service.Service{svc}, nil
 }
 
 // dbPostgres renders PostgreSQL 15: postgresql.conf, pg_hba.conf and the
 // SQL that creates the site's role and database, which has to be run once the
 // server is up (PostgreSQL has no init file).
-func dbPostgres(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+func dbPostgres(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	l := in.Layout
 	c, err := newDBConf(p, n)
 	if err != nil {
@@ -177,7 +178,7 @@ func dbPostgres(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error)
 	// agent's signals reach the server.
 	asPostgres := []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"}
 	datadir := c.DataDir
-	svc := Service{
+	svc := service.Service{
 		Name: "postgresql",
 		Argv: append(slices.Clone(asPostgres), path.Join(pgBin, "postgres"), "-c", "config_file="+l.conf("postgresql.conf")),
 		Setup: append(slices.Clone(asPostgres), path.Join(pgBin, "initdb"), "--pgdata="+datadir,
@@ -189,7 +190,7 @@ func dbPostgres(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error)
 			"-h", l.Run, "-p", strconv.Itoa(c.Port), "-U", "postgres", "-d", "postgres",
 			"-f", l.secret("postgresql-init.sql")),
 	}
-	return files, []Service{svc}, nil
+	return files, []service.Service{svc}, nil
 }
 
 // newDBConf gathers what both databases share: the addresses to listen on,

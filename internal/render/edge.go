@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/service"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -112,7 +113,7 @@ func newEdgeConf(p *plan.Plan, n *plan.Node, in Input) (*edgeConf, error) {
 
 // edgeNginx renders nginx as the edge: TLS termination, static paths to the
 // static pool and the rest to the app pool.
-func edgeNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+func edgeNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	c, err := newEdgeConf(p, n, in)
 	if err != nil {
 		return nil, nil, err
@@ -126,17 +127,17 @@ func edgeNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) 
 		{Path: path.Join(SecretsDir, "edge.crt"), Mode: 0o400, Data: in.Secrets.TLSCert},
 		{Path: path.Join(SecretsDir, "edge.key"), Mode: 0o400, Data: in.Secrets.TLSKey},
 	}
-	svc := Service{
+	svc := service.Service{
 		Name: "nginx",
 		// -e: nginx opens its built-in error log before reading the config.
 		Argv: []string{"nginx", "-c", in.Layout.conf("nginx.conf"), "-e", "stderr"},
 	}
-	return files, []Service{svc}, nil
+	return files, []service.Service{svc}, nil
 }
 
 // edgeHAProxy renders haproxy as the edge, with the same routing as nginx
 // and active health checks of the app pool.
-func edgeHAProxy(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+func edgeHAProxy(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	c, err := newEdgeConf(p, n, in)
 	if err != nil {
 		return nil, nil, err
@@ -150,9 +151,9 @@ func edgeHAProxy(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error
 		{Path: "haproxy.cfg", Mode: 0o644, Data: conf},
 		{Path: path.Join(SecretsDir, "edge.pem"), Mode: 0o400, Data: pem},
 	}
-	svc := Service{
+	svc := service.Service{
 		Name: "haproxy",
 		Argv: []string{"haproxy", "-db", "-f", in.Layout.conf("haproxy.cfg")},
 	}
-	return files, []Service{svc}, nil
+	return files, []service.Service{svc}, nil
 }

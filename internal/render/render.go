@@ -12,6 +12,7 @@ import (
 	"sort"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/service"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -71,29 +72,11 @@ type File struct {
 	Data []byte
 }
 
-// Service is one daemon a node's agent runs in the foreground.
-type Service struct {
-	Name string   `json:"name"`
-	Argv []string `json:"argv"`
-	// Setup runs once before the first start, to completion (e.g. a
-	// database's datadir initialisation); it is skipped when Creates exists.
-	Setup   []string `json:"setup,omitempty"`
-	Creates string   `json:"creates,omitempty"`
-	// Ready lists addresses (host:port) that must accept TCP connections
-	// before the service counts as healthy: running is not serving.
-	Ready []string `json:"ready,omitempty"`
-	// Init runs after every start, once the daemon accepts connections,
-	// until it succeeds; the service is not ready before. It must be
-	// idempotent (e.g. PostgreSQL's role and database, which have no init
-	// file).
-	Init []string `json:"init,omitempty"`
-}
-
 // Node is the rendered output of one node.
 type Node struct {
 	Name     string
 	Files    []File
-	Services []Service
+	Services []service.Service
 }
 
 // Render renders every node of p.
@@ -153,7 +136,7 @@ func readyAddrs(p *plan.Plan, n *plan.Node) []string {
 }
 
 // renderer renders the daemons of one role and software.
-type renderer func(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error)
+type renderer func(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error)
 
 var renderers = map[string]renderer{
 	spec.RoleEdge + "/nginx":      edgeNginx,

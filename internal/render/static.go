@@ -10,6 +10,7 @@ import (
 	"text/template"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/service"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -252,7 +253,7 @@ func newStaticConf(p *plan.Plan, n *plan.Node, in Input) (*staticConf, error) {
 }
 
 // staticLighttpd serves the site's static paths with lighttpd.
-func staticLighttpd(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+func staticLighttpd(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	c, err := newStaticConf(p, n, in)
 	if err != nil {
 		return nil, nil, err
@@ -267,17 +268,17 @@ func staticLighttpd(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, er
 	}
 	// lighttpd opens its access log after dropping to www-data, so the file
 	// must exist and belong to www-data first. install(1) creates it empty.
-	svc := Service{
+	svc := service.Service{
 		Name:    "lighttpd",
 		Argv:    []string{"lighttpd", "-D", "-f", in.Layout.conf("lighttpd.conf")},
 		Setup:   []string{"install", "-o", "www-data", "-g", "www-data", "-m", "0640", "/dev/null", c.Log},
 		Creates: c.Log,
 	}
-	return files, []Service{svc}, nil
+	return files, []service.Service{svc}, nil
 }
 
 // staticNginx serves the site's static paths with nginx.
-func staticNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+func staticNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	c, err := newStaticConf(p, n, in)
 	if err != nil {
 		return nil, nil, err
@@ -287,10 +288,10 @@ func staticNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error
 		return nil, nil, err
 	}
 	files := []File{{Path: "nginx.conf", Mode: 0o644, Data: conf}}
-	svc := Service{
+	svc := service.Service{
 		Name: "nginx",
 		// -e: nginx opens its built-in error log before reading the config.
 		Argv: []string{"nginx", "-c", in.Layout.conf("nginx.conf"), "-e", "stderr"},
 	}
-	return files, []Service{svc}, nil
+	return files, []service.Service{svc}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/service"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -58,7 +59,7 @@ type sftpKeys struct {
 // storageSFTP renders sshd serving the site over SFTP only: one chrooted
 // read-only account for the static tier and one for the app tier, whose
 // writes are limited by file ownership.
-func storageSFTP(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+func storageSFTP(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	l := in.Layout
 	clients, listen, err := storageClients(p, n)
 	if err != nil {
@@ -116,7 +117,7 @@ func storageSFTP(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error
 		// requires and as the read-only conf mount guarantees.
 		files = append(files, File{Path: "authorized_keys/" + k.User, Mode: 0o644, Data: data})
 	}
-	svc := Service{
+	svc := service.Service{
 		Name: "sshd",
 		// sshd re-executes itself and so insists on an absolute path.
 		Argv: []string{"/usr/sbin/sshd", "-D", "-e", "-f", l.conf("sshd_config")},
@@ -124,7 +125,7 @@ func storageSFTP(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error
 		Setup:   []string{"install", "-d", "-m", "0755", "/run/sshd"},
 		Creates: "/run/sshd",
 	}
-	return files, []Service{svc}, nil
+	return files, []service.Service{svc}, nil
 }
 
 // nfsConf is what the ganesha template sees.
@@ -158,7 +159,7 @@ type nfsClients struct {
 // storageNFS renders nfs-ganesha exporting the site over NFSv4: the site
 // read-only to the static and app tiers, and each writable path as its own
 // export that the app tier may write.
-func storageNFS(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error) {
+func storageNFS(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	l := in.Layout
 	clients, listen, err := storageClients(p, n)
 	if err != nil {
@@ -230,11 +231,11 @@ func storageNFS(p *plan.Plan, n *plan.Node, in Input) ([]File, []Service, error)
 		return nil, nil, err
 	}
 	files := []File{{Path: "ganesha.conf", Mode: 0o644, Data: conf}}
-	svc := Service{
+	svc := service.Service{
 		Name: "ganesha",
 		Argv: []string{"ganesha.nfsd", "-F", "-L", "STDERR", "-f", l.conf("ganesha.conf"), "-p", path.Join(l.Run, "ganesha.pid")},
 	}
-	return files, []Service{svc}, nil
+	return files, []service.Service{svc}, nil
 }
 
 // storageClients returns the static and app nodes that reach n on its

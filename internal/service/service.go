@@ -1,0 +1,23 @@
+// Package service says what a node agent runs: the contract between render,
+// which writes services.json, and the agent, which reads it. It is pure data,
+// so that the agent, PID 1 of every node, need not link the renderer.
+package service
+
+// Service is one daemon a node's agent runs in the foreground. Its JSON form
+// is services.json, one array of these per node.
+type Service struct {
+	Name string   `json:"name"`
+	Argv []string `json:"argv"`
+	// Setup runs once before the first start, to completion (e.g. a
+	// database's datadir initialisation); it is skipped when Creates exists.
+	Setup   []string `json:"setup,omitempty"`
+	Creates string   `json:"creates,omitempty"`
+	// Ready lists addresses (host:port) that must accept TCP connections
+	// before the service counts as healthy: running is not serving.
+	Ready []string `json:"ready,omitempty"`
+	// Init runs after every start, once the daemon accepts connections,
+	// until it succeeds; the service is not ready before. It must be
+	// idempotent (e.g. PostgreSQL's role and database, which have no init
+	// file).
+	Init []string `json:"init,omitempty"`
+}

@@ -2,7 +2,12 @@
 package arch
 
 import (
+	"errors"
+	"fmt"
 	"go/build"
+	"io/fs"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -36,6 +41,75 @@ func TestPureCoreDoesNoIO(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestAgentNeedsNoRenderer keeps the node agent, PID 1 of every node, from
+// linking the renderer and everything behind it. The agent reads
+// services.json through the neutral service package, which render writes.
+func TestAgentNeedsNoRenderer(t *testing.T) {
+	const agent = "github.com/bulkhead/bulkhead/internal/agent"
+	forbidden := []string{
+		"github.com/bulkhead/bulkhead/internal/render",
+		"github.com/bulkhead/bulkhead/internal/plan",
+		"github.com/bulkhead/bulkhead/internal/spec",
+	}
+	// Only the module's own packages can lead to render, and the standard
+	// library's vendored packages do not resolve from here, so the walk
+	// stays inside the module.
+	const module = "github.com/bulkhead/bulkhead/"
+	seen := map[string]bool{}
+	var walk func(pkg string, via []string)
+	walk = func(pkg string, via []string) {
+		for _, imp := range imports(t, pkg) {
+			if !strings.HasPrefix(imp, module) || seen[imp] {
+				continue
+			}
+			seen[imp] = true
+			path := append(slices.Clip(via), strings.TrimPrefix(imp, module))
+			if slices.Contains(forbidden, imp) {
+				t.Errorf("agent depends on %s (agent -> %s); share types through internal/service instead", strings.TrimPrefix(imp, module), strings.Join(path, " -> "))
+			}
+			walk(imp, path)
+		}
+	}
+	walk(agent, nil)
+}
+
+// TestOnlyCLIParsesFlags keeps command-line parsing in internal/cli: other
+// packages take options structs, as nerdctl's do. Test files may import flag
+// (-update), and so may the main packages under cmd/ and bench/.
+func TestOnlyCLIParsesFlags(t *testing.T) {
+	const root = "../.." // the module, from internal/arch
+	err := filepath.WalkDir(root, func(dir string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		name := d.Name()
+		if dir != root && (name == "testdata" || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_")) {
+			return filepath.SkipDir // the go command ignores these too
+		}
+		p, err := build.ImportDir(dir, 0)
+		if errors.As(err, new(*build.NoGoError)) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("import %s: %w", dir, err)
+		}
+		rel, _ := filepath.Rel(root, dir)
+		rel = filepath.ToSlash(rel)
+		exempt := rel == "internal/cli" ||
+			p.Name == "main" && (strings.HasPrefix(rel, "cmd/") || strings.HasPrefix(rel, "bench/"))
+		if !exempt && slices.Contains(p.Imports, "flag") {
+			t.Errorf("%s imports flag; parse flags in internal/cli and pass an options struct", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -338,3 +338,35 @@ func TestDecode(t *testing.T) {
 		t.Fatal("decode and encode do not round-trip")
 	}
 }
+
+// TestServicePort pins each choice's port, and that a choice the catalog
+// does not know falls back to its role's default rather than to no port.
+func TestServicePort(t *testing.T) {
+	for _, c := range []struct {
+		role, software, storage string
+		want                    int
+	}{
+		{spec.RoleEdge, "haproxy", "", 80},
+		{spec.RoleStatic, "nginx", "", 80},
+		{spec.RoleApp, "apache2", "", 80},
+		{spec.RoleCache, "redis", "", 6379},
+		{spec.RoleCache, "memcached", "", 11211},
+		{spec.RoleCache, "unknown", "", 11211},
+		{spec.RoleDB, "postgresql", "", 5432},
+		{spec.RoleDB, "mariadb", "", 3306},
+		{spec.RoleDB, "", "", 3306},
+		{spec.RoleStorage, "", spec.ProtocolNFS, 2049},
+		{spec.RoleStorage, "", spec.ProtocolSFTP, 22},
+		{spec.RoleStorage, "", spec.ProtocolAuto, 22},
+		{"mail", "postfix", "", 0},
+	} {
+		got := plan.ServicePort(c.role, c.software, c.storage)
+		want := plan.Port{Proto: "tcp", Number: c.want}
+		if c.want == 0 {
+			want = plan.Port{}
+		}
+		if got != want {
+			t.Errorf("ServicePort(%q, %q, %q) = %v, want %v", c.role, c.software, c.storage, got, want)
+		}
+	}
+}

@@ -261,14 +261,27 @@ type Peer struct {
 // choice; storage's choice is its protocol. A choice the catalog does not
 // know serves the role's default's port.
 func ServicePort(role, software, storage string) Port {
+	if ports := servicePorts(role, software, storage); len(ports) > 0 {
+		return ports[0]
+	}
+	return Port{}
+}
+
+// servicePorts are all the ports a node serves, its main one first, as
+// ServicePort picks the catalog's descriptor.
+func servicePorts(role, software, storage string) []Port {
 	if role == spec.RoleStorage {
 		software = storage
 	}
 	d, err := catalog.Lookup(role, software)
 	if err != nil {
 		if d, err = catalog.Lookup(role, catalog.Default(role)); err != nil {
-			return Port{}
+			return nil
 		}
 	}
-	return Port{Proto: d.Ports[0].Proto, Number: d.Ports[0].Number}
+	out := make([]Port, len(d.Ports))
+	for i, p := range d.Ports {
+		out[i] = Port{Proto: p.Proto, Number: p.Number}
+	}
+	return out
 }

@@ -370,3 +370,24 @@ func TestServicePort(t *testing.T) {
 		}
 	}
 }
+
+// TestListens: each node listens on every port its software serves; the
+// edge on both HTTP and HTTPS.
+func TestListens(t *testing.T) {
+	p := build(t, "tiers:\n  edge: {software: haproxy}\n  static: {}\n  cache: {software: redis}\n  db: {software: postgresql}\n  storage: {protocol: nfs}\n  app: {}\n")
+	var got []string
+	for _, n := range p.Nodes {
+		got = append(got, fmt.Sprintf("%s %v", n.Name, n.Listens))
+	}
+	want := []string{
+		"edge [{tcp 80} {tcp 443}]",
+		"static [{tcp 80}]",
+		"cache [{tcp 6379}]",
+		"db [{tcp 5432}]",
+		"storage [{tcp 2049}]",
+		"app-1 [{tcp 80}]",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("listens:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -4,17 +4,22 @@ package arch
 import (
 	"errors"
 	"fmt"
+	"go/ast"
 	"go/build"
+	"go/parser"
+	"go/token"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
 
 // pure are the packages that must do no I/O on the host: the core that turns
 // a stack file into a plan and configs.
-var pure = []string{"spec", "plan", "render"}
+var pure = []string{"spec", "plan", "render", "catalog", "service"}
 
 // TestPureCoreDoesNoIO lists what spec, plan and render import. Directly they
 // may not import packages that reach the host (os, os/exec, net, syscall);
@@ -145,4 +150,117 @@ func deps(t *testing.T, path string) []string {
 		out = append(out, p)
 	}
 	return out
+}
+
+// softwareNames are the names the catalog describes. Code outside it that
+// compares against one of them, or switches on it, holds knowledge of one
+// piece of software that belongs in the catalog's descriptor.
+var softwareNames = []string{"mariadb", "postgresql", "memcached", "redis", "nginx", "haproxy", "lighttpd", "apache2", "sftp", "nfs"}
+
+// softwareNameExceptions are the files, relative to the module root, that
+// may still compare with software names, and why. The list only shrinks:
+// remove a file once it asks the catalog instead.
+var softwareNameExceptions = map[string]string{
+	// As of 2026-11 the app's PHP settings pick the database driver and
+	// the session handler by the peer's software name (3 places). To
+	// migrate: the db and cache descriptors carry the PHP driver name and
+	// session handler.
+	"internal/render/app.go": "still to migrate",
+	// "nfs" here is a filesystem type in /proc/filesystems, not the
+	// storage protocol.
+	"internal/kernel/nfs.go": "not a software name",
+}
+
+// TestNoSoftwareNameSwitches fails when a Go file outside internal/catalog
+// compares a value with a software name (== or != against a string
+// literal) or lists one in a switch case. Test files may name software
+// freely: they pin what the catalog says.
+func TestNoSoftwareNameSwitches(t *testing.T) {
+	root := moduleRoot(t)
+	names := map[string]bool{}
+	for _, n := range softwareNames {
+		names[n] = true
+	}
+	named := func(e ast.Expr) bool {
+		lit, ok := ast.Unparen(e).(*ast.BasicLit)
+		if !ok || lit.Kind != token.STRING {
+			return false
+		}
+		s, err := strconv.Unquote(lit.Value)
+		return err == nil && names[s]
+	}
+	fset := token.NewFileSet()
+	found := map[string]int{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			if rel != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "vendor" || rel == "internal/catalog") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(rel, ".go") || strings.HasSuffix(rel, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.BinaryExpr:
+				if (n.Op == token.EQL || n.Op == token.NEQ) && (named(n.X) || named(n.Y)) {
+					found[rel]++
+					if softwareNameExceptions[rel] == "" {
+						t.Errorf("%s: compares with a software name; ask internal/catalog instead", fset.Position(n.Pos()))
+					}
+				}
+			case *ast.CaseClause:
+				for _, e := range n.List {
+					if named(e) {
+						found[rel]++
+						if softwareNameExceptions[rel] == "" {
+							t.Errorf("%s: switches on a software name; ask internal/catalog instead", fset.Position(e.Pos()))
+						}
+					}
+				}
+			}
+			return true
+		})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rel, why := range softwareNameExceptions {
+		if found[rel] == 0 {
+			t.Errorf("%s no longer compares with software names; remove it from softwareNameExceptions", rel)
+		} else {
+			t.Logf("%s: %d comparisons with software names (%s)", rel, found[rel], why)
+		}
+	}
+}
+
+// moduleRoot is the directory that holds go.mod, found from this package's
+// own directory.
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the arch test")
+		}
+		dir = parent
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
@@ -22,67 +23,27 @@ import (
 // setpriv and loop mounts, e2fsprogs for each node's disk image.
 var host = []string{"coreutils", "e2fsprogs", "iproute2", "nftables", "runc", "util-linux"}
 
-// Per role and software, the packages a node needs. The app's extras (PHP's
-// database and cache clients) depend on the other tiers and are added by
-// Needed.
-var software = map[string]map[string][]string{
-	spec.RoleEdge: {
-		"nginx":   {"nginx"},
-		"haproxy": {"haproxy"},
-	},
-	spec.RoleStatic: {
-		"lighttpd": {"lighttpd"},
-		"nginx":    {"nginx"},
-	},
-	spec.RoleApp: {
-		"apache2": {"apache2", "php8.2-fpm"},
-		"nginx":   {"nginx", "php8.2-fpm"},
-	},
-	spec.RoleCache: {
-		"memcached": {"memcached"},
-		"redis":     {"redis-server"},
-	},
-	spec.RoleDB: {
-		"mariadb":    {"mariadb-server", "mariadb-client"},
-		"postgresql": {"postgresql"},
-	},
-}
-
-// phpClient is the PHP extension the app needs to reach a db or cache node.
-var phpClient = map[string]string{
-	"mariadb":    "php8.2-mysql",
-	"postgresql": "php8.2-pgsql",
-	"memcached":  "php8.2-memcached",
-	"redis":      "php8.2-redis",
-}
-
-// storage is, per protocol, what the storage node needs and what the host
-// needs to mount its files. The host mounts SFTP with sshfs, which depends
-// on fuse3 and openssh-client.
-var storage = map[string]struct{ node, host []string }{
-	spec.ProtocolSFTP: {node: []string{"openssh-server"}, host: []string{"openssh-client", "sshfs"}},
-	spec.ProtocolNFS:  {node: []string{"nfs-ganesha", "nfs-ganesha-vfs"}},
-}
-
 // Needed lists the Debian packages a plan's nodes and the host side need,
 // sorted, deduplicated. It names only what the plan uses.
 func Needed(p *plan.Plan) []string {
 	out := slices.Clone(host)
-	out = append(out, storage[p.Storage].host...)
+	if d, err := catalog.Lookup(spec.RoleStorage, p.Storage); err == nil {
+		out = append(out, d.HostPackages...)
+	}
 	hasApp := false
 	for _, n := range p.Nodes {
-		if n.Role == spec.RoleStorage {
-			out = append(out, storage[p.Storage].node...)
-			continue
+		if d, err := catalog.Lookup(n.Role, n.Software); err == nil {
+			out = append(out, d.Packages...)
 		}
-		out = append(out, software[n.Role][n.Software]...)
 		hasApp = hasApp || n.Role == spec.RoleApp
 	}
+	// The app's extras, PHP's database and cache clients, depend on the
+	// other tiers.
 	if hasApp {
 		for _, role := range []string{spec.RoleDB, spec.RoleCache} {
 			for _, n := range p.Role(role) {
-				if c, ok := phpClient[n.Software]; ok {
-					out = append(out, c)
+				if d, err := catalog.Lookup(n.Role, n.Software); err == nil && d.PHPClient != "" {
+					out = append(out, d.PHPClient)
 				}
 			}
 		}

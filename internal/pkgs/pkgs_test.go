@@ -77,26 +77,6 @@ func TestNeeded(t *testing.T) {
 	}
 }
 
-// TestEverySoftware: a software choice spec accepts but this package does
-// not know would silently install nothing for its node.
-func TestEverySoftware(t *testing.T) {
-	for role, names := range spec.Software {
-		for _, sw := range names {
-			if len(software[role][sw]) == 0 {
-				t.Errorf("no packages for %s %s", role, sw)
-			}
-			if (role == spec.RoleDB || role == spec.RoleCache) && phpClient[sw] == "" {
-				t.Errorf("no PHP client for %s %s", role, sw)
-			}
-		}
-	}
-	for _, proto := range spec.Protocols {
-		if proto != spec.ProtocolAuto && len(storage[proto].node) == 0 {
-			t.Errorf("no packages for storage over %s", proto)
-		}
-	}
-}
-
 func requireDpkg(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"dpkg-query", "apt-get", "apt-cache", "apt-mark"} {

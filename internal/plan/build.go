@@ -68,13 +68,10 @@ func Build(st *spec.Stack) (*Plan, error) {
 				Replica: i + 1, Ordinal: ordinal, Memory: int64(t.Memory), Pids: t.Pids,
 				Disk: int64(t.Disk), CPUWeight: t.CPU,
 				Netns: NetnsName(st.Name, name), Container: NetnsName(st.Name, name),
-				Listens: []Port{ServicePort(t.Role, t.Software, p.Storage)},
+				Listens: servicePorts(t.Role, t.Software, p.Storage),
 			}
 			if t.Role == spec.RoleStorage {
 				n.Software = p.Storage
-			}
-			if t.Role == spec.RoleEdge {
-				n.Listens = []Port{{"tcp", 80}, {"tcp", 443}}
 			}
 			for _, net := range networksOf(t.Role, dmz) {
 				nw := p.Network(net)

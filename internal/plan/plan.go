@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -256,27 +257,31 @@ type Peer struct {
 	Flow Flow
 }
 
-// ServicePort is the port each role serves, for a given software choice.
+// ServicePort is the main port each role serves, for a given software
+// choice; storage's choice is its protocol. A choice the catalog does not
+// know serves the role's default's port.
 func ServicePort(role, software, storage string) Port {
-	tcp := func(n int) Port { return Port{Proto: "tcp", Number: n} }
-	switch role {
-	case spec.RoleEdge, spec.RoleStatic, spec.RoleApp:
-		return tcp(80)
-	case spec.RoleCache:
-		if software == "redis" {
-			return tcp(6379)
-		}
-		return tcp(11211)
-	case spec.RoleDB:
-		if software == "postgresql" {
-			return tcp(5432)
-		}
-		return tcp(3306)
-	case spec.RoleStorage:
-		if storage == spec.ProtocolNFS {
-			return tcp(2049)
-		}
-		return tcp(22)
+	if ports := servicePorts(role, software, storage); len(ports) > 0 {
+		return ports[0]
 	}
 	return Port{}
+}
+
+// servicePorts are all the ports a node serves, its main one first, as
+// ServicePort picks the catalog's descriptor.
+func servicePorts(role, software, storage string) []Port {
+	if role == spec.RoleStorage {
+		software = storage
+	}
+	d, err := catalog.Lookup(role, software)
+	if err != nil {
+		if d, err = catalog.Lookup(role, catalog.Default(role)); err != nil {
+			return nil
+		}
+	}
+	out := make([]Port, len(d.Ports))
+	for i, p := range d.Ports {
+		out[i] = Port{Proto: p.Proto, Number: p.Number}
+	}
+	return out
 }

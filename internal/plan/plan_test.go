@@ -338,3 +338,56 @@ func TestDecode(t *testing.T) {
 		t.Fatal("decode and encode do not round-trip")
 	}
 }
+
+// TestServicePort pins each choice's port, and that a choice the catalog
+// does not know falls back to its role's default rather than to no port.
+func TestServicePort(t *testing.T) {
+	for _, c := range []struct {
+		role, software, storage string
+		want                    int
+	}{
+		{spec.RoleEdge, "haproxy", "", 80},
+		{spec.RoleStatic, "nginx", "", 80},
+		{spec.RoleApp, "apache2", "", 80},
+		{spec.RoleCache, "redis", "", 6379},
+		{spec.RoleCache, "memcached", "", 11211},
+		{spec.RoleCache, "unknown", "", 11211},
+		{spec.RoleDB, "postgresql", "", 5432},
+		{spec.RoleDB, "mariadb", "", 3306},
+		{spec.RoleDB, "", "", 3306},
+		{spec.RoleStorage, "", spec.ProtocolNFS, 2049},
+		{spec.RoleStorage, "", spec.ProtocolSFTP, 22},
+		{spec.RoleStorage, "", spec.ProtocolAuto, 22},
+		{"mail", "postfix", "", 0},
+	} {
+		got := plan.ServicePort(c.role, c.software, c.storage)
+		want := plan.Port{Proto: "tcp", Number: c.want}
+		if c.want == 0 {
+			want = plan.Port{}
+		}
+		if got != want {
+			t.Errorf("ServicePort(%q, %q, %q) = %v, want %v", c.role, c.software, c.storage, got, want)
+		}
+	}
+}
+
+// TestListens: each node listens on every port its software serves; the
+// edge on both HTTP and HTTPS.
+func TestListens(t *testing.T) {
+	p := build(t, "tiers:\n  edge: {software: haproxy}\n  static: {}\n  cache: {software: redis}\n  db: {software: postgresql}\n  storage: {protocol: nfs}\n  app: {}\n")
+	var got []string
+	for _, n := range p.Nodes {
+		got = append(got, fmt.Sprintf("%s %v", n.Name, n.Listens))
+	}
+	want := []string{
+		"edge [{tcp 80} {tcp 443}]",
+		"static [{tcp 80}]",
+		"cache [{tcp 6379}]",
+		"db [{tcp 5432}]",
+		"storage [{tcp 2049}]",
+		"app-1 [{tcp 80}]",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("listens:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -3,6 +3,8 @@ package spec
 import (
 	"net/netip"
 	"sort"
+
+	"github.com/bulkhead/bulkhead/internal/catalog"
 )
 
 // Defaults for fields a stack file leaves out.
@@ -141,8 +143,9 @@ func ApplyDefaults(s *Stack) {
 		if t.Role == "" {
 			t.Role = name
 		}
-		if t.Software == "" && len(Software[t.Role]) > 0 {
-			t.Software = Software[t.Role][0]
+		// Storage's choice is its protocol, below.
+		if t.Software == "" && t.Role != RoleStorage {
+			t.Software = catalog.Default(t.Role)
 		}
 		if t.Role == RoleStorage && t.Protocol == "" {
 			t.Protocol = ProtocolAuto

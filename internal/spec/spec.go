@@ -7,44 +7,36 @@ package spec
 import (
 	"net/netip"
 	"path"
+
+	"github.com/bulkhead/bulkhead/internal/catalog"
 )
 
 // Roles in the order the plan lays nodes out. The order is part of the
 // contract: addresses are handed out in it, so adding app replicas never
 // renumbers the other tiers.
 const (
-	RoleEdge    = "edge"
-	RoleStatic  = "static"
-	RoleCache   = "cache"
-	RoleDB      = "db"
-	RoleStorage = "storage"
-	RoleApp     = "app"
+	RoleEdge    = catalog.RoleEdge
+	RoleStatic  = catalog.RoleStatic
+	RoleCache   = catalog.RoleCache
+	RoleDB      = catalog.RoleDB
+	RoleStorage = catalog.RoleStorage
+	RoleApp     = catalog.RoleApp
 )
 
 // Roles lists every role, in plan order.
 var Roles = []string{RoleEdge, RoleStatic, RoleCache, RoleDB, RoleStorage, RoleApp}
 
-// Software lists, per role, the daemons bulkhead can run; the first is the
-// default. Storage has no choice of software, only of protocol. The app's
-// choices name the web server in front of php-fpm.
-var Software = map[string][]string{
-	RoleEdge:   {"nginx", "haproxy"},
-	RoleStatic: {"lighttpd", "nginx"},
-	RoleApp:    {"apache2", "nginx"},
-	RoleCache:  {"memcached", "redis"},
-	RoleDB:     {"mariadb", "postgresql"},
-}
-
 // Protocols lists how the storage tier can serve files; the first is the
-// default.
-var Protocols = []string{ProtocolAuto, ProtocolSFTP, ProtocolNFS}
+// default. The catalog lists the rest, as storage's choices; every other
+// role's choices and default are the catalog's too.
+var Protocols = append([]string{ProtocolAuto}, catalog.Softwares(RoleStorage)...)
 
 // Storage protocols. Auto is resolved by whoever knows the kernel (the
 // driver) before a plan is built.
 const (
 	ProtocolAuto = "auto"
-	ProtocolNFS  = "nfs"
-	ProtocolSFTP = "sftp"
+	ProtocolNFS  = catalog.ProtocolNFS
+	ProtocolSFTP = catalog.ProtocolSFTP
 )
 
 // Stack is a parsed bulkhead.yaml.

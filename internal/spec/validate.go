@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/bulkhead/bulkhead/internal/catalog"
 )
 
 // Limits that names and counts must respect.
@@ -216,8 +218,8 @@ func (v *validator) tiers() {
 			if t.Protocol != "" {
 				v.fail(f+".protocol", "remove it; only the storage tier has a protocol", "protocol is set on a %s tier", t.Role)
 			}
-			if !slices.Contains(Software[t.Role], t.Software) {
-				v.fail(f+".software", fmt.Sprintf("for %s use one of: %s", t.Role, strings.Join(Software[t.Role], ", ")), "unknown software %q for role %s", t.Software, t.Role)
+			if names := catalog.Softwares(t.Role); !slices.Contains(names, t.Software) {
+				v.fail(f+".software", fmt.Sprintf("for %s use one of: %s", t.Role, strings.Join(names, ", ")), "unknown software %q for role %s", t.Software, t.Role)
 			}
 		}
 		switch {

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/bulkhead/bulkhead/internal/catalog"
 )
 
 // prepareRootfs makes a node's root: empty directories that serve as
@@ -79,9 +81,10 @@ var etcFromHost = []string{
 	"ssh/moduli", "mysql/mariadb.cnf", "mysql/conf.d", "mysql/mariadb.conf.d", "postgresql-common", "ganesha",
 }
 
-// accounts are the users that nodes' daemons run as. The storage node's
-// SFTP users exist only inside containers.
-var accounts = []string{"root", "daemon", "nobody", "www-data", "memcache", "redis", "haproxy", "mysql", "postgres", "sshd"}
+// accounts are the users that nodes' daemons run as: root, daemon and
+// nobody, and every account the catalog names. The storage node's SFTP
+// users exist only inside containers.
+var accounts = append([]string{"root", "daemon", "nobody"}, catalog.Accounts()...)
 
 // Storage's SFTP accounts. site-rw shares www-data's uid so that files app
 // nodes upload belong to the uid their daemons run as.

@@ -15,6 +15,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/netns"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
@@ -27,31 +28,24 @@ import (
 const agentPath = "/bulkhead/bulkhead"
 
 // owner says which account owns a node's writable directories and can read
-// its group-readable secrets (mode 0440): the daemon that needs them.
+// its group-readable secrets (mode 0440): the daemon that needs them, as
+// the catalog says. Empty means root.
 func owner(n *plan.Node) (dirs, secrets string) {
-	switch {
-	case n.Software == "mariadb":
-		return "mysql", "mysql"
-	case n.Software == "postgresql":
-		return "postgres", "postgres"
-	case n.Role == spec.RoleApp:
-		return "", "www-data"
+	d, err := catalog.Lookup(n.Role, n.Software)
+	if err != nil {
+		return "", ""
 	}
-	return "", ""
+	return d.DirOwner, d.SecretGroup
 }
 
 // capabilities are a node's only privileges. Daemons start as root to bind
 // port 80 and then drop to their own users; none may touch the network
-// stack (NET_ADMIN, NET_RAW), mount (SYS_ADMIN) or trace (SYS_PTRACE).
+// stack (NET_ADMIN, NET_RAW), mount (SYS_ADMIN) or trace (SYS_PTRACE). The
+// catalog adds what a daemon needs beyond that, such as sshd's chroot.
 func capabilities(n *plan.Node) []string {
 	caps := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
-	switch n.Software {
-	case spec.ProtocolSFTP:
-		caps = append(caps, "CAP_SYS_CHROOT", "CAP_AUDIT_WRITE")
-	case spec.ProtocolNFS:
-		// ganesha's VFS backend opens files by handle. The export lives on
-		// the node's own data directory.
-		caps = append(caps, "CAP_DAC_READ_SEARCH")
+	if d, err := catalog.Lookup(n.Role, n.Software); err == nil {
+		caps = append(caps, d.Capabilities...)
 	}
 	return caps
 }

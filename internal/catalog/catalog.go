@@ -1,0 +1,165 @@
+// Package catalog is what bulkhead knows about each piece of software it can
+// run: one Descriptor per (role, software), with the ports it serves, the
+// Debian packages it needs, the accounts it runs as and the privileges it
+// needs beyond every node's base set. Other packages ask the catalog instead
+// of switching on a software name. It is pure data: no I/O, and it imports
+// nothing of bulkhead's, so that spec, plan and render can all depend on it.
+package catalog
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Roles in the order the plan lays nodes out. spec re-exports them; the
+// order is part of its contract.
+const (
+	RoleEdge    = "edge"
+	RoleStatic  = "static"
+	RoleCache   = "cache"
+	RoleDB      = "db"
+	RoleStorage = "storage"
+	RoleApp     = "app"
+)
+
+// Storage protocols. The storage tier has no choice of daemon, only of
+// protocol, so its descriptors are keyed by protocol.
+const (
+	ProtocolNFS  = "nfs"
+	ProtocolSFTP = "sftp"
+)
+
+// Port is a transport port a daemon serves.
+type Port struct {
+	Proto  string
+	Number int
+}
+
+// Descriptor is one piece of software playing one role.
+type Descriptor struct {
+	// Role and Software name it: "db", "postgresql". For storage,
+	// Software is the protocol.
+	Role     string
+	Software string
+	// Ports are the ports the node serves, its main service first.
+	Ports []Port
+	// Packages are the Debian packages the node needs.
+	Packages []string
+	// HostPackages are what the host itself needs to use the node, such as
+	// the client that mounts storage's files.
+	HostPackages []string
+	// PHPClient is the PHP extension app nodes need to reach this node;
+	// empty when they need none.
+	PHPClient string
+	// Accounts are the users the node's daemons run as; they must exist in
+	// the /etc the nodes see.
+	Accounts []string
+	// DirOwner is the account that owns the node's writable directories;
+	// empty means root.
+	DirOwner string
+	// SecretGroup is the group that reads the node's group-readable
+	// secrets; empty means root.
+	SecretGroup string
+	// Capabilities are the Linux capabilities the node needs beyond the
+	// base set every node gets.
+	Capabilities []string
+}
+
+func tcp(n int) Port { return Port{Proto: "tcp", Number: n} }
+
+// descriptors lists every choice; within a role the first is the default.
+var descriptors = []Descriptor{
+	{Role: RoleEdge, Software: "nginx", Ports: []Port{tcp(80), tcp(443)},
+		Packages: []string{"nginx"}, Accounts: []string{"www-data"}},
+	{Role: RoleEdge, Software: "haproxy", Ports: []Port{tcp(80), tcp(443)},
+		Packages: []string{"haproxy"}, Accounts: []string{"haproxy"}},
+
+	{Role: RoleStatic, Software: "lighttpd", Ports: []Port{tcp(80)},
+		Packages: []string{"lighttpd"}, Accounts: []string{"www-data"}},
+	{Role: RoleStatic, Software: "nginx", Ports: []Port{tcp(80)},
+		Packages: []string{"nginx"}, Accounts: []string{"www-data"}},
+
+	// The app's choices name the web server in front of php-fpm, which
+	// reads the app's secrets as www-data.
+	{Role: RoleApp, Software: "apache2", Ports: []Port{tcp(80)},
+		Packages: []string{"apache2", "php8.2-fpm"}, Accounts: []string{"www-data"}, SecretGroup: "www-data"},
+	{Role: RoleApp, Software: "nginx", Ports: []Port{tcp(80)},
+		Packages: []string{"nginx", "php8.2-fpm"}, Accounts: []string{"www-data"}, SecretGroup: "www-data"},
+
+	{Role: RoleCache, Software: "memcached", Ports: []Port{tcp(11211)},
+		Packages: []string{"memcached"}, PHPClient: "php8.2-memcached", Accounts: []string{"memcache"}},
+	{Role: RoleCache, Software: "redis", Ports: []Port{tcp(6379)},
+		Packages: []string{"redis-server"}, PHPClient: "php8.2-redis", Accounts: []string{"redis"}},
+
+	{Role: RoleDB, Software: "mariadb", Ports: []Port{tcp(3306)},
+		Packages: []string{"mariadb-server", "mariadb-client"}, PHPClient: "php8.2-mysql",
+		Accounts: []string{"mysql"}, DirOwner: "mysql", SecretGroup: "mysql"},
+	{Role: RoleDB, Software: "postgresql", Ports: []Port{tcp(5432)},
+		Packages: []string{"postgresql"}, PHPClient: "php8.2-pgsql",
+		Accounts: []string{"postgres"}, DirOwner: "postgres", SecretGroup: "postgres"},
+
+	// The host mounts SFTP with sshfs, which depends on fuse3 and
+	// openssh-client. sshd chroots each user and writes login records.
+	{Role: RoleStorage, Software: ProtocolSFTP, Ports: []Port{tcp(22)},
+		Packages: []string{"openssh-server"}, HostPackages: []string{"openssh-client", "sshfs"},
+		Accounts: []string{"sshd"}, Capabilities: []string{"CAP_SYS_CHROOT", "CAP_AUDIT_WRITE"}},
+	// ganesha's VFS backend opens files by handle. The export lives on the
+	// node's own data directory.
+	{Role: RoleStorage, Software: ProtocolNFS, Ports: []Port{tcp(2049)},
+		Packages: []string{"nfs-ganesha", "nfs-ganesha-vfs"}, Capabilities: []string{"CAP_DAC_READ_SEARCH"}},
+}
+
+// Lookup returns the descriptor of software playing role. The descriptor
+// is shared: callers must not change it.
+func Lookup(role, software string) (*Descriptor, error) {
+	for i := range descriptors {
+		if d := &descriptors[i]; d.Role == role && d.Software == software {
+			return d, nil
+		}
+	}
+	if names := Softwares(role); len(names) > 0 {
+		return nil, fmt.Errorf("unknown software %q for role %s (use one of: %s)", software, role, strings.Join(names, ", "))
+	}
+	return nil, fmt.Errorf("unknown role %q", role)
+}
+
+// Default names the software a role runs when the stack file names none,
+// or "" for an unknown role.
+func Default(role string) string {
+	if names := Softwares(role); len(names) > 0 {
+		return names[0]
+	}
+	return ""
+}
+
+// Softwares lists the choices for role, the default first.
+func Softwares(role string) []string {
+	var out []string
+	for _, d := range descriptors {
+		if d.Role == role {
+			out = append(out, d.Software)
+		}
+	}
+	return out
+}
+
+// All returns every descriptor, grouped by role, each role's default
+// first. The descriptors are shared: callers must not change them.
+func All() []*Descriptor {
+	out := make([]*Descriptor, len(descriptors))
+	for i := range descriptors {
+		out[i] = &descriptors[i]
+	}
+	return out
+}
+
+// Accounts lists every account some node's daemons run as, sorted.
+func Accounts() []string {
+	var out []string
+	for _, d := range descriptors {
+		out = append(out, d.Accounts...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}

@@ -1,0 +1,47 @@
+package local
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+// TestOwnerAndCapabilities pins what each node's daemon owns and may do
+// beyond the base capabilities, as the catalog describes it.
+func TestOwnerAndCapabilities(t *testing.T) {
+	base := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
+	for _, c := range []struct {
+		role, software string
+		dirs, secrets  string
+		extra          []string
+	}{
+		{spec.RoleEdge, "nginx", "", "", nil},
+		{spec.RoleEdge, "haproxy", "", "", nil},
+		{spec.RoleStatic, "lighttpd", "", "", nil},
+		{spec.RoleApp, "apache2", "", "www-data", nil},
+		{spec.RoleApp, "nginx", "", "www-data", nil},
+		{spec.RoleCache, "redis", "", "", nil},
+		{spec.RoleDB, "mariadb", "mysql", "mysql", nil},
+		{spec.RoleDB, "postgresql", "postgres", "postgres", nil},
+		{spec.RoleStorage, spec.ProtocolSFTP, "", "", []string{"CAP_SYS_CHROOT", "CAP_AUDIT_WRITE"}},
+		{spec.RoleStorage, spec.ProtocolNFS, "", "", []string{"CAP_DAC_READ_SEARCH"}},
+	} {
+		n := &plan.Node{Role: c.role, Software: c.software}
+		if dirs, secrets := owner(n); dirs != c.dirs || secrets != c.secrets {
+			t.Errorf("owner(%s %s) = %q, %q; want %q, %q", c.role, c.software, dirs, secrets, c.dirs, c.secrets)
+		}
+		if got, want := capabilities(n), append(slices.Clone(base), c.extra...); !slices.Equal(got, want) {
+			t.Errorf("capabilities(%s %s) = %q, want %q", c.role, c.software, got, want)
+		}
+	}
+}
+
+func TestAccounts(t *testing.T) {
+	want := []string{"daemon", "haproxy", "memcache", "mysql", "nobody", "postgres", "redis", "root", "sshd", "www-data"}
+	got := slices.Sorted(slices.Values(accounts))
+	if !slices.Equal(got, want) {
+		t.Errorf("accounts = %q, want %q", got, want)
+	}
+}

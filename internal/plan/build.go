@@ -100,6 +100,7 @@ func Build(st *spec.Stack) (*Plan, error) {
 	}
 	for i := range p.Nodes {
 		p.Nodes[i].Firewall = p.firewall(&p.Nodes[i])
+		p.Nodes[i].Mount = p.mount(&p.Nodes[i])
 	}
 	p.Site = Site{
 		Dir: st.Site.Dir, Static: slices.Clone(st.Site.Static),
@@ -182,6 +183,33 @@ func (p *Plan) flows(st *spec.Stack) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// mount is the site mount n's role gives it: static nodes read the site,
+// app nodes also write its writable paths. It is nil for the other roles
+// and when the stack has no storage.
+func (p *Plan) mount(n *Node) *Mount {
+	account, ro := AccountWriter, false
+	switch n.Role {
+	case spec.RoleStatic:
+		account, ro = AccountReader, true
+	case spec.RoleApp:
+	default:
+		return nil
+	}
+	storage := p.Role(spec.RoleStorage)
+	if len(storage) == 0 || len(storage[0].Listens) == 0 {
+		return nil
+	}
+	s := storage[0]
+	net := p.commonNetwork(n.Tier, s.Tier)
+	if net == "" {
+		return nil
+	}
+	return &Mount{
+		Storage: s.Name, Network: net, Addr: s.Addr(net), Client: n.Addr(net),
+		Port: s.Listens[0], Account: account, ReadOnly: ro,
+	}
 }
 
 func (p *Plan) commonNetwork(from, to string) string {

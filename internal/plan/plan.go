@@ -77,6 +77,30 @@ type Node struct {
 	Ifaces    []Interface `json:"interfaces"`
 	Listens   []Port      `json:"listens"` // the ports the role serves
 	Firewall  Firewall    `json:"firewall"`
+	// Mount is the site mount a static or app node gets from the storage
+	// node; nil for every other node, and when the stack has no storage.
+	Mount *Mount `json:"mount,omitempty"`
+}
+
+// The storage node's accounts. The static tier reads the site as
+// AccountReader; the app tier reads it and writes its writable paths as
+// AccountWriter.
+const (
+	AccountReader = "site-ro"
+	AccountWriter = "site-rw"
+)
+
+// Mount is how one node mounts the site from the storage node. Build
+// derives it from the node's role, never from flows: an explicit flow to
+// the storage node opens its firewall, not its files.
+type Mount struct {
+	Storage  string     `json:"storage"`     // the storage node's name
+	Network  string     `json:"network"`     // the network the two share
+	Addr     netip.Addr `json:"addr"`        // the storage node's address on Network
+	Client   netip.Addr `json:"client_addr"` // the mounting node's address on Network
+	Port     Port       `json:"port"`        // the storage node's service port
+	Account  string     `json:"account"`     // AccountReader or AccountWriter
+	ReadOnly bool       `json:"read_only"`
 }
 
 // Interface is a node's leg on one network: a veth pair whose host end sits

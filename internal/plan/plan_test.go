@@ -391,3 +391,36 @@ func TestListens(t *testing.T) {
 		t.Errorf("listens:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestMounts: static nodes mount the site read-only, app nodes read-write,
+// and the mounts follow from roles alone: explicit flows to the storage
+// node, even on its port or from another tier, add no mount.
+func TestMounts(t *testing.T) {
+	for _, flows := range []string{
+		"",
+		"flows:\n  - {from: app, to: storage, port: 22}\n  - {from: app, to: storage, port: 80}\n  - {from: cache, to: storage, port: 22}\n",
+	} {
+		p := build(t, flows)
+		var got []string
+		for _, n := range p.Nodes {
+			if m := n.Mount; m != nil {
+				got = append(got, fmt.Sprintf("%s %s %s:%s/%d from %s as %s ro=%t", n.Name, m.Storage, m.Network, m.Port.Proto, m.Port.Number, m.Client, m.Account, m.ReadOnly))
+				if m.Addr != p.Node("storage").Addr(m.Network) {
+					t.Errorf("%s mounts from %s, not the storage node's address", n.Name, m.Addr)
+				}
+			}
+		}
+		want := []string{
+			"static storage private:tcp/22 from 10.77.0.3 as site-ro ro=true",
+			"app-1 storage private:tcp/22 from 10.77.0.7 as site-rw ro=false",
+			"app-2 storage private:tcp/22 from 10.77.0.8 as site-rw ro=false",
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("with %q, mounts:\n%s\nwant:\n%s", flows, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	p := build(t, "tiers:\n  edge: {}\n  app: {}\n  db: {}\n")
+	if m := p.Tier("app")[0].Mount; m != nil {
+		t.Errorf("without storage, app mounts %+v", m)
+	}
+}

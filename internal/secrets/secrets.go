@@ -23,7 +23,6 @@ import (
 
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
-	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
 // Lifetimes of the generated certificates.
@@ -36,7 +35,7 @@ const (
 type Stack struct {
 	// Secrets is what rendering puts into the nodes.
 	render.Secrets
-	// StorageClientKeys maps each storage client node (static, app-N) to the
+	// StorageClientKeys maps each node with a site mount (static, app-N) to the
 	// SSH private key (OpenSSH PEM) of the host-side sshfs mount made for it.
 	// Its public half is Secrets.StorageKeys[node].
 	StorageClientKeys map[string][]byte
@@ -65,7 +64,7 @@ func Generate(p *plan.Plan) (*Stack, error) {
 	}
 	s.StorageHostKey, s.StorageHostPublicKey = hostPriv, hostPub
 	for _, n := range p.Nodes {
-		if n.Role != spec.RoleStatic && n.Role != spec.RoleApp {
+		if n.Mount == nil {
 			continue
 		}
 		priv, pub, err := sshKey(p.Stack + "-" + n.Name)
@@ -181,7 +180,7 @@ func (s *Stack) Complete(p *plan.Plan) (bool, error) {
 		s.StorageKeys = map[string]string{}
 	}
 	for _, n := range p.Nodes {
-		if n.Role != spec.RoleStatic && n.Role != spec.RoleApp {
+		if n.Mount == nil {
 			continue
 		}
 		if _, ok := s.StorageClientKeys[n.Name]; ok {

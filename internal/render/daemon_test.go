@@ -134,8 +134,20 @@ func freePort(t *testing.T, host string) int {
 // moveToLoopback gives node n's leg on network a loopback address, as if it
 // had been planned there, so that a daemon on this host sees a peer on
 // loopback as that node, without touching the stack's subnets.
-func moveToLoopback(n *plan.Node, network, addr string) {
-	n.Iface(network).Addr = netip.MustParseAddr(addr)
+func moveToLoopback(p *plan.Plan, n *plan.Node, network, addr string) {
+	old, a := n.Addr(network), netip.MustParseAddr(addr)
+	n.Iface(network).Addr = a
+	// The site mounts name both ends' addresses too.
+	for i := range p.Nodes {
+		if m := p.Nodes[i].Mount; m != nil && m.Network == network {
+			if m.Storage == n.Name && m.Addr == old {
+				m.Addr = a
+			}
+			if p.Nodes[i].Name == n.Name && m.Client == old {
+				m.Client = a
+			}
+		}
+	}
 }
 
 // mustRun runs a one-shot command, such as a Setup or a daemon's offline

@@ -130,7 +130,7 @@ func TestMariaDBLive(t *testing.T) {
 
 	// app-1 moves to 127.0.0.1 and the password changes: the old account
 	// goes, and the new one logs in over TCP with the new password.
-	moveToLoopback(p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
+	moveToLoopback(p, p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
 	rerenderRole(t, p, spec.RoleDB, l, withPassword(testSecrets(p), trickyPassword))
 	ownLayout(t, l, "mysql", "secrets/mariadb-init.sql")
 	d = start()
@@ -238,7 +238,7 @@ func TestPostgresLive(t *testing.T) {
 
 	// app-1 moves to 127.0.0.1 and the password changes; the driver would
 	// reload the server and rerun init.sql.
-	moveToLoopback(p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
+	moveToLoopback(p, p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
 	rerenderRole(t, p, spec.RoleDB, l, withPassword(testSecrets(p), trickyPassword))
 	ownLayout(t, l, "postgres", "secrets/postgresql-init.sql")
 	if err := syscall.Kill(d.pid, syscall.SIGHUP); err != nil {

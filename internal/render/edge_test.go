@@ -458,9 +458,9 @@ func startEdge(t *testing.T, stack, software, base string, redirect bool) liveEd
 		hosttest.Require(t, err == nil, "%s:%s free to bind (stop what listens there): %v", pub, port, err)
 		l.Close()
 	}
-	moveToLoopback(edge, plan.NetPublic, pub)
+	moveToLoopback(p, edge, plan.NetPublic, pub)
 	for i, peer := range p.Peers(edge) {
-		moveToLoopback(peer.Node, peer.Flow.Network, fmt.Sprintf("%s%d", base, 10+i))
+		moveToLoopback(p, peer.Node, peer.Flow.Network, fmt.Sprintf("%s%d", base, 10+i))
 	}
 	port := freePort(t, base+"10")
 	for i := range p.Flows {

@@ -198,7 +198,7 @@ func TestStaticLive(t *testing.T) {
 			port := freePort(t, addr)
 			for j := range p.Flows {
 				if f := &p.Flows[j]; f.From == edge.Tier && f.To == n.Tier {
-					moveToLoopback(n, f.Network, addr)
+					moveToLoopback(p, n, f.Network, addr)
 					f.Port.Number = port
 				}
 			}

@@ -10,14 +10,6 @@ import (
 
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/service"
-	"github.com/bulkhead/bulkhead/internal/spec"
-)
-
-// The storage node's SFTP accounts. The static tier reads the site as
-// site-ro; the app tier reads it and writes its writable paths as site-rw.
-const (
-	sftpReader = "site-ro"
-	sftpWriter = "site-rw"
 )
 
 // nfsAnonID is the uid and gid every NFS client is squashed to: www-data on
@@ -31,10 +23,10 @@ var sshKeyRE = regexp.MustCompile(`^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|38
 // storageClient is a node that mounts the site from the storage node, at the
 // address the storage node sees it from.
 type storageClient struct {
-	Node string
-	Role string
-	Addr netip.Addr
-	Key  string // its SSH public key, for SFTP
+	Node  string
+	Addr  netip.Addr
+	Mount plan.Mount
+	Key   string // its SSH public key, for SFTP
 }
 
 // sftpConf is what the sshd templates see.
@@ -82,8 +74,8 @@ func storageSFTP(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 	if len(in.Secrets.StorageHostKey) == 0 {
 		return nil, nil, fmt.Errorf("no SSH host key for the storage node in the secrets")
 	}
-	ro := sftpKeys{Node: n.Name, User: sftpReader, Who: "the static tier, read-only"}
-	rw := sftpKeys{Node: n.Name, User: sftpWriter, Who: "the app tier, read-write where site-rw owns the files"}
+	ro := sftpKeys{Node: n.Name, User: plan.AccountReader, Who: "the static tier, read-only"}
+	rw := sftpKeys{Node: n.Name, User: plan.AccountWriter, Who: "the app tier, read-write where site-rw owns the files"}
 	for _, cl := range clients {
 		key := strings.TrimSpace(in.Secrets.StorageKeys[cl.Node])
 		if key == "" {
@@ -93,10 +85,10 @@ func storageSFTP(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 			return nil, nil, fmt.Errorf("the SSH key of storage client %s is not one authorized_keys line without options", cl.Node)
 		}
 		cl.Key = key
-		switch cl.Role {
-		case spec.RoleStatic:
+		switch cl.Mount.Account {
+		case plan.AccountReader:
 			ro.Clients = append(ro.Clients, cl)
-		case spec.RoleApp:
+		case plan.AccountWriter:
 			rw.Clients = append(rw.Clients, cl)
 		}
 	}
@@ -182,10 +174,9 @@ func storageNFS(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service
 	for _, cl := range clients {
 		a := cl.Addr.String()
 		all = append(all, a)
-		switch cl.Role {
-		case spec.RoleStatic:
+		if cl.Mount.ReadOnly {
 			static = append(static, a)
-		case spec.RoleApp:
+		} else {
 			app = append(app, a)
 		}
 	}
@@ -238,36 +229,27 @@ func storageNFS(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service
 	return files, []service.Service{svc}, nil
 }
 
-// storageClients returns the static and app nodes that reach n on its
-// service port, in plan order, and n's addresses on the networks they come
-// from: the only addresses it listens on.
+// storageClients returns the nodes that mount the site from n, in plan
+// order, and n's addresses on the networks they mount it over: the only
+// addresses it listens on.
 func storageClients(p *plan.Plan, n *plan.Node) ([]storageClient, []netip.Addr, error) {
 	if len(n.Listens) != 1 {
 		return nil, nil, fmt.Errorf("a storage node serves one port, not %v", n.Listens)
 	}
 	var clients []storageClient
 	var listen []netip.Addr
-	for _, f := range p.Flows {
-		if f.To != n.Tier || f.Port != n.Listens[0] {
+	for _, d := range p.Nodes {
+		m := d.Mount
+		if m == nil || m.Storage != n.Name {
 			continue
 		}
-		if a := n.Addr(f.Network); !slices.Contains(listen, a) {
-			listen = append(listen, a)
+		if !slices.Contains(listen, m.Addr) {
+			listen = append(listen, m.Addr)
 		}
-		for _, d := range p.Tier(f.From) {
-			// An explicit flow from another tier opens the firewall, not
-			// the files.
-			if d.Role != spec.RoleStatic && d.Role != spec.RoleApp {
-				continue
-			}
-			if slices.ContainsFunc(clients, func(c storageClient) bool { return c.Node == d.Name }) {
-				continue
-			}
-			clients = append(clients, storageClient{Node: d.Name, Role: d.Role, Addr: d.Addr(f.Network)})
-		}
+		clients = append(clients, storageClient{Node: d.Name, Addr: m.Client, Mount: *m})
 	}
 	if len(clients) == 0 {
-		return nil, nil, fmt.Errorf("no static or app node reaches %s on %s/%d, so nobody could use the storage", n.Name, n.Listens[0].Proto, n.Listens[0].Number)
+		return nil, nil, fmt.Errorf("no static or app node mounts the site from %s, so nobody could use the storage", n.Name)
 	}
 	return clients, listen, nil
 }

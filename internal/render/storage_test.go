@@ -145,9 +145,9 @@ func TestStorageSFTPLive(t *testing.T) {
 	keys := t.TempDir()
 
 	p := loadPlan(t, "default")
-	moveToLoopback(p.Role(spec.RoleStorage)[0], plan.NetPrivate, "127.0.0.1")
-	moveToLoopback(p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
-	moveToLoopback(p.Node("static"), plan.NetPrivate, "127.0.0.1")
+	moveToLoopback(p, p.Role(spec.RoleStorage)[0], plan.NetPrivate, "127.0.0.1")
+	moveToLoopback(p, p.Node("app-1"), plan.NetPrivate, "127.0.0.1")
+	moveToLoopback(p, p.Node("static"), plan.NetPrivate, "127.0.0.1")
 	sec := storageSecrets(t, p, keys)
 	n, err := render.RenderNode(p, p.Role(spec.RoleStorage)[0], render.Input{Layout: l, Secrets: sec})
 	if err != nil {
@@ -425,9 +425,9 @@ func TestStorageNFSLive(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p, _, l := renderRole(t, "alt", spec.RoleStorage)
-			moveToLoopback(p.Role(spec.RoleStorage)[0], plan.NetPrivate, "127.0.0.1")
+			moveToLoopback(p, p.Role(spec.RoleStorage)[0], plan.NetPrivate, "127.0.0.1")
 			if c.node != "" {
-				moveToLoopback(p.Node(c.node), plan.NetPrivate, "127.0.0.1")
+				moveToLoopback(p, p.Node(c.node), plan.NetPrivate, "127.0.0.1")
 			}
 			n := rerenderRole(t, p, spec.RoleStorage, l, testSecrets(p))
 			port := strconv.Itoa(freePort(t, "127.0.0.1"))

@@ -8,11 +8,10 @@ import (
 	"path/filepath"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
-	"github.com/bulkhead/bulkhead/internal/spec"
 	"github.com/bulkhead/bulkhead/internal/sshfs"
 )
 
-// prepareSiteMounts makes the parent of each static and app node's site
+// prepareSiteMounts makes the parent of each site-mounting node's site
 // directory (the node's /srv) a shared mount point. The container binds
 // that parent with slave propagation, so the sshfs mount the supervisor
 // puts on srv/site, and every remount after a reconnect or a supervisor
@@ -20,11 +19,8 @@ import (
 // Binding the site directory itself would capture whichever mount was on
 // it at the time.
 func (d *Driver) prepareSiteMounts(ctx context.Context, p *plan.Plan, j *journal) error {
-	if p.Storage == "" {
-		return nil
-	}
 	for _, n := range p.Nodes {
-		if n.Role != spec.RoleStatic && n.Role != spec.RoleApp {
+		if n.Mount == nil {
 			continue
 		}
 		np := d.paths(p.Stack).node(n.Name)

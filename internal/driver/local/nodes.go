@@ -21,7 +21,6 @@ import (
 	"github.com/bulkhead/bulkhead/internal/render"
 	"github.com/bulkhead/bulkhead/internal/runc"
 	"github.com/bulkhead/bulkhead/internal/seccomp"
-	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
 // Where the bulkhead binary appears inside every container.
@@ -182,7 +181,7 @@ func (d *Driver) container(p *plan.Plan, n *plan.Node, ids runc.IDMap, filter *s
 		{Destination: "/var/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "size=65536k"}},
 		runc.Bind(ps.binary(), agentPath, false),
 	}
-	if n.Role == spec.RoleStatic || n.Role == spec.RoleApp {
+	if n.Mount != nil {
 		// The site is mounted on the host side, on srv/site, later and
 		// again after every reconnect; slave propagation of the parent
 		// carries each mount into the container (see prepareSiteMounts).

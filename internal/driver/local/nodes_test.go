@@ -1,7 +1,10 @@
 package local
 
 import (
+	"fmt"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
@@ -43,5 +46,33 @@ func TestAccounts(t *testing.T) {
 	got := slices.Sorted(slices.Values(accounts))
 	if !slices.Equal(got, want) {
 		t.Errorf("accounts = %q, want %q", got, want)
+	}
+}
+
+// TestSiteMounts: one sshfs mount per node the plan gives a site mount,
+// with the plan's account and access; an explicit flow from app to the
+// storage node's port, or from another tier, mounts nothing more.
+func TestSiteMounts(t *testing.T) {
+	src := "name: n\nflows:\n  - {from: app, to: storage, port: 8080}\n  - {from: cache, to: storage, port: 22}\ntiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {protocol: sftp}\n  app: {replicas: 2}\n"
+	st, err := spec.Load("bulkhead.yaml", []byte(src), spec.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := plan.Build(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Driver{Root: t.TempDir()}
+	var got []string
+	for _, m := range d.siteMounts(p, newJournal(t, d, "n")) {
+		got = append(got, fmt.Sprintf("%s %s@%s:%d ro=%t", filepath.Base(filepath.Dir(filepath.Dir(m.Target))), m.User, m.Host, m.Port, m.ReadOnly))
+	}
+	want := []string{
+		"static site-ro@10.77.0.6:22 ro=true",
+		"app-1 site-rw@10.77.0.6:22 ro=false",
+		"app-2 site-rw@10.77.0.6:22 ro=false",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("site mounts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -211,32 +211,27 @@ func (d *Driver) mountSites(ctx context.Context, p *plan.Plan, j *journal) {
 	wg.Wait()
 }
 
-// siteMounts lists the site mounts of p's nodes. Files show as owned by
-// www-data of the node's user namespace, as the host maps it.
+// siteMounts lists the site mounts of p's nodes, as the plan gives them.
+// Files show as owned by www-data of the node's user namespace, as the
+// host maps it.
 func (d *Driver) siteMounts(p *plan.Plan, j *journal) []sshfs.Mount {
 	if p.Storage != spec.ProtocolSFTP {
 		return nil
 	}
 	ps := d.paths(p.Stack)
 	var out []sshfs.Mount
-	for _, peer := range p.Flows {
-		if peer.To != p.Role(spec.RoleStorage)[0].Tier {
+	for _, n := range p.Nodes {
+		m := n.Mount
+		if m == nil {
 			continue
 		}
-		storage := p.Tier(peer.To)[0]
-		for _, n := range p.Tier(peer.From) {
-			owner := hostID(j.nodeIDs(n.Name), siteOwner)
-			user, ro := "site-rw", false
-			if n.Role == spec.RoleStatic {
-				user, ro = "site-ro", true
-			}
-			out = append(out, sshfs.Mount{
-				Netns: n.Netns, Target: ps.node(n.Name).site(),
-				User: user, Host: storage.Addr(peer.Network).String(), Port: peer.Port.Number, Remote: "/",
-				Identity: filepath.Join(ps.secrets(), n.Name+".key"), KnownHosts: filepath.Join(ps.secrets(), "known_hosts"),
-				ReadOnly: ro, UID: owner, GID: owner,
-			})
-		}
+		owner := hostID(j.nodeIDs(n.Name), siteOwner)
+		out = append(out, sshfs.Mount{
+			Netns: n.Netns, Target: ps.node(n.Name).site(),
+			User: m.Account, Host: m.Addr.String(), Port: m.Port.Number, Remote: "/",
+			Identity: filepath.Join(ps.secrets(), n.Name+".key"), KnownHosts: filepath.Join(ps.secrets(), "known_hosts"),
+			ReadOnly: m.ReadOnly, UID: owner, GID: owner,
+		})
 	}
 	return out
 }

@@ -10,6 +10,12 @@ import (
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
+// The edge's ports that the host publishes, and that visitors reach.
+var (
+	portHTTP  = Port{"tcp", 80}
+	portHTTPS = Port{"tcp", 443}
+)
+
 // netLetters tag host-side veth names with the network they join.
 var netLetters = map[string]string{NetPrivate: "p", NetPublic: "u", NetDMZ: "d"}
 
@@ -102,6 +108,7 @@ func Build(st *spec.Stack) (*Plan, error) {
 		p.Nodes[i].Firewall = p.firewall(&p.Nodes[i])
 		p.Nodes[i].Mount = p.mount(&p.Nodes[i])
 	}
+	p.Published = p.published()
 	p.Site = Site{
 		Dir: st.Site.Dir, Static: slices.Clone(st.Site.Static),
 		DBName: st.Site.Database.Name, DBUser: st.Site.Database.User,
@@ -150,8 +157,8 @@ func (p *Plan) flows(st *spec.Stack) error {
 	}
 	if edge != nil {
 		p.Flows = append(p.Flows,
-			Flow{From: spec.Outside, To: edge.Name, Port: Port{"tcp", 80}, Network: NetPublic, Why: "visitors (http)"},
-			Flow{From: spec.Outside, To: edge.Name, Port: Port{"tcp", 443}, Network: NetPublic, Why: "visitors (https)"})
+			Flow{From: spec.Outside, To: edge.Name, Port: portHTTP, Network: NetPublic, Why: "visitors (http)"},
+			Flow{From: spec.Outside, To: edge.Name, Port: portHTTPS, Network: NetPublic, Why: "visitors (https)"})
 	}
 	svc := func(t *spec.Tier) Port {
 		if t == nil {
@@ -183,6 +190,21 @@ func (p *Plan) flows(st *spec.Stack) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// published is where the host's published ports lead: http to the edge's
+// port 80, https to its 443, on its public address.
+func (p *Plan) published() []Forward {
+	edges := p.Role(spec.RoleEdge)
+	if len(edges) == 0 {
+		return nil
+	}
+	e := edges[0]
+	pub := e.Addr(NetPublic)
+	return []Forward{
+		{Listen: p.Publish.HTTP, Node: e.Name, Target: netip.AddrPortFrom(pub, uint16(portHTTP.Number))},
+		{Listen: p.Publish.HTTPS, Node: e.Name, Target: netip.AddrPortFrom(pub, uint16(portHTTPS.Number))},
+	}
 }
 
 // mount is the site mount n's role gives it: static nodes read the site,

@@ -36,6 +36,10 @@ type Plan struct {
 	Matrix   Matrix    `json:"matrix"`
 	HostNFT  string    `json:"host_table"`
 
+	// Published lists the ports the host publishes and where each leads.
+	// Empty when the stack has no edge: then nothing is published.
+	Published []Forward `json:"published,omitempty"`
+
 	// Indexes built by Build and Decode; without them lookups scan.
 	byName map[string]int
 	byTier map[string][]*Node
@@ -50,6 +54,14 @@ type Publish struct {
 	// stack file; empty when bulkhead makes the certificate.
 	Certificate string `json:"certificate,omitempty"`
 	Key         string `json:"key,omitempty"`
+}
+
+// Forward is one published port: the host listens on Listen and forwards
+// every connection to Target, the edge node's public address and port.
+type Forward struct {
+	Listen netip.AddrPort `json:"listen"`
+	Node   string         `json:"node"`
+	Target netip.AddrPort `json:"target"`
 }
 
 // Network is one of the stack's subnets and the bridge that carries it.

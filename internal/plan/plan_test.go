@@ -424,3 +424,17 @@ func TestMounts(t *testing.T) {
 		t.Errorf("without storage, app mounts %+v", m)
 	}
 }
+
+// TestPublished: the host's published ports lead to the edge's public
+// address, http to 80 and https to 443.
+func TestPublished(t *testing.T) {
+	p := build(t, "publish:\n  http: 127.0.0.1:8080\n  https: 127.0.0.1:8443\n")
+	var got []string
+	for _, f := range p.Published {
+		got = append(got, fmt.Sprintf("%s -> %s %s", f.Listen, f.Node, f.Target))
+	}
+	want := []string{"127.0.0.1:8080 -> edge 10.77.1.2:80", "127.0.0.1:8443 -> edge 10.77.1.2:443"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("published:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

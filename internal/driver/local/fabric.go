@@ -46,7 +46,8 @@ func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPor
 		}
 	}
 	if !ownPorts {
-		for _, ap := range []netip.AddrPort{p.Publish.HTTP, p.Publish.HTTPS} {
+		for _, f := range p.Published {
+			ap := f.Listen
 			l, err := net.Listen("tcp", ap.String())
 			if err != nil {
 				errs = append(errs, fmt.Errorf("cannot publish on %s: %w; stop what uses that port or change publish in the stack file", ap, err))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -37,26 +36,19 @@ func (d *Driver) Supervise(ctx context.Context, stack string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	edge := p.Role("edge")
-	if len(edge) > 0 {
-		pub := edge[0].Addr(plan.NetPublic)
-		for _, pp := range []struct {
-			listen netip.AddrPort
-			port   uint16
-		}{{p.Publish.HTTP, 80}, {p.Publish.HTTPS, 443}} {
-			l, err := net.Listen("tcp", pp.listen.String())
-			if err != nil {
-				return fmt.Errorf("publish %s: %w", pp.listen, err)
-			}
-			target := netip.AddrPortFrom(pub, pp.port).String()
-			log.Info("publishing", "listen", pp.listen, "target", target)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errc <- forward(ctx, l, target)
-			}()
+	errc := make(chan error, len(p.Published))
+	for _, f := range p.Published {
+		l, err := net.Listen("tcp", f.Listen.String())
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", f.Listen, err)
 		}
+		target := f.Target.String()
+		log.Info("publishing", "listen", f.Listen, "target", target)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- forward(ctx, l, target)
+		}()
 	}
 	j, err := loadJournal(ps.journal(), stack)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/bulkhead/bulkhead/internal/netns"
 	"github.com/bulkhead/bulkhead/internal/plan"
-	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
 // Off-stack addresses a node must have no route to: the documentation
@@ -156,13 +155,10 @@ func routable(a netip.Addr) (bool, error) {
 // host's side must be one of those.
 func (s *session) publishedEdgeOnly(ctx context.Context) Check {
 	ch := Check{Name: "published ports reach only the edge"}
-	edges := s.p.Role(spec.RoleEdge)
-	if len(edges) == 0 {
+	if len(s.p.Published) == 0 {
 		ch.OK, ch.Detail = true, "no edge: nothing is published"
 		return ch
 	}
-	edge := edges[0]
-	pub := edge.Addr(plan.NetPublic)
 	var held []net.Conn
 	defer func() {
 		for _, c := range held {
@@ -170,27 +166,25 @@ func (s *session) publishedEdgeOnly(ctx context.Context) Check {
 		}
 	}()
 	var lines []string
-	for _, pp := range []struct {
-		listen netip.AddrPort
-		port   uint16
-	}{{s.p.Publish.HTTP, 80}, {s.p.Publish.HTTPS, 443}} {
-		addr := pp.listen
+	targets := map[string][]netip.AddrPort{} // node -> where the host may land on it
+	for _, f := range s.p.Published {
+		addr := f.Listen
 		if addr.Addr().IsUnspecified() {
 			addr = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), addr.Port())
 		}
-		want := netip.AddrPortFrom(pub, pp.port)
-		lines = append(lines, fmt.Sprintf("%s -> %s %s", pp.listen, edge.Name, want))
+		targets[f.Node] = append(targets[f.Node], f.Target)
+		lines = append(lines, fmt.Sprintf("%s -> %s %s", f.Listen, f.Node, f.Target))
 		var d net.Dialer
 		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		c, err := d.DialContext(dctx, "tcp", addr.String())
 		cancel()
 		if err != nil {
-			ch.Errors = append(ch.Errors, fmt.Sprintf("connect to the published %s: %v", pp.listen, err))
+			ch.Errors = append(ch.Errors, fmt.Sprintf("connect to the published %s: %v", f.Listen, err))
 			continue
 		}
 		held = append(held, c)
-		if !s.landed(edge, want) {
-			ch.Errors = append(ch.Errors, fmt.Sprintf("a connection to %s did not arrive at %s %s", pp.listen, edge.Name, want))
+		if !s.landed(s.p.Node(f.Node), f.Target) {
+			ch.Errors = append(ch.Errors, fmt.Sprintf("a connection to %s did not arrive at %s %s", f.Listen, f.Node, f.Target))
 		}
 	}
 	// Whatever arrived from the host's side, in any node, must be one of
@@ -214,7 +208,7 @@ func (s *session) publishedEdgeOnly(ctx context.Context) Check {
 			if so.Proto != "tcp" || so.State != tcpEstablishedState || !gw[so.Remote.Addr()] {
 				continue
 			}
-			if v.node.Role != spec.RoleEdge || so.Local.Addr() != pub || (so.Local.Port() != 80 && so.Local.Port() != 443) {
+			if !slices.Contains(targets[v.node.Name], so.Local) {
 				ch.Errors = append(ch.Errors, fmt.Sprintf("%s has a connection from the host %s on %s", v.name, so.Remote, so.Local))
 			}
 		}
@@ -255,8 +249,13 @@ func (s *session) landed(edge *plan.Node, want netip.AddrPort) bool {
 // on the published addresses and nothing else.
 func (s *session) supervisorListens() Check {
 	ch := Check{Name: "the supervisor listens only on the published ports"}
-	want := []netip.AddrPort{s.p.Publish.HTTP, s.p.Publish.HTTPS}
-	ch.Detail = fmt.Sprintf("%s and %s", want[0], want[1])
+	var want []netip.AddrPort
+	var listed []string
+	for _, f := range s.p.Published {
+		want = append(want, f.Listen)
+		listed = append(listed, f.Listen.String())
+	}
+	ch.Detail = strings.Join(listed, " and ")
 	if s.o.Supervisor == 0 {
 		ch.OK, ch.Detail = true, "no supervisor running: nothing is published"
 		return ch

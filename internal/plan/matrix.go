@@ -8,12 +8,17 @@ import (
 
 // Matrix is the expected reachability of the stack: for every source (the
 // outside vantage and every node), every destination node and every port of
-// interest, whether a connection is allowed. Cells not in Allow are denied.
+// interest, whether a connection is allowed. Cells not in Allow or Host
+// are denied.
 type Matrix struct {
 	Sources []string `json:"sources"`
 	Dests   []string `json:"destinations"`
 	Ports   []Port   `json:"ports"`
 	Allow   []Cell   `json:"allow"`
+	// Host is the row of the host (spec.Host), which verify probes from
+	// too: it may reach only the targets of the published ports. It is
+	// not among Sources: no flow and no firewall rule comes from it.
+	Host    []Cell `json:"host,omitempty"`
 	allowed map[Cell]bool
 }
 
@@ -48,6 +53,9 @@ func (p *Plan) matrix() Matrix {
 			}
 		}
 	}
+	for _, f := range p.Published {
+		m.Host = append(m.Host, Cell{From: spec.Host, To: f.Node, Port: Port{Proto: "tcp", Number: int(f.Target.Port())}})
+	}
 	m.Ports = sortPorts(m.Ports)
 	m.index()
 	return m
@@ -74,8 +82,11 @@ func compareStrings(a, b string) int {
 }
 
 func (m *Matrix) index() {
-	m.allowed = make(map[Cell]bool, len(m.Allow))
+	m.allowed = make(map[Cell]bool, len(m.Allow)+len(m.Host))
 	for _, c := range m.Allow {
+		m.allowed[c] = true
+	}
+	for _, c := range m.Host {
 		m.allowed[c] = true
 	}
 }
@@ -83,12 +94,8 @@ func (m *Matrix) index() {
 // Allowed reports whether the plan allows from to reach to on port.
 func (m *Matrix) Allowed(from, to string, port Port) bool {
 	if m.allowed == nil {
-		for _, c := range m.Allow {
-			if c == (Cell{From: from, To: to, Port: port}) {
-				return true
-			}
-		}
-		return false
+		c := Cell{From: from, To: to, Port: port}
+		return slices.Contains(m.Allow, c) || slices.Contains(m.Host, c)
 	}
 	return m.allowed[Cell{From: from, To: to, Port: port}]
 }

@@ -3,6 +3,7 @@ package plan_test
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -436,5 +437,37 @@ func TestPublished(t *testing.T) {
 	want := []string{"127.0.0.1:8080 -> edge 10.77.1.2:80", "127.0.0.1:8443 -> edge 10.77.1.2:443"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("published:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestHostRow: the host may reach the edge on the ports its published
+// ports lead to, and nothing else, also after a round trip through JSON.
+func TestHostRow(t *testing.T) {
+	p := build(t, "")
+	data, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := plan.Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp := func(n int) plan.Port { return plan.Port{Proto: "tcp", Number: n} }
+	for _, m := range []*plan.Matrix{&p.Matrix, &q.Matrix, {Allow: p.Matrix.Allow, Host: p.Matrix.Host}} {
+		for _, c := range []struct {
+			to   string
+			port int
+			want bool
+		}{{"edge", 80, true}, {"edge", 443, true}, {"edge", 22, false}, {"static", 80, false}, {"app-1", 80, false}, {"db", 3306, false}} {
+			if got := m.Allowed(spec.Host, c.to, tcp(c.port)); got != c.want {
+				t.Errorf("host -> %s:%d allowed = %t, want %t", c.to, c.port, got, c.want)
+			}
+		}
+		if m.Allowed("edge", spec.Host, tcp(80)) || m.Allowed(spec.Outside, spec.Host, tcp(80)) {
+			t.Error("something may reach the host")
+		}
+	}
+	if slices.Contains(p.Matrix.Sources, spec.Host) {
+		t.Error("the host is a source of flows")
 	}
 }

@@ -29,7 +29,7 @@ var CommonPorts = []int{21, 22, 23, 25, 53, 80, 111, 443, 445, 2049, 3306, 5432,
 
 // Vantage names besides the nodes'.
 const (
-	Host    = "host"
+	Host    = spec.Host
 	Outside = spec.Outside
 )
 
@@ -361,16 +361,10 @@ func (s *session) targets(src, dst *vantage) (addrs []netip.Addr, primary netip.
 	}
 }
 
-// allowed is the expected verdict of a cell: the plan's matrix for nodes
-// and outside; the host may reach only what it publishes, the edge on 80
-// and 443; nothing may reach the host or the outside.
+// allowed is the expected verdict of a cell, as the plan's matrix has it
+// for every vantage, the host included: the host may reach only what it
+// publishes, and nothing may reach the host or the outside.
 func (s *session) allowed(src, dst *vantage, port int) bool {
-	if dst.node == nil {
-		return false
-	}
-	if src.name == Host {
-		return dst.node.Role == spec.RoleEdge && (port == 80 || port == 443)
-	}
 	return s.p.Matrix.Allowed(src.name, dst.name, plan.Port{Proto: "tcp", Number: port})
 }
 

@@ -17,15 +17,19 @@ type Report struct {
 	Stack string `json:"stack"`
 	// Sources are the vantages, host and outside first; every one is also
 	// a destination.
-	Sources   []string      `json:"sources"`
-	Ports     []int         `json:"ports"`
-	Cells     []Cell        `json:"cells"`
-	Listeners []Listener    `json:"listeners"`
-	Checks    []Check       `json:"checks"`
-	Probes    int           `json:"probes"`
-	Duration  time.Duration `json:"duration_ns"`
-	Phases    []Phase       `json:"phases"`
-	Counts    Counts        `json:"counts"`
+	Sources []string `json:"sources"`
+	// Tiers maps each node among Sources to its tier, as the plan has
+	// it; the host and outside have none. The text report folds a tier's
+	// replicas that read the same.
+	Tiers     map[string]string `json:"tiers"`
+	Ports     []int             `json:"ports"`
+	Cells     []Cell            `json:"cells"`
+	Listeners []Listener        `json:"listeners"`
+	Checks    []Check           `json:"checks"`
+	Probes    int               `json:"probes"`
+	Duration  time.Duration     `json:"duration_ns"`
+	Phases    []Phase           `json:"phases"`
+	Counts    Counts            `json:"counts"`
 }
 
 // Phase is how long one step of a run took.
@@ -201,7 +205,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	tiers := map[string][]string{}
 	for _, s := range r.Sources {
 		width = max(width, len(s))
-		if t, _, ok := cutReplica(s); ok {
+		if t := r.Tiers[s]; t != "" {
 			tiers[t] = append(tiers[t], s)
 		}
 	}
@@ -223,10 +227,10 @@ func (r *Report) WriteText(w io.Writer) error {
 		if len(cells) == 0 {
 			continue
 		}
-		block := blockText(cells, r.Ports, width)
+		block := r.blockText(cells, width)
 		// Consecutive destinations of one tier whose blocks read the same
 		// fold together, so 100 app nodes are one block.
-		if block == lastBlock && sameTier(lastDests[len(lastDests)-1], d) {
+		if block == lastBlock && r.sameTier(lastDests[len(lastDests)-1], d) {
 			lastDests = append(lastDests, d)
 			continue
 		}
@@ -268,10 +272,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	return err
 }
 
-func blockText(cells []*Cell, ports []int, width int) string {
+func (r *Report) blockText(cells []*Cell, width int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "  %-*s", width, "from \\ port")
-	for _, p := range ports {
+	for _, p := range r.Ports {
 		fmt.Fprintf(&b, "%6d", p)
 	}
 	b.WriteByte('\n')
@@ -297,7 +301,7 @@ func blockText(cells []*Cell, ports []int, width int) string {
 	}
 	for i := 0; i < len(rows); {
 		j := i + 1
-		for j < len(rows) && rows[j] == rows[i] && sameTier(rowSrc[j-1], rowSrc[j]) {
+		for j < len(rows) && rows[j] == rows[i] && r.sameTier(rowSrc[j-1], rowSrc[j]) {
 			j++
 		}
 		fmt.Fprintf(&b, "  %-*s%s\n", width, foldNames(rowSrc[i:j]), rows[i])
@@ -306,26 +310,9 @@ func blockText(cells []*Cell, ports []int, width int) string {
 	return b.String()
 }
 
-// sameTier says whether two node names are replicas of one tier
-// ("app-1", "app-2").
-func sameTier(a, b string) bool {
-	ta, _, okA := cutReplica(a)
-	tb, _, okB := cutReplica(b)
-	return okA && okB && ta == tb
-}
-
-func cutReplica(name string) (string, string, bool) {
-	i := strings.LastIndexByte(name, '-')
-	if i < 0 {
-		return "", "", false
-	}
-	n := name[i+1:]
-	for _, r := range n {
-		if r < '0' || r > '9' {
-			return "", "", false
-		}
-	}
-	return name[:i], n, n != ""
+// sameTier says whether two nodes are replicas of one tier.
+func (r *Report) sameTier(a, b string) bool {
+	return r.Tiers[a] != "" && r.Tiers[a] == r.Tiers[b]
 }
 
 // foldNames writes app-1..app-100 for a run of replicas.

@@ -34,11 +34,14 @@ func TestFold(t *testing.T) {
 	if got := foldNames([]string{"app-1", "app-2", "app-3"}); got != "app-1..app-3 (3)" {
 		t.Errorf("fold = %q", got)
 	}
+	// The tier comes from the plan, not from the name: web-2 and web-3
+	// are two single-node tiers.
+	r := &Report{Tiers: map[string]string{"app-1": "app", "app-2": "app", "web-2": "web-2", "web-3": "web-3", "edge": "edge", "static": "static"}}
 	for _, c := range []struct {
 		a, b string
 		want bool
-	}{{"app-1", "app-2", true}, {"app-1", "web-2", false}, {"edge", "static", false}, {"app-x", "app-1", false}} {
-		if got := sameTier(c.a, c.b); got != c.want {
+	}{{"app-1", "app-2", true}, {"app-1", "web-2", false}, {"edge", "static", false}, {"web-2", "web-3", false}, {"host", "outside", false}} {
+		if got := r.sameTier(c.a, c.b); got != c.want {
 			t.Errorf("sameTier(%s, %s) = %v", c.a, c.b, got)
 		}
 	}
@@ -54,7 +57,8 @@ func sample() *Report {
 		return c
 	}
 	r := &Report{
-		Stack: "s", Sources: []string{"app-1", "app-2", "db"}, Ports: []int{22, 3306},
+		Stack: "s", Sources: []string{"app-1", "app-2", "db"}, Tiers: map[string]string{"app-1": "app", "app-2": "app", "db": "db"},
+		Ports: []int{22, 3306},
 		Cells: []Cell{
 			cell("app-2", "app-1", 22, false, Filtered), cell("app-2", "app-1", 3306, false, Filtered),
 			cell("db", "app-1", 22, false, Refused), cell("db", "app-1", 3306, false, Filtered),

@@ -172,8 +172,12 @@ func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
 	tmp.Close()
 	r.Checks = s.bypass(ctx)
 	phase("bypass checks")
-	for i := range s.vs {
-		r.Sources = append(r.Sources, s.vs[i].name)
+	r.Tiers = map[string]string{}
+	for _, v := range s.vs {
+		r.Sources = append(r.Sources, v.name)
+		if v.node != nil {
+			r.Tiers[v.name] = v.node.Tier
+		}
 	}
 	r.Probes = len(probes)
 	r.Duration = time.Since(start)

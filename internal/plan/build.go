@@ -123,6 +123,11 @@ func network(stack, name string, subnet netip.Prefix) Network {
 	return Network{Name: name, Subnet: subnet, Gateway: subnet.Addr().Next(), Bridge: BridgeName(stack, name)}
 }
 
+// LastHost is the network's last address before its broadcast address:
+// with the gateway's neighbour, the far end that proves the host routes
+// the whole subnet to the bridge.
+func (n Network) LastHost() netip.Addr { return broadcast(n.Subnet).Prev() }
+
 func broadcast(p netip.Prefix) netip.Addr {
 	a := p.Addr().As4()
 	host := uint32(1)<<(32-p.Bits()) - 1

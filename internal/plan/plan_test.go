@@ -3,6 +3,7 @@ package plan_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -469,5 +470,14 @@ func TestHostRow(t *testing.T) {
 	}
 	if slices.Contains(p.Matrix.Sources, spec.Host) {
 		t.Error("the host is a source of flows")
+	}
+}
+
+func TestLastHost(t *testing.T) {
+	for in, want := range map[string]string{"10.77.0.0/24": "10.77.0.254", "10.80.0.0/23": "10.80.1.254", "192.168.4.0/30": "192.168.4.2"} {
+		n := plan.Network{Subnet: netip.MustParsePrefix(in)}
+		if got := n.LastHost().String(); got != want {
+			t.Errorf("LastHost(%s) = %s, want %s", in, got, want)
+		}
 	}
 }

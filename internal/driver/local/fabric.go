@@ -23,7 +23,7 @@ func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPor
 	def, _ := netns.RouteDev(ctx, "", "203.0.113.1") // the default route's device, if any
 	for _, n := range p.Networks {
 		// Not the gateway: once the bridge has it, it routes via lo.
-		for _, a := range []netip.Addr{n.Subnet.Addr().Next().Next(), lastAddr(n.Subnet)} {
+		for _, a := range []netip.Addr{n.Subnet.Addr().Next().Next(), n.LastHost()} {
 			dev, err := netns.RouteDev(ctx, "", a.String())
 			if err != nil && !errors.Is(err, netns.ErrNoRoute) {
 				errs = append(errs, err)
@@ -64,14 +64,6 @@ func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPor
 	return errors.Join(errs...)
 }
 
-func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Addr().As4()
-	n := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	n |= 1<<(32-p.Bits()) - 1
-	n-- // the last host, not the broadcast address
-	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
-}
-
 // fabric creates the host side of the stack: its host table, its bridges
 // (which claim its subnets), and proves the subnets stay on this host
 // before anything else is made.
@@ -103,7 +95,7 @@ func (d *Driver) fabric(ctx context.Context, p *plan.Plan, j *journal) error {
 // through the default route.
 func checkContained(ctx context.Context, p *plan.Plan) error {
 	for _, n := range p.Networks {
-		for _, a := range []netip.Addr{n.Subnet.Addr().Next().Next(), lastAddr(n.Subnet)} {
+		for _, a := range []netip.Addr{n.Subnet.Addr().Next().Next(), n.LastHost()} {
 			dev, err := netns.RouteDev(ctx, "", a.String())
 			if err != nil || dev != n.Bridge {
 				return fmt.Errorf("networks.%s %s is not contained: the host routes %s via %q (%v), not bridge %s; refusing to go on", n.Name, n.Subnet, a, dev, err, n.Bridge)

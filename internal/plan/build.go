@@ -44,6 +44,12 @@ func Build(st *spec.Stack) (*Plan, error) {
 			Certificate: st.Path(st.Publish.Certificate), Key: st.Path(st.Publish.Key)},
 		HostNFT: "bulkhead_" + strings.ReplaceAll(st.Name, "-", "_"),
 	}
+	// The published ports are on loopback unless the stack says otherwise,
+	// so the edge answers to localhost too.
+	p.ServerNames = []string{st.Domain}
+	if st.Domain != "localhost" {
+		p.ServerNames = append(p.ServerNames, "localhost")
+	}
 	if t := st.ByRole(spec.RoleStorage); t != nil {
 		if t.Protocol != spec.ProtocolNFS && t.Protocol != spec.ProtocolSFTP {
 			return nil, fmt.Errorf("plan %s: storage protocol %q is not resolved to nfs or sftp", st.Name, t.Protocol)

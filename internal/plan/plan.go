@@ -36,6 +36,11 @@ type Plan struct {
 	Matrix   Matrix    `json:"matrix"`
 	HostNFT  string    `json:"host_table"`
 
+	// ServerNames are the names the edge answers to and its certificate
+	// holds: the domain, and localhost, where the stack is published by
+	// default.
+	ServerNames []string `json:"server_names"`
+
 	// Published lists the ports the host publishes and where each leads.
 	// Empty when the stack has no edge: then nothing is published.
 	Published []Forward `json:"published,omitempty"`

@@ -481,3 +481,11 @@ func TestLastHost(t *testing.T) {
 		}
 	}
 }
+
+func TestServerNames(t *testing.T) {
+	for src, want := range map[string]string{"": "localhost", "domain: shop.example\n": "shop.example localhost"} {
+		if got := strings.Join(build(t, src).ServerNames, " "); got != want {
+			t.Errorf("server names of %q: %q, want %q", src, got, want)
+		}
+	}
+}

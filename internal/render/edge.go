@@ -78,10 +78,7 @@ func newEdgeConf(p *plan.Plan, n *plan.Node, in Input) (*edgeConf, error) {
 	if len(in.Secrets.TLSCert) == 0 || len(in.Secrets.TLSKey) == 0 {
 		return nil, fmt.Errorf("no TLS certificate and key for %s in the secrets", n.Name)
 	}
-	c.ServerNames = []string{p.Domain}
-	if p.Domain != "localhost" {
-		c.ServerNames = append(c.ServerNames, "localhost")
-	}
+	c.ServerNames = p.ServerNames
 	if hp := p.Publish.HTTPS; hp.IsValid() && hp.Port() != 443 {
 		c.HTTPSPort = strconv.Itoa(int(hp.Port()))
 	}

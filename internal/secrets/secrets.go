@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,8 +101,8 @@ func sshKey(comment string) (priv []byte, pub string, err error) {
 	return pem.EncodeToMemory(block), line, nil
 }
 
-// tls makes the stack's CA and the edge's certificate for the stack's domain,
-// localhost and 127.0.0.1, which is where the edge is published by default.
+// tls makes the stack's CA and the edge's certificate for the plan's server
+// names and 127.0.0.1, which is where the edge is published by default.
 func (s *Stack) tls(p *plan.Plan, now time.Time) error {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -131,10 +132,7 @@ func (s *Stack) tls(p *plan.Plan, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("generate edge key: %w", err)
 	}
-	names := []string{p.Domain}
-	if p.Domain != "localhost" {
-		names = append(names, "localhost")
-	}
+	names := slices.Clone(p.ServerNames)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: p.Domain, Organization: []string{"bulkhead"}},

@@ -448,12 +448,15 @@ func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, finger
 }
 
 // removeStale deletes what an earlier up made for nodes this plan no longer
-// has (an app pool scaled down): containers, namespaces, veths.
+// has (an app pool scaled down): containers, site mount points,
+// namespaces, veths.
 func (d *Driver) removeStale(ctx context.Context, p *plan.Plan, j *journal) error {
 	want := map[Object]bool{}
 	ps := d.paths(p.Stack)
 	for _, n := range p.Nodes {
-		want[Object{Kind: KindMount, Name: ps.node(n.Name).srv()}] = true
+		if n.Mount != nil {
+			want[Object{Kind: KindMount, Name: ps.node(n.Name).srv()}] = true
+		}
 		want[Object{Kind: KindNetns, Name: n.Netns}] = true
 		want[Object{Kind: KindContainer, Name: n.Container}] = true
 		for _, i := range n.Ifaces {

@@ -57,7 +57,7 @@ func loadJournal(path, stack string) (*journal, error) {
 		return nil, err
 	}
 	if err := json.Unmarshal(data, j); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, fmt.Errorf("read %s: %w; it records what up made, so down needs it: restore it from a backup, or remove what it listed by hand (network namespaces bh-%s-*, links %s-*, runc containers bh-%s-*) and then the file", path, err, stack, stack, stack)
 	}
 	j.path = path
 	return j, nil
@@ -112,9 +112,5 @@ func (j *journal) save() error {
 	if err := os.MkdirAll(filepath.Dir(j.path), 0o700); err != nil {
 		return err
 	}
-	tmp := j.path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, j.path)
+	return writeDurable(j.path, data, 0o600)
 }

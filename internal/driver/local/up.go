@@ -317,7 +317,7 @@ func (d *Driver) secrets(p *plan.Plan) (*secrets.Stack, error) {
 	if err := writeJSON(path, s, 0o600); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(d.CACertPath(p.Stack), s.CACert, 0o644); err != nil {
+	if err := writeDurable(d.CACertPath(p.Stack), s.CACert, 0o644); err != nil {
 		return nil, err
 	}
 	return s, d.writeClientKeys(p, s)
@@ -355,7 +355,7 @@ func (d *Driver) writeClientKeys(p *plan.Plan, s *secrets.Stack) error {
 	var known strings.Builder
 	for _, n := range p.Nodes {
 		if key, ok := s.StorageClientKeys[n.Name]; ok {
-			if err := os.WriteFile(filepath.Join(dir, n.Name+".key"), key, 0o600); err != nil {
+			if err := writeDurable(filepath.Join(dir, n.Name+".key"), key, 0o600); err != nil {
 				return err
 			}
 		}
@@ -363,7 +363,7 @@ func (d *Driver) writeClientKeys(p *plan.Plan, s *secrets.Stack) error {
 	for _, i := range st[0].Ifaces {
 		fmt.Fprintf(&known, "%s %s\n", i.Addr, s.StorageHostPublicKey)
 	}
-	return os.WriteFile(filepath.Join(dir, "known_hosts"), []byte(known.String()), 0o600)
+	return writeDurable(filepath.Join(dir, "known_hosts"), []byte(known.String()), 0o600)
 }
 
 func writeJSON(path string, v any, mode os.FileMode) error {
@@ -371,11 +371,7 @@ func writeJSON(path string, v any, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return writeDurable(path, data, mode)
 }
 
 // fingerprint digests everything an up applies: the plan, every rendered

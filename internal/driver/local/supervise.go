@@ -47,7 +47,9 @@ func (d *Driver) Supervise(ctx context.Context, stack string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- forward(ctx, l, target)
+			errc <- forward(ctx, l, target, func(err error) {
+				log.Warn("accept on a published port failed; retrying", "listen", f.Listen, "err", err)
+			})
 		}()
 	}
 	j, err := loadJournal(ps.journal(), stack)
@@ -141,24 +143,34 @@ func (d *Driver) repair(ctx context.Context, p *plan.Plan, w *watch) {
 }
 
 // forward accepts on l and copies each connection to and from target.
-func forward(ctx context.Context, l net.Listener, target string) error {
+// It returns only when ctx is done or l is closed: an accept that fails
+// for want of descriptors or memory (a connection flood) is retried after
+// a pause that doubles up to a second, since ending here would end the
+// supervisor and with it every site mount. logf reports each failure.
+func forward(ctx context.Context, l net.Listener, target string, logf func(error)) error {
 	go func() {
 		<-ctx.Done()
 		l.Close()
 	}()
 	var d net.Dialer
+	const maxPause = time.Second
+	pause := 5 * time.Millisecond
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			logf(err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(pause):
 			}
-			return err
+			pause = min(2*pause, maxPause)
+			continue
 		}
+		pause = 5 * time.Millisecond
 		go func() {
 			defer c.Close()
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)

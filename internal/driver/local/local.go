@@ -74,6 +74,9 @@ func (p paths) nodeRoot(node string) string {
 }
 func (p paths) binary() string        { return filepath.Join(p.root, "bin", "bulkhead") }
 func (p paths) supervisorLog() string { return filepath.Join(p.stack, "supervisor.log") }
+func (p paths) supervisorState() string {
+	return filepath.Join(p.stack, "supervisor.json")
+}
 func (p paths) supervisorSock() string {
 	return filepath.Join(p.stack, "supervisor.sock")
 }

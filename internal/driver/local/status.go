@@ -28,12 +28,16 @@ type Status struct {
 
 // NodeStatus is one node's state.
 type NodeStatus struct {
-	Name      string                `json:"name"`
-	State     string                `json:"state"` // the container's: running, stopped, missing
-	Addresses []string              `json:"addresses"`
-	Healthy   bool                  `json:"healthy"`
-	Restarts  int                   `json:"restarts"`
-	Services  []agent.ServiceStatus `json:"services"`
+	Name      string   `json:"name"`
+	State     string   `json:"state"` // the container's: running, stopped, missing
+	Addresses []string `json:"addresses"`
+	Healthy   bool     `json:"healthy"`
+	Restarts  int      `json:"restarts"`
+	// ContainerRestarts counts the supervisor's restarts of the node's
+	// container since the supervisor started; State is "crash-loop"
+	// while the node keeps dying soon after each one.
+	ContainerRestarts int                   `json:"container_restarts"`
+	Services          []agent.ServiceStatus `json:"services"`
 }
 
 // Healthy reports whether the supervisor and every node are.
@@ -71,6 +75,10 @@ func (d *Driver) Status(ctx context.Context, stack string) (*Status, error) {
 		return nil, err
 	}
 	st := &Status{Stack: stack, Supervisor: d.supervisorAlive(j)}
+	sup, err := loadSupervisorState(d.paths(stack).supervisorState())
+	if err != nil {
+		sup = &supervisorState{} // status shows what it can
+	}
 	for _, n := range p.Nodes {
 		ns := NodeStatus{Name: n.Name, State: "missing"}
 		for _, i := range n.Ifaces {
@@ -78,6 +86,12 @@ func (d *Driver) Status(ctx context.Context, stack string) (*Status, error) {
 		}
 		if c, err := runc.State(ctx, n.Container); err == nil {
 			ns.State = c.Status
+		}
+		if r := sup.Nodes[n.Name]; r != nil {
+			ns.ContainerRestarts = r.Count
+			if r.CrashLoop && ns.State != "running" {
+				ns.State = "crash-loop"
+			}
 		}
 		if ns.State == "running" {
 			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)

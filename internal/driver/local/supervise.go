@@ -63,7 +63,12 @@ func (d *Driver) Supervise(ctx context.Context, stack string) error {
 	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	w := &watch{known: map[string]Object{}}
+	// Each supervisor starts the restart count afresh: up starts one
+	// after every change that could have fixed a crashing node.
+	w := &watch{known: map[string]Object{}, state: &supervisorState{Nodes: map[string]*restarts{}}}
+	if err := w.state.save(ps.supervisorState()); err != nil {
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -89,6 +94,7 @@ func (d *Driver) Supervise(ctx context.Context, stack string) error {
 // of a core (measured 2026-11 with bench/dataplane.sh).
 type watch struct {
 	known map[string]Object // container -> its PID 1, as a process Object
+	state *supervisorState  // restarts by node, for the backoff and status
 }
 
 // running reports whether a node's container runs, asking runc only when
@@ -131,13 +137,35 @@ func (d *Driver) repair(ctx context.Context, p *plan.Plan, w *watch) {
 		d.logger().Error("read journal", "err", err)
 		return
 	}
+	now := time.Now()
+	changed := false
 	for _, n := range dead {
 		if !j.has(Object{Kind: KindContainer, Name: n.Container}) {
 			continue // never started by up, or removed by down
 		}
-		d.logger().Warn("node container is not running; restarting it", "node", n.Name)
+		r := w.state.Nodes[n.Name]
+		r.died(now)
+		if !r.due(now) {
+			continue
+		}
+		if r == nil {
+			r = &restarts{}
+			w.state.Nodes[n.Name] = r
+		}
+		r.started(now)
+		changed = true
+		if r.CrashLoop {
+			d.logger().Error("node is in a crash loop; retrying less often", "node", n.Name, "quick_deaths", r.Quick, "next_try", r.Next.Format(time.RFC3339))
+		} else {
+			d.logger().Warn("node container is not running; restarting it", "node", n.Name, "restarts", r.Count)
+		}
 		if err := d.startContainer(ctx, p, n, j); err != nil {
 			d.logger().Error("restart node", "node", n.Name, "err", err)
+		}
+	}
+	if changed {
+		if err := w.state.save(d.paths(p.Stack).supervisorState()); err != nil {
+			d.logger().Error("save restart state", "err", err)
 		}
 	}
 }

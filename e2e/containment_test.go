@@ -310,6 +310,47 @@ func TestContainment(t *testing.T) {
 		}
 	})
 
+	t.Run("the network: a node cannot send as another", func(t *testing.T) {
+		app2, cache := s.privateNet+".8", s.privateNet+".4"
+		// IP_TRANSPARENT (19) needs NET_ADMIN; IP_FREEBIND (15) needs
+		// nothing, but the kernel routes no connection from an address
+		// that is not the node's own.
+		spoof := func(opt int) string {
+			return fmt.Sprintf(`import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_IP, %d, 1)
+s.bind(("%s", 40999))
+s.settimeout(2)
+try:
+    s.connect(("%s", 11211))
+    print("connected")
+except Exception as e:
+    print("no answer:", e)
+`, opt, app2, cache)
+		}
+		// From inside app-1, as its root: app-2's address, to cache, which
+		// app-2 may reach.
+		for _, opt := range []int{15, 19} {
+			if out, _ := s.in("app-1", "python3", "-c", spoof(opt)); strings.Contains(out, "connected") {
+				t.Errorf("app-1 sending as app-2 (option %d): %s", opt, out)
+			}
+		}
+		// A node that got NET_ADMIN back (a kernel bug): the host, in
+		// app-1's network namespace, sends that SYN for it. It must die on
+		// the fabric, so cache's conntrack never sees it.
+		out, err := exec.Command("ip", "netns", "exec", "bh-"+s.name+"-app-1", "python3", "-c", spoof(19)).CombinedOutput()
+		if err != nil || strings.Contains(string(out), "connected") {
+			t.Errorf("the spoofed SYN from app-1's namespace: %v %s", err, out)
+		}
+		ct, err := exec.Command("ip", "netns", "exec", "bh-"+s.name+"-cache", "cat", "/proc/net/nf_conntrack").CombinedOutput()
+		if err != nil {
+			t.Fatalf("cache's conntrack: %v %s", err, ct)
+		}
+		if strings.Contains(string(ct), "src="+app2+" dst="+cache+" sport=40999") {
+			t.Errorf("a SYN from app-1's veth with app-2's address reached cache:\n%s", grep(string(ct), "sport=40999"))
+		}
+	})
+
 	t.Run("uploads never run as code", func(t *testing.T) { uploadsNeverRun(t, s) })
 
 	t.Run("verify passes after the drill", func(t *testing.T) {

@@ -1,6 +1,7 @@
 package render_test
 
 import (
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -50,6 +51,37 @@ func TestHostNftablesCheck(t *testing.T) {
 		if !strings.Contains(host, want) {
 			t.Errorf("host table lacks %q:\n%s", want, host)
 		}
+	}
+}
+
+// TestHostAntiSpoof: the host's bridge table binds every node interface
+// to its own address, for IPv4 and ARP, and lets nodes speak nothing else.
+func TestHostAntiSpoof(t *testing.T) {
+	p := loadPlan(t, "default")
+	host := string(render.HostNftables(p))
+	i := p.Node("app-1").Ifaces[0]
+	for _, want := range []string{
+		"table bridge " + p.HostNFT + " {",
+		"type filter hook prerouting priority -300; policy accept;",
+		fmt.Sprintf("%q . %s", i.Host, i.Addr),
+		"iifname @nodes ether type ip iifname . ip saddr != @own drop",
+		"iifname @nodes ether type arp iifname . arp saddr ip != @own drop",
+		"iifname @nodes ether type != { ip, arp } drop",
+	} {
+		if !strings.Contains(host, want) {
+			t.Errorf("host table lacks %q:\n%s", want, host)
+		}
+	}
+	// Every node interface is bound, and the outside's is not.
+	for _, n := range p.Nodes {
+		for _, i := range n.Ifaces {
+			if !strings.Contains(host, fmt.Sprintf("%q . %s", i.Host, i.Addr)) {
+				t.Errorf("%s's %s is not bound to %s", n.Name, i.Host, i.Addr)
+			}
+		}
+	}
+	if strings.Contains(host, fmt.Sprintf("%q . ", p.Outside.Iface.Host)) {
+		t.Errorf("the outside namespace is bound to one address")
 	}
 }
 

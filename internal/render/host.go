@@ -82,7 +82,36 @@ func HostNftables(p *plan.Plan) []byte {
 		b.WriteString(r)
 	}
 	b.WriteString("\t\tdrop\n\t}\n}\n")
+	writeAntiSpoof(&b, p)
 	return []byte(b.String())
+}
+
+// writeAntiSpoof renders the bridge table that drops, at the bridge port
+// a node's veth is plugged into, every IPv4 or ARP packet whose source
+// address is not that interface's own: a node that sends as another (with
+// IP_FREEBIND, which needs no capability) is stopped on the fabric, not
+// only by the capabilities it lacks. The outside namespace, which stands
+// for the internet, is not bound to one address.
+func writeAntiSpoof(b *strings.Builder, p *plan.Plan) {
+	t := p.HostNFT
+	var ports, pairs []string
+	for _, n := range p.Nodes {
+		for _, i := range n.Ifaces {
+			ports = append(ports, fmt.Sprintf("%q", i.Host))
+			pairs = append(pairs, fmt.Sprintf("%q . %s", i.Host, i.Addr))
+		}
+	}
+	slices.Sort(ports)
+	slices.Sort(pairs)
+	fmt.Fprintf(b, "\ntable bridge %s\ndelete table bridge %s\n\n", t, t)
+	fmt.Fprintf(b, "table bridge %s {\n", t)
+	fmt.Fprintf(b, "\tset nodes {\n\t\ttype ifname\n\t\telements = { %s }\n\t}\n\n", strings.Join(ports, ", "))
+	fmt.Fprintf(b, "\tset own {\n\t\ttype ifname . ipv4_addr\n\t\telements = { %s }\n\t}\n\n", strings.Join(pairs, ", "))
+	b.WriteString("\tchain prerouting {\n\t\ttype filter hook prerouting priority -300; policy accept;\n")
+	b.WriteString("\t\tiifname @nodes ether type ip iifname . ip saddr != @own drop comment \"a node sends as another\"\n")
+	b.WriteString("\t\tiifname @nodes ether type arp iifname . arp saddr ip != @own drop comment \"a node claims another's address\"\n")
+	b.WriteString("\t\tiifname @nodes ether type != { ip, arp } drop comment \"nodes speak IPv4 only\"\n")
+	b.WriteString("\t}\n}\n")
 }
 
 func writeSet(b *strings.Builder, name string, addrs []netip.Addr) {

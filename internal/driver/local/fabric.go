@@ -71,9 +71,11 @@ func (d *Driver) fabric(ctx context.Context, p *plan.Plan, j *journal) error {
 	if err := d.neighbourRoom(p, j); err != nil {
 		return err
 	}
-	tbl := Object{Kind: KindNftTable, Name: "inet " + p.HostNFT}
-	if err := j.record(tbl); err != nil {
-		return err
+	// One ruleset, two tables: inet for the flows, bridge for sources.
+	for _, family := range []string{"inet", "bridge"} {
+		if err := j.record(Object{Kind: KindNftTable, Name: family + " " + p.HostNFT}); err != nil {
+			return err
+		}
 	}
 	if err := nft.Apply(ctx, "", render.HostNftables(p)); err != nil {
 		return fmt.Errorf("host table: %w", err)

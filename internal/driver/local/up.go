@@ -426,7 +426,7 @@ func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, finger
 	}
 	// The host's guard too: an interrupted verify --self-test may have
 	// left it out.
-	if !nft.HasTable(ctx, "", "inet", p.HostNFT) || !hasNeighbourRoom(p) {
+	if !nft.HasTable(ctx, "", "inet", p.HostNFT) || !nft.HasTable(ctx, "", "bridge", p.HostNFT) || !hasNeighbourRoom(p) {
 		return false
 	}
 	for _, n := range p.Nodes {

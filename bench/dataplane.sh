@@ -63,7 +63,9 @@
 # or "benchns", or an empty netns bhbench-mono, left by a run that was
 # killed is removed first.
 set -euo pipefail
-started=$(date +%s)
+started=$(date +%s) me=dataplane.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 STACK=bench
 PRIVATE_NET=10.240.0.0/24
@@ -142,9 +144,6 @@ for v in rounds duration conns threads; do
 done
 WRK_ARGS=(-t"$threads" -c"$conns" -d"${duration}s" --latency)
 
-log() { printf '== [%3ds] %s\n' "$(($(date +%s) - started))" "$*" >&2; }
-die() { printf 'dataplane.sh: %s\n' "$*" >&2; exit 1; }
-
 ((EUID == 0)) || die "run as root (it creates network namespaces and a bulkhead stack)"
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 for c in go wrk curl ip ss awk sed flock nft runc; do
@@ -172,35 +171,12 @@ have_lock=0
 
 # --- cleanup, on every exit ------------------------------------------------
 
-# is_running PID: alive and not a zombie waiting to be reaped
-is_running() { local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) && [[ ${st%% *} != Z ]]; }
-
-stop_pid() { # NAME PID: TERM, wait up to 20 s, then KILL; only our own children
-	local name=$1 pid=$2 i
-	is_running "$pid" || { wait "$pid" 2>/dev/null || true; return 0; }
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 200; i++)); do
-		is_running "$pid" || break
-		sleep 0.1
-	done
-	if is_running "$pid"; then
-		echo "dataplane.sh: $name (pid $pid) ignored SIGTERM for 20 s; killing it" >&2
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-}
-
 leftovers() { # prints what this script's objects left on the host
 	local st
 	ip netns list 2>/dev/null | awk -v m="$MONO_NS" '$1 == m {print "netns " $1}'
 	awk -v w="$WORK/" -v m="/run/netns/$MONO_NS" 'index($2, w) == 1 || $2 == m {print "mount " $2}' /proc/mounts
 	for st in "${STACKS[@]}"; do
-		ip netns list 2>/dev/null | awk -v s="bh-$st-" 'index($1, s) == 1 {print "netns " $1}'
-		runc list 2>/dev/null | awk -v s="bh-$st-" 'index($1, s) == 1 {print "container " $1}'
-		ip -o link show 2>/dev/null | awk -F': ' -v s="$st-" '{sub(/@.*/, "", $2)} index($2, s) == 1 {print "link " $2}'
-		nft list tables 2>/dev/null | awk -v t="bulkhead_$st" '$3 == t {print "nft table " $3}'
-		awk -v s="/var/lib/bulkhead/$st/" 'index($2, s) == 1 {print "mount " $2}' /proc/mounts
-		[[ ! -e /var/lib/bulkhead/$st ]] || echo "directory /var/lib/bulkhead/$st"
+		stack_leftovers "$st"
 	done
 	local pid args
 	while read -r pid args; do
@@ -236,12 +212,8 @@ cleanup() {
 		ip netns del "$MONO_NS"
 	fi
 	for i in "${STACKS[@]}"; do
-		if [[ -n ${UP_TRIED[$i]:-} && -e /var/lib/bulkhead/$i ]]; then
-			log "bulkhead down --purge (stack $i)"
-			"$BH" down --purge -f "${UP_TRIED[$i]}" >&2 || {
-				echo "dataplane.sh: bulkhead down failed (stack $i)" >&2
-				rc=1
-			}
+		if [[ -n ${UP_TRIED[$i]:-} ]]; then
+			purge_stack "$i" "${UP_TRIED[$i]}" || rc=1
 		fi
 	done
 	left=$(leftovers)
@@ -267,22 +239,10 @@ trap 'exit 143' TERM
 
 # --- preflight ---------------------------------------------------------------
 
-# One run at a time on this host, whichever checkout it comes from: the
-# stack name, namespace and ports are fixed.
-LOCK=/run/lock/bhbench-dataplane.lock
-mkdir -p /run/lock
-# Children that outlive a command (bulkhead supervise and its sshfs
-# mounts, the mono daemons) must not inherit fd 9: after a killed run they
-# would hold the lock, and the next run could not remove what they belong to.
-exec 9>>"$LOCK"
-flock -n 9 || die "another bench/dataplane.sh is running on this host (it holds $LOCK)"
-have_lock=1
+take_lock dataplane # LOCK; bulkhead up and the mono daemons start with 9>&-
 
 # The stack names, namespace and ports are this script's own: a stack or
 # namespace left by an earlier run that was killed is removed first.
-for st in "${STACKS[@]}"; do
-	[[ ! -e /var/lib/bulkhead/$st ]] || log "removing stack $st left by an earlier run"
-done
 if [[ -e /run/netns/$MONO_NS ]]; then
 	stale=$(ip netns pids "$MONO_NS" 2>/dev/null || true)
 	[[ -z $stale ]] || die "netns $MONO_NS exists with processes in it ($stale): an earlier run is still going, or left them; stop them, then: ip netns del $MONO_NS"
@@ -295,15 +255,9 @@ if [[ -z $bin ]]; then
 fi
 [[ -x $BH ]] || die "$BH is not an executable"
 for st in "${STACKS[@]}"; do
-	if [[ -e /var/lib/bulkhead/$st ]]; then
-		"$BH" down --purge --stack "$st" >&2 || die "could not remove the stale stack $st"
-	fi
+	remove_stale_stack "$st"
 done
-for hp in "$HTTP_PUB" "$HTTPS_PUB" "$NS_HTTP_PUB" "$NS_HTTPS_PUB"; do
-	if ss -Hltn "sport = :${hp##*:}" | grep -q .; then
-		die "port ${hp##*:} is taken on this host: $(ss -Hltnp "sport = :${hp##*:}")"
-	fi
-done
+ports_free "$HTTP_PUB" "$HTTPS_PUB" "$NS_HTTP_PUB" "$NS_HTTPS_PUB"
 
 # --- the split stack -------------------------------------------------------
 
@@ -376,7 +330,7 @@ log "bringing the split stack up"
 UP_TRIED[$STACK]=$STACK_FILE
 t0=$(date +%s.%N)
 "$BH" up -f "$STACK_FILE" >&2 9>&- || die "bulkhead up failed"
-split_up_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+split_up_s=$(since "$t0")
 # bulkhead up installed the daemons the baseline runs too.
 for c in runc mariadb-install-db mariadbd memcached php-fpm8.2 apache2; do
 	command -v "$c" >/dev/null || die "$c not found after bulkhead up"
@@ -386,7 +340,7 @@ log "bringing the unsandboxed stack $NS_STACK up"
 UP_TRIED[$NS_STACK]=$NS_STACK_FILE
 t0=$(date +%s.%N)
 "$BH" up --unsafe-no-sandbox -f "$NS_STACK_FILE" >&2 9>&- || die "bulkhead up --unsafe-no-sandbox failed"
-nosandbox_up_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+nosandbox_up_s=$(since "$t0")
 
 # --- the monolithic baseline ------------------------------------------------
 #
@@ -508,7 +462,7 @@ start_mono php-fpm "$M/log/php-fpm.log" php-fpm8.2 -F -y "$M/etc/php-fpm.conf"
 wait_ready php-fpm "${MONO_PIDS[-1]}" 20 test -S "$M/run/app/php-fpm.sock"
 start_mono apache2 "$M/log/apache2.log" apache2 -f "$M/etc/apache2.conf" -DFOREGROUND
 wait_ready apache2 "${MONO_PIDS[-1]}" 20 tcp_open 127.0.0.1 80
-mono_up_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+mono_up_s=$(since "$t0")
 
 # --- targets ------------------------------------------------------------------
 

@@ -146,7 +146,7 @@ WRK_ARGS=(-t"$threads" -c"$conns" -d"${duration}s" --latency)
 
 ((EUID == 0)) || die "run as root (it creates network namespaces and a bulkhead stack)"
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
-for c in go wrk curl ip ss awk sed flock nft runc; do
+for c in go wrk curl ip ss awk sed flock nft runc python3; do
 	command -v "$c" >/dev/null || die "$c not found (wrk is Debian's wrk)"
 done
 
@@ -294,7 +294,7 @@ EOF2
 grep -q "const POSTS_KEY = 'posts:v1';" "$STACK_DIR/site/lib/posts.php" ||
 	die "the sample site's cache key is no longer posts:v1; update bench/miss.php in bench/dataplane.sh"
 
-"$BH" plan -f "$STACK_FILE" --render "$WORK/render" >"$WORK/plan.txt" 2>&1 || { cat "$WORK/plan.txt" >&2; die "bulkhead plan failed"; }
+plan_json "$STACK_FILE" "$WORK/plan.json" "$WORK/render"
 
 # The unsandboxed twin serves the same site directory. Fail closed: its
 # rendered configs must be the split's but for the name, the addresses and
@@ -314,7 +314,7 @@ publish:
 site:
   dir: $STACK_DIR/site
 EOF2
-"$BH" plan -f "$NS_STACK_FILE" --render "$WORK/render-ns" >"$WORK/plan-ns.txt" 2>&1 || { cat "$WORK/plan-ns.txt" >&2; die "bulkhead plan failed ($NS_STACK)"; }
+plan_json "$NS_STACK_FILE" "$WORK/plan-ns.json" "$WORK/render-ns"
 : >"$WORK/twin.diff"
 for f in $(cd "$WORK/render-ns" && find . -type f ! -path '*/secrets/*' ! -path '*/authorized_keys/*' | sort); do
 	sed -E -e "s/\b$NS_STACK\b/$STACK/g; s/${NS_PRIVATE_NET%.*}\./${PRIVATE_NET%.*}./g; s/${NS_PUBLIC_NET%.*}\./${PUBLIC_NET%.*}./g" \
@@ -419,7 +419,7 @@ chown root:mysql "$M/secrets/mariadb-init.sql"
 chmod 640 "$M/secrets/mariadb-init.sql"
 
 # memcached: cache's argv, listening on 127.0.0.1.
-mapfile -t mc_argv < <(awk '/"argv"/ {f = 1; next} f && /\]/ {exit} f {gsub(/^[ \t]*"|",?[ \t]*$/, ""); print}' "$R/cache/services.json")
+mapfile -t mc_argv < <(jsonq "$R/cache/services.json" '[a for s in j if s["name"] == "memcached" for a in s["argv"]]')
 [[ ${mc_argv[0]:-} == memcached ]] || die "cache/services.json: no memcached argv; bench/dataplane.sh needs updating"
 for ((i = 1; i < ${#mc_argv[@]}; i++)); do
 	[[ ${mc_argv[i - 1]} != -l ]] || mc_argv[i]=127.0.0.1
@@ -466,21 +466,19 @@ mono_up_s=$(since "$t0")
 
 # --- targets ------------------------------------------------------------------
 
-# The plan's NODES table: NAME ROLE SOFTWARE PRIVATE PUBLIC ...
-node_addr() { awk -v n="$1" -v col="$2" '/^NODES/ {f = 1; next} /^$/ {f = 0} f && $1 == n {print $col; exit}' "${3:-$WORK/plan.txt}"; }
-# edge_public STACK PLAN: the edge's public address. Fail closed: it must
+# edge_public STACK PLAN-JSON: the edge's public address. Fail closed: it must
 # route into the stack's own bridge from the host, and the client namespace
 # must be the stack's own.
 edge_public() {
 	local a
-	a=$(node_addr edge 5 "$2")
+	a=$(node_addr "$2" edge public)
 	[[ $a =~ ^[0-9.]+$ ]] || die "no public address for the edge in the plan of $1"
 	ip -o route get "$a" 2>/dev/null | grep -q " dev $1-pub " || die "$a does not route into bridge $1-pub"
 	[[ -e /run/netns/bh-$1-outside ]] || die "bulkhead up made no namespace bh-$1-outside"
 	echo "$a"
 }
-edge_pub=$(edge_public "$STACK" "$WORK/plan.txt")
-ns_edge_pub=$(edge_public "$NS_STACK" "$WORK/plan-ns.txt")
+edge_pub=$(edge_public "$STACK" "$WORK/plan.json")
+ns_edge_pub=$(edge_public "$NS_STACK" "$WORK/plan-ns.json")
 in_outside() { ip netns exec "$OUTSIDE_NS" "$@"; }
 in_ns_outside() { ip netns exec "$NS_OUTSIDE_NS" "$@"; }
 
@@ -636,21 +634,33 @@ fpm_edit() { local n; for n in "${APP_NODES[@]}"; do edit_conf "$n/conf/php-fpm.
 fpm_restore() { local n; for n in "${APP_NODES[@]}"; do restore_conf "$n/conf/php-fpm.conf"; done; reload_fpm; }
 
 # Sets: which sets of which namespace hold the app pool's addresses, and
-# the addresses the pool would have at 100 app nodes (after app-2's, the
-# addresses the plan would give app-3 .. app-100).
-app1=$(node_addr app-1 4) app2=$(node_addr app-2 4)
-[[ $app1 =~ ^[0-9.]+$ && $app2 == "${app1%.*}.$((${app1##*.} + 1))" ]] || die "app-1 and app-2 are not at consecutive addresses ($app1, $app2); bench/dataplane.sh needs updating"
-extra=()
-for ((i = ${app2##*.} + 1; i <= ${app2##*.} + 98; i++)); do extra+=("${app1%.*}.$i"); done
-EXTRA_ADDRS=$(IFS=,; echo "${extra[*]}")
-declare -a SETS=() # "netns set"
-for n in $(ip netns list | awk -v s="bh-$STACK-" 'index($1, s) == 1 {print $1}'); do
-	while read -r set; do
-		SETS+=("$n $set")
-	done < <({ ip netns exec "$n" nft list sets table inet bulkhead 2>/dev/null || true; } |
-		awk -v a="$app1" '$1 == "set" {name = $2} /elements = / && index($0, a ", ") {print name}')
-done
-((${#SETS[@]} >= 4)) || die "found ${#SETS[@]} nft sets holding $app1 (want the edge's, db's, cache's and storage's); bench/dataplane.sh needs updating"
+# the addresses the pool would have at 100 app nodes, both from the plans:
+# this stack's, and the same stack's with 100 app nodes, whose app-3 ..
+# app-100 are the addresses added. Fail closed: the larger plan must keep
+# the pool's addresses where they are.
+mapfile -t POOL < <(jsonq "$WORK/plan.json" '[i["addr"] for n in j["nodes"] if n["role"] == "app" for i in n["interfaces"] if i["network"] == "private"]')
+((${#POOL[@]} == 2)) || die "the plan has ${#POOL[@]} app nodes, not the default stack's 2; bench/dataplane.sh needs updating"
+mkdir -p "$WORK/stack100"
+cat "$STACK_FILE" - >"$WORK/stack100/bulkhead.yaml" <<EOF2
+# Added by bench/dataplane.sh: the same stack at 100 app nodes, planned only.
+site:
+  dir: $STACK_DIR/site
+tiers:
+  edge: {}
+  static: {}
+  cache: {}
+  db: {}
+  storage: {}
+  app:
+    replicas: 100
+EOF2
+plan_json "$WORK/stack100/bulkhead.yaml" "$WORK/plan100.json"
+mapfile -t pool100 < <(jsonq "$WORK/plan100.json" '[i["addr"] for n in j["nodes"] if n["role"] == "app" for i in n["interfaces"] if i["network"] == "private"]')
+((${#pool100[@]} == 100)) && [[ ${pool100[*]:0:2} == "${POOL[*]}" ]] ||
+	die "at 100 app nodes the plan does not keep app-1 and app-2 at ${POOL[*]} (it has ${#pool100[@]} app nodes from ${pool100[*]:0:2}); bench/dataplane.sh needs updating"
+EXTRA_ADDRS=$(IFS=,; echo "${pool100[*]:2}")
+mapfile -t SETS < <(jsonq "$WORK/plan.json" '[n["netns"] + " " + s["name"] for n in j["nodes"] for s in n.get("firewall", {}).get("sets", []) if sorted(s["addrs"]) == sorted(a)]' "${POOL[@]}") # "netns set"
+((${#SETS[@]} >= 1)) || die "no node's nft set holds the app pool (${POOL[*]}) in the plan; bench/dataplane.sh needs updating"
 set_elements() { # add|delete
 	local e ns set
 	for e in "${SETS[@]}"; do
@@ -661,7 +671,7 @@ set_elements() { # add|delete
 		read -r ns set <<<"$e"
 		local count
 		count=$(ip netns exec "$ns" nft -j list set inet bulkhead "$set" | grep -o '"elem"[^]]*]' | grep -o '"[0-9.]*"' | wc -l)
-		[[ $1 == delete && $count == 2 || $1 == add && $count == 100 ]] || die "set $set in $ns holds $count addresses after nft $1"
+		[[ $1 == delete && $count == "${#POOL[@]}" || $1 == add && $count == 100 ]] || die "set $set in $ns holds $count addresses after nft $1"
 	done
 }
 

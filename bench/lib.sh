@@ -87,3 +87,32 @@ stop_pid() {
 	fi
 	wait "$pid" 2>/dev/null || true
 }
+
+# plan_json STACK-FILE OUT [RENDER-DIR]: `bulkhead plan --output json` into
+# OUT (and its rendered files under RENDER-DIR). The figures and addresses
+# the benchmarks need come from there, never from plan's text columns.
+plan_json() {
+	local render=()
+	[[ -z ${3:-} ]] || render=(--render "$3")
+	"$BH" plan --output json -f "$1" "${render[@]}" >"$2" 2>"$2.log" || { cat "$2.log" >&2; die "bulkhead plan -f $1 failed"; }
+}
+
+# jsonq FILE EXPR [ARG...]: prints EXPR, a python3 expression over j (FILE's
+# JSON) and a (the ARGs), one line per item when it is a list. python3, not
+# jq: .ci/run installs python3 already, and Debian 12 ships it; jq would be
+# one more package for three lines of this.
+jsonq() {
+	python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+v = eval(sys.argv[2], {"j": j, "a": sys.argv[3:]})
+for x in (v if isinstance(v, list) else [v]):
+    print(x)
+' "$@"
+}
+
+# node_addr PLAN-JSON NODE NETWORK: the node's address on that network in
+# the plan; nothing when it has none.
+node_addr() {
+	jsonq "$1" '[i["addr"] for n in j["nodes"] if n["name"] == a[0] for i in n["interfaces"] if i["network"] == a[1]]' "$2" "$3"
+}

@@ -37,9 +37,10 @@
 # The benchmark adds the files and the miss page to its own copy of the
 # sample site.
 #
-# The mono configs are bulkhead's own rendered app-1/db/cache configs
-# (`bulkhead plan --render`) with paths and addresses adapted, so both sides
-# run the same apache MPM, php-fpm pool, mariadb and memcached settings.
+# The mono configs are bulkhead's own app-1/db/cache configs, rendered by
+# bench/mono from the split's plan with every node on 127.0.0.1 and paths
+# under the work directory, so both sides run the same apache MPM, php-fpm
+# pool, mariadb and memcached settings.
 #
 # Usage (root, Debian 12, wrk installed):
 #   bench/dataplane.sh --data DIR     full run: 3 rounds of 2 s runs
@@ -344,36 +345,34 @@ nosandbox_up_s=$(since "$t0")
 
 # --- the monolithic baseline ------------------------------------------------
 #
-# Adapted copies of the rendered configs. Anything still naming a node path
-# or a stack address after the substitutions means the renderer changed in a
-# way this script does not know: fail rather than compare different setups.
+# bench/mono renders app-1's, db's and cache's configs with bulkhead's own
+# renderer from the split's plan, every node on 127.0.0.1 and every path
+# under $M, and the daemons' command lines as services.json has them. No
+# rendered text is adapted; this still fails closed: a node path, a stack
+# address or app-1's name in what it wrote means the renderer put one where
+# neither the Layout nor the plan reaches, and the two sides would differ.
 
-R=$WORK/render
-priv_prefix=${PRIVATE_NET%.*}.             # 10.240.0.
-priv_re=${priv_prefix//./\\.}[0-9]{1,3}    # 10\.240\.0\.[0-9]{1,3}
-for f in app-1/apache2.conf app-1/php-fpm.conf db/my.cnf db/secrets/mariadb-init.sql cache/services.json; do
-	[[ -s $R/$f ]] || die "bulkhead plan --render wrote no $f; bench/dataplane.sh needs updating"
+log "rendering the monolithic baseline's configs (bench/mono)"
+(cd "$REPO" && go build -o "$WORK/mono" ./bench/mono) || die "go build ./bench/mono failed"
+"$WORK/mono" -plan "$WORK/plan.json" -dir "$M" || die "bench/mono could not render the baseline"
+priv_re=${PRIVATE_NET%.*}.
+priv_re=${priv_re//./\\.}[0-9]{1,3} # 10\.240\.0\.[0-9]{1,3}
+for f in "$M"/etc/*.conf "$M"/etc/my.cnf "$M"/etc/secrets/* "$M"/services/*.json; do
+	bad=$(grep -nE "/(etc|run|srv|var/log|var/lib)/bulkhead|/srv/site|$priv_re|${PUBLIC_NET%.*}\.|\"app-1\"" "$f" || true)
+	[[ -z $bad ]] || die "bench/mono's ${f#"$M"/} still names the split's paths, addresses or app-1; bench/mono needs updating:
+$bad"
 done
-mkdir -p "$M"/{etc,log,run/app/php-tmp,run/db,mysql,secrets}
+mkdir -p "$M"/{log,run/app/php-tmp,run/db,run/cache,mysql}
 cp -a "$STACK_DIR/site" "$M/site"
 chown -R www-data:www-data "$M/site/uploads"
 chmod 1733 "$M/run/app/php-tmp"
 chown mysql:mysql "$M/run/db" "$M/mysql"
+# Who reads the secrets: php-fpm's workers the password, mariadbd its init file.
+chgrp www-data "$M/etc/secrets/db_password"
+chgrp mysql "$M/etc/secrets/mariadb-init.sql"
 
-check_adapted() { # FILE: no node path or stack address may survive
-	local bad
-	bad=$(grep -nE "/(etc|run|srv|var/log|var/lib)/bulkhead|/srv/site|$priv_re|${PUBLIC_NET%.*}\." "$1" || true)
-	[[ -z $bad ]] || die "$(basename "$1") still names the split's paths or addresses after adapting it; bench/dataplane.sh needs updating:
-$bad"
-}
-
-# apache2: app-1's config; listens on 127.0.0.1:80 and serves the static files
-# itself (FallbackResource only sends what is not a file to index.php).
-sed -E \
-	-e "s#/etc/bulkhead#$M/etc#g; s#/run/bulkhead#$M/run/app#g; s#/var/log/bulkhead#$M/log#g; s#/srv/site#$M/site#g" \
-	-e "s#^Listen .*#Listen 127.0.0.1:80#; s#$priv_re#127.0.0.1#g" \
-	-e 's#"app-1"#"mono"#g' \
-	"$R/app-1/apache2.conf" >"$M/etc/apache2.conf"
+# apache2 serves the static files itself (FallbackResource only sends what
+# is not a file to index.php), with the static node's caching header.
 cat >>"$M/etc/apache2.conf" <<'EOF'
 
 # Added by bench/dataplane.sh: the static node's caching header (lighttpd's
@@ -382,48 +381,10 @@ cat >>"$M/etc/apache2.conf" <<'EOF'
     Header set Cache-Control "max-age=3600"
 </LocationMatch>
 EOF
-check_adapted "$M/etc/apache2.conf"
 
-# php-fpm: app-1's pool, env block and all; addresses become 127.0.0.1.
-sed -E \
-	-e "s#/etc/bulkhead/secrets#$M/secrets#g; s#/run/bulkhead#$M/run/app#g; s#/var/log/bulkhead#$M/log#g; s#/srv/site#$M/site#g" \
-	-e "s#$priv_re#127.0.0.1#g" \
-	-e 's#^env\[NODE_NAME\] = .*#env[NODE_NAME] = "mono"#' \
-	"$R/app-1/php-fpm.conf" >"$M/etc/php-fpm.conf"
-check_adapted "$M/etc/php-fpm.conf"
-grep -q '^env\[DB_HOST\] = "127.0.0.1"' "$M/etc/php-fpm.conf" || die "php-fpm.conf: no env[DB_HOST] to adapt; bench/dataplane.sh needs updating"
-fpm_env() { sed -nE "s/^env\[$1\] = \"?([^\"]*)\"?$/\1/p" "$M/etc/php-fpm.conf"; }
-db_name=$(fpm_env DB_NAME) db_user=$(fpm_env DB_USER) pw_file=$(fpm_env DB_PASSWORD_FILE)
-[[ -n $db_name && -n $db_user && $pw_file == "$M/secrets/"* ]] || die "php-fpm.conf: DB_NAME, DB_USER or DB_PASSWORD_FILE missing; bench/dataplane.sh needs updating"
-db_pw=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
-printf '%s' "$db_pw" >"$pw_file"
-chown root:www-data "$pw_file"
-chmod 640 "$pw_file"
-
-# mariadb: db's my.cnf; the init file is ours (one user at 127.0.0.1), with
-# the privileges the rendered one grants.
-sed -E \
-	-e "s#/etc/bulkhead/secrets/mariadb-init.sql#$M/secrets/mariadb-init.sql#g; s#/var/lib/bulkhead/mysql#$M/mysql#g; s#/run/bulkhead#$M/run/db#g" \
-	-e "s#^bind-address *=.*#bind-address = 127.0.0.1#" \
-	"$R/db/my.cnf" >"$M/etc/my.cnf"
-check_adapted "$M/etc/my.cnf"
-grants=$(sed -nE "s/^GRANT (.*) ON .* TO .*/\1/p" "$R/db/secrets/mariadb-init.sql" | head -n1)
-[[ -n $grants ]] || die "mariadb-init.sql: no GRANT line; bench/dataplane.sh needs updating"
-cat >"$M/secrets/mariadb-init.sql" <<EOF
-CREATE DATABASE IF NOT EXISTS \`$db_name\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
-CREATE USER IF NOT EXISTS '$db_user'@'127.0.0.1' IDENTIFIED BY '$db_pw';
-ALTER USER '$db_user'@'127.0.0.1' IDENTIFIED BY '$db_pw';
-GRANT $grants ON \`$db_name\`.* TO '$db_user'@'127.0.0.1';
-EOF
-chown root:mysql "$M/secrets/mariadb-init.sql"
-chmod 640 "$M/secrets/mariadb-init.sql"
-
-# memcached: cache's argv, listening on 127.0.0.1.
-mapfile -t mc_argv < <(jsonq "$R/cache/services.json" '[a for s in j if s["name"] == "memcached" for a in s["argv"]]')
-[[ ${mc_argv[0]:-} == memcached ]] || die "cache/services.json: no memcached argv; bench/dataplane.sh needs updating"
-for ((i = 1; i < ${#mc_argv[@]}; i++)); do
-	[[ ${mc_argv[i - 1]} != -l ]] || mc_argv[i]=127.0.0.1
-done
+# svc_cmd NODE SERVICE [argv|setup]: the command bench/mono wrote for a
+# daemon of NODE (mono, db or cache), one word a line
+svc_cmd() { jsonq "$M/services/$1.json" '[w for s in j if s["name"] == a[0] for w in (s.get(a[1]) or [])]' "$2" "${3:-argv}"; }
 
 ip netns add "$MONO_NS"
 ip -n "$MONO_NS" link set lo up
@@ -432,6 +393,7 @@ in_mono() { ip netns exec "$MONO_NS" "$@"; }
 start_mono() { # NAME LOG CMD...: start in the background in the namespace, record the PID
 	local name=$1 logf=$2
 	shift 2
+	[[ -n ${1:-} ]] || die "mono: no command for $name; bench/dataplane.sh needs updating"
 	# ip execs the daemon, so $! is the daemon's PID.
 	ip netns exec "$MONO_NS" "$@" >>"$logf" 2>&1 </dev/null 9>&- &
 	MONO_PIDS+=("$!")
@@ -452,15 +414,20 @@ tcp_open() { in_mono bash -c "exec 3<>/dev/tcp/$1/$2"; }
 
 log "starting the monolithic baseline in netns $MONO_NS"
 t0=$(date +%s.%N)
-start_mono memcached "$M/log/memcached.log" "${mc_argv[@]}"
+mapfile -t cmd < <(svc_cmd cache memcached)
+start_mono memcached "$M/log/memcached.log" "${cmd[@]}"
 wait_ready memcached "${MONO_PIDS[-1]}" 10 tcp_open 127.0.0.1 11211
-mariadb-install-db --defaults-file="$M/etc/my.cnf" --auth-root-authentication-method=socket --skip-test-db \
-	>"$M/log/mariadb-install-db.log" 2>&1 || { tail -n 20 "$M/log/mariadb-install-db.log" >&2; die "mariadb-install-db failed"; }
-start_mono mariadb "$M/log/mariadb.log" mariadbd --defaults-file="$M/etc/my.cnf"
+mapfile -t cmd < <(svc_cmd db mariadb setup)
+[[ ${cmd[0]:-} == mariadb-install-db ]] || die "mono: db's setup is not mariadb-install-db (${cmd[*]}); bench/dataplane.sh needs updating"
+"${cmd[@]}" >"$M/log/mariadb-install-db.log" 2>&1 || { tail -n 20 "$M/log/mariadb-install-db.log" >&2; die "mariadb-install-db failed"; }
+mapfile -t cmd < <(svc_cmd db mariadb)
+start_mono mariadb "$M/log/mariadb.log" "${cmd[@]}"
 wait_ready mariadb "${MONO_PIDS[-1]}" 60 tcp_open 127.0.0.1 3306
-start_mono php-fpm "$M/log/php-fpm.log" php-fpm8.2 -F -y "$M/etc/php-fpm.conf"
+mapfile -t cmd < <(svc_cmd mono php-fpm)
+start_mono php-fpm "$M/log/php-fpm.log" "${cmd[@]}"
 wait_ready php-fpm "${MONO_PIDS[-1]}" 20 test -S "$M/run/app/php-fpm.sock"
-start_mono apache2 "$M/log/apache2.log" apache2 -f "$M/etc/apache2.conf" -DFOREGROUND
+mapfile -t cmd < <(svc_cmd mono apache2)
+start_mono apache2 "$M/log/apache2.log" "${cmd[@]}"
 wait_ready apache2 "${MONO_PIDS[-1]}" 20 tcp_open 127.0.0.1 80
 mono_up_s=$(since "$t0")
 

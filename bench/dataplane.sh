@@ -353,8 +353,8 @@ nosandbox_up_s=$(since "$t0")
 # neither the Layout nor the plan reaches, and the two sides would differ.
 
 log "rendering the monolithic baseline's configs (bench/mono)"
-(cd "$REPO" && go build -o "$WORK/mono" ./bench/mono) || die "go build ./bench/mono failed"
-"$WORK/mono" -plan "$WORK/plan.json" -dir "$M" || die "bench/mono could not render the baseline"
+(cd "$REPO" && go build -o "$WORK/bench-mono" ./bench/mono) || die "go build ./bench/mono failed"
+"$WORK/bench-mono" -plan "$WORK/plan.json" -dir "$M" || die "bench/mono could not render the baseline"
 priv_re=${PRIVATE_NET%.*}.
 priv_re=${priv_re//./\\.}[0-9]{1,3} # 10\.240\.0\.[0-9]{1,3}
 for f in "$M"/etc/*.conf "$M"/etc/my.cnf "$M"/etc/secrets/* "$M"/services/*.json; do

@@ -36,7 +36,9 @@
 # 127.0.0.1:19090/19091), a mktemp work directory, and the lock
 # /run/lock/bhbench-controlplane.lock while it runs.
 set -euo pipefail
-started=$(date +%s)
+started=$(date +%s) me=controlplane.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 STACK=benchcp
 PRIVATE_NET=10.241.0.0/24
@@ -62,8 +64,6 @@ done
 [[ -n $bin && -n $data ]] || { echo "controlplane.sh: --bin and --data are required (see -h)" >&2; exit 2; }
 IFS=, read -r -a SIZES <<<"$sizes"
 
-log() { printf '== [%3ds] %s\n' "$(($(date +%s) - started))" "$*" >&2; }
-die() { printf 'controlplane.sh: %s\n' "$*" >&2; exit 1; }
 ((EUID == 0)) || die "run as root"
 export PATH="$PATH:/usr/sbin:/sbin"
 BH=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
@@ -73,24 +73,15 @@ WORK=$(mktemp -d /tmp/bhbenchcp.XXXXXX)
 STACK_FILE=$WORK/stack/bulkhead.yaml
 have_lock=0 tried=0
 
-leftovers() {
-	ip netns list 2>/dev/null | awk -v s="bh-$STACK-" 'index($1, s) == 1 {print "netns " $1}'
-	runc list 2>/dev/null | awk -v s="bh-$STACK-" 'index($1, s) == 1 {print "container " $1}'
-	ip -o link show 2>/dev/null | awk -F': ' -v s="$STACK-" '{sub(/@.*/, "", $2)} index($2, s) == 1 {print "link " $2}'
-	nft list tables 2>/dev/null | awk -v t="bulkhead_$STACK" '$3 == t {print "nft table " $3}'
-	awk -v s="/var/lib/bulkhead/$STACK/" 'index($2, s) == 1 {print "mount " $2}' /proc/mounts
-	[[ ! -e /var/lib/bulkhead/$STACK ]] || echo "directory /var/lib/bulkhead/$STACK"
-}
 cleanup() {
 	local rc=$? left
 	set +e
 	trap - EXIT INT TERM
 	if ((have_lock)); then
-		if ((tried)) && [[ -e /var/lib/bulkhead/$STACK ]]; then
-			log "bulkhead down --purge (stack $STACK)"
-			"$BH" down --purge -f "$STACK_FILE" >&2 || rc=1
+		if ((tried)); then
+			purge_stack "$STACK" "$STACK_FILE" || rc=1
 		fi
-		left=$(leftovers)
+		left=$(stack_leftovers "$STACK")
 		if [[ -n $left ]]; then
 			printf 'controlplane.sh: cleanup left these behind:\n%s\n' "$left" >&2
 			rc=1
@@ -104,18 +95,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-LOCK=/run/lock/bhbench-controlplane.lock
-mkdir -p /run/lock
-exec 9>>"$LOCK"
-flock -n 9 || die "another bench/controlplane.sh is running on this host (it holds $LOCK)"
-have_lock=1
-if [[ -e /var/lib/bulkhead/$STACK ]]; then
-	log "removing stack $STACK left by an earlier run"
-	"$BH" down --purge --stack "$STACK" >&2 || die "could not remove the stale stack $STACK"
-fi
-for hp in "$HTTP_PUB" "$HTTPS_PUB"; do
-	! ss -Hltn "sport = :${hp##*:}" | grep -q . || die "port ${hp##*:} is taken on this host"
-done
+take_lock controlplane
+remove_stale_stack "$STACK"
+ports_free "$HTTP_PUB" "$HTTPS_PUB"
 
 "$BH" init "$WORK/stack" >/dev/null
 # verify is timed as soon as this bulkhead has the verb (`bulkhead help`
@@ -138,7 +120,7 @@ timed() { # APPS OP ARGS...: run bulkhead ARGS, record the wall time and exit st
 	shift 2
 	t0=$(date +%s.%N)
 	"$BH" "$@" >"$WORK/out" 2>&1 || rc=$?
-	secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
+	secs=$(since "$t0" 2)
 	printf '%s\t%s\t%s\t%s\n' "$n" "$op" "$secs" "$rc" >>"$TIMES"
 	log "apps=$n $op: ${secs}s, exit $rc"
 	if ((rc != 0)); then

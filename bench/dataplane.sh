@@ -37,9 +37,10 @@
 # The benchmark adds the files and the miss page to its own copy of the
 # sample site.
 #
-# The mono configs are bulkhead's own rendered app-1/db/cache configs
-# (`bulkhead plan --render`) with paths and addresses adapted, so both sides
-# run the same apache MPM, php-fpm pool, mariadb and memcached settings.
+# The mono configs are bulkhead's own app-1/db/cache configs, rendered by
+# bench/mono from the split's plan with every node on 127.0.0.1 and paths
+# under the work directory, so both sides run the same apache MPM, php-fpm
+# pool, mariadb and memcached settings.
 #
 # Usage (root, Debian 12, wrk installed):
 #   bench/dataplane.sh --data DIR     full run: 3 rounds of 2 s runs
@@ -63,7 +64,9 @@
 # or "benchns", or an empty netns bhbench-mono, left by a run that was
 # killed is removed first.
 set -euo pipefail
-started=$(date +%s)
+started=$(date +%s) me=dataplane.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 STACK=bench
 PRIVATE_NET=10.240.0.0/24
@@ -142,12 +145,9 @@ for v in rounds duration conns threads; do
 done
 WRK_ARGS=(-t"$threads" -c"$conns" -d"${duration}s" --latency)
 
-log() { printf '== [%3ds] %s\n' "$(($(date +%s) - started))" "$*" >&2; }
-die() { printf 'dataplane.sh: %s\n' "$*" >&2; exit 1; }
-
 ((EUID == 0)) || die "run as root (it creates network namespaces and a bulkhead stack)"
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
-for c in go wrk curl ip ss awk sed flock nft runc; do
+for c in go wrk curl ip ss awk sed flock nft runc python3; do
 	command -v "$c" >/dev/null || die "$c not found (wrk is Debian's wrk)"
 done
 
@@ -172,35 +172,12 @@ have_lock=0
 
 # --- cleanup, on every exit ------------------------------------------------
 
-# is_running PID: alive and not a zombie waiting to be reaped
-is_running() { local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) && [[ ${st%% *} != Z ]]; }
-
-stop_pid() { # NAME PID: TERM, wait up to 20 s, then KILL; only our own children
-	local name=$1 pid=$2 i
-	is_running "$pid" || { wait "$pid" 2>/dev/null || true; return 0; }
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 200; i++)); do
-		is_running "$pid" || break
-		sleep 0.1
-	done
-	if is_running "$pid"; then
-		echo "dataplane.sh: $name (pid $pid) ignored SIGTERM for 20 s; killing it" >&2
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-}
-
 leftovers() { # prints what this script's objects left on the host
 	local st
 	ip netns list 2>/dev/null | awk -v m="$MONO_NS" '$1 == m {print "netns " $1}'
 	awk -v w="$WORK/" -v m="/run/netns/$MONO_NS" 'index($2, w) == 1 || $2 == m {print "mount " $2}' /proc/mounts
 	for st in "${STACKS[@]}"; do
-		ip netns list 2>/dev/null | awk -v s="bh-$st-" 'index($1, s) == 1 {print "netns " $1}'
-		runc list 2>/dev/null | awk -v s="bh-$st-" 'index($1, s) == 1 {print "container " $1}'
-		ip -o link show 2>/dev/null | awk -F': ' -v s="$st-" '{sub(/@.*/, "", $2)} index($2, s) == 1 {print "link " $2}'
-		nft list tables 2>/dev/null | awk -v t="bulkhead_$st" '$3 == t {print "nft table " $3}'
-		awk -v s="/var/lib/bulkhead/$st/" 'index($2, s) == 1 {print "mount " $2}' /proc/mounts
-		[[ ! -e /var/lib/bulkhead/$st ]] || echo "directory /var/lib/bulkhead/$st"
+		stack_leftovers "$st"
 	done
 	local pid args
 	while read -r pid args; do
@@ -236,12 +213,8 @@ cleanup() {
 		ip netns del "$MONO_NS"
 	fi
 	for i in "${STACKS[@]}"; do
-		if [[ -n ${UP_TRIED[$i]:-} && -e /var/lib/bulkhead/$i ]]; then
-			log "bulkhead down --purge (stack $i)"
-			"$BH" down --purge -f "${UP_TRIED[$i]}" >&2 || {
-				echo "dataplane.sh: bulkhead down failed (stack $i)" >&2
-				rc=1
-			}
+		if [[ -n ${UP_TRIED[$i]:-} ]]; then
+			purge_stack "$i" "${UP_TRIED[$i]}" || rc=1
 		fi
 	done
 	left=$(leftovers)
@@ -267,22 +240,10 @@ trap 'exit 143' TERM
 
 # --- preflight ---------------------------------------------------------------
 
-# One run at a time on this host, whichever checkout it comes from: the
-# stack name, namespace and ports are fixed.
-LOCK=/run/lock/bhbench-dataplane.lock
-mkdir -p /run/lock
-# Children that outlive a command (bulkhead supervise and its sshfs
-# mounts, the mono daemons) must not inherit fd 9: after a killed run they
-# would hold the lock, and the next run could not remove what they belong to.
-exec 9>>"$LOCK"
-flock -n 9 || die "another bench/dataplane.sh is running on this host (it holds $LOCK)"
-have_lock=1
+take_lock dataplane # LOCK; bulkhead up and the mono daemons start with 9>&-
 
 # The stack names, namespace and ports are this script's own: a stack or
 # namespace left by an earlier run that was killed is removed first.
-for st in "${STACKS[@]}"; do
-	[[ ! -e /var/lib/bulkhead/$st ]] || log "removing stack $st left by an earlier run"
-done
 if [[ -e /run/netns/$MONO_NS ]]; then
 	stale=$(ip netns pids "$MONO_NS" 2>/dev/null || true)
 	[[ -z $stale ]] || die "netns $MONO_NS exists with processes in it ($stale): an earlier run is still going, or left them; stop them, then: ip netns del $MONO_NS"
@@ -295,15 +256,9 @@ if [[ -z $bin ]]; then
 fi
 [[ -x $BH ]] || die "$BH is not an executable"
 for st in "${STACKS[@]}"; do
-	if [[ -e /var/lib/bulkhead/$st ]]; then
-		"$BH" down --purge --stack "$st" >&2 || die "could not remove the stale stack $st"
-	fi
+	remove_stale_stack "$st"
 done
-for hp in "$HTTP_PUB" "$HTTPS_PUB" "$NS_HTTP_PUB" "$NS_HTTPS_PUB"; do
-	if ss -Hltn "sport = :${hp##*:}" | grep -q .; then
-		die "port ${hp##*:} is taken on this host: $(ss -Hltnp "sport = :${hp##*:}")"
-	fi
-done
+ports_free "$HTTP_PUB" "$HTTPS_PUB" "$NS_HTTP_PUB" "$NS_HTTPS_PUB"
 
 # --- the split stack -------------------------------------------------------
 
@@ -340,7 +295,7 @@ EOF2
 grep -q "const POSTS_KEY = 'posts:v1';" "$STACK_DIR/site/lib/posts.php" ||
 	die "the sample site's cache key is no longer posts:v1; update bench/miss.php in bench/dataplane.sh"
 
-"$BH" plan -f "$STACK_FILE" --render "$WORK/render" >"$WORK/plan.txt" 2>&1 || { cat "$WORK/plan.txt" >&2; die "bulkhead plan failed"; }
+plan_json "$STACK_FILE" "$WORK/plan.json" "$WORK/render"
 
 # The unsandboxed twin serves the same site directory. Fail closed: its
 # rendered configs must be the split's but for the name, the addresses and
@@ -360,7 +315,7 @@ publish:
 site:
   dir: $STACK_DIR/site
 EOF2
-"$BH" plan -f "$NS_STACK_FILE" --render "$WORK/render-ns" >"$WORK/plan-ns.txt" 2>&1 || { cat "$WORK/plan-ns.txt" >&2; die "bulkhead plan failed ($NS_STACK)"; }
+plan_json "$NS_STACK_FILE" "$WORK/plan-ns.json" "$WORK/render-ns"
 : >"$WORK/twin.diff"
 for f in $(cd "$WORK/render-ns" && find . -type f ! -path '*/secrets/*' ! -path '*/authorized_keys/*' | sort); do
 	sed -E -e "s/\b$NS_STACK\b/$STACK/g; s/${NS_PRIVATE_NET%.*}\./${PRIVATE_NET%.*}./g; s/${NS_PUBLIC_NET%.*}\./${PUBLIC_NET%.*}./g" \
@@ -376,7 +331,7 @@ log "bringing the split stack up"
 UP_TRIED[$STACK]=$STACK_FILE
 t0=$(date +%s.%N)
 "$BH" up -f "$STACK_FILE" >&2 9>&- || die "bulkhead up failed"
-split_up_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+split_up_s=$(since "$t0")
 # bulkhead up installed the daemons the baseline runs too.
 for c in runc mariadb-install-db mariadbd memcached php-fpm8.2 apache2; do
 	command -v "$c" >/dev/null || die "$c not found after bulkhead up"
@@ -386,40 +341,38 @@ log "bringing the unsandboxed stack $NS_STACK up"
 UP_TRIED[$NS_STACK]=$NS_STACK_FILE
 t0=$(date +%s.%N)
 "$BH" up --unsafe-no-sandbox -f "$NS_STACK_FILE" >&2 9>&- || die "bulkhead up --unsafe-no-sandbox failed"
-nosandbox_up_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+nosandbox_up_s=$(since "$t0")
 
 # --- the monolithic baseline ------------------------------------------------
 #
-# Adapted copies of the rendered configs. Anything still naming a node path
-# or a stack address after the substitutions means the renderer changed in a
-# way this script does not know: fail rather than compare different setups.
+# bench/mono renders app-1's, db's and cache's configs with bulkhead's own
+# renderer from the split's plan, every node on 127.0.0.1 and every path
+# under $M, and the daemons' command lines as services.json has them. No
+# rendered text is adapted; this still fails closed: a node path, a stack
+# address or app-1's name in what it wrote means the renderer put one where
+# neither the Layout nor the plan reaches, and the two sides would differ.
 
-R=$WORK/render
-priv_prefix=${PRIVATE_NET%.*}.             # 10.240.0.
-priv_re=${priv_prefix//./\\.}[0-9]{1,3}    # 10\.240\.0\.[0-9]{1,3}
-for f in app-1/apache2.conf app-1/php-fpm.conf db/my.cnf db/secrets/mariadb-init.sql cache/services.json; do
-	[[ -s $R/$f ]] || die "bulkhead plan --render wrote no $f; bench/dataplane.sh needs updating"
+log "rendering the monolithic baseline's configs (bench/mono)"
+(cd "$REPO" && go build -o "$WORK/bench-mono" ./bench/mono) || die "go build ./bench/mono failed"
+"$WORK/bench-mono" -plan "$WORK/plan.json" -dir "$M" || die "bench/mono could not render the baseline"
+priv_re=${PRIVATE_NET%.*}.
+priv_re=${priv_re//./\\.}[0-9]{1,3} # 10\.240\.0\.[0-9]{1,3}
+for f in "$M"/etc/*.conf "$M"/etc/my.cnf "$M"/etc/secrets/* "$M"/services/*.json; do
+	bad=$(grep -nE "/(etc|run|srv|var/log|var/lib)/bulkhead|/srv/site|$priv_re|${PUBLIC_NET%.*}\.|\"app-1\"" "$f" || true)
+	[[ -z $bad ]] || die "bench/mono's ${f#"$M"/} still names the split's paths, addresses or app-1; bench/mono needs updating:
+$bad"
 done
-mkdir -p "$M"/{etc,log,run/app/php-tmp,run/db,mysql,secrets}
+mkdir -p "$M"/{log,run/app/php-tmp,run/db,run/cache,mysql}
 cp -a "$STACK_DIR/site" "$M/site"
 chown -R www-data:www-data "$M/site/uploads"
 chmod 1733 "$M/run/app/php-tmp"
 chown mysql:mysql "$M/run/db" "$M/mysql"
+# Who reads the secrets: php-fpm's workers the password, mariadbd its init file.
+chgrp www-data "$M/etc/secrets/db_password"
+chgrp mysql "$M/etc/secrets/mariadb-init.sql"
 
-check_adapted() { # FILE: no node path or stack address may survive
-	local bad
-	bad=$(grep -nE "/(etc|run|srv|var/log|var/lib)/bulkhead|/srv/site|$priv_re|${PUBLIC_NET%.*}\." "$1" || true)
-	[[ -z $bad ]] || die "$(basename "$1") still names the split's paths or addresses after adapting it; bench/dataplane.sh needs updating:
-$bad"
-}
-
-# apache2: app-1's config; listens on 127.0.0.1:80 and serves the static files
-# itself (FallbackResource only sends what is not a file to index.php).
-sed -E \
-	-e "s#/etc/bulkhead#$M/etc#g; s#/run/bulkhead#$M/run/app#g; s#/var/log/bulkhead#$M/log#g; s#/srv/site#$M/site#g" \
-	-e "s#^Listen .*#Listen 127.0.0.1:80#; s#$priv_re#127.0.0.1#g" \
-	-e 's#"app-1"#"mono"#g' \
-	"$R/app-1/apache2.conf" >"$M/etc/apache2.conf"
+# apache2 serves the static files itself (FallbackResource only sends what
+# is not a file to index.php), with the static node's caching header.
 cat >>"$M/etc/apache2.conf" <<'EOF'
 
 # Added by bench/dataplane.sh: the static node's caching header (lighttpd's
@@ -428,48 +381,10 @@ cat >>"$M/etc/apache2.conf" <<'EOF'
     Header set Cache-Control "max-age=3600"
 </LocationMatch>
 EOF
-check_adapted "$M/etc/apache2.conf"
 
-# php-fpm: app-1's pool, env block and all; addresses become 127.0.0.1.
-sed -E \
-	-e "s#/etc/bulkhead/secrets#$M/secrets#g; s#/run/bulkhead#$M/run/app#g; s#/var/log/bulkhead#$M/log#g; s#/srv/site#$M/site#g" \
-	-e "s#$priv_re#127.0.0.1#g" \
-	-e 's#^env\[NODE_NAME\] = .*#env[NODE_NAME] = "mono"#' \
-	"$R/app-1/php-fpm.conf" >"$M/etc/php-fpm.conf"
-check_adapted "$M/etc/php-fpm.conf"
-grep -q '^env\[DB_HOST\] = "127.0.0.1"' "$M/etc/php-fpm.conf" || die "php-fpm.conf: no env[DB_HOST] to adapt; bench/dataplane.sh needs updating"
-fpm_env() { sed -nE "s/^env\[$1\] = \"?([^\"]*)\"?$/\1/p" "$M/etc/php-fpm.conf"; }
-db_name=$(fpm_env DB_NAME) db_user=$(fpm_env DB_USER) pw_file=$(fpm_env DB_PASSWORD_FILE)
-[[ -n $db_name && -n $db_user && $pw_file == "$M/secrets/"* ]] || die "php-fpm.conf: DB_NAME, DB_USER or DB_PASSWORD_FILE missing; bench/dataplane.sh needs updating"
-db_pw=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
-printf '%s' "$db_pw" >"$pw_file"
-chown root:www-data "$pw_file"
-chmod 640 "$pw_file"
-
-# mariadb: db's my.cnf; the init file is ours (one user at 127.0.0.1), with
-# the privileges the rendered one grants.
-sed -E \
-	-e "s#/etc/bulkhead/secrets/mariadb-init.sql#$M/secrets/mariadb-init.sql#g; s#/var/lib/bulkhead/mysql#$M/mysql#g; s#/run/bulkhead#$M/run/db#g" \
-	-e "s#^bind-address *=.*#bind-address = 127.0.0.1#" \
-	"$R/db/my.cnf" >"$M/etc/my.cnf"
-check_adapted "$M/etc/my.cnf"
-grants=$(sed -nE "s/^GRANT (.*) ON .* TO .*/\1/p" "$R/db/secrets/mariadb-init.sql" | head -n1)
-[[ -n $grants ]] || die "mariadb-init.sql: no GRANT line; bench/dataplane.sh needs updating"
-cat >"$M/secrets/mariadb-init.sql" <<EOF
-CREATE DATABASE IF NOT EXISTS \`$db_name\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
-CREATE USER IF NOT EXISTS '$db_user'@'127.0.0.1' IDENTIFIED BY '$db_pw';
-ALTER USER '$db_user'@'127.0.0.1' IDENTIFIED BY '$db_pw';
-GRANT $grants ON \`$db_name\`.* TO '$db_user'@'127.0.0.1';
-EOF
-chown root:mysql "$M/secrets/mariadb-init.sql"
-chmod 640 "$M/secrets/mariadb-init.sql"
-
-# memcached: cache's argv, listening on 127.0.0.1.
-mapfile -t mc_argv < <(awk '/"argv"/ {f = 1; next} f && /\]/ {exit} f {gsub(/^[ \t]*"|",?[ \t]*$/, ""); print}' "$R/cache/services.json")
-[[ ${mc_argv[0]:-} == memcached ]] || die "cache/services.json: no memcached argv; bench/dataplane.sh needs updating"
-for ((i = 1; i < ${#mc_argv[@]}; i++)); do
-	[[ ${mc_argv[i - 1]} != -l ]] || mc_argv[i]=127.0.0.1
-done
+# svc_cmd NODE SERVICE [argv|setup]: the command bench/mono wrote for a
+# daemon of NODE (mono, db or cache), one word a line
+svc_cmd() { jsonq "$M/services/$1.json" '[w for s in j if s["name"] == a[0] for w in (s.get(a[1]) or [])]' "$2" "${3:-argv}"; }
 
 ip netns add "$MONO_NS"
 ip -n "$MONO_NS" link set lo up
@@ -478,6 +393,7 @@ in_mono() { ip netns exec "$MONO_NS" "$@"; }
 start_mono() { # NAME LOG CMD...: start in the background in the namespace, record the PID
 	local name=$1 logf=$2
 	shift 2
+	[[ -n ${1:-} ]] || die "mono: no command for $name; bench/dataplane.sh needs updating"
 	# ip execs the daemon, so $! is the daemon's PID.
 	ip netns exec "$MONO_NS" "$@" >>"$logf" 2>&1 </dev/null 9>&- &
 	MONO_PIDS+=("$!")
@@ -498,35 +414,38 @@ tcp_open() { in_mono bash -c "exec 3<>/dev/tcp/$1/$2"; }
 
 log "starting the monolithic baseline in netns $MONO_NS"
 t0=$(date +%s.%N)
-start_mono memcached "$M/log/memcached.log" "${mc_argv[@]}"
+mapfile -t cmd < <(svc_cmd cache memcached)
+start_mono memcached "$M/log/memcached.log" "${cmd[@]}"
 wait_ready memcached "${MONO_PIDS[-1]}" 10 tcp_open 127.0.0.1 11211
-mariadb-install-db --defaults-file="$M/etc/my.cnf" --auth-root-authentication-method=socket --skip-test-db \
-	>"$M/log/mariadb-install-db.log" 2>&1 || { tail -n 20 "$M/log/mariadb-install-db.log" >&2; die "mariadb-install-db failed"; }
-start_mono mariadb "$M/log/mariadb.log" mariadbd --defaults-file="$M/etc/my.cnf"
+mapfile -t cmd < <(svc_cmd db mariadb setup)
+[[ ${cmd[0]:-} == mariadb-install-db ]] || die "mono: db's setup is not mariadb-install-db (${cmd[*]}); bench/dataplane.sh needs updating"
+"${cmd[@]}" >"$M/log/mariadb-install-db.log" 2>&1 || { tail -n 20 "$M/log/mariadb-install-db.log" >&2; die "mariadb-install-db failed"; }
+mapfile -t cmd < <(svc_cmd db mariadb)
+start_mono mariadb "$M/log/mariadb.log" "${cmd[@]}"
 wait_ready mariadb "${MONO_PIDS[-1]}" 60 tcp_open 127.0.0.1 3306
-start_mono php-fpm "$M/log/php-fpm.log" php-fpm8.2 -F -y "$M/etc/php-fpm.conf"
+mapfile -t cmd < <(svc_cmd mono php-fpm)
+start_mono php-fpm "$M/log/php-fpm.log" "${cmd[@]}"
 wait_ready php-fpm "${MONO_PIDS[-1]}" 20 test -S "$M/run/app/php-fpm.sock"
-start_mono apache2 "$M/log/apache2.log" apache2 -f "$M/etc/apache2.conf" -DFOREGROUND
+mapfile -t cmd < <(svc_cmd mono apache2)
+start_mono apache2 "$M/log/apache2.log" "${cmd[@]}"
 wait_ready apache2 "${MONO_PIDS[-1]}" 20 tcp_open 127.0.0.1 80
-mono_up_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+mono_up_s=$(since "$t0")
 
 # --- targets ------------------------------------------------------------------
 
-# The plan's NODES table: NAME ROLE SOFTWARE PRIVATE PUBLIC ...
-node_addr() { awk -v n="$1" -v col="$2" '/^NODES/ {f = 1; next} /^$/ {f = 0} f && $1 == n {print $col; exit}' "${3:-$WORK/plan.txt}"; }
-# edge_public STACK PLAN: the edge's public address. Fail closed: it must
+# edge_public STACK PLAN-JSON: the edge's public address. Fail closed: it must
 # route into the stack's own bridge from the host, and the client namespace
 # must be the stack's own.
 edge_public() {
 	local a
-	a=$(node_addr edge 5 "$2")
+	a=$(node_addr "$2" edge public)
 	[[ $a =~ ^[0-9.]+$ ]] || die "no public address for the edge in the plan of $1"
 	ip -o route get "$a" 2>/dev/null | grep -q " dev $1-pub " || die "$a does not route into bridge $1-pub"
 	[[ -e /run/netns/bh-$1-outside ]] || die "bulkhead up made no namespace bh-$1-outside"
 	echo "$a"
 }
-edge_pub=$(edge_public "$STACK" "$WORK/plan.txt")
-ns_edge_pub=$(edge_public "$NS_STACK" "$WORK/plan-ns.txt")
+edge_pub=$(edge_public "$STACK" "$WORK/plan.json")
+ns_edge_pub=$(edge_public "$NS_STACK" "$WORK/plan-ns.json")
 in_outside() { ip netns exec "$OUTSIDE_NS" "$@"; }
 in_ns_outside() { ip netns exec "$NS_OUTSIDE_NS" "$@"; }
 
@@ -682,21 +601,33 @@ fpm_edit() { local n; for n in "${APP_NODES[@]}"; do edit_conf "$n/conf/php-fpm.
 fpm_restore() { local n; for n in "${APP_NODES[@]}"; do restore_conf "$n/conf/php-fpm.conf"; done; reload_fpm; }
 
 # Sets: which sets of which namespace hold the app pool's addresses, and
-# the addresses the pool would have at 100 app nodes (after app-2's, the
-# addresses the plan would give app-3 .. app-100).
-app1=$(node_addr app-1 4) app2=$(node_addr app-2 4)
-[[ $app1 =~ ^[0-9.]+$ && $app2 == "${app1%.*}.$((${app1##*.} + 1))" ]] || die "app-1 and app-2 are not at consecutive addresses ($app1, $app2); bench/dataplane.sh needs updating"
-extra=()
-for ((i = ${app2##*.} + 1; i <= ${app2##*.} + 98; i++)); do extra+=("${app1%.*}.$i"); done
-EXTRA_ADDRS=$(IFS=,; echo "${extra[*]}")
-declare -a SETS=() # "netns set"
-for n in $(ip netns list | awk -v s="bh-$STACK-" 'index($1, s) == 1 {print $1}'); do
-	while read -r set; do
-		SETS+=("$n $set")
-	done < <({ ip netns exec "$n" nft list sets table inet bulkhead 2>/dev/null || true; } |
-		awk -v a="$app1" '$1 == "set" {name = $2} /elements = / && index($0, a ", ") {print name}')
-done
-((${#SETS[@]} >= 4)) || die "found ${#SETS[@]} nft sets holding $app1 (want the edge's, db's, cache's and storage's); bench/dataplane.sh needs updating"
+# the addresses the pool would have at 100 app nodes, both from the plans:
+# this stack's, and the same stack's with 100 app nodes, whose app-3 ..
+# app-100 are the addresses added. Fail closed: the larger plan must keep
+# the pool's addresses where they are.
+mapfile -t POOL < <(jsonq "$WORK/plan.json" '[i["addr"] for n in j["nodes"] if n["role"] == "app" for i in n["interfaces"] if i["network"] == "private"]')
+((${#POOL[@]} == 2)) || die "the plan has ${#POOL[@]} app nodes, not the default stack's 2; bench/dataplane.sh needs updating"
+mkdir -p "$WORK/stack100"
+cat "$STACK_FILE" - >"$WORK/stack100/bulkhead.yaml" <<EOF2
+# Added by bench/dataplane.sh: the same stack at 100 app nodes, planned only.
+site:
+  dir: $STACK_DIR/site
+tiers:
+  edge: {}
+  static: {}
+  cache: {}
+  db: {}
+  storage: {}
+  app:
+    replicas: 100
+EOF2
+plan_json "$WORK/stack100/bulkhead.yaml" "$WORK/plan100.json"
+mapfile -t pool100 < <(jsonq "$WORK/plan100.json" '[i["addr"] for n in j["nodes"] if n["role"] == "app" for i in n["interfaces"] if i["network"] == "private"]')
+((${#pool100[@]} == 100)) && [[ ${pool100[*]:0:2} == "${POOL[*]}" ]] ||
+	die "at 100 app nodes the plan does not keep app-1 and app-2 at ${POOL[*]} (it has ${#pool100[@]} app nodes from ${pool100[*]:0:2}); bench/dataplane.sh needs updating"
+EXTRA_ADDRS=$(IFS=,; echo "${pool100[*]:2}")
+mapfile -t SETS < <(jsonq "$WORK/plan.json" '[n["netns"] + " " + s["name"] for n in j["nodes"] for s in n.get("firewall", {}).get("sets", []) if sorted(s["addrs"]) == sorted(a)]' "${POOL[@]}") # "netns set"
+((${#SETS[@]} >= 1)) || die "no node's nft set holds the app pool (${POOL[*]}) in the plan; bench/dataplane.sh needs updating"
 set_elements() { # add|delete
 	local e ns set
 	for e in "${SETS[@]}"; do
@@ -707,7 +638,7 @@ set_elements() { # add|delete
 		read -r ns set <<<"$e"
 		local count
 		count=$(ip netns exec "$ns" nft -j list set inet bulkhead "$set" | grep -o '"elem"[^]]*]' | grep -o '"[0-9.]*"' | wc -l)
-		[[ $1 == delete && $count == 2 || $1 == add && $count == 100 ]] || die "set $set in $ns holds $count addresses after nft $1"
+		[[ $1 == delete && $count == "${#POOL[@]}" || $1 == add && $count == 100 ]] || die "set $set in $ns holds $count addresses after nft $1"
 	done
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -98,17 +99,34 @@ func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bo
 // roots, the installed binary, the lock of the id blocks) once no stack is
 // left on the host.
 func (d *Driver) removeShared() error {
+	// An up of another stack holds the host lock shared from start to
+	// end: while one runs, the shared files stay.
+	unlock, ok, err := d.lockHost(syscall.LOCK_EX | syscall.LOCK_NB)
+	if err != nil || !ok {
+		return err
+	}
+	defer unlock()
 	entries, err := os.ReadDir(d.root())
 	if err != nil {
 		return err
 	}
 	ps := d.paths("")
+	shared := []string{ps.rootfs(), filepath.Dir(ps.binary()), ps.idsLock()}
 	for _, e := range entries {
-		if p := filepath.Join(d.root(), e.Name()); p != ps.rootfs() && p != filepath.Dir(ps.binary()) && p != ps.idsLock() {
+		if !slices.Contains(shared, filepath.Join(d.root(), e.Name())) {
 			return nil // another stack still uses them
 		}
 	}
-	return os.RemoveAll(d.root())
+	for _, p := range shared {
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+	}
+	// Only if empty: a stack made since the listing keeps it.
+	if err := os.Remove(d.root()); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+		return err
+	}
+	return nil
 }
 
 func plural(kind string, n int) string {

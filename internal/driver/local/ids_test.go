@@ -1,8 +1,10 @@
 package local
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
@@ -83,5 +85,46 @@ func TestSandboxMode(t *testing.T) {
 	}
 	if err := d.sandbox(p, newJournal(t, d, "s"), true); err == nil || !strings.Contains(err.Error(), "without") {
 		t.Errorf("switching a sandboxed stack off: %v", err)
+	}
+}
+
+// TestRemoveSharedWaitsForUps: the last purge leaves the files stacks
+// share while another up holds the host lock, removes them once none
+// does, and never removes a stack's directory.
+func TestRemoveSharedWaitsForUps(t *testing.T) {
+	d := &Driver{Root: filepath.Join(t.TempDir(), "root")}
+	ps := d.paths("")
+	for _, dir := range []string{ps.rootfs(), filepath.Dir(ps.binary())} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unlock, ok, err := d.lockHost(syscall.LOCK_SH)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if err := d.removeShared(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(ps.binary())); err != nil {
+		t.Errorf("the binary's directory went while an up held the host lock: %v", err)
+	}
+	unlock()
+	// A stack directory keeps everything.
+	if err := os.Mkdir(filepath.Join(d.root(), "other"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.removeShared(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(d.root(), "other")); err != nil {
+		t.Errorf("another stack's directory went: %v", err)
+	}
+	os.Remove(filepath.Join(d.root(), "other"))
+	if err := d.removeShared(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(d.root()); !os.IsNotExist(err) {
+		t.Errorf("the root is still there after the last stack: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -104,6 +105,35 @@ func (n nodePaths) socket() string { return filepath.Join(n.run(), "agent.sock")
 
 // legacyData is where a node's data lived before disk images.
 func (n nodePaths) legacyData() string { return filepath.Join(string(n), "data") }
+
+// hostLock is the lock an up holds shared, and the last purge exclusive,
+// so that the files stacks share are never removed under an up. It is on
+// /run, outside the directory it guards.
+const hostLock = "/run/lock/bulkhead.lock"
+
+// lockHost takes the host lock with how (syscall.LOCK_SH or LOCK_EX, with
+// LOCK_NB to not wait); ok is false when LOCK_NB found it held.
+func (d *Driver) lockHost(how int) (unlock func(), ok bool, err error) {
+	path := hostLock
+	if d.Root != "" {
+		path = filepath.Join(d.Root, "..", filepath.Base(d.Root)+".lock") // beside a test's root
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, false, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, true, nil
+}
 
 // lockStack takes the stack's lock, so that two ups, an up and a down, or
 // an up and the supervisor's repairs never interleave. The lock is released

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/bulkhead/bulkhead/internal/agent"
@@ -56,6 +58,12 @@ func (d *Driver) Up(ctx context.Context, p *plan.Plan, o UpOptions) (*UpResult, 
 	if err := d.packages(ctx, p, o.NoInstall); err != nil {
 		return nil, err
 	}
+	holdHost, _, err := d.lockHost(syscall.LOCK_SH)
+	if err != nil {
+		return nil, err
+	}
+	unlockHost := sync.OnceFunc(holdHost)
+	defer unlockHost()
 	ps := d.paths(p.Stack)
 	_, statErr := os.Stat(ps.stack)
 	existed := statErr == nil
@@ -72,6 +80,9 @@ func (d *Driver) Up(ctx context.Context, p *plan.Plan, o UpOptions) (*UpResult, 
 	res, err := d.up(ctx, p, o, j)
 	if err != nil && fresh {
 		d.progress("up failed; removing what it made")
+		// This up's hold on the shared files ends here, so that removing
+		// its stack can remove them too when it was the only one.
+		unlockHost()
 		// The caller's context may be what failed (Ctrl-C): clean up
 		// with a context of our own.
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

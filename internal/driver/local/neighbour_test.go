@@ -13,7 +13,12 @@ import (
 
 func planWithApps(t *testing.T, apps int) *plan.Plan {
 	t.Helper()
-	src := fmt.Sprintf("name: n\ntiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {protocol: sftp}\n  app: {replicas: %d}\n", apps)
+	return planFrom(t, fmt.Sprintf("name: n\ntiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {protocol: sftp}\n  app: {replicas: %d}\n", apps))
+}
+
+// planFrom builds the plan of a stack file's text.
+func planFrom(t *testing.T, src string) *plan.Plan {
+	t.Helper()
 	st, err := spec.Load("bulkhead.yaml", []byte(src), spec.Env{})
 	if err != nil {
 		t.Fatal(err)

@@ -54,14 +54,7 @@ func TestAccounts(t *testing.T) {
 // storage node's port, or from another tier, mounts nothing more.
 func TestSiteMounts(t *testing.T) {
 	src := "name: n\nflows:\n  - {from: app, to: storage, port: 8080}\n  - {from: cache, to: storage, port: 22}\ntiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {protocol: sftp}\n  app: {replicas: 2}\n"
-	st, err := spec.Load("bulkhead.yaml", []byte(src), spec.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := plan.Build(st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := planFrom(t, src)
 	d := &Driver{Root: t.TempDir()}
 	var got []string
 	for _, m := range d.siteMounts(p, newJournal(t, d, "n")) {

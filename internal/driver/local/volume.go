@@ -25,13 +25,13 @@ import (
 // other nodes keep their space. The image outlives down, like the data
 // it holds; down --purge deletes it.
 
-// volumeDirs are the image's directories the node writes, with the mode
-// they get. Their owner is the node's root or its daemon's account.
+// volumeDirs are the image's directories the node writes. writeNode gives
+// them to the node's root or its daemon's account.
 var volumeDirs = []string{"data", "log", "run"}
 
 // ensureVolume makes a node's image if it has none, grows it to the
-// node's disk size, and mounts it. It reports whether the volume was
-// freshly mounted.
+// node's disk size, mounts it, and moves in the node's data from the
+// layout before images.
 func (d *Driver) ensureVolume(ctx context.Context, p *plan.Plan, n *plan.Node, j *journal) error {
 	np := d.paths(p.Stack).node(n.Name)
 	img, vol := np.image(), np.vol()

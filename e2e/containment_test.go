@@ -88,8 +88,11 @@ func TestContainment(t *testing.T) {
 
 	t.Run("links: container output cannot be redirected onto the host", func(t *testing.T) {
 		target := filepath.Join(t.TempDir(), "written-by-app-1")
-		script := fmt.Sprintf("for d in /var/log/bulkhead /var/lib/bulkhead /run/bulkhead; do ln -sf %s $d/container.log; done; kill -TERM 1", target)
-		s.in("app-1", "sh", "-c", script) // the exec dies with the container
+		plant := fmt.Sprintf("for d in /var/log/bulkhead /var/lib/bulkhead /run/bulkhead; do ln -sf %s $d/container.log || exit 1; done", target)
+		if out, err := s.in("app-1", "sh", "-c", plant); err != nil {
+			t.Fatalf("plant: %v %s", err, out)
+		}
+		s.in("app-1", "kill", "-TERM", "1") // the exec dies with the container
 		s.waitHealthy(t, "app-1")
 		if _, err := os.Lstat(target); err == nil {
 			t.Errorf("the host created %s through a link planted by app-1", target)
@@ -116,7 +119,9 @@ func TestContainment(t *testing.T) {
 	t.Run("links: logs are not read through a link", func(t *testing.T) {
 		secret := filepath.Join(t.TempDir(), "host-secret")
 		os.WriteFile(secret, []byte("HOST-SECRET-LINE\n"), 0o600)
-		s.in("app-1", "ln", "-sf", secret, "/var/log/bulkhead/evil.log")
+		if out, err := s.in("app-1", "ln", "-sf", secret, "/var/log/bulkhead/evil.log"); err != nil {
+			t.Fatalf("plant: %v %s", err, out)
+		}
 		out, _ := s.exec("logs", "app-1", "-n", "5")
 		if strings.Contains(out, "HOST-SECRET-LINE") {
 			t.Errorf("bulkhead logs followed app-1's link to a host file:\n%s", out)

@@ -49,6 +49,8 @@ type ServiceStatus struct {
 	// Restarts counts the daemon's starts after the first, since the
 	// agent started.
 	Restarts int `json:"restarts"`
+	// Reloads counts the reloads that succeeded since the agent started.
+	Reloads int `json:"reloads,omitempty"`
 	// Ready: running, accepting connections on its Ready addresses, and
 	// its Init (if any) done.
 	Ready bool `json:"ready"`
@@ -183,6 +185,9 @@ func (a *agent) handler() http.Handler {
 		}
 		bw.Flush()
 	})
+	// POST /reload?service=NAME makes the daemon apply its changed
+	// configs without a restart; see reload.
+	mux.HandleFunc("POST /reload", a.handleReload)
 	return mux
 }
 
@@ -282,6 +287,11 @@ func Logs(ctx context.Context, socket, service string, n int) ([]string, error) 
 
 // get reads the reply to GET path, refusing one larger than limit bytes.
 func get(ctx context.Context, socket, path string, limit int64) ([]byte, error) {
+	return do(ctx, socket, http.MethodGet, path, limit)
+}
+
+// do reads the reply to method path, refusing one larger than limit bytes.
+func do(ctx context.Context, socket, method, path string, limit int64) ([]byte, error) {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dial(ctx, socket)
@@ -290,7 +300,7 @@ func get(ctx context.Context, socket, path string, limit int64) ([]byte, error) 
 		MaxResponseHeaderBytes: 64 << 10,
 	}
 	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, "http://agent"+path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +314,7 @@ func get(ctx context.Context, socket, path string, limit int64) ([]byte, error) 
 		return nil, fmt.Errorf("query agent %s: %w", socket, err)
 	}
 	if int64(len(body)) > limit {
-		return nil, fmt.Errorf("query agent %s: GET %s: the reply is larger than %d bytes; the node's agent may be compromised", socket, path, limit)
+		return nil, fmt.Errorf("query agent %s: %s %s: the reply is larger than %d bytes; the node's agent may be compromised", socket, method, path, limit)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("query agent %s: %s: %s", socket, resp.Status, strings.TrimSpace(string(body)))

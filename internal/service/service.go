@@ -20,4 +20,21 @@ type Service struct {
 	// idempotent (e.g. PostgreSQL's role and database, which have no init
 	// file).
 	Init []string `json:"init,omitempty"`
+	// Reload says how the running daemon takes changed configs without
+	// a restart; nil means it cannot, and a change restarts the node.
+	Reload *Reload `json:"reload,omitempty"`
 }
+
+// Reload is how a running daemon applies changed configs: Signal, if set,
+// goes to its main process (nginx, sshd and postgres re-read their files
+// on HUP; haproxy's master starts new workers on USR2), then Argv, if set,
+// runs to completion (e.g. the database's idempotent init, which applies
+// changed grants). The daemon then has to accept connections on its Ready
+// addresses again.
+type Reload struct {
+	Signal string   `json:"signal,omitempty"`
+	Argv   []string `json:"argv,omitempty"`
+}
+
+// Signals are the signals a Reload may name.
+var Signals = []string{"HUP", "USR1", "USR2"}

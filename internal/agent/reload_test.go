@@ -1,0 +1,83 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bulkhead/bulkhead/internal/hosttest"
+	"github.com/bulkhead/bulkhead/internal/service"
+)
+
+// TestReload: a reload signals the running daemon, which stays the same
+// process, then runs the reload command; a service without a reload, one
+// whose command fails, and an unknown one each get an error that says so.
+func TestReload(t *testing.T) {
+	dir := t.TempDir()
+	hups := filepath.Join(dir, "hups")
+	ran := filepath.Join(dir, "ran")
+	// The daemon counts the HUPs it gets; it must survive them.
+	daemon := `trap 'echo hup >> "$1"' HUP; : > "$1"; while :; do sleep 0.05; done`
+	r := start(t, Config{Services: []service.Service{
+		{Name: "web", Argv: []string{"sh", "-c", daemon, "sh", hups},
+			Reload: &service.Reload{Signal: "HUP", Argv: []string{"sh", "-c", `echo ok >> "$1"`, "sh", ran}}},
+		{Name: "plain", Argv: sh("sleep 1000")},
+		{Name: "broken", Argv: sh("sleep 1000"), Reload: &service.Reload{Argv: sh("echo cannot apply; exit 3")}},
+	}})
+	hosttest.Eventually(t, patience, "all running, web's trap set", func() bool {
+		_, err := os.Stat(hups)
+		return err == nil && r.service(t, "web").State == StateRunning && r.service(t, "plain").State == StateRunning && r.service(t, "broken").State == StateRunning
+	})
+	pid := r.service(t, "web").PID
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	// Signals coalesce: wait for each HUP before sending the next.
+	for i := 1; i <= 2; i++ {
+		if err := Reload(ctx, r.socket, "web"); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		hosttest.Eventually(t, patience, "HUP handled", func() bool {
+			data, _ := os.ReadFile(hups)
+			return strings.Count(string(data), "hup") == i
+		})
+	}
+	if data, _ := os.ReadFile(ran); strings.Count(string(data), "ok") != 2 {
+		t.Errorf("reload command ran %q, want twice", data)
+	}
+	st := r.service(t, "web")
+	if st.PID != pid || st.Restarts != 0 || st.Reloads != 2 {
+		t.Errorf("after two reloads: pid %d (was %d), restarts %d, reloads %d; want the same process, 0 restarts, 2 reloads", st.PID, pid, st.Restarts, st.Reloads)
+	}
+
+	if err := Reload(ctx, r.socket, "plain"); err == nil || !strings.Contains(err.Error(), "cannot reload; restart the node") {
+		t.Errorf("reload of a service without one: %v", err)
+	}
+	if err := Reload(ctx, r.socket, "broken"); err == nil || !strings.Contains(err.Error(), "exited with code 3") || !strings.Contains(err.Error(), "cannot apply") {
+		t.Errorf("failing reload command: %v; want its exit and output", err)
+	}
+	if err := Reload(ctx, r.socket, "nope"); err == nil || !strings.Contains(err.Error(), `no service "nope"`) {
+		t.Errorf("unknown service: %v", err)
+	}
+	if st := r.service(t, "broken"); st.State != StateRunning || st.Reloads != 0 {
+		t.Errorf("after a failed reload: %+v; want still running, no reload counted", st)
+	}
+}
+
+// TestReloadValidate refuses reloads that could do nothing, or harm.
+func TestReloadValidate(t *testing.T) {
+	for _, tc := range []struct {
+		r    *service.Reload
+		want string
+	}{
+		{&service.Reload{}, "neither a signal nor a command"},
+		{&service.Reload{Signal: "KILL"}, `reload signal "KILL"`},
+		{&service.Reload{Argv: []string{""}}, "empty reload command"},
+	} {
+		err := validate([]service.Service{{Name: "s", Argv: []string{"true"}, Reload: tc.r}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("validate reload %+v: %v; want %q", tc.r, err, tc.want)
+		}
+	}
+}

@@ -111,7 +111,7 @@ func dbMariaDB(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 		{Path: "my.cnf", Mode: 0o644, Data: cnf},
 		// 0440: mariadbd reads it after it has become mysql, so the driver
 		// must chown it root:mysql.
-		{Path: SecretsDir + "/mariadb-init.sql", Mode: 0o440, Data: initSQL},
+		{Path: SecretsDir + "/mariadb-init.sql", Mode: 0o440, Data: initSQL, OnChange: Reload},
 	}
 	svc := service.Service{
 		Name: "mariadb",
@@ -120,6 +120,9 @@ func dbMariaDB(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 		// Reads user and datadir from my.cnf and chowns the datadir to mysql.
 		Setup:   []string{"mariadb-install-db", "--defaults-file=" + conf, "--auth-root-authentication-method=socket", "--skip-test-db"},
 		Creates: path.Join(c.DataDir, "mysql"),
+		// The init file is idempotent: run again, over the socket as
+		// root, it applies changed grants to a running server.
+		Reload: &service.Reload{Argv: []string{"mariadb", "--defaults-file=" + conf, "--batch", "--execute=source " + c.InitFile}},
 	}
 	return files, []service.Service{svc}, nil
 }
@@ -167,17 +170,21 @@ func dbPostgres(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service
 	}
 	files := []File{
 		{Path: "postgresql.conf", Mode: 0o644, Data: conf},
-		{Path: "pg_hba.conf", Mode: 0o644, Data: hba},
-		{Path: "pg_ident.conf", Mode: 0o644, Data: ident},
+		// The server re-reads both on HUP.
+		{Path: "pg_hba.conf", Mode: 0o644, Data: hba, OnChange: Reload},
+		{Path: "pg_ident.conf", Mode: 0o644, Data: ident, OnChange: Reload},
 		// 0440: psql runs as postgres (peer authentication), so the driver
 		// must chown it root:postgres.
-		{Path: SecretsDir + "/postgresql-init.sql", Mode: 0o440, Data: initSQL},
+		{Path: SecretsDir + "/postgresql-init.sql", Mode: 0o440, Data: initSQL, OnChange: Reload},
 	}
 	// PostgreSQL refuses to run as root and has no option to drop it, so
 	// setpriv (util-linux) becomes postgres and execs it: same PID, so the
 	// agent's signals reach the server.
 	asPostgres := []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"}
 	datadir := c.DataDir
+	initSQLRun := append(slices.Clone(asPostgres), path.Join(pgBin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+		"-h", l.Run, "-p", strconv.Itoa(c.Port), "-U", "postgres", "-d", "postgres",
+		"-f", l.secret("postgresql-init.sql"))
 	svc := service.Service{
 		Name: "postgresql",
 		Argv: append(slices.Clone(asPostgres), path.Join(pgBin, "postgres"), "-c", "config_file="+l.conf("postgresql.conf")),
@@ -186,9 +193,10 @@ func dbPostgres(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service
 			"--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"),
 		Creates: path.Join(datadir, "PG_VERSION"),
 		// The site's role and database, over the local socket as postgres.
-		Init: append(slices.Clone(asPostgres), path.Join(pgBin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-			"-h", l.Run, "-p", strconv.Itoa(c.Port), "-U", "postgres", "-d", "postgres",
-			"-f", l.secret("postgresql-init.sql")),
+		Init: initSQLRun,
+		// HUP re-reads pg_hba.conf; the idempotent init applies what
+		// else changed for the pool.
+		Reload: &service.Reload{Signal: "HUP", Argv: initSQLRun},
 	}
 	return files, []service.Service{svc}, nil
 }
@@ -221,8 +229,20 @@ func newDBConf(p *plan.Plan, n *plan.Node) (*dbConf, error) {
 	if len(c.Users) == 0 {
 		return nil, fmt.Errorf("no app node reaches %s on %s/%d, so nobody could use the database", n.Name, port.Proto, port.Number)
 	}
-	c.MaxConnections = c.Workers + dbReserved
+	c.MaxConnections = connectionSlots(c.Workers + dbReserved)
 	return c, nil
+}
+
+// connectionSlots rounds a database's connection need up to a power of
+// two, at least 128: the limit is read only at start, and a pool that
+// grows within the same slots changes no config, so scaling the app pool
+// does not restart the database. An idle slot costs a few kilobytes.
+func connectionSlots(need int) int {
+	n := 128
+	for n < need {
+		n *= 2
+	}
+	return n
 }
 
 // dbAppWorkers is how many PHP workers an app node runs, each of which may

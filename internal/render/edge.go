@@ -120,14 +120,17 @@ func edgeNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 		return nil, nil, err
 	}
 	files := []File{
-		{Path: "nginx.conf", Mode: 0o644, Data: conf},
-		{Path: path.Join(SecretsDir, "edge.crt"), Mode: 0o400, Data: in.Secrets.TLSCert},
-		{Path: path.Join(SecretsDir, "edge.key"), Mode: 0o400, Data: in.Secrets.TLSKey},
+		{Path: "nginx.conf", Mode: 0o644, Data: conf, OnChange: Reload},
+		{Path: path.Join(SecretsDir, "edge.crt"), Mode: 0o400, Data: in.Secrets.TLSCert, OnChange: Reload},
+		{Path: path.Join(SecretsDir, "edge.key"), Mode: 0o400, Data: in.Secrets.TLSKey, OnChange: Reload},
 	}
 	svc := service.Service{
 		Name: "nginx",
 		// -e: nginx opens its built-in error log before reading the config.
 		Argv: []string{"nginx", "-c", in.Layout.conf("nginx.conf"), "-e", "stderr"},
+		// On HUP the master starts workers with the new config and lets
+		// the old ones finish their requests.
+		Reload: &service.Reload{Signal: "HUP"},
 	}
 	return files, []service.Service{svc}, nil
 }
@@ -145,12 +148,16 @@ func edgeHAProxy(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 	}
 	pem := slices.Concat(bytes.TrimRight(in.Secrets.TLSCert, "\n"), []byte("\n"), in.Secrets.TLSKey)
 	files := []File{
-		{Path: "haproxy.cfg", Mode: 0o644, Data: conf},
-		{Path: path.Join(SecretsDir, "edge.pem"), Mode: 0o400, Data: pem},
+		{Path: "haproxy.cfg", Mode: 0o644, Data: conf, OnChange: Reload},
+		{Path: path.Join(SecretsDir, "edge.pem"), Mode: 0o400, Data: pem, OnChange: Reload},
 	}
 	svc := service.Service{
 		Name: "haproxy",
-		Argv: []string{"haproxy", "-db", "-f", in.Layout.conf("haproxy.cfg")},
+		// -W: a master process that, on USR2, starts a worker with the
+		// new config, hands it the listening sockets (the stats socket
+		// exposes them) and lets the old worker finish its connections.
+		Argv:   []string{"haproxy", "-W", "-db", "-f", in.Layout.conf("haproxy.cfg")},
+		Reload: &service.Reload{Signal: "USR2"},
 	}
 	return files, []service.Service{svc}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +29,7 @@ import (
 	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/service"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -263,8 +266,9 @@ func TestEdgeHAProxyCheck(t *testing.T) {
 					t.Errorf("haproxy -c warns:\n%s", msg)
 				}
 
-				if len(n.Services) != 1 || !slices.Equal(n.Services[0].Argv, []string{"haproxy", "-db", "-f", confPath}) {
-					t.Errorf("services = %+v, want haproxy -db -f %s", n.Services, confPath)
+				if len(n.Services) != 1 || !slices.Equal(n.Services[0].Argv, []string{"haproxy", "-W", "-db", "-f", confPath}) ||
+					n.Services[0].Reload == nil || n.Services[0].Reload.Signal != "USR2" {
+					t.Errorf("services = %+v, want haproxy -W -db -f %s reloading on USR2", n.Services, confPath)
 				}
 				f := fileOf(t, n, "secrets/edge.pem")
 				if f.Mode != 0o400 || !bytes.Contains(f.Data, sec.TLSCert) || !bytes.HasSuffix(f.Data, sec.TLSKey) {
@@ -438,9 +442,13 @@ func TestEdgeLive(t *testing.T) {
 // liveEdge is an edge node that startEdge runs on loopback.
 type liveEdge struct {
 	plan    *plan.Plan
-	pub     string // the edge's public address
+	node    *plan.Node // the edge
+	pub     string     // the edge's public address
 	secrets render.Secrets
 	apps    map[string]func() // stops one fake app node
+	layout  render.Layout
+	daemon  *daemon
+	service service.Service // as rendered
 }
 
 // startEdge renders stack's edge as software and runs it until the test
@@ -472,16 +480,13 @@ func startEdge(t *testing.T, stack, software, base string, redirect bool) liveEd
 	fakeTier(t, p, edge, spec.RoleStatic)
 
 	sec := tlsSecrets(t, p)
-	_, l := writeNode(t, p, edge.Name, sec)
-	var d *daemon
-	if software == "nginx" {
-		d = startDaemon(t, tool, "-c", filepath.Join(l.Conf, "nginx.conf"), "-e", "stderr")
-	} else {
-		d = startDaemon(t, tool, "-db", "-f", filepath.Join(l.Conf, "haproxy.cfg"))
-	}
+	n, l := writeNode(t, p, edge.Name, sec)
+	// The daemon runs as the node agent would run it.
+	svc := n.Services[0]
+	d := startDaemon(t, append([]string{tool}, svc.Argv[1:]...)...)
 	d.waitDial(t, pub+":80")
 	d.waitDial(t, pub+":443")
-	return liveEdge{plan: p, pub: pub, secrets: sec, apps: apps}
+	return liveEdge{plan: p, node: edge, pub: pub, secrets: sec, apps: apps, layout: l, daemon: d, service: svc}
 }
 
 func checkEdgeLive(t *testing.T, p *plan.Plan, pub string, sec render.Secrets, apps map[string]func(), redirect bool) {
@@ -595,5 +600,109 @@ func checkEdgeLive(t *testing.T, p *plan.Plan, pub string, sec render.Secrets, a
 		t.Errorf("the edge accepted TLS 1.1")
 	} else if errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("TLS 1.1 probe: %v", err)
+	}
+}
+
+// TestEdgeReloadUnderLoad shrinks the app pool of a running edge, as a
+// scale-down does, by rewriting its config and sending the reload signal
+// its service names, while clients on keep-alive connections send requests
+// without pause. Not one request may fail, and the removed node must stop
+// getting new ones.
+func TestEdgeReloadUnderLoad(t *testing.T) {
+	for i, software := range []string{"nginx", "haproxy"} {
+		t.Run(software, func(t *testing.T) {
+			e := startEdge(t, "default", software, fmt.Sprintf("127.77.%d.", 30+i), false)
+			if e.service.Reload == nil || e.service.Reload.Signal == "" {
+				t.Fatalf("the edge's service %+v has no reload signal", e.service)
+			}
+			roots := x509.NewCertPool()
+			roots.AppendCertsFromPEM(e.secrets.TLSCert)
+			client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+				TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"},
+			}}
+			var (
+				mu       sync.Mutex
+				total    int
+				failures []string
+				last     []string // the last servers, newest last
+			)
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						resp, err := client.Get("https://" + e.pub + "/")
+						mu.Lock()
+						total++
+						if err != nil {
+							failures = append(failures, err.Error())
+						} else {
+							io.Copy(io.Discard, resp.Body)
+							resp.Body.Close()
+							if resp.StatusCode != 200 {
+								failures = append(failures, resp.Status)
+							}
+							last = append(last, resp.Header.Get("X-Served-By"))
+							if len(last) > 40 {
+								last = last[1:]
+							}
+						}
+						mu.Unlock()
+					}
+				})
+			}
+			hosttest.Eventually(t, waitDeadline, "load on both app nodes", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return slices.Contains(last, "app-1") && slices.Contains(last, "app-2")
+			})
+
+			// The plan without app-2, indexed afresh as a saved plan is.
+			cut := *e.plan
+			cut.Nodes = slices.DeleteFunc(slices.Clone(e.plan.Nodes), func(n plan.Node) bool { return n.Name == "app-2" })
+			data, err := json.Marshal(&cut)
+			if err != nil {
+				t.Fatal(err)
+			}
+			smaller, err := plan.Decode(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := render.RenderNode(smaller, smaller.Node(e.node.Name), render.Input{Layout: e.layout, Secrets: e.secrets})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range n.Files {
+				if f.OnChange == render.Restart {
+					t.Errorf("%s changes need a restart; an edge must reload them", f.Path)
+				}
+			}
+			writeFiles(t, e.layout, n)
+			sig := map[string]syscall.Signal{"HUP": syscall.SIGHUP, "USR2": syscall.SIGUSR2}[e.service.Reload.Signal]
+			if err := syscall.Kill(e.daemon.pid, sig); err != nil {
+				t.Fatal(err)
+			}
+			hosttest.Eventually(t, waitDeadline, "app-2 out of the pool", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(last) == 40 && !slices.Contains(last, "app-2")
+			})
+			close(stop)
+			wg.Wait()
+			select {
+			case <-e.daemon.done:
+				t.Fatalf("the edge exited on reload: %v\n%s", e.daemon.err, e.daemon.out)
+			default:
+			}
+			if len(failures) > 0 {
+				t.Errorf("%d of %d requests failed across the reload: %q", len(failures), total, failures[:min(len(failures), 5)])
+			}
+			t.Logf("%d requests, %d failed", total, len(failures))
+		})
 	}
 }

@@ -70,6 +70,32 @@ type File struct {
 	Path string
 	Mode uint32
 	Data []byte
+	// OnChange says what a running node needs when the file changes.
+	OnChange Change
+}
+
+// Change is what a running node needs to apply a changed file.
+type Change int
+
+const (
+	// Restart: the node's container restarts (the safe default).
+	Restart Change = iota
+	// Reload: the node's services reload (service.Reload), which must be
+	// able to apply every such file.
+	Reload
+	// Live: the file is read afresh on every use, or the host applies it;
+	// writing it is enough.
+	Live
+)
+
+func (c Change) String() string {
+	switch c {
+	case Reload:
+		return "reload"
+	case Live:
+		return "live"
+	}
+	return "restart"
 }
 
 // Node is the rendered output of one node.
@@ -97,8 +123,10 @@ func Render(p *plan.Plan, in Input) ([]Node, error) {
 func RenderNode(p *plan.Plan, n *plan.Node, in Input) (Node, error) {
 	out := Node{Name: n.Name}
 	out.Files = append(out.Files,
-		File{Path: "nftables.nft", Mode: 0o644, Data: Nftables(n)},
-		File{Path: "hosts", Mode: 0o644, Data: Hosts(p, n)},
+		// The host loads the firewall into the node's namespace, and
+		// resolvers read the hosts file on every lookup.
+		File{Path: "nftables.nft", Mode: 0o644, Data: Nftables(n), OnChange: Live},
+		File{Path: "hosts", Mode: 0o644, Data: Hosts(p, n), OnChange: Live},
 	)
 	r, ok := renderers[n.Role+"/"+n.Software]
 	if !ok {
@@ -110,6 +138,9 @@ func RenderNode(p *plan.Plan, n *plan.Node, in Input) (Node, error) {
 	}
 	out.Files = append(out.Files, files...)
 	out.Services = svcs
+	if err := checkReloads(out); err != nil {
+		return Node{}, fmt.Errorf("render %s (%s): %w", n.Name, n.Software, err)
+	}
 	if len(svcs) > 0 {
 		// Renderers list the daemon that faces the network last (php-fpm,
 		// then apache2): it answers on the node's service ports.
@@ -117,6 +148,20 @@ func RenderNode(p *plan.Plan, n *plan.Node, in Input) (Node, error) {
 	}
 	sort.Slice(out.Files, func(i, j int) bool { return out.Files[i].Path < out.Files[j].Path })
 	return out, nil
+}
+
+// checkReloads refuses a node with a file that reloads but no service
+// that can: the change would never be applied.
+func checkReloads(n Node) error {
+	if slices.ContainsFunc(n.Services, func(s service.Service) bool { return s.Reload != nil }) {
+		return nil
+	}
+	for _, f := range n.Files {
+		if f.OnChange == Reload {
+			return fmt.Errorf("%s is applied by a reload, but no service of the node reloads", f.Path)
+		}
+	}
+	return nil
 }
 
 // readyAddrs lists the addresses peers reach n on: n's address on each

@@ -97,8 +97,8 @@ func storageSFTP(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 		return nil, nil, err
 	}
 	files := []File{
-		{Path: "sshd_config", Mode: 0o644, Data: conf},
-		{Path: SecretsDir + "/ssh_host_ed25519_key", Mode: 0o400, Data: in.Secrets.StorageHostKey},
+		{Path: "sshd_config", Mode: 0o644, Data: conf, OnChange: Reload},
+		{Path: SecretsDir + "/ssh_host_ed25519_key", Mode: 0o400, Data: in.Secrets.StorageHostKey, OnChange: Reload},
 	}
 	for _, k := range []sftpKeys{ro, rw} {
 		data, err := execTemplate("storage-authorized_keys.tmpl", k)
@@ -107,7 +107,8 @@ func storageSFTP(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 		}
 		// Root-owned and not writable by the accounts, as StrictModes
 		// requires and as the read-only conf mount guarantees.
-		files = append(files, File{Path: "authorized_keys/" + k.User, Mode: 0o644, Data: data})
+		// sshd reads them at every login.
+		files = append(files, File{Path: "authorized_keys/" + k.User, Mode: 0o644, Data: data, OnChange: Live})
 	}
 	svc := service.Service{
 		Name: "sshd",
@@ -116,6 +117,9 @@ func storageSFTP(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 		// The privilege separation directory is compiled into sshd.
 		Setup:   []string{"install", "-d", "-m", "0755", "/run/sshd"},
 		Creates: "/run/sshd",
+		// On HUP sshd re-executes itself with the new config; the
+		// sessions it serves (the site mounts) go on.
+		Reload: &service.Reload{Signal: "HUP"},
 	}
 	return files, []service.Service{svc}, nil
 }

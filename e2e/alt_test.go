@@ -58,3 +58,42 @@ func TestAltSoftware(t *testing.T) {
 		t.Errorf("verify of the alternative stack (%v): failures %q\n%.3000s", err, v.Failures, out)
 	}
 }
+
+// TestCaddyStatic brings up the default stack with Caddy as the static
+// tier: it serves the static paths, runs no upload, and listens where the
+// plan says and nowhere else (no admin endpoint).
+func TestCaddyStatic(t *testing.T) {
+	s := newStack(t, "e2ey", 243, 18600, `tiers:
+  edge: {}
+  static: {software: caddy}
+  app: {replicas: 2}
+  cache: {}
+  db: {}
+  storage: {}
+`)
+	s.run("up")
+	c := &http.Client{Timeout: 20 * time.Second}
+	resp, err := c.Get("http://" + s.http + "/assets/style.css")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("X-Served-By") != "static" {
+		t.Fatalf("GET /assets/style.css = %d from %q", resp.StatusCode, resp.Header.Get("X-Served-By"))
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/css; charset=utf-8" {
+		t.Errorf("GET /assets/style.css: Content-Type %q", ct)
+	}
+	// Caddy does not drop root itself; setpriv starts it as www-data.
+	out, err := s.in("static", "sh", "-c", `for p in /proc/[0-9]*; do [ "$(cat $p/comm)" = caddy ] && grep '^Uid:' $p/status; done; true`)
+	if err != nil || strings.Join(strings.Fields(out), " ") != "Uid: 33 33 33 33" {
+		t.Errorf("caddy's uids in static: %q (%v), want www-data's, 33", out, err)
+	}
+	uploadsNeverRun(t, s)
+	if out := s.run("up"); !strings.Contains(out, "nothing changed") {
+		t.Errorf("second up changed something:\n%s", out)
+	}
+	if v, out, err := s.verify(t); err != nil || !v.Pass {
+		t.Errorf("verify of the Caddy stack (%v): failures %q\n%.3000s", err, v.Failures, out)
+	}
+}

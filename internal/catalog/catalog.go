@@ -79,6 +79,12 @@ var descriptors = []Descriptor{
 		Packages: []string{"lighttpd"}, Accounts: []string{"www-data"}},
 	{Role: RoleStatic, Software: "nginx", Ports: []Port{tcp(80)},
 		Packages: []string{"nginx"}, Accounts: []string{"www-data"}},
+	// Caddy never drops root itself: setpriv starts it as www-data with
+	// the base set's bind capability kept ambient, and it writes its log,
+	// pid file and state as www-data, so the node's directories are
+	// www-data's.
+	{Role: RoleStatic, Software: "caddy", Ports: []Port{tcp(80)},
+		Packages: []string{"caddy"}, Accounts: []string{"www-data"}, DirOwner: "www-data"},
 
 	// The app's choices name the web server in front of php-fpm, which
 	// reads the app's secrets as www-data.

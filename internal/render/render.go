@@ -188,6 +188,7 @@ var renderers = map[string]renderer{
 	spec.RoleEdge + "/haproxy":    edgeHAProxy,
 	spec.RoleStatic + "/lighttpd": staticLighttpd,
 	spec.RoleStatic + "/nginx":    staticNginx,
+	spec.RoleStatic + "/caddy":    staticCaddy,
 	spec.RoleApp + "/apache2":     appApache,
 	spec.RoleApp + "/nginx":       appNginx,
 	spec.RoleCache + "/memcached": cacheMemcached,

@@ -31,6 +31,17 @@ var frontFuncs = template.FuncMap{
 	// haproxy regexes, single-quoted: "%" is only special in a log-format
 	// string, and no regex is one.
 	"hre": func(v any) (string, error) { return frontQuote(v, `'`, `$\%`) },
+	// Caddyfile double-quotes: "{" would start a placeholder and a
+	// backslash escapes, so neither passes.
+	"cq": func(v any) (string, error) { return frontQuote(v, `"`, "") },
+	// Caddyfile regexes, double-quoted: the lexer keeps a backslash
+	// unless a quote follows it, so one may not end the string.
+	"cre": func(v any) (string, error) {
+		if s := fmt.Sprint(v); strings.HasSuffix(s, `\`) {
+			return "", fmt.Errorf("%q: a trailing backslash would escape the closing quote", s)
+		}
+		return frontQuote(v, `"`, `$\%[]`)
+	},
 }
 
 func frontQuote(v any, quote, extra string) (string, error) {
@@ -126,6 +137,23 @@ func (s sitePaths) UploadRegex() string {
 	return `^(?:` + strings.Join(ps, "|") + `)`
 }
 
+// ServeRegex matches every static path: one regex, because a Caddy
+// matcher set holds one path_regexp. Prefixes match case sensitively,
+// extensions not. It is empty when nothing is static.
+func (s sitePaths) ServeRegex() string {
+	if s.All {
+		return "^/"
+	}
+	var alts []string
+	if len(s.Prefixes) > 0 {
+		alts = append(alts, s.PrefixRegex())
+	}
+	if len(s.Exts) > 0 {
+		alts = append(alts, "(?i:"+s.ExtRegex()+")")
+	}
+	return strings.Join(alts, "|")
+}
+
 // refusedRegex matches what the static tier never serves, whatever the
 // configured paths say: dotfiles and dot-directories (.env, .git/), server
 // side code that must not leak as source, backups, and directories (no
@@ -187,6 +215,41 @@ func (c *staticConf) CharsetTypes() []string {
 	return out
 }
 
+// contentType is one Content-Type and the extensions that get it, for
+// servers that set types per group of extensions (Caddy).
+type contentType struct {
+	Type string // with its charset, if any
+	Exts []string
+}
+
+// ContentTypes groups MIME by Content-Type, in the order types first
+// appear, with "; charset=utf-8" on the text types as lighttpd sends it.
+func (c *staticConf) ContentTypes() []contentType {
+	var out []contentType
+	for _, m := range c.MIME {
+		t := m.Type
+		if m.Text {
+			t += "; charset=utf-8"
+		}
+		i := slices.IndexFunc(out, func(ct contentType) bool { return ct.Type == t })
+		if i < 0 {
+			out = append(out, contentType{Type: t})
+			i = len(out) - 1
+		}
+		out[i].Exts = append(out[i].Exts, m.Ext)
+	}
+	return out
+}
+
+// Exts lists every extension MIME names.
+func (c *staticConf) Exts() []string {
+	out := make([]string, len(c.MIME))
+	for i, m := range c.MIME {
+		out[i] = m.Ext
+	}
+	return out
+}
+
 // staticConf is what the static templates see; every path is precomputed.
 type staticConf struct {
 	Node    string
@@ -197,6 +260,7 @@ type staticConf struct {
 	Pid     string
 	Run     string
 	Temp    string // nginx temp directories: prefix of one per kind
+	State   string // Caddy's home: its autosaved config and data
 	Log     string // access log
 	Paths   sitePaths
 	Refused string
@@ -242,6 +306,7 @@ func newStaticConf(p *plan.Plan, n *plan.Node, in Input) (*staticConf, error) {
 		Pid:     path.Join(l.Run, n.Software+".pid"),
 		Run:     l.Run,
 		Temp:    path.Join(l.Run, "nginx-"),
+		State:   path.Join(l.Run, "caddy"),
 		Log:     path.Join(l.Log, "access.log"),
 		Paths:   newSitePaths(p.Site),
 		Refused: refusedRegex,
@@ -292,6 +357,35 @@ func staticNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 		Name: "nginx",
 		// -e: nginx opens its built-in error log before reading the config.
 		Argv: []string{"nginx", "-c", in.Layout.conf("nginx.conf"), "-e", "stderr"},
+	}
+	return files, []service.Service{svc}, nil
+}
+
+// staticCaddy serves the site's static paths with Caddy. Caddy has no user
+// switch of its own: setpriv (util-linux) becomes www-data and execs it,
+// keeping CAP_NET_BIND_SERVICE, which every node's base set has, as an
+// ambient capability so that www-data can bind port 80. Caddy writes its
+// autosaved config under XDG_CONFIG_HOME even with the admin endpoint off,
+// so its home is in the node's run directory, which the catalog gives to
+// www-data; nothing points it at /.
+func staticCaddy(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
+	c, err := newStaticConf(p, n, in)
+	if err != nil {
+		return nil, nil, err
+	}
+	conf, err := execTemplate("static-Caddyfile.tmpl", c)
+	if err != nil {
+		return nil, nil, err
+	}
+	files := []File{{Path: "Caddyfile", Mode: 0o644, Data: conf}}
+	svc := service.Service{
+		Name: "caddy",
+		Argv: []string{
+			"setpriv", "--reuid=www-data", "--regid=www-data", "--init-groups",
+			"--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service", "--",
+			"env", "HOME=" + c.State, "XDG_CONFIG_HOME=" + path.Join(c.State, "config"), "XDG_DATA_HOME=" + path.Join(c.State, "data"),
+			"caddy", "run", "--config", in.Layout.conf("Caddyfile"), "--adapter", "caddyfile", "--pidfile", c.Pid,
+		},
 	}
 	return files, []service.Service{svc}, nil
 }

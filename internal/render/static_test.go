@@ -191,7 +191,7 @@ func TestStaticLive(t *testing.T) {
 	hosttest.RequireRoot(t) // the daemons drop to www-data
 	for i, c := range []struct{ stack, software string }{{"default", "lighttpd"}, {"alt", "nginx"}, {"default", "nginx"}, {"alt", "lighttpd"}} {
 		t.Run(c.stack+"/"+c.software, func(t *testing.T) {
-			tool := requireTool(t, c.software)
+			requireTool(t, c.software)
 			p, n := withSoftware(t, c.stack, spec.RoleStatic, c.software)
 			edge := p.Role(spec.RoleEdge)[0]
 			addr := fmt.Sprintf("127.77.%d.1", 100+i)
@@ -204,6 +204,7 @@ func TestStaticLive(t *testing.T) {
 			}
 			n.Listens = []plan.Port{{Proto: "tcp", Number: port}}
 			out, l := writeNode(t, p, n.Name, testSecrets(p))
+			chownLayout(t, n, l)
 
 			old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 			for _, f := range siteFiles {
@@ -231,7 +232,8 @@ func TestStaticLive(t *testing.T) {
 					t.Fatalf("setup did not create %s: %v", svc.Creates, err)
 				}
 			}
-			d := startDaemon(t, append([]string{tool}, svc.Argv[1:]...)...)
+			// By path: the daemons are in sbin, which a test's PATH may lack.
+			d := startDaemon(t, append([]string{requireTool(t, svc.Argv[0])}, svc.Argv[1:]...)...)
 			hostport := net.JoinHostPort(addr, strconv.Itoa(port))
 			d.waitDial(t, hostport)
 			checkStaticLive(t, p, n, "http://"+hostport)
@@ -397,6 +399,15 @@ func TestStaticPathVariants(t *testing.T) {
 				conf := string(fileOf(t, n, "lighttpd.conf").Data)
 				if got, want := strings.Count(conf, "server.document-root = "+strconv.Quote(l.Site)), c.roots; got != want {
 					t.Errorf("static: the site is the document root under %d conditions, want %d:\n%s", got, want, conf)
+				}
+			}
+			if tool := requireTool(t, "caddy"); tool != "" {
+				static.Software = "caddy"
+				n, l := writeNode(t, p, static.Name, sec)
+				caddyRun(t, tool, l, "validate")
+				conf := string(fileOf(t, n, "Caddyfile").Data)
+				if got, want := strings.Count(conf, "file_server {"), c.roots; got != want {
+					t.Errorf("static: caddy serves the site %d times, want %d:\n%s", got, want, conf)
 				}
 			}
 		})

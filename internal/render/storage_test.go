@@ -236,6 +236,10 @@ func TestStorageSFTPLive(t *testing.T) {
 		{"static's key for site-rw", "static", "site-rw", "ls\n", false},
 		{"app-1's key for site-ro", "app-1", "site-ro", "ls\n", false},
 		{"app-2's key from app-1's address", "app-2", "site-rw", "ls\n", false},
+		// A link in uploads would make a static server that follows links
+		// (caddy) serve what it points at: the site's PHP, the node's files.
+		{"app-1 plants a symlink", "app-1", "site-rw", "symlink /index.php /uploads/link.css\n", false},
+		{"app-1 plants a hard link", "app-1", "site-rw", "ln /index.php /uploads/hard.css\n", false},
 	} {
 		if c.what == "static writes uploads" {
 			// Only -R keeps site-ro out of a directory anyone may write.
@@ -251,8 +255,8 @@ func TestStorageSFTPLive(t *testing.T) {
 	} else if st.Uid != rwUID || st.Mode&0o044 != 0o044 {
 		t.Errorf("app-1's upload has uid %d and mode %o; want site-rw's, readable by site-ro", st.Uid, st.Mode&0o777)
 	}
-	for _, f := range []string{"index2.php", "uploads/ro.txt"} {
-		if _, err := os.Stat(filepath.Join(site, f)); err == nil {
+	for _, f := range []string{"index2.php", "uploads/ro.txt", "uploads/link.css", "uploads/hard.css"} {
+		if _, err := os.Lstat(filepath.Join(site, f)); err == nil {
 			t.Errorf("%s was written", f)
 		}
 	}

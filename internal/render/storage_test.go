@@ -56,7 +56,7 @@ func TestStorageSFTP(t *testing.T) {
 			want[acct] = append(want[acct], fmt.Sprintf(`restrict,from="%s" %s`, addr, strings.TrimSpace(sec.StorageKeys[c.Name])))
 
 			eff := sshdEffective(t, conf, acct, addr)
-			force := "internal-sftp -u 0022 -d /"
+			force := "internal-sftp -u 0022 -P symlink,hardlink -d /"
 			if role == spec.RoleStatic {
 				force = "internal-sftp -R -d /"
 			}

@@ -99,11 +99,6 @@ func (c *Cell) judge() {
 	}
 }
 
-// Reached reports whether any probe of the cell connected.
-func (c *Cell) Reached() bool {
-	return slices.ContainsFunc(c.Targets, func(t Target) bool { return t.Status == Open })
-}
-
 // Listener is a socket that listens inside a node (or the outside
 // namespace). Expected says whether the plan accounts for it.
 type Listener struct {
@@ -194,8 +189,7 @@ const (
 // WriteText writes the report for people: the matrix as the plan prints
 // it, with the cells that failed marked, then the failures, the checks and
 // the counts. The matrix shows every node on the ports the plan gives it
-// and every failed cell; the other cells, a denied and blocked sea of them,
-// are counted.
+// and every failed cell; the rest, all denied and blocked, are counted.
 func (r *Report) WriteText(w io.Writer) error {
 	if r.Plan == nil {
 		return errors.New("write verify report: the report has no plan to lay its matrix out by")

@@ -155,6 +155,7 @@ func Layout(p *plan.Plan, mark Mark, more map[string][]plan.Port) *Grid {
 		}
 	}
 	g.Rows = append(g.Rows, nodes...)
+	g.Marks = make([][]string, len(g.Rows))
 	var cols []Group
 	for _, v := range vantages {
 		if len(more[v]) > 0 {
@@ -182,16 +183,10 @@ func Layout(p *plan.Plan, mark Mark, more map[string][]plan.Port) *Grid {
 				continue
 			}
 			g.Cols = append(g.Cols, c)
-			for i := range marks {
-				if len(g.Marks) <= i {
-					g.Marks = append(g.Marks, nil)
-				}
-				g.Marks[i] = append(g.Marks[i], marks[i])
+			for i, m := range marks {
+				g.Marks[i] = append(g.Marks[i], m)
 			}
 		}
-	}
-	if g.Marks == nil {
-		g.Marks = make([][]string, len(g.Rows))
 	}
 	return g
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -139,9 +140,16 @@ func TestVerify(t *testing.T) {
 	}
 
 	text := s.run("verify")
-	for _, want := range []string{"to edge", "from \\ port", "PASS: stack e2ev is isolated as planned", "cells probed: "} {
+	for _, want := range []string{"REACHABILITY (rows are sources", "ports probed: ", "PASS: stack e2ev is isolated as planned", "cells probed: "} {
 		if !strings.Contains(text, want) {
 			t.Errorf("text report lacks %q:\n%s", want, text)
+		}
+	}
+	// The matrix is the plan's: the host and the outside reach the edge's
+	// 80 and 443, and nothing failed.
+	for _, row := range []string{"host", "outside"} {
+		if !regexp.MustCompile(`(?m)^` + row + ` +✔ +✔ +[·✔ ]+$`).MatchString(text) {
+			t.Errorf("text report has no %s row that reaches the edge and nothing else fails:\n%s", row, text)
 		}
 	}
 

@@ -11,11 +11,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/bulkhead/bulkhead/internal/kernel"
+	"github.com/bulkhead/bulkhead/internal/matrix"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
 	"github.com/bulkhead/bulkhead/internal/secrets"
@@ -258,183 +258,14 @@ func printPlan(w io.Writer, p *plan.Plan) error {
 	}
 	tw.Flush()
 
-	fmt.Fprint(ew, "\nREACHABILITY (rows are sources, columns destination and port; ✔ allowed, · denied)\n")
-	printMatrix(ew, p)
-	// tabwriter pads the cell before an empty last one.
-	lines := strings.Split(ew.String(), "\n")
-	for i, l := range lines {
-		lines[i] = strings.TrimRight(l, " ")
+	fmt.Fprintf(ew, "\nREACHABILITY (rows are sources, columns destination and port; %s allowed, %s denied)\n", matrix.Allowed, matrix.Denied)
+	if err := matrix.Layout(p, matrix.Expected(&p.Matrix), nil).WriteText(ew); err != nil {
+		return err
 	}
-	_, err := io.WriteString(w, strings.Join(lines, "\n"))
+	_, err := w.Write(ew.Bytes())
 	return err
 }
 
 func portString(p plan.Port) string { return fmt.Sprintf("%d/%s", p.Number, p.Proto) }
 
 func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
-
-// collapseAbove is the size from which a tier's identical nodes share one
-// row and one column of the matrix: a pool of 100 app nodes would otherwise
-// be 100 rows and 100 columns of the same answer.
-const collapseAbove = 4
-
-// group is one row or column heading of the matrix: one node, or a tier's
-// nodes that all answer alike.
-type group struct {
-	label string
-	nodes []string
-}
-
-// column is one destination group and port.
-type column struct {
-	group
-	port plan.Port
-}
-
-func printMatrix(w io.Writer, p *plan.Plan) {
-	m := &p.Matrix
-	var dests []group
-	for _, g := range nodeGroups(p) {
-		if len(g.nodes) > 1 && !uniform(p, g) {
-			for _, n := range g.nodes {
-				dests = append(dests, group{label: n, nodes: []string{n}})
-			}
-			continue
-		}
-		dests = append(dests, g)
-	}
-	rows := append([]group{{label: spec.Outside, nodes: []string{spec.Outside}}}, dests...)
-	var cols []column
-	for _, d := range dests {
-		for _, port := range destPorts(p, d.nodes[0]) {
-			cols = append(cols, column{d, port})
-		}
-	}
-
-	tw := table(w)
-	// Two heading lines: destinations, then their ports.
-	var top, bottom strings.Builder
-	for i, c := range cols {
-		label := ""
-		if i == 0 || cols[i-1].label != c.label {
-			label = c.label
-		}
-		top.WriteString("\t" + label)
-		bottom.WriteString("\t" + fmt.Sprint(c.port.Number))
-		if c.port.Proto != "tcp" {
-			bottom.WriteString("/" + c.port.Proto)
-		}
-	}
-	fmt.Fprintln(tw, top.String())
-	fmt.Fprintln(tw, bottom.String())
-	for _, r := range rows {
-		fmt.Fprint(tw, r.label)
-		for _, c := range cols {
-			fmt.Fprint(tw, "\t"+verdict(m, r.nodes, c.nodes, c.port))
-		}
-		fmt.Fprintln(tw)
-	}
-	tw.Flush()
-}
-
-// uniform reports whether every node of g answers alike, both as a source
-// towards every other node and as a destination from every source. Then, for
-// groups of three or more, every cell of g's row and column is a single
-// answer and collapsing hides nothing.
-func uniform(p *plan.Plan, g group) bool {
-	m := &p.Matrix
-	sources := append([]string{spec.Outside}, nodeNames(p)...)
-	for _, other := range sources {
-		one := []string{other}
-		if other != spec.Outside {
-			for _, port := range destPorts(p, other) {
-				if verdict(m, g.nodes, one, port) == "±" {
-					return false
-				}
-			}
-		}
-		for _, port := range destPorts(p, g.nodes[0]) {
-			if verdict(m, one, g.nodes, port) == "±" {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-func nodeNames(p *plan.Plan) []string {
-	out := make([]string, len(p.Nodes))
-	for i, n := range p.Nodes {
-		out[i] = n.Name
-	}
-	return out
-}
-
-// nodeGroups groups the plan's nodes, in plan order: a tier of more than
-// collapseAbove nodes is one group, any other node its own.
-func nodeGroups(p *plan.Plan) []group {
-	var out []group
-	for i := 0; i < len(p.Nodes); {
-		n := p.Nodes[i]
-		tier := p.Tier(n.Tier)
-		if len(tier) > collapseAbove {
-			g := group{label: tier[0].Name + ".." + tier[len(tier)-1].Name}
-			for _, t := range tier {
-				g.nodes = append(g.nodes, t.Name)
-			}
-			out = append(out, g)
-			i += len(tier)
-			continue
-		}
-		out = append(out, group{label: n.Name, nodes: []string{n.Name}})
-		i++
-	}
-	return out
-}
-
-// destPorts lists the ports a node is probed on: those it listens on and
-// those any flow allows to it.
-func destPorts(p *plan.Plan, node string) []plan.Port {
-	n := p.Node(node)
-	ports := slices.Clone(n.Listens)
-	for _, f := range p.Flows {
-		if f.To == n.Tier && !slices.Contains(ports, f.Port) {
-			ports = append(ports, f.Port)
-		}
-	}
-	slices.SortFunc(ports, func(a, b plan.Port) int {
-		if a.Number != b.Number {
-			return a.Number - b.Number
-		}
-		return strings.Compare(a.Proto, b.Proto)
-	})
-	return ports
-}
-
-// verdict is the matrix's answer for every source in from to every
-// destination in to on port: ✔ allowed, · denied, ± mixed, and empty for a
-// node and itself.
-func verdict(m *plan.Matrix, from, to []string, port plan.Port) string {
-	var allow, deny bool
-	for _, s := range from {
-		for _, d := range to {
-			if s == d {
-				continue
-			}
-			if m.Allowed(s, d, port) {
-				allow = true
-			} else {
-				deny = true
-			}
-		}
-	}
-	switch {
-	case allow && deny:
-		return "±"
-	case allow:
-		return "✔"
-	case deny:
-		return "·"
-	}
-	return ""
-}

@@ -43,7 +43,7 @@ func (s *session) subnetsStay(ctx context.Context) Check {
 	var names []string
 	for _, n := range s.p.Networks {
 		names = append(names, n.Subnet.String())
-		for _, a := range []netip.Addr{n.Gateway.Next(), lastHost(n.Subnet)} {
+		for _, a := range []netip.Addr{n.Gateway.Next(), n.LastHost()} {
 			dev, err := netns.RouteDev(ctx, "", a.String())
 			switch {
 			case errors.Is(err, netns.ErrNoRoute):
@@ -58,14 +58,6 @@ func (s *session) subnetsStay(ctx context.Context) Check {
 	ch.OK = len(ch.Errors) == 0
 	ch.Detail = fmt.Sprintf("the host routes %s only onto the stack's bridges", strings.Join(names, ", "))
 	return ch
-}
-
-func lastHost(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	n := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	n |= uint32(1)<<(32-p.Bits()) - 1
-	n-- // the broadcast address is not a host
-	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
 }
 
 // noEgress checks, by route lookups inside every node, that no node has a

@@ -3,13 +3,16 @@ package verify
 import (
 	"encoding/json"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/bulkhead/bulkhead/internal/matrix"
+	"github.com/bulkhead/bulkhead/internal/plan"
 )
 
 // Report is what one verify run saw, and its judgement.
@@ -19,8 +22,7 @@ type Report struct {
 	// a destination.
 	Sources []string `json:"sources"`
 	// Tiers maps each node among Sources to its tier, as the plan has
-	// it; the host and outside have none. The text report folds a tier's
-	// replicas that read the same.
+	// it; the host and outside have none.
 	Tiers     map[string]string `json:"tiers"`
 	Ports     []int             `json:"ports"`
 	Cells     []Cell            `json:"cells"`
@@ -30,6 +32,9 @@ type Report struct {
 	Duration  time.Duration     `json:"duration_ns"`
 	Phases    []Phase           `json:"phases"`
 	Counts    Counts            `json:"counts"`
+	// Plan is the plan the stack was verified against; the text report
+	// lays its matrix out by it.
+	Plan *plan.Plan `json:"-"`
 }
 
 // Phase is how long one step of a run took.
@@ -92,11 +97,6 @@ func (c *Cell) judge() {
 			return
 		}
 	}
-}
-
-// Reached reports whether any probe of the cell connected.
-func (c *Cell) Reached() bool {
-	return slices.ContainsFunc(c.Targets, func(t Target) bool { return t.Status == Open })
 }
 
 // Listener is a socket that listens inside a node (or the outside
@@ -180,64 +180,66 @@ func (r *Report) Failures() []string {
 	return out
 }
 
-// Marks in the text matrix.
+// Marks of the checks in the text report.
 const (
-	markOpen    = "✔"
-	markBlocked = "✘"
+	checkOK     = "✔"
+	checkFailed = "✘!"
 )
 
-// WriteText writes the matrix for people: one block per destination, a row
-// per source and a column per port. Rows of the same tier that read the
-// same are folded into one.
+// WriteText writes the report for people: the matrix as the plan prints
+// it, with the cells that failed marked, then the failures, the checks and
+// the counts. The matrix shows every node on the ports the plan gives it
+// and every failed cell; the rest, all denied and blocked, are counted.
 func (r *Report) WriteText(w io.Writer) error {
+	if r.Plan == nil {
+		return errors.New("write verify report: the report has no plan to lay its matrix out by")
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "verify %s: %d sources x %d destinations x %d ports (%d probes) in %.2fs\n",
 		r.Stack, len(r.Sources), len(r.Sources), len(r.Ports), r.Probes, r.Duration.Seconds())
-	fmt.Fprintf(&b, "%s reached, %s blocked (filtered or unreachable); a failing cell is marked ! and listed below.\n",
-		markOpen, markBlocked)
-	byDest := map[string][]*Cell{}
-	for i := range r.Cells {
-		c := &r.Cells[i]
-		byDest[c.To] = append(byDest[c.To], c)
+	fmt.Fprintf(&b, "\nREACHABILITY (rows are sources, columns destination and port; %s allowed and open, %s denied and blocked)\n",
+		matrix.Allowed, matrix.Denied)
+	if r.Counts.FailedCells > 0 {
+		fmt.Fprintf(&b, "a failed cell reads %s (allowed, not open), %s (denied, reached) or %s (not probed); FAILURES lists each\n",
+			matrix.Closed, matrix.Breach, matrix.Unknown)
 	}
-	// Wide enough for every name and for a whole tier folded into one row.
-	width := len("from \\ port")
-	tiers := map[string][]string{}
-	for _, s := range r.Sources {
-		width = max(width, len(s))
-		if t := r.Tiers[s]; t != "" {
-			tiers[t] = append(tiers[t], s)
+	grid := r.grid()
+	if err := grid.WriteText(&b); err != nil {
+		return err
+	}
+	shown := map[string]map[int]bool{}
+	for _, c := range grid.Cols {
+		for _, d := range c.Dest.Names {
+			if shown[d] == nil {
+				shown[d] = map[int]bool{}
+			}
+			shown[d][c.Port.Number] = true
 		}
 	}
-	for _, names := range tiers {
-		width = max(width, len(foldNames(names)))
-	}
-	width += 2
-	var lastBlock string
-	var lastDests []string
-	flush := func() {
-		if len(lastDests) == 0 {
-			return
+	hidden := 0
+	for _, c := range r.Cells {
+		if !shown[c.To][c.Port] {
+			hidden++
 		}
-		fmt.Fprintf(&b, "\nto %s\n%s", foldNames(lastDests), lastBlock)
-		lastDests = nil
 	}
-	for _, d := range r.Sources {
-		cells := byDest[d]
-		if len(cells) == 0 {
-			continue
+	if hidden > 0 {
+		var vs []string
+		for _, v := range []string{Host, Outside} {
+			if shown[v] == nil {
+				vs = append(vs, v)
+			}
 		}
-		block := r.blockText(cells, width)
-		// Consecutive destinations of one tier whose blocks read the same
-		// fold together, so 100 app nodes are one block.
-		if block == lastBlock && r.sameTier(lastDests[len(lastDests)-1], d) {
-			lastDests = append(lastDests, d)
-			continue
+		where := "to each node on its other ports"
+		if len(vs) > 0 {
+			where = "to " + strings.Join(vs, " and ") + ", and " + where
 		}
-		flush()
-		lastBlock, lastDests = block, []string{d}
+		ports := make([]string, len(r.Ports))
+		for i, p := range r.Ports {
+			ports[i] = fmt.Sprint(p)
+		}
+		fmt.Fprintf(&b, "ports probed: %s\n", strings.Join(ports, " "))
+		fmt.Fprintf(&b, "the other %s (%s) are denied and blocked, as planned\n", Plural(hidden, "cell"), where)
 	}
-	flush()
 	fails := r.Failures()
 	if len(fails) > 0 {
 		fmt.Fprintf(&b, "\nFAILURES (%d):\n", len(fails))
@@ -247,9 +249,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	b.WriteString("\nchecks:\n")
 	for _, ch := range r.Checks {
-		mark := markOpen
+		mark := checkOK
 		if !ch.OK {
-			mark = markBlocked + "!"
+			mark = checkFailed
 		}
 		fmt.Fprintf(&b, "  %-2s %s: %s\n", mark, ch.Name, ch.Detail)
 	}
@@ -272,55 +274,66 @@ func (r *Report) WriteText(w io.Writer) error {
 	return err
 }
 
-func (r *Report) blockText(cells []*Cell, width int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "  %-*s", width, "from \\ port")
-	for _, p := range r.Ports {
-		fmt.Fprintf(&b, "%6d", p)
+// grid lays the cells out as the plan's matrix, with a column for every
+// destination and port where a cell failed.
+func (r *Report) grid() *matrix.Grid {
+	// A dense index rather than a map of 200,000 cells: the layout asks
+	// for each cell many times over.
+	pos := make(map[string]int, len(r.Sources))
+	for i, s := range r.Sources {
+		pos[s] = i
 	}
-	b.WriteByte('\n')
-	var rows []string
-	var rowSrc []string
-	for i := 0; i < len(cells); {
-		src := cells[i].From
-		var row strings.Builder
-		for ; i < len(cells) && cells[i].From == src; i++ {
-			c := cells[i]
-			mark := markBlocked
-			if c.Reached() {
-				mark = markOpen
-			}
-			if !c.OK {
-				mark += "!"
-			}
-			// Pad by characters: the marks are several bytes each.
-			fmt.Fprintf(&row, "%s%s", strings.Repeat(" ", 6-utf8.RuneCountInString(mark)), mark)
+	portPos := make(map[int]int, len(r.Ports))
+	for i, p := range r.Ports {
+		portPos[p] = i
+	}
+	n, np := len(r.Sources), len(r.Ports)
+	index := make([]int32, n*n*np)
+	for i := range index {
+		index[i] = -1
+	}
+	at := func(from, to string, port int) int {
+		f, ok1 := pos[from]
+		t, ok2 := pos[to]
+		p, ok3 := portPos[port]
+		if !ok1 || !ok2 || !ok3 {
+			return -1
 		}
-		rows = append(rows, row.String())
-		rowSrc = append(rowSrc, src)
+		return (f*n+t)*np + p
 	}
-	for i := 0; i < len(rows); {
-		j := i + 1
-		for j < len(rows) && rows[j] == rows[i] && r.sameTier(rowSrc[j-1], rowSrc[j]) {
-			j++
+	more := map[string][]plan.Port{}
+	for i := range r.Cells {
+		c := &r.Cells[i]
+		if k := at(c.From, c.To, c.Port); k >= 0 {
+			index[k] = int32(i)
 		}
-		fmt.Fprintf(&b, "  %-*s%s\n", width, foldNames(rowSrc[i:j]), rows[i])
-		i = j
+		if !c.OK {
+			more[c.To] = append(more[c.To], plan.Port{Proto: "tcp", Number: c.Port})
+		}
 	}
-	return b.String()
+	return matrix.Layout(r.Plan, func(from, to string, port plan.Port) string {
+		if k := at(from, to, port.Number); k >= 0 && index[k] >= 0 && port.Proto == "tcp" {
+			return r.Cells[index[k]].mark()
+		}
+		return ""
+	}, more)
 }
 
-// sameTier says whether two nodes are replicas of one tier.
-func (r *Report) sameTier(a, b string) bool {
-	return r.Tiers[a] != "" && r.Tiers[a] == r.Tiers[b]
-}
-
-// foldNames writes app-1..app-100 for a run of replicas.
-func foldNames(names []string) string {
-	if len(names) == 1 {
-		return names[0]
+// mark is what the cell reads in the text matrix. A cell that reached
+// where the plan denies it reads as a breach even if it also failed
+// otherwise.
+func (c *Cell) mark() string {
+	switch {
+	case c.OK && c.Allow:
+		return matrix.Allowed
+	case c.OK:
+		return matrix.Denied
+	case slices.ContainsFunc(c.Targets, func(t Target) bool { return !t.Primary && (t.Status == Open || t.Status == Refused) }):
+		return matrix.Breach
+	case slices.ContainsFunc(c.Targets, func(t Target) bool { return t.Status == Unknown }):
+		return matrix.Unknown
 	}
-	return fmt.Sprintf("%s..%s (%d)", names[0], names[len(names)-1], len(names))
+	return matrix.Closed
 }
 
 // Plural writes "1 failure", "2 failures".

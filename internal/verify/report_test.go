@@ -4,10 +4,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
+	"flag"
+	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
-	"unicode/utf8"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/matrix"
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
 func TestParseHexAddr(t *testing.T) {
@@ -26,23 +34,6 @@ func TestParseHexAddr(t *testing.T) {
 	for _, bad := range []string{"", "0100007F", "zz00007F:0016", "0100007F:zz", "01007F:0016"} {
 		if _, err := parseHexAddr(bad); err == nil {
 			t.Errorf("parseHexAddr(%q) took it", bad)
-		}
-	}
-}
-
-func TestFold(t *testing.T) {
-	if got := foldNames([]string{"app-1", "app-2", "app-3"}); got != "app-1..app-3 (3)" {
-		t.Errorf("fold = %q", got)
-	}
-	// The tier comes from the plan, not from the name: web-2 and web-3
-	// are two single-node tiers.
-	r := &Report{Tiers: map[string]string{"app-1": "app", "app-2": "app", "web-2": "web-2", "web-3": "web-3", "edge": "edge", "static": "static"}}
-	for _, c := range []struct {
-		a, b string
-		want bool
-	}{{"app-1", "app-2", true}, {"app-1", "web-2", false}, {"edge", "static", false}, {"web-2", "web-3", false}, {"host", "outside", false}} {
-		if got := r.sameTier(c.a, c.b); got != c.want {
-			t.Errorf("sameTier(%s, %s) = %v", c.a, c.b, got)
 		}
 	}
 }
@@ -76,40 +67,167 @@ func sample() *Report {
 	return r
 }
 
-func TestReportText(t *testing.T) {
-	r := sample()
-	if c := r.Counts; c.Cells != 8 || c.AllowedOpen != 2 || c.DeniedBlocked != 5 || c.FailedCells != 1 || c.Unexpected != 1 || c.Failures != 2 {
-		t.Fatalf("counts %+v", c)
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// poolPlan is the default stack with n app nodes.
+func poolPlan(t testing.TB, n int) *plan.Plan {
+	t.Helper()
+	st := spec.Default()
+	st.ByRole(spec.RoleApp).Replicas = n
+	st.ByRole(spec.RoleStorage).Protocol = spec.ProtocolSFTP
+	spec.ApplyDefaults(st) // the storage node's defaults follow the pool
+	if err := spec.Validate(st, spec.Env{}); err != nil {
+		t.Fatal(err)
 	}
+	p, err := plan.Build(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// observed is the report of a run against p, laid out as Run lays it out,
+// in which the vantages hold the sockets socks names, and every probe saw
+// what the plan expects, except where see says otherwise. It opens no
+// namespace.
+func observed(p *plan.Plan, socks map[string][]Socket, see func(c *Cell, t *Target)) *Report {
+	s := &session{p: p, vs: vantages(p), gateways: map[string]netip.Addr{}, owners: map[uint64][]Owner{}}
+	for _, n := range p.Networks {
+		s.gateways[n.Name] = n.Gateway
+	}
+	s.socks = make([][]Socket, len(s.vs))
+	for i, v := range s.vs {
+		s.socks[i] = socks[v.name]
+		for _, so := range socks[v.name] {
+			s.owners[so.Inode] = []Owner{{PID: int(so.Inode), Name: "php8.2"}}
+		}
+	}
+	r := &Report{Stack: p.Stack, Plan: p, Ports: s.ports(), Duration: 370 * time.Millisecond}
+	r.Listeners = s.listenerFindings()
+	cells, probes, _ := s.cells(r.Ports)
+	for i := range cells {
+		c := &cells[i]
+		for k := range c.Targets {
+			t := &c.Targets[k]
+			t.Status = Filtered
+			if t.Primary {
+				t.Status = Open
+			}
+			if see != nil {
+				see(c, t)
+			}
+		}
+		c.judge()
+	}
+	r.Cells, r.Probes = cells, len(probes)
+	s.name(r)
+	r.Checks = []Check{{Name: "subnets stay on this host", OK: true, Detail: "the host routes them only onto the stack's bridges"}}
+	r.tally()
+	return r
+}
+
+func reportText(t *testing.T, r *Report) string {
+	t.Helper()
 	var b bytes.Buffer
 	if err := r.WriteText(&b); err != nil {
 		t.Fatal(err)
 	}
-	out := b.String()
-	// Every row of a block is as wide as its heading, folded rows too.
-	var heading int
-	for _, l := range strings.Split(out, "\n") {
-		switch {
-		case strings.HasPrefix(l, "  from \\ port"):
-			heading = utf8.RuneCountInString(l)
-		case heading > 0 && strings.HasPrefix(l, "  ") && (strings.Contains(l, markOpen) || strings.Contains(l, markBlocked)):
-			if n := utf8.RuneCountInString(l); n != heading {
-				t.Errorf("row %q is %d characters wide, its heading %d", l, n, heading)
-			}
-		case l == "":
-			heading = 0
+	return b.String()
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	file := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v; run go test -update to write it", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs; got:\n%s\nwant:\n%s", file, got, want)
+	}
+}
+
+// TestReportText prints a clean run of a 2-app stack and a broken run of a
+// 12-app one, in which the edge also answers on 22, app-7 on 8081, db does
+// not answer app-3, static reaches cache (refused: nothing dropped it), and
+// the outside reaches the host.
+func TestReportText(t *testing.T) {
+	r := observed(poolPlan(t, 2), nil, nil)
+	if c := r.Counts; c.Failures != 0 || c.AllowedOpen != 14 || c.AllowedOpen+c.DeniedBlocked != c.Cells {
+		t.Fatalf("counts of a clean run: %+v", c)
+	}
+	out := reportText(t, r)
+	golden(t, "report-2.txt", out)
+	for _, want := range []string{"REACHABILITY", "\nhost     ✔     ✔    ·", "\noutside  ✔     ✔    ·", "PASS: stack bulkhead is isolated as planned"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text lacks %q:\n%s", want, out)
 		}
 	}
+
+	rogue := map[string][]Socket{"app-7": {{Proto: "tcp", Local: netip.MustParseAddrPort("0.0.0.0:8081"), State: tcpListen, Inode: 2}}}
+	r = observed(poolPlan(t, 12), rogue, func(c *Cell, t *Target) {
+		switch {
+		case c.To == "edge" && c.Port == 22,
+			c.To == "app-7" && c.Port == 8081 && c.From == "edge",
+			c.To == Host && c.Port == 22 && c.From == Outside:
+			t.Status = Open
+		case c.From == "app-3" && c.To == "db" && c.Port == 3306,
+			c.From == "static" && c.To == "cache" && c.Port == 11211:
+			t.Status = Refused
+		}
+	})
+	out = reportText(t, r)
+	golden(t, "report-12.txt", out)
 	for _, want := range []string{
-		"app-1..app-2 (2)", // folded rows towards db
-		"✘!",               // the refused cell
-		"unexpected listener: app-1 tcp/8081 on 0.0.0.0 (php8.2)",
-		"db -> app-1:22: denied, but 10.0.0.5:22 is refused",
-		"cells probed: 8, allowed and open: 2, denied and blocked: 5, failures: 2",
-		"FAIL: stack s has 2 failures",
+		"app-1..app-2", "app-4..app-6", "app-8..app-12", // the runs of the app tier that read alike fold
+		"unexpected listener: app-7 tcp/8081 on 0.0.0.0 (php8.2)",
+		"app-3 -> db:3306: allowed, but 10.77.0.5:3306 is refused",
+		"outside -> host:22: denied, but 10.77.1.1:22 is open",
+		"static -> cache:11211: denied, but 10.77.0.4:11211 is refused",
+		"FAIL: stack bulkhead has ",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("text lacks %q:\n%s", want, out)
+		}
+	}
+	// Every failed cell shows in the matrix: a column for its destination
+	// and port, a mark in its source's row.
+	g := r.grid()
+	for _, c := range r.Cells {
+		if !c.OK && !g.Shows(c.To, plan.Port{Proto: "tcp", Number: c.Port}) {
+			t.Errorf("failed cell %s -> %s:%d not in the matrix", c.From, c.To, c.Port)
+		}
+	}
+}
+
+func TestCellMark(t *testing.T) {
+	a := netip.MustParseAddr
+	for _, tt := range []struct {
+		allow   bool
+		targets []Target
+		want    string
+	}{
+		{true, []Target{{Addr: a("10.0.0.5"), Status: Open, Primary: true}, {Addr: a("10.0.1.5"), Status: Filtered}}, matrix.Allowed},
+		{false, []Target{{Addr: a("10.0.0.5"), Status: Filtered}, {Addr: a("10.0.1.5"), Status: Unreachable}}, matrix.Denied},
+		{true, []Target{{Addr: a("10.0.0.5"), Status: Filtered, Primary: true}}, matrix.Closed},
+		{true, []Target{{Addr: a("10.0.0.5"), Status: Refused, Primary: true}}, matrix.Closed},
+		{false, []Target{{Addr: a("10.0.0.5"), Status: Refused}}, matrix.Breach},
+		{false, []Target{{Addr: a("10.0.0.5"), Status: Filtered}, {Addr: a("10.0.1.5"), Status: Open}}, matrix.Breach},
+		// An allowed cell that is open where the flow goes and on an
+		// address it does not go to is a breach.
+		{true, []Target{{Addr: a("10.0.0.5"), Status: Open, Primary: true}, {Addr: a("10.0.1.5"), Status: Open}}, matrix.Breach},
+		{false, []Target{{Addr: a("10.0.0.5"), Status: Unknown}}, matrix.Unknown},
+	} {
+		c := Cell{From: "a", To: "b", Port: 80, Allow: tt.allow, Targets: tt.targets}
+		c.judge()
+		if got := c.mark(); got != tt.want {
+			t.Errorf("allow %v, %+v: mark %q, want %q", tt.allow, tt.targets, got, tt.want)
 		}
 	}
 }
@@ -148,5 +266,28 @@ func TestReportJSONAndJUnit(t *testing.T) {
 	}
 	if s := suites.Suites[1]; s.Tests != 2 || s.Failures != 1 {
 		t.Errorf("listener suite: %d tests, %d failures", s.Tests, s.Failures)
+	}
+}
+
+// BenchmarkReportText lays out and prints the report of a 100-app stack,
+// clean and with one app node reaching another.
+func BenchmarkReportText(b *testing.B) {
+	p := poolPlan(b, 100)
+	for name, see := range map[string]func(*Cell, *Target){
+		"clean": nil,
+		"broken": func(c *Cell, t *Target) {
+			if c.From == "app-50" && c.To == "app-51" && c.Port == 80 {
+				t.Status = Open
+			}
+		},
+	} {
+		r := observed(p, nil, see)
+		b.Run(name, func(b *testing.B) {
+			for range b.N {
+				if err := r.WriteText(io.Discard); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

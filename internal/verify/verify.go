@@ -109,7 +109,7 @@ func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer s.close()
-	r := &Report{Stack: p.Stack}
+	r := &Report{Stack: p.Stack, Plan: p}
 	mark := time.Now()
 	phase := func(name string) {
 		now := time.Now()
@@ -172,13 +172,7 @@ func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
 	tmp.Close()
 	r.Checks = s.bypass(ctx)
 	phase("bypass checks")
-	r.Tiers = map[string]string{}
-	for _, v := range s.vs {
-		r.Sources = append(r.Sources, v.name)
-		if v.node != nil {
-			r.Tiers[v.name] = v.node.Tier
-		}
-	}
+	s.name(r)
 	r.Probes = len(probes)
 	r.Duration = time.Since(start)
 	r.tally()
@@ -186,35 +180,27 @@ func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
 }
 
 func (s *session) open() error {
+	s.vs = vantages(s.p)
 	h, err := netns.Open("")
 	if err != nil {
 		return err
 	}
-	s.vs = append(s.vs, &vantage{name: Host, h: h})
-	for _, n := range s.p.Networks {
-		s.vs[hostIdx].nets = append(s.vs[hostIdx].nets, n.Name)
-	}
+	s.vs[hostIdx].h = h
 	var missing []string
 	var errs []error
-	open := func(name, ns string) *netns.Handle {
-		h, err := netns.Open(ns)
+	for _, v := range s.vs[outsideIdx:] {
+		ns := s.p.Outside.Netns
+		if v.node != nil {
+			ns = v.node.Netns
+		}
+		var err error
+		v.h, err = netns.Open(ns)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			missing = append(missing, name)
+			missing = append(missing, v.name)
 		case err != nil:
 			errs = append(errs, err)
 		}
-		return h
-	}
-	out := s.p.Outside
-	s.vs = append(s.vs, &vantage{name: Outside, h: open(Outside, out.Netns), nets: []string{out.Iface.Network}, addr: out.Iface.Addr})
-	for i := range s.p.Nodes {
-		n := &s.p.Nodes[i]
-		v := &vantage{name: n.Name, h: open(n.Name, n.Netns), node: n}
-		for _, i := range n.Ifaces {
-			v.nets = append(v.nets, i.Network)
-		}
-		s.vs = append(s.vs, v)
 	}
 	if len(missing) == len(s.vs)-1 {
 		return fmt.Errorf("stack %s is down; run 'bulkhead up' first", s.p.Stack)
@@ -223,6 +209,38 @@ func (s *session) open() error {
 		errs = append(errs, fmt.Errorf("stack %s is not whole: no network namespace for %s; run 'bulkhead up' to repair it", s.p.Stack, strings.Join(missing, ", ")))
 	}
 	return errors.Join(errs...)
+}
+
+// vantages lists p's vantages, not yet opened: the host, the outside,
+// then the nodes in plan order.
+func vantages(p *plan.Plan) []*vantage {
+	host := &vantage{name: Host}
+	for _, n := range p.Networks {
+		host.nets = append(host.nets, n.Name)
+	}
+	out := &vantage{name: Outside, nets: []string{p.Outside.Iface.Network}, addr: p.Outside.Iface.Addr}
+	vs := []*vantage{host, out}
+	for i := range p.Nodes {
+		n := &p.Nodes[i]
+		v := &vantage{name: n.Name, node: n}
+		for _, i := range n.Ifaces {
+			v.nets = append(v.nets, i.Network)
+		}
+		vs = append(vs, v)
+	}
+	return vs
+}
+
+// name fills in the report's sources and their tiers.
+func (s *session) name(r *Report) {
+	r.Sources = make([]string, len(s.vs))
+	r.Tiers = map[string]string{}
+	for i, v := range s.vs {
+		r.Sources[i] = v.name
+		if v.node != nil {
+			r.Tiers[v.name] = v.node.Tier
+		}
+	}
 }
 
 func (s *session) handles() []*netns.Handle {

@@ -17,10 +17,14 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/bulkhead/bulkhead/internal/driver"
 )
 
 // DefaultRoot is where the driver keeps stacks' state, configs and data.
 const DefaultRoot = "/var/lib/bulkhead"
+
+var _ driver.Backend = (*Driver)(nil)
 
 // Driver realises plans on this host.
 type Driver struct {

@@ -15,43 +15,16 @@ import (
 
 	"github.com/bulkhead/bulkhead/internal/agent"
 	"github.com/bulkhead/bulkhead/internal/beneath"
+	"github.com/bulkhead/bulkhead/internal/driver"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/runc"
 )
 
-// Status is a running stack as the host sees it.
-type Status struct {
-	Stack      string       `json:"stack"`
-	Supervisor bool         `json:"supervisor"`
-	Nodes      []NodeStatus `json:"nodes"`
-}
-
-// NodeStatus is one node's state.
-type NodeStatus struct {
-	Name      string   `json:"name"`
-	State     string   `json:"state"` // the container's: running, stopped, missing
-	Addresses []string `json:"addresses"`
-	Healthy   bool     `json:"healthy"`
-	Restarts  int      `json:"restarts"`
-	// ContainerRestarts counts the supervisor's restarts of the node's
-	// container since the supervisor started; State is "crash-loop"
-	// while the node keeps dying soon after each one.
-	ContainerRestarts int                   `json:"container_restarts"`
-	Services          []agent.ServiceStatus `json:"services"`
-}
-
-// Healthy reports whether the supervisor and every node are.
-func (s *Status) Healthy() bool {
-	if !s.Supervisor {
-		return false
-	}
-	for _, n := range s.Nodes {
-		if !n.Healthy {
-			return false
-		}
-	}
-	return true
-}
+// Status and NodeStatus are the backend's, shared by every driver.
+type (
+	Status     = driver.Status
+	NodeStatus = driver.NodeStatus
+)
 
 func (d *Driver) savedPlan(stack string) (*plan.Plan, error) {
 	data, err := os.ReadFile(d.paths(stack).plan())

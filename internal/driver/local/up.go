@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/bulkhead/bulkhead/internal/agent"
+	"github.com/bulkhead/bulkhead/internal/driver"
 	"github.com/bulkhead/bulkhead/internal/netns"
 	"github.com/bulkhead/bulkhead/internal/nft"
 	"github.com/bulkhead/bulkhead/internal/pkgs"
@@ -28,28 +29,11 @@ import (
 	"github.com/bulkhead/bulkhead/internal/sshfs"
 )
 
-// UpOptions tune Up.
-type UpOptions struct {
-	// SiteDir is the site's directory on the host, absolute.
-	SiteDir string
-	// NoInstall makes missing Debian packages an error instead of an
-	// install.
-	NoInstall bool
-	// Wait bounds how long Up waits for every node to report healthy.
-	Wait time.Duration
-	// NoSandbox runs nodes without user namespaces and seccomp filters,
-	// so that a benchmark can measure what they cost.
-	// A stack keeps the choice it was first brought up with until down
-	// --purge.
-	NoSandbox bool
-}
-
-// UpResult says what Up did.
-type UpResult struct {
-	Changed   bool     // false: the stack was already as planned
-	Restarted []string // nodes whose containers were (re)started
-	Synced    int      // site files copied to storage
-}
+// UpOptions and UpResult are the backend's, shared by every driver.
+type (
+	UpOptions = driver.UpOptions
+	UpResult  = driver.UpResult
+)
 
 // Up makes the host run p. On a host where the stack does not exist yet, a
 // failure removes everything Up made; on one where it exists, a failure

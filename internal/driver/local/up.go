@@ -97,28 +97,14 @@ func (d *Driver) packages(ctx context.Context, p *plan.Plan, noInstall bool) err
 	return pkgs.Install(ctx, missing, out)
 }
 
+// up applies p in phases, each a function below, in this order. A phase
+// records in j what it is about to make before it makes it.
 func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) (*UpResult, error) {
-	ps := d.paths(p.Stack)
 	res := &UpResult{}
-	if err := os.MkdirAll(ps.stack, 0o700); err != nil {
+	if err := d.checkHost(ctx, p, j, o.NoSandbox); err != nil {
 		return nil, err
 	}
-	if err := d.preflight(ctx, p, j, d.supervisorAlive(j), o.NoSandbox); err != nil {
-		return nil, err
-	}
-	sec, err := d.secrets(p)
-	if err != nil {
-		return nil, err
-	}
-	rs := sec.For(p)
-	if err := userCertificate(p, &rs); err != nil {
-		return nil, err
-	}
-	nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: rs})
-	if err != nil {
-		return nil, err
-	}
-	fingerprint, err := d.fingerprint(p, nodes, o.SiteDir)
+	rendered, fingerprint, err := d.renderNodes(p, o.SiteDir)
 	if err != nil {
 		return nil, err
 	}
@@ -128,24 +114,10 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		return res, d.syncStorage(p, o.SiteDir, j, res)
 	}
 	res.Changed = true
-
-	d.progress("host: /etc for nodes, binary")
-	if err := prepareEtc(ps.etc()); err != nil {
+	planChanged, err := d.hostFiles(p)
+	if err != nil {
 		return nil, err
 	}
-	if err := installBinary(ps.binary()); err != nil {
-		return nil, err
-	}
-	planChanged := true
-	if old, err := os.ReadFile(ps.plan()); err == nil {
-		if cur, err := json.MarshalIndent(p, "", "  "); err == nil && string(old) == string(cur) {
-			planChanged = false
-		}
-	}
-	if err := writeJSON(ps.plan(), p, 0o600); err != nil {
-		return nil, err
-	}
-
 	if err := d.sandbox(p, j, o.NoSandbox); err != nil {
 		return nil, err
 	}
@@ -156,8 +128,103 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err := d.removeStale(ctx, p, j); err != nil {
 		return nil, err
 	}
+	changed, err := d.nodes(ctx, p, rendered, j)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.outside(ctx, p, j); err != nil {
+		return nil, err
+	}
+	if err := d.syncStorage(p, o.SiteDir, j, res); err != nil {
+		return nil, err
+	}
+	if err := d.restartChanged(ctx, changed); err != nil {
+		return nil, err
+	}
+	if err := d.prepareSiteMounts(ctx, p, j); err != nil {
+		return nil, err
+	}
+	if res.Restarted, err = d.containers(ctx, p, j); err != nil {
+		return nil, err
+	}
+	// The supervisor reads the plan when it starts; restarting it remounts
+	// every site, so only a new plan is worth that.
+	if err := d.startSupervisor(ctx, p, j, planChanged); err != nil {
+		return nil, err
+	}
+	if err := d.waitHealthy(ctx, p, j, o.Wait); err != nil {
+		return nil, err
+	}
+	if err := d.waitServing(ctx, p, o.Wait); err != nil {
+		return nil, err
+	}
+	if err := d.markApplied(p, fingerprint); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// checkHost makes the stack's directory and runs preflight, with the
+// ports the stack already publishes counted as its own.
+func (d *Driver) checkHost(ctx context.Context, p *plan.Plan, j *journal, noSandbox bool) error {
+	if err := os.MkdirAll(d.paths(p.Stack).stack, 0o700); err != nil {
+		return err
+	}
+	return d.preflight(ctx, p, j, d.supervisorAlive(j), noSandbox)
+}
+
+// renderNodes renders every node's files with the stack's secrets, and
+// the fingerprint of everything an up applies.
+func (d *Driver) renderNodes(p *plan.Plan, site string) ([]render.Node, string, error) {
+	sec, err := d.secrets(p)
+	if err != nil {
+		return nil, "", err
+	}
+	rs := sec.For(p)
+	if err := userCertificate(p, &rs); err != nil {
+		return nil, "", err
+	}
+	nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: rs})
+	if err != nil {
+		return nil, "", err
+	}
+	fingerprint, err := d.fingerprint(p, nodes, site)
+	if err != nil {
+		return nil, "", err
+	}
+	return nodes, fingerprint, nil
+}
+
+// hostFiles writes what the stack's nodes share on the host: their /etc,
+// the bulkhead binary, and the plan, which the supervisor reads. It
+// reports whether the plan differs from the one saved before.
+func (d *Driver) hostFiles(p *plan.Plan) (planChanged bool, err error) {
+	ps := d.paths(p.Stack)
+	d.progress("host: /etc for nodes, binary")
+	if err := prepareEtc(ps.etc()); err != nil {
+		return false, err
+	}
+	if err := installBinary(ps.binary()); err != nil {
+		return false, err
+	}
+	planChanged = true
+	if old, err := os.ReadFile(ps.plan()); err == nil {
+		if cur, err := json.MarshalIndent(p, "", "  "); err == nil && string(old) == string(cur) {
+			planChanged = false
+		}
+	}
+	if err := writeJSON(ps.plan(), p, 0o600); err != nil {
+		return false, err
+	}
+	return planChanged, nil
+}
+
+// nodes makes each node's namespace with its firewall and links, its disk,
+// its root and its files. It returns the nodes whose files changed.
+func (d *Driver) nodes(ctx context.Context, p *plan.Plan, rendered []render.Node, j *journal) ([]*plan.Node, error) {
+	ps := d.paths(p.Stack)
 	byName := map[string]render.Node{}
-	for _, r := range nodes {
+	for _, r := range rendered {
 		byName[r.Name] = r
 	}
 	d.progress("network: %d node namespaces with their firewalls", len(p.Nodes))
@@ -185,22 +252,26 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 			changed = append(changed, n)
 		}
 	}
-	if err := d.outside(ctx, p, j); err != nil {
-		return nil, err
-	}
-	if err := d.syncStorage(p, o.SiteDir, j, res); err != nil {
-		return nil, err
-	}
+	return changed, nil
+}
+
+// restartChanged deletes the containers of nodes whose files changed:
+// new configs take effect by restarting the node, which containers then
+// does.
+func (d *Driver) restartChanged(ctx context.Context, changed []*plan.Node) error {
 	for _, n := range changed {
-		// New configs take effect by restarting the node.
 		if err := runc.Delete(ctx, n.Container, true); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if err := d.prepareSiteMounts(ctx, p, j); err != nil {
-		return nil, err
-	}
+	return nil
+}
+
+// containers starts every node's container that does not run, in
+// startOrder, and returns the nodes it started.
+func (d *Driver) containers(ctx context.Context, p *plan.Plan, j *journal) ([]string, error) {
 	d.progress("containers: starting %d nodes", len(p.Nodes))
+	var started []string
 	for _, n := range startOrder(p) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -210,24 +281,16 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 			return nil, err
 		}
 		if st.Status != "running" {
-			res.Restarted = append(res.Restarted, n.Name)
+			started = append(started, n.Name)
 		}
 	}
-	// The supervisor reads the plan when it starts; restarting it remounts
-	// every site, so only a new plan is worth that.
-	if err := d.startSupervisor(ctx, p, j, planChanged); err != nil {
-		return nil, err
-	}
-	if err := d.waitHealthy(ctx, p, j, o.Wait); err != nil {
-		return nil, err
-	}
-	if err := d.waitServing(ctx, p, o.Wait); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(ps.stack, "applied"), []byte(fingerprint), 0o600); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return started, nil
+}
+
+// markApplied records the fingerprint of what this up applied, for the
+// next up's converged.
+func (d *Driver) markApplied(p *plan.Plan, fingerprint string) error {
+	return os.WriteFile(filepath.Join(d.paths(p.Stack).stack, "applied"), []byte(fingerprint), 0o600)
 }
 
 // syncStorage makes the storage node hold the operator's site: files are

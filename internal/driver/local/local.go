@@ -31,6 +31,10 @@ type Driver struct {
 	Root     string       // DefaultRoot unless testing
 	Log      *slog.Logger // diagnostics
 	Progress io.Writer    // one line per long step, for the user
+
+	// system is the host as the driver changes it (os.go); nil is the
+	// real one. Tests put a recording fake here.
+	system system
 }
 
 func (d *Driver) root() string {

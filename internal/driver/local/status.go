@@ -13,11 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bulkhead/bulkhead/internal/agent"
 	"github.com/bulkhead/bulkhead/internal/beneath"
 	"github.com/bulkhead/bulkhead/internal/driver"
 	"github.com/bulkhead/bulkhead/internal/plan"
-	"github.com/bulkhead/bulkhead/internal/runc"
 )
 
 // Status and NodeStatus are the backend's, shared by every driver.
@@ -57,7 +55,7 @@ func (d *Driver) Status(ctx context.Context, stack string) (*Status, error) {
 		for _, i := range n.Ifaces {
 			ns.Addresses = append(ns.Addresses, i.Addr.String())
 		}
-		if c, err := runc.State(ctx, n.Container); err == nil {
+		if c, err := d.sys().containerState(ctx, n.Container); err == nil {
 			ns.State = c.Status
 		}
 		if r := sup.Nodes[n.Name]; r != nil {
@@ -68,7 +66,7 @@ func (d *Driver) Status(ctx context.Context, stack string) (*Status, error) {
 		}
 		if ns.State == "running" {
 			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			a, err := agent.Query(qctx, d.paths(stack).node(n.Name).socket())
+			a, err := d.sys().queryAgent(qctx, d.paths(stack).node(n.Name).socket())
 			cancel()
 			if err == nil {
 				ns.Healthy = a.Healthy
@@ -206,7 +204,7 @@ func (d *Driver) Exec(ctx context.Context, stack, node string, args []string, st
 	if n == nil {
 		return fmt.Errorf("stack %s has no node %q", stack, node)
 	}
-	return runc.Exec(ctx, n.Container, args, stdin, stdout, stderr)
+	return d.sys().execContainer(ctx, n.Container, args, stdin, stdout, stderr)
 }
 
 // CACertPath is where the stack's CA certificate is written, for visitors'

@@ -16,17 +16,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bulkhead/bulkhead/internal/agent"
 	"github.com/bulkhead/bulkhead/internal/driver"
-	"github.com/bulkhead/bulkhead/internal/netns"
-	"github.com/bulkhead/bulkhead/internal/nft"
 	"github.com/bulkhead/bulkhead/internal/pkgs"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
-	"github.com/bulkhead/bulkhead/internal/runc"
 	"github.com/bulkhead/bulkhead/internal/secrets"
 	"github.com/bulkhead/bulkhead/internal/spec"
-	"github.com/bulkhead/bulkhead/internal/sshfs"
 )
 
 // UpOptions and UpResult are the backend's, shared by every driver.
@@ -79,7 +74,7 @@ func (d *Driver) Up(ctx context.Context, p *plan.Plan, o UpOptions) (*UpResult, 
 }
 
 func (d *Driver) packages(ctx context.Context, p *plan.Plan, noInstall bool) error {
-	missing, err := pkgs.Missing(ctx, pkgs.Needed(p))
+	missing, err := d.sys().missingPackages(ctx, pkgs.Needed(p))
 	if err != nil {
 		return err
 	}
@@ -94,7 +89,7 @@ func (d *Driver) packages(ctx context.Context, p *plan.Plan, noInstall bool) err
 	if out == nil {
 		out = os.Stderr
 	}
-	return pkgs.Install(ctx, missing, out)
+	return d.sys().installPackages(ctx, missing, out)
 }
 
 // up applies p in phases, each a function below, in this order. A phase
@@ -241,10 +236,10 @@ func (d *Driver) nodes(ctx context.Context, p *plan.Plan, rendered []render.Node
 		if err := d.ensureVolume(ctx, p, n, j); err != nil {
 			return nil, err
 		}
-		if err := prepareRootfs(ps.nodeRoot(n.Name), hostID(j.nodeIDs(n.Name), 0)); err != nil {
+		if err := d.prepareRootfs(ps.nodeRoot(n.Name), hostID(j.nodeIDs(n.Name), 0)); err != nil {
 			return nil, fmt.Errorf("node %s root: %w", n.Name, err)
 		}
-		c, err := writeNode(ps.node(n.Name), n, r, j.nodeIDs(n.Name))
+		c, err := d.writeNode(ps.node(n.Name), n, r, j.nodeIDs(n.Name))
 		if err != nil {
 			return nil, fmt.Errorf("node %s files: %w", n.Name, err)
 		}
@@ -260,7 +255,7 @@ func (d *Driver) nodes(ctx context.Context, p *plan.Plan, rendered []render.Node
 // does.
 func (d *Driver) restartChanged(ctx context.Context, changed []*plan.Node) error {
 	for _, n := range changed {
-		if err := runc.Delete(ctx, n.Container, true); err != nil {
+		if err := d.sys().deleteContainer(ctx, n.Container, true); err != nil {
 			return err
 		}
 	}
@@ -276,7 +271,7 @@ func (d *Driver) containers(ctx context.Context, p *plan.Plan, j *journal) ([]st
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		st, _ := runc.State(ctx, n.Container)
+		st, _ := d.sys().containerState(ctx, n.Container)
 		if err := d.startContainer(ctx, p, n, j); err != nil {
 			return nil, err
 		}
@@ -303,7 +298,7 @@ func (d *Driver) syncStorage(p *plan.Plan, site string, j *journal, res *UpResul
 	}
 	ps := d.paths(p.Stack)
 	nodeIDs := j.nodeIDs(st[0].Name)
-	sync, err := syncSite(siteSync{
+	sync, err := d.sys().syncSite(siteSync{
 		Node: st[0].Name, Src: site, Data: ps.node(st[0].Name).data(),
 		Manifest: filepath.Join(ps.stack, "site.manifest.json"), Writable: p.Site.Writable,
 		Root:   ids{hostID(nodeIDs, 0), hostID(nodeIDs, 0)},
@@ -484,17 +479,18 @@ func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, finger
 	}
 	// The host's guard too: an interrupted verify --self-test may have
 	// left it out.
-	if !nft.HasTable(ctx, "", "inet", p.HostNFT) || !nft.HasTable(ctx, "", "bridge", p.HostNFT) || !hasNeighbourRoom(p) {
+	sys := d.sys()
+	if !sys.nftHasTable(ctx, "", "inet", p.HostNFT) || !sys.nftHasTable(ctx, "", "bridge", p.HostNFT) || !d.hasNeighbourRoom(p) {
 		return false
 	}
 	for _, n := range p.Nodes {
-		if st, err := runc.State(ctx, n.Container); err != nil || st.Status != "running" {
+		if st, err := sys.containerState(ctx, n.Container); err != nil || st.Status != "running" {
 			return false
 		}
-		if !netns.Exists(n.Netns) {
+		if !sys.netnsExists(n.Netns) {
 			return false
 		}
-		if err := checkFirewall(ctx, &n); err != nil {
+		if err := d.checkFirewall(ctx, &n); err != nil {
 			return false
 		}
 	}
@@ -544,21 +540,12 @@ func (d *Driver) waitServing(ctx context.Context, p *plan.Plan, limit time.Durat
 	if limit == 0 {
 		limit = 2 * time.Minute
 	}
-	client := &http.Client{
-		Timeout:       5 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
 	url := "http://" + p.Publish.HTTP.String() + "/"
 	deadline := time.Now().Add(limit)
 	status := 0
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			status = resp.StatusCode
+		if code, err := d.sys().httpStatus(ctx, url); err == nil {
+			status = code
 			switch status {
 			case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			default:
@@ -588,14 +575,14 @@ func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, j *journal, limi
 		var sick []string
 		for _, n := range p.Nodes {
 			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			st, err := agent.Query(qctx, ps.node(n.Name).socket())
+			st, err := d.sys().queryAgent(qctx, ps.node(n.Name).socket())
 			cancel()
 			if err != nil || !st.Healthy {
 				sick = append(sick, n.Name)
 			}
 		}
 		for _, m := range d.siteMounts(p, j) {
-			if ok, _ := sshfs.Mounted(m.Target); !ok {
+			if ok, _ := d.sys().sshfsMounted(m.Target); !ok {
 				// Target is nodes/NODE/srv/site.
 				sick = append(sick, filepath.Base(filepath.Dir(filepath.Dir(m.Target)))+" (site mount)")
 			}

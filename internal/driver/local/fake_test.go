@@ -424,7 +424,7 @@ func (f *fakeSystem) mounted(path string) (bool, error) {
 	return ok, nil
 }
 
-// fs is where a fake image keeps its filesystem while it is not mounted.
+// fakeFS is where a fake image keeps its filesystem while it is not mounted.
 func fakeFS(img string) string { return img + ".fs" }
 
 func (f *fakeSystem) makeImage(ctx context.Context, img string, size int64) error {
@@ -518,8 +518,7 @@ func (f *fakeSystem) sshfsUnmount(target string) error {
 	return f.op("fusermount -u %s", f.rel(target))
 }
 
-// accounts are the host's accounts the nodes' daemons run as, with
-// Debian's ids where they are fixed.
+// fakeAccounts are the host accounts the nodes' daemons run as.
 var fakeAccounts = map[string]int{"root": 0, "www-data": 33, "mysql": 101, "postgres": 102, "memcache": 103, "redis": 104, "haproxy": 105, "sshd": 106}
 
 func (f *fakeSystem) lookupAccount(name string) (int, int, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -298,6 +299,20 @@ func TestUpOnFakeHost(t *testing.T) {
 				}
 			}
 			s.checkJournal(t, "n")
+			return ops
+		}},
+		{"up-refuses-a-foreign-bridge", func(t *testing.T, s *fakeStack) []string {
+			// Another's interface where the stack's bridge would go:
+			// preflight says so, and nothing is made.
+			s.f.bridges["n-pri"] = netip.MustParsePrefix("192.168.9.1/24")
+			ops, _, err := s.up(t, planWithApps(t, 2))
+			if err == nil || !strings.Contains(err.Error(), "interface n-pri exists but was not made by this stack") {
+				t.Errorf("up: %v, want preflight's refusal", err)
+			}
+			delete(s.f.bridges, "n-pri")
+			if held := s.f.leftovers(); len(held) > 0 {
+				t.Errorf("a refused up left on the host: %q", held)
+			}
 			return ops
 		}},
 		{"up-fails-on-a-fresh-host", func(t *testing.T, s *fakeStack) []string {

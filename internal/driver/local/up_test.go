@@ -236,6 +236,19 @@ func TestUpOnFakeHost(t *testing.T) {
 			s.checkJournal(t, "n")
 			return ops
 		}},
+		{"status", func(t *testing.T, s *fakeStack) []string {
+			s.mustUp(t, planWithApps(t, 2))
+			st, err := s.d.Status(context.Background(), "n")
+			if err != nil || !st.Healthy() || len(st.Nodes) != 7 {
+				t.Fatalf("status after up: %+v, %v; want 7 healthy nodes and the supervisor", st, err)
+			}
+			s.f.containers["bh-n-cache"].status = "stopped"
+			st, err = s.d.Status(context.Background(), "n")
+			if err != nil || st.Healthy() || st.Nodes[2].Name != "cache" || st.Nodes[2].State != "stopped" {
+				t.Errorf("status with cache stopped: %+v, %v", st, err)
+			}
+			return s.f.take() // asking changes nothing
+		}},
 		{"down", func(t *testing.T, s *fakeStack) []string {
 			p := planWithApps(t, 2)
 			made, _ := s.mustUp(t, p)

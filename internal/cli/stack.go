@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/bulkhead/bulkhead/internal/driver"
 	"github.com/bulkhead/bulkhead/internal/driver/local"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/spec"
@@ -17,7 +18,8 @@ import (
 // elsewhere.
 var driverRoot = local.DefaultRoot
 
-func newDriver(s stdio) *local.Driver {
+// newDriver is the backend the verbs act through: the local driver.
+func newDriver(s stdio) driver.Backend {
 	return &local.Driver{
 		Root:     driverRoot,
 		Log:      slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: slog.LevelWarn})),

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/bulkhead/bulkhead/internal/driver/local"
+	"github.com/bulkhead/bulkhead/internal/driver"
 )
 
 type statusOptions struct {
@@ -58,7 +58,7 @@ supervisor is not running.`,
 
 var errUnhealthy = fmt.Errorf("some nodes are not healthy; 'bulkhead logs NODE' shows why")
 
-func printStatus(s stdio, st *local.Status) {
+func printStatus(s stdio, st *driver.Status) {
 	fmt.Fprintf(s.out, "stack %s: supervisor %s\n", st.Stack, map[bool]string{true: "running", false: "NOT RUNNING"}[st.Supervisor])
 	w := table(s.out)
 	fmt.Fprintln(w, "NODE\tSTATE\tADDRESS\tHEALTH\tRESTARTS\tSERVICES")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/bulkhead/bulkhead/internal/driver"
 	"github.com/bulkhead/bulkhead/internal/driver/local"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
@@ -74,7 +75,7 @@ func runUp(ctx context.Context, s stdio, o upOptions) error {
 	if o.NoSandbox {
 		fmt.Fprintf(s.err, "WARNING: --unsafe-no-sandbox: the nodes of %s run without user namespaces and seccomp; root in a node is root on this host\n", p.Stack)
 	}
-	res, err := newDriver(s).Up(ctx, p, local.UpOptions{SiteDir: site, NoInstall: o.NoInstall, Wait: o.Wait, NoSandbox: o.NoSandbox})
+	res, err := newDriver(s).Up(ctx, p, driver.UpOptions{SiteDir: site, NoInstall: o.NoInstall, Wait: o.Wait, NoSandbox: o.NoSandbox})
 	if err != nil {
 		return err
 	}

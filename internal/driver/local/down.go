@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bulkhead/bulkhead/internal/netns"
-	"github.com/bulkhead/bulkhead/internal/nft"
 	"github.com/bulkhead/bulkhead/internal/runc"
 )
 
@@ -144,22 +142,22 @@ func plural(kind string, n int) string {
 func (d *Driver) remove(ctx context.Context, o Object) error {
 	switch o.Kind {
 	case KindProcess:
-		return stopProcess(o)
+		return d.sys().stopProcess(o)
 	case KindContainer:
-		return stopContainer(ctx, o.Name)
+		return d.stopContainer(ctx, o.Name)
 	case KindMount:
-		return unmount(o.Name)
+		return d.unmount(o.Name)
 	case KindVolume:
-		return unmountVolume(o.Name)
+		return d.sys().unmountVolume(o.Name)
 	case KindNetns:
-		return netns.DeleteOwned(ctx, o.Name)
+		return d.sys().deleteNetns(ctx, o.Name)
 	case KindVeth, KindBridge:
-		return netns.DeleteLink(ctx, o.Name)
+		return d.sys().deleteLink(ctx, o.Name)
 	case KindNftTable:
 		family, name, _ := strings.Cut(o.Name, " ")
-		return nft.DeleteTable(ctx, "", family, name)
+		return d.sys().nftDeleteTable(ctx, "", family, name)
 	case KindSysctl:
-		return restoreSysctl(o)
+		return d.restoreSysctl(o)
 	}
 	return fmt.Errorf("unknown object kind %q", o.Kind)
 }
@@ -167,20 +165,21 @@ func (d *Driver) remove(ctx context.Context, o Object) error {
 // stopContainer asks the agent to stop (SIGTERM: it stops its daemons
 // within its grace period), then deletes the container, killing what is
 // left.
-func stopContainer(ctx context.Context, id string) error {
-	st, err := runc.State(ctx, id)
+func (d *Driver) stopContainer(ctx context.Context, id string) error {
+	sys := d.sys()
+	st, err := sys.containerState(ctx, id)
 	if errors.Is(err, runc.ErrNotExist) {
 		return nil
 	}
 	if err == nil && st.Status == "running" {
-		runc.Kill(ctx, id, "TERM")
+		sys.killContainer(ctx, id, "TERM")
 		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			if st, err := runc.State(ctx, id); err != nil || st.Status != "running" {
+			if st, err := sys.containerState(ctx, id); err != nil || st.Status != "running" {
 				break
 			}
 		}
 	}
-	return runc.Delete(ctx, id, true)
+	return sys.deleteContainer(ctx, id, true)
 }
 
 // procStart returns a process's start time in clock ticks since boot

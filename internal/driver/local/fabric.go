@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 
 	"github.com/bulkhead/bulkhead/internal/netns"
-	"github.com/bulkhead/bulkhead/internal/nft"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
 )
@@ -20,11 +18,12 @@ import (
 // make user namespaces. Each problem says what to change.
 func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPorts, noSandbox bool) error {
 	var errs []error
-	def, _ := netns.RouteDev(ctx, "", "203.0.113.1") // the default route's device, if any
+	sys := d.sys()
+	def, _ := sys.routeDev(ctx, "203.0.113.1") // the default route's device, if any
 	for _, n := range p.Networks {
 		// Not the gateway: once the bridge has it, it routes via lo.
 		for _, a := range []netip.Addr{n.Subnet.Addr().Next().Next(), n.LastHost()} {
-			dev, err := netns.RouteDev(ctx, "", a.String())
+			dev, err := sys.routeDev(ctx, a.String())
 			if err != nil && !errors.Is(err, netns.ErrNoRoute) {
 				errs = append(errs, err)
 				continue
@@ -34,13 +33,13 @@ func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPor
 				break
 			}
 		}
-		if netns.LinkExists(n.Bridge) && !j.has(Object{Kind: KindBridge, Name: n.Bridge}) {
+		if sys.linkExists(n.Bridge) && !j.has(Object{Kind: KindBridge, Name: n.Bridge}) {
 			errs = append(errs, fmt.Errorf("interface %s exists but was not made by this stack; rename the stack or remove the interface", n.Bridge))
 		}
 	}
 	for _, n := range p.Nodes {
 		for _, i := range n.Ifaces {
-			if netns.LinkExists(i.Host) && !j.has(Object{Kind: KindVeth, Name: i.Host}) {
+			if sys.linkExists(i.Host) && !j.has(Object{Kind: KindVeth, Name: i.Host}) {
 				errs = append(errs, fmt.Errorf("interface %s exists but was not made by this stack; rename the stack or remove the interface", i.Host))
 			}
 		}
@@ -48,16 +47,14 @@ func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPor
 	if !ownPorts {
 		for _, f := range p.Published {
 			ap := f.Listen
-			l, err := net.Listen("tcp", ap.String())
-			if err != nil {
+			if err := sys.canListen(ap); err != nil {
 				errs = append(errs, fmt.Errorf("cannot publish on %s: %w; stop what uses that port or change publish in the stack file", ap, err))
 				continue
 			}
-			l.Close()
 		}
 	}
 	if !noSandbox {
-		if err := netns.CheckUserNamespaces(ctx); err != nil {
+		if err := sys.checkUserNamespaces(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -77,7 +74,7 @@ func (d *Driver) fabric(ctx context.Context, p *plan.Plan, j *journal) error {
 			return err
 		}
 	}
-	if err := nft.Apply(ctx, "", render.HostNftables(p)); err != nil {
+	if err := d.sys().nftApply(ctx, "", render.HostNftables(p)); err != nil {
 		return fmt.Errorf("host table: %w", err)
 	}
 	for _, n := range p.Networks {
@@ -85,20 +82,20 @@ func (d *Driver) fabric(ctx context.Context, p *plan.Plan, j *journal) error {
 			return err
 		}
 		addr := netip.PrefixFrom(n.Gateway, n.Subnet.Bits()).String()
-		if err := netns.AddBridge(ctx, n.Bridge, addr, "bulkhead "+p.Stack+" "+n.Name); err != nil {
+		if err := d.sys().addBridge(ctx, n.Bridge, addr, "bulkhead "+p.Stack+" "+n.Name); err != nil {
 			return fmt.Errorf("bridge %s: %w", n.Bridge, err)
 		}
 	}
-	return checkContained(ctx, p)
+	return d.checkContained(ctx, p)
 }
 
 // checkContained fails closed unless every stack subnet routes to its own
 // bridge on this host, so that no stack address can ever leave the machine
 // through the default route.
-func checkContained(ctx context.Context, p *plan.Plan) error {
+func (d *Driver) checkContained(ctx context.Context, p *plan.Plan) error {
 	for _, n := range p.Networks {
 		for _, a := range []netip.Addr{n.Subnet.Addr().Next().Next(), n.LastHost()} {
-			dev, err := netns.RouteDev(ctx, "", a.String())
+			dev, err := d.sys().routeDev(ctx, a.String())
 			if err != nil || dev != n.Bridge {
 				return fmt.Errorf("networks.%s %s is not contained: the host routes %s via %q (%v), not bridge %s; refusing to go on", n.Name, n.Subnet, a, dev, err, n.Bridge)
 			}
@@ -122,16 +119,16 @@ func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, rul
 		if ids.Size == 0 {
 			return fmt.Errorf("node %s has no block of host ids", n.Name)
 		}
-		if err := netns.AddOwned(ctx, n.Netns, netns.IDMap{Host: ids.Host, Size: ids.Size}); err != nil {
+		if err := d.sys().addOwnedNetns(ctx, n.Netns, netns.IDMap{Host: ids.Host, Size: ids.Size}); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
-	} else if err := netns.Add(ctx, n.Netns); err != nil {
+	} else if err := d.sys().addNetns(ctx, n.Netns); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
-	if err := nft.Apply(ctx, n.Netns, ruleset); err != nil {
+	if err := d.sys().nftApply(ctx, n.Netns, ruleset); err != nil {
 		return fmt.Errorf("node %s firewall: %w", n.Name, err)
 	}
-	if err := checkFirewall(ctx, n); err != nil {
+	if err := d.checkFirewall(ctx, n); err != nil {
 		return err
 	}
 	for _, i := range n.Ifaces {
@@ -141,7 +138,7 @@ func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, rul
 		}
 		v := netns.Veth{Host: i.Host, Bridge: nw.Bridge, Netns: n.Netns, Name: i.Name,
 			Addr: netip.PrefixFrom(i.Addr, i.Bits).String(), Alias: "bulkhead " + p.Stack + " " + n.Name + " " + i.Network}
-		if err := netns.AddVeth(ctx, v); err != nil {
+		if err := d.sys().addVeth(ctx, v); err != nil {
 			return fmt.Errorf("node %s on %s: %w", n.Name, i.Network, err)
 		}
 	}
@@ -152,8 +149,8 @@ func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, rul
 // with the plan: one table, three chains that drop by default, the plan's
 // sets with exactly their addresses, and the plan's number of rules. Any
 // difference fails closed.
-func checkFirewall(ctx context.Context, n *plan.Node) error {
-	rs, err := nft.Read(ctx, n.Netns)
+func (d *Driver) checkFirewall(ctx context.Context, n *plan.Node) error {
+	rs, err := d.sys().nftRead(ctx, n.Netns)
 	if err != nil {
 		return fmt.Errorf("node %s firewall read-back: %w", n.Name, err)
 	}
@@ -202,13 +199,13 @@ func (d *Driver) outside(ctx context.Context, p *plan.Plan, j *journal) error {
 	if err := j.record(Object{Kind: KindNetns, Name: v.Netns}); err != nil {
 		return err
 	}
-	if err := netns.Add(ctx, v.Netns); err != nil {
+	if err := d.sys().addNetns(ctx, v.Netns); err != nil {
 		return err
 	}
 	if err := j.record(Object{Kind: KindVeth, Name: v.Iface.Host}); err != nil {
 		return err
 	}
-	return netns.AddVeth(ctx, netns.Veth{
+	return d.sys().addVeth(ctx, netns.Veth{
 		Host: v.Iface.Host, Bridge: p.Network(plan.NetPublic).Bridge, Netns: v.Netns, Name: v.Iface.Name,
 		Addr: netip.PrefixFrom(v.Iface.Addr, v.Iface.Bits).String(), Alias: "bulkhead " + p.Stack + " outside",
 	})

@@ -21,21 +21,21 @@ import (
 // namespace), because daemons check that the paths they trust are root's
 // (sshd's ChrootDirectory), and it is mounted read-only, so the node
 // cannot change it.
-func prepareRootfs(dir string, uid int) error {
+func (d *Driver) prepareRootfs(dir string, uid int) error {
 	// The parents only let the nodes through.
-	for _, d := range []string{filepath.Dir(filepath.Dir(dir)), filepath.Dir(dir)} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
+	for _, sub := range []string{filepath.Dir(filepath.Dir(dir)), filepath.Dir(dir)} {
+		if err := os.MkdirAll(sub, 0o711); err != nil {
 			return err
 		}
-		if err := os.Chmod(d, 0o711); err != nil {
+		if err := os.Chmod(sub, 0o711); err != nil {
 			return err
 		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	for _, d := range []string{"usr", "etc", "proc", "dev", "sys", "tmp", "run", "srv", "var", "var/lib", "var/lib/bulkhead", "var/log", "var/log/bulkhead", "var/tmp", "bulkhead"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+	for _, sub := range []string{"usr", "etc", "proc", "dev", "sys", "tmp", "run", "srv", "var", "var/lib", "var/lib/bulkhead", "var/log", "var/log/bulkhead", "var/tmp", "bulkhead"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 			return err
 		}
 	}
@@ -47,8 +47,8 @@ func prepareRootfs(dir string, uid int) error {
 	}
 	// runc ignores mode=1777 on a tmpfs (as of 2026-11, runc 1.1.5), so the
 	// mount points carry the sticky mode themselves.
-	for _, d := range []string{"tmp", "var/tmp"} {
-		if err := os.Chmod(filepath.Join(dir, d), 0o1777); err != nil {
+	for _, sub := range []string{"tmp", "var/tmp"} {
+		if err := os.Chmod(filepath.Join(dir, sub), 0o1777); err != nil {
 			return err
 		}
 	}
@@ -64,12 +64,7 @@ func prepareRootfs(dir string, uid int) error {
 	}
 	// Only the host writes here (the node sees it read-only), so the walk
 	// meets nothing it did not make.
-	return filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(path, uid, uid)
-	})
+	return d.sys().chownTree(dir, uid, uid)
 }
 
 // etcFromHost lists what a node's /etc takes from the host: what daemons

@@ -17,16 +17,24 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/bulkhead/bulkhead/internal/driver"
 )
 
 // DefaultRoot is where the driver keeps stacks' state, configs and data.
 const DefaultRoot = "/var/lib/bulkhead"
+
+var _ driver.Backend = (*Driver)(nil)
 
 // Driver realises plans on this host.
 type Driver struct {
 	Root     string       // DefaultRoot unless testing
 	Log      *slog.Logger // diagnostics
 	Progress io.Writer    // one line per long step, for the user
+
+	// system is the host as the driver changes it (os.go); nil is the
+	// real one. Tests put a recording fake here.
+	system system
 }
 
 func (d *Driver) root() string {

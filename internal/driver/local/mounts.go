@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
-	"github.com/bulkhead/bulkhead/internal/sshfs"
 )
 
 // prepareSiteMounts makes the parent of each site-mounting node's site
@@ -35,7 +34,7 @@ func (d *Driver) prepareSiteMounts(ctx context.Context, p *plan.Plan, j *journal
 		if err := j.record(Object{Kind: KindMount, Name: dir}); err != nil {
 			return err
 		}
-		if err := sshfs.PrepareTarget(dir); err != nil {
+		if err := d.sys().prepareTarget(dir); err != nil {
 			return fmt.Errorf("node %s site mount point: %w", n.Name, err)
 		}
 	}
@@ -45,12 +44,12 @@ func (d *Driver) prepareSiteMounts(ctx context.Context, p *plan.Plan, j *journal
 // unmount undoes prepareSiteMounts for one node's srv directory: it removes
 // an sshfs left on srv/site (normally the supervisor's sshfs.Run has) and
 // then srv's bind on itself.
-func unmount(srv string) error {
+func (d *Driver) unmount(srv string) error {
 	if _, err := os.Lstat(srv); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err := sshfs.Unmount(filepath.Join(srv, "site")); err != nil {
+	if err := d.sys().sshfsUnmount(filepath.Join(srv, "site")); err != nil {
 		return err
 	}
-	return sshfs.ReleaseTarget(srv)
+	return d.sys().releaseTarget(srv)
 }

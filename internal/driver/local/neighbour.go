@@ -42,7 +42,7 @@ func neighbourNeed(p *plan.Plan) int {
 // journal keeps each value it found, and down puts it back.
 func (d *Driver) neighbourRoom(p *plan.Plan, j *journal) error {
 	for _, s := range neighbourWant(p) {
-		cur, err := readInt(neighDir + s.key)
+		cur, err := d.sys().readSysctl(s.key)
 		if err != nil {
 			return err
 		}
@@ -62,7 +62,7 @@ func (d *Driver) neighbourRoom(p *plan.Plan, j *journal) error {
 			return err
 		}
 		d.progress("raising net.ipv4.neigh.default.%s from %d to %d for %d nodes", s.key, cur, s.want, len(p.Nodes))
-		if err := os.WriteFile(neighDir+s.key, []byte(strconv.Itoa(s.want)), 0o644); err != nil {
+		if err := d.sys().writeSysctl(s.key, s.want); err != nil {
 			return fmt.Errorf("raise net.ipv4.neigh.default.%s to %d: %w", s.key, s.want, err)
 		}
 	}
@@ -80,9 +80,9 @@ func neighbourWant(p *plan.Plan) []limit {
 }
 
 // hasNeighbourRoom reports whether the limits already fit p.
-func hasNeighbourRoom(p *plan.Plan) bool {
+func (d *Driver) hasNeighbourRoom(p *plan.Plan) bool {
 	for _, s := range neighbourWant(p) {
-		if cur, err := readInt(neighDir + s.key); err != nil || cur < s.want {
+		if cur, err := d.sys().readSysctl(s.key); err != nil || cur < s.want {
 			return false
 		}
 	}
@@ -91,16 +91,16 @@ func hasNeighbourRoom(p *plan.Plan) bool {
 
 // restoreSysctl puts back the value a stack's up found, unless something
 // else has changed it since.
-func restoreSysctl(o Object) error {
+func (d *Driver) restoreSysctl(o Object) error {
 	before, set, err := parseSysctl(o.Detail)
 	if err != nil {
 		return err
 	}
-	cur, err := readInt(neighDir + o.Name)
+	cur, err := d.sys().readSysctl(o.Name)
 	if err != nil || cur != set {
 		return err
 	}
-	return os.WriteFile(neighDir+o.Name, []byte(strconv.Itoa(before)), 0o644)
+	return d.sys().writeSysctl(o.Name, before)
 }
 
 func parseSysctl(detail string) (before, set int, err error) {

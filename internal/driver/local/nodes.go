@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -49,13 +47,11 @@ func capabilities(n *plan.Node) []string {
 	return caps
 }
 
-func lookupIDs(name string) (int, int, error) {
-	u, err := user.Lookup(name)
+func (d *Driver) lookupIDs(name string) (int, int, error) {
+	uid, gid, err := d.sys().lookupAccount(name)
 	if err != nil {
 		return 0, 0, fmt.Errorf("account %s: %w (is its package installed?)", name, err)
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
 	return uid, gid, nil
 }
 
@@ -66,25 +62,25 @@ func lookupIDs(name string) (int, int, error) {
 // (or its daemon's account) as the node sees it, and so do its read-only
 // configs, so that daemons that insist on owning their keys find them
 // theirs.
-func writeNode(np nodePaths, n *plan.Node, r render.Node, ids runc.IDMap) (bool, error) {
+func (d *Driver) writeNode(np nodePaths, n *plan.Node, r render.Node, ids runc.IDMap) (bool, error) {
 	dirOwner, secretGroup := owner(n)
 	uid, gid := 0, 0
 	if dirOwner != "" {
 		var err error
-		if uid, gid, err = lookupIDs(dirOwner); err != nil {
+		if uid, gid, err = d.lookupIDs(dirOwner); err != nil {
 			return false, err
 		}
 	}
 	// The directories themselves are host paths the node cannot rename
 	// (each is a mount point inside it); what is in them is the node's.
-	for _, d := range []string{np.data(), np.log(), np.run()} {
-		if err := os.Chown(d, hostID(ids, uid), hostID(ids, gid)); err != nil {
+	for _, dir := range []string{np.data(), np.log(), np.run()} {
+		if err := d.sys().chown(dir, hostID(ids, uid), hostID(ids, gid)); err != nil {
 			return false, err
 		}
 	}
 	sgid := 0
 	if secretGroup != "" {
-		_, g, err := lookupIDs(secretGroup)
+		_, g, err := d.lookupIDs(secretGroup)
 		if err != nil {
 			return false, err
 		}
@@ -95,7 +91,7 @@ func writeNode(np nodePaths, n *plan.Node, r render.Node, ids runc.IDMap) (bool,
 		return false, err
 	}
 	files := append(append([]render.File(nil), r.Files...), render.File{Path: "services.json", Mode: 0o644, Data: svcs})
-	if same(np.conf(), files, hostID(ids, 0)) {
+	if d.same(np.conf(), files, hostID(ids, 0)) {
 		return false, nil
 	}
 	tmp := np.conf() + ".new"
@@ -117,7 +113,7 @@ func writeNode(np nodePaths, n *plan.Node, r render.Node, ids runc.IDMap) (bool,
 		if f.Mode&0o040 != 0 {
 			g = sgid
 		}
-		if err := os.Chown(path, hostID(ids, 0), hostID(ids, g)); err != nil {
+		if err := d.sys().chown(path, hostID(ids, 0), hostID(ids, g)); err != nil {
 			return false, err
 		}
 	}
@@ -134,7 +130,7 @@ func writeNode(np nodePaths, n *plan.Node, r render.Node, ids runc.IDMap) (bool,
 
 // same reports whether dir holds exactly files, byte for byte and mode for
 // mode, owned by uid.
-func same(dir string, files []render.File, uid int) bool {
+func (d *Driver) same(dir string, files []render.File, uid int) bool {
 	count := 0
 	filepath.WalkDir(dir, func(_ string, e os.DirEntry, err error) error {
 		if err == nil && !e.IsDir() {
@@ -155,7 +151,7 @@ func same(dir string, files []render.File, uid int) bool {
 		if err != nil || info.Mode().Perm() != os.FileMode(f.Mode).Perm() {
 			return false
 		}
-		if st, ok := info.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != uid {
+		if owner, err := d.sys().fileOwner(path); err != nil || owner != uid {
 			return false
 		}
 	}
@@ -259,18 +255,19 @@ func (d *Driver) startContainer(ctx context.Context, p *plan.Plan, n *plan.Node,
 		}
 	}
 	c := d.container(p, n, ids, filter)
-	st, err := runc.State(ctx, c.ID)
+	sys := d.sys()
+	st, err := sys.containerState(ctx, c.ID)
 	switch {
 	case err == nil && st.Status == "running":
 		return nil
 	case err == nil:
-		if err := runc.Delete(ctx, c.ID, true); err != nil {
+		if err := sys.deleteContainer(ctx, c.ID, true); err != nil {
 			return err
 		}
 	case !errors.Is(err, runc.ErrNotExist):
 		return err
 	}
-	if err := runc.WriteSpec(c); err != nil {
+	if err := sys.writeSpec(c); err != nil {
 		return fmt.Errorf("node %s bundle: %w", n.Name, err)
 	}
 	if err := j.record(Object{Kind: KindContainer, Name: c.ID}); err != nil {
@@ -286,7 +283,7 @@ func (d *Driver) startContainer(ctx context.Context, p *plan.Plan, n *plan.Node,
 		return fmt.Errorf("node %s output: %w", n.Name, err)
 	}
 	defer out.Close()
-	if err := runc.Run(ctx, c, out); err != nil {
+	if err := sys.runContainer(ctx, c, out); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
 	return nil

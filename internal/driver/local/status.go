@@ -13,45 +13,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bulkhead/bulkhead/internal/agent"
 	"github.com/bulkhead/bulkhead/internal/beneath"
+	"github.com/bulkhead/bulkhead/internal/driver"
 	"github.com/bulkhead/bulkhead/internal/plan"
-	"github.com/bulkhead/bulkhead/internal/runc"
 )
 
-// Status is a running stack as the host sees it.
-type Status struct {
-	Stack      string       `json:"stack"`
-	Supervisor bool         `json:"supervisor"`
-	Nodes      []NodeStatus `json:"nodes"`
-}
-
-// NodeStatus is one node's state.
-type NodeStatus struct {
-	Name      string   `json:"name"`
-	State     string   `json:"state"` // the container's: running, stopped, missing
-	Addresses []string `json:"addresses"`
-	Healthy   bool     `json:"healthy"`
-	Restarts  int      `json:"restarts"`
-	// ContainerRestarts counts the supervisor's restarts of the node's
-	// container since the supervisor started; State is "crash-loop"
-	// while the node keeps dying soon after each one.
-	ContainerRestarts int                   `json:"container_restarts"`
-	Services          []agent.ServiceStatus `json:"services"`
-}
-
-// Healthy reports whether the supervisor and every node are.
-func (s *Status) Healthy() bool {
-	if !s.Supervisor {
-		return false
-	}
-	for _, n := range s.Nodes {
-		if !n.Healthy {
-			return false
-		}
-	}
-	return true
-}
+// Status and NodeStatus are the backend's, shared by every driver.
+type (
+	Status     = driver.Status
+	NodeStatus = driver.NodeStatus
+)
 
 func (d *Driver) savedPlan(stack string) (*plan.Plan, error) {
 	data, err := os.ReadFile(d.paths(stack).plan())
@@ -84,7 +55,7 @@ func (d *Driver) Status(ctx context.Context, stack string) (*Status, error) {
 		for _, i := range n.Ifaces {
 			ns.Addresses = append(ns.Addresses, i.Addr.String())
 		}
-		if c, err := runc.State(ctx, n.Container); err == nil {
+		if c, err := d.sys().containerState(ctx, n.Container); err == nil {
 			ns.State = c.Status
 		}
 		if r := sup.Nodes[n.Name]; r != nil {
@@ -95,7 +66,7 @@ func (d *Driver) Status(ctx context.Context, stack string) (*Status, error) {
 		}
 		if ns.State == "running" {
 			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			a, err := agent.Query(qctx, d.paths(stack).node(n.Name).socket())
+			a, err := d.sys().queryAgent(qctx, d.paths(stack).node(n.Name).socket())
 			cancel()
 			if err == nil {
 				ns.Healthy = a.Healthy
@@ -233,7 +204,7 @@ func (d *Driver) Exec(ctx context.Context, stack, node string, args []string, st
 	if n == nil {
 		return fmt.Errorf("stack %s has no node %q", stack, node)
 	}
-	return runc.Exec(ctx, n.Container, args, stdin, stdout, stderr)
+	return d.sys().execContainer(ctx, n.Container, args, stdin, stdout, stderr)
 }
 
 // CACertPath is where the stack's CA certificate is written, for visitors'

@@ -4,11 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"strconv"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
 )
@@ -16,7 +11,7 @@ import (
 // supervisorAlive reports whether the stack's recorded supervisor runs.
 func (d *Driver) supervisorAlive(j *journal) bool {
 	for _, o := range j.list(KindProcess) {
-		if alive(o) {
+		if d.sys().processAlive(o) {
 			return true
 		}
 	}
@@ -28,10 +23,10 @@ func (d *Driver) supervisorAlive(j *journal) bool {
 // exits. restart replaces a running one, so that it reads the new plan.
 func (d *Driver) startSupervisor(ctx context.Context, p *plan.Plan, j *journal, restart bool) error {
 	for _, o := range j.list(KindProcess) {
-		if alive(o) && !restart {
+		if d.sys().processAlive(o) && !restart {
 			return nil
 		}
-		if err := stopProcess(o); err != nil {
+		if err := d.sys().stopProcess(o); err != nil {
 			return err
 		}
 		if err := j.forget(o); err != nil {
@@ -44,28 +39,9 @@ func (d *Driver) startSupervisor(ctx context.Context, p *plan.Plan, j *journal, 
 		return err
 	}
 	defer logf.Close()
-	// Go passes on every descriptor it did not open itself: one this
-	// process inherited (a caller's lock, say) would be held by the
-	// supervisor, and by its sshfs mounts, for the stack's life.
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		return fmt.Errorf("start supervisor: %w", err)
-	}
-	cmd := exec.Command(ps.binary(), "supervise", "--stack", p.Stack, "--root", d.root())
-	cmd.Stdin = nil
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own session: Ctrl-C in the user's terminal must not reach it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start supervisor: %w", err)
-	}
-	start, err := procStart(cmd.Process.Pid)
+	o, err := d.sys().startSupervisor(ps.binary(), []string{"supervise", "--stack", p.Stack, "--root", d.root()}, logf)
 	if err != nil {
-		return err
+		return fmt.Errorf("start supervisor: %w", err)
 	}
-	o := Object{Kind: KindProcess, Name: strconv.Itoa(cmd.Process.Pid), Detail: start}
-	if err := j.record(o); err != nil {
-		return err
-	}
-	// Not waited for: it outlives this process and is re-parented to init.
-	return cmd.Process.Release()
+	return j.record(o)
 }

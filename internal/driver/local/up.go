@@ -16,40 +16,19 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bulkhead/bulkhead/internal/agent"
-	"github.com/bulkhead/bulkhead/internal/netns"
-	"github.com/bulkhead/bulkhead/internal/nft"
+	"github.com/bulkhead/bulkhead/internal/driver"
 	"github.com/bulkhead/bulkhead/internal/pkgs"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
-	"github.com/bulkhead/bulkhead/internal/runc"
 	"github.com/bulkhead/bulkhead/internal/secrets"
 	"github.com/bulkhead/bulkhead/internal/spec"
-	"github.com/bulkhead/bulkhead/internal/sshfs"
 )
 
-// UpOptions tune Up.
-type UpOptions struct {
-	// SiteDir is the site's directory on the host, absolute.
-	SiteDir string
-	// NoInstall makes missing Debian packages an error instead of an
-	// install.
-	NoInstall bool
-	// Wait bounds how long Up waits for every node to report healthy.
-	Wait time.Duration
-	// NoSandbox runs nodes without user namespaces and seccomp filters,
-	// so that a benchmark can measure what they cost.
-	// A stack keeps the choice it was first brought up with until down
-	// --purge.
-	NoSandbox bool
-}
-
-// UpResult says what Up did.
-type UpResult struct {
-	Changed   bool     // false: the stack was already as planned
-	Restarted []string // nodes whose containers were (re)started
-	Synced    int      // site files copied to storage
-}
+// UpOptions and UpResult are the backend's, shared by every driver.
+type (
+	UpOptions = driver.UpOptions
+	UpResult  = driver.UpResult
+)
 
 // Up makes the host run p. On a host where the stack does not exist yet, a
 // failure removes everything Up made; on one where it exists, a failure
@@ -95,7 +74,7 @@ func (d *Driver) Up(ctx context.Context, p *plan.Plan, o UpOptions) (*UpResult, 
 }
 
 func (d *Driver) packages(ctx context.Context, p *plan.Plan, noInstall bool) error {
-	missing, err := pkgs.Missing(ctx, pkgs.Needed(p))
+	missing, err := d.sys().missingPackages(ctx, pkgs.Needed(p))
 	if err != nil {
 		return err
 	}
@@ -110,31 +89,17 @@ func (d *Driver) packages(ctx context.Context, p *plan.Plan, noInstall bool) err
 	if out == nil {
 		out = os.Stderr
 	}
-	return pkgs.Install(ctx, missing, out)
+	return d.sys().installPackages(ctx, missing, out)
 }
 
+// up applies p in phases, each a function below, in this order. A phase
+// records in j what it is about to make before it makes it.
 func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) (*UpResult, error) {
-	ps := d.paths(p.Stack)
 	res := &UpResult{}
-	if err := os.MkdirAll(ps.stack, 0o700); err != nil {
+	if err := d.checkHost(ctx, p, j, o.NoSandbox); err != nil {
 		return nil, err
 	}
-	if err := d.preflight(ctx, p, j, d.supervisorAlive(j), o.NoSandbox); err != nil {
-		return nil, err
-	}
-	sec, err := d.secrets(p)
-	if err != nil {
-		return nil, err
-	}
-	rs := sec.For(p)
-	if err := userCertificate(p, &rs); err != nil {
-		return nil, err
-	}
-	nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: rs})
-	if err != nil {
-		return nil, err
-	}
-	fingerprint, err := d.fingerprint(p, nodes, o.SiteDir)
+	rendered, fingerprint, err := d.renderNodes(p, o.SiteDir)
 	if err != nil {
 		return nil, err
 	}
@@ -144,24 +109,10 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		return res, d.syncStorage(p, o.SiteDir, j, res)
 	}
 	res.Changed = true
-
-	d.progress("host: /etc for nodes, binary")
-	if err := prepareEtc(ps.etc()); err != nil {
+	planChanged, err := d.hostFiles(p)
+	if err != nil {
 		return nil, err
 	}
-	if err := installBinary(ps.binary()); err != nil {
-		return nil, err
-	}
-	planChanged := true
-	if old, err := os.ReadFile(ps.plan()); err == nil {
-		if cur, err := json.MarshalIndent(p, "", "  "); err == nil && string(old) == string(cur) {
-			planChanged = false
-		}
-	}
-	if err := writeJSON(ps.plan(), p, 0o600); err != nil {
-		return nil, err
-	}
-
 	if err := d.sandbox(p, j, o.NoSandbox); err != nil {
 		return nil, err
 	}
@@ -172,8 +123,103 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err := d.removeStale(ctx, p, j); err != nil {
 		return nil, err
 	}
+	changed, err := d.nodes(ctx, p, rendered, j)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.outside(ctx, p, j); err != nil {
+		return nil, err
+	}
+	if err := d.syncStorage(p, o.SiteDir, j, res); err != nil {
+		return nil, err
+	}
+	if err := d.restartChanged(ctx, changed); err != nil {
+		return nil, err
+	}
+	if err := d.prepareSiteMounts(ctx, p, j); err != nil {
+		return nil, err
+	}
+	if res.Restarted, err = d.containers(ctx, p, j); err != nil {
+		return nil, err
+	}
+	// The supervisor reads the plan when it starts; restarting it remounts
+	// every site, so only a new plan is worth that.
+	if err := d.startSupervisor(ctx, p, j, planChanged); err != nil {
+		return nil, err
+	}
+	if err := d.waitHealthy(ctx, p, j, o.Wait); err != nil {
+		return nil, err
+	}
+	if err := d.waitServing(ctx, p, o.Wait); err != nil {
+		return nil, err
+	}
+	if err := d.markApplied(p, fingerprint); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// checkHost makes the stack's directory and runs preflight, with the
+// ports the stack already publishes counted as its own.
+func (d *Driver) checkHost(ctx context.Context, p *plan.Plan, j *journal, noSandbox bool) error {
+	if err := os.MkdirAll(d.paths(p.Stack).stack, 0o700); err != nil {
+		return err
+	}
+	return d.preflight(ctx, p, j, d.supervisorAlive(j), noSandbox)
+}
+
+// renderNodes renders every node's files with the stack's secrets, and
+// the fingerprint of everything an up applies.
+func (d *Driver) renderNodes(p *plan.Plan, site string) ([]render.Node, string, error) {
+	sec, err := d.secrets(p)
+	if err != nil {
+		return nil, "", err
+	}
+	rs := sec.For(p)
+	if err := userCertificate(p, &rs); err != nil {
+		return nil, "", err
+	}
+	nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: rs})
+	if err != nil {
+		return nil, "", err
+	}
+	fingerprint, err := d.fingerprint(p, nodes, site)
+	if err != nil {
+		return nil, "", err
+	}
+	return nodes, fingerprint, nil
+}
+
+// hostFiles writes what the stack's nodes share on the host: their /etc,
+// the bulkhead binary, and the plan, which the supervisor reads. It
+// reports whether the plan differs from the one saved before.
+func (d *Driver) hostFiles(p *plan.Plan) (planChanged bool, err error) {
+	ps := d.paths(p.Stack)
+	d.progress("host: /etc for nodes, binary")
+	if err := prepareEtc(ps.etc()); err != nil {
+		return false, err
+	}
+	if err := installBinary(ps.binary()); err != nil {
+		return false, err
+	}
+	planChanged = true
+	if old, err := os.ReadFile(ps.plan()); err == nil {
+		if cur, err := json.MarshalIndent(p, "", "  "); err == nil && string(old) == string(cur) {
+			planChanged = false
+		}
+	}
+	if err := writeJSON(ps.plan(), p, 0o600); err != nil {
+		return false, err
+	}
+	return planChanged, nil
+}
+
+// nodes makes each node's namespace with its firewall and links, its disk,
+// its root and its files. It returns the nodes whose files changed.
+func (d *Driver) nodes(ctx context.Context, p *plan.Plan, rendered []render.Node, j *journal) ([]*plan.Node, error) {
+	ps := d.paths(p.Stack)
 	byName := map[string]render.Node{}
-	for _, r := range nodes {
+	for _, r := range rendered {
 		byName[r.Name] = r
 	}
 	d.progress("network: %d node namespaces with their firewalls", len(p.Nodes))
@@ -190,10 +236,10 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		if err := d.ensureVolume(ctx, p, n, j); err != nil {
 			return nil, err
 		}
-		if err := prepareRootfs(ps.nodeRoot(n.Name), hostID(j.nodeIDs(n.Name), 0)); err != nil {
+		if err := d.prepareRootfs(ps.nodeRoot(n.Name), hostID(j.nodeIDs(n.Name), 0)); err != nil {
 			return nil, fmt.Errorf("node %s root: %w", n.Name, err)
 		}
-		c, err := writeNode(ps.node(n.Name), n, r, j.nodeIDs(n.Name))
+		c, err := d.writeNode(ps.node(n.Name), n, r, j.nodeIDs(n.Name))
 		if err != nil {
 			return nil, fmt.Errorf("node %s files: %w", n.Name, err)
 		}
@@ -201,49 +247,45 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 			changed = append(changed, n)
 		}
 	}
-	if err := d.outside(ctx, p, j); err != nil {
-		return nil, err
-	}
-	if err := d.syncStorage(p, o.SiteDir, j, res); err != nil {
-		return nil, err
-	}
+	return changed, nil
+}
+
+// restartChanged deletes the containers of nodes whose files changed:
+// new configs take effect by restarting the node, which containers then
+// does.
+func (d *Driver) restartChanged(ctx context.Context, changed []*plan.Node) error {
 	for _, n := range changed {
-		// New configs take effect by restarting the node.
-		if err := runc.Delete(ctx, n.Container, true); err != nil {
-			return nil, err
+		if err := d.sys().deleteContainer(ctx, n.Container, true); err != nil {
+			return err
 		}
 	}
-	if err := d.prepareSiteMounts(ctx, p, j); err != nil {
-		return nil, err
-	}
+	return nil
+}
+
+// containers starts every node's container that does not run, in
+// startOrder, and returns the nodes it started.
+func (d *Driver) containers(ctx context.Context, p *plan.Plan, j *journal) ([]string, error) {
 	d.progress("containers: starting %d nodes", len(p.Nodes))
+	var started []string
 	for _, n := range startOrder(p) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		st, _ := runc.State(ctx, n.Container)
+		st, _ := d.sys().containerState(ctx, n.Container)
 		if err := d.startContainer(ctx, p, n, j); err != nil {
 			return nil, err
 		}
 		if st.Status != "running" {
-			res.Restarted = append(res.Restarted, n.Name)
+			started = append(started, n.Name)
 		}
 	}
-	// The supervisor reads the plan when it starts; restarting it remounts
-	// every site, so only a new plan is worth that.
-	if err := d.startSupervisor(ctx, p, j, planChanged); err != nil {
-		return nil, err
-	}
-	if err := d.waitHealthy(ctx, p, j, o.Wait); err != nil {
-		return nil, err
-	}
-	if err := d.waitServing(ctx, p, o.Wait); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(ps.stack, "applied"), []byte(fingerprint), 0o600); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return started, nil
+}
+
+// markApplied records the fingerprint of what this up applied, for the
+// next up's converged.
+func (d *Driver) markApplied(p *plan.Plan, fingerprint string) error {
+	return os.WriteFile(filepath.Join(d.paths(p.Stack).stack, "applied"), []byte(fingerprint), 0o600)
 }
 
 // syncStorage makes the storage node hold the operator's site: files are
@@ -256,7 +298,7 @@ func (d *Driver) syncStorage(p *plan.Plan, site string, j *journal, res *UpResul
 	}
 	ps := d.paths(p.Stack)
 	nodeIDs := j.nodeIDs(st[0].Name)
-	sync, err := syncSite(siteSync{
+	sync, err := d.sys().syncSite(siteSync{
 		Node: st[0].Name, Src: site, Data: ps.node(st[0].Name).data(),
 		Manifest: filepath.Join(ps.stack, "site.manifest.json"), Writable: p.Site.Writable,
 		Root:   ids{hostID(nodeIDs, 0), hostID(nodeIDs, 0)},
@@ -437,17 +479,18 @@ func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, finger
 	}
 	// The host's guard too: an interrupted verify --self-test may have
 	// left it out.
-	if !nft.HasTable(ctx, "", "inet", p.HostNFT) || !nft.HasTable(ctx, "", "bridge", p.HostNFT) || !hasNeighbourRoom(p) {
+	sys := d.sys()
+	if !sys.nftHasTable(ctx, "", "inet", p.HostNFT) || !sys.nftHasTable(ctx, "", "bridge", p.HostNFT) || !d.hasNeighbourRoom(p) {
 		return false
 	}
 	for _, n := range p.Nodes {
-		if st, err := runc.State(ctx, n.Container); err != nil || st.Status != "running" {
+		if st, err := sys.containerState(ctx, n.Container); err != nil || st.Status != "running" {
 			return false
 		}
-		if !netns.Exists(n.Netns) {
+		if !sys.netnsExists(n.Netns) {
 			return false
 		}
-		if err := checkFirewall(ctx, &n); err != nil {
+		if err := d.checkFirewall(ctx, &n); err != nil {
 			return false
 		}
 	}
@@ -497,21 +540,12 @@ func (d *Driver) waitServing(ctx context.Context, p *plan.Plan, limit time.Durat
 	if limit == 0 {
 		limit = 2 * time.Minute
 	}
-	client := &http.Client{
-		Timeout:       5 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
 	url := "http://" + p.Publish.HTTP.String() + "/"
 	deadline := time.Now().Add(limit)
 	status := 0
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			status = resp.StatusCode
+		if code, err := d.sys().httpStatus(ctx, url); err == nil {
+			status = code
 			switch status {
 			case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			default:
@@ -541,14 +575,14 @@ func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, j *journal, limi
 		var sick []string
 		for _, n := range p.Nodes {
 			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			st, err := agent.Query(qctx, ps.node(n.Name).socket())
+			st, err := d.sys().queryAgent(qctx, ps.node(n.Name).socket())
 			cancel()
 			if err != nil || !st.Healthy {
 				sick = append(sick, n.Name)
 			}
 		}
 		for _, m := range d.siteMounts(p, j) {
-			if ok, _ := sshfs.Mounted(m.Target); !ok {
+			if ok, _ := d.sys().sshfsMounted(m.Target); !ok {
 				// Target is nodes/NODE/srv/site.
 				sick = append(sick, filepath.Base(filepath.Dir(filepath.Dir(m.Target)))+" (site mount)")
 			}

@@ -46,7 +46,7 @@ func (d *Driver) verifySetup(ctx context.Context, stack string, o verify.Options
 		return nil, o, nil, err
 	}
 	for _, obj := range j.list(KindProcess) {
-		if alive(obj) {
+		if d.sys().processAlive(obj) {
 			o.Supervisor, _ = strconv.Atoi(obj.Name)
 		}
 	}

@@ -39,7 +39,8 @@ func (d *Driver) ensureVolume(ctx context.Context, p *plan.Plan, n *plan.Node, j
 	if err := os.MkdirAll(vol, 0o755); err != nil {
 		return err
 	}
-	mounted, err := mountinfo.Mounted(vol)
+	sys := d.sys()
+	mounted, err := sys.mounted(vol)
 	if err != nil {
 		return fmt.Errorf("node %s volume: %w", n.Name, err)
 	}
@@ -50,14 +51,14 @@ func (d *Driver) ensureVolume(ctx context.Context, p *plan.Plan, n *plan.Node, j
 			return fmt.Errorf("node %s: %s is mounted but its image %s is gone; run 'bulkhead down' first", n.Name, vol, img)
 		}
 		d.progress("disk: %s gets %s", n.Name, humanBytes(size))
-		if err := makeImage(ctx, img, size); err != nil {
+		if err := sys.makeImage(ctx, img, size); err != nil {
 			return fmt.Errorf("node %s disk image: %w", n.Name, err)
 		}
 	case err != nil:
 		return err
 	case info.Size() < size:
 		d.progress("disk: %s grows from %s to %s", n.Name, humanBytes(info.Size()), humanBytes(size))
-		if err := growImage(ctx, img, vol, size, mounted); err != nil {
+		if err := sys.growImage(ctx, img, vol, size, mounted); err != nil {
 			return fmt.Errorf("node %s disk image: %w", n.Name, err)
 		}
 	case info.Size() > size:
@@ -69,9 +70,8 @@ func (d *Driver) ensureVolume(ctx context.Context, p *plan.Plan, n *plan.Node, j
 		return err
 	}
 	if !mounted {
-		out, err := exec.CommandContext(ctx, "mount", "-t", "ext4", "-o", "loop,nosuid,nodev,noexec", img, vol).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("node %s: mount %s on %s: %w: %s", n.Name, img, vol, err, strings.TrimSpace(string(out)))
+		if err := sys.mountImage(ctx, img, vol); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 	}
 	// Only the host reaches the image's root and out/: the node sees
@@ -113,6 +113,16 @@ func makeImage(ctx context.Context, img string, size int64) error {
 	if err != nil {
 		os.Remove(img)
 		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// mountImage loop-mounts a node's image on vol, with the flags every
+// bind of its directories keeps.
+func mountImage(ctx context.Context, img, vol string) error {
+	out, err := exec.CommandContext(ctx, "mount", "-t", "ext4", "-o", "loop,nosuid,nodev,noexec", img, vol).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mount %s on %s: %w: %s", img, vol, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
@@ -225,7 +235,7 @@ func (d *Driver) migrateData(n *plan.Node, np nodePaths, ids runc.IDMap) error {
 			if gid < idRange {
 				gid = hostID(ids, gid)
 			}
-			return os.Lchown(path, uid, gid)
+			return d.sys().lchown(path, uid, gid)
 		})
 		if err != nil {
 			return fmt.Errorf("node %s: shift owners of its data: %w", n.Name, err)

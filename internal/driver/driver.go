@@ -1,0 +1,104 @@
+// Package driver is what the CLI asks of a backend: bring a plan up on its
+// machines, take it down, and report on, read the logs of, run commands in
+// and probe what it made. A backend only realises the plan; every derived
+// fact (names, addresses, firewalls, the matrix) is the plan's.
+//
+// local (driver/local), every node on this host, is the only backend as
+// of 2026-11; ssh and kubernetes are to follow.
+package driver
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/agent"
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/verify"
+)
+
+// Backend realises plans on some machines. Up is idempotent: called twice
+// with the same plan, the second call changes nothing. Down removes
+// exactly what Up made.
+type Backend interface {
+	// Up makes the backend run p.
+	Up(ctx context.Context, p *plan.Plan, o UpOptions) (*UpResult, error)
+	// Down removes what Up made for stack; with purge its data and
+	// secrets too.
+	Down(ctx context.Context, stack string, purge bool) error
+	// Status reports each node of a running stack.
+	Status(ctx context.Context, stack string) (*Status, error)
+	// Logs prints the last lines of a node's daemon logs (one service's
+	// if service is not empty) and, with follow, what they add until ctx
+	// is done.
+	Logs(ctx context.Context, stack, node, service string, lines int, follow bool, out io.Writer) error
+	// Exec runs a command inside a node; its exit status comes back as
+	// an *exec.ExitError.
+	Exec(ctx context.Context, stack, node string, args []string, stdin io.Reader, stdout, stderr io.Writer) error
+	// Verify probes the running stack from inside every node and from
+	// outside, and compares what happened with the plan's matrix.
+	Verify(ctx context.Context, stack string, o verify.Options) (*verify.Report, error)
+	// SelfTest plants each of verify's mutations in turn, checks that
+	// verify catches it, and restores the stack.
+	SelfTest(ctx context.Context, stack string, o verify.Options, progress func(string)) ([]verify.Outcome, *verify.Report, error)
+	// CACertPath is where the stack's CA certificate is, for visitors'
+	// clients to trust.
+	CACertPath(stack string) string
+}
+
+// UpOptions tune Up.
+type UpOptions struct {
+	// SiteDir is the site's directory on the host, absolute.
+	SiteDir string
+	// NoInstall makes missing Debian packages an error instead of an
+	// install.
+	NoInstall bool
+	// Wait bounds how long Up waits for every node to report healthy.
+	Wait time.Duration
+	// NoSandbox runs nodes without user namespaces and seccomp filters,
+	// so that a benchmark can measure what they cost.
+	// A stack keeps the choice it was first brought up with until down
+	// --purge.
+	NoSandbox bool
+}
+
+// UpResult says what Up did.
+type UpResult struct {
+	Changed   bool     // false: the stack was already as planned
+	Restarted []string // nodes whose containers were (re)started
+	Synced    int      // site files copied to storage
+}
+
+// Status is a running stack as the backend sees it.
+type Status struct {
+	Stack      string       `json:"stack"`
+	Supervisor bool         `json:"supervisor"`
+	Nodes      []NodeStatus `json:"nodes"`
+}
+
+// NodeStatus is one node's state.
+type NodeStatus struct {
+	Name      string   `json:"name"`
+	State     string   `json:"state"` // the container's: running, stopped, missing
+	Addresses []string `json:"addresses"`
+	Healthy   bool     `json:"healthy"`
+	Restarts  int      `json:"restarts"`
+	// ContainerRestarts counts the supervisor's restarts of the node's
+	// container since the supervisor started; State is "crash-loop"
+	// while the node keeps dying soon after each one.
+	ContainerRestarts int                   `json:"container_restarts"`
+	Services          []agent.ServiceStatus `json:"services"`
+}
+
+// Healthy reports whether the supervisor and every node are.
+func (s *Status) Healthy() bool {
+	if !s.Supervisor {
+		return false
+	}
+	for _, n := range s.Nodes {
+		if !n.Healthy {
+			return false
+		}
+	}
+	return true
+}

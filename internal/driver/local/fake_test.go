@@ -1,0 +1,734 @@
+package local
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/bulkhead/bulkhead/internal/agent"
+	"github.com/bulkhead/bulkhead/internal/netns"
+	"github.com/bulkhead/bulkhead/internal/nft"
+	"github.com/bulkhead/bulkhead/internal/runc"
+)
+
+// fakeSystem is the host as the driver's tests see it, after tailscale's
+// fake router: each change the driver asks for is one line of text in
+// ops, and the fake keeps just enough state (namespaces, links, rulesets,
+// containers, mounts, owners, the supervisor) to answer the driver's
+// questions as the host would. Questions are not recorded.
+//
+// Two things stay real files under the driver's root, so that what up
+// makes there can be checked: a disk image is a sparse file, and its
+// filesystem a directory that mounting moves onto the mount point and
+// unmounting moves back, so that data outlives down as on the host; and
+// the site sync is the real one, with every owner the test's own user.
+type fakeSystem struct {
+	root string // paths in ops are relative to it
+
+	mu  sync.Mutex
+	ops []string
+	// failOn makes the op whose line starts with it fail, once.
+	failOn string
+
+	netns      map[string]bool
+	bridges    map[string]netip.Prefix // name -> its address
+	veths      map[string]string       // host end -> the namespace of the other
+	tables     map[string]map[string]*nft.Ruleset
+	sysctl     map[string]int
+	containers map[string]*fakeContainer
+	volumes    map[string]string // mount point -> image
+	targets    map[string]bool   // site mount points prepared
+	procs      map[string]bool   // pids of supervisors running
+	owners     map[uint64]int    // inode -> uid, as chown left it
+	nextPid    int
+}
+
+type fakeContainer struct {
+	status string
+	node   string // the node's directory, where its agent's socket is
+}
+
+func newFakeSystem(root string) *fakeSystem {
+	return &fakeSystem{
+		root:       root,
+		netns:      map[string]bool{},
+		bridges:    map[string]netip.Prefix{},
+		veths:      map[string]string{},
+		tables:     map[string]map[string]*nft.Ruleset{},
+		sysctl:     map[string]int{"gc_thresh3": 1024, "gc_thresh2": 512},
+		containers: map[string]*fakeContainer{},
+		volumes:    map[string]string{},
+		targets:    map[string]bool{},
+		procs:      map[string]bool{},
+		owners:     map[uint64]int{},
+		nextPid:    4000,
+	}
+}
+
+var _ system = (*fakeSystem)(nil)
+
+// take returns the ops recorded since the last take.
+func (f *fakeSystem) take() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ops := f.ops
+	f.ops = nil
+	return ops
+}
+
+// op records a change and returns the error failOn asks for. The caller
+// holds f.mu.
+func (f *fakeSystem) op(format string, args ...any) error {
+	line := fmt.Sprintf(format, args...)
+	if f.failOn != "" && strings.HasPrefix(line, f.failOn) {
+		f.failOn = ""
+		f.ops = append(f.ops, line+" (fails)")
+		return fmt.Errorf("fake: %s failed", line)
+	}
+	f.ops = append(f.ops, line)
+	return nil
+}
+
+// rel shortens a path under the root for ops.
+func (f *fakeSystem) rel(path string) string {
+	if r, err := filepath.Rel(f.root, path); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return path
+}
+
+// leftovers lists the objects the fake host holds, as "KIND NAME", sorted.
+func (f *fakeSystem) leftovers() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for name := range f.netns {
+		out = append(out, "netns "+name)
+	}
+	for name := range f.bridges {
+		out = append(out, "bridge "+name)
+	}
+	for name := range f.veths {
+		out = append(out, "veth "+name)
+	}
+	// A namespace's own ruleset goes with it.
+	for t := range f.tables[""] {
+		out = append(out, "nft host "+t)
+	}
+	for id := range f.containers {
+		out = append(out, "container "+id)
+	}
+	for vol := range f.volumes {
+		out = append(out, "volume "+f.rel(vol))
+	}
+	for t := range f.targets {
+		out = append(out, "site mount point "+f.rel(t))
+	}
+	for pid := range f.procs {
+		out = append(out, "process "+pid)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (f *fakeSystem) missingPackages(ctx context.Context, names []string) ([]string, error) {
+	return nil, nil
+}
+
+func (f *fakeSystem) installPackages(ctx context.Context, names []string, out io.Writer) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.op("apt install %s", strings.Join(names, " "))
+}
+
+// routeDev routes a bridge's subnet to the bridge, and everything else to
+// the default route's eth0.
+func (f *fakeSystem) routeDev(ctx context.Context, dst string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, err := netip.ParseAddr(dst)
+	if err != nil {
+		return "", err
+	}
+	for name, p := range f.bridges {
+		if p.Masked().Contains(a) {
+			return name, nil
+		}
+	}
+	return "eth0", nil
+}
+
+func (f *fakeSystem) canListen(addr netip.AddrPort) error           { return nil }
+func (f *fakeSystem) checkUserNamespaces(ctx context.Context) error { return nil }
+
+func (f *fakeSystem) netnsExists(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.netns[name]
+}
+
+func (f *fakeSystem) addNetns(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("netns add %s", name); err != nil {
+		return err
+	}
+	f.netns[name] = true
+	return nil
+}
+
+func (f *fakeSystem) addOwnedNetns(ctx context.Context, name string, ids netns.IDMap) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("netns add %s owned by %d+%d", name, ids.Host, ids.Size); err != nil {
+		return err
+	}
+	f.netns[name] = true
+	return nil
+}
+
+// deleteNetns takes the namespace's veths and ruleset with it, as the
+// kernel does.
+func (f *fakeSystem) deleteNetns(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("netns delete %s", name); err != nil {
+		return err
+	}
+	delete(f.netns, name)
+	delete(f.tables, name)
+	for host, ns := range f.veths {
+		if ns == name {
+			delete(f.veths, host)
+		}
+	}
+	return nil
+}
+
+func (f *fakeSystem) linkExists(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, bridge := f.bridges[name]
+	_, veth := f.veths[name]
+	return bridge || veth
+}
+
+func (f *fakeSystem) addBridge(ctx context.Context, name, addr, alias string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, err := netip.ParsePrefix(addr)
+	if err != nil {
+		return err
+	}
+	if err := f.op("bridge add %s %s", name, addr); err != nil {
+		return err
+	}
+	f.bridges[name] = p
+	return nil
+}
+
+func (f *fakeSystem) addVeth(ctx context.Context, v netns.Veth) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.netns[v.Netns] {
+		return fmt.Errorf("fake: veth %s into missing netns %s", v.Host, v.Netns)
+	}
+	if _, ok := f.bridges[v.Bridge]; !ok {
+		return fmt.Errorf("fake: veth %s onto missing bridge %s", v.Host, v.Bridge)
+	}
+	if err := f.op("veth add %s on %s, %s %s in %s", v.Host, v.Bridge, v.Name, v.Addr, v.Netns); err != nil {
+		return err
+	}
+	f.veths[v.Host] = v.Netns
+	return nil
+}
+
+func (f *fakeSystem) deleteLink(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("link delete %s", name); err != nil {
+		return err
+	}
+	delete(f.bridges, name)
+	delete(f.veths, name)
+	return nil
+}
+
+// nftApply replaces each table the ruleset defines, as nft -f does with
+// bulkhead's "table; delete table; table {...}" rulesets.
+func (f *fakeSystem) nftApply(ctx context.Context, ns string, ruleset []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	tables, err := parseRuleset(ruleset)
+	if err != nil {
+		return err
+	}
+	where := ns
+	if ns == "" {
+		where = "host"
+	} else if !f.netns[ns] {
+		return fmt.Errorf("fake: nft in missing netns %s", ns)
+	}
+	names := slices.Sorted(maps.Keys(tables))
+	if err := f.op("nft apply %s %s", where, strings.Join(names, ", ")); err != nil {
+		return err
+	}
+	if f.tables[ns] == nil {
+		f.tables[ns] = map[string]*nft.Ruleset{}
+	}
+	for name, t := range tables {
+		f.tables[ns][name] = t
+	}
+	return nil
+}
+
+func (f *fakeSystem) nftHasTable(ctx context.Context, ns, family, name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.tables[ns][family+" "+name] != nil
+}
+
+// nftRead merges the namespace's tables into one summary, as nft.Read
+// reads the whole ruleset.
+func (f *fakeSystem) nftRead(ctx context.Context, ns string) (*nft.Ruleset, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	rs := &nft.Ruleset{Chains: map[string]nft.Chain{}, Sets: map[string][]string{}}
+	for _, name := range slices.Sorted(maps.Keys(f.tables[ns])) {
+		t := f.tables[ns][name]
+		rs.Tables = append(rs.Tables, t.Tables...)
+		for k, c := range t.Chains {
+			rs.Chains[k] = c
+		}
+		for k, s := range t.Sets {
+			rs.Sets[k] = s
+		}
+	}
+	return rs, nil
+}
+
+func (f *fakeSystem) nftDeleteTable(ctx context.Context, ns, family, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	where := ns
+	if ns == "" {
+		where = "host"
+	}
+	if err := f.op("nft delete %s %s %s", where, family, name); err != nil {
+		return err
+	}
+	delete(f.tables[ns], family+" "+name)
+	if len(f.tables[ns]) == 0 {
+		delete(f.tables, ns)
+	}
+	return nil
+}
+
+func (f *fakeSystem) readSysctl(key string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.sysctl[key]
+	if !ok {
+		return 0, fs.ErrNotExist
+	}
+	return v, nil
+}
+
+func (f *fakeSystem) writeSysctl(key string, value int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("sysctl net.ipv4.neigh.default.%s = %d", key, value); err != nil {
+		return err
+	}
+	f.sysctl[key] = value
+	return nil
+}
+
+func (f *fakeSystem) writeSpec(c runc.Container) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.op("runc spec %s in %s", c.ID, f.rel(c.Bundle))
+}
+
+func (f *fakeSystem) runContainer(ctx context.Context, c runc.Container, out *os.File) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if cur := f.containers[c.ID]; cur != nil {
+		return fmt.Errorf("fake: runc run %s: it exists (%s)", c.ID, cur.status)
+	}
+	if n := strings.TrimPrefix(c.Netns, netns.Dir+"/"); !f.netns[n] {
+		return fmt.Errorf("fake: runc run %s: no netns %s", c.ID, n)
+	}
+	if err := f.op("runc run %s", c.ID); err != nil {
+		return err
+	}
+	f.containers[c.ID] = &fakeContainer{status: "running", node: filepath.Dir(c.Bundle)}
+	return nil
+}
+
+func (f *fakeSystem) containerState(ctx context.Context, id string) (runc.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.containers[id]
+	if c == nil {
+		return runc.Status{}, runc.ErrNotExist
+	}
+	return runc.Status{ID: id, Status: c.status, Pid: 1}, nil
+}
+
+func (f *fakeSystem) killContainer(ctx context.Context, id, signal string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("runc kill %s %s", id, signal); err != nil {
+		return err
+	}
+	if c := f.containers[id]; c != nil {
+		c.status = "stopped"
+	}
+	return nil
+}
+
+func (f *fakeSystem) deleteContainer(ctx context.Context, id string, force bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("runc delete %s", id); err != nil {
+		return err
+	}
+	delete(f.containers, id)
+	return nil
+}
+
+func (f *fakeSystem) execContainer(ctx context.Context, id string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.op("runc exec %s %s", id, strings.Join(args, " "))
+}
+
+func (f *fakeSystem) mounted(path string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.volumes[path]
+	return ok, nil
+}
+
+// fakeFS is where a fake image keeps its filesystem while it is not mounted.
+func fakeFS(img string) string { return img + ".fs" }
+
+func (f *fakeSystem) makeImage(ctx context.Context, img string, size int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("mkfs.ext4 %s %s", f.rel(img), humanBytes(size)); err != nil {
+		return err
+	}
+	file, err := os.OpenFile(img, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := errors.Join(file.Truncate(size), file.Close()); err != nil {
+		return err
+	}
+	return os.Mkdir(fakeFS(img), 0o755)
+}
+
+func (f *fakeSystem) growImage(ctx context.Context, img, vol string, size int64, mounted bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("resize2fs %s %s", f.rel(img), humanBytes(size)); err != nil {
+		return err
+	}
+	return os.Truncate(img, size)
+}
+
+func (f *fakeSystem) mountImage(ctx context.Context, img, vol string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("mount %s on %s", f.rel(img), f.rel(vol)); err != nil {
+		return err
+	}
+	if err := os.Remove(vol); err != nil {
+		return fmt.Errorf("fake: mount on %s: %w", vol, err)
+	}
+	if err := os.Rename(fakeFS(img), vol); err != nil {
+		return err
+	}
+	f.volumes[vol] = img
+	return nil
+}
+
+func (f *fakeSystem) unmountVolume(vol string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("umount %s", f.rel(vol)); err != nil {
+		return err
+	}
+	img, ok := f.volumes[vol]
+	if !ok {
+		return nil
+	}
+	delete(f.volumes, vol)
+	if err := os.Rename(vol, fakeFS(img)); err != nil {
+		return err
+	}
+	return os.Mkdir(vol, 0o755)
+}
+
+func (f *fakeSystem) prepareTarget(dir string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("mount --bind --make-shared %s", f.rel(dir)); err != nil {
+		return err
+	}
+	f.targets[dir] = true
+	return nil
+}
+
+func (f *fakeSystem) releaseTarget(dir string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("umount %s", f.rel(dir)); err != nil {
+		return err
+	}
+	delete(f.targets, dir)
+	return nil
+}
+
+// sshfsMounted says a running supervisor has mounted every prepared site.
+func (f *fakeSystem) sshfsMounted(target string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.targets[filepath.Dir(target)] && len(f.procs) > 0, nil
+}
+
+func (f *fakeSystem) sshfsUnmount(target string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.op("fusermount -u %s", f.rel(target))
+}
+
+// fakeAccounts are the host accounts the nodes' daemons run as.
+var fakeAccounts = map[string]int{"root": 0, "www-data": 33, "mysql": 101, "postgres": 102, "memcache": 103, "redis": 104, "haproxy": 105, "sshd": 106}
+
+func (f *fakeSystem) lookupAccount(name string) (int, int, error) {
+	id, ok := fakeAccounts[name]
+	if !ok {
+		return 0, 0, fmt.Errorf("fake: no account %s", name)
+	}
+	return id, id, nil
+}
+
+func inode(path string, follow bool) (uint64, error) {
+	stat := os.Lstat
+	if follow {
+		stat = os.Stat
+	}
+	info, err := stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return info.Sys().(*syscall.Stat_t).Ino, nil
+}
+
+// fileOwner is the owner the fake's chown gave the file, else its real one.
+func (f *fakeSystem) fileOwner(path string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ino, err := inode(path, true)
+	if err != nil {
+		return 0, err
+	}
+	if uid, ok := f.owners[ino]; ok {
+		return uid, nil
+	}
+	return realSystem{}.fileOwner(path)
+}
+
+func (f *fakeSystem) setOwner(path string, uid int, follow bool) error {
+	ino, err := inode(path, follow)
+	if err != nil {
+		return err
+	}
+	f.owners[ino] = uid
+	return nil
+}
+
+func (f *fakeSystem) chown(path string, uid, gid int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("chown %d:%d %s", uid, gid, f.rel(path)); err != nil {
+		return err
+	}
+	return f.setOwner(path, uid, true)
+}
+
+func (f *fakeSystem) lchown(path string, uid, gid int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("chown -h %d:%d %s", uid, gid, f.rel(path)); err != nil {
+		return err
+	}
+	return f.setOwner(path, uid, false)
+}
+
+func (f *fakeSystem) chownTree(dir string, uid, gid int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("chown -hR %d:%d %s", uid, gid, f.rel(dir)); err != nil {
+		return err
+	}
+	return filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return f.setOwner(path, uid, false)
+	})
+}
+
+// syncSite runs the real sync with the test's own ids for every owner,
+// and records what it changed, if anything.
+func (f *fakeSystem) syncSite(s siteSync) (*syncResult, error) {
+	me := ids{os.Getuid(), os.Getgid()}
+	s.Root, s.Writer = me, me
+	res, err := syncSite(s)
+	if err != nil {
+		return res, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n := len(res.Copied) + len(res.Removed) + len(res.Restored); n > 0 {
+		return res, f.op("site sync to %s: %d copied, %d removed, %d restored", s.Node, len(res.Copied), len(res.Removed), len(res.Restored))
+	}
+	return res, nil
+}
+
+func (f *fakeSystem) startSupervisor(bin string, args []string, log *os.File) (Object, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	line := strings.ReplaceAll(strings.Join(args, " "), f.root, "$ROOT")
+	if err := f.op("start %s %s", f.rel(bin), line); err != nil {
+		return Object{}, err
+	}
+	f.nextPid++
+	pid := strconv.Itoa(f.nextPid)
+	f.procs[pid] = true
+	return Object{Kind: KindProcess, Name: pid, Detail: "fake"}, nil
+}
+
+func (f *fakeSystem) processAlive(o Object) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.procs[o.Name]
+}
+
+func (f *fakeSystem) stopProcess(o Object) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("kill %s", o.Name); err != nil {
+		return err
+	}
+	delete(f.procs, o.Name)
+	return nil
+}
+
+// queryAgent answers for the agent of a node whose container runs.
+func (f *fakeSystem) queryAgent(ctx context.Context, socket string) (*agent.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	node := filepath.Dir(filepath.Dir(filepath.Dir(socket))) // nodes/NODE/vol/run/agent.sock
+	for _, c := range f.containers {
+		if c.node == node && c.status == "running" {
+			return &agent.Status{Node: filepath.Base(node), Healthy: true}, nil
+		}
+	}
+	return nil, fmt.Errorf("fake: no agent on %s", socket)
+}
+
+// httpStatus is the site's answer once a supervisor publishes it.
+func (f *fakeSystem) httpStatus(ctx context.Context, url string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.procs) == 0 {
+		return 0, fmt.Errorf("fake: nothing listens on %s", url)
+	}
+	return 200, nil
+}
+
+// parseRuleset reads the tables of an nft -f script as nft.Read would
+// summarise them once loaded: per table, its chains with hook, policy and
+// rule count, and its sets with their elements. It knows the shapes
+// bulkhead renders, no more.
+func parseRuleset(data []byte) (map[string]*nft.Ruleset, error) {
+	out := map[string]*nft.Ruleset{}
+	var table, chain, set string
+	var rs *nft.Ruleset
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		f := strings.Fields(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+		case table == "" && len(f) == 4 && f[0] == "table" && f[3] == "{":
+			table = f[1] + " " + f[2]
+			rs = &nft.Ruleset{Tables: []string{table}, Chains: map[string]nft.Chain{}, Sets: map[string][]string{}}
+			out[table] = rs
+		case table == "":
+			// "table X" and "delete table X" before the definition.
+		case line == "}":
+			switch {
+			case set != "":
+				set = ""
+			case chain != "":
+				chain = ""
+			default:
+				table = ""
+			}
+		case chain == "" && set == "" && len(f) == 3 && f[0] == "chain" && f[2] == "{":
+			chain = table + " " + f[1]
+			rs.Chains[chain] = nft.Chain{}
+		case chain == "" && set == "" && len(f) == 3 && f[0] == "set" && f[2] == "{":
+			set = table + " " + f[1]
+			rs.Sets[set] = nil
+		case set != "":
+			if rest, ok := strings.CutPrefix(line, "elements = {"); ok {
+				for _, e := range strings.Split(strings.TrimSuffix(rest, "}"), ",") {
+					if e = strings.TrimSpace(e); e != "" {
+						rs.Sets[set] = append(rs.Sets[set], e)
+					}
+				}
+			}
+		case chain != "":
+			c := rs.Chains[chain]
+			if f[0] == "type" {
+				for i := range f {
+					switch strings.TrimSuffix(f[i], ";") {
+					case "hook":
+						c.Hook = f[i+1]
+					case "policy":
+						c.Policy = strings.TrimSuffix(f[i+1], ";")
+					}
+				}
+			} else {
+				c.Rules++
+			}
+			rs.Chains[chain] = c
+		default:
+			return nil, fmt.Errorf("fake nft: cannot read %q", line)
+		}
+	}
+	if table != "" {
+		return nil, fmt.Errorf("fake nft: table %s not closed", table)
+	}
+	return out, sc.Err()
+}

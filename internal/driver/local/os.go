@@ -1,0 +1,324 @@
+package local
+
+import (
+	"context"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+
+	"github.com/bulkhead/bulkhead/internal/agent"
+	"github.com/bulkhead/bulkhead/internal/netns"
+	"github.com/bulkhead/bulkhead/internal/nft"
+	"github.com/bulkhead/bulkhead/internal/pkgs"
+	"github.com/bulkhead/bulkhead/internal/runc"
+	"github.com/bulkhead/bulkhead/internal/sshfs"
+)
+
+// system is what the driver asks of the host beyond plain files under its
+// root: everything that needs root, reaches into the kernel, or talks to a
+// process. realSystem is the host itself; the tests' fake records each
+// change as a line of text and keeps just enough state to answer the
+// questions, so that the driver's logic runs in milliseconds, without root.
+//
+// Files under the root (journal, plan, configs, secrets) stay real: tests
+// give the driver a temporary root.
+type system interface {
+	// Debian packages.
+	missingPackages(ctx context.Context, names []string) ([]string, error)
+	installPackages(ctx context.Context, names []string, out io.Writer) error
+
+	// What preflight asks before anything is made.
+	routeDev(ctx context.Context, dst string) (string, error) // the host's route to dst; netns.ErrNoRoute if none
+	canListen(addr netip.AddrPort) error
+	checkUserNamespaces(ctx context.Context) error
+
+	// Network namespaces. deleteNetns removes the user namespace that owns
+	// one too, if it has one.
+	netnsExists(name string) bool
+	addNetns(ctx context.Context, name string) error
+	addOwnedNetns(ctx context.Context, name string, ids netns.IDMap) error
+	deleteNetns(ctx context.Context, name string) error
+
+	// Links on the host.
+	linkExists(name string) bool
+	addBridge(ctx context.Context, name, addr, alias string) error
+	addVeth(ctx context.Context, v netns.Veth) error
+	deleteLink(ctx context.Context, name string) error
+
+	// nftables, on the host (ns "") or in a named namespace.
+	nftApply(ctx context.Context, ns string, ruleset []byte) error
+	nftHasTable(ctx context.Context, ns, family, name string) bool
+	nftRead(ctx context.Context, ns string) (*nft.Ruleset, error)
+	nftDeleteTable(ctx context.Context, ns, family, name string) error
+
+	// The kernel's neighbour-table limits, net.ipv4.neigh.default.KEY.
+	readSysctl(key string) (int, error)
+	writeSysctl(key string, value int) error
+
+	// runc.
+	writeSpec(c runc.Container) error
+	runContainer(ctx context.Context, c runc.Container, out *os.File) error
+	containerState(ctx context.Context, id string) (runc.Status, error) // runc.ErrNotExist if none
+	killContainer(ctx context.Context, id, signal string) error
+	deleteContainer(ctx context.Context, id string, force bool) error
+	execContainer(ctx context.Context, id string, args []string, stdin io.Reader, stdout, stderr io.Writer) error
+
+	// Nodes' disk images (see volume.go).
+	mounted(path string) (bool, error)
+	makeImage(ctx context.Context, img string, size int64) error
+	growImage(ctx context.Context, img, vol string, size int64, mounted bool) error
+	mountImage(ctx context.Context, img, vol string) error
+	unmountVolume(vol string) error
+
+	// Site mounts (see mounts.go): the shared bind a site mount lands
+	// on, and the sshfs the supervisor puts there.
+	prepareTarget(dir string) error
+	releaseTarget(dir string) error
+	sshfsMounted(target string) (bool, error)
+	sshfsUnmount(target string) error
+
+	// Owners: the host's accounts, and what only root may change.
+	lookupAccount(name string) (uid, gid int, err error)
+	fileOwner(path string) (uid int, err error)
+	chown(path string, uid, gid int) error
+	lchown(path string, uid, gid int) error
+	chownTree(dir string, uid, gid int) error // every path beneath dir, following no link
+	syncSite(s siteSync) (*syncResult, error)
+
+	// The stack's supervisor, a process of its own.
+	startSupervisor(bin string, args []string, log *os.File) (Object, error)
+	processAlive(o Object) bool
+	stopProcess(o Object) error
+
+	// The nodes' agents, and the site as a visitor sees it.
+	queryAgent(ctx context.Context, socket string) (*agent.Status, error)
+	httpStatus(ctx context.Context, url string) (int, error)
+}
+
+// sys is the driver's system: the host unless a test set another.
+func (d *Driver) sys() system {
+	if d.system == nil {
+		return realSystem{}
+	}
+	return d.system
+}
+
+// realSystem is this host, through the kernel wrappers.
+type realSystem struct{}
+
+var _ system = realSystem{}
+
+func (realSystem) missingPackages(ctx context.Context, names []string) ([]string, error) {
+	return pkgs.Missing(ctx, names)
+}
+
+func (realSystem) installPackages(ctx context.Context, names []string, out io.Writer) error {
+	return pkgs.Install(ctx, names, out)
+}
+
+func (realSystem) routeDev(ctx context.Context, dst string) (string, error) {
+	return netns.RouteDev(ctx, "", dst)
+}
+
+func (realSystem) canListen(addr netip.AddrPort) error {
+	l, err := net.Listen("tcp", addr.String())
+	if err != nil {
+		return err
+	}
+	return l.Close()
+}
+
+func (realSystem) checkUserNamespaces(ctx context.Context) error {
+	return netns.CheckUserNamespaces(ctx)
+}
+
+func (realSystem) netnsExists(name string) bool { return netns.Exists(name) }
+
+func (realSystem) addNetns(ctx context.Context, name string) error { return netns.Add(ctx, name) }
+
+func (realSystem) addOwnedNetns(ctx context.Context, name string, ids netns.IDMap) error {
+	return netns.AddOwned(ctx, name, ids)
+}
+
+func (realSystem) deleteNetns(ctx context.Context, name string) error {
+	return netns.DeleteOwned(ctx, name)
+}
+
+func (realSystem) linkExists(name string) bool { return netns.LinkExists(name) }
+
+func (realSystem) addBridge(ctx context.Context, name, addr, alias string) error {
+	return netns.AddBridge(ctx, name, addr, alias)
+}
+
+func (realSystem) addVeth(ctx context.Context, v netns.Veth) error { return netns.AddVeth(ctx, v) }
+
+func (realSystem) deleteLink(ctx context.Context, name string) error {
+	return netns.DeleteLink(ctx, name)
+}
+
+func (realSystem) nftApply(ctx context.Context, ns string, ruleset []byte) error {
+	return nft.Apply(ctx, ns, ruleset)
+}
+
+func (realSystem) nftHasTable(ctx context.Context, ns, family, name string) bool {
+	return nft.HasTable(ctx, ns, family, name)
+}
+
+func (realSystem) nftRead(ctx context.Context, ns string) (*nft.Ruleset, error) {
+	return nft.Read(ctx, ns)
+}
+
+func (realSystem) nftDeleteTable(ctx context.Context, ns, family, name string) error {
+	return nft.DeleteTable(ctx, ns, family, name)
+}
+
+func (realSystem) readSysctl(key string) (int, error) { return readInt(neighDir + key) }
+
+func (realSystem) writeSysctl(key string, value int) error {
+	return os.WriteFile(neighDir+key, []byte(strconv.Itoa(value)), 0o644)
+}
+
+func (realSystem) writeSpec(c runc.Container) error { return runc.WriteSpec(c) }
+
+func (realSystem) runContainer(ctx context.Context, c runc.Container, out *os.File) error {
+	return runc.Run(ctx, c, out)
+}
+
+func (realSystem) containerState(ctx context.Context, id string) (runc.Status, error) {
+	return runc.State(ctx, id)
+}
+
+func (realSystem) killContainer(ctx context.Context, id, signal string) error {
+	return runc.Kill(ctx, id, signal)
+}
+
+func (realSystem) deleteContainer(ctx context.Context, id string, force bool) error {
+	return runc.Delete(ctx, id, force)
+}
+
+func (realSystem) execContainer(ctx context.Context, id string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return runc.Exec(ctx, id, args, stdin, stdout, stderr)
+}
+
+func (realSystem) mounted(path string) (bool, error) { return mountinfo.Mounted(path) }
+
+func (realSystem) makeImage(ctx context.Context, img string, size int64) error {
+	return makeImage(ctx, img, size)
+}
+
+func (realSystem) growImage(ctx context.Context, img, vol string, size int64, mounted bool) error {
+	return growImage(ctx, img, vol, size, mounted)
+}
+
+func (realSystem) mountImage(ctx context.Context, img, vol string) error {
+	return mountImage(ctx, img, vol)
+}
+
+func (realSystem) unmountVolume(vol string) error { return unmountVolume(vol) }
+
+func (realSystem) prepareTarget(dir string) error { return sshfs.PrepareTarget(dir) }
+
+func (realSystem) releaseTarget(dir string) error { return sshfs.ReleaseTarget(dir) }
+
+func (realSystem) sshfsMounted(target string) (bool, error) { return sshfs.Mounted(target) }
+
+func (realSystem) sshfsUnmount(target string) error { return sshfs.Unmount(target) }
+
+func (realSystem) lookupAccount(name string) (int, int, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return uid, gid, nil
+}
+
+func (realSystem) fileOwner(path string) (int, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, fs.ErrInvalid
+	}
+	return int(st.Uid), nil
+}
+
+func (realSystem) chown(path string, uid, gid int) error { return os.Chown(path, uid, gid) }
+
+func (realSystem) lchown(path string, uid, gid int) error { return os.Lchown(path, uid, gid) }
+
+func (realSystem) chownTree(dir string, uid, gid int) error {
+	return filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, gid)
+	})
+}
+
+func (realSystem) syncSite(s siteSync) (*syncResult, error) { return syncSite(s) }
+
+func (realSystem) startSupervisor(bin string, args []string, log *os.File) (Object, error) {
+	// Go passes on every descriptor it did not open itself: one this
+	// process inherited (a caller's lock, say) would be held by the
+	// supervisor, and by its sshfs mounts, for the stack's life.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return Object{}, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin = nil
+	cmd.Stdout, cmd.Stderr = log, log
+	// Its own session: Ctrl-C in the user's terminal must not reach it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return Object{}, err
+	}
+	start, err := procStart(cmd.Process.Pid)
+	if err != nil {
+		return Object{}, err
+	}
+	// Not waited for: it outlives this process and is re-parented to init.
+	return Object{Kind: KindProcess, Name: strconv.Itoa(cmd.Process.Pid), Detail: start}, cmd.Process.Release()
+}
+
+func (realSystem) processAlive(o Object) bool { return alive(o) }
+
+func (realSystem) stopProcess(o Object) error { return stopProcess(o) }
+
+func (realSystem) queryAgent(ctx context.Context, socket string) (*agent.Status, error) {
+	return agent.Query(ctx, socket)
+}
+
+// servingClient is waitServing's: it takes a redirect for an answer.
+var servingClient = &http.Client{
+	Timeout:       5 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+func (realSystem) httpStatus(ctx context.Context, url string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := servingClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}

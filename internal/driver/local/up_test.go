@@ -1,0 +1,354 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/ops")
+
+// fakeStack is a driver on a fake host (fakeSystem), under a temporary
+// root, with a site of three files.
+type fakeStack struct {
+	d    *Driver
+	f    *fakeSystem
+	site string
+}
+
+func newFakeStack(t *testing.T) *fakeStack {
+	t.Helper()
+	root := filepath.Join(tempDir(t), "root")
+	f := newFakeSystem(root)
+	site := t.TempDir()
+	write(t, filepath.Join(site, "index.php"), "<?php echo 1;")
+	write(t, filepath.Join(site, "assets/style.css"), "body{}")
+	write(t, filepath.Join(site, "uploads/.keep"), "")
+	return &fakeStack{d: &Driver{Root: root, system: f}, f: f, site: site}
+}
+
+// tempDir is a temporary directory on tmpfs where the host has one. The
+// journal is synced to disk at every record (writeDurable), which costs
+// about 10 ms a time on a disk, and an up records some hundred times.
+func tempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/dev/shm", "bulkhead-test-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// up runs Up and returns the host changes it made.
+func (s *fakeStack) up(t *testing.T, p *plan.Plan) ([]string, *UpResult, error) {
+	t.Helper()
+	res, err := s.d.Up(context.Background(), p, UpOptions{SiteDir: s.site, Wait: time.Second})
+	return s.f.take(), res, err
+}
+
+func (s *fakeStack) mustUp(t *testing.T, p *plan.Plan) ([]string, *UpResult) {
+	t.Helper()
+	ops, res, err := s.up(t, p)
+	if err != nil {
+		t.Fatalf("up: %v\nops:\n%s", err, strings.Join(ops, "\n"))
+	}
+	return ops, res
+}
+
+func (s *fakeStack) mustDown(t *testing.T, stack string) []string {
+	t.Helper()
+	if err := s.d.Down(context.Background(), stack, false); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	return s.f.take()
+}
+
+// journal is what the stack's journal records now; none when it is gone.
+func (s *fakeStack) journal(t *testing.T, stack string) []Object {
+	t.Helper()
+	j, err := loadJournal(s.d.paths(stack).journal(), stack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j.Objects
+}
+
+// checkJournal fails unless the journal records exactly what the fake
+// host holds.
+func (s *fakeStack) checkJournal(t *testing.T, stack string) {
+	t.Helper()
+	var recorded []string
+	for _, o := range s.journal(t, stack) {
+		switch o.Kind {
+		case KindNftTable:
+			recorded = append(recorded, "nft host "+o.Name)
+		case KindMount:
+			recorded = append(recorded, "site mount point "+s.f.rel(o.Name))
+		case KindVolume:
+			recorded = append(recorded, "volume "+s.f.rel(o.Name))
+		case KindSysctl:
+		default:
+			recorded = append(recorded, o.Kind+" "+o.Name)
+		}
+	}
+	slices.Sort(recorded)
+	if held := s.f.leftovers(); !slices.Equal(recorded, held) {
+		t.Errorf("the journal records:\n\t%s\nthe host holds:\n\t%s", strings.Join(recorded, "\n\t"), strings.Join(held, "\n\t"))
+	}
+}
+
+// golden compares ops with testdata/ops/NAME, or rewrites it with -update.
+func golden(t *testing.T, name string, ops []string) {
+	t.Helper()
+	path := filepath.Join("testdata", "ops", name)
+	got := strings.Join(ops, "\n") + "\n"
+	if len(ops) == 0 {
+		got = ""
+	}
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test -run %s -update writes it)", err, t.Name())
+	}
+	if got != string(want) {
+		t.Errorf("host operations differ from %s (-update rewrites it):\n%s", path, lineDiff(strings.Split(string(want), "\n"), strings.Split(got, "\n")))
+	}
+}
+
+// lineDiff shows the lines only want has (-) and only got has (+).
+func lineDiff(want, got []string) string {
+	var b strings.Builder
+	for _, l := range want {
+		if !slices.Contains(got, l) {
+			b.WriteString("- " + l + "\n")
+		}
+	}
+	for _, l := range got {
+		if !slices.Contains(want, l) {
+			b.WriteString("+ " + l + "\n")
+		}
+	}
+	if b.Len() == 0 {
+		return "(the same lines, in another order)"
+	}
+	return b.String()
+}
+
+// matching returns the ops that start with one of prefixes.
+func matching(ops []string, prefixes ...string) []string {
+	var out []string
+	for _, op := range ops {
+		for _, p := range prefixes {
+			if strings.HasPrefix(op, p) {
+				out = append(out, op)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// withSuffix returns the strings that end in suffix.
+func withSuffix(list []string, suffix string) []string {
+	var out []string
+	for _, s := range list {
+		if strings.HasSuffix(s, suffix) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// names returns the word at index i of each op.
+func names(ops []string, i int) []string {
+	var out []string
+	for _, op := range ops {
+		if f := strings.Fields(op); len(f) > i {
+			out = append(out, f[i])
+		}
+	}
+	return out
+}
+
+// TestUpOnFakeHost runs up and down on a fake host and compares the
+// operations each step asks of the host with a golden file, one per case;
+// each case then checks what the host holds after.
+func TestUpOnFakeHost(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// run does what the case is about and returns the ops to compare
+		// with testdata/ops/NAME.
+		run func(t *testing.T, s *fakeStack) []string
+	}{
+		{"up-fresh", func(t *testing.T, s *fakeStack) []string {
+			ops, res := s.mustUp(t, planWithApps(t, 2))
+			if !res.Changed || !slices.Equal(res.Restarted, []string{"storage", "cache", "db", "static", "app-1", "app-2", "edge"}) || res.Synced != 3 {
+				t.Errorf("result %+v; want changed, every node started in order, 3 site files synced", res)
+			}
+			s.checkJournal(t, "n")
+			return ops
+		}},
+		{"up-again", func(t *testing.T, s *fakeStack) []string {
+			p := planWithApps(t, 2)
+			s.mustUp(t, p)
+			ops, res := s.mustUp(t, p)
+			if res.Changed || len(res.Restarted) > 0 {
+				t.Errorf("a second up with the same plan: %+v, want no change", res)
+			}
+			if len(ops) > 0 {
+				t.Errorf("a second up with the same plan changed the host:\n%s", strings.Join(ops, "\n"))
+			}
+			s.checkJournal(t, "n")
+			return ops
+		}},
+		{"up-after-a-node-died", func(t *testing.T, s *fakeStack) []string {
+			// A dead container makes up apply the plan again: it
+			// re-asserts the fabric, which changes nothing, and starts
+			// only the dead node.
+			p := planWithApps(t, 2)
+			s.mustUp(t, p)
+			s.f.containers["bh-n-db"].status = "stopped"
+			ops, res := s.mustUp(t, p)
+			if !slices.Equal(res.Restarted, []string{"db"}) {
+				t.Errorf("restarted %q, want only db", res.Restarted)
+			}
+			if got := matching(ops, "runc run", "runc delete", "netns delete", "link delete", "mkfs", "start", "kill"); !slices.Equal(got, []string{"runc delete bh-n-db", "runc run bh-n-db"}) {
+				t.Errorf("changes beyond restarting db: %q", got)
+			}
+			s.checkJournal(t, "n")
+			return ops
+		}},
+		{"status", func(t *testing.T, s *fakeStack) []string {
+			s.mustUp(t, planWithApps(t, 2))
+			st, err := s.d.Status(context.Background(), "n")
+			if err != nil || !st.Healthy() || len(st.Nodes) != 7 {
+				t.Fatalf("status after up: %+v, %v; want 7 healthy nodes and the supervisor", st, err)
+			}
+			s.f.containers["bh-n-cache"].status = "stopped"
+			st, err = s.d.Status(context.Background(), "n")
+			if err != nil || st.Healthy() || st.Nodes[2].Name != "cache" || st.Nodes[2].State != "stopped" {
+				t.Errorf("status with cache stopped: %+v, %v", st, err)
+			}
+			return s.f.take() // asking changes nothing
+		}},
+		{"down", func(t *testing.T, s *fakeStack) []string {
+			p := planWithApps(t, 2)
+			made, _ := s.mustUp(t, p)
+			ops := s.mustDown(t, "n")
+			if held := s.f.leftovers(); len(held) > 0 {
+				t.Errorf("down left on the host: %q", held)
+			}
+			if objs := s.journal(t, "n"); len(objs) > 0 {
+				t.Errorf("down left in the journal: %+v", objs)
+			}
+			// Within a kind, the last made goes first.
+			veths, bridges := names(matching(made, "veth add "), 2), names(matching(made, "bridge add "), 2)
+			unmounted := names(matching(ops, "umount "), 1)
+			for _, c := range []struct {
+				what      string
+				made, got []string
+			}{
+				{"containers", names(matching(made, "runc run "), 2), names(matching(ops, "runc delete "), 2)},
+				{"site mount points", names(matching(made, "mount --bind"), 3), withSuffix(unmounted, "/srv")},
+				{"disk images", names(matching(made, "mount n/"), 3), withSuffix(unmounted, "/vol")},
+				{"namespaces", names(matching(made, "netns add "), 2), names(matching(ops, "netns delete "), 2)},
+				{"links", append(bridges, veths...), names(matching(ops, "link delete "), 2)},
+			} {
+				want := slices.Clone(c.made)
+				slices.Reverse(want)
+				if !slices.Equal(c.got, want) {
+					t.Errorf("down removed %s in the order %q; want %q, the reverse of up's", c.what, c.got, want)
+				}
+			}
+			// The data stays: the next up finds the disk images.
+			again, _ := s.mustUp(t, p)
+			if mkfs := matching(again, "mkfs"); len(mkfs) > 0 {
+				t.Errorf("an up after down made disks afresh: %q", mkfs)
+			}
+			if _, err := os.Stat(filepath.Join(s.d.paths("n").secrets(), "secrets.json")); err != nil {
+				t.Errorf("down lost the secrets: %v", err)
+			}
+			s.checkJournal(t, "n")
+			return ops
+		}},
+		{"scale-down", func(t *testing.T, s *fakeStack) []string {
+			s.mustUp(t, planWithApps(t, 3))
+			p := planWithApps(t, 2)
+			ops, _ := s.mustUp(t, p)
+			app3 := planWithApps(t, 3).Node("app-3")
+			want := []string{"runc kill " + app3.Container + " TERM", "runc delete " + app3.Container,
+				"fusermount -u n/nodes/app-3/srv/site", "umount n/nodes/app-3/srv", "netns delete " + app3.Netns}
+			for _, i := range app3.Ifaces {
+				want = append(want, "link delete "+i.Host)
+			}
+			removed := matching(ops, "runc kill", "fusermount", "umount", "netns delete", "link delete")
+			removed = append(removed, matching(ops, "runc delete "+app3.Container)...)
+			slices.Sort(removed)
+			slices.Sort(want)
+			if !slices.Equal(removed, want) {
+				t.Errorf("scaling app from 3 to 2 removed\n\t%s\nwant app-3's container, site mount, namespace and veths:\n\t%s", strings.Join(removed, "\n\t"), strings.Join(want, "\n\t"))
+			}
+			for _, l := range s.f.leftovers() {
+				if strings.Contains(l, "app-3") && !strings.HasPrefix(l, "volume ") {
+					t.Errorf("app-3 left on the host: %s", l)
+				}
+			}
+			s.checkJournal(t, "n")
+			return ops
+		}},
+		{"up-refuses-a-foreign-bridge", func(t *testing.T, s *fakeStack) []string {
+			// Another's interface where the stack's bridge would go:
+			// preflight says so, and nothing is made.
+			s.f.bridges["n-pri"] = netip.MustParsePrefix("192.168.9.1/24")
+			ops, _, err := s.up(t, planWithApps(t, 2))
+			if err == nil || !strings.Contains(err.Error(), "interface n-pri exists but was not made by this stack") {
+				t.Errorf("up: %v, want preflight's refusal", err)
+			}
+			delete(s.f.bridges, "n-pri")
+			if held := s.f.leftovers(); len(held) > 0 {
+				t.Errorf("a refused up left on the host: %q", held)
+			}
+			return ops
+		}},
+		{"up-fails-on-a-fresh-host", func(t *testing.T, s *fakeStack) []string {
+			// The fifth node in start order fails to start.
+			s.f.failOn = "runc run bh-n-app-1"
+			ops, _, err := s.up(t, planWithApps(t, 2))
+			if err == nil || !strings.Contains(err.Error(), "app-1") {
+				t.Errorf("up: %v, want app-1's failure", err)
+			}
+			if held := s.f.leftovers(); len(held) > 0 {
+				t.Errorf("the failed up left on the host: %q", held)
+			}
+			if _, err := os.Stat(s.d.paths("n").journal()); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the failed up left its journal: %v", err)
+			}
+			if _, err := os.Stat(s.d.root()); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the failed up of the only stack left the root: %v", err)
+			}
+			return ops
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			golden(t, tc.name, tc.run(t, newFakeStack(t)))
+		})
+	}
+}

@@ -60,12 +60,18 @@ type UpOptions struct {
 	// A stack keeps the choice it was first brought up with until down
 	// --purge.
 	NoSandbox bool
+	// Drain bounds how long a node leaving the stack (an app pool scaled
+	// down) may finish its requests after the edge stopped sending it
+	// new ones. Default 10s.
+	Drain time.Duration
 }
 
 // UpResult says what Up did.
 type UpResult struct {
 	Changed   bool     // false: the stack was already as planned
 	Restarted []string // nodes whose containers were (re)started
+	Reloaded  []string // nodes whose services reloaded changed configs
+	Removed   []string // nodes drained and removed
 	Synced    int      // site files copied to storage
 }
 

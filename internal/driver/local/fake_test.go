@@ -54,6 +54,7 @@ type fakeSystem struct {
 	procs      map[string]bool   // pids of supervisors running
 	owners     map[uint64]int    // inode -> uid, as chown left it
 	nextPid    int
+	args       [][]string // each supervisor's arguments
 }
 
 type fakeContainer struct {
@@ -623,7 +624,57 @@ func (f *fakeSystem) startSupervisor(bin string, args []string, log *os.File) (O
 	f.nextPid++
 	pid := strconv.Itoa(f.nextPid)
 	f.procs[pid] = true
+	f.supervises(args)
 	return Object{Kind: KindProcess, Name: pid, Detail: "fake"}, nil
+}
+
+// supervises plays a supervisor that has read its stack's plan, which
+// args (supervise --stack NAME --root ROOT) name: it says so as the real
+// one does.
+func (f *fakeSystem) supervises(args []string) {
+	var stack, root string
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "--stack":
+			stack = args[i+1]
+		case "--root":
+			root = args[i+1]
+		}
+	}
+	f.args = append(f.args, args)
+	dir := filepath.Join(root, stack)
+	if data, err := os.ReadFile(filepath.Join(dir, "plan.json")); err == nil {
+		os.WriteFile(filepath.Join(dir, "supervised"), []byte(digest(data)), 0o600)
+	}
+}
+
+// signalProcess plays HUP to a supervisor: it reads the plan again.
+func (f *fakeSystem) signalProcess(o Object, sig syscall.Signal) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("signal %s %v", o.Name, sig); err != nil {
+		return err
+	}
+	if !f.procs[o.Name] {
+		return fmt.Errorf("fake: no process %s", o.Name)
+	}
+	for _, a := range f.args {
+		f.supervises(a)
+	}
+	return nil
+}
+
+// reloadService records a reload of a running node's service.
+func (f *fakeSystem) reloadService(ctx context.Context, socket, service string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	node := filepath.Base(filepath.Dir(filepath.Dir(filepath.Dir(socket)))) // nodes/NODE/vol/run/agent.sock
+	return f.op("reload %s %s", node, service)
+}
+
+// connections says a leaving node serves nothing more.
+func (f *fakeSystem) connections(ctx context.Context, container string, ports []int) (int, error) {
+	return 0, nil
 }
 
 func (f *fakeSystem) processAlive(o Object) bool {

@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/bulkhead/bulkhead/internal/render"
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -129,7 +131,6 @@ func buildEtc(dir string) error {
 	files := map[string]string{
 		"passwd":      strings.Join(passwd, "\n") + "\n",
 		"group":       strings.Join(group, "\n") + "\n",
-		"hosts":       "", // each node's own is mounted over it
 		"hostname":    "",
 		"resolv.conf": "# nodes resolve no names but their hosts file\n",
 	}
@@ -138,7 +139,11 @@ func buildEtc(dir string) error {
 			return err
 		}
 	}
-	return nil
+	// Each node's own hosts file is in its config directory, which a
+	// new one replaces in place while the node runs (a scaled pool):
+	// a link reaches the current file, where a bind of the file itself
+	// would keep the old one.
+	return os.Symlink(path.Join(path.Base(render.DefaultLayout().Conf), "hosts"), filepath.Join(dir, "hosts"))
 }
 
 // mirror makes dst hold what src holds: it copies what differs and removes

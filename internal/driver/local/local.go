@@ -86,6 +86,9 @@ func (p paths) supervisorLog() string { return filepath.Join(p.stack, "superviso
 func (p paths) supervisorState() string {
 	return filepath.Join(p.stack, "supervisor.json")
 }
+
+// supervised holds the digest of the plan the supervisor runs.
+func (p paths) supervised() string { return filepath.Join(p.stack, "supervised") }
 func (p paths) supervisorSock() string {
 	return filepath.Join(p.stack, "supervisor.sock")
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -62,70 +63,98 @@ func (d *Driver) lookupIDs(name string) (int, int, error) {
 // (or its daemon's account) as the node sees it, and so do its read-only
 // configs, so that daemons that insist on owning their keys find them
 // theirs.
-func (d *Driver) writeNode(np nodePaths, n *plan.Node, r render.Node, ids runc.IDMap) (bool, error) {
+func (d *Driver) writeNode(np nodePaths, n *plan.Node, r render.Node, ids runc.IDMap) (nodeChange, error) {
 	dirOwner, secretGroup := owner(n)
 	uid, gid := 0, 0
 	if dirOwner != "" {
 		var err error
 		if uid, gid, err = d.lookupIDs(dirOwner); err != nil {
-			return false, err
+			return nodeChange{}, err
 		}
 	}
 	// The directories themselves are host paths the node cannot rename
 	// (each is a mount point inside it); what is in them is the node's.
 	for _, dir := range []string{np.data(), np.log(), np.run()} {
 		if err := d.sys().chown(dir, hostID(ids, uid), hostID(ids, gid)); err != nil {
-			return false, err
+			return nodeChange{}, err
 		}
 	}
 	sgid := 0
 	if secretGroup != "" {
 		_, g, err := d.lookupIDs(secretGroup)
 		if err != nil {
-			return false, err
+			return nodeChange{}, err
 		}
 		sgid = g
 	}
-	svcs, err := json.MarshalIndent(r.Services, "", "  ")
+	files, err := nodeFiles(r)
 	if err != nil {
-		return false, err
+		return nodeChange{}, err
 	}
-	files := append(append([]render.File(nil), r.Files...), render.File{Path: "services.json", Mode: 0o644, Data: svcs})
 	if d.same(np.conf(), files, hostID(ids, 0)) {
-		return false, nil
+		return nodeChange{}, nil
+	}
+	owner := func(f render.File) (int, int) {
+		if f.Mode&0o040 != 0 {
+			return hostID(ids, 0), hostID(ids, sgid)
+		}
+		return hostID(ids, 0), hostID(ids, 0)
+	}
+	c, err := classify(np.conf(), files)
+	if err != nil {
+		return nodeChange{}, err
+	}
+	if !c.restarts() {
+		// The running node keeps its configuration directory: what
+		// changed is replaced inside it, and reloaded or read afresh.
+		changed := slices.Concat(c.Reload, c.Live)
+		if c.none() {
+			// Only owners differ: rewrite everything in place.
+			for _, f := range files {
+				changed = append(changed, f.Path)
+			}
+		}
+		return c, d.writeInPlace(np.conf(), files, changed, owner)
 	}
 	tmp := np.conf() + ".new"
 	if err := os.RemoveAll(tmp); err != nil {
-		return false, err
+		return nodeChange{}, err
 	}
 	for _, f := range files {
 		path := filepath.Join(tmp, f.Path)
 		if !strings.HasPrefix(path, tmp+string(filepath.Separator)) {
-			return false, fmt.Errorf("node %s: rendered path %q leaves its directory", n.Name, f.Path)
+			return nodeChange{}, fmt.Errorf("node %s: rendered path %q leaves its directory", n.Name, f.Path)
 		}
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return false, err
+			return nodeChange{}, err
 		}
 		if err := os.WriteFile(path, f.Data, os.FileMode(f.Mode)); err != nil {
-			return false, err
+			return nodeChange{}, err
 		}
-		g := 0
-		if f.Mode&0o040 != 0 {
-			g = sgid
-		}
-		if err := d.sys().chown(path, hostID(ids, 0), hostID(ids, g)); err != nil {
-			return false, err
+		uid, gid := owner(f)
+		if err := d.sys().chown(path, uid, gid); err != nil {
+			return nodeChange{}, err
 		}
 	}
 	old := np.conf() + ".old"
 	os.RemoveAll(old)
 	if err := os.Rename(np.conf(), old); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false, err
+		return nodeChange{}, err
 	}
 	if err := os.Rename(tmp, np.conf()); err != nil {
-		return false, err
+		return nodeChange{}, err
 	}
-	return true, os.RemoveAll(old)
+	return c, os.RemoveAll(old)
+}
+
+// nodeFiles is what a node's configuration directory holds: its rendered
+// files and services.json, which the agent reads only when it starts.
+func nodeFiles(r render.Node) ([]render.File, error) {
+	svcs, err := json.MarshalIndent(r.Services, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(slices.Clone(r.Files), render.File{Path: "services.json", Mode: 0o644, Data: svcs}), nil
 }
 
 // same reports whether dir holds exactly files, byte for byte and mode for
@@ -167,7 +196,6 @@ func (d *Driver) container(p *plan.Plan, n *plan.Node, ids runc.IDMap, filter *s
 	mounts := []runc.Mount{
 		runc.Bind("/usr", "/usr", false),
 		runc.Bind(ps.etc(), "/etc", false),
-		runc.Bind(filepath.Join(np.conf(), "hosts"), "/etc/hosts", false),
 		runc.Bind(np.conf(), l.Conf, false),
 		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755", "size=65536k"}},
 		volumeBind(np.run(), l.Run),

@@ -2,6 +2,8 @@ package local
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -11,7 +13,9 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -101,9 +105,14 @@ type system interface {
 	startSupervisor(bin string, args []string, log *os.File) (Object, error)
 	processAlive(o Object) bool
 	stopProcess(o Object) error
+	signalProcess(o Object, sig syscall.Signal) error
 
 	// The nodes' agents, and the site as a visitor sees it.
 	queryAgent(ctx context.Context, socket string) (*agent.Status, error)
+	reloadService(ctx context.Context, socket, service string) error
+	// connections counts a container's established TCP connections whose
+	// local port is one of ports: the requests it is still serving.
+	connections(ctx context.Context, container string, ports []int) (int, error)
 	httpStatus(ctx context.Context, url string) (int, error)
 }
 
@@ -300,6 +309,62 @@ func (realSystem) processAlive(o Object) bool { return alive(o) }
 
 func (realSystem) stopProcess(o Object) error { return stopProcess(o) }
 
+// signalProcess signals a process bulkhead started, by pid, only if it is
+// still that process.
+func (realSystem) signalProcess(o Object, sig syscall.Signal) error {
+	pid, err := strconv.Atoi(o.Name)
+	if err != nil {
+		return fmt.Errorf("bad pid %q in journal", o.Name)
+	}
+	if !alive(o) {
+		return fmt.Errorf("process %d is gone", pid)
+	}
+	return syscall.Kill(pid, sig)
+}
+
+func (realSystem) reloadService(ctx context.Context, socket, service string) error {
+	return agent.Reload(ctx, socket, service)
+}
+
+func (realSystem) connections(ctx context.Context, container string, ports []int) (int, error) {
+	st, err := runc.State(ctx, container)
+	if err != nil || st.Status != "running" || st.Pid <= 0 {
+		return 0, err
+	}
+	n := 0
+	for _, f := range []string{"tcp", "tcp6"} {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", st.Pid, f))
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return 0, err
+		}
+		n += established(string(data), ports)
+	}
+	return n, nil
+}
+
+// established counts the ESTABLISHED sockets of a /proc/net/tcp table
+// whose local port is one of ports.
+func established(table string, ports []int) int {
+	n := 0
+	for _, line := range strings.Split(table, "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[3] != "01" {
+			continue
+		}
+		_, port, ok := strings.Cut(f[1], ":")
+		if !ok {
+			continue
+		}
+		p, err := strconv.ParseUint(port, 16, 16)
+		if err == nil && slices.Contains(ports, int(p)) {
+			n++
+		}
+	}
+	return n
+}
 func (realSystem) queryAgent(ctx context.Context, socket string) (*agent.Status, error) {
 	return agent.Query(ctx, socket)
 }

@@ -2,14 +2,20 @@ package local
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
@@ -56,11 +62,18 @@ func (d *Driver) Supervise(ctx context.Context, stack string) error {
 	if err != nil {
 		return err
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		d.mountSites(ctx, p, j)
-	}()
+	mounts := &siteMounter{ctx: ctx, run: sshfs.Run, log: log, running: map[string]context.CancelFunc{}}
+	mounts.reconcile(d.siteMounts(p, j))
+	defer mounts.wait()
+	if err := writeDurable(ps.supervised(), []byte(digest(data)), 0o600); err != nil {
+		return err
+	}
+	// HUP: up saved a new plan with the same published ports. Re-read
+	// it: new nodes' sites get mounted and removed nodes' unmounted,
+	// while every other mount, and every connection, goes on.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	// Each supervisor starts the restart count afresh: up starts one
@@ -82,6 +95,19 @@ func (d *Driver) Supervise(ctx context.Context, stack string) error {
 				wg.Wait()
 				return err
 			}
+		case <-hup:
+			np, j, sum, err := d.reloadPlan(stack, p)
+			if err != nil {
+				log.Error("reload the plan; keeping the one running", "err", err)
+				continue
+			}
+			p = np
+			w.known = map[string]Object{}
+			mounts.reconcile(d.siteMounts(p, j))
+			if err := writeDurable(ps.supervised(), []byte(sum), 0o600); err != nil {
+				log.Error("say which plan runs", "err", err)
+			}
+			log.Info("plan reloaded", "nodes", len(p.Nodes))
 		case <-tick.C:
 			d.repair(ctx, p, w)
 		}
@@ -224,24 +250,95 @@ func forward(ctx context.Context, l net.Listener, target string, logf func(error
 	}
 }
 
-// mountSites keeps each static and app node's site mounted from storage,
+// reloadPlan reads the stack's saved plan and journal again. A plan that
+// publishes other ports is refused: the listeners are the supervisor's
+// own, and up restarts it for such a change.
+func (d *Driver) reloadPlan(stack string, cur *plan.Plan) (*plan.Plan, *journal, string, error) {
+	ps := d.paths(stack)
+	data, err := os.ReadFile(ps.plan())
+	if err != nil {
+		return nil, nil, "", err
+	}
+	p, err := plan.Decode(data)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if !slices.Equal(p.Published, cur.Published) {
+		return nil, nil, "", fmt.Errorf("the new plan publishes other ports; restart the supervisor ('bulkhead up' does)")
+	}
+	j, err := loadJournal(ps.journal(), stack)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return p, j, digest(data), nil
+}
+
+// digest is the hex SHA-256 of data.
+func digest(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// siteMounter keeps each static and app node's site mounted from storage,
 // over SFTP from inside the node's own network namespace: static read-only
 // as site-ro, app read-write as site-rw (the storage node's file ownership
-// confines writes to the writable paths).
-func (d *Driver) mountSites(ctx context.Context, p *plan.Plan, j *journal) {
-	var wg sync.WaitGroup
-	for _, m := range d.siteMounts(p, j) {
-		wg.Add(1)
+// confines writes to the writable paths). Each mount has its own
+// goroutine, so that one can be added or removed while the rest go on.
+type siteMounter struct {
+	ctx     context.Context
+	run     func(context.Context, sshfs.Mount, *slog.Logger) error
+	log     *slog.Logger
+	wg      sync.WaitGroup
+	running map[string]context.CancelFunc // by target
+	mounts  map[string]sshfs.Mount
+	done    map[string]chan struct{} // closed when the mount's goroutine ends
+}
+
+// reconcile starts the mounts in want that do not run, or run with other
+// settings, and stops those not in want, waiting for each to unmount.
+func (m *siteMounter) reconcile(want []sshfs.Mount) {
+	if m.mounts == nil {
+		m.mounts, m.done = map[string]sshfs.Mount{}, map[string]chan struct{}{}
+	}
+	keep := map[string]bool{}
+	for _, w := range want {
+		if old, ok := m.mounts[w.Target]; ok && old == w {
+			keep[w.Target] = true
+		}
+	}
+	for target, stop := range m.running {
+		if keep[target] {
+			continue
+		}
+		stop()
+		<-m.done[target]
+		delete(m.running, target)
+		delete(m.mounts, target)
+		delete(m.done, target)
+	}
+	for _, w := range want {
+		if keep[w.Target] {
+			continue
+		}
+		ctx, cancel := context.WithCancel(m.ctx)
+		done := make(chan struct{})
+		m.running[w.Target] = cancel
+		m.mounts[w.Target] = w
+		m.done[w.Target] = done
+		m.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			log := d.logger().With("mount", m.Target)
-			if err := sshfs.Run(ctx, m, log); err != nil {
+			defer m.wg.Done()
+			defer close(done)
+			log := m.log.With("mount", w.Target)
+			if err := m.run(ctx, w, log); err != nil {
 				log.Error("site mount failed", "err", err)
 			}
 		}()
 	}
-	wg.Wait()
 }
+
+// wait waits for every mount's goroutine to end (the context is done).
+func (m *siteMounter) wait() { m.wg.Wait() }
 
 // siteMounts lists the site mounts of p's nodes, as the plan gives them.
 // Files show as owned by www-data of the node's user namespace, as the

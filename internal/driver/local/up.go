@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/bulkhead/bulkhead/internal/service"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -109,7 +110,7 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		return res, d.syncStorage(p, o.SiteDir, j, res)
 	}
 	res.Changed = true
-	planChanged, err := d.hostFiles(p)
+	old, err := d.hostFiles(p)
 	if err != nil {
 		return nil, err
 	}
@@ -120,10 +121,33 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err := d.fabric(ctx, p, j); err != nil {
 		return nil, err
 	}
+	// A running edge learns of its pool's changes last when nodes join
+	// (they must serve first) and first when nodes leave (they must get
+	// no new requests before they stop).
+	front := d.runningFront(ctx, p)
+	byName := map[string]render.Node{}
+	for _, r := range rendered {
+		byName[r.Name] = r
+	}
+	if leaving := leaving(old, p); len(leaving) > 0 {
+		if err := d.updateFront(ctx, p, front, byName, j, res); err != nil {
+			return nil, err
+		}
+		front = nil
+		d.drain(ctx, leaving, o.Drain)
+		for _, n := range leaving {
+			res.Removed = append(res.Removed, n.Name)
+		}
+		// The supervisor lets go of their site mounts and stops
+		// restarting them before they go.
+		if err := d.startSupervisor(ctx, p, j, old); err != nil {
+			return nil, err
+		}
+	}
 	if err := d.removeStale(ctx, p, j); err != nil {
 		return nil, err
 	}
-	changed, err := d.nodes(ctx, p, rendered, j)
+	changes, err := d.nodes(ctx, p, rendered, j, front)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +157,7 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err := d.syncStorage(p, o.SiteDir, j, res); err != nil {
 		return nil, err
 	}
-	if err := d.restartChanged(ctx, changed); err != nil {
+	if err := d.restartChanged(ctx, p, changes); err != nil {
 		return nil, err
 	}
 	if err := d.prepareSiteMounts(ctx, p, j); err != nil {
@@ -142,13 +166,20 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if res.Restarted, err = d.containers(ctx, p, j); err != nil {
 		return nil, err
 	}
-	// The supervisor reads the plan when it starts; restarting it remounts
-	// every site, so only a new plan is worth that.
-	if err := d.startSupervisor(ctx, p, j, planChanged); err != nil {
+	if err := d.startSupervisor(ctx, p, j, old); err != nil {
+		return nil, err
+	}
+	// Grants and keys for new nodes, before any request reaches them.
+	if err := d.reloadChanged(ctx, p, changes, res); err != nil {
 		return nil, err
 	}
 	if err := d.waitHealthy(ctx, p, j, o.Wait); err != nil {
 		return nil, err
+	}
+	if front != nil {
+		if err := d.updateFront(ctx, p, front, byName, j, res); err != nil {
+			return nil, err
+		}
 	}
 	if err := d.waitServing(ctx, p, o.Wait); err != nil {
 		return nil, err
@@ -192,44 +223,44 @@ func (d *Driver) renderNodes(p *plan.Plan, site string) ([]render.Node, string, 
 
 // hostFiles writes what the stack's nodes share on the host: their /etc,
 // the bulkhead binary, and the plan, which the supervisor reads. It
-// reports whether the plan differs from the one saved before.
-func (d *Driver) hostFiles(p *plan.Plan) (planChanged bool, err error) {
+// returns the plan saved before, nil if there was none.
+func (d *Driver) hostFiles(p *plan.Plan) (*plan.Plan, error) {
 	ps := d.paths(p.Stack)
 	d.progress("host: /etc for nodes, binary")
 	if err := prepareEtc(ps.etc()); err != nil {
-		return false, err
+		return nil, err
 	}
 	if err := installBinary(ps.binary()); err != nil {
-		return false, err
+		return nil, err
 	}
-	planChanged = true
-	if old, err := os.ReadFile(ps.plan()); err == nil {
-		if cur, err := json.MarshalIndent(p, "", "  "); err == nil && string(old) == string(cur) {
-			planChanged = false
-		}
+	var old *plan.Plan
+	if data, err := os.ReadFile(ps.plan()); err == nil {
+		old, _ = plan.Decode(data) // unreadable: as if there were none
 	}
 	if err := writeJSON(ps.plan(), p, 0o600); err != nil {
-		return false, err
+		return nil, err
 	}
-	return planChanged, nil
+	return old, nil
 }
 
 // nodes makes each node's namespace with its firewall and links, its disk,
-// its root and its files. It returns the nodes whose files changed.
-func (d *Driver) nodes(ctx context.Context, p *plan.Plan, rendered []render.Node, j *journal) ([]*plan.Node, error) {
+// its root and its files, and says what each node's change needs. The
+// files of front, the running edge, wait for updateFront.
+func (d *Driver) nodes(ctx context.Context, p *plan.Plan, rendered []render.Node, j *journal, front *plan.Node) (map[string]nodeChange, error) {
 	ps := d.paths(p.Stack)
 	byName := map[string]render.Node{}
 	for _, r := range rendered {
 		byName[r.Name] = r
 	}
 	d.progress("network: %d node namespaces with their firewalls", len(p.Nodes))
-	var changed []*plan.Node
+	changes := map[string]nodeChange{}
 	for i := range p.Nodes {
 		n := &p.Nodes[i]
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		r := byName[n.Name]
+		// The firewall goes in live, in one transaction.
 		if err := d.nodeFabric(ctx, p, n, fileData(r, "nftables.nft"), j); err != nil {
 			return nil, err
 		}
@@ -239,27 +270,177 @@ func (d *Driver) nodes(ctx context.Context, p *plan.Plan, rendered []render.Node
 		if err := d.prepareRootfs(ps.nodeRoot(n.Name), hostID(j.nodeIDs(n.Name), 0)); err != nil {
 			return nil, fmt.Errorf("node %s root: %w", n.Name, err)
 		}
+		if front != nil && n.Name == front.Name {
+			continue
+		}
 		c, err := d.writeNode(ps.node(n.Name), n, r, j.nodeIDs(n.Name))
 		if err != nil {
 			return nil, fmt.Errorf("node %s files: %w", n.Name, err)
 		}
-		if c {
-			changed = append(changed, n)
-		}
+		changes[n.Name] = c
 	}
-	return changed, nil
+	return changes, nil
 }
 
-// restartChanged deletes the containers of nodes whose files changed:
-// new configs take effect by restarting the node, which containers then
-// does.
-func (d *Driver) restartChanged(ctx context.Context, changed []*plan.Node) error {
-	for _, n := range changed {
+// restartChanged deletes the containers of running nodes whose changed
+// files only a restart applies; containers then starts them again.
+func (d *Driver) restartChanged(ctx context.Context, p *plan.Plan, changes map[string]nodeChange) error {
+	for i := range p.Nodes {
+		n := &p.Nodes[i]
+		c := changes[n.Name]
+		if len(c.Restart) == 0 {
+			continue
+		}
+		d.progress("%s: restarting for %s", n.Name, strings.Join(c.Restart, ", "))
 		if err := d.sys().deleteContainer(ctx, n.Container, true); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// reloadChanged asks the agents of nodes whose changed files their
+// services reload to reload them.
+func (d *Driver) reloadChanged(ctx context.Context, p *plan.Plan, changes map[string]nodeChange, res *UpResult) error {
+	for i := range p.Nodes {
+		n := &p.Nodes[i]
+		c := changes[n.Name]
+		if c.restarts() || len(c.Reload) == 0 {
+			continue
+		}
+		if err := d.reloadNode(ctx, p, n, c); err != nil {
+			return err
+		}
+		res.Reloaded = append(res.Reloaded, n.Name)
+	}
+	return nil
+}
+
+// reloadNode reloads every service of n that can.
+func (d *Driver) reloadNode(ctx context.Context, p *plan.Plan, n *plan.Node, c nodeChange) error {
+	svcs, err := d.services(p, n)
+	if err != nil {
+		return err
+	}
+	for _, s := range svcs {
+		if s.Reload == nil {
+			continue
+		}
+		d.progress("%s: reloading %s for %s", n.Name, s.Name, strings.Join(c.Reload, ", "))
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		err := d.sys().reloadService(rctx, d.paths(p.Stack).node(n.Name).socket(), s.Name)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("node %s: %w; see 'bulkhead logs %s'", n.Name, err, n.Name)
+		}
+	}
+	return nil
+}
+
+// services reads the services a node's agent runs, as written.
+func (d *Driver) services(p *plan.Plan, n *plan.Node) ([]service.Service, error) {
+	data, err := os.ReadFile(filepath.Join(d.paths(p.Stack).node(n.Name).conf(), "services.json"))
+	if err != nil {
+		return nil, err
+	}
+	var svcs []service.Service
+	if err := json.Unmarshal(data, &svcs); err != nil {
+		return nil, fmt.Errorf("node %s services.json: %w", n.Name, err)
+	}
+	return svcs, nil
+}
+
+// runningFront returns the node the published ports lead to, if its
+// container runs: its pool changes wait for updateFront.
+func (d *Driver) runningFront(ctx context.Context, p *plan.Plan) *plan.Node {
+	if len(p.Published) == 0 {
+		return nil
+	}
+	n := p.Node(p.Published[0].Node)
+	if n == nil {
+		return nil
+	}
+	if st, err := d.sys().containerState(ctx, n.Container); err != nil || st.Status != "running" {
+		return nil
+	}
+	return n
+}
+
+// updateFront writes the front's files, and reloads or restarts it as
+// they need. A nil front has nothing to do.
+func (d *Driver) updateFront(ctx context.Context, p *plan.Plan, front *plan.Node, rendered map[string]render.Node, j *journal, res *UpResult) error {
+	if front == nil {
+		return nil
+	}
+	c, err := d.writeNode(d.paths(p.Stack).node(front.Name), front, rendered[front.Name], j.nodeIDs(front.Name))
+	if err != nil {
+		return fmt.Errorf("node %s files: %w", front.Name, err)
+	}
+	switch {
+	case c.restarts():
+		if err := d.restartChanged(ctx, p, map[string]nodeChange{front.Name: c}); err != nil {
+			return err
+		}
+		if err := d.startContainer(ctx, p, front, j); err != nil {
+			return err
+		}
+		res.Restarted = append(res.Restarted, front.Name)
+	case len(c.Reload) > 0:
+		if err := d.reloadNode(ctx, p, front, c); err != nil {
+			return err
+		}
+		res.Reloaded = append(res.Reloaded, front.Name)
+	}
+	return nil
+}
+
+// leaving lists the nodes of the running plan, old, that p no longer has.
+func leaving(old, p *plan.Plan) []*plan.Node {
+	if old == nil {
+		return nil
+	}
+	var out []*plan.Node
+	for i := range old.Nodes {
+		if p.Node(old.Nodes[i].Name) == nil {
+			out = append(out, &old.Nodes[i])
+		}
+	}
+	return out
+}
+
+// drain waits until each leaving node has no connection left on the
+// ports it serves, or limit (default 10s) passes: the edge sends them
+// nothing new, and what they are serving finishes.
+func (d *Driver) drain(ctx context.Context, nodes []*plan.Node, limit time.Duration) {
+	if limit <= 0 {
+		limit = 10 * time.Second
+	}
+	deadline := time.Now().Add(limit)
+	for _, node := range nodes {
+		c := node.Name
+		var ports []int
+		for _, l := range node.Listens {
+			if l.Proto == "tcp" {
+				ports = append(ports, l.Number)
+			}
+		}
+		d.progress("%s: draining (up to %v)", c, time.Until(deadline).Round(time.Second))
+		for {
+			n, err := d.sys().connections(ctx, node.Container, ports)
+			if err != nil || n == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				d.progress("%s: %d connections still open after %v; stopping it anyway", c, n, limit)
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
 }
 
 // containers starts every node's container that does not run, in

@@ -4,10 +4,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/bulkhead/bulkhead/internal/driver"
 	"github.com/bulkhead/bulkhead/internal/driver/local"
+	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -15,13 +17,15 @@ type upOptions struct {
 	stackFlags
 	NoInstall bool
 	NoSandbox bool
+	DryRun    bool
 	Wait      time.Duration
+	Drain     time.Duration
 }
 
 func upCommand() *command {
 	return &command{
 		name:    "up",
-		args:    stackSynopsis + " [--no-install] [--wait DURATION] [--unsafe-no-sandbox]",
+		args:    stackSynopsis + " [--dry-run] [--no-install] [--wait DURATION] [--drain DURATION] [--unsafe-no-sandbox]",
 		summary: "bring the stack up on this host, or bring it in line with the file",
 		help: `
 Up reads the stack file, checks it, and makes this host run it: a bridge per
@@ -30,9 +34,14 @@ container that runs the node's daemons. It installs the Debian packages the
 stack needs first (without starting their services), unless --no-install.
 
 Up is idempotent: run it again with the same file and it changes nothing. Run
-it after editing the file or the site and it applies the difference,
-restarting only the nodes whose configuration changed. Data (the database,
-uploads) is kept.
+it after editing the file or the site and it applies the difference, and
+only that: firewalls change in place; nodes whose daemons can reload their
+configuration (the edge, storage's sshd, the database's grants) reload it;
+only nodes whose other configuration changed restart. A node that joins the
+app pool gets requests only once it is healthy; one that leaves gets no new
+ones, finishes what it serves (up to --drain), and only then stops. Data
+(the database, uploads) is kept. --dry-run prints what up would do to each
+node, and changes nothing.
 
 Up refuses, before it changes anything, a stack whose nodes' disks add up to
 more than is free in ` + local.DefaultRoot + `, naming the tiers to shrink.
@@ -44,6 +53,8 @@ stack that exists, it leaves it as it is; run up again, or down.`,
 			o.stackFlags.bind(fs)
 			fs.BoolVar(&o.NoInstall, "no-install", false, "fail, listing them, instead of installing missing packages")
 			fs.DurationVar(&o.Wait, "wait", o.Wait, "how long to wait for every node to be healthy")
+			fs.DurationVar(&o.Drain, "drain", 10*time.Second, "how long a node leaving the stack may finish its requests before it stops")
+			fs.BoolVar(&o.DryRun, "dry-run", false, "print what up would do to each node, and change nothing")
 			fs.BoolVar(&o.NoSandbox, "unsafe-no-sandbox", false, "run nodes without user namespaces and seccomp: root in a node is root on the host; only to measure what the sandbox costs")
 			return func(ctx context.Context, s stdio, args []string) error {
 				if len(args) > 0 {
@@ -71,11 +82,14 @@ func runUp(ctx context.Context, s stdio, o upOptions) error {
 	if err := checkDisk(st, driverRoot); err != nil {
 		return err
 	}
+	if o.DryRun {
+		return printChanges(ctx, s, p)
+	}
 	began := time.Now()
 	if o.NoSandbox {
 		fmt.Fprintf(s.err, "WARNING: --unsafe-no-sandbox: the nodes of %s run without user namespaces and seccomp; root in a node is root on this host\n", p.Stack)
 	}
-	res, err := newDriver(s).Up(ctx, p, driver.UpOptions{SiteDir: site, NoInstall: o.NoInstall, Wait: o.Wait, NoSandbox: o.NoSandbox})
+	res, err := newDriver(s).Up(ctx, p, driver.UpOptions{SiteDir: site, NoInstall: o.NoInstall, Wait: o.Wait, NoSandbox: o.NoSandbox, Drain: o.Drain})
 	if err != nil {
 		return err
 	}
@@ -83,7 +97,47 @@ func runUp(ctx context.Context, s stdio, o upOptions) error {
 		fmt.Fprintf(s.out, "stack %s is up to date: %d nodes running, nothing changed\n", p.Stack, len(p.Nodes))
 	} else {
 		fmt.Fprintf(s.out, "stack %s is up: %d nodes in %.1fs\n", p.Stack, len(p.Nodes), time.Since(began).Seconds())
+		for _, x := range []struct {
+			what  string
+			nodes []string
+		}{{"started", res.Restarted}, {"reloaded", res.Reloaded}, {"drained and removed", res.Removed}} {
+			if len(x.nodes) > 0 {
+				fmt.Fprintf(s.out, "  %s: %s\n", x.what, strings.Join(x.nodes, ", "))
+			}
+		}
 	}
 	fmt.Fprintf(s.out, "  http://%s/\n  https://%s/ (CA certificate: %s)\n", p.Publish.HTTP, p.Publish.HTTPS, newDriver(s).CACertPath(p.Stack))
+	return nil
+}
+
+// printChanges prints what up would do to each node.
+func printChanges(ctx context.Context, s stdio, p *plan.Plan) error {
+	changes, err := newDriver(s).Changes(ctx, p)
+	if err != nil {
+		return err
+	}
+	mark := map[string]string{"create": "+", "remove": "-", "none": "="}
+	var same []string
+	tw := table(s.out)
+	for _, c := range changes {
+		if c.Action == "none" {
+			same = append(same, c.Node)
+			continue
+		}
+		m := mark[c.Action]
+		if m == "" {
+			m = "~"
+		}
+		what := c.Action
+		if c.Action == "remove" {
+			what = "drain, then remove"
+		}
+		fmt.Fprintf(tw, "%s %s\t%s\t%s\n", m, c.Node, what, strings.Join(c.Files, ", "))
+	}
+	tw.Flush()
+	if len(same) > 0 {
+		fmt.Fprintf(s.out, "= %s: unchanged\n", strings.Join(same, ", "))
+	}
+	fmt.Fprintf(s.out, "dry run: nothing was changed\n")
 	return nil
 }

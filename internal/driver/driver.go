@@ -23,6 +23,8 @@ import (
 type Backend interface {
 	// Up makes the backend run p.
 	Up(ctx context.Context, p *plan.Plan, o UpOptions) (*UpResult, error)
+	// Changes says what Up would do to run p, changing nothing.
+	Changes(ctx context.Context, p *plan.Plan) ([]Change, error)
 	// Down removes what Up made for stack; with purge its data and
 	// secrets too.
 	Down(ctx context.Context, stack string, purge bool) error
@@ -73,6 +75,16 @@ type UpResult struct {
 	Reloaded  []string // nodes whose services reloaded changed configs
 	Removed   []string // nodes drained and removed
 	Synced    int      // site files copied to storage
+}
+
+// Change is what Up would do to one node.
+type Change struct {
+	Node string `json:"node"`
+	// Action is "create", "remove", "restart", "reload", "live" (files
+	// written, read on use) or "none".
+	Action string `json:"action"`
+	// Files are the node's changed files, each with what it needs.
+	Files []string `json:"files,omitempty"`
 }
 
 // Status is a running stack as the backend sees it.

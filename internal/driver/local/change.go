@@ -1,6 +1,8 @@
 package local
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,7 +11,9 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/secrets"
 )
 
 // nodeChange is what a node's new files need from its running container,
@@ -122,4 +126,82 @@ func (d *Driver) writeInPlace(dir string, files []render.File, paths []string, o
 		}
 	}
 	return nil
+}
+
+// Changes says what Up would do to run p, reading and changing nothing on
+// the host but what it reads: which nodes it would create, drain and
+// remove, restart, reload, or only write files for.
+func (d *Driver) Changes(ctx context.Context, p *plan.Plan) ([]Change, error) {
+	ps := d.paths(p.Stack)
+	var old *plan.Plan
+	if data, err := os.ReadFile(ps.plan()); err == nil {
+		old, _ = plan.Decode(data)
+	}
+	var out []Change
+	for _, n := range leaving(old, p) {
+		out = append(out, Change{Node: n.Name, Action: "remove"})
+	}
+	sec := &secrets.Stack{}
+	data, err := os.ReadFile(filepath.Join(ps.secrets(), "secrets.json"))
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(data, sec); err != nil {
+			return nil, err
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		if sec, err = secrets.Generate(p); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, err
+	}
+	// New nodes' keys, in memory only.
+	if _, err := sec.Complete(p); err != nil {
+		return nil, err
+	}
+	rs := sec.For(p)
+	if err := userCertificate(p, &rs); err != nil {
+		return nil, err
+	}
+	rendered, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: rs})
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range rendered {
+		n := &p.Nodes[i]
+		files, err := nodeFiles(r)
+		if err != nil {
+			return nil, err
+		}
+		c, err := classify(ps.node(n.Name).conf(), files)
+		if err != nil {
+			return nil, err
+		}
+		ch := Change{Node: n.Name}
+		switch {
+		case c.Fresh:
+			ch.Action = "create"
+		case len(c.Restart) > 0:
+			ch.Action = "restart"
+		case len(c.Reload) > 0:
+			ch.Action = "reload"
+		case len(c.Live) > 0:
+			ch.Action = "live"
+		default:
+			ch.Action = "none"
+			if st, err := d.sys().containerState(ctx, n.Container); err != nil || st.Status != "running" {
+				ch.Action = "start"
+			}
+		}
+		for _, x := range []struct {
+			what  string
+			files []string
+		}{{"restart", c.Restart}, {"reload", c.Reload}, {"live", c.Live}} {
+			for _, f := range x.files {
+				ch.Files = append(ch.Files, f+" ("+x.what+")")
+			}
+		}
+		out = append(out, ch)
+	}
+	return out, nil
 }

@@ -29,6 +29,7 @@ import (
 type (
 	UpOptions = driver.UpOptions
 	UpResult  = driver.UpResult
+	Change    = driver.Change
 )
 
 // Up makes the host run p. On a host where the stack does not exist yet, a

@@ -118,10 +118,6 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err := d.sandbox(p, j, o.NoSandbox); err != nil {
 		return nil, err
 	}
-	d.progress("network: host table, %d bridges", len(p.Networks))
-	if err := d.fabric(ctx, p, j); err != nil {
-		return nil, err
-	}
 	// A running edge learns of its pool's changes last when nodes join
 	// (they must serve first) and first when nodes leave (they must get
 	// no new requests before they stop).
@@ -144,6 +140,12 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		if err := d.startSupervisor(ctx, p, j, old); err != nil {
 			return nil, err
 		}
+	}
+	// The host's tables follow the plan only now: until its nodes are
+	// drained, the bridge must still pass what leaving nodes answer.
+	d.progress("network: host table, %d bridges", len(p.Networks))
+	if err := d.fabric(ctx, p, j); err != nil {
+		return nil, err
 	}
 	if err := d.removeStale(ctx, p, j); err != nil {
 		return nil, err

@@ -243,7 +243,7 @@ phase() {
 		status="failed requests"
 		[[ $name != steady ]] || broken=1 # no change: the stack itself is broken
 		{
-			printf '\n### round %s, %s: %s failed (non-2xx/3xx %s; socket errors: %s)\n\n' "$r" "$name" "$failed" "$non2xx" "${sock:-0}"
+			printf '\n#### round %s, %s: %s failed (non-2xx/3xx %s; socket errors: %s)\n\n' "$r" "$name" "$failed" "$non2xx" "${sock:-0}"
 			if [[ $name != steady ]]; then
 				printf 'The last lines of what `bulkhead up` printed:\n\n```\n'
 				tail -n 25 "$upout"

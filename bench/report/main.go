@@ -56,6 +56,9 @@ func run(data, out string) error {
 		files["controlplane.svg"] = controlPlot(r)
 		files["memory.svg"] = memoryPlot(r)
 	}
+	if len(r.Change.Phases) > 0 {
+		files["change.svg"] = changePlot(r)
+	}
 	for name := range files {
 		r.Plots = append(r.Plots, name)
 	}
@@ -147,6 +150,7 @@ type Results struct {
 	Machine      map[string]string `json:"machine"` // CPU, cores, memory, kernel, Debian, versions
 	Dataplane    Dataplane         `json:"dataplane"`
 	Controlplane Controlplane      `json:"controlplane"`
+	Change       Change            `json:"change"`
 	Plots        []string          `json:"plots"`
 }
 
@@ -234,6 +238,9 @@ func load(dir string) (*Results, error) {
 		return nil, err
 	}
 	if err := loadControlplane(dir, r); err != nil {
+		return nil, err
+	}
+	if err := loadChange(dir, r); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -404,3 +411,110 @@ func loadControlplane(dir string, r *Results) error {
 	}
 	return nil
 }
+
+// Change is the change-under-load workload (bench/change.sh): wrk from
+// outside through a steady phase and changes of a live stack.
+type Change struct {
+	Meta   map[string]string `json:"meta"`
+	Runs   []ChangeRun       `json:"runs"`
+	Phases []ChangePhase     `json:"phases"`
+	// Failing counts the runs in which requests failed.
+	Failing  int    `json:"runs_with_failed_requests"`
+	Diagnose string `json:"diagnostics,omitempty"`
+}
+
+// ChangeRun is one phase of one round under one wrk run.
+type ChangeRun struct {
+	Round    int     `json:"round"`
+	Phase    string  `json:"phase"`
+	ChangeS  float64 `json:"change_s"` // how long the change (up) took; the steady phase's sleep
+	Duration float64 `json:"duration_s"`
+	Requests int     `json:"requests"`
+	RPS      float64 `json:"rps"`
+	P50      float64 `json:"p50_ms"`
+	P99      float64 `json:"p99_ms"`
+	Non2xx   int     `json:"non2xx"`
+	SockErr  string  `json:"socket_errors"`
+	// Failed is wrk's non-2xx/3xx responses plus its socket errors, which
+	// it counts once per attempt: a refused connection retried in a loop
+	// counts many times.
+	Failed int    `json:"failed"`
+	Status string `json:"status"`
+	// P99Ratio is this run's p99 over the same round's steady p99.
+	P99Ratio *float64 `json:"p99_over_steady,omitempty"`
+}
+
+// ChangePhase sums up one phase over the rounds.
+type ChangePhase struct {
+	Name     string `json:"name"`
+	ChangeS  *Stat  `json:"change_s"`
+	Requests *Stat  `json:"requests"`
+	Failed   *Stat  `json:"failed"`
+	P99      *Stat  `json:"p99_ms"`
+	P99Ratio *Stat  `json:"p99_over_steady"`
+}
+
+var changePhases = []string{"steady", "scale-up", "scale-down"}
+
+func loadChange(dir string, r *Results) error {
+	rows, err := table(filepath.Join(dir, "change.tsv"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	c := &r.Change
+	if c.Meta, err = meta(filepath.Join(dir, "change-meta.tsv")); err != nil {
+		return err
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "change-diagnostics.md")); err == nil {
+		c.Diagnose = string(b)
+	}
+	steady := map[int]float64{} // round -> steady p99
+	for _, row := range rows {
+		x := ChangeRun{Phase: row["phase"], SockErr: row["socket_errors"], Status: row["status"]}
+		x.Round, _ = strconv.Atoi(row["round"])
+		x.ChangeS, _ = num(row["change_s"])
+		x.Duration, _ = num(row["duration_s"])
+		x.Requests, _ = strconv.Atoi(row["requests"])
+		x.RPS, _ = num(row["rps"])
+		x.P50, _ = num(row["p50_ms"])
+		x.P99, _ = num(row["p99_ms"])
+		x.Non2xx, _ = strconv.Atoi(row["non2xx"])
+		x.Failed, _ = strconv.Atoi(row["failed"])
+		if x.Failed > 0 {
+			c.Failing++
+		}
+		if x.Phase == "steady" && measuredChange(x) && x.P99 > 0 {
+			steady[x.Round] = x.P99
+		}
+		c.Runs = append(c.Runs, x)
+	}
+	for i := range c.Runs {
+		x := &c.Runs[i]
+		if s, ok := steady[x.Round]; ok && measuredChange(*x) {
+			v := x.P99 / s
+			x.P99Ratio = &v
+		}
+	}
+	for _, name := range changePhases {
+		var ch, rq, fl, p99, ratio []float64
+		for _, x := range c.Runs {
+			if x.Phase != name || !measuredChange(x) {
+				continue
+			}
+			ch, rq, fl, p99 = append(ch, x.ChangeS), append(rq, float64(x.Requests)), append(fl, float64(x.Failed)), append(p99, x.P99)
+			if x.P99Ratio != nil {
+				ratio = append(ratio, *x.P99Ratio)
+			}
+		}
+		if len(rq) > 0 {
+			c.Phases = append(c.Phases, ChangePhase{Name: name, ChangeS: stat(ch), Requests: stat(rq), Failed: stat(fl), P99: stat(p99), P99Ratio: stat(ratio)})
+		}
+	}
+	return nil
+}
+
+// measuredChange says whether wrk measured the run: failed requests are a
+// figure of the run, a failed wrk is none.
+func measuredChange(x ChangeRun) bool { return x.Status == "ok" || x.Status == "failed requests" }

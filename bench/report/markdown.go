@@ -157,6 +157,41 @@ func markdown(r *Results) string {
 			p("| %s | %s | %s | %s | %s | %s | %s |\n", m["apps"], m["node"], m["processes"], m["rss_kb"], m["pss_kb"], m["sshfs_rss_kb"], m["sshfs_pss_kb"])
 		}
 	}
+	if c := r.Change; len(c.Phases) > 0 {
+		m := c.Meta
+		p("\n## Change under load: the app pool scaled while visitors use the stack\n\n")
+		p("A stack with the default tiers and %s app nodes. In each of %s round(s), `%s` runs from `%s`, the namespace on the stack's public bridge that `bulkhead up` makes for verify's outside vantage point, against the edge's public address http://%s/ (GET /, PHP: the app pool answers), for the whole of each phase: **steady** (no change, %s s), **scale-up** (`tiers.app.replicas` %s → %s, `bulkhead up`) and **scale-down** (%s → %s, `bulkhead up`). wrk starts %s s before the change and stops %s s after it returns. Load average %s before the first round, %s after the last.\n\n",
+			m["from"], m["rounds"], m["wrk"], m["client_netns"], m["edge_public"], m["steady_s"], m["from"], m["to"], m["to"], m["from"], m["settle_s"], m["tail_s"], m["load_start"], m["load_end"])
+		p("Failed is wrk's responses of 400 and above plus its socket errors (connect, read, write, timeout), which it counts once per attempt: a port that refuses connections for a second counts thousands. A change that visitors do not notice fails none. The p99 ratio is the phase's p99 over the same round's steady p99.\n\n")
+		p("![p99 over steady](change.svg)\n\n")
+		p("| phase | change s | requests | failed | p99 ms | p99 / steady p99 |\n|---|---:|---:|---:|---:|---:|\n")
+		for _, ph := range c.Phases {
+			failed := fstat(ph.Failed, "")
+			if ph.Failed.Max > 0 {
+				failed = "**" + failed + "**"
+			}
+			ratio := fstat(ph.P99Ratio, "")
+			if ph.Name != "steady" {
+				ratio = "**" + ratio + "**"
+			}
+			p("| %s | %s | %s | %s | %s | %s |\n", ph.Name, fstat(ph.ChangeS, ""), fstat(ph.Requests, ""), failed, fstat(ph.P99, ""), ratio)
+		}
+		p("\n| round | phase | change s | wrk s | requests | req/s | p50 ms | p99 ms | p99 / steady | non-2xx/3xx | socket errors | failed | status |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|\n")
+		for _, x := range c.Runs {
+			ratio := "-"
+			if x.P99Ratio != nil {
+				ratio = f2(*x.P99Ratio)
+			}
+			status := x.Status
+			if status != "ok" {
+				status = "**" + status + "**"
+			}
+			p("| %d | %s | %.2f | %.2f | %d | %.0f | %.2f | %.2f | %s | %d | %s | %d | %s |\n", x.Round, x.Phase, x.ChangeS, x.Duration, x.Requests, x.RPS, x.P50, x.P99, ratio, x.Non2xx, x.SockErr, x.Failed, status)
+		}
+		if c.Failing > 0 {
+			p("\n**%d run(s) had failed requests.**\n\n### Diagnostics\n%s", c.Failing, c.Diagnose)
+		}
+	}
 	return b.String()
 }
 

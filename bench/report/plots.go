@@ -67,6 +67,16 @@ func leverPlot(r *Results) string {
 	return barChart("Each lever: req/s with it on / off, same round (sets-100: 100 / 2 addresses)", "ratio", bars, []rule{{1, "1.0 (no effect)"}})
 }
 
+func changePlot(r *Results) string {
+	var bars []bar
+	for _, ph := range r.Change.Phases {
+		if ph.P99Ratio != nil && ph.Name != "steady" {
+			bars = append(bars, statBar(ph.Name, ph.Name, ph.P99Ratio))
+		}
+	}
+	return barChart("Change under load: the phase's p99 / the steady phase's p99, same round", "ratio", bars, []rule{{1, "1.0 (as steady)"}})
+}
+
 var ops = []string{"plan", "up-cold", "up-warm", "up-again", "verify", "down", "down-purge"}
 
 func controlPlot(r *Results) string {

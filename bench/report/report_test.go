@@ -114,3 +114,47 @@ func TestRun(t *testing.T) {
 		f.Close()
 	}
 }
+
+// TestChange feeds run the raw results of bench/change.sh: each change
+// phase's p99 is divided by its own round's steady p99, failed requests
+// count as figures, and a run wrk could not measure counts as none.
+func TestChange(t *testing.T) {
+	data, out := t.TempDir(), t.TempDir()
+	tsv := "round\tphase\tchange_s\tduration_s\trequests\trps\tp50_ms\tp99_ms\tnon2xx\tsocket_errors\tfailed\tstatus\n" +
+		"1\tsteady\t5.00\t8.10\t8000\t990\t6\t20\t0\t0\t0\tok\n" +
+		"1\tscale-up\t20.00\t23.30\t12000\t515\t6\t1000\t158\tconnect 0, read 15, write 100, timeout 0\t273\tfailed requests\n" +
+		"1\tscale-down\t15.00\t18.20\t9000\t495\t6\t400\t0\t0\t0\tok\n" +
+		"2\tsteady\t5.00\t8.00\t8100\t1010\t6\t40\t0\t0\t0\tok\n" +
+		"2\tscale-up\t21.00\t24.10\t13000\t540\t6\t1200\t0\t0\t0\tok\n" +
+		"2\tscale-down\t-\t-\t0\t-\t-\t-\t-\t-\t-\twrk failed (exit 1)\n"
+	if err := os.WriteFile(filepath.Join(data, "change.tsv"), []byte(tsv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(data, out); err != nil {
+		t.Fatal(err)
+	}
+	r, err := load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.Change
+	if len(c.Phases) != 3 || c.Failing != 1 {
+		t.Fatalf("phases %+v, %d runs failing; want 3 phases, 1 run failing", c.Phases, c.Failing)
+	}
+	// Round 1: 1000/20, round 2: 1200/40.
+	if up := c.Phases[1]; up.Name != "scale-up" || up.P99Ratio.Median != 40 || up.P99Ratio.Min != 30 || up.P99Ratio.Max != 50 || up.Failed.Max != 273 {
+		t.Errorf("scale-up: %+v, p99 ratio %+v, failed %+v; want ratio 40 (30-50), failed up to 273", up, up.P99Ratio, up.Failed)
+	}
+	if down := c.Phases[2]; down.P99Ratio.N != 1 || down.P99Ratio.Median != 20 {
+		t.Errorf("scale-down p99 ratio %+v, want 20 from round 1 only", down.P99Ratio)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
+	for _, want := range []string{"| scale-up | 20.5 (20–21) | 12500 (12000–13000) | **136 (0–273)** | 1100 (1000–1200) | **40 (30–50)** |", "**1 run(s) had failed requests.**"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "change.svg")); err != nil {
+		t.Errorf("no change plot: %v", err)
+	}
+}

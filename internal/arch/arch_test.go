@@ -161,11 +161,6 @@ var softwareNames = []string{"mariadb", "postgresql", "memcached", "redis", "ngi
 // may still compare with software names, and why. The list only shrinks:
 // remove a file once it asks the catalog instead.
 var softwareNameExceptions = map[string]string{
-	// As of 2026-11 the app's PHP settings pick the database driver and
-	// the session handler by the peer's software name (3 places). To
-	// migrate: the db and cache descriptors carry the PHP driver name and
-	// session handler.
-	"internal/render/app.go": "still to migrate",
 	// "nfs" here is a filesystem type in /proc/filesystems, not the
 	// storage protocol.
 	"internal/kernel/nfs.go": "not a software name",

@@ -52,6 +52,12 @@ type Descriptor struct {
 	// PHPClient is the PHP extension app nodes need to reach this node;
 	// empty when they need none.
 	PHPClient string
+	// PDODriver is the PDO driver name PHP connects to this database with.
+	PDODriver string
+	// PHPSessionHandler is PHP's session.save_handler for keeping
+	// sessions in this cache, and PHPSessionPath its save_path, with
+	// %s for the cache's host:port.
+	PHPSessionHandler, PHPSessionPath string
 	// Accounts are the users the node's daemons run as; they must exist in
 	// the /etc the nodes see.
 	Accounts []string
@@ -94,15 +100,17 @@ var descriptors = []Descriptor{
 		Packages: []string{"nginx", "php8.2-fpm"}, Accounts: []string{"www-data"}, SecretGroup: "www-data"},
 
 	{Role: RoleCache, Software: "memcached", Ports: []Port{tcp(11211)},
-		Packages: []string{"memcached"}, PHPClient: "php8.2-memcached", Accounts: []string{"memcache"}},
+		Packages: []string{"memcached"}, PHPClient: "php8.2-memcached", Accounts: []string{"memcache"},
+		PHPSessionHandler: "memcached", PHPSessionPath: "%s"},
 	{Role: RoleCache, Software: "redis", Ports: []Port{tcp(6379)},
-		Packages: []string{"redis-server"}, PHPClient: "php8.2-redis", Accounts: []string{"redis"}},
+		Packages: []string{"redis-server"}, PHPClient: "php8.2-redis", Accounts: []string{"redis"},
+		PHPSessionHandler: "redis", PHPSessionPath: "tcp://%s"},
 
 	{Role: RoleDB, Software: "mariadb", Ports: []Port{tcp(3306)},
-		Packages: []string{"mariadb-server", "mariadb-client"}, PHPClient: "php8.2-mysql",
+		Packages: []string{"mariadb-server", "mariadb-client"}, PHPClient: "php8.2-mysql", PDODriver: "mysql",
 		Accounts: []string{"mysql"}, DirOwner: "mysql", SecretGroup: "mysql"},
 	{Role: RoleDB, Software: "postgresql", Ports: []Port{tcp(5432)},
-		Packages: []string{"postgresql"}, PHPClient: "php8.2-pgsql",
+		Packages: []string{"postgresql"}, PHPClient: "php8.2-pgsql", PDODriver: "pgsql",
 		Accounts: []string{"postgres"}, DirOwner: "postgres", SecretGroup: "postgres"},
 
 	// The host mounts SFTP with sshfs, which depends on fuse3 and

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/service"
 	"github.com/bulkhead/bulkhead/internal/spec"
@@ -184,11 +185,11 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 		env("UPLOAD_DIR", path.Join(l.Site, p.Site.Writable[0]))
 	}
 	if db, f, ok := appPeer(p, n, spec.RoleDB); ok {
-		driver := "mysql"
-		if db.Software == "postgresql" {
-			driver = "pgsql"
+		d, err := catalog.Lookup(db.Role, db.Software)
+		if err != nil {
+			return nil, err
 		}
-		env("DB_DRIVER", driver)
+		env("DB_DRIVER", d.PDODriver)
 		env("DB_HOST", db.Addr(f.Network).String())
 		env("DB_PORT", fmt.Sprint(f.Port.Number))
 		env("DB_NAME", p.Site.DBName)
@@ -203,12 +204,11 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 		// Sessions live in the cache tier, not on one app node: the edge
 		// balances without stickiness, so a node-local session would be
 		// lost on the next request to another replica.
-		switch cache.Software {
-		case "memcached":
-			c.FPM.SessionHandler, c.FPM.SessionPath = "memcached", addr.String()
-		case "redis":
-			c.FPM.SessionHandler, c.FPM.SessionPath = "redis", "tcp://"+addr.String()
+		d, err := catalog.Lookup(cache.Role, cache.Software)
+		if err != nil {
+			return nil, err
 		}
+		c.FPM.SessionHandler, c.FPM.SessionPath = d.PHPSessionHandler, fmt.Sprintf(d.PHPSessionPath, addr)
 	}
 	// PHP may open the site, its temp and session files, and its password:
 	// not the rest of the node's run or config directories.

@@ -127,8 +127,12 @@ func validate(svcs []service.Service) error {
 			errs = append(errs, fmt.Errorf("service %s: creates %s without a setup command", s.Name, s.Creates))
 		case len(s.Setup) > 0 && s.Setup[0] == "":
 			errs = append(errs, fmt.Errorf("service %s: empty setup command", s.Name))
-		case s.Reload != nil && s.Reload.Signal == "" && len(s.Reload.Argv) == 0:
-			errs = append(errs, fmt.Errorf("service %s: reload with neither a signal nor a command", s.Name))
+		case s.Reload != nil && (s.Reload.Socket == "") != (s.Reload.Command == ""):
+			errs = append(errs, fmt.Errorf("service %s: reload needs both a socket and a command, or neither", s.Name))
+		case s.Reload != nil && s.Reload.Signal != "" && s.Reload.Socket != "":
+			errs = append(errs, fmt.Errorf("service %s: reload by a signal or by a socket, not both", s.Name))
+		case s.Reload != nil && s.Reload.Signal == "" && len(s.Reload.Argv) == 0 && s.Reload.Socket == "":
+			errs = append(errs, fmt.Errorf("service %s: reload with neither a signal, a socket nor a command", s.Name))
 		case s.Reload != nil && s.Reload.Signal != "" && !slices.Contains(service.Signals, s.Reload.Signal):
 			errs = append(errs, fmt.Errorf("service %s: reload signal %q: use one of %s", s.Name, s.Reload.Signal, strings.Join(service.Signals, ", ")))
 		case s.Reload != nil && len(s.Reload.Argv) > 0 && s.Reload.Argv[0] == "":

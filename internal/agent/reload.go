@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -34,6 +35,13 @@ func (a *agent) reload(ctx context.Context, s *daemon) error {
 			return fmt.Errorf("reload %s: signal %s to pid %d: %w", s.spec.Name, r.Signal, st.PID, err)
 		}
 		s.out.notef("reload: sent %s to pid %d", r.Signal, st.PID)
+	}
+	if r.Socket != "" {
+		reply, err := ask(ctx, r.Socket, r.Command)
+		if err != nil {
+			return fmt.Errorf("reload %s: %w", s.spec.Name, err)
+		}
+		s.out.notef("reload: sent %q to %s; reply %q", r.Command, r.Socket, strings.TrimSpace(reply))
 	}
 	if len(r.Argv) > 0 {
 		if err := a.runReload(ctx, s); err != nil {
@@ -125,4 +133,32 @@ func Reload(ctx context.Context, socket, service string) error {
 	v := url.Values{"service": {service}}
 	_, err := do(ctx, socket, http.MethodPost, "/reload?"+v.Encode(), maxStatusReply)
 	return err
+}
+
+// ask writes command and a newline to the unix socket at path, retrying
+// the connection until ctx ends (the daemon may not listen yet), and
+// returns the reply, read until the daemon closes the connection.
+func ask(ctx context.Context, path, command string) (string, error) {
+	for {
+		c, err := dial(ctx, path)
+		if err == nil {
+			defer c.Close()
+			if d, ok := ctx.Deadline(); ok {
+				c.SetDeadline(d)
+			}
+			if _, err := io.WriteString(c, command+"\n"); err != nil {
+				return "", fmt.Errorf("send %q to %s: %w", command, path, err)
+			}
+			reply, err := io.ReadAll(io.LimitReader(c, 64<<10))
+			if err != nil {
+				return "", fmt.Errorf("read the reply to %q from %s: %w", command, path, err)
+			}
+			return string(reply), nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("connect to %s: %w", path, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

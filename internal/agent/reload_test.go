@@ -1,11 +1,15 @@
 package agent
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/service"
@@ -71,7 +75,7 @@ func TestReloadValidate(t *testing.T) {
 		r    *service.Reload
 		want string
 	}{
-		{&service.Reload{}, "neither a signal nor a command"},
+		{&service.Reload{}, "neither a signal, a socket nor a command"},
 		{&service.Reload{Signal: "KILL"}, `reload signal "KILL"`},
 		{&service.Reload{Argv: []string{""}}, "empty reload command"},
 	} {
@@ -79,5 +83,49 @@ func TestReloadValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("validate reload %+v: %v; want %q", tc.r, err, tc.want)
 		}
+	}
+}
+
+// TestReloadBySocket: the command goes to the daemon's socket, even one
+// that appears only after the reload was asked for, and the reload ends
+// when the daemon hangs up.
+func TestReloadBySocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "master.sock")
+	r := start(t, Config{Services: []service.Service{
+		{Name: "lb", Argv: sh("sleep 1000"), Reload: &service.Reload{Socket: sock, Command: "reload"}},
+	}})
+	hosttest.Eventually(t, patience, "lb running", func() bool { return r.service(t, "lb").State == StateRunning })
+	got := make(chan string, 1)
+	go func() {
+		time.Sleep(200 * time.Millisecond) // the daemon is not listening yet
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer l.Close()
+		c, err := l.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Write([]byte("done\n"))
+		c.Close()
+		got <- line
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	if err := Reload(ctx, r.socket, "lb"); err != nil {
+		t.Fatal(err)
+	}
+	if line := <-got; line != "reload\n" {
+		t.Errorf("the daemon's socket got %q, want the command", line)
+	}
+	if st := r.service(t, "lb"); st.Reloads != 1 {
+		t.Errorf("reloads = %d, want 1", st.Reloads)
+	}
+	if !slices.ContainsFunc(r.logs("lb"), func(l string) bool { return strings.Contains(l, `reply "done"`) }) {
+		t.Errorf("the log lacks the daemon's reply: %q", r.logs("lb"))
 	}
 }

@@ -147,17 +147,20 @@ func edgeHAProxy(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 		return nil, nil, err
 	}
 	pem := slices.Concat(bytes.TrimRight(in.Secrets.TLSCert, "\n"), []byte("\n"), in.Secrets.TLSKey)
+	master := path.Join(in.Layout.Run, "haproxy-master.sock")
 	files := []File{
 		{Path: "haproxy.cfg", Mode: 0o644, Data: conf, OnChange: Reload},
 		{Path: path.Join(SecretsDir, "edge.pem"), Mode: 0o400, Data: pem, OnChange: Reload},
 	}
 	svc := service.Service{
 		Name: "haproxy",
-		// -W: a master process that, on USR2, starts a worker with the
-		// new config, hands it the listening sockets (the stats socket
-		// exposes them) and lets the old worker finish its connections.
-		Argv:   []string{"haproxy", "-W", "-db", "-f", in.Layout.conf("haproxy.cfg")},
-		Reload: &service.Reload{Signal: "USR2"},
+		// -W: a master process that, told to reload on its socket (-S),
+		// starts a worker with the new config, hands it the listening
+		// sockets (the stats socket exposes them) and lets the old worker
+		// finish its connections. The socket, not USR2: the master
+		// ignores a USR2 that comes before its loop runs.
+		Argv:   []string{"haproxy", "-W", "-db", "-S", master, "-f", in.Layout.conf("haproxy.cfg")},
+		Reload: &service.Reload{Socket: master, Command: "reload"},
 	}
 	return files, []service.Service{svc}, nil
 }

@@ -266,9 +266,10 @@ func TestEdgeHAProxyCheck(t *testing.T) {
 					t.Errorf("haproxy -c warns:\n%s", msg)
 				}
 
-				if len(n.Services) != 1 || !slices.Equal(n.Services[0].Argv, []string{"haproxy", "-W", "-db", "-f", confPath}) ||
-					n.Services[0].Reload == nil || n.Services[0].Reload.Signal != "USR2" {
-					t.Errorf("services = %+v, want haproxy -W -db -f %s reloading on USR2", n.Services, confPath)
+				master := filepath.Join(l.Run, "haproxy-master.sock")
+				if len(n.Services) != 1 || !slices.Equal(n.Services[0].Argv, []string{"haproxy", "-W", "-db", "-S", master, "-f", confPath}) ||
+					n.Services[0].Reload == nil || n.Services[0].Reload.Socket != master || n.Services[0].Reload.Command != "reload" || n.Services[0].Reload.Signal != "" {
+					t.Errorf("services = %+v, want haproxy -W -db -S %s -f %s, reloading on its master socket", n.Services, master, confPath)
 				}
 				f := fileOf(t, n, "secrets/edge.pem")
 				if f.Mode != 0o400 || !bytes.Contains(f.Data, sec.TLSCert) || !bytes.HasSuffix(f.Data, sec.TLSKey) {
@@ -612,8 +613,8 @@ func TestEdgeReloadUnderLoad(t *testing.T) {
 	for i, software := range []string{"nginx", "haproxy"} {
 		t.Run(software, func(t *testing.T) {
 			e := startEdge(t, "default", software, fmt.Sprintf("127.77.%d.", 30+i), false)
-			if e.service.Reload == nil || e.service.Reload.Signal == "" {
-				t.Fatalf("the edge's service %+v has no reload signal", e.service)
+			if e.service.Reload == nil {
+				t.Fatalf("the edge's service %+v cannot reload", e.service)
 			}
 			roots := x509.NewCertPool()
 			roots.AppendCertsFromPEM(e.secrets.TLSCert)
@@ -683,10 +684,7 @@ func TestEdgeReloadUnderLoad(t *testing.T) {
 				}
 			}
 			writeFiles(t, e.layout, n)
-			sig := map[string]syscall.Signal{"HUP": syscall.SIGHUP, "USR2": syscall.SIGUSR2}[e.service.Reload.Signal]
-			if err := syscall.Kill(e.daemon.pid, sig); err != nil {
-				t.Fatal(err)
-			}
+			reload(t, e.daemon, e.service.Reload)
 			hosttest.Eventually(t, waitDeadline, "app-2 out of the pool", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
@@ -704,5 +702,34 @@ func TestEdgeReloadUnderLoad(t *testing.T) {
 			}
 			t.Logf("%d requests, %d failed", total, len(failures))
 		})
+	}
+}
+
+// reload does what the node agent does for r: the signal to the daemon,
+// or the command to its socket once it listens, reading the reply to its
+// end.
+func reload(t *testing.T, d *daemon, r *service.Reload) {
+	t.Helper()
+	if r.Signal != "" {
+		sig := map[string]syscall.Signal{"HUP": syscall.SIGHUP, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2}[r.Signal]
+		if err := syscall.Kill(d.pid, sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.Socket != "" {
+		// As the agent does: the daemon may not listen yet.
+		var c net.Conn
+		d.waitFor(t, "listener on "+r.Socket, func() (err error) {
+			c, err = net.DialTimeout("unix", r.Socket, time.Second)
+			return err
+		})
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(waitDeadline))
+		if _, err := io.WriteString(c, r.Command+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(c); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -26,7 +26,7 @@ type Service struct {
 }
 
 // Reload is how a running daemon applies changed configs: Signal, if set,
-// goes to its main process (nginx, sshd and postgres re-read their files
+// goes to its main process (or Command to its Socket) (nginx, sshd and postgres re-read their files
 // on HUP; haproxy's master starts new workers on USR2), then Argv, if set,
 // runs to completion (e.g. the database's idempotent init, which applies
 // changed grants). The daemon then has to accept connections on its Ready
@@ -34,6 +34,13 @@ type Service struct {
 type Reload struct {
 	Signal string   `json:"signal,omitempty"`
 	Argv   []string `json:"argv,omitempty"`
+	// Socket and Command, if set, ask instead of signalling: Command and
+	// a newline go to the unix socket Socket, and the daemon's reply is
+	// read to its end. A daemon answers only once it can act on it,
+	// where a signal that comes too early is lost (haproxy's master
+	// ignores USR2 until its loop runs).
+	Socket  string `json:"socket,omitempty"`
+	Command string `json:"command,omitempty"`
 }
 
 // Signals are the signals a Reload may name.

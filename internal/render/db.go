@@ -24,6 +24,13 @@ const pgBin = "/usr/lib/postgresql/15/bin"
 const mariadbPrivileges = "SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, REFERENCES, " +
 	"CREATE TEMPORARY TABLES, LOCK TABLES, CREATE VIEW, SHOW VIEW, TRIGGER, EXECUTE"
 
+// mariadbOtherPrivileges are the database-level privileges outside
+// mariadbPrivileges. The init file revokes them, and every global one,
+// after granting: revoking all and granting again would leave a running
+// app node without rights for a moment every time the init runs again
+// (a reload for a scaled pool), and its requests would fail.
+const mariadbOtherPrivileges = "GRANT OPTION, CREATE ROUTINE, ALTER ROUTINE, EVENT, DELETE HISTORY"
+
 // dbReserved is how many connections beyond the app pool's a database
 // allows: the node's own admin and init steps.
 const dbReserved = 10
@@ -44,6 +51,8 @@ type dbConf struct {
 	Port     int
 	MemoryMB int64
 	Workers  int
+	// MariaDB: what the init file revokes after granting Privileges.
+	OtherPrivileges string
 	Users    []dbClient
 
 	MaxConnections int
@@ -90,6 +99,7 @@ func dbMariaDB(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 		return nil, nil, err
 	}
 	c.Privileges = mariadbPrivileges
+	c.OtherPrivileges = mariadbOtherPrivileges
 	hosts := make([]string, len(c.Users))
 	for i := range c.Users {
 		u := &c.Users[i]

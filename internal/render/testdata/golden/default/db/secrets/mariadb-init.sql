@@ -8,15 +8,17 @@ CREATE DATABASE IF NOT EXISTS `site` CHARACTER SET utf8mb4 COLLATE utf8mb4_unico
 -- database only, and the current password.
 CREATE USER IF NOT EXISTS 'site'@'10.77.0.7' IDENTIFIED BY 'golden-db-password';
 ALTER USER 'site'@'10.77.0.7' IDENTIFIED BY 'golden-db-password';
-REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'site'@'10.77.0.7';
 GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, REFERENCES, CREATE TEMPORARY TABLES, LOCK TABLES, CREATE VIEW, SHOW VIEW, TRIGGER, EXECUTE ON `site`.* TO 'site'@'10.77.0.7';
+REVOKE ALL PRIVILEGES ON *.* FROM 'site'@'10.77.0.7';
+REVOKE GRANT OPTION, CREATE ROUTINE, ALTER ROUTINE, EVENT, DELETE HISTORY ON `site`.* FROM 'site'@'10.77.0.7';
 
 -- app-2: the site user at its address only, with rights on the site's
 -- database only, and the current password.
 CREATE USER IF NOT EXISTS 'site'@'10.77.0.8' IDENTIFIED BY 'golden-db-password';
 ALTER USER 'site'@'10.77.0.8' IDENTIFIED BY 'golden-db-password';
-REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'site'@'10.77.0.8';
 GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, REFERENCES, CREATE TEMPORARY TABLES, LOCK TABLES, CREATE VIEW, SHOW VIEW, TRIGGER, EXECUTE ON `site`.* TO 'site'@'10.77.0.8';
+REVOKE ALL PRIVILEGES ON *.* FROM 'site'@'10.77.0.8';
+REVOKE GRANT OPTION, CREATE ROUTINE, ALTER ROUTINE, EVENT, DELETE HISTORY ON `site`.* FROM 'site'@'10.77.0.8';
 
 -- Root logs in only as the system's root, over the local socket.
 ALTER USER IF EXISTS 'root'@'localhost' IDENTIFIED VIA unix_socket;

@@ -1,0 +1,266 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/netns"
+)
+
+// TestScaleUnderLoad changes a live stack while visitors use it: clients
+// in the stack's outside namespace (the internet's side of the edge) send
+// GET / without pause over keep-alive connections, for the whole of each
+// phase, and no request may fail in any of them: steady load with no
+// change, the app pool scaled from 2 to 6 with up, and back from 6 to 2.
+//
+// The clients are Go's HTTP client, which does what browsers do (RFC 9112,
+// 9.3.1): a GET sent on a kept-alive connection that the server closed
+// before answering is sent again on a new one. An edge that reloads closes
+// its idle keep-alive connections, and a visitor never sees that. Every
+// other error, and every answer but 200, is a failed request. The figures
+// of each phase are logged, the new connections among them; no assertion
+// depends on how fast the machine is.
+func TestScaleUnderLoad(t *testing.T) {
+	pool := func(n int) string {
+		return fmt.Sprintf("tiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {}\n  app:\n    replicas: %d\n", n)
+	}
+	s := newStack(t, "e2el", 244, 18620, pool(2))
+	s.run("up")
+	file := filepath.Join(s.dir, "bulkhead.yaml")
+	setPool := func(n int) {
+		t.Helper()
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := strings.Index(string(data), "tiers:")
+		if err := os.WriteFile(file, []byte(string(data)[:i]+pool(n)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns, url := s.outsideURL(t)
+
+	// The load must reach the app pool: GET / is PHP, not a file the
+	// edge could answer from its cache.
+	resp, err := http.Get("http://" + s.http + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("X-Served-By"), "app-") {
+		t.Fatalf("GET / answered %d from %q, want 200 from an app node", resp.StatusCode, resp.Header.Get("X-Served-By"))
+	}
+
+	phase := func(name string, change func()) {
+		t.Helper()
+		l := startLoad(t, ns, url, 8)
+		// Let the load settle before the change, and keep it on after
+		// the change returns: whatever up leaves to finish in the
+		// background (a drain, a reload) happens under load too.
+		time.Sleep(time.Second)
+		t0 := time.Now()
+		change()
+		took := time.Since(t0)
+		time.Sleep(2 * time.Second)
+		r := l.stop()
+		t.Logf("phase %s: change took %s; %d requests, p99 %s, %d failed, %d connections opened", name, took.Round(10*time.Millisecond), r.requests, r.p99, len(r.failures), r.dials)
+		if r.requests == 0 {
+			t.Errorf("phase %s: no request was made", name)
+		}
+		if len(r.failures) > 0 {
+			t.Errorf("phase %s: %d of %d requests failed; want none; the first: %q", name, len(r.failures), r.requests, r.failures[:min(len(r.failures), 5)])
+		}
+	}
+	phase("steady", func() { time.Sleep(5 * time.Second) })
+	phase("scale 2 to 6", func() {
+		setPool(6)
+		s.run("up")
+	})
+	s.assertApps(t, 6)
+	phase("scale 6 to 2", func() {
+		setPool(2)
+		s.run("up")
+	})
+	s.assertApps(t, 2)
+	if v, out, err := s.verify(t); err != nil || !v.Pass {
+		t.Errorf("verify after scaling back to 2 (%v):\n%.3000s", err, out)
+	}
+}
+
+// outsideURL reads from the plan the namespace of the stack's outside
+// vantage point and the edge's public address, the internet's view of the
+// edge.
+func (s *stack) outsideURL(t *testing.T) (netns, url string) {
+	t.Helper()
+	out, errOut, err := s.stdout("plan", "--output", "json")
+	if err != nil {
+		t.Fatalf("plan --output json: %v\n%s", err, errOut)
+	}
+	var p struct {
+		Nodes []struct {
+			Name       string `json:"name"`
+			Interfaces []struct {
+				Network string `json:"network"`
+				Addr    string `json:"addr"`
+			} `json:"interfaces"`
+		} `json:"nodes"`
+		Outside struct {
+			Netns string `json:"netns"`
+		} `json:"outside"`
+	}
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatalf("plan --output json: %v\n%s", err, out)
+	}
+	for _, n := range p.Nodes {
+		for _, i := range n.Interfaces {
+			if n.Name == "edge" && i.Network == "public" {
+				url = "http://" + i.Addr + "/"
+			}
+		}
+	}
+	// Traffic goes only into namespaces this stack made: the vantage
+	// point must be the stack's own.
+	if url == "" || !strings.HasPrefix(p.Outside.Netns, "bh-"+s.name+"-") {
+		t.Fatalf("no outside namespace of stack %s (%q) or no public address of its edge (%q) in the plan", s.name, p.Outside.Netns, url)
+	}
+	if _, err := os.Stat("/run/netns/" + p.Outside.Netns); err != nil {
+		t.Fatalf("up made no namespace %s: %v", p.Outside.Netns, err)
+	}
+	return p.Outside.Netns, url
+}
+
+// assertApps checks that status shows exactly app-1 to app-n among the
+// nodes, each running and healthy.
+func (s *stack) assertApps(t *testing.T, n int) {
+	t.Helper()
+	var got, want []string
+	for name, st := range status(t, s) {
+		if strings.HasPrefix(name, "app-") {
+			got = append(got, name)
+			if st.State != "running" || !st.Healthy {
+				t.Errorf("%s is %s, healthy %v", name, st.State, st.Healthy)
+			}
+		}
+	}
+	for i := 1; i <= n; i++ {
+		want = append(want, "app-"+strconv.Itoa(i))
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("status shows app nodes %v, want %v", got, want)
+	}
+}
+
+// wrk is a load that runs until stopped: 2 threads and 8 connections
+// with keepalive, as a handful of browsers would. A request is given 10
+// s before wrk counts it as a timeout: one that takes longer has failed
+// its visitor, on any machine.
+// load is clients sending GET url without pause from a network
+// namespace, each over its own keep-alive connection.
+type load struct {
+	stopc chan struct{}
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	res   loadResult
+	lat   []time.Duration
+}
+
+type loadResult struct {
+	requests int
+	failures []string
+	dials    int           // connections opened
+	p99      time.Duration // of the requests that succeeded
+}
+
+// startLoad starts clients in the namespace ns; the test's end stops them.
+func startLoad(t *testing.T, ns, url string, clients int) *load {
+	t.Helper()
+	h, err := netns.Open(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	l := &load{stopc: make(chan struct{})}
+	var d net.Dialer
+	for range clients {
+		tr := &http.Transport{
+			// Sockets are made inside ns, on a thread of their own.
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				var c net.Conn
+				err := netns.Do(h, func() (err error) {
+					c, err = d.DialContext(ctx, network, addr)
+					return err
+				})
+				l.mu.Lock()
+				l.res.dials++
+				l.mu.Unlock()
+				return c, err
+			},
+			MaxIdleConnsPerHost: 1,
+		}
+		c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+		l.wg.Go(func() {
+			defer tr.CloseIdleConnections()
+			for {
+				select {
+				case <-l.stopc:
+					return
+				default:
+				}
+				t0 := time.Now()
+				resp, err := c.Get(url)
+				took := time.Since(t0)
+				fail := ""
+				if err != nil {
+					fail = err.Error()
+				} else {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						fail = resp.Status
+					}
+				}
+				l.mu.Lock()
+				l.res.requests++
+				if fail != "" {
+					l.res.failures = append(l.res.failures, fail)
+				} else {
+					l.lat = append(l.lat, took)
+				}
+				l.mu.Unlock()
+			}
+		})
+	}
+	t.Cleanup(func() { l.stop() })
+	return l
+}
+
+// stop ends the load, once, and returns its figures.
+func (l *load) stop() loadResult {
+	select {
+	case <-l.stopc:
+	default:
+		close(l.stopc)
+	}
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.lat) > 0 {
+		slices.Sort(l.lat)
+		l.res.p99 = l.lat[len(l.lat)*99/100].Round(time.Millisecond)
+	}
+	return l.res
+}

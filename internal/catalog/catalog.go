@@ -70,7 +70,22 @@ type Descriptor struct {
 	// Capabilities are the Linux capabilities the node needs beyond the
 	// base set every node gets.
 	Capabilities []string
+	// SiteCheck, if set, is how up checks the site's code this node
+	// runs before the code goes live.
+	SiteCheck *SiteCheck
 }
+
+// SiteCheck parses each new or changed site file whose name ends in one
+// of Extensions: Argv with the file's path appended, run on the host,
+// exits 0 when the file parses and prints the error when it does not.
+type SiteCheck struct {
+	Extensions []string
+	Argv       []string
+}
+
+// phpCheck is PHP's own parser (php8.2-cli, which php8.2-fpm depends on),
+// without php.ini so that the host's settings change nothing.
+var phpCheck = &SiteCheck{Extensions: []string{".php", ".phtml", ".inc"}, Argv: []string{"php8.2", "-n", "-l"}}
 
 func tcp(n int) Port { return Port{Proto: "tcp", Number: n} }
 
@@ -95,9 +110,9 @@ var descriptors = []Descriptor{
 	// The app's choices name the web server in front of php-fpm, which
 	// reads the app's secrets as www-data.
 	{Role: RoleApp, Software: "apache2", Ports: []Port{tcp(80)},
-		Packages: []string{"apache2", "php8.2-fpm"}, Accounts: []string{"www-data"}, SecretGroup: "www-data"},
+		Packages: []string{"apache2", "php8.2-fpm"}, Accounts: []string{"www-data"}, SecretGroup: "www-data", SiteCheck: phpCheck},
 	{Role: RoleApp, Software: "nginx", Ports: []Port{tcp(80)},
-		Packages: []string{"nginx", "php8.2-fpm"}, Accounts: []string{"www-data"}, SecretGroup: "www-data"},
+		Packages: []string{"nginx", "php8.2-fpm"}, Accounts: []string{"www-data"}, SecretGroup: "www-data", SiteCheck: phpCheck},
 
 	{Role: RoleCache, Software: "memcached", Ports: []Port{tcp(11211)},
 		Packages: []string{"memcached"}, PHPClient: "php8.2-memcached", Accounts: []string{"memcache"},

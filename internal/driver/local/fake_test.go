@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/bulkhead/bulkhead/internal/catalog"
 	"io"
 	"io/fs"
 	"maps"
@@ -662,6 +663,12 @@ func (f *fakeSystem) signalProcess(o Object, sig syscall.Signal) error {
 		f.supervises(a)
 	}
 	return nil
+}
+
+// checkSite checks the site as the host would: the checkers are the
+// host's own programs, which need no root.
+func (f *fakeSystem) checkSite(ctx context.Context, site, manifest string, c *catalog.SiteCheck) error {
+	return checkSite(ctx, site, manifest, c)
 }
 
 // reloadService records a reload of a running node's service.

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bulkhead/bulkhead/internal/agent"
+	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/netns"
 	"github.com/bulkhead/bulkhead/internal/nft"
 	"github.com/bulkhead/bulkhead/internal/pkgs"
@@ -100,6 +101,8 @@ type system interface {
 	lchown(path string, uid, gid int) error
 	chownTree(dir string, uid, gid int) error // every path beneath dir, following no link
 	syncSite(s siteSync) (*syncResult, error)
+	// checkSite parses the site's new or changed code (see lint.go).
+	checkSite(ctx context.Context, site, manifest string, c *catalog.SiteCheck) error
 
 	// The stack's supervisor, a process of its own.
 	startSupervisor(bin string, args []string, log *os.File) (Object, error)
@@ -308,6 +311,10 @@ func (realSystem) startSupervisor(bin string, args []string, log *os.File) (Obje
 func (realSystem) processAlive(o Object) bool { return alive(o) }
 
 func (realSystem) stopProcess(o Object) error { return stopProcess(o) }
+
+func (realSystem) checkSite(ctx context.Context, site, manifest string, c *catalog.SiteCheck) error {
+	return checkSite(ctx, site, manifest, c)
+}
 
 // signalProcess signals a process bulkhead started, by pid, only if it is
 // still that process.

@@ -111,6 +111,9 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		return res, d.syncStorage(p, o.SiteDir, j, res)
 	}
 	res.Changed = true
+	if err := d.lintSite(ctx, p, o.SiteDir); err != nil {
+		return nil, err
+	}
 	old, err := d.hostFiles(p)
 	if err != nil {
 		return nil, err

@@ -328,6 +328,26 @@ func TestUpOnFakeHost(t *testing.T) {
 			}
 			return ops
 		}},
+		{"up-refuses-php-that-does-not-parse", func(t *testing.T, s *fakeStack) []string {
+			// A running stack, then a site change with a syntax error:
+			// up names it and changes nothing, the site on storage
+			// included.
+			s.up(t, planWithApps(t, 2))
+			stored := filepath.Join(s.d.paths("n").node("storage").data(), "site", "index.php")
+			before, err := os.ReadFile(stored)
+			if err != nil {
+				t.Fatal(err)
+			}
+			write(t, filepath.Join(s.site, "index.php"), "<?php echo (;")
+			ops, _, err := s.up(t, planWithApps(t, 2))
+			if err == nil || !strings.Contains(err.Error(), "index.php: Parse error") || !strings.Contains(err.Error(), "up changed nothing") {
+				t.Errorf("up: %v, want index.php refused with PHP's message", err)
+			}
+			if after, _ := os.ReadFile(stored); string(after) != string(before) {
+				t.Errorf("storage's index.php became %q", after)
+			}
+			return ops
+		}},
 		{"up-fails-on-a-fresh-host", func(t *testing.T, s *fakeStack) []string {
 			// The fifth node in start order fails to start.
 			s.f.failOn = "runc run bh-n-app-1"

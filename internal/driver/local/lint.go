@@ -1,0 +1,87 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/catalog"
+	"github.com/bulkhead/bulkhead/internal/plan"
+)
+
+// lintSite checks the site's code with the parsers of the software that
+// runs it (catalog.SiteCheck: php -l for PHP) before anything on the host
+// changes: a file that does not parse would answer every request for it
+// with an error the moment it reached storage.
+func (d *Driver) lintSite(ctx context.Context, p *plan.Plan, site string) error {
+	var checks []*catalog.SiteCheck
+	for _, n := range p.Nodes {
+		if desc, err := catalog.Lookup(n.Role, n.Software); err == nil && desc.SiteCheck != nil && !slices.Contains(checks, desc.SiteCheck) {
+			checks = append(checks, desc.SiteCheck)
+		}
+	}
+	for _, c := range checks {
+		if err := d.sys().checkSite(ctx, site, filepath.Join(d.paths(p.Stack).stack, "site.manifest.json"), c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkSite runs c on every file of the site that c checks and that is
+// new or changed since the last sync, as the manifest records it, and
+// names each file that does not parse with the checker's message.
+func checkSite(ctx context.Context, site, manifestPath string, c *catalog.SiteCheck) error {
+	last, err := loadManifest(manifestPath)
+	if err != nil {
+		return err
+	}
+	var bad []string
+	err = filepath.WalkDir(site, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() || !slices.ContainsFunc(c.Extensions, func(ext string) bool { return strings.EqualFold(filepath.Ext(path), ext) }) {
+			return err
+		}
+		rel, _ := filepath.Rel(site, path)
+		if sum, err := hashFile(path); err == nil && last[rel] == sum {
+			return nil // synced before, so it parsed then
+		}
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(lctx, c.Argv[0], append(slices.Clone(c.Argv[1:]), path)...).CombinedOutput()
+		var exit *exec.ExitError
+		switch {
+		case errors.As(err, &exit):
+			bad = append(bad, rel+": "+checkMessage(string(out), path, rel))
+		case err != nil:
+			return fmt.Errorf("check %s with %s: %w", rel, c.Argv[0], err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("site %s: %w", site, err)
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("site %s: %d files do not parse, so up changed nothing; fix them and run up again:\n  %s", site, len(bad), strings.Join(bad, "\n  "))
+	}
+	return nil
+}
+
+// checkMessage is a checker's error on one line, naming the file as the
+// site does.
+func checkMessage(out, path, rel string) string {
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "Errors parsing") {
+			continue
+		}
+		lines = append(lines, strings.ReplaceAll(l, path, rel))
+	}
+	return strings.Join(lines, " ")
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -311,7 +312,8 @@ func (d *Driver) reloadChanged(ctx context.Context, p *plan.Plan, changes map[st
 	for i := range p.Nodes {
 		n := &p.Nodes[i]
 		c := changes[n.Name]
-		if c.restarts() || len(c.Reload) == 0 {
+		// A node this up started reads its new files as it starts.
+		if c.restarts() || len(c.Reload) == 0 || slices.Contains(res.Restarted, n.Name) {
 			continue
 		}
 		if err := d.reloadNode(ctx, p, n, c); err != nil {

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +32,10 @@ func (a *agent) reload(ctx context.Context, s *daemon) error {
 	if st.State != StateRunning || st.PID == 0 {
 		return fmt.Errorf("service %s is %s, not running; nothing to reload", s.spec.Name, st.State)
 	}
+	var before []int
+	if r.Replaces {
+		before = children(st.PID)
+	}
 	if r.Signal != "" {
 		if err := syscall.Kill(st.PID, reloadSignals[r.Signal]); err != nil {
 			return fmt.Errorf("reload %s: signal %s to pid %d: %w", s.spec.Name, r.Signal, st.PID, err)
@@ -47,6 +53,12 @@ func (a *agent) reload(ctx context.Context, s *daemon) error {
 		if err := a.runReload(ctx, s); err != nil {
 			return err
 		}
+	}
+	if r.Replaces {
+		if err := waitReplaced(ctx, st.PID, before); err != nil {
+			return fmt.Errorf("reload %s: %w", s.spec.Name, err)
+		}
+		s.out.notef("reload: every process of the old configuration has exited")
 	}
 	// A reloading daemon may close its listeners for a moment (sshd
 	// re-executes itself): ready means serving again.
@@ -158,6 +170,53 @@ func ask(ctx context.Context, path, command string) (string, error) {
 		select {
 		case <-ctx.Done():
 			return "", fmt.Errorf("connect to %s: %w", path, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// children lists the pids whose parent is pid, from /proc.
+func children(pid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parens.
+		rest := string(data)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) >= 2 && f[0] != "Z" {
+			if ppid, err := strconv.Atoi(f[1]); err == nil && ppid == pid {
+				out = append(out, child)
+			}
+		}
+	}
+	return out
+}
+
+// waitReplaced waits until none of before is still a child of pid and
+// some other child runs: the daemon serves with its new configuration
+// only.
+func waitReplaced(ctx context.Context, pid int, before []int) error {
+	for {
+		now := children(pid)
+		old := slices.ContainsFunc(now, func(c int) bool { return slices.Contains(before, c) })
+		fresh := slices.ContainsFunc(now, func(c int) bool { return !slices.Contains(before, c) })
+		if !old && fresh {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("its old processes %v still run, or no new one started: %w", before, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -129,3 +129,36 @@ func TestReloadBySocket(t *testing.T) {
 		t.Errorf("the log lacks the daemon's reply: %q", r.logs("lb"))
 	}
 }
+
+// TestReloadWaitsForNewWorkers: a daemon that reloads by starting a new
+// worker and retiring the old one later is reloaded only once the old one
+// has exited and the new one runs.
+func TestReloadWaitsForNewWorkers(t *testing.T) {
+	retired := filepath.Join(t.TempDir(), "retired")
+	// On HUP: a new worker at once; the old one finishes 300ms later.
+	daemon := `sleep 1000 & w=$!
+trap 'old=$w; sleep 1000 & w=$!; (sleep 0.3; echo $old > "$1"; kill $old) & ' HUP
+while :; do sleep 0.05; done`
+	r := start(t, Config{Services: []service.Service{
+		{Name: "web", Argv: []string{"sh", "-c", daemon, "sh", retired}, Reload: &service.Reload{Signal: "HUP", Replaces: true}},
+	}})
+	hosttest.Eventually(t, patience, "web running with its worker", func() bool {
+		st := r.service(t, "web")
+		return st.State == StateRunning && len(children(st.PID)) > 0
+	})
+	pid := r.service(t, "web").PID
+	old := children(pid)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	if err := Reload(ctx, r.socket, "web"); err != nil {
+		t.Fatal(err)
+	}
+	// Reload returned: the old worker is gone, as the daemon says.
+	if _, err := os.Stat(retired); err != nil {
+		t.Errorf("reload returned before the old worker was retired")
+	}
+	now := children(pid)
+	if slices.ContainsFunc(now, func(c int) bool { return slices.Contains(old, c) }) {
+		t.Errorf("after reload the old workers %v still run among %v", old, now)
+	}
+}

@@ -129,8 +129,9 @@ func edgeNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 		// -e: nginx opens its built-in error log before reading the config.
 		Argv: []string{"nginx", "-c", in.Layout.conf("nginx.conf"), "-e", "stderr"},
 		// On HUP the master starts workers with the new config and lets
-		// the old ones finish their requests.
-		Reload: &service.Reload{Signal: "HUP"},
+		// the old ones finish their requests; the reload is done when
+		// they have.
+		Reload: &service.Reload{Signal: "HUP", Replaces: true},
 	}
 	return files, []service.Service{svc}, nil
 }
@@ -160,7 +161,7 @@ func edgeHAProxy(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 		// finish its connections. The socket, not USR2: the master
 		// ignores a USR2 that comes before its loop runs.
 		Argv:   []string{"haproxy", "-W", "-db", "-S", master, "-f", in.Layout.conf("haproxy.cfg")},
-		Reload: &service.Reload{Socket: master, Command: "reload"},
+		Reload: &service.Reload{Socket: master, Command: "reload", Replaces: true},
 	}
 	return files, []service.Service{svc}, nil
 }

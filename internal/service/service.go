@@ -41,6 +41,12 @@ type Reload struct {
 	// ignores USR2 until its loop runs).
 	Socket  string `json:"socket,omitempty"`
 	Command string `json:"command,omitempty"`
+	// Replaces says that the daemon reloads by starting new child
+	// processes and retiring its old ones once they finish what they
+	// serve (nginx's workers, haproxy's): the reload is done, and every
+	// request meets the new configuration, only when every old child has
+	// exited and a new one runs.
+	Replaces bool `json:"replaces,omitempty"`
 }
 
 // Signals are the signals a Reload may name.

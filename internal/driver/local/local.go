@@ -89,9 +89,6 @@ func (p paths) supervisorState() string {
 
 // supervised holds the digest of the plan the supervisor runs.
 func (p paths) supervised() string { return filepath.Join(p.stack, "supervised") }
-func (p paths) supervisorSock() string {
-	return filepath.Join(p.stack, "supervisor.sock")
-}
 func (p paths) node(name string) nodePaths {
 	return nodePaths(filepath.Join(p.stack, "nodes", name))
 }

@@ -93,7 +93,7 @@ func (d *Driver) Logs(ctx context.Context, stack, node, service string, lines in
 		return fmt.Errorf("stack %s has no node %q", stack, node)
 	}
 	if service != "" && !serviceName.MatchString(service) {
-		return fmt.Errorf("bad service name %q: want a name such as php-fpm, without / or ..", service)
+		return fmt.Errorf("bad service name %q: want a name such as php-fpm, with no / and no .. in it", service)
 	}
 	dir := d.paths(stack).node(node).log()
 	root, err := beneath.Open(dir)

@@ -52,7 +52,7 @@ type command struct {
 func commands() []*command {
 	return []*command{
 		initCommand(), planCommand(), upCommand(), statusCommand(), verifyCommand(), logsCommand(), execCommand(), downCommand(),
-		versionCommand(), helpCommand(), agentCommand(), superviseCommand(),
+		bootCommand(), versionCommand(), helpCommand(), agentCommand(), superviseCommand(),
 	}
 }
 

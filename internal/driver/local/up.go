@@ -191,7 +191,7 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err := d.waitServing(ctx, p, o.Wait); err != nil {
 		return nil, err
 	}
-	if err := d.markApplied(p, fingerprint); err != nil {
+	if err := d.markApplied(p, fingerprint, o.SiteDir); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -473,7 +473,10 @@ func (d *Driver) containers(ctx context.Context, p *plan.Plan, j *journal) ([]st
 
 // markApplied records the fingerprint of what this up applied, for the
 // next up's converged.
-func (d *Driver) markApplied(p *plan.Plan, fingerprint string) error {
+func (d *Driver) markApplied(p *plan.Plan, fingerprint, site string) error {
+	if err := writeJSON(d.paths(p.Stack).source(), source{Site: site}, 0o600); err != nil {
+		return err
+	}
 	return os.WriteFile(filepath.Join(d.paths(p.Stack).stack, "applied"), []byte(fingerprint), 0o600)
 }
 

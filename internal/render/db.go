@@ -53,7 +53,7 @@ type dbConf struct {
 	Workers  int
 	// MariaDB: what the init file revokes after granting Privileges.
 	OtherPrivileges string
-	Users    []dbClient
+	Users           []dbClient
 
 	MaxConnections int
 	DataDir        string

@@ -192,3 +192,32 @@ func Accounts() []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
+
+// hostUnits are the systemd units that Debian packages the nodes need
+// enable on the host itself. The nodes run the daemons; the host's own
+// copies would serve on the host's addresses after a reboot.
+var hostUnits = map[string][]string{
+	"nginx":          {"nginx.service"},
+	"haproxy":        {"haproxy.service"},
+	"lighttpd":       {"lighttpd.service"},
+	"caddy":          {"caddy.service"},
+	"apache2":        {"apache2.service", "apache-htcacheclean.service"},
+	"php8.2-fpm":     {"php8.2-fpm.service"},
+	"memcached":      {"memcached.service"},
+	"redis-server":   {"redis-server.service"},
+	"mariadb-server": {"mariadb.service"},
+	"postgresql":     {"postgresql.service"},
+	"openssh-server": {"ssh.service"},
+	"nfs-ganesha":    {"nfs-ganesha.service"},
+}
+
+// HostUnits lists the host's own service units that installing packages
+// brings, sorted, for up to disable.
+func HostUnits(packages []string) []string {
+	var out []string
+	for _, p := range packages {
+		out = append(out, hostUnits[p]...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}

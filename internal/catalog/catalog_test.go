@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -75,5 +76,26 @@ func TestEveryDescriptor(t *testing.T) {
 				t.Errorf("%s %s uses account %s it does not list", d.Role, d.Software, a)
 			}
 		}
+	}
+}
+
+// TestHostUnits: every package a node needs that runs a daemon on the
+// host has its units listed, so that up can disable them.
+func TestHostUnits(t *testing.T) {
+	daemons := map[string]bool{}
+	for _, d := range All() {
+		for _, p := range d.Packages {
+			if !strings.HasSuffix(p, "-client") && !strings.HasPrefix(p, "nfs-ganesha-") {
+				daemons[p] = true
+			}
+		}
+	}
+	for p := range daemons {
+		if len(HostUnits([]string{p})) == 0 {
+			t.Errorf("package %s runs a daemon, but the catalog lists no unit of it to disable on the host", p)
+		}
+	}
+	if got := HostUnits([]string{"apache2", "php8.2-fpm", "nginx", "sshfs"}); !slices.Equal(got, []string{"apache-htcacheclean.service", "apache2.service", "nginx.service", "php8.2-fpm.service"}) {
+		t.Errorf("HostUnits = %q", got)
 	}
 }

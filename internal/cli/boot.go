@@ -21,12 +21,14 @@ with. It is what the boot unit runs after a reboot; run it by hand on a
 host without systemd. A stack taken down with 'bulkhead down' stays down.
 Boot installs no package: a boot does not reach the network.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
+			root := driverRoot
+			fs.StringVar(&root, "root", root, "the driver's state `DIR`")
 			return func(ctx context.Context, s stdio, args []string) error {
 				if len(args) > 0 {
 					return usageErrorf("boot takes no arguments, got %q", args[0])
 				}
 				d := &local.Driver{
-					Root:     driverRoot,
+					Root:     root,
 					Log:      slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: slog.LevelWarn})),
 					Progress: s.err,
 				}

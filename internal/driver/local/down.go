@@ -109,11 +109,16 @@ func (d *Driver) removeShared() error {
 		return err
 	}
 	ps := d.paths("")
-	shared := []string{ps.rootfs(), filepath.Dir(ps.binary()), ps.idsLock()}
+	shared := []string{ps.rootfs(), filepath.Dir(ps.binary()), ps.idsLock(), ps.hostRecord()}
 	for _, e := range entries {
 		if !slices.Contains(shared, filepath.Join(d.root(), e.Name())) {
 			return nil // another stack still uses them
 		}
+	}
+	// What up changed on the host outside the root goes back first: its
+	// record is among the shared files.
+	if err := d.restoreHost(context.Background()); err != nil {
+		return err
 	}
 	for _, p := range shared {
 		if err := os.RemoveAll(p); err != nil {

@@ -56,6 +56,8 @@ type fakeSystem struct {
 	owners     map[uint64]int    // inode -> uid, as chown left it
 	nextPid    int
 	args       [][]string // each supervisor's arguments
+	bootUnit   bool       // the boot unit is installed
+	missing    []string   // Debian packages not installed
 }
 
 type fakeContainer struct {
@@ -147,12 +149,21 @@ func (f *fakeSystem) leftovers() []string {
 }
 
 func (f *fakeSystem) missingPackages(ctx context.Context, names []string) ([]string, error) {
-	return nil, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, n := range names {
+		if slices.Contains(f.missing, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeSystem) installPackages(ctx context.Context, names []string, out io.Writer) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.missing = slices.DeleteFunc(f.missing, func(n string) bool { return slices.Contains(names, n) })
 	return f.op("apt install %s", strings.Join(names, " "))
 }
 
@@ -669,6 +680,31 @@ func (f *fakeSystem) signalProcess(o Object, sig syscall.Signal) error {
 // host's own programs, which need no root.
 func (f *fakeSystem) checkSite(ctx context.Context, site, manifest string, c *catalog.SiteCheck) error {
 	return checkSite(ctx, site, manifest, c)
+}
+
+// setUnit records a host unit enabled or disabled.
+func (f *fakeSystem) setUnit(ctx context.Context, unit string, enable bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	verb := "disable"
+	if enable {
+		verb = "enable"
+	}
+	return f.op("systemctl %s %s", verb, unit)
+}
+
+func (f *fakeSystem) installBootUnit(ctx context.Context, bin, root string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.bootUnit = true
+	return f.op("boot unit: %s boot", f.rel(bin))
+}
+
+func (f *fakeSystem) removeBootUnit(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.bootUnit = false
+	return f.op("boot unit removed")
 }
 
 // reloadService records a reload of a running node's service.

@@ -101,6 +101,10 @@ type system interface {
 	lchown(path string, uid, gid int) error
 	chownTree(dir string, uid, gid int) error // every path beneath dir, following no link
 	syncSite(s siteSync) (*syncResult, error)
+	// The host's service units (see hostunits.go).
+	setUnit(ctx context.Context, unit string, enable bool) error
+	installBootUnit(ctx context.Context, bin, root string) error
+	removeBootUnit(ctx context.Context) error
 	// checkSite parses the site's new or changed code (see lint.go).
 	checkSite(ctx context.Context, site, manifest string, c *catalog.SiteCheck) error
 

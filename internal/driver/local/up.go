@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/driver"
 	"github.com/bulkhead/bulkhead/internal/pkgs"
 	"github.com/bulkhead/bulkhead/internal/plan"
@@ -92,7 +93,12 @@ func (d *Driver) packages(ctx context.Context, p *plan.Plan, noInstall bool) err
 	if out == nil {
 		out = os.Stderr
 	}
-	return d.sys().installPackages(ctx, missing, out)
+	if err := d.sys().installPackages(ctx, missing, out); err != nil {
+		return err
+	}
+	// The host's own copies of the daemons would start on the host's
+	// addresses at the next boot.
+	return d.disableHostUnits(ctx, catalog.HostUnits(missing))
 }
 
 // up applies p in phases, each a function below, in this order. A phase
@@ -117,6 +123,9 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	}
 	old, err := d.hostFiles(p)
 	if err != nil {
+		return nil, err
+	}
+	if err := d.installBootUnit(ctx); err != nil {
 		return nil, err
 	}
 	if err := d.sandbox(p, j, o.NoSandbox); err != nil {

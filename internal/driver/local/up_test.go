@@ -348,6 +348,36 @@ func TestUpOnFakeHost(t *testing.T) {
 			}
 			return ops
 		}},
+		{"purge-restores-the-host", func(t *testing.T, s *fakeStack) []string {
+			// Up installs nginx and php8.2-fpm, which were missing, and
+			// disables the host's own units of them, and no other; the
+			// last purge enables them again and removes the boot unit.
+			s.f.missing = []string{"nginx", "php8.2-fpm"}
+			made, _ := s.mustUp(t, planWithApps(t, 2))
+			want := []string{"systemctl disable nginx.service", "systemctl disable php8.2-fpm.service"}
+			if got := matching(made, "systemctl "); !slices.Equal(got, want) {
+				t.Errorf("up changed the host's units: %q; want %q: those of the packages it installed, no other", got, want)
+			}
+			if !s.f.bootUnit {
+				t.Errorf("up installed no boot unit")
+			}
+			if err := s.d.Down(context.Background(), "n", true); err != nil {
+				t.Fatal(err)
+			}
+			purged := s.f.take()
+			for _, w := range []string{"boot unit removed", "systemctl enable nginx.service", "systemctl enable php8.2-fpm.service"} {
+				if !slices.Contains(purged, w) {
+					t.Errorf("the last purge did not %q: %q", w, purged)
+				}
+			}
+			if s.f.bootUnit {
+				t.Errorf("the last purge left the boot unit")
+			}
+			if _, err := os.Stat(s.d.paths("").hostRecord()); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the last purge left the host record: %v", err)
+			}
+			return made
+		}},
 		{"up-fails-on-a-fresh-host", func(t *testing.T, s *fakeStack) []string {
 			// The fifth node in start order fails to start.
 			s.f.failOn = "runc run bh-n-app-1"

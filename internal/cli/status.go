@@ -59,7 +59,13 @@ supervisor is not running.`,
 var errUnhealthy = fmt.Errorf("some nodes are not healthy; 'bulkhead logs NODE' shows why")
 
 func printStatus(s stdio, st *driver.Status) {
-	fmt.Fprintf(s.out, "stack %s: supervisor %s\n", st.Stack, map[bool]string{true: "running", false: "NOT RUNNING"}[st.Supervisor])
+	if st.Supervisor {
+		fmt.Fprintf(s.out, "stack %s: supervisor running\n", st.Stack)
+	} else {
+		// Without it the published ports, the site mounts and the
+		// restarts of dead nodes are gone; up starts it again.
+		fmt.Fprintf(s.out, "stack %s: supervisor NOT RUNNING: the published ports and site mounts are down; run 'bulkhead up' (or 'bulkhead boot' after a reboot)\n", st.Stack)
+	}
 	w := table(s.out)
 	fmt.Fprintln(w, "NODE\tSTATE\tADDRESS\tHEALTH\tRESTARTS\tSERVICES")
 	for _, n := range st.Nodes {

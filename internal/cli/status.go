@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/bulkhead/bulkhead/internal/driver"
 )
@@ -65,6 +66,10 @@ func printStatus(s stdio, st *driver.Status) {
 		// Without it the published ports, the site mounts and the
 		// restarts of dead nodes are gone; up starts it again.
 		fmt.Fprintf(s.out, "stack %s: supervisor NOT RUNNING: the published ports and site mounts are down; run 'bulkhead up' (or 'bulkhead boot' after a reboot)\n", st.Stack)
+	}
+	if !st.CertExpires.IsZero() {
+		days := int(time.Until(st.CertExpires).Hours() / 24)
+		fmt.Fprintf(s.out, "edge certificate: valid until %s (%d days; up renews the stack's own 30 days before)\n", st.CertExpires.Format(time.DateOnly), days)
 	}
 	w := table(s.out)
 	fmt.Fprintln(w, "NODE\tSTATE\tADDRESS\tHEALTH\tRESTARTS\tSERVICES")

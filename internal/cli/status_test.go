@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bulkhead/bulkhead/internal/driver"
 )
@@ -17,8 +18,12 @@ func TestStatusSupervisorDown(t *testing.T) {
 		t.Errorf("status without a supervisor:\n%s", out.String())
 	}
 	out.Reset()
-	printStatus(stdio{out: &out, err: &out}, &driver.Status{Stack: "shop", Supervisor: true})
+	exp := time.Now().Add(100*24*time.Hour + time.Hour)
+	printStatus(stdio{out: &out, err: &out}, &driver.Status{Stack: "shop", Supervisor: true, CertExpires: exp})
 	if !strings.HasPrefix(out.String(), "stack shop: supervisor running\n") {
 		t.Errorf("status with a supervisor:\n%s", out.String())
+	}
+	if want := "edge certificate: valid until " + exp.Format(time.DateOnly) + " (100 days"; !strings.Contains(out.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, out.String())
 	}
 }

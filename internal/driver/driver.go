@@ -89,9 +89,12 @@ type Change struct {
 
 // Status is a running stack as the backend sees it.
 type Status struct {
-	Stack      string       `json:"stack"`
-	Supervisor bool         `json:"supervisor"`
-	Nodes      []NodeStatus `json:"nodes"`
+	Stack      string `json:"stack"`
+	Supervisor bool   `json:"supervisor"`
+	// CertExpires is when the certificate the edge serves expires; zero
+	// when it is not known.
+	CertExpires time.Time    `json:"cert_expires,omitzero"`
+	Nodes       []NodeStatus `json:"nodes"`
 }
 
 // NodeStatus is one node's state.

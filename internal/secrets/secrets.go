@@ -45,7 +45,15 @@ type Stack struct {
 	StorageHostPublicKey string
 	// CACert is the stack's CA certificate (PEM), for users to trust.
 	CACert []byte
+	// CAKey is its private key (PKCS #8 PEM), kept so that the edge's
+	// certificate can be renewed under the same CA. Stacks made before
+	// it was kept have none: their next renewal makes a new CA.
+	CAKey []byte `json:",omitempty"`
 }
+
+// RenewBefore is how long before its expiry the edge's certificate is
+// renewed.
+const RenewBefore = 30 * 24 * time.Hour
 
 // Generate makes fresh secrets for p. Two calls never return the same
 // secrets.
@@ -101,9 +109,16 @@ func sshKey(comment string) (priv []byte, pub string, err error) {
 	return pem.EncodeToMemory(block), line, nil
 }
 
-// tls makes the stack's CA and the edge's certificate for the plan's server
-// names and 127.0.0.1, which is where the edge is published by default.
+// tls makes the stack's CA and the edge's certificate.
 func (s *Stack) tls(p *plan.Plan, now time.Time) error {
+	if err := s.newCA(p, now); err != nil {
+		return err
+	}
+	return s.issueEdge(p, now)
+}
+
+// newCA makes the stack's certificate authority.
+func (s *Stack) newCA(p *plan.Plan, now time.Time) error {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("generate CA key: %w", err)
@@ -123,11 +138,23 @@ func (s *Stack) tls(p *plan.Plan, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("create CA certificate: %w", err)
 	}
-	ca, err := x509.ParseCertificate(caDER)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(caKey)
 	if err != nil {
-		return fmt.Errorf("parse CA certificate: %w", err)
+		return fmt.Errorf("marshal CA key: %w", err)
 	}
+	s.CACert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	s.CAKey = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	return nil
+}
 
+// issueEdge makes the edge's certificate for the plan's server names and
+// 127.0.0.1, which is where the edge is published by default, signed by
+// the stack's CA.
+func (s *Stack) issueEdge(p *plan.Plan, now time.Time) error {
+	ca, caKey, err := s.authority()
+	if err != nil {
+		return err
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("generate edge key: %w", err)
@@ -151,10 +178,81 @@ func (s *Stack) tls(p *plan.Plan, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("marshal edge key: %w", err)
 	}
-	s.CACert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 	s.TLSCert = append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), s.CACert...)
 	s.TLSKey = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	return nil
+}
+
+// authority parses the stack's CA certificate and key.
+func (s *Stack) authority() (*x509.Certificate, any, error) {
+	cb, _ := pem.Decode(s.CACert)
+	kb, _ := pem.Decode(s.CAKey)
+	if cb == nil || kb == nil {
+		return nil, nil, fmt.Errorf("the stack's CA certificate or key is missing")
+	}
+	ca, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse CA certificate: %w", err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse CA key: %w", err)
+	}
+	return ca, key, nil
+}
+
+// EdgeExpires is when the edge's certificate expires.
+func (s *Stack) EdgeExpires() (time.Time, error) {
+	return Expires(s.TLSCert)
+}
+
+// Expires is when the first certificate of a PEM chain expires.
+func Expires(chain []byte) (time.Time, error) {
+	b, _ := pem.Decode(chain)
+	if b == nil {
+		return time.Time{}, fmt.Errorf("no certificate")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return c.NotAfter, nil
+}
+
+// Renewal says what renew did.
+type Renewal struct {
+	Renewed bool // the edge has a new certificate
+	NewCA   bool // under a new CA, which visitors must trust anew
+}
+
+// Renew gives the edge a new certificate when its own expires within
+// RenewBefore of now, or does not name the plan's server names (a changed
+// domain). It signs with the stack's CA; a stack made before the CA key
+// was kept gets a new CA, which the result says.
+func (s *Stack) Renew(p *plan.Plan, now time.Time) (Renewal, error) {
+	b, _ := pem.Decode(s.TLSCert)
+	if b == nil {
+		return Renewal{}, fmt.Errorf("the edge's certificate is missing from the secrets")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return Renewal{}, fmt.Errorf("parse the edge's certificate: %w", err)
+	}
+	if now.Add(RenewBefore).Before(c.NotAfter) && slices.Equal(c.DNSNames, p.ServerNames) {
+		return Renewal{}, nil
+	}
+	var r Renewal
+	if _, _, err := s.authority(); err != nil {
+		if err := s.newCA(p, now); err != nil {
+			return r, err
+		}
+		r.NewCA = true
+	}
+	if err := s.issueEdge(p, now); err != nil {
+		return r, err
+	}
+	r.Renewed = true
+	return r, nil
 }
 
 // serial is a random 128-bit certificate serial number.
@@ -166,11 +264,16 @@ func serial() *big.Int {
 }
 
 // Complete adds what p needs and s lacks, keeping everything s has: a client
-// key for every static or app node added since s was made. It reports
+// key for every static or app node added since s was made, and a renewed
+// edge certificate when Renew says it is due. It reports
 // whether it added anything. Keys of nodes p no longer has are kept: a pool
 // that shrinks and grows again gets its old keys back.
 func (s *Stack) Complete(p *plan.Plan) (bool, error) {
-	changed := false
+	r, err := s.Renew(p, time.Now())
+	if err != nil {
+		return false, err
+	}
+	changed := r.Renewed
 	if s.StorageClientKeys == nil {
 		s.StorageClientKeys = map[string][]byte{}
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -231,4 +232,71 @@ func testPlan(t *testing.T, apps int) *plan.Plan {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestRenew: the edge's certificate is renewed under the stack's own CA
+// when fewer than 30 days are left or the domain changed, and not before;
+// a stack whose CA key was never kept gets a new CA, and says so.
+func TestRenew(t *testing.T) {
+	p := defaultPlan(t, "shop.example.com")
+	s, err := Generate(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued, err := s.EdgeExpires()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, cert := string(s.CACert), string(s.TLSCert)
+	verify := func(t *testing.T, at time.Time) {
+		t.Helper()
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(s.CACert)
+		b, _ := pem.Decode(s.TLSCert)
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Verify(x509.VerifyOptions{Roots: roots, DNSName: "shop.example.com", CurrentTime: at}); err != nil {
+			t.Errorf("the edge's certificate does not verify at %v: %v", at, err)
+		}
+	}
+
+	// 31 days before expiry: nothing to do.
+	if r, err := s.Renew(p, issued.Add(-31*24*time.Hour)); err != nil || r.Renewed || string(s.TLSCert) != cert {
+		t.Fatalf("31 days before expiry: %+v, %v; want no renewal", r, err)
+	}
+	// 29 days before: renewed, same CA, valid a year from then.
+	at := issued.Add(-29 * 24 * time.Hour)
+	if r, err := s.Renew(p, at); err != nil || !r.Renewed || r.NewCA {
+		t.Fatalf("29 days before expiry: %+v, %v; want a renewal under the same CA", r, err)
+	}
+	if string(s.CACert) != ca || string(s.TLSCert) == cert {
+		t.Errorf("the renewal changed the CA, or not the certificate")
+	}
+	if exp, _ := s.EdgeExpires(); exp.Sub(at) < CertValidity-time.Minute {
+		t.Errorf("the renewed certificate expires %v, want a year after %v", exp, at)
+	}
+	verify(t, issued.Add(time.Hour)) // past the old one's expiry
+
+	// Another domain: renewed for the new names at once.
+	q := defaultPlan(t, "store.example.com")
+	if r, err := s.Renew(q, at); err != nil || !r.Renewed {
+		t.Fatalf("new domain: %+v, %v; want a renewal", r, err)
+	}
+	b, _ := pem.Decode(s.TLSCert)
+	if c, _ := x509.ParseCertificate(b.Bytes); c == nil || !slices.Contains(c.DNSNames, "store.example.com") {
+		t.Errorf("the certificate for the new domain names %v", c.DNSNames)
+	}
+
+	// A stack from before the CA key was kept: a new CA.
+	s.CAKey = nil
+	old := string(s.CACert)
+	if r, err := s.Renew(p, issued.Add(CertValidity)); err != nil || !r.Renewed || !r.NewCA {
+		t.Fatalf("without a CA key: %+v, %v; want a renewal under a new CA", r, err)
+	}
+	if string(s.CACert) == old || len(s.CAKey) == 0 {
+		t.Errorf("no new CA was made, or its key was not kept")
+	}
+	verify(t, issued.Add(CertValidity+time.Hour))
 }

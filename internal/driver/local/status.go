@@ -3,6 +3,7 @@ package local
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/bulkhead/bulkhead/internal/beneath"
 	"github.com/bulkhead/bulkhead/internal/driver"
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/secrets"
 )
 
 // Status and NodeStatus are the backend's, shared by every driver.
@@ -45,7 +47,7 @@ func (d *Driver) Status(ctx context.Context, stack string) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &Status{Stack: stack, Supervisor: d.supervisorAlive(j)}
+	st := &Status{Stack: stack, Supervisor: d.supervisorAlive(j), CertExpires: d.certExpires(p)}
 	sup, err := loadSupervisorState(d.paths(stack).supervisorState())
 	if err != nil {
 		sup = &supervisorState{} // status shows what it can
@@ -211,4 +213,23 @@ func (d *Driver) Exec(ctx context.Context, stack, node string, args []string, st
 // clients to trust.
 func (d *Driver) CACertPath(stack string) string {
 	return filepath.Join(d.paths(stack).stack, "ca.crt")
+}
+
+// certExpires is when the certificate the edge serves expires: the
+// user's own, or the one from the stack's CA; zero when it cannot be read.
+func (d *Driver) certExpires(p *plan.Plan) time.Time {
+	var chain []byte
+	if p.Publish.Certificate != "" {
+		chain, _ = os.ReadFile(p.Publish.Certificate)
+	} else if data, err := os.ReadFile(filepath.Join(d.paths(p.Stack).secrets(), "secrets.json")); err == nil {
+		var s secrets.Stack
+		if json.Unmarshal(data, &s) == nil {
+			chain = s.TLSCert
+		}
+	}
+	t, err := secrets.Expires(chain)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
 }

@@ -555,6 +555,17 @@ func (d *Driver) secrets(p *plan.Plan) (*secrets.Stack, error) {
 		if err := json.Unmarshal(data, s); err != nil {
 			return nil, fmt.Errorf("read %s: %w", path, err)
 		}
+		r, err := s.Renew(p, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		if r.Renewed {
+			exp, _ := s.EdgeExpires()
+			d.progress("edge: certificate renewed, valid until %s", exp.Format(time.DateOnly))
+		}
+		if r.NewCA {
+			d.progress("edge: the stack kept no CA key, so it has a new CA; visitors who trusted the old one must trust %s", d.CACertPath(p.Stack))
+		}
 	case errors.Is(err, os.ErrNotExist):
 		if s, err = secrets.Generate(p); err != nil {
 			return nil, err

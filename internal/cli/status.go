@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -68,7 +69,7 @@ func printStatus(s stdio, st *driver.Status) {
 		fmt.Fprintf(s.out, "stack %s: supervisor NOT RUNNING: the published ports and site mounts are down; run 'bulkhead up' (or 'bulkhead boot' after a reboot)\n", st.Stack)
 	}
 	if !st.CertExpires.IsZero() {
-		days := int(time.Until(st.CertExpires).Hours() / 24)
+		days := int(math.Round(time.Until(st.CertExpires).Hours() / 24))
 		fmt.Fprintf(s.out, "edge certificate: valid until %s (%d days; up renews the stack's own 30 days before)\n", st.CertExpires.Format(time.DateOnly), days)
 	}
 	w := table(s.out)

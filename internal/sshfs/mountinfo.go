@@ -19,6 +19,7 @@ type mount struct {
 	dev        string   // major:minor of the filesystem
 	root       string   // the directory of that filesystem mounted here
 	point      string   // where, in this mount namespace
+	opts       []string // per-mount options: ro or rw, nosuid, ...
 	optional   []string // propagation: shared:N, master:N, ...
 	fstype     string
 	source     string
@@ -59,6 +60,7 @@ func parseMountinfo(r io.Reader) ([]mount, error) {
 			id: id, parent: parent, dev: f[2],
 			root:     unescape(f[3]),
 			point:    unescape(f[4]),
+			opts:     strings.Split(f[5], ","),
 			optional: f[6:sep],
 			fstype:   f[sep+1],
 			source:   unescape(f[sep+2]),

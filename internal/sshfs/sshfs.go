@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -204,8 +205,12 @@ func (m Mount) Argv() []string {
 // target and returns nil, or the unmount's error. It returns early only for
 // a Mount it cannot ever start (invalid fields, missing files or programs).
 //
-// Run owns m.Target: a mount already there (a stale one from an sshfs that
-// died, or a live one from an earlier supervisor) is unmounted first.
+// Run owns m.Target. A working mount of the same source, read-only or not
+// as m says, that is already there (an earlier supervisor's, whose sshfs
+// outlived it) is adopted: watched until it stops working, so that a new
+// supervisor takes over a live site without a gap. Any other mount there
+// (a stale one from an sshfs that died, another source) is unmounted
+// first.
 func Run(ctx context.Context, m Mount, log *slog.Logger) error {
 	if err := m.Validate(); err != nil {
 		return err
@@ -221,6 +226,9 @@ func Run(ctx context.Context, m Mount, log *slog.Logger) error {
 	log = log.With("target", target, "source", m.source(), "netns", m.Netns)
 	argv := m.Argv()
 	backoff := minBackoff
+	if adopt(ctx, m, log) {
+		log.Info("the adopted mount stopped working; mounting afresh")
+	}
 	for ctx.Err() == nil {
 		if err := Unmount(target); err != nil {
 			log.Warn("remove the previous mount", "err", err)
@@ -419,5 +427,55 @@ func logLines(r io.Reader, log *slog.Logger) {
 	}
 	if sc.Err() != nil {
 		io.Copy(io.Discard, r)
+	}
+}
+
+// adoptCheck is how often an adopted mount is checked, and how long a
+// check may take before the mount counts as dead.
+const adoptCheck = time.Second
+
+// adopt watches a working sshfs mount of m's source already on m.Target
+// until it stops working or ctx ends. It reports whether there was one.
+func adopt(ctx context.Context, m Mount, log *slog.Logger) bool {
+	if !adoptable(m) {
+		return false
+	}
+	log.Info("adopted the live mount an earlier supervisor made")
+	tick := time.NewTicker(adoptCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return true
+		case <-tick.C:
+		}
+		if !adoptable(m) {
+			return true
+		}
+	}
+}
+
+// adoptable reports whether the top mount on m.Target is sshfs, of m's
+// source, read-only exactly when m is, and answers a stat within
+// adoptCheck.
+func adoptable(m Mount) bool {
+	ms, err := readMountinfo()
+	if err != nil {
+		return false
+	}
+	top := top(ms, m.Target)
+	if top == nil || top.fstype != fstype || top.source != m.source() || slices.Contains(top.opts, "ro") != m.ReadOnly {
+		return false
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := os.Stat(m.Target)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err == nil
+	case <-time.After(adoptCheck):
+		return false // a stat stuck on a dead connection
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -377,6 +378,34 @@ func TestUpOnFakeHost(t *testing.T) {
 				t.Errorf("the last purge left the host record: %v", err)
 			}
 			return made
+		}},
+		{"dry-run-changes-nothing", func(t *testing.T, s *fakeStack) []string {
+			// What up would do for 2 -> 3 app nodes, without doing it:
+			// the new node, reloads for the edge, the database's grants
+			// and storage's sshd, the rest live or untouched.
+			s.mustUp(t, planWithApps(t, 2))
+			changes, err := s.d.Changes(context.Background(), planWithApps(t, 3))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]string{}
+			for _, c := range changes {
+				got[c.Node] = c.Action
+			}
+			want := map[string]string{"edge": "reload", "static": "none", "cache": "live", "db": "reload", "storage": "reload", "app-1": "none", "app-2": "none", "app-3": "create"}
+			if !maps.Equal(got, want) {
+				t.Errorf("changes %v, want %v", got, want)
+			}
+			// And back: app-3 would be drained and removed.
+			s.mustUp(t, planWithApps(t, 3))
+			changes, err = s.d.Changes(context.Background(), planWithApps(t, 2))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.ContainsFunc(changes, func(c Change) bool { return c.Node == "app-3" && c.Action == "remove" }) {
+				t.Errorf("scaling back: %+v; want app-3 removed", changes)
+			}
+			return s.f.take() // what Changes did on the host: nothing
 		}},
 		{"up-fails-on-a-fresh-host", func(t *testing.T, s *fakeStack) []string {
 			// The fifth node in start order fails to start.

@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-
-	"github.com/bulkhead/bulkhead/internal/plan"
 )
 
 // source is what an up applied, kept so that Boot can apply it again
@@ -51,12 +49,7 @@ func (d *Driver) Boot(ctx context.Context) ([]string, error) {
 			errs = append(errs, fmt.Errorf("stack %s: %s: %w", e.Name(), ps.source(), err))
 			continue
 		}
-		pdata, err := os.ReadFile(ps.plan())
-		if err != nil {
-			errs = append(errs, fmt.Errorf("stack %s: %w", e.Name(), err))
-			continue
-		}
-		p, err := plan.Decode(pdata)
+		p, err := d.savedPlan(e.Name())
 		if err != nil {
 			errs = append(errs, fmt.Errorf("stack %s: %w", e.Name(), err))
 			continue

@@ -2,7 +2,6 @@ package local
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -32,26 +31,6 @@ func (c nodeChange) none() bool {
 
 // restarts reports whether the node's container has to (re)start.
 func (c nodeChange) restarts() bool { return c.Fresh || len(c.Restart) > 0 }
-
-// String says it in a line, for progress and --dry-run.
-func (c nodeChange) String() string {
-	switch {
-	case c.Fresh:
-		return "new"
-	case c.none():
-		return "unchanged"
-	}
-	var parts []string
-	for _, x := range []struct {
-		what  string
-		files []string
-	}{{"restart for", c.Restart}, {"reload for", c.Reload}, {"live", c.Live}} {
-		if len(x.files) > 0 {
-			parts = append(parts, x.what+" "+strings.Join(x.files, ", "))
-		}
-	}
-	return strings.Join(parts, "; ")
-}
 
 // classify compares the files in dir with files and says what applying
 // them takes. It only reads.
@@ -133,27 +112,19 @@ func (d *Driver) writeInPlace(dir string, files []render.File, paths []string, o
 // remove, restart, reload, or only write files for.
 func (d *Driver) Changes(ctx context.Context, p *plan.Plan) ([]Change, error) {
 	ps := d.paths(p.Stack)
-	var old *plan.Plan
-	if data, err := os.ReadFile(ps.plan()); err == nil {
-		old, _ = plan.Decode(data)
-	}
+	old, _ := d.savedPlan(p.Stack) // none or unreadable: as if there were none
 	var out []Change
 	for _, n := range leaving(old, p) {
 		out = append(out, Change{Node: n.Name, Action: "remove"})
 	}
-	sec := &secrets.Stack{}
-	data, err := os.ReadFile(filepath.Join(ps.secrets(), "secrets.json"))
-	switch {
-	case err == nil:
-		if err := json.Unmarshal(data, sec); err != nil {
-			return nil, err
-		}
-	case errors.Is(err, fs.ErrNotExist):
+	sec, err := d.loadSecrets(p.Stack)
+	if err != nil {
+		return nil, err
+	}
+	if sec == nil {
 		if sec, err = secrets.Generate(p); err != nil {
 			return nil, err
 		}
-	default:
-		return nil, err
 	}
 	// New nodes' keys, in memory only.
 	if _, err := sec.Complete(p); err != nil {

@@ -71,9 +71,12 @@ func (p paths) journal() string { return filepath.Join(p.stack, "state.json") }
 func (p paths) plan() string    { return filepath.Join(p.stack, "plan.json") }
 func (p paths) lock() string    { return filepath.Join(p.stack, "lock") }
 func (p paths) secrets() string { return filepath.Join(p.stack, "secrets") }
-func (p paths) etc() string     { return filepath.Join(p.stack, "etc") }
-func (p paths) rootfs() string  { return filepath.Join(p.root, "rootfs") }
-func (p paths) idsLock() string { return filepath.Join(p.root, "ids.lock") }
+
+// secretsFile holds the stack's secrets (see secrets.Stack).
+func (p paths) secretsFile() string { return filepath.Join(p.secrets(), "secrets.json") }
+func (p paths) etc() string         { return filepath.Join(p.stack, "etc") }
+func (p paths) rootfs() string      { return filepath.Join(p.root, "rootfs") }
+func (p paths) idsLock() string     { return filepath.Join(p.root, "ids.lock") }
 
 // nodeRoot is a node's root directory. It is outside the stack's own
 // directory, which only the host may enter: the node's root has to pass

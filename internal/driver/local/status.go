@@ -3,7 +3,6 @@ package local
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -221,11 +220,8 @@ func (d *Driver) certExpires(p *plan.Plan) time.Time {
 	var chain []byte
 	if p.Publish.Certificate != "" {
 		chain, _ = os.ReadFile(p.Publish.Certificate)
-	} else if data, err := os.ReadFile(filepath.Join(d.paths(p.Stack).secrets(), "secrets.json")); err == nil {
-		var s secrets.Stack
-		if json.Unmarshal(data, &s) == nil {
-			chain = s.TLSCert
-		}
+	} else if s, err := d.loadSecrets(p.Stack); err == nil && s != nil {
+		chain = s.TLSCert
 	}
 	t, err := secrets.Expires(chain)
 	if err != nil {

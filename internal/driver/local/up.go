@@ -249,10 +249,7 @@ func (d *Driver) hostFiles(p *plan.Plan) (*plan.Plan, error) {
 	if err := installBinary(ps.binary()); err != nil {
 		return nil, err
 	}
-	var old *plan.Plan
-	if data, err := os.ReadFile(ps.plan()); err == nil {
-		old, _ = plan.Decode(data) // unreadable: as if there were none
-	}
+	old, _ := d.savedPlan(p.Stack) // none or unreadable: as if there were none
 	if err := writeJSON(ps.plan(), p, 0o600); err != nil {
 		return nil, err
 	}
@@ -546,15 +543,12 @@ func fileData(n render.Node, path string) []byte {
 // secrets loads the stack's secrets, or makes them on first up. They live
 // as long as the stack's data: the database was initialised with them.
 func (d *Driver) secrets(p *plan.Plan) (*secrets.Stack, error) {
-	path := filepath.Join(d.paths(p.Stack).secrets(), "secrets.json")
-	var s *secrets.Stack
-	data, err := os.ReadFile(path)
+	path := d.paths(p.Stack).secretsFile()
+	s, err := d.loadSecrets(p.Stack)
 	switch {
-	case err == nil:
-		s = &secrets.Stack{}
-		if err := json.Unmarshal(data, s); err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
-		}
+	case err != nil:
+		return nil, err
+	case s != nil:
 		r, err := s.Renew(p, time.Now())
 		if err != nil {
 			return nil, err
@@ -566,12 +560,10 @@ func (d *Driver) secrets(p *plan.Plan) (*secrets.Stack, error) {
 		if r.NewCA {
 			d.progress("edge: the stack kept no CA key, so it has a new CA; visitors who trusted the old one must trust %s", d.CACertPath(p.Stack))
 		}
-	case errors.Is(err, os.ErrNotExist):
+	default:
 		if s, err = secrets.Generate(p); err != nil {
 			return nil, err
 		}
-	default:
-		return nil, err
 	}
 	if _, err := s.Complete(p); err != nil {
 		return nil, err
@@ -586,6 +578,24 @@ func (d *Driver) secrets(p *plan.Plan) (*secrets.Stack, error) {
 		return nil, err
 	}
 	return s, d.writeClientKeys(p, s)
+}
+
+// loadSecrets reads the stack's saved secrets; nil, and no error, when
+// it has none yet.
+func (d *Driver) loadSecrets(stack string) (*secrets.Stack, error) {
+	path := d.paths(stack).secretsFile()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &secrets.Stack{}
+	if err := json.Unmarshal(data, s); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return s, nil
 }
 
 // userCertificate puts the user's own TLS certificate and key, if the stack

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -133,8 +134,8 @@ func validate(svcs []service.Service) error {
 			errs = append(errs, fmt.Errorf("service %s: reload by a signal or by a socket, not both", s.Name))
 		case s.Reload != nil && s.Reload.Signal == "" && len(s.Reload.Argv) == 0 && s.Reload.Socket == "":
 			errs = append(errs, fmt.Errorf("service %s: reload with neither a signal, a socket nor a command", s.Name))
-		case s.Reload != nil && s.Reload.Signal != "" && !slices.Contains(service.Signals, s.Reload.Signal):
-			errs = append(errs, fmt.Errorf("service %s: reload signal %q: use one of %s", s.Name, s.Reload.Signal, strings.Join(service.Signals, ", ")))
+		case s.Reload != nil && s.Reload.Signal != "" && reloadSignals[s.Reload.Signal] == 0:
+			errs = append(errs, fmt.Errorf("service %s: reload signal %q: use one of %s", s.Name, s.Reload.Signal, strings.Join(slices.Sorted(maps.Keys(reloadSignals)), ", ")))
 		case s.Reload != nil && len(s.Reload.Argv) > 0 && s.Reload.Argv[0] == "":
 			errs = append(errs, fmt.Errorf("service %s: empty reload command", s.Name))
 		}

@@ -32,7 +32,7 @@ type Service struct {
 // changed grants). The daemon then has to accept connections on its Ready
 // addresses again.
 type Reload struct {
-	Signal string   `json:"signal,omitempty"`
+	Signal string   `json:"signal,omitempty"` // HUP, USR1 or USR2
 	Argv   []string `json:"argv,omitempty"`
 	// Socket and Command, if set, ask instead of signalling: Command and
 	// a newline go to the unix socket Socket, and the daemon's reply is
@@ -48,6 +48,3 @@ type Reload struct {
 	// exited and a new one runs.
 	Replaces bool `json:"replaces,omitempty"`
 }
-
-// Signals are the signals a Reload may name.
-var Signals = []string{"HUP", "USR1", "USR2"}

@@ -150,29 +150,7 @@ remove_stale_stack "$STACK"
 ports_free "$HTTP_PUB" "$HTTPS_PUB"
 
 "$BH" init "$WORK/stack" >/dev/null
-# write_stack N: the stack file with N app nodes
-write_stack() {
-	cat >"$STACK_FILE" <<EOF2
-# Written by bench/change.sh: the default stack with $1 app nodes, under the
-# benchmark's own name, subnets and ports.
-name: $STACK
-networks:
-  private: $PRIVATE_NET
-  public: $PUBLIC_NET
-publish:
-  http: $HTTP_PUB
-  https: $HTTPS_PUB
-tiers:
-  edge: {}
-  static: {}
-  cache: {}
-  db: {}
-  storage: {}
-  app:
-    replicas: $1
-EOF2
-}
-write_stack "$FROM"
+write_stack "$STACK_FILE" "$FROM"
 plan_json "$STACK_FILE" "$WORK/plan.json"
 
 log "bringing stack $STACK up with $FROM app nodes"
@@ -260,7 +238,7 @@ phase() {
 }
 
 scale() { # N: the stack file with N app nodes, then bulkhead up
-	write_stack "$1"
+	write_stack "$STACK_FILE" "$1"
 	"$BH" up -f "$STACK_FILE"
 }
 

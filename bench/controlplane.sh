@@ -157,7 +157,7 @@ mem() {
 }
 
 for n in "${SIZES[@]}"; do
-	cat >"$STACK_FILE" <<EOF2
+	write_stack "$STACK_FILE" "$n"
 # Written by bench/controlplane.sh: the default stack with $n app nodes.
 name: $STACK
 networks:

@@ -46,6 +46,31 @@ purge_stack() {
 	"$BH" down --purge -f "$2" >&2 || { echo "$me: bulkhead down failed (stack $1)" >&2; return 1; }
 }
 
+# write_stack FILE N: the default stack with N app nodes under the
+# benchmark's own name ($STACK), subnets ($PRIVATE_NET, $PUBLIC_NET) and
+# ports ($HTTP_PUB, $HTTPS_PUB).
+write_stack() {
+	cat >"$1" <<EOF
+# Written by bench/$me: the default stack with $2 app nodes, under the
+# benchmark's own name, subnets and ports.
+name: $STACK
+networks:
+  private: $PRIVATE_NET
+  public: $PUBLIC_NET
+publish:
+  http: $HTTP_PUB
+  https: $HTTPS_PUB
+tiers:
+  edge: {}
+  static: {}
+  cache: {}
+  db: {}
+  storage: {}
+  app:
+    replicas: $2
+EOF
+}
+
 # ports_free HOST:PORT...: dies when something listens on one of the ports.
 ports_free() {
 	local hp

@@ -158,23 +158,6 @@ mem() {
 
 for n in "${SIZES[@]}"; do
 	write_stack "$STACK_FILE" "$n"
-# Written by bench/controlplane.sh: the default stack with $n app nodes.
-name: $STACK
-networks:
-  private: $PRIVATE_NET
-  public: $PUBLIC_NET
-publish:
-  http: $HTTP_PUB
-  https: $HTTPS_PUB
-tiers:
-  edge: {}
-  static: {}
-  cache: {}
-  db: {}
-  storage: {}
-  app:
-    replicas: $n
-EOF2
 	log "apps=$n"
 	timed "$n" plan plan -f "$STACK_FILE" || break
 	tried=1

@@ -3,6 +3,7 @@ package local
 import (
 	"encoding/json"
 	"errors"
+	"github.com/bulkhead/bulkhead/internal/durable"
 	"os"
 	"time"
 )
@@ -86,5 +87,5 @@ func (s *supervisorState) save(path string) error {
 	if err != nil {
 		return err
 	}
-	return writeDurable(path, data, 0o600)
+	return durable.Write(path, data, 0o600)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/bulkhead/bulkhead/internal/durable"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -139,7 +140,7 @@ func (realSystem) installBootUnit(ctx context.Context, bin, root string) error {
 		return nil
 	}
 	path := filepath.Join(systemdDir, bootUnitName)
-	if err := writeDurable(path, []byte(bootUnit(bin, root)), 0o644); err != nil {
+	if err := durable.Write(path, []byte(bootUnit(bin, root)), 0o644); err != nil {
 		return err
 	}
 	return systemctl(ctx, "enable", bootUnitName)

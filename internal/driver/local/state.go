@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/bulkhead/bulkhead/internal/durable"
 	"os"
 	"path/filepath"
 	"slices"
@@ -112,5 +113,5 @@ func (j *journal) save() error {
 	if err := os.MkdirAll(filepath.Dir(j.path), 0o700); err != nil {
 		return err
 	}
-	return writeDurable(j.path, data, 0o600)
+	return durable.Write(j.path, data, 0o600)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/bulkhead/bulkhead/internal/durable"
 	"io"
 	"log/slog"
 	"net"
@@ -65,7 +66,7 @@ func (d *Driver) Supervise(ctx context.Context, stack string) error {
 	mounts := &siteMounter{ctx: ctx, run: sshfs.Run, log: log, running: map[string]context.CancelFunc{}}
 	mounts.reconcile(d.siteMounts(p, j))
 	defer mounts.wait()
-	if err := writeDurable(ps.supervised(), []byte(digest(data)), 0o600); err != nil {
+	if err := durable.Write(ps.supervised(), []byte(digest(data)), 0o600); err != nil {
 		return err
 	}
 	// HUP: up saved a new plan with the same published ports. Re-read
@@ -104,7 +105,7 @@ func (d *Driver) Supervise(ctx context.Context, stack string) error {
 			p = np
 			w.known = map[string]Object{}
 			mounts.reconcile(d.siteMounts(p, j))
-			if err := writeDurable(ps.supervised(), []byte(sum), 0o600); err != nil {
+			if err := durable.Write(ps.supervised(), []byte(sum), 0o600); err != nil {
 				log.Error("say which plan runs", "err", err)
 			}
 			log.Info("plan reloaded", "nodes", len(p.Nodes))

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/bulkhead/bulkhead/internal/durable"
 	"io"
 	"io/fs"
 	"os"
@@ -371,5 +372,5 @@ func saveManifest(path string, m manifest) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return writeDurable(path, data, 0o600)
+	return durable.Write(path, data, 0o600)
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/bulkhead/bulkhead/internal/durable"
 	"github.com/bulkhead/bulkhead/internal/service"
 	"net/http"
 	"os"
@@ -574,7 +575,7 @@ func (d *Driver) secrets(p *plan.Plan) (*secrets.Stack, error) {
 	if err := writeJSON(path, s, 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeDurable(d.CACertPath(p.Stack), s.CACert, 0o644); err != nil {
+	if err := durable.Write(d.CACertPath(p.Stack), s.CACert, 0o644); err != nil {
 		return nil, err
 	}
 	return s, d.writeClientKeys(p, s)
@@ -630,7 +631,7 @@ func (d *Driver) writeClientKeys(p *plan.Plan, s *secrets.Stack) error {
 	var known strings.Builder
 	for _, n := range p.Nodes {
 		if key, ok := s.StorageClientKeys[n.Name]; ok {
-			if err := writeDurable(filepath.Join(dir, n.Name+".key"), key, 0o600); err != nil {
+			if err := durable.Write(filepath.Join(dir, n.Name+".key"), key, 0o600); err != nil {
 				return err
 			}
 		}
@@ -638,7 +639,7 @@ func (d *Driver) writeClientKeys(p *plan.Plan, s *secrets.Stack) error {
 	for _, i := range st[0].Ifaces {
 		fmt.Fprintf(&known, "%s %s\n", i.Addr, s.StorageHostPublicKey)
 	}
-	return writeDurable(filepath.Join(dir, "known_hosts"), []byte(known.String()), 0o600)
+	return durable.Write(filepath.Join(dir, "known_hosts"), []byte(known.String()), 0o600)
 }
 
 func writeJSON(path string, v any, mode os.FileMode) error {
@@ -646,7 +647,7 @@ func writeJSON(path string, v any, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	return writeDurable(path, data, mode)
+	return durable.Write(path, data, mode)
 }
 
 // fingerprint digests everything an up applies: the plan, every rendered

@@ -1,4 +1,6 @@
-package local
+// Package durable writes files so that a crash leaves either the old
+// bytes or all of the new ones.
+package durable
 
 import (
 	"errors"
@@ -7,13 +9,13 @@ import (
 	"path/filepath"
 )
 
-// writeDurable replaces path with data so that, whatever happens to the
+// Write replaces path with data so that, whatever happens to the
 // machine, path holds either its old bytes or all of the new ones: the
 // data goes to a temporary file beside it, which is synced, renamed over
 // path, and the directory synced so that the rename itself is on disk.
 // The journal, the plan and the secrets are written this way; an empty
 // state.json after a power loss would block both up and down.
-func writeDurable(path string, data []byte, mode os.FileMode) error {
+func Write(path string, data []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {

@@ -118,7 +118,7 @@ func Build(st *spec.Stack) (*Plan, error) {
 	p.Site = Site{
 		Dir: st.Site.Dir, Static: slices.Clone(st.Site.Static),
 		DBName: st.Site.Database.Name, DBUser: st.Site.Database.User,
-		Writable: slices.Clone(st.Site.Writable),
+		Writable: slices.Clone(st.Site.Writable), Check: st.Site.Check,
 	}
 	p.Matrix = p.matrix()
 	p.index()

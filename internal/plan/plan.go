@@ -161,6 +161,7 @@ type Site struct {
 	DBName   string   `json:"db_name"`
 	DBUser   string   `json:"db_user"`
 	Writable []string `json:"writable"`
+	Check    string   `json:"check"`
 }
 
 // Firewall is one node's policy: drop by default in both directions, allow

@@ -197,6 +197,9 @@ func ApplyDefaults(s *Stack) {
 	if s.Site.Writable == nil {
 		s.Site.Writable = []string{"uploads"}
 	}
+	if s.Site.Check == "" {
+		s.Site.Check = "/healthz"
+	}
 	for i := range s.Flows {
 		if s.Flows[i].Proto == "" {
 			s.Flows[i].Proto = "tcp"

@@ -122,8 +122,13 @@ type Site struct {
 	Static []string `yaml:"static"`
 	// Database names the app's database and its user.
 	Database Database `yaml:"database"`
-	// Writable lists site paths app nodes may write (uploads).
+	// Writable lists site paths app nodes may write (uploads). They are
+	// shared by every release of the site.
 	Writable []string `yaml:"writable"`
+	// Check is the path a deploy requests from each app node, besides /,
+	// before the node gets visitors' requests; both must answer 2xx.
+	// Default /healthz.
+	Check string `yaml:"check"`
 }
 
 // Database names the app's database.

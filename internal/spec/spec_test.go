@@ -124,6 +124,8 @@ func TestErrors(t *testing.T) {
 			[]string{"2:16: publish.certificate: a certificate without its key; set publish.key"}},
 		{"key file missing", "publish:\n  certificate: site.crt\n  key: missing.pem\n",
 			[]string{"3:8: publish.key: file missing.pem does not exist"}},
+		{"check not a path", "site:\n  check: healthz\n",
+			[]string{"2:10: site.check: \"healthz\" is not a request path; write a request path starting with /"}},
 		{"writable escapes", "site:\n  writable: [../etc]\n",
 			[]string{"2:14: site.writable[0]: \"../etc\" is not a clean relative path inside the site"}},
 		{"db name", "site:\n  database:\n    name: \"x'; drop\"\n",

@@ -310,7 +310,14 @@ func (v *validator) site(env Env) {
 			v.fail(fmt.Sprintf("site.writable[%d]", i), "write a path inside the site, like uploads", "%q is not a clean relative path inside the site", w)
 		}
 	}
+	if !checkPathRE.MatchString(s.Site.Check) {
+		v.fail("site.check", "write a request path starting with /, like /healthz", "%q is not a request path", s.Site.Check)
+	}
 }
+
+// checkPathRE is a request path with an optional query, in printable
+// ASCII without spaces.
+var checkPathRE = regexp.MustCompile(`^/[!-~]{0,200}$`)
 
 func (v *validator) flows() {
 	for i, f := range v.s.Flows {

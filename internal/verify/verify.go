@@ -45,6 +45,10 @@ type Options struct {
 	// Supervisor is the PID of the process that holds the published ports,
 	// or 0.
 	Supervisor int
+	// Nodes, when not empty, limits the matrix to the rows and columns of
+	// these nodes: every cell from or to one of them. A rolling deploy
+	// re-verifies just the nodes it changed.
+	Nodes []string
 }
 
 // Defaults: a filtered cell costs Timeout of wall time, shared by up to
@@ -390,6 +394,12 @@ func (s *session) allowed(src, dst *vantage, port int) bool {
 	return s.p.Matrix.Allowed(src.name, dst.name, plan.Port{Proto: "tcp", Number: port})
 }
 
+// wanted reports whether the cell from src to dst is in Options.Nodes'
+// rows and columns.
+func (s *session) wanted(src, dst *vantage) bool {
+	return len(s.o.Nodes) == 0 || slices.Contains(s.o.Nodes, src.name) || slices.Contains(s.o.Nodes, dst.name)
+}
+
 // cells lays out every cell with its probes, and returns the indexes of
 // the probes that carry an allowed flow.
 func (s *session) cells(ports []int) ([]Cell, []Probe, []int) {
@@ -404,7 +414,7 @@ func (s *session) cells(ports []int) ([]Cell, []Probe, []int) {
 	ncells, nprobes := 0, 0
 	for si, src := range s.vs {
 		for di, dst := range s.vs {
-			if si == di || (si == hostIdx && di == outsideIdx) {
+			if si == di || (si == hostIdx && di == outsideIdx) || !s.wanted(src, dst) {
 				continue
 			}
 			addrs, primary := s.targets(src, dst)

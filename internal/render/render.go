@@ -68,6 +68,11 @@ type Secrets struct {
 type Input struct {
 	Layout  Layout
 	Secrets Secrets
+	// Out names app nodes left out of the edge's pool, being drained or
+	// switched to a new release: the edge keeps each as a server of its app
+	// pool but sends it no new requests. Names of other nodes change
+	// nothing.
+	Out map[string]bool
 }
 
 // File is one rendered file of one node. Path is relative to the node's

@@ -11,8 +11,9 @@
 // DIR/etc/FILE (the nodes' configs and secrets, as each node's Layout.Conf
 // holds them) and DIR/services/NODE.json (the daemons each node runs, as
 // services.json in `bulkhead plan --render`). The run, log, data and site
-// directories are DIR/run/NODE, DIR/log, DIR and DIR/site; it creates none
-// of them.
+// directories are DIR/run/NODE, DIR/log, DIR and DIR/site, and the site's
+// writable paths stay in DIR/site (its shared root); it creates none of
+// them.
 package main
 
 import (
@@ -113,6 +114,8 @@ func Render(p *plan.Plan, dir string) ([]render.Node, error) {
 			Log:  filepath.Join(dir, "log"),
 			Data: dir,
 			Site: filepath.Join(dir, "site"),
+			// One copy of the site, uploads included, as before releases.
+			Shared: filepath.Join(dir, "site"),
 		}
 		r, err := render.RenderNode(mono, n, render.Input{Layout: layout, Secrets: sec.Secrets})
 		if err != nil {

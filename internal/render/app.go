@@ -29,6 +29,7 @@ type appConf struct {
 	Conf    string
 	Run     string
 	Site    string
+	Shared  string // the writable paths' root: URL /uploads/x is Shared/uploads/x
 	Socket  string // php-fpm's FastCGI socket
 	Handler string // Apache's SetHandler value for the socket
 	Pid     string // the web server's pid file
@@ -50,7 +51,7 @@ type appConf struct {
 }
 
 // appWritable is one writable directory, as a request path ("/uploads/")
-// and on disk.
+// and on disk (Layout.Shared/uploads).
 type appWritable struct{ URL, Dir string }
 
 type apacheModule struct{ Name, Path string }
@@ -77,7 +78,7 @@ func appApache(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 	c.Log.Error = path.Join(in.Layout.Log, "apache2-error.log")
 	c.Log.Access = path.Join(in.Layout.Log, "apache2-access.log")
 	// Debian builds unixd (User, Group) and log_config into the binary.
-	for _, m := range []string{"mpm_worker", "authz_core", "mime", "dir", "headers", "remoteip", "reqtimeout", "proxy", "proxy_fcgi"} {
+	for _, m := range []string{"mpm_worker", "authz_core", "alias", "mime", "dir", "headers", "remoteip", "reqtimeout", "proxy", "proxy_fcgi"} {
 		c.Modules = append(c.Modules, apacheModule{Name: m + "_module", Path: path.Join(appApacheModules, "mod_"+m+".so")})
 	}
 	return appRender(c, in, "apache2", "app-apache2.conf.tmpl",
@@ -154,6 +155,7 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 		Conf:      l.Conf,
 		Run:       l.Run,
 		Site:      l.Site,
+		Shared:    l.Shared,
 		Socket:    path.Join(l.Run, "php-fpm.sock"),
 		FPMPid:    path.Join(l.Run, "php-fpm.pid"),
 		BodyBytes: appMaxBody,
@@ -162,7 +164,7 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 		PHPPath:   phpPathRegex,
 	}
 	for _, w := range p.Site.Writable {
-		c.Writable = append(c.Writable, appWritable{URL: "/" + w + "/", Dir: path.Join(l.Site, w)})
+		c.Writable = append(c.Writable, appWritable{URL: "/" + w + "/", Dir: path.Join(l.Shared, w)})
 	}
 	c.Handler = "proxy:unix:" + c.Socket + "|fcgi://localhost"
 	c.Log.FPM = path.Join(l.Log, "php-fpm.log")
@@ -182,7 +184,7 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 	env := func(name, value string) { c.FPM.Env = append(c.FPM.Env, appEnv{name, value}) }
 	env("NODE_NAME", n.Name)
 	if len(p.Site.Writable) > 0 {
-		env("UPLOAD_DIR", path.Join(l.Site, p.Site.Writable[0]))
+		env("UPLOAD_DIR", path.Join(l.Shared, p.Site.Writable[0]))
 	}
 	if db, f, ok := appPeer(p, n, spec.RoleDB); ok {
 		d, err := catalog.Lookup(db.Role, db.Software)
@@ -210,9 +212,11 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 		}
 		c.FPM.SessionHandler, c.FPM.SessionPath = d.PHPSessionHandler, fmt.Sprintf(d.PHPSessionPath, addr)
 	}
-	// PHP may open the site, its temp and session files, and its password:
-	// not the rest of the node's run or config directories.
-	basedir := []string{l.Site, c.FPM.TmpDir}
+	// PHP may open the site, its writable paths, its temp and session
+	// files, and its password: not the rest of the node's run or config
+	// directories. open_basedir checks the path a link resolves to, so
+	// PHP that writes through the site's uploads link needs Shared too.
+	basedir := []string{l.Site, l.Shared, c.FPM.TmpDir}
 	if c.FPM.SessionHandler == "files" {
 		basedir = append(basedir, c.FPM.SessionPath)
 	}

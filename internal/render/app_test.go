@@ -112,6 +112,9 @@ func TestAppFacts(t *testing.T) {
 			if got := env["NODE_NAME"]; got != node.Name {
 				t.Errorf("NODE_NAME = %q, want %q", got, node.Name)
 			}
+			if got, want := env["UPLOAD_DIR"], filepath.Join(l.Shared, p.Site.Writable[0]); got != want {
+				t.Errorf("UPLOAD_DIR = %q, want %q on the shared storage", got, want)
+			}
 
 			// The web server hands PHP to the socket php-fpm listens on.
 			sock := regexp.MustCompile(`(?m)^listen = "([^"]+)"`).FindStringSubmatch(fpm)
@@ -191,11 +194,16 @@ func TestAppWithoutDataTiers(t *testing.T) {
 // break out of a quoted config value and expects an error, not a config.
 func TestAppRefusesUnquotablePaths(t *testing.T) {
 	p := loadPlan(t, "default")
-	for _, site := range []string{`/srv/si"te`, "/srv/$site", "/srv/site\nUser root"} {
-		l := render.DefaultLayout()
-		l.Site = site
-		if _, err := render.RenderNode(p, p.Role(spec.RoleApp)[0], render.Input{Layout: l, Secrets: testSecrets(p)}); err == nil {
-			t.Errorf("site %q: rendered without error", site)
+	for _, dir := range []string{`/srv/si"te`, "/srv/$site", "/srv/site\nUser root"} {
+		for name, set := range map[string]func(*render.Layout){
+			"site":   func(l *render.Layout) { l.Site = dir },
+			"shared": func(l *render.Layout) { l.Shared = dir },
+		} {
+			l := render.DefaultLayout()
+			set(&l)
+			if _, err := render.RenderNode(p, p.Role(spec.RoleApp)[0], render.Input{Layout: l, Secrets: testSecrets(p)}); err == nil {
+				t.Errorf("%s %q: rendered without error", name, dir)
+			}
 		}
 	}
 }
@@ -205,11 +213,14 @@ func TestAppRefusesUnquotablePaths(t *testing.T) {
 func TestAppServes(t *testing.T) {
 	for _, c := range appCases {
 		t.Run(c.stack+"/"+c.server, func(t *testing.T) {
+			w := loadPlan(t, c.stack).Site.Writable[0]
 			index := `<?php
 header('Content-Type: text/plain');
 if ($_SERVER['REQUEST_METHOD'] === 'POST') {
 	$ok = move_uploaded_file($_FILES['f']['tmp_name'], getenv('UPLOAD_DIR') . '/upload.txt');
 	echo $ok ? "stored" : "failed", "\n";
+	$ok = @file_put_contents(__DIR__ . '/` + w + `/linked.txt', "written through the link\n");
+	echo $ok ? "linked" : "failed", "\n";
 	exit;
 }
 echo getenv('NODE_NAME'), "\n";
@@ -218,8 +229,13 @@ echo file_get_contents(getenv('DB_PASSWORD_FILE')), "\n";
 echo @file_get_contents('/etc/passwd') === false ? "basedir" : "open", "\n";
 echo function_exists('exec') ? "exec" : "noexec", "\n";
 `
-			a := startApp(t, c.stack, c.server, c.conf, c.edgeNet, map[string]string{"index.php": index, ".env": "SECRET=1\n"})
+			a := startApp(t, c.stack, c.server, c.conf, c.edgeNet, map[string]string{"index.php": index, ".env": "SECRET=1\n"}, nil)
 			p, node, base := a.plan, a.node, a.base
+			// The link a release holds to its writable path, for PHP.
+			shared := filepath.Join(a.layout.Shared, w)
+			if err := os.Symlink(shared, filepath.Join(a.layout.Site, w)); err != nil {
+				t.Fatal(err)
+			}
 
 			pw := testSecrets(p).DBPassword
 			for _, path := range []string{"/", "/healthz", "/missing.php"} {
@@ -235,7 +251,9 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 					t.Errorf("GET %s: X-Powered-By %q reveals PHP", path, got)
 				}
 			}
-			// An upload passes through PHP's temp dir into UPLOAD_DIR.
+			// An upload passes through PHP's temp dir into UPLOAD_DIR, on
+			// the shared storage, and is served back from there. PHP may
+			// also write through the site's link to it.
 			var form bytes.Buffer
 			mw := multipart.NewWriter(&form)
 			fw, _ := mw.CreateFormFile("f", "hello.txt")
@@ -247,9 +265,13 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 			}
 			upBody, _ := io.ReadAll(up.Body)
 			up.Body.Close()
-			stored, _ := os.ReadFile(filepath.Join(a.layout.Site, p.Site.Writable[0], "upload.txt"))
-			if string(upBody) != "stored\n" || string(stored) != "uploaded bytes\n" {
-				t.Errorf("upload: %d %q, file %q", up.StatusCode, upBody, stored)
+			stored, _ := os.ReadFile(filepath.Join(shared, "upload.txt"))
+			linked, _ := os.ReadFile(filepath.Join(shared, "linked.txt"))
+			if string(upBody) != "stored\nlinked\n" || string(stored) != "uploaded bytes\n" || string(linked) != "written through the link\n" {
+				t.Errorf("upload: %d %q, files %q and %q", up.StatusCode, upBody, stored, linked)
+			}
+			if res, body := appGet(t, base+"/"+w+"/upload.txt"); res.StatusCode != 200 || body != "uploaded bytes\n" {
+				t.Errorf("GET /%s/upload.txt: %d %q, want the uploaded bytes", w, res.StatusCode, body)
 			}
 
 			res, body := appGet(t, base+"/.env")
@@ -269,14 +291,16 @@ type liveApp struct {
 	node   *plan.Node
 	layout render.Layout
 	base   string // "http://127.0.0.1:PORT"
+	www    struct{ uid, gid int }
 }
 
 // startApp renders the first app node of stack with server in front of
-// php-fpm, plants site (paths relative to the site, and their contents),
-// and runs both daemons on a free loopback port until the test ends. As the
-// driver and storage will, it makes the password file root:www-data 0440
-// and every writable directory www-data's.
-func startApp(t *testing.T, stack, server, conf, edgeNet string, site map[string]string) liveApp {
+// php-fpm, plants site and shared (paths relative to the site and to the
+// shared root, and their contents), and runs both daemons on a free
+// loopback port until the test ends. As the driver and storage will, it
+// makes the password file root:www-data 0440 and every writable directory,
+// under the shared root, www-data's; the site has none of them.
+func startApp(t *testing.T, stack, server, conf, edgeNet string, site, shared map[string]string) liveApp {
 	t.Helper()
 	requireTool(t, "php-fpm8.2")
 	requireTool(t, server)
@@ -297,7 +321,7 @@ func startApp(t *testing.T, stack, server, conf, edgeNet string, site map[string
 		t.Fatal(err)
 	}
 	for _, w := range p.Site.Writable {
-		dir := filepath.Join(l.Site, w)
+		dir := filepath.Join(l.Shared, w)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -305,15 +329,8 @@ func startApp(t *testing.T, stack, server, conf, edgeNet string, site map[string
 			t.Fatal(err)
 		}
 	}
-	for name, data := range site {
-		path := filepath.Join(l.Site, name)
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	plant(t, l.Site, site)
+	plant(t, l.Shared, shared)
 
 	port := strconv.Itoa(freePort(t, "127.0.0.1"))
 	listen := node.Addr(edgeNet).String() + ":80"
@@ -343,7 +360,23 @@ func startApp(t *testing.T, stack, server, conf, edgeNet string, site map[string
 			d.waitDial(t, "127.0.0.1:"+port)
 		}
 	}
-	return liveApp{plan: p, node: node, layout: l, base: "http://127.0.0.1:" + port}
+	a := liveApp{plan: p, node: node, layout: l, base: "http://127.0.0.1:" + port}
+	a.www.uid, a.www.gid = wwwUID, gid
+	return a
+}
+
+// plant writes files (paths relative to dir, and their contents) under dir.
+func plant(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, data := range files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func appGet(t *testing.T, url string) (*http.Response, string) {

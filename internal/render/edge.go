@@ -46,6 +46,7 @@ type edgeConf struct {
 type edgeServer struct {
 	Name string
 	Addr netip.AddrPort
+	Out  bool // in the pool, but sent no new requests (Input.Out)
 }
 
 // edgeMaxBody is the largest request body the edge lets through: the app
@@ -94,6 +95,7 @@ func newEdgeConf(p *plan.Plan, n *plan.Node, in Input) (*edgeConf, error) {
 		}
 		switch peer.Node.Role {
 		case spec.RoleApp:
+			s.Out = in.Out[s.Name]
 			c.App = append(c.App, s)
 		case spec.RoleStatic:
 			c.Static = append(c.Static, s)
@@ -101,6 +103,9 @@ func newEdgeConf(p *plan.Plan, n *plan.Node, in Input) (*edgeConf, error) {
 	}
 	if len(c.App) == 0 {
 		return nil, fmt.Errorf("no flow from %s reaches an app node, so it has nothing to proxy to", n.Name)
+	}
+	if !slices.ContainsFunc(c.App, func(s edgeServer) bool { return !s.Out }) {
+		return nil, fmt.Errorf("every app node of %s's pool is out of it, so it has nothing to proxy to; leave one in", n.Name)
 	}
 	if len(c.Static) > 0 {
 		c.Paths = newSitePaths(p.Site)

@@ -389,6 +389,95 @@ func TestEdgeNeedsTLS(t *testing.T) {
 	}
 }
 
+// TestEdgeOut renders each edge with app-1 out of its pool, as a drain or
+// a release switch does, and runs the daemon's check on it: app-1 is still
+// a server of the app pool, marked so that it gets no new requests, and
+// nothing else changes, not even for the other nodes Out names. An edge
+// with every app node out is an error, not a config that answers nothing.
+func TestEdgeOut(t *testing.T) {
+	for _, c := range stackCases(t) {
+		for _, sw := range []string{"nginx", "haproxy"} {
+			t.Run(c+"/"+sw, func(t *testing.T) {
+				tool := requireTool(t, sw)
+				p, edge := withSoftware(t, c, spec.RoleEdge, sw)
+				sec := tlsSecrets(t, p)
+				in, l := writeNode(t, p, edge.Name, sec)
+				out := map[string]bool{"app-1": true, "static": true, "db": true}
+				n, err := render.RenderNode(p, edge, render.Input{Layout: l, Secrets: sec, Out: out})
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeFiles(t, l, n)
+				var app1 netip.AddrPort
+				for _, peer := range p.Peers(edge) {
+					if peer.Node.Name == "app-1" {
+						app1 = netip.AddrPortFrom(peer.Node.Addr(peer.Flow.Network), uint16(peer.Flow.Port.Number))
+					}
+				}
+				conf, inLine, outLine := map[string]string{"nginx": "nginx.conf", "haproxy": "haproxy.cfg"}[sw], "", ""
+				switch sw {
+				case "nginx":
+					if msg := runCheckBinding(t, tool, "-t", "-c", filepath.Join(l.Conf, conf), "-e", "stderr"); strings.Contains(msg, "[warn]") {
+						t.Errorf("nginx -t warns:\n%s", msg)
+					}
+					inLine = "server " + app1.String() + " max_fails=2 fail_timeout=10s;"
+					outLine = "server " + app1.String() + " max_fails=2 fail_timeout=10s down;"
+				case "haproxy":
+					if msg := mustRun(t, tool, "-c", "-f", filepath.Join(l.Conf, conf)); strings.Contains(msg, "WARNING") || strings.Contains(msg, "ALERT") {
+						t.Errorf("haproxy -c warns:\n%s", msg)
+					}
+					inLine = "server app-1 " + app1.String() + " check"
+					outLine = "server app-1 " + app1.String() + " check disabled"
+				}
+				was := strings.Split(string(fileOf(t, in, conf).Data), "\n")
+				is := strings.Split(string(fileOf(t, n, conf).Data), "\n")
+				if len(was) != len(is) {
+					t.Fatalf("%s has %d lines with app-1 out, %d without", conf, len(is), len(was))
+				}
+				changed := 0
+				for i := range was {
+					if was[i] == is[i] {
+						continue
+					}
+					changed++
+					if strings.TrimSpace(was[i]) != inLine || strings.TrimSpace(is[i]) != outLine {
+						t.Errorf("%s line %d: %q became %q; want only %q to become %q", conf, i+1, was[i], is[i], inLine, outLine)
+					}
+				}
+				if changed != 1 {
+					t.Errorf("%s: %d lines changed with app-1 out, want 1", conf, changed)
+				}
+
+				all := map[string]bool{}
+				for _, a := range p.Role(spec.RoleApp) {
+					all[a.Name] = true
+				}
+				if _, err := render.RenderNode(p, edge, render.Input{Layout: l, Secrets: sec, Out: all}); err == nil {
+					t.Errorf("rendered an edge with every app node out of its pool")
+				}
+			})
+		}
+	}
+}
+
+// TestEdgeOutGolden compares each test stack's edge, rendered with app-2
+// out of its pool, with testdata/golden/out/STACK. Run with -update to
+// rewrite them.
+func TestEdgeOutGolden(t *testing.T) {
+	for _, c := range stackCases(t) {
+		t.Run(c, func(t *testing.T) {
+			p := loadPlan(t, c)
+			edge := p.Role(spec.RoleEdge)[0]
+			n, err := render.RenderNode(p, edge, render.Input{Layout: render.DefaultLayout(), Secrets: testSecrets(p), Out: map[string]bool{"app-2": true}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			conf := map[string]string{"nginx": "nginx.conf", "haproxy": "haproxy.cfg"}[edge.Software]
+			golden(t, filepath.Join("testdata", "golden", "out", c, conf), fileOf(t, n, conf).Data)
+		})
+	}
+}
+
 // fakeTier serves HTTP for the nodes of a tier, on their (loopback)
 // addresses, answering with the node's name in X-Served-By and, in the
 // body, the request's target as it arrived and its decoded path. It returns
@@ -605,14 +694,16 @@ func checkEdgeLive(t *testing.T, p *plan.Plan, pub string, sec render.Secrets, a
 }
 
 // TestEdgeReloadUnderLoad shrinks the app pool of a running edge, as a
-// scale-down does, by rewriting its config and sending the reload signal
-// its service names, while clients on keep-alive connections send requests
-// without pause. Not one request may fail, and the removed node must stop
-// getting new ones.
+// scale-down does, or leaves a node out of it (Input.Out), as a drain
+// does, by rewriting its config and sending the reload signal its service
+// names, while clients on keep-alive connections send requests without
+// pause. Not one request may fail, and the removed node must stop getting
+// new ones.
 func TestEdgeReloadUnderLoad(t *testing.T) {
-	for i, software := range []string{"nginx", "haproxy"} {
-		t.Run(software, func(t *testing.T) {
-			e := startEdge(t, "default", software, fmt.Sprintf("127.77.%d.", 30+i), false)
+	cases := []struct{ software, how string }{{"nginx", "removed"}, {"haproxy", "removed"}, {"nginx", "out"}, {"haproxy", "out"}}
+	for i, c := range cases {
+		t.Run(c.software+"/"+c.how, func(t *testing.T) {
+			e := startEdge(t, "default", c.software, fmt.Sprintf("127.77.%d.", 30+i), false)
 			if e.service.Reload == nil {
 				t.Fatalf("the edge's service %+v cannot reload", e.service)
 			}
@@ -663,20 +754,30 @@ func TestEdgeReloadUnderLoad(t *testing.T) {
 				return slices.Contains(last, "app-1") && slices.Contains(last, "app-2")
 			})
 
-			// The plan without app-2, indexed afresh as a saved plan is.
-			cut := *e.plan
-			cut.Nodes = slices.DeleteFunc(slices.Clone(e.plan.Nodes), func(n plan.Node) bool { return n.Name == "app-2" })
-			data, err := json.Marshal(&cut)
-			if err != nil {
-				t.Fatal(err)
-			}
-			smaller, err := plan.Decode(data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n, err := render.RenderNode(smaller, smaller.Node(e.node.Name), render.Input{Layout: e.layout, Secrets: e.secrets})
-			if err != nil {
-				t.Fatal(err)
+			var n render.Node
+			switch c.how {
+			case "removed":
+				// The plan without app-2, indexed afresh as a saved plan is.
+				cut := *e.plan
+				cut.Nodes = slices.DeleteFunc(slices.Clone(e.plan.Nodes), func(n plan.Node) bool { return n.Name == "app-2" })
+				data, err := json.Marshal(&cut)
+				if err != nil {
+					t.Fatal(err)
+				}
+				smaller, err := plan.Decode(data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n, err = render.RenderNode(smaller, smaller.Node(e.node.Name), render.Input{Layout: e.layout, Secrets: e.secrets})
+				if err != nil {
+					t.Fatal(err)
+				}
+			case "out":
+				var err error
+				n, err = render.RenderNode(e.plan, e.node, render.Input{Layout: e.layout, Secrets: e.secrets, Out: map[string]bool{"app-2": true}})
+				if err != nil {
+					t.Fatal(err)
+				}
 			}
 			for _, f := range n.Files {
 				if f.OnChange == render.Restart {

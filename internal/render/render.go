@@ -26,6 +26,11 @@ type Layout struct {
 	Log  string // daemon logs
 	Data string // persistent data: databases, the storage export
 	Site string // the site's files, mounted from storage (static, app)
+	// Shared holds the site's writable paths (site.writable), mounted from
+	// storage and shared by every release: Shared/uploads is the site's
+	// uploads whichever release Site is. Web servers serve /uploads/ from
+	// here; a link to it in Site is for PHP, and no web server follows it.
+	Shared string
 }
 
 // SecretsDir is the subdirectory of Layout.Conf that holds a node's secrets
@@ -36,11 +41,12 @@ const SecretsDir = "secrets"
 // DefaultLayout is the layout of a node container made by the local driver.
 func DefaultLayout() Layout {
 	return Layout{
-		Conf: "/etc/bulkhead",
-		Run:  "/run/bulkhead",
-		Log:  "/var/log/bulkhead",
-		Data: "/var/lib/bulkhead",
-		Site: "/srv/site",
+		Conf:   "/etc/bulkhead",
+		Run:    "/run/bulkhead",
+		Log:    "/var/log/bulkhead",
+		Data:   "/var/lib/bulkhead",
+		Site:   "/srv/site",
+		Shared: "/srv/shared",
 	}
 }
 
@@ -62,6 +68,11 @@ type Secrets struct {
 type Input struct {
 	Layout  Layout
 	Secrets Secrets
+	// Out names app nodes left out of the edge's pool, being drained or
+	// switched to a new release: the edge keeps each as a server of its app
+	// pool but sends it no new requests. Names of other nodes change
+	// nothing.
+	Out map[string]bool
 }
 
 // File is one rendered file of one node. Path is relative to the node's

@@ -241,13 +241,13 @@ func writeNode(t *testing.T, p *plan.Plan, name string, sec render.Secrets) (ren
 	}
 	l := render.Layout{
 		Conf: filepath.Join(root, "conf"), Run: filepath.Join(root, "run"), Log: filepath.Join(root, "log"),
-		Data: filepath.Join(root, "data"), Site: filepath.Join(root, "site"),
+		Data: filepath.Join(root, "data"), Site: filepath.Join(root, "site"), Shared: filepath.Join(root, "shared"),
 	}
 	n, err := render.RenderNode(p, pn, render.Input{Layout: l, Secrets: sec})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{l.Conf, filepath.Join(l.Conf, render.SecretsDir), l.Run, l.Log, l.Data, l.Site} {
+	for _, d := range []string{l.Conf, filepath.Join(l.Conf, render.SecretsDir), l.Run, l.Log, l.Data, l.Site, l.Shared} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}

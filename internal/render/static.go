@@ -267,6 +267,10 @@ type staticConf struct {
 	MIME    []mimeType
 	// Cache lifetimes in seconds.
 	AssetAge, UploadAge int
+	// Shared is the root of the writable directories, which are served
+	// from there and not from the site: /uploads/x is Shared/uploads/x.
+	// SharedRegex matches their paths; "" without writable directories.
+	Shared, SharedRegex string
 }
 
 // staticHealthz is the body of /healthz, which the static tier answers from
@@ -314,6 +318,9 @@ func newStaticConf(p *plan.Plan, n *plan.Node, in Input) (*staticConf, error) {
 
 		AssetAge:  assetMaxAge,
 		UploadAge: uploadMaxAge,
+
+		Shared:      l.Shared,
+		SharedRegex: writableRegex(p.Site.Writable),
 	}, nil
 }
 

@@ -1,8 +1,10 @@
 package render_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -63,14 +65,32 @@ func TestStaticLighttpdCheck(t *testing.T) {
 				t.Errorf("config binds more than the edge-facing address: %q", got)
 			}
 
-			// The conditions that give the site as document root, and the
-			// one that takes it away, as lighttpd's PCRE would match them.
+			// The conditions that give the site as document root, the ones
+			// inside them that give the shared root for the writable
+			// directories, and the one that takes it away, as lighttpd's
+			// PCRE would match them.
 			var serve []*regexp.Regexp
+			shared := 0
 			for _, m := range regexp.MustCompile(`\$HTTP\["url"\] =~ "([^"]+)" \{\n\s*server\.document-root = "([^"]+)"`).FindAllStringSubmatch(conf, -1) {
 				re := regexp.MustCompile(m[1])
 				switch m[2] {
 				case l.Site:
 					serve = append(serve, re)
+				case l.Shared:
+					shared++
+					for _, w := range p.Site.Writable {
+						if path := "/" + w + "/a/photo.png"; !re.MatchString(path) {
+							t.Errorf("%s is not served from the shared root by %s", path, m[1])
+						}
+						if path := "/" + strings.ToUpper(w) + "/photo.png"; re.MatchString(path) {
+							t.Errorf("%s is served from the shared root by %s", path, m[1])
+						}
+					}
+					for _, path := range []string{"/assets/app.css", "/photo.png"} {
+						if re.MatchString(path) {
+							t.Errorf("%s is served from the shared root by %s", path, m[1])
+						}
+					}
 				case filepath.Join(l.Conf, "void"):
 					for _, path := range []string{"/assets/x.php", "/assets/x.PHP", "/uploads/a/.htaccess", "/.env", "/.git/config", "/assets/", "/a.css~"} {
 						if !re.MatchString(path) {
@@ -85,6 +105,9 @@ func TestStaticLighttpdCheck(t *testing.T) {
 				default:
 					t.Errorf("unexpected document root %s", m[2])
 				}
+			}
+			if want := len(serve); shared != want {
+				t.Errorf("the shared root is set under %d conditions, want under each of the %d that serve the site", shared, want)
 			}
 			served := func(path string) bool {
 				return slices.ContainsFunc(serve, func(re *regexp.Regexp) bool { return re.MatchString(path) })
@@ -161,8 +184,9 @@ func TestStaticNginxCheck(t *testing.T) {
 	}
 }
 
-// siteFiles are written into the site for the live checks: path and
-// whether the static tier must serve it.
+// siteFiles are written into the site for the live checks, or into the
+// shared root if they are under a writable directory: path and whether the
+// static tier must serve it.
 var siteFiles = []struct {
 	path  string
 	serve bool
@@ -177,7 +201,8 @@ var siteFiles = []struct {
 	{"uploads/evil.php", false},
 	{"media/photo.png", true},
 	{"media/shell.phtml", false},
-	{"Upper.CSS", true}, // globs ignore case
+	{"var/cache/page.css", true}, // a glob under a writable directory (alt)
+	{"Upper.CSS", true},          // globs ignore case
 	{"index.php", false},
 	{"config.ini", false},
 	{"index.html", false},
@@ -185,11 +210,19 @@ var siteFiles = []struct {
 }
 
 // TestStaticLive runs each static daemon on a loopback address over a
-// sample site and checks with real requests that it serves the static
-// paths, with caching headers and ETags, and nothing else.
+// sample site, whose writable directories are on the shared root alone,
+// and checks with real requests that it serves the static paths, with
+// caching headers and ETags, and nothing else.
+//
+// Caddy follows links (2.6.2, 2026-11) and has no setting to refuse them,
+// so its cases plant none: only SFTP storage keeps clients from making one
+// (storage-sshd_config.tmpl).
 func TestStaticLive(t *testing.T) {
 	hosttest.RequireRoot(t) // the daemons drop to www-data
-	for i, c := range []struct{ stack, software string }{{"default", "lighttpd"}, {"alt", "nginx"}, {"default", "nginx"}, {"alt", "lighttpd"}} {
+	cases := []struct{ stack, software string }{
+		{"default", "lighttpd"}, {"alt", "nginx"}, {"default", "nginx"}, {"alt", "lighttpd"}, {"default", "caddy"}, {"alt", "caddy"},
+	}
+	for i, c := range cases {
 		t.Run(c.stack+"/"+c.software, func(t *testing.T) {
 			requireTool(t, c.software)
 			p, n := withSoftware(t, c.stack, spec.RoleStatic, c.software)
@@ -209,6 +242,9 @@ func TestStaticLive(t *testing.T) {
 			old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 			for _, f := range siteFiles {
 				path := filepath.Join(l.Site, f.path)
+				if writable(p, f.path) {
+					path = filepath.Join(l.Shared, f.path)
+				}
 				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 					t.Fatal(err)
 				}
@@ -218,8 +254,30 @@ func TestStaticLive(t *testing.T) {
 				// lighttpd sends no ETag for a file changed this second.
 				os.Chtimes(path, old, old)
 			}
-			if err := os.Symlink("/etc/passwd", filepath.Join(l.Site, "assets", "passwd.css")); err != nil {
-				t.Fatal(err)
+			for _, w := range p.Site.Writable {
+				if _, err := os.Lstat(filepath.Join(l.Site, w)); !errors.Is(err, fs.ErrNotExist) {
+					t.Fatalf("the site has %s (%v); it must have no writable directory", w, err)
+				}
+			}
+			// Links to a file outside the site, which must not be served.
+			var links []string
+			if c.software != "caddy" {
+				links = append(links, "assets/passwd.css")
+				for _, w := range p.Site.Writable {
+					links = append(links, w+"/passwd.css")
+				}
+			}
+			for _, link := range links {
+				path := filepath.Join(l.Site, link)
+				if writable(p, link) {
+					path = filepath.Join(l.Shared, link)
+				}
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink("/etc/passwd", path); err != nil {
+					t.Fatal(err)
+				}
 			}
 
 			svc := out.Services[0]
@@ -236,12 +294,18 @@ func TestStaticLive(t *testing.T) {
 			d := startDaemon(t, append([]string{requireTool(t, svc.Argv[0])}, svc.Argv[1:]...)...)
 			hostport := net.JoinHostPort(addr, strconv.Itoa(port))
 			d.waitDial(t, hostport)
-			checkStaticLive(t, p, n, "http://"+hostport)
+			checkStaticLive(t, p, n, "http://"+hostport, links)
 		})
 	}
 }
 
-func checkStaticLive(t *testing.T, p *plan.Plan, n *plan.Node, base string) {
+// writable says whether a path of the site is under a writable directory,
+// which the shared root holds.
+func writable(p *plan.Plan, path string) bool {
+	return slices.ContainsFunc(p.Site.Writable, func(w string) bool { return strings.HasPrefix(path, w+"/") })
+}
+
+func checkStaticLive(t *testing.T, p *plan.Plan, n *plan.Node, base string, links []string) {
 	client := &http.Client{Timeout: 20 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	do := func(method, path string) (*http.Response, string) {
@@ -319,7 +383,11 @@ func checkStaticLive(t *testing.T, p *plan.Plan, n *plan.Node, base string) {
 			}
 		}
 	}
-	for _, path := range []string{"/", "/assets/", "/assets/img", "/assets/passwd.css", "/assets/app.css/x.css", "/assets/../index.php", "/assets/%2e%2e/index.php", "/ASSETS/app.css"} {
+	refused := []string{"/", "/assets/", "/assets/img", "/assets/app.css/x.css", "/assets/../index.php", "/assets/%2e%2e/index.php", "/ASSETS/app.css"}
+	for _, link := range links {
+		refused = append(refused, "/"+link)
+	}
+	for _, path := range refused {
 		if resp, body := do("GET", path); resp.StatusCode == 200 || strings.Contains(body, "root:") || strings.Contains(body, "content of") {
 			t.Errorf("GET %s: %d %q, want it refused", path, resp.StatusCode, body)
 		}

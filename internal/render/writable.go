@@ -27,6 +27,21 @@ const phpFileRegex = `(?i)` + phpExt + `$`
 // (/uploads/x.php/y.jpg). Match it case insensitively.
 const phpPathRegex = phpExt + `(?:/|$)`
 
+// writableRegex matches a decoded, normalised request path under one of
+// the writable directories, or is "" if there are none. Servers serve such
+// a path from Layout.Shared, not from the site. It is case sensitive, as
+// the file system is.
+func writableRegex(writable []string) string {
+	if len(writable) == 0 {
+		return ""
+	}
+	dirs := make([]string, len(writable))
+	for i, w := range writable {
+		dirs[i] = regexp.QuoteMeta(w)
+	}
+	return `^/(?:` + strings.Join(dirs, "|") + `)/`
+}
+
 // writablePHPRegex matches a decoded, normalised request path that names PHP
 // under one of the writable directories, or is "" if there are none. Match
 // it case insensitively: whatever the file system, /Uploads/x.php is
@@ -36,11 +51,7 @@ func writablePHPRegex(writable []string) string {
 	if len(writable) == 0 {
 		return ""
 	}
-	dirs := make([]string, len(writable))
-	for i, w := range writable {
-		dirs[i] = regexp.QuoteMeta(w)
-	}
-	return `(?s)^/(?:` + strings.Join(dirs, "|") + `)/.*` + phpPathRegex
+	return `(?s)` + writableRegex(writable) + `.*` + phpPathRegex
 }
 
 // ambiguousPathRegex matches a raw request path (without the query) that

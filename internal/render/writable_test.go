@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -103,8 +107,11 @@ func rawGet(t *testing.T, addr string, conf *tls.Config, target string) (*http.R
 }
 
 // TestAppWritableNeverRunsPHP plants PHP in every writable directory of an
-// app node and asks for it in every form of writableCases: php-fpm must
-// never run it, while the site's own pages and files still work.
+// app node, on the shared root, and asks for it in every form of
+// writableCases: php-fpm must never run it, while the site's own pages and
+// files, and the writable directories' files, still work. The site has no
+// writable directory, not even a link: they are served from the shared
+// root alone.
 func TestAppWritableNeverRunsPHP(t *testing.T) {
 	for _, c := range appCases {
 		t.Run(c.stack+"/"+c.server, func(t *testing.T) {
@@ -113,13 +120,28 @@ func TestAppWritableNeverRunsPHP(t *testing.T) {
 				"index.php":        `<?php echo "FRONT ", $_SERVER['REQUEST_URI'];`,
 				"assets/style.css": "body{}\n",
 			}
+			shared := map[string]string{}
 			for _, w := range writable {
 				for _, name := range []string{"x.php", "x.PHP", "x.phtml", "x.phar", "x.php5", "x.jpg"} {
-					site[w+"/"+name] = execMarker
+					shared[w+"/"+name] = execMarker
 				}
 			}
-			a := startApp(t, c.stack, c.server, c.conf, c.edgeNet, site)
+			a := startApp(t, c.stack, c.server, c.conf, c.edgeNet, site, shared)
 			addr := strings.TrimPrefix(a.base, "http://")
+			for _, w := range writable {
+				if _, err := os.Lstat(filepath.Join(a.layout.Site, w)); !errors.Is(err, fs.ErrNotExist) {
+					t.Fatalf("the site has %s (%v); it must have no writable directory", w, err)
+				}
+				// A link that PHP made, as www-data, to a file it does not
+				// own: no server follows it.
+				link := filepath.Join(a.layout.Shared, w, "passwd.jpg")
+				if err := os.Symlink("/etc/passwd", link); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Lchown(link, a.www.uid, a.www.gid); err != nil {
+					t.Fatal(err)
+				}
+			}
 
 			for _, w := range writable {
 				for _, tc := range writableCases {
@@ -143,6 +165,10 @@ func TestAppWritableNeverRunsPHP(t *testing.T) {
 				if res.StatusCode != 200 || body != execMarker || res.Header.Get("X-Content-Type-Options") != "nosniff" {
 					t.Errorf("GET %s: %d %q, nosniff %q; want its bytes as they are, with nosniff",
 						path, res.StatusCode, body, res.Header.Get("X-Content-Type-Options"))
+				}
+				path = "/" + w + "/passwd.jpg"
+				if res, body := rawGet(t, addr, nil, path); res.StatusCode != 403 && res.StatusCode != 404 || strings.Contains(body, "root:") {
+					t.Errorf("GET %s: %d %.60q, want 403 or 404: the link is followed", path, res.StatusCode, body)
 				}
 			}
 

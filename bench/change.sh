@@ -11,6 +11,9 @@
 #   steady      no change, for --duration seconds: the baseline
 #   scale-up    tiers.app.replicas 2 -> 6 in the stack file, `bulkhead up`
 #   scale-down  6 -> 2, `bulkhead up`
+#   deploy      a changed PHP file in the site, `bulkhead deploy` (a surge
+#               node with the new release, then each app node switched)
+#   rollback    `bulkhead rollback` to the release live before
 # Each phase's wrk starts 1 s before the change and is stopped (SIGINT, on
 # which it prints its figures) 2 s after the change returns, so that what
 # up leaves to finish in the background happens under load too. GET / is
@@ -25,7 +28,7 @@
 #
 # Failed requests during a change are what this workload measures, not a
 # broken run: they are recorded (status "failed requests") and the run goes
-# on. TestScaleUnderLoad in e2e/ is the check that there are none.
+# on. TestChangeUnderLoad in e2e/ is the check that there are none.
 #
 # Usage (root, Debian 12, wrk installed):
 #   bench/change.sh --data DIR          full run: 3 rounds, 5 s steady phases
@@ -242,12 +245,21 @@ scale() { # N: the stack file with N app nodes, then bulkhead up
 	"$BH" up -f "$STACK_FILE"
 }
 
+deploy() { # ROUND: a changed PHP file, then bulkhead deploy
+	printf '<?php echo "round %s";\n' "$1" >"$WORK/stack/site/version.php"
+	"$BH" deploy -f "$STACK_FILE"
+}
+
+rollback() { "$BH" rollback -f "$STACK_FILE"; }
+
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((r = 1; r <= rounds; r++)); do
 	log "round $r of $rounds: wrk ${WRK_ARGS[*]} $URL from $OUTSIDE_NS"
 	phase "$r" steady sleep "$duration"
 	phase "$r" scale-up scale "$to"
 	phase "$r" scale-down scale "$FROM"
+	phase "$r" deploy deploy "$r"
+	phase "$r" rollback rollback
 	((broken == 0)) || break
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)

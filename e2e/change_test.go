@@ -19,11 +19,14 @@ import (
 	"github.com/bulkhead/bulkhead/internal/netns"
 )
 
-// TestScaleUnderLoad changes a live stack while visitors use it: clients
+// TestChangeUnderLoad changes a live stack while visitors use it: clients
 // in the stack's outside namespace (the internet's side of the edge) send
 // GET / without pause over keep-alive connections, for the whole of each
 // phase, and no request may fail in any of them: steady load with no
-// change, the app pool scaled from 2 to 6 with up, and back from 6 to 2.
+// change, the app pool scaled from 2 to 6 with up, and back from 6 to 2;
+// a good release deployed; a release with a PHP syntax error refused; a
+// release whose health check fails rolled back; and a rollback to the
+// first release.
 //
 // The clients are Go's HTTP client, which does what browsers do (RFC 9112,
 // 9.3.1): a GET sent on a kept-alive connection that the server closed
@@ -32,7 +35,7 @@ import (
 // other error, and every answer but 200, is a failed request. The figures
 // of each phase are logged, the new connections among them; no assertion
 // depends on how fast the machine is.
-func TestScaleUnderLoad(t *testing.T) {
+func TestChangeUnderLoad(t *testing.T) {
 	pool := func(n int) string {
 		return fmt.Sprintf("tiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {}\n  app:\n    replicas: %d\n", n)
 	}
@@ -96,6 +99,109 @@ func TestScaleUnderLoad(t *testing.T) {
 	s.assertApps(t, 2)
 	if v, out, err := s.verify(t); err != nil || !v.Pass {
 		t.Errorf("verify after scaling back to 2 (%v):\n%.3000s", err, out)
+	}
+
+	site := filepath.Join(s.dir, "site")
+	first := s.liveRelease(t)
+	writeFile(t, filepath.Join(site, "version.php"), "<?php echo 'release two';\n")
+	writeFile(t, filepath.Join(site, "assets", "two.css"), "body { color: teal }\n")
+	phase("deploy a good release", func() { s.run("deploy") })
+	second := s.liveRelease(t)
+	if second == first {
+		t.Fatalf("deploy left release %s live", first)
+	}
+	if got := s.get(t, "/version.php"); got != "200 release two" {
+		t.Errorf("GET /version.php after the deploy: %q, want 200 release two", got)
+	}
+	if got := s.get(t, "/assets/two.css"); !strings.HasPrefix(got, "200 body") {
+		t.Errorf("GET /assets/two.css (static) after the deploy: %q", got)
+	}
+	s.assertApps(t, 2) // the surge node came and went
+
+	writeFile(t, filepath.Join(site, "broken.php"), "<?php\nfunction f( {\n")
+	phase("deploy a release with a PHP syntax error", func() {
+		out, err := s.exec("deploy")
+		if err == nil || !strings.Contains(out, "broken.php: PHP Parse error") && !strings.Contains(out, "broken.php: Parse error") {
+			t.Errorf("deploy of code that does not parse: %v; want it refused naming broken.php:\n%s", err, out)
+		}
+	})
+	if got := s.get(t, "/broken.php"); !strings.HasPrefix(got, "404") {
+		t.Errorf("GET /broken.php after the refused deploy: %q, want 404", got)
+	}
+	os.Remove(filepath.Join(site, "broken.php"))
+
+	index := filepath.Join(site, "index.php")
+	good, err := os.ReadFile(index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, index, "<?php http_response_code(500); error_log('release three: the database is gone'); echo 'release three is broken';\n")
+	phase("deploy a release whose health check fails", func() {
+		out, err := s.exec("deploy")
+		if err == nil || !strings.Contains(out, "answered GET /healthz with 500") || !strings.Contains(out, "release three is broken") || !strings.Contains(out, "rolling back") {
+			t.Errorf("deploy of a failing release: %v; want exit 1 naming the check, its answer and the rollback:\n%s", err, out)
+		}
+	})
+	if live := s.liveRelease(t); live != second {
+		t.Errorf("after the failed deploy release %s is live, want %s", live, second)
+	}
+	if out := s.run("releases"); !strings.Contains(grep(out, "failed"), "failed") {
+		t.Errorf("releases does not show the failed release:\n%s", out)
+	}
+	writeFile(t, index, string(good))
+	s.assertApps(t, 2)
+
+	phase("roll back", func() { s.run("rollback", first) })
+	if live := s.liveRelease(t); live != first {
+		t.Errorf("after rollback release %s is live, want %s", live, first)
+	}
+	if got := s.get(t, "/version.php"); !strings.HasPrefix(got, "404") {
+		t.Errorf("GET /version.php after rolling back to the first release: %q, want 404", got)
+	}
+	// The site still holds release two's code, but up does not roll
+	// forward behind the operator's back.
+	if out := s.run("up"); !strings.Contains(out, "up to date") && strings.Contains(out, "release") {
+		t.Errorf("up after the rollback deployed again:\n%s", out)
+	}
+	if live := s.liveRelease(t); live != first {
+		t.Errorf("after up, release %s is live, want %s", live, first)
+	}
+	if v, out, err := s.verify(t); err != nil || !v.Pass {
+		t.Errorf("verify after the releases (%v):\n%.3000s", err, out)
+	}
+}
+
+// liveRelease is the release bulkhead releases shows live.
+func (s *stack) liveRelease(t *testing.T) string {
+	t.Helper()
+	for _, l := range strings.Split(s.run("releases"), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && strings.HasSuffix(l, " live") {
+			return f[0]
+		}
+	}
+	t.Fatalf("no live release in:\n%s", s.run("releases"))
+	return ""
+}
+
+// get asks the stack's published port for path and returns "STATUS BODY".
+func (s *stack) get(t *testing.T, path string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + s.http + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -454,7 +454,7 @@ type ChangePhase struct {
 	P99Ratio *Stat  `json:"p99_over_steady"`
 }
 
-var changePhases = []string{"steady", "scale-up", "scale-down"}
+var changePhases = []string{"steady", "scale-up", "scale-down", "deploy", "rollback"}
 
 func loadChange(dir string, r *Results) error {
 	rows, err := table(filepath.Join(dir, "change.tsv"))

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"maps"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,23 @@ func loadStack(s stdio, file string) (*spec.Stack, *plan.Plan, string, error) {
 	}
 	site, err = filepath.Abs(site)
 	return st, p, site, err
+}
+
+// surgePlan is st's plan with one more app node: a rolling deploy brings
+// it up with the new release first (see driver.UpOptions.Surge). Nil for a
+// stack without an app tier.
+func surgePlan(st *spec.Stack) (*plan.Plan, error) {
+	c := *st
+	c.Tiers = maps.Clone(st.Tiers)
+	for name, t := range c.Tiers {
+		if t.Role == spec.RoleApp {
+			more := *t
+			more.Replicas = max(t.Replicas, 1) + 1
+			c.Tiers[name] = &more
+			return plan.Build(&c)
+		}
+	}
+	return nil, nil
 }
 
 // freeSpace returns the bytes free to unprivileged users on the filesystem

@@ -60,14 +60,24 @@ stack that exists, it leaves it as it is; run up again, or down.`,
 				if len(args) > 0 {
 					return usageErrorf("up takes no arguments, got %q; pass the stack file with -f", args[0])
 				}
-				return runUp(ctx, s, o)
+				return runUp(ctx, s, o, false)
 			}
 		},
 	}
 }
 
-func runUp(ctx context.Context, s stdio, o upOptions) error {
+// runUp brings the stack up; deploy insists that it runs already.
+func runUp(ctx context.Context, s stdio, o upOptions, deploy bool) error {
 	st, p, site, err := loadStack(s, o.File)
+	if err != nil {
+		return err
+	}
+	if deploy {
+		if idx, err := newDriver(s).Releases(ctx, p.Stack); err != nil || idx.Live == "" {
+			return fmt.Errorf("stack %s is not up, so there is nothing to deploy to; run 'bulkhead up' first", p.Stack)
+		}
+	}
+	surge, err := surgePlan(st)
 	if err != nil {
 		return err
 	}
@@ -89,9 +99,12 @@ func runUp(ctx context.Context, s stdio, o upOptions) error {
 	if o.NoSandbox {
 		fmt.Fprintf(s.err, "WARNING: --unsafe-no-sandbox: the nodes of %s run without user namespaces and seccomp; root in a node is root on this host\n", p.Stack)
 	}
-	res, err := newDriver(s).Up(ctx, p, driver.UpOptions{SiteDir: site, NoInstall: o.NoInstall, Wait: o.Wait, NoSandbox: o.NoSandbox, Drain: o.Drain})
+	res, err := newDriver(s).Up(ctx, p, driver.UpOptions{SiteDir: site, NoInstall: o.NoInstall, Wait: o.Wait, NoSandbox: o.NoSandbox, Drain: o.Drain, Surge: surge})
 	if err != nil {
 		return err
+	}
+	if res.Release != "" {
+		fmt.Fprintf(s.out, "release %s is live on every node\n", res.Release)
 	}
 	if !res.Changed {
 		fmt.Fprintf(s.out, "stack %s is up to date: %d nodes running, nothing changed\n", p.Stack, len(p.Nodes))

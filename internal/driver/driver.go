@@ -14,6 +14,7 @@ import (
 
 	"github.com/bulkhead/bulkhead/internal/agent"
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/release"
 	"github.com/bulkhead/bulkhead/internal/verify"
 )
 
@@ -46,6 +47,12 @@ type Backend interface {
 	// CACertPath is where the stack's CA certificate is, for visitors'
 	// clients to trust.
 	CACertPath(stack string) string
+	// Rollback moves the running stack p back to release id (the
+	// previous live release when id is empty), through the same checks
+	// as a deploy.
+	Rollback(ctx context.Context, p *plan.Plan, id string, o UpOptions) (*UpResult, error)
+	// Releases lists the stack's releases and which one is live.
+	Releases(ctx context.Context, stack string) (*release.Index, error)
 }
 
 // UpOptions tune Up.
@@ -66,6 +73,11 @@ type UpOptions struct {
 	// down) may finish its requests after the edge stopped sending it
 	// new ones. Default 10s.
 	Drain time.Duration
+	// Surge is p with one more app node. A rolling deploy brings that
+	// node up with the new release first, so that no fewer app nodes
+	// serve while each of the others switches, and removes it at the
+	// end. Nil switches the nodes in place.
+	Surge *plan.Plan
 }
 
 // UpResult says what Up did.
@@ -75,6 +87,7 @@ type UpResult struct {
 	Reloaded  []string // nodes whose services reloaded changed configs
 	Removed   []string // nodes drained and removed
 	Synced    int      // site files copied to storage
+	Release   string   // the release a deploy or rollback made live
 }
 
 // Change is what Up would do to one node.

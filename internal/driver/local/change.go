@@ -134,7 +134,11 @@ func (d *Driver) Changes(ctx context.Context, p *plan.Plan) ([]Change, error) {
 	if err := userCertificate(p, &rs); err != nil {
 		return nil, err
 	}
-	rendered, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: rs})
+	idx, err := d.releaseStore(p).Load()
+	if err != nil {
+		return nil, err
+	}
+	rendered, err := renderAll(p, rs, idx, nil)
 	if err != nil {
 		return nil, err
 	}

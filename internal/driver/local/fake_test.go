@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/bulkhead/bulkhead/internal/catalog"
+	"github.com/bulkhead/bulkhead/internal/release"
 	"io"
 	"io/fs"
 	"maps"
@@ -678,8 +679,8 @@ func (f *fakeSystem) signalProcess(o Object, sig syscall.Signal) error {
 
 // checkSite checks the site as the host would: the checkers are the
 // host's own programs, which need no root.
-func (f *fakeSystem) checkSite(ctx context.Context, site, manifest string, c *catalog.SiteCheck) error {
-	return checkSite(ctx, site, manifest, c)
+func (f *fakeSystem) checkSite(ctx context.Context, site string, last release.Manifest, c *catalog.SiteCheck) error {
+	return checkSite(ctx, site, last, c)
 }
 
 // setUnit records a host unit enabled or disabled.
@@ -747,6 +748,14 @@ func (f *fakeSystem) queryAgent(ctx context.Context, socket string) (*agent.Stat
 		}
 	}
 	return nil, fmt.Errorf("fake: no agent on %s", socket)
+}
+
+// siteGet is an app node's answer: the site answers once its node runs.
+func (f *fakeSystem) siteGet(ctx context.Context, ns, url, host string) (int, []byte, error) {
+	if err := f.op("get %s from %s (Host %s)", url, ns, host); err != nil {
+		return 0, nil, err
+	}
+	return 200, []byte("ok"), nil
 }
 
 // httpStatus is the site's answer once a supervisor publishes it.

@@ -13,13 +13,14 @@ import (
 
 	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/release"
 )
 
 // lintSite checks the site's code with the parsers of the software that
 // runs it (catalog.SiteCheck: php -l for PHP) before anything on the host
 // changes: a file that does not parse would answer every request for it
 // with an error the moment it reached storage.
-func (d *Driver) lintSite(ctx context.Context, p *plan.Plan, site string) error {
+func (d *Driver) lintSite(ctx context.Context, p *plan.Plan, site string, last release.Manifest) error {
 	var checks []*catalog.SiteCheck
 	for _, n := range p.Nodes {
 		if desc, err := catalog.Lookup(n.Role, n.Software); err == nil && desc.SiteCheck != nil && !slices.Contains(checks, desc.SiteCheck) {
@@ -27,7 +28,7 @@ func (d *Driver) lintSite(ctx context.Context, p *plan.Plan, site string) error 
 		}
 	}
 	for _, c := range checks {
-		if err := d.sys().checkSite(ctx, site, filepath.Join(d.paths(p.Stack).stack, "site.manifest.json"), c); err != nil {
+		if err := d.sys().checkSite(ctx, site, last, c); err != nil {
 			return err
 		}
 	}
@@ -35,21 +36,18 @@ func (d *Driver) lintSite(ctx context.Context, p *plan.Plan, site string) error 
 }
 
 // checkSite runs c on every file of the site that c checks and that is
-// new or changed since the last sync, as the manifest records it, and
-// names each file that does not parse with the checker's message.
-func checkSite(ctx context.Context, site, manifestPath string, c *catalog.SiteCheck) error {
-	last, err := loadManifest(manifestPath)
-	if err != nil {
-		return err
-	}
+// new or changed since the release last deployed from it (last, its
+// manifest), and names each file that does not parse with the checker's
+// message.
+func checkSite(ctx context.Context, site string, last release.Manifest, c *catalog.SiteCheck) error {
 	var bad []string
-	err = filepath.WalkDir(site, func(path string, e fs.DirEntry, err error) error {
+	err := filepath.WalkDir(site, func(path string, e fs.DirEntry, err error) error {
 		if err != nil || !e.Type().IsRegular() || !slices.ContainsFunc(c.Extensions, func(ext string) bool { return strings.EqualFold(filepath.Ext(path), ext) }) {
 			return err
 		}
 		rel, _ := filepath.Rel(site, path)
-		if sum, err := hashFile(path); err == nil && last[rel] == sum {
-			return nil // synced before, so it parsed then
+		if sum, err := hashFile(path); err == nil && last[filepath.ToSlash(rel)] == sum {
+			return nil // deployed before, so it parsed then
 		}
 		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()

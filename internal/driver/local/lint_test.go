@@ -2,7 +2,6 @@ package local
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/bulkhead/bulkhead/internal/catalog"
+	"github.com/bulkhead/bulkhead/internal/release"
 	"github.com/bulkhead/bulkhead/internal/hosttest"
 )
 
@@ -37,10 +37,9 @@ func TestCheckSite(t *testing.T) {
 	write("index.php", "<?php echo 'ok';\n")
 	write("lib/broken.php", "<?php\nfunction f( {\n")
 	write("assets/app.js", "function f( {\n")
-	mpath := filepath.Join(t.TempDir(), "site.manifest.json")
 	ctx := context.Background()
 
-	err = checkSite(ctx, site, mpath, d.SiteCheck)
+	err = checkSite(ctx, site, nil, d.SiteCheck)
 	if err == nil || !strings.Contains(err.Error(), "1 files do not parse") || !strings.Contains(err.Error(), "lib/broken.php: Parse error: syntax error") ||
 		!strings.Contains(err.Error(), "on line 2") || strings.Contains(err.Error(), site+"/lib") || strings.Contains(err.Error(), "app.js") {
 		t.Fatalf("broken site: %v; want lib/broken.php named with PHP's message and line, and nothing else", err)
@@ -48,11 +47,11 @@ func TestCheckSite(t *testing.T) {
 
 	// Fixed: it passes.
 	write("lib/broken.php", "<?php\nfunction f() {}\n")
-	if err := checkSite(ctx, site, mpath, d.SiteCheck); err != nil {
+	if err := checkSite(ctx, site, nil, d.SiteCheck); err != nil {
 		t.Fatalf("fixed site: %v", err)
 	}
 
-	// A file the last sync put on storage is not parsed again: the
+	// A file of the release last deployed is not parsed again: its
 	// manifest says it parsed then. Here the manifest vouches for a file
 	// that does not parse, which only a parser that ran would catch.
 	write("old.php", "<?php (\n")
@@ -60,11 +59,7 @@ func TestCheckSite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, _ := json.Marshal(manifest{"old.php": sum})
-	if err := os.WriteFile(mpath, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := checkSite(ctx, site, mpath, d.SiteCheck); err != nil {
-		t.Errorf("a file synced before was parsed again: %v", err)
+	if err := checkSite(ctx, site, release.Manifest{"old.php": sum}, d.SiteCheck); err != nil {
+		t.Errorf("a file deployed before was parsed again: %v", err)
 	}
 }

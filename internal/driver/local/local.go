@@ -16,7 +16,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/bulkhead/bulkhead/internal/driver"
 )
@@ -75,6 +77,9 @@ func (p paths) secrets() string { return filepath.Join(p.stack, "secrets") }
 // secretsFile holds the stack's secrets (see secrets.Stack).
 func (p paths) secretsFile() string { return filepath.Join(p.secrets(), "secrets.json") }
 func (p paths) etc() string         { return filepath.Join(p.stack, "etc") }
+
+// releases holds the site's releases (see package release).
+func (p paths) releases() string { return filepath.Join(p.stack, "releases") }
 func (p paths) rootfs() string      { return filepath.Join(p.root, "rootfs") }
 func (p paths) idsLock() string     { return filepath.Join(p.root, "ids.lock") }
 
@@ -101,7 +106,15 @@ type nodePaths string
 
 func (n nodePaths) conf() string   { return filepath.Join(string(n), "conf") }
 func (n nodePaths) srv() string    { return filepath.Join(string(n), "srv") }
-func (n nodePaths) site() string   { return filepath.Join(n.srv(), "site") }
+// shared is where the supervisor mounts the storage node's share: the
+// site's writable paths, which every release shares.
+func (n nodePaths) shared() string { return filepath.Join(n.srv(), "shared") }
+
+// releases is the mount point of the stack's releases in srv.
+func (n nodePaths) releases() string { return filepath.Join(n.srv(), "releases") }
+
+// legacySite is where the site was mounted before releases.
+func (n nodePaths) legacySite() string { return filepath.Join(n.srv(), "site") }
 func (n nodePaths) bundle() string { return filepath.Join(string(n), "bundle") }
 
 // The node's disk image, and where the host mounts it (see volume.go).
@@ -116,6 +129,35 @@ func (n nodePaths) socket() string { return filepath.Join(n.run(), "agent.sock")
 
 // legacyData is where a node's data lived before disk images.
 func (n nodePaths) legacyData() string { return filepath.Join(string(n), "data") }
+
+// lockChange takes the stack's lock for a command that changes the
+// stack (up, deploy, rollback), and writes in the lock file who holds it.
+// Another change already running is an error that names it; a verify or
+// the supervisor's repair holds the lock briefly, and is waited for.
+func (d *Driver) lockChange(ctx context.Context, stack, what string) (func(), error) {
+	lock := d.paths(stack).lock()
+	unlock, err := d.lockStack(ctx, stack, false)
+	if err != nil {
+		data, _ := os.ReadFile(lock)
+		var pid int
+		var rest string
+		if n, _ := fmt.Sscanf(string(data), "pid %d %s", &pid, &rest); n == 2 && pid != os.Getpid() && syscall.Kill(pid, 0) == nil {
+			return nil, fmt.Errorf("stack %s is busy: %s; wait for it to finish, or stop it first", stack, strings.TrimSpace(string(data)))
+		}
+		if unlock, err = d.lockStack(ctx, stack, true); err != nil {
+			return nil, err
+		}
+	}
+	holder := fmt.Sprintf("pid %d (bulkhead %s) holds it since %s\n", os.Getpid(), what, time.Now().Format(time.DateTime))
+	if err := os.WriteFile(lock, []byte(holder), 0o600); err != nil {
+		unlock()
+		return nil, err
+	}
+	return func() {
+		os.Truncate(lock, 0)
+		unlock()
+	}, nil
+}
 
 // hostLock is the lock an up holds shared, and the last purge exclusive,
 // so that the files stacks share are never removed under an up. It is on

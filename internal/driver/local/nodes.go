@@ -206,15 +206,18 @@ func (d *Driver) container(p *plan.Plan, n *plan.Node, ids runc.IDMap, filter *s
 		runc.Bind(ps.binary(), agentPath, false),
 	}
 	if n.Mount != nil {
-		// The site is mounted on the host side, on srv/site, later and
-		// again after every reconnect; slave propagation of the parent
-		// carries each mount into the container (see prepareSiteMounts).
-		// Read-only: the node must not swap srv/site for a link that the
-		// host's next mount would follow. The site mount itself keeps
-		// its own flags (read-write for app nodes' uploads).
-		m := runc.Bind(np.srv(), path.Dir(l.Site), false)
+		// The share is mounted on the host side, on srv/shared, later
+		// and again after every reconnect; slave propagation of the
+		// parent carries each mount into the container (see
+		// prepareSiteMounts). Read-only: the node must not swap
+		// srv/shared for a link that the host's next mount would follow.
+		// The share mount itself keeps its own flags (read-write for app
+		// nodes' uploads).
+		m := runc.Bind(np.srv(), path.Dir(l.Shared), false)
 		m.Options = append(m.Options, "rslave")
-		mounts = append(mounts, m)
+		// Every release, read-only: the node's configuration names the
+		// one it serves (see nodeLayout).
+		mounts = append(mounts, m, runc.Bind(ps.releases(), releasesDir, false))
 	}
 	return runc.Container{
 		ID:       n.Container,

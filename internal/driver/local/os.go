@@ -25,6 +25,7 @@ import (
 	"github.com/bulkhead/bulkhead/internal/agent"
 	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/netns"
+	"github.com/bulkhead/bulkhead/internal/release"
 	"github.com/bulkhead/bulkhead/internal/nft"
 	"github.com/bulkhead/bulkhead/internal/pkgs"
 	"github.com/bulkhead/bulkhead/internal/runc"
@@ -106,7 +107,7 @@ type system interface {
 	installBootUnit(ctx context.Context, bin, root string) error
 	removeBootUnit(ctx context.Context) error
 	// checkSite parses the site's new or changed code (see lint.go).
-	checkSite(ctx context.Context, site, manifest string, c *catalog.SiteCheck) error
+	checkSite(ctx context.Context, site string, last release.Manifest, c *catalog.SiteCheck) error
 
 	// The stack's supervisor, a process of its own.
 	startSupervisor(bin string, args []string, log *os.File) (Object, error)
@@ -121,6 +122,10 @@ type system interface {
 	// local port is one of ports: the requests it is still serving.
 	connections(ctx context.Context, container string, ports []int) (int, error)
 	httpStatus(ctx context.Context, url string) (int, error)
+	// siteGet asks url from inside network namespace ns, with Host
+	// host, and returns the status and the first KiB of the body. The
+	// answer comes from a node: nothing in it is trusted.
+	siteGet(ctx context.Context, ns, url, host string) (int, []byte, error)
 }
 
 // sys is the driver's system: the host unless a test set another.
@@ -316,8 +321,8 @@ func (realSystem) processAlive(o Object) bool { return alive(o) }
 
 func (realSystem) stopProcess(o Object) error { return stopProcess(o) }
 
-func (realSystem) checkSite(ctx context.Context, site, manifest string, c *catalog.SiteCheck) error {
-	return checkSite(ctx, site, manifest, c)
+func (realSystem) checkSite(ctx context.Context, site string, last release.Manifest, c *catalog.SiteCheck) error {
+	return checkSite(ctx, site, last, c)
 }
 
 // signalProcess signals a process bulkhead started, by pid, only if it is
@@ -378,6 +383,41 @@ func established(table string, ports []int) int {
 }
 func (realSystem) queryAgent(ctx context.Context, socket string) (*agent.Status, error) {
 	return agent.Query(ctx, socket)
+}
+
+func (realSystem) siteGet(ctx context.Context, ns, url, host string) (int, []byte, error) {
+	h, err := netns.Open(ns)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer h.Close()
+	var dialer net.Dialer
+	tr := &http.Transport{
+		// The socket is made inside ns, on a thread of its own.
+		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = netns.Do(h, func() (err error) {
+				c, err = dialer.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+		DisableKeepAlives:      true,
+		MaxResponseHeaderBytes: 64 << 10,
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second, CheckRedirect: servingClient.CheckRedirect}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Host = host
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+	return resp.StatusCode, body, nil
 }
 
 // servingClient is waitServing's: it takes a redirect for an answer.

@@ -23,6 +23,7 @@ import (
 	"github.com/bulkhead/bulkhead/internal/driver"
 	"github.com/bulkhead/bulkhead/internal/pkgs"
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/release"
 	"github.com/bulkhead/bulkhead/internal/render"
 	"github.com/bulkhead/bulkhead/internal/secrets"
 	"github.com/bulkhead/bulkhead/internal/spec"
@@ -51,7 +52,7 @@ func (d *Driver) Up(ctx context.Context, p *plan.Plan, o UpOptions) (*UpResult, 
 	ps := d.paths(p.Stack)
 	_, statErr := os.Stat(ps.stack)
 	existed := statErr == nil
-	unlock, err := d.lockStack(ctx, p.Stack, true)
+	unlock, err := d.lockChange(ctx, p.Stack, "up")
 	if err != nil {
 		return nil, err
 	}
@@ -103,34 +104,59 @@ func (d *Driver) packages(ctx context.Context, p *plan.Plan, noInstall bool) err
 }
 
 // up applies p in phases, each a function below, in this order. A phase
-// records in j what it is about to make before it makes it.
+// records in j what it is about to make before it makes it. When the site
+// changed, the new release then rolls out (see rollout).
 func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) (*UpResult, error) {
 	res := &UpResult{}
 	if err := d.checkHost(ctx, p, j, o.NoSandbox); err != nil {
 		return nil, err
 	}
-	rendered, fingerprint, err := d.renderNodes(p, o.SiteDir)
+	idx, target, err := d.siteRelease(ctx, p, o.SiteDir)
 	if err != nil {
 		return nil, err
 	}
-	if d.converged(ctx, p, j, fingerprint) {
+	rendered, fingerprint, err := d.renderNodes(p, o.SiteDir, idx, nil)
+	if err != nil {
+		return nil, err
+	}
+	if target == "" && d.converged(ctx, p, j, fingerprint) {
 		// Nothing to apply, but storage is a node, and a node may have
-		// changed the code the others run: put back what it changed.
+		// changed what the others read: put back what it changed.
 		return res, d.syncStorage(p, o.SiteDir, j, res)
 	}
 	res.Changed = true
-	if err := d.lintSite(ctx, p, o.SiteDir); err != nil {
+	if err := d.apply(ctx, p, o, j, rendered, res); err != nil {
 		return nil, err
 	}
+	if target != "" {
+		if err := d.rollout(ctx, p, o, j, target, true, res); err != nil {
+			return nil, err
+		}
+		if idx, err = d.releaseStore(p).Load(); err != nil {
+			return nil, err
+		}
+		if _, fingerprint, err = d.renderNodes(p, o.SiteDir, idx, nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.markApplied(p, fingerprint, o.SiteDir); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// apply makes the host run p with the rendered files: the phases of up
+// that change the host.
+func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journal, rendered []render.Node, res *UpResult) error {
 	old, err := d.hostFiles(p)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := d.installBootUnit(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if err := d.sandbox(p, j, o.NoSandbox); err != nil {
-		return nil, err
+		return err
 	}
 	// A running edge learns of its pool's changes last when nodes join
 	// (they must serve first) and first when nodes leave (they must get
@@ -142,7 +168,7 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	}
 	if leaving := leaving(old, p); len(leaving) > 0 {
 		if err := d.updateFront(ctx, p, front, byName, j, res); err != nil {
-			return nil, err
+			return err
 		}
 		front = nil
 		d.drain(ctx, leaving, o.Drain)
@@ -152,59 +178,64 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 		// The supervisor lets go of their site mounts and stops
 		// restarting them before they go.
 		if err := d.startSupervisor(ctx, p, j, old); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	// The host's tables follow the plan only now: until its nodes are
 	// drained, the bridge must still pass what leaving nodes answer.
 	d.progress("network: host table, %d bridges", len(p.Networks))
 	if err := d.fabric(ctx, p, j); err != nil {
-		return nil, err
+		return err
 	}
 	if err := d.removeStale(ctx, p, j); err != nil {
-		return nil, err
+		return err
 	}
 	changes, err := d.nodes(ctx, p, rendered, j, front)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := d.outside(ctx, p, j); err != nil {
-		return nil, err
+		return err
 	}
 	if err := d.syncStorage(p, o.SiteDir, j, res); err != nil {
-		return nil, err
+		return err
 	}
 	if err := d.restartChanged(ctx, p, changes); err != nil {
-		return nil, err
+		return err
 	}
 	if err := d.prepareSiteMounts(ctx, p, j); err != nil {
-		return nil, err
+		return err
 	}
-	if res.Restarted, err = d.containers(ctx, p, j); err != nil {
-		return nil, err
+	started, err := d.containers(ctx, p, j)
+	if err != nil {
+		return err
 	}
+	res.Restarted = append(res.Restarted, started...)
 	if err := d.startSupervisor(ctx, p, j, old); err != nil {
-		return nil, err
+		return err
 	}
 	// Grants and keys for new nodes, before any request reaches them.
 	if err := d.reloadChanged(ctx, p, changes, res); err != nil {
-		return nil, err
+		return err
 	}
 	if err := d.waitHealthy(ctx, p, j, o.Wait); err != nil {
-		return nil, err
+		return err
 	}
 	if front != nil {
+		// The site answers on every app node that is about to get
+		// visitors, before it gets them.
+		for _, name := range started {
+			if n := p.Node(name); n != nil && n.Role == spec.RoleApp {
+				if err := d.siteCheck(ctx, p, front, n, o.Wait); err != nil {
+					return err
+				}
+			}
+		}
 		if err := d.updateFront(ctx, p, front, byName, j, res); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if err := d.waitServing(ctx, p, o.Wait); err != nil {
-		return nil, err
-	}
-	if err := d.markApplied(p, fingerprint, o.SiteDir); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return d.waitServing(ctx, p, o.Wait)
 }
 
 // checkHost makes the stack's directory and runs preflight, with the
@@ -216,9 +247,11 @@ func (d *Driver) checkHost(ctx context.Context, p *plan.Plan, j *journal, noSand
 	return d.preflight(ctx, p, j, d.supervisorAlive(j), noSandbox)
 }
 
-// renderNodes renders every node's files with the stack's secrets, and
-// the fingerprint of everything an up applies.
-func (d *Driver) renderNodes(p *plan.Plan, site string) ([]render.Node, string, error) {
+// renderNodes renders every node's files with the stack's secrets, each
+// site node reading the release idx gives it, with the app nodes in out
+// left out of the edge's pool; and the fingerprint of everything an up
+// applies.
+func (d *Driver) renderNodes(p *plan.Plan, site string, idx *release.Index, out map[string]bool) ([]render.Node, string, error) {
 	sec, err := d.secrets(p)
 	if err != nil {
 		return nil, "", err
@@ -227,7 +260,7 @@ func (d *Driver) renderNodes(p *plan.Plan, site string) ([]render.Node, string, 
 	if err := userCertificate(p, &rs); err != nil {
 		return nil, "", err
 	}
-	nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: rs})
+	nodes, err := renderAll(p, rs, idx, out)
 	if err != nil {
 		return nil, "", err
 	}
@@ -806,7 +839,7 @@ func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, j *journal, limi
 		}
 		for _, m := range d.siteMounts(p, j) {
 			if ok, _ := d.sys().sshfsMounted(m.Target); !ok {
-				// Target is nodes/NODE/srv/site.
+				// Target is nodes/NODE/srv/shared.
 				sick = append(sick, filepath.Base(filepath.Dir(filepath.Dir(m.Target)))+" (site mount)")
 			}
 		}

@@ -2,9 +2,14 @@ package local
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -34,9 +39,9 @@ func (d *Driver) lintSite(ctx context.Context, p *plan.Plan, site string) error 
 	return nil
 }
 
-// checkSite runs c on every file of the site that c checks and that is
-// new or changed since the last sync, as the manifest records it, and
-// names each file that does not parse with the checker's message.
+// checkSite runs c on every file of the site that c checks and that the
+// manifest does not record with the same bytes, and names each file that
+// does not parse with the checker's message.
 func checkSite(ctx context.Context, site, manifestPath string, c *catalog.SiteCheck) error {
 	last, err := loadManifest(manifestPath)
 	if err != nil {
@@ -84,4 +89,38 @@ func checkMessage(out, path, rel string) string {
 		lines = append(lines, strings.ReplaceAll(l, path, rel))
 	}
 	return strings.Join(lines, " ")
+}
+
+func hashFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// manifest maps a site file's path to the sha256 of its bytes when it last
+// went to storage, which it did only after it parsed. Syncs wrote it while
+// the code lived on storage; since the code moved into releases nothing
+// writes it, and a stack made before keeps the one it has.
+type manifest map[string]string
+
+func loadManifest(path string) (manifest, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return manifest{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("site manifest: %w", err)
+	}
+	var m manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("site manifest %s: %w; remove it and run up again", path, err)
+	}
+	return m, nil
 }

@@ -52,9 +52,10 @@ func TestCheckSite(t *testing.T) {
 		t.Fatalf("fixed site: %v", err)
 	}
 
-	// A file the last sync put on storage is not parsed again: the
-	// manifest says it parsed then. Here the manifest vouches for a file
-	// that does not parse, which only a parser that ran would catch.
+	// A file the manifest records with the same bytes is not parsed
+	// again: it parsed before it went to storage. Here the manifest
+	// vouches for a file that does not parse, which only a parser that
+	// ran would catch.
 	write("old.php", "<?php (\n")
 	sum, err := hashFile(filepath.Join(site, "old.php"))
 	if err != nil {

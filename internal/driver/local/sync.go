@@ -1,12 +1,8 @@
 package local
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -262,36 +258,4 @@ func kind(m fs.FileMode) string {
 		return "a directory"
 	}
 	return "a " + m.Type().String()
-}
-
-func hashFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// manifest maps a site file's path to the sha256 of the bytes the last
-// sync left on storage.
-type manifest map[string]string
-
-func loadManifest(path string) (manifest, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return manifest{}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("site manifest: %w", err)
-	}
-	var m manifest
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("site manifest %s: %w; remove it and run up again", path, err)
-	}
-	return m, nil
 }

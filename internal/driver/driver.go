@@ -86,7 +86,7 @@ type UpResult struct {
 	Restarted []string // nodes whose containers were (re)started
 	Reloaded  []string // nodes whose services reloaded changed configs
 	Removed   []string // nodes drained and removed
-	Synced    int      // site files copied to storage
+	Synced    int      // files the site ships in its writable paths, put on storage
 	Release   string   // the release a deploy or rollback made live
 }
 

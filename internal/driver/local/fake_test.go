@@ -621,8 +621,8 @@ func (f *fakeSystem) syncSite(s siteSync) (*syncResult, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if n := len(res.Copied) + len(res.Removed) + len(res.Restored); n > 0 {
-		return res, f.op("site sync to %s: %d copied, %d removed, %d restored", s.Node, len(res.Copied), len(res.Removed), len(res.Restored))
+	if n := len(res.Put) + len(res.Removed); n > 0 {
+		return res, f.op("site sync to %s: %d put, %d removed", s.Node, len(res.Put), len(res.Removed))
 	}
 	return res, nil
 }

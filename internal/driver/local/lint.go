@@ -2,9 +2,13 @@ package local
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -82,4 +86,19 @@ func checkMessage(out, path, rel string) string {
 		lines = append(lines, strings.ReplaceAll(l, path, rel))
 	}
 	return strings.Join(lines, " ")
+}
+
+// hashFile is the sha256 of a file's bytes, as release manifests record
+// them.
+func hashFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

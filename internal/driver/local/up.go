@@ -121,7 +121,8 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	}
 	if target == "" && d.converged(ctx, p, j, fingerprint) {
 		// Nothing to apply, but storage is a node, and a node may have
-		// changed what the others read: put back what it changed.
+		// put something beside the writable paths or replaced one: set
+		// that right.
 		return res, d.syncStorage(p, o.SiteDir, j, res)
 	}
 	res.Changed = true
@@ -520,9 +521,10 @@ func (d *Driver) markApplied(p *plan.Plan, fingerprint, site string) error {
 	return os.WriteFile(filepath.Join(d.paths(p.Stack).stack, "applied"), []byte(fingerprint), 0o600)
 }
 
-// syncStorage makes the storage node hold the operator's site: files are
-// compared by content, what a node changed is put back and named, and
-// nothing a node planted is followed (see syncSite).
+// syncStorage makes the storage node hold the site's writable paths and
+// nothing else, keeping the uploads in them; the code is in releases. What
+// else storage holds (an older stack's code, or what a node put there) is
+// removed and named, and nothing a node planted is followed (see syncSite).
 func (d *Driver) syncStorage(p *plan.Plan, site string, j *journal, res *UpResult) error {
 	st := p.Role(spec.RoleStorage)
 	if len(st) == 0 {
@@ -532,20 +534,24 @@ func (d *Driver) syncStorage(p *plan.Plan, site string, j *journal, res *UpResul
 	nodeIDs := j.nodeIDs(st[0].Name)
 	sync, err := d.sys().syncSite(siteSync{
 		Node: st[0].Name, Src: site, Data: ps.node(st[0].Name).data(),
-		Manifest: filepath.Join(ps.stack, "site.manifest.json"), Writable: p.Site.Writable,
-		Root:   ids{hostID(nodeIDs, 0), hostID(nodeIDs, 0)},
-		Writer: ids{hostID(nodeIDs, siteOwner), hostID(nodeIDs, siteOwner)},
+		Writable: p.Site.Writable,
+		Root:     ids{hostID(nodeIDs, 0), hostID(nodeIDs, 0)},
+		Writer:   ids{hostID(nodeIDs, siteOwner), hostID(nodeIDs, siteOwner)},
 	})
 	if err != nil {
 		return err
 	}
-	res.Synced = len(sync.Copied) + len(sync.Restored)
-	if len(sync.Copied)+len(sync.Removed)+len(sync.Restored) > 0 {
+	res.Synced = len(sync.Put)
+	if len(sync.Put)+len(sync.Removed) > 0 {
 		res.Changed = true
-		d.progress("site: %s synced to %s (%d copied, %d removed; uploads kept)", site, st[0].Name, len(sync.Copied), len(sync.Removed))
+		kept := strings.Join(p.Site.Writable, ", ")
+		if kept == "" {
+			kept = "no writable path"
+		}
+		d.progress("site: %s on %s kept; %d put, %d removed", kept, st[0].Name, len(sync.Put), len(sync.Removed))
 	}
-	if n := len(sync.Restored); n > 0 {
-		d.progress("site: restored %d files changed on storage: %s", n, strings.Join(sync.Restored, ", "))
+	if n := len(sync.Removed); n > 0 {
+		d.progress("site: removed %d entries from %s, which holds only the writable paths: %s", n, st[0].Name, strings.Join(sync.Removed, ", "))
 	}
 	return nil
 }

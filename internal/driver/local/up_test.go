@@ -201,8 +201,12 @@ func TestUpOnFakeHost(t *testing.T) {
 	}{
 		{"up-fresh", func(t *testing.T, s *fakeStack) []string {
 			ops, res := s.mustUp(t, planWithApps(t, 2))
-			if !res.Changed || !slices.Equal(res.Restarted, []string{"storage", "cache", "db", "static", "app-1", "app-2", "edge"}) || res.Synced != 3 {
-				t.Errorf("result %+v; want changed, every node started in order, 3 site files synced", res)
+			if !res.Changed || !slices.Equal(res.Restarted, []string{"storage", "cache", "db", "static", "app-1", "app-2", "edge"}) || res.Synced != 1 {
+				t.Errorf("result %+v; want changed, every node started in order, the one file the site ships in uploads put on storage", res)
+			}
+			stored := filepath.Join(s.d.paths("n").node("storage").data(), "site")
+			if got, want := listTree(t, stored), []string{".", "uploads", "uploads/.keep"}; !slices.Equal(got, want) {
+				t.Errorf("storage holds %q, want %q: the writable path and no code", got, want)
 			}
 			s.checkJournal(t, "n")
 			return ops
@@ -331,21 +335,19 @@ func TestUpOnFakeHost(t *testing.T) {
 		}},
 		{"up-refuses-php-that-does-not-parse", func(t *testing.T, s *fakeStack) []string {
 			// A running stack, then a site change with a syntax error:
-			// up names it and changes nothing, the site on storage
-			// included.
+			// up names it and changes nothing, storage included, where
+			// a sync would remove the code an older stack left.
 			s.up(t, planWithApps(t, 2))
-			stored := filepath.Join(s.d.paths("n").node("storage").data(), "site", "index.php")
-			before, err := os.ReadFile(stored)
-			if err != nil {
-				t.Fatal(err)
-			}
+			stored := filepath.Join(s.d.paths("n").node("storage").data(), "site")
+			write(t, filepath.Join(stored, "index.php"), "<?php echo 'old';")
+			before := treeState(t, stored)
 			write(t, filepath.Join(s.site, "index.php"), "<?php echo (;")
 			ops, _, err := s.up(t, planWithApps(t, 2))
 			if err == nil || !strings.Contains(err.Error(), "index.php: Parse error") || !strings.Contains(err.Error(), "up changed nothing") {
 				t.Errorf("up: %v, want index.php refused with PHP's message", err)
 			}
-			if after, _ := os.ReadFile(stored); string(after) != string(before) {
-				t.Errorf("storage's index.php became %q", after)
+			if after := treeState(t, stored); after != before {
+				t.Errorf("a refused up changed storage:\nbefore:\n%safter:\n%s", before, after)
 			}
 			return ops
 		}},

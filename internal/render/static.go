@@ -334,8 +334,11 @@ func staticLighttpd(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Ser
 	if err != nil {
 		return nil, nil, err
 	}
+	// A new release is a new document root: lighttpd's graceful restart
+	// (SIGUSR1) reads the config again in the same process and keeps
+	// its listening sockets, finishing what it serves first.
 	files := []File{
-		{Path: "lighttpd.conf", Mode: 0o644, Data: conf},
+		{Path: "lighttpd.conf", Mode: 0o644, Data: conf, OnChange: Reload},
 		{Path: "healthz", Mode: 0o644, Data: []byte(staticHealthz)},
 	}
 	// lighttpd opens its access log after dropping to www-data, so the file
@@ -345,6 +348,7 @@ func staticLighttpd(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Ser
 		Argv:    []string{"lighttpd", "-D", "-f", in.Layout.conf("lighttpd.conf")},
 		Setup:   []string{"install", "-o", "www-data", "-g", "www-data", "-m", "0640", "/dev/null", c.Log},
 		Creates: c.Log,
+		Reload:  &service.Reload{Signal: "USR1"},
 	}
 	return files, []service.Service{svc}, nil
 }
@@ -359,11 +363,14 @@ func staticNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 	if err != nil {
 		return nil, nil, err
 	}
-	files := []File{{Path: "nginx.conf", Mode: 0o644, Data: conf}}
+	// A new release is a new root: nginx reloads on SIGHUP, its old
+	// workers finishing what they serve.
+	files := []File{{Path: "nginx.conf", Mode: 0o644, Data: conf, OnChange: Reload}}
 	svc := service.Service{
 		Name: "nginx",
 		// -e: nginx opens its built-in error log before reading the config.
-		Argv: []string{"nginx", "-c", in.Layout.conf("nginx.conf"), "-e", "stderr"},
+		Argv:   []string{"nginx", "-c", in.Layout.conf("nginx.conf"), "-e", "stderr"},
+		Reload: &service.Reload{Signal: "HUP", Replaces: true},
 	}
 	return files, []service.Service{svc}, nil
 }

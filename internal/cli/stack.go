@@ -1,10 +1,10 @@
 package cli
 
 import (
-	"maps"
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"syscall"

@@ -70,9 +70,11 @@ type Index struct {
 }
 
 // Store is a stack's releases on the host. Dir belongs to the host and is
-// bound read-only into nodes; nothing in it is a node's to write.
+// bound read-only into nodes; nothing in it is a node's to write. Meta
+// holds the index and each release's manifest, which no node reads.
 type Store struct {
-	Dir string
+	Dir  string
+	Meta string
 	// Shared is where a node finds the writable paths (the release's
 	// links point there), e.g. /srv/shared.
 	Shared string
@@ -80,12 +82,14 @@ type Store struct {
 	Writable []string
 }
 
-func (s *Store) indexPath() string { return filepath.Join(s.Dir, "releases.json") }
+func (s *Store) indexPath() string { return filepath.Join(s.Meta, "releases.json") }
 
 // Path is the host directory of release id.
 func (s *Store) Path(id string) string { return filepath.Join(s.Dir, id) }
 
-func (s *Store) manifestPath(id string) string { return filepath.Join(s.Dir, id+".manifest.json") }
+func (s *Store) manifestPath(id string) string {
+	return filepath.Join(s.Meta, "manifests", id+".json")
+}
 
 // Load reads the index; a store never written has an empty one.
 func (s *Store) Load() (*Index, error) {
@@ -267,6 +271,9 @@ func (s *Store) Build(site string, now time.Time) (r Release, fresh bool, err er
 		}
 	}
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return r, false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(s.manifestPath(r.ID)), 0o700); err != nil {
 		return r, false, err
 	}
 	tmp := filepath.Join(s.Dir, ".build-"+r.ID)

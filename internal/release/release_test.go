@@ -35,7 +35,7 @@ func TestBuild(t *testing.T) {
 	if err := os.Symlink("/etc/passwd", filepath.Join(site, "link.php")); err != nil {
 		t.Fatal(err)
 	}
-	s := &Store{Dir: filepath.Join(t.TempDir(), "releases"), Shared: "/srv/shared", Writable: []string{"uploads"}}
+	s := &Store{Dir: filepath.Join(t.TempDir(), "releases"), Meta: t.TempDir(), Shared: "/srv/shared", Writable: []string{"uploads"}}
 	r, fresh, err := s.Build(site, time.Unix(100, 0))
 	if err != nil || !fresh {
 		t.Fatalf("build: %v, fresh %v", err, fresh)
@@ -83,12 +83,17 @@ func TestBuild(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(s.Dir, ".build-"+next.ID)); !os.IsNotExist(err) {
 		t.Errorf("a build directory was left: %v", err)
 	}
+	// Nodes see Dir: only the releases are there, no index or manifest.
+	entries, _ := os.ReadDir(s.Dir)
+	if len(entries) != 2 {
+		t.Errorf("%s holds %v; want the two releases only", s.Dir, entries)
+	}
 }
 
 // TestBuildBadSite: a missing site or a file instead of one is an error
 // that names it, and nothing is made.
 func TestBuildBadSite(t *testing.T) {
-	s := &Store{Dir: filepath.Join(t.TempDir(), "releases"), Shared: "/srv/shared"}
+	s := &Store{Dir: filepath.Join(t.TempDir(), "releases"), Meta: t.TempDir(), Shared: "/srv/shared"}
 	file := filepath.Join(t.TempDir(), "site")
 	os.WriteFile(file, nil, 0o644)
 	for _, site := range []string{"/nonexistent/site", file} {
@@ -125,7 +130,7 @@ func TestFindAndStates(t *testing.T) {
 // TestPrune keeps the newest releases and every one still in use.
 func TestPrune(t *testing.T) {
 	site := t.TempDir()
-	s := &Store{Dir: filepath.Join(t.TempDir(), "releases"), Shared: "/srv/shared"}
+	s := &Store{Dir: filepath.Join(t.TempDir(), "releases"), Meta: t.TempDir(), Shared: "/srv/shared"}
 	var ids []string
 	for i := range 8 {
 		writeSite(t, site, map[string]string{"index.php": strings.Repeat("x", i+1)})

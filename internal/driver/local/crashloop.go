@@ -3,9 +3,10 @@ package local
 import (
 	"encoding/json"
 	"errors"
-	"github.com/bulkhead/bulkhead/internal/durable"
 	"os"
 	"time"
+
+	"github.com/bulkhead/bulkhead/internal/durable"
 )
 
 // Restart policy of the supervisor for a node whose container died: the

@@ -6,8 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/bulkhead/bulkhead/internal/catalog"
-	"github.com/bulkhead/bulkhead/internal/release"
 	"io"
 	"io/fs"
 	"maps"
@@ -19,6 +17,9 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/bulkhead/bulkhead/internal/catalog"
+	"github.com/bulkhead/bulkhead/internal/release"
 
 	"github.com/bulkhead/bulkhead/internal/agent"
 	"github.com/bulkhead/bulkhead/internal/netns"

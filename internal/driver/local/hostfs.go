@@ -6,13 +6,14 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"github.com/bulkhead/bulkhead/internal/render"
 	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/bulkhead/bulkhead/internal/render"
 
 	"github.com/bulkhead/bulkhead/internal/catalog"
 )

@@ -5,13 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/bulkhead/bulkhead/internal/durable"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/bulkhead/bulkhead/internal/durable"
 )
 
 // hostRecord is what up changed on the host outside its root, for the

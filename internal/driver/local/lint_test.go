@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/bulkhead/bulkhead/internal/catalog"
-	"github.com/bulkhead/bulkhead/internal/release"
 	"github.com/bulkhead/bulkhead/internal/hosttest"
+	"github.com/bulkhead/bulkhead/internal/release"
 )
 
 // TestCheckSite: PHP that does not parse is refused, named with PHP's

@@ -78,8 +78,10 @@ func (p paths) secrets() string { return filepath.Join(p.stack, "secrets") }
 func (p paths) secretsFile() string { return filepath.Join(p.secrets(), "secrets.json") }
 func (p paths) etc() string         { return filepath.Join(p.stack, "etc") }
 
-// releases holds the site's releases (see package release).
-func (p paths) releases() string { return filepath.Join(p.stack, "releases") }
+// releases holds the site's releases (see package release), which site
+// nodes see; releaseMeta their index and manifests, which they don't.
+func (p paths) releases() string    { return filepath.Join(p.stack, "releases") }
+func (p paths) releaseMeta() string { return filepath.Join(p.stack, "release-meta") }
 func (p paths) rootfs() string      { return filepath.Join(p.root, "rootfs") }
 func (p paths) idsLock() string     { return filepath.Join(p.root, "ids.lock") }
 
@@ -104,8 +106,9 @@ func (p paths) node(name string) nodePaths {
 // nodePaths is a node's directory on the host.
 type nodePaths string
 
-func (n nodePaths) conf() string   { return filepath.Join(string(n), "conf") }
-func (n nodePaths) srv() string    { return filepath.Join(string(n), "srv") }
+func (n nodePaths) conf() string { return filepath.Join(string(n), "conf") }
+func (n nodePaths) srv() string  { return filepath.Join(string(n), "srv") }
+
 // shared is where the supervisor mounts the storage node's share: the
 // site's writable paths, which every release shares.
 func (n nodePaths) shared() string { return filepath.Join(n.srv(), "shared") }
@@ -115,7 +118,7 @@ func (n nodePaths) releases() string { return filepath.Join(n.srv(), "releases")
 
 // legacySite is where the site was mounted before releases.
 func (n nodePaths) legacySite() string { return filepath.Join(n.srv(), "site") }
-func (n nodePaths) bundle() string { return filepath.Join(string(n), "bundle") }
+func (n nodePaths) bundle() string     { return filepath.Join(string(n), "bundle") }
 
 // The node's disk image, and where the host mounts it (see volume.go).
 // data, log and run are the node's to write; out is the host's.

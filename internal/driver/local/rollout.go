@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"path"
@@ -28,7 +29,8 @@ const releasesDir = "/srv/releases"
 
 // releaseStore is p's store of releases on the host.
 func (d *Driver) releaseStore(p *plan.Plan) *release.Store {
-	return &release.Store{Dir: d.paths(p.Stack).releases(), Shared: render.DefaultLayout().Shared, Writable: p.Site.Writable}
+	ps := d.paths(p.Stack)
+	return &release.Store{Dir: ps.releases(), Meta: ps.releaseMeta(), Shared: render.DefaultLayout().Shared, Writable: p.Site.Writable}
 }
 
 // nodeLayout is the layout n runs with: a node that serves the site reads
@@ -185,6 +187,7 @@ type roller struct {
 	out   map[string]bool // app nodes out of the edge's pool
 	surge *plan.Plan      // while its node is up
 	moved []*plan.Node    // site nodes switched, in order
+	stale bool            // the edge's pool still leaves out a node that passed
 }
 
 // run is steps 1 to 4 of rollout.
@@ -220,6 +223,9 @@ func (r *roller) run(ctx context.Context, target string) error {
 			return err
 		}
 	}
+	if err := r.rejoin(ctx); err != nil {
+		return err
+	}
 	if r.surge != nil {
 		r.surge = nil
 		r.d.progress("deploy: the surge node leaves")
@@ -237,6 +243,13 @@ func (r *roller) back(ctx context.Context, id string) error {
 		if err := r.switchNode(ctx, front, n, id, n.Role == spec.RoleApp); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if len(r.out) > 0 {
+		// A node that failed its check, switched back and passed: it
+		// is out no longer.
+		errs = append(errs, r.front(ctx, front))
+	} else {
+		errs = append(errs, r.rejoin(ctx))
 	}
 	if r.surge != nil || r.o.Surge != nil {
 		// Also when the surge failed half way: the plan applied last may
@@ -279,6 +292,7 @@ func (r *roller) applyPlan(ctx context.Context, p *plan.Plan) error {
 func (r *roller) switchNode(ctx context.Context, front, n *plan.Node, id string, pool bool) error {
 	d, p := r.d, r.p
 	if pool && front != nil {
+		// The node before it rejoins in the same reload.
 		r.out[n.Name] = true
 		if err := r.front(ctx, front); err != nil {
 			return err
@@ -311,7 +325,6 @@ func (r *roller) switchNode(ctx context.Context, front, n *plan.Node, id string,
 	}
 	switch {
 	case c.restarts():
-		d.progress("%s: restarting with release %s", n.Name, id)
 		if err := d.restartChanged(ctx, p, map[string]nodeChange{n.Name: c}); err != nil {
 			return err
 		}
@@ -338,12 +351,24 @@ func (r *roller) switchNode(ctx context.Context, front, n *plan.Node, id string,
 	if err := d.gate(ctx, p, r.j, n); err != nil {
 		return err
 	}
+	// It rejoins with the next node's leaving, or at the end (rejoin).
 	delete(r.out, n.Name)
+	r.stale = true
+	return nil
+}
+
+// rejoin reloads the edge if a node's return to the pool waits for it.
+func (r *roller) rejoin(ctx context.Context) error {
+	front := r.d.runningFront(ctx, r.p)
+	if !r.stale || front == nil {
+		return nil
+	}
 	return r.front(ctx, front)
 }
 
 // front rewrites the edge's pool, leaving out r.out.
 func (r *roller) front(ctx context.Context, front *plan.Node) error {
+	r.stale = false
 	idx, err := r.store.Load()
 	if err != nil {
 		return err
@@ -361,16 +386,17 @@ func (r *roller) front(ctx context.Context, front *plan.Node) error {
 
 // siteCheck asks app node n, from the front's network namespace as the
 // edge would, for the site's check path and for /, and wants 2xx from
-// both. A node that does not answer yet gets until limit; one that
-// answers otherwise fails at once, with its status, the first lines of
-// its answer and its last error-log line.
+// both. A node that does not answer yet, or answers 502, 503 or 504 (its
+// web server up, PHP not yet), gets until limit (at most 30 s); one that
+// answers otherwise fails at once. The error has the status, the first
+// lines of the answer and the node's last error-log line.
 func (d *Driver) siteCheck(ctx context.Context, p *plan.Plan, front, n *plan.Node, limit time.Duration) error {
 	addr, port, ok := poolAddr(p, front, n)
 	if !ok {
 		return nil
 	}
-	if limit <= 0 || limit > time.Minute {
-		limit = time.Minute
+	if limit <= 0 || limit > 30*time.Second {
+		limit = 30 * time.Second
 	}
 	host := p.Domain
 	if host == "" {
@@ -388,11 +414,14 @@ func (d *Driver) siteCheck(ctx context.Context, p *plan.Plan, front, n *plan.Nod
 			if err == nil && code/100 == 2 {
 				break
 			}
-			if err == nil {
+			// A gateway status is the web server's while PHP is
+			// still starting: wait, as for no answer at all.
+			starting := err != nil || code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout
+			if !starting || time.Now().After(deadline) {
+				if err != nil {
+					return fmt.Errorf("%s did not answer GET %s within %v: %v%s", n.Name, target, limit, err, d.errorLine(ctx, p, n))
+				}
 				return fmt.Errorf("%s answered GET %s with %d%s%s", n.Name, target, code, bodyLines(body), d.errorLine(ctx, p, n))
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s did not answer GET %s within %v: %v%s", n.Name, target, limit, err, d.errorLine(ctx, p, n))
 			}
 			select {
 			case <-ctx.Done():
@@ -556,5 +585,5 @@ func (d *Driver) Releases(ctx context.Context, stack string) (*release.Index, er
 	if _, err := os.Stat(d.paths(stack).stack); err != nil {
 		return nil, fmt.Errorf("stack %s: %w", stack, err)
 	}
-	return (&release.Store{Dir: d.paths(stack).releases()}).Load()
+	return (&release.Store{Dir: d.paths(stack).releases(), Meta: d.paths(stack).releaseMeta()}).Load()
 }

@@ -4,11 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/bulkhead/bulkhead/internal/durable"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+
+	"github.com/bulkhead/bulkhead/internal/durable"
 )
 
 // Kinds of host objects the driver creates and records.

@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/bulkhead/bulkhead/internal/durable"
-	"github.com/bulkhead/bulkhead/internal/service"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +16,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/bulkhead/bulkhead/internal/durable"
+	"github.com/bulkhead/bulkhead/internal/service"
 
 	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/driver"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -115,12 +116,24 @@ func runUp(ctx context.Context, s stdio, o upOptions, deploy bool) error {
 			nodes []string
 		}{{"started", res.Restarted}, {"reloaded", res.Reloaded}, {"drained and removed", res.Removed}} {
 			if len(x.nodes) > 0 {
-				fmt.Fprintf(s.out, "  %s: %s\n", x.what, strings.Join(x.nodes, ", "))
+				fmt.Fprintf(s.out, "  %s: %s\n", x.what, strings.Join(once(x.nodes), ", "))
 			}
 		}
 	}
 	fmt.Fprintf(s.out, "  http://%s/\n  https://%s/ (CA certificate: %s)\n", p.Publish.HTTP, p.Publish.HTTPS, newDriver(s).CACertPath(p.Stack))
 	return nil
+}
+
+// once is names without repeats, in their first order: a deploy reloads
+// the edge once per app node.
+func once(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // printChanges prints what up would do to each node.

@@ -99,11 +99,13 @@ func TestContainment(t *testing.T) {
 		}
 	})
 
-	t.Run("links: the site mount point cannot be replaced", func(t *testing.T) {
+	t.Run("links: the site mount points cannot be replaced", func(t *testing.T) {
 		for _, script := range []string{
-			"umount /srv/site",
-			"ln -s /etc /srv/site.new && mv -T /srv/site.new /srv/site",
-			"mv /srv/site /srv/site.old",
+			"umount /srv/shared",
+			"ln -s /etc /srv/shared.new && mv -T /srv/shared.new /srv/shared",
+			"mv /srv/shared /srv/shared.old",
+			"umount /srv/releases",
+			"mv /srv/releases /srv/releases.old",
 			"touch /srv/planted",
 		} {
 			if out, err := s.in("app-1", "sh", "-c", script); err == nil {
@@ -111,8 +113,35 @@ func TestContainment(t *testing.T) {
 			}
 		}
 		srv := filepath.Join(root, "nodes", "app-1", "srv")
-		if fi, err := os.Lstat(filepath.Join(srv, "site")); err != nil || !fi.IsDir() {
-			t.Errorf("srv/site on the host is not the mount point any more: %v %v", fi, err)
+		for _, dir := range []string{"shared", "releases"} {
+			if fi, err := os.Lstat(filepath.Join(srv, dir)); err != nil || !fi.IsDir() {
+				t.Errorf("srv/%s on the host is not the mount point any more: %v %v", dir, fi, err)
+			}
+		}
+	})
+
+	t.Run("releases: root in an app node cannot change the code", func(t *testing.T) {
+		for _, script := range []string{
+			"echo '<?php echo \"DEFACED\";' > /srv/releases/*/index.php",
+			"touch /srv/releases/*/planted.php",
+			"rm -f /srv/releases/*/index.php",
+			"chmod 666 /srv/releases/*/index.php",
+			"mkdir /srv/releases/planted",
+		} {
+			if out, err := s.in("app-1", "sh", "-c", script); err == nil {
+				t.Errorf("app-1: %q succeeded: %s", script, out)
+			}
+		}
+		for range 4 { // both app nodes, whichever answers
+			resp, err := http.Get("http://" + s.http + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || strings.Contains(string(body), "DEFACED") {
+				t.Errorf("GET / after app-1's attempts: %d %.200s", resp.StatusCode, body)
+			}
 		}
 	})
 
@@ -147,9 +176,9 @@ func TestContainment(t *testing.T) {
 
 	t.Run("links: storage cannot make site sync write outside", func(t *testing.T) {
 		dir := t.TempDir()
-		// A compromised storage node swaps the site's lib directory for a
-		// link to a host directory, and a file for a link to a host file.
-		script := fmt.Sprintf("cd /var/lib/bulkhead/site && rm -rf lib && ln -s %s lib && rm -f index.php && ln -s %s/index.php index.php", dir, dir)
+		// A compromised storage node plants links to a host directory
+		// and a host file where a site's code would be.
+		script := fmt.Sprintf("cd /var/lib/bulkhead/site && ln -s %s lib && ln -s %s/index.php index.php", dir, dir)
 		if out, err := s.in("storage", "sh", "-c", script); err != nil {
 			t.Fatalf("plant: %v %s", err, out)
 		}
@@ -158,8 +187,8 @@ func TestContainment(t *testing.T) {
 		if len(entries) > 0 {
 			t.Errorf("up wrote %d files into a host directory through storage's links:\n%s", len(entries), out)
 		}
-		if !strings.Contains(out, "restored") {
-			t.Errorf("up did not say it restored the site's files:\n%s", out)
+		if !regexp.MustCompile(`removed.*index\.php`).MatchString(out) || !strings.Contains(out, "lib") {
+			t.Errorf("up did not name the links it removed from storage:\n%s", out)
 		}
 		resp, err := http.Get("http://" + s.http + "/")
 		if err != nil || resp.StatusCode != 200 {
@@ -169,23 +198,27 @@ func TestContainment(t *testing.T) {
 		}
 	})
 
-	t.Run("code tampered on storage is put back", func(t *testing.T) {
+	t.Run("storage cannot change the code others run", func(t *testing.T) {
+		// Storage holds only the writable paths: code it writes is
+		// served by nobody, and the next up removes it.
 		if out, err := s.in("storage", "sh", "-c", "echo '<?php echo \"DEFACED\";' > /var/lib/bulkhead/site/index.php"); err != nil {
 			t.Fatalf("tamper: %v %s", err, out)
 		}
-		out := s.run("up")
-		if !regexp.MustCompile(`restored .*index\.php`).MatchString(out) {
-			t.Errorf("up did not name the file it restored:\n%s", out)
-		}
-		hosttest.Eventually(t, 30*time.Second, "the site serves the operator's index.php again", func() bool {
+		for range 4 {
 			resp, err := http.Get("http://" + s.http + "/")
 			if err != nil {
-				return false
+				t.Fatal(err)
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			return resp.StatusCode == 200 && !strings.Contains(string(body), "DEFACED")
-		})
+			if resp.StatusCode != 200 || strings.Contains(string(body), "DEFACED") {
+				t.Errorf("GET / after storage wrote index.php: %d %.200s", resp.StatusCode, body)
+			}
+		}
+		out := s.run("up")
+		if !regexp.MustCompile(`removed.*index\.php`).MatchString(out) {
+			t.Errorf("up did not name the file it removed from storage:\n%s", out)
+		}
 	})
 
 	t.Run("disk: a node fills only its own space", func(t *testing.T) {
@@ -490,11 +523,11 @@ func post(t *testing.T, s *stack, title string) {
 // every disguise: no answer may carry the output of running it.
 func uploadsNeverRun(t *testing.T, s *stack) {
 	t.Helper()
-	plant := `printf '<?php echo "EXEC"."UTED";' > /srv/site/uploads/x.php && cp /srv/site/uploads/x.php /srv/site/uploads/x.jpg`
+	plant := `printf '<?php echo "EXEC"."UTED";' > /srv/shared/uploads/x.php && cp /srv/shared/uploads/x.php /srv/shared/uploads/x.jpg`
 	if out, err := s.in("app-1", "sh", "-c", plant); err != nil {
 		t.Fatalf("plant uploads/x.php: %v %s", err, out)
 	}
-	defer s.in("app-1", "rm", "-f", "/srv/site/uploads/x.php", "/srv/site/uploads/x.jpg")
+	defer s.in("app-1", "rm", "-f", "/srv/shared/uploads/x.php", "/srv/shared/uploads/x.jpg")
 	for _, path := range []string{
 		"/uploads/x.php", "/%75ploads/x.php", "/uploads/x.php/", "/uploads/x.jpg/x.php",
 		"/uploads/x.PHP", "/%2575ploads/x.php", "/assets/../uploads/x.php", "/uploads/%2e%2e/uploads/x.php",

@@ -23,7 +23,7 @@ func TestReboot(t *testing.T) {
 	s.run("up")
 	sql := []string{"exec", "db", "--", "mariadb", "--defaults-file=/etc/bulkhead/my.cnf", "site", "-N", "-e"}
 	s.run(append(sql, "CREATE TABLE boot_check (x INT); INSERT INTO boot_check VALUES (42)")...)
-	s.run("exec", "app-1", "--", "sh", "-c", "echo kept > /srv/site/uploads/boot.txt")
+	s.run("exec", "app-1", "--", "sh", "-c", "echo kept > /srv/shared/uploads/boot.txt")
 
 	rebootStack(t, s.name)
 	c := &http.Client{Timeout: 5 * time.Second}
@@ -50,7 +50,7 @@ func TestReboot(t *testing.T) {
 	if got := strings.TrimSpace(s.run(append(sql, "SELECT x FROM boot_check")...)); !strings.HasSuffix(got, "42") {
 		t.Errorf("the row written before the reboot: %q", got)
 	}
-	if got := s.run("exec", "app-1", "--", "cat", "/srv/site/uploads/boot.txt"); !strings.Contains(got, "kept") {
+	if got := s.run("exec", "app-1", "--", "cat", "/srv/shared/uploads/boot.txt"); !strings.Contains(got, "kept") {
 		t.Errorf("the upload written before the reboot: %q", got)
 	}
 	if v, out, err := s.verify(t); err != nil || !v.Pass {

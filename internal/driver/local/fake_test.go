@@ -20,10 +20,12 @@ import (
 
 	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/release"
+	"github.com/bulkhead/bulkhead/internal/verify"
 
 	"github.com/bulkhead/bulkhead/internal/agent"
 	"github.com/bulkhead/bulkhead/internal/netns"
 	"github.com/bulkhead/bulkhead/internal/nft"
+	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/runc"
 )
 
@@ -60,6 +62,8 @@ type fakeSystem struct {
 	args       [][]string // each supervisor's arguments
 	bootUnit   bool       // the boot unit is installed
 	missing    []string   // Debian packages not installed
+	// siteStatus, when set, is the status an app node answers url with.
+	siteStatus func(url string) int
 }
 
 type fakeContainer struct {
@@ -751,12 +755,25 @@ func (f *fakeSystem) queryAgent(ctx context.Context, socket string) (*agent.Stat
 	return nil, fmt.Errorf("fake: no agent on %s", socket)
 }
 
-// siteGet is an app node's answer: the site answers once its node runs.
+// siteGet is an app node's answer: 200, or what siteStatus says.
 func (f *fakeSystem) siteGet(ctx context.Context, ns, url, host string) (int, []byte, error) {
 	if err := f.op("get %s from %s (Host %s)", url, ns, host); err != nil {
 		return 0, nil, err
 	}
+	if f.siteStatus != nil {
+		if code := f.siteStatus(url); code != 200 {
+			return code, []byte("<h1>fake failure</h1>"), nil
+		}
+	}
 	return 200, []byte("ok"), nil
+}
+
+// verify passes, and records which nodes it was asked about.
+func (f *fakeSystem) verify(ctx context.Context, p *plan.Plan, o verify.Options) (*verify.Report, error) {
+	if err := f.op("verify %s", strings.Join(o.Nodes, " ")); err != nil {
+		return nil, err
+	}
+	return &verify.Report{Stack: p.Stack, Plan: p}, nil
 }
 
 // httpStatus is the site's answer once a supervisor publishes it.

@@ -27,9 +27,11 @@ import (
 	"github.com/bulkhead/bulkhead/internal/netns"
 	"github.com/bulkhead/bulkhead/internal/nft"
 	"github.com/bulkhead/bulkhead/internal/pkgs"
+	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/release"
 	"github.com/bulkhead/bulkhead/internal/runc"
 	"github.com/bulkhead/bulkhead/internal/sshfs"
+	"github.com/bulkhead/bulkhead/internal/verify"
 )
 
 // system is what the driver asks of the host beyond plain files under its
@@ -126,6 +128,8 @@ type system interface {
 	// host, and returns the status and the first KiB of the body. The
 	// answer comes from a node: nothing in it is trusted.
 	siteGet(ctx context.Context, ns, url, host string) (int, []byte, error)
+	// verify runs verify on the running stack p.
+	verify(ctx context.Context, p *plan.Plan, o verify.Options) (*verify.Report, error)
 }
 
 // sys is the driver's system: the host unless a test set another.
@@ -418,6 +422,10 @@ func (realSystem) siteGet(ctx context.Context, ns, url, host string) (int, []byt
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
 	return resp.StatusCode, body, nil
+}
+
+func (realSystem) verify(ctx context.Context, p *plan.Plan, o verify.Options) (*verify.Report, error) {
+	return verify.Run(ctx, p, o)
 }
 
 // servingClient is waitServing's: it takes a redirect for an answer.

@@ -501,7 +501,7 @@ func (d *Driver) gate(ctx context.Context, p *plan.Plan, j *journal, n *plan.Nod
 			o.Supervisor, _ = strconv.Atoi(obj.Name)
 		}
 	}
-	rep, err := verify.Run(ctx, p, o)
+	rep, err := d.sys().verify(ctx, p, o)
 	if err != nil {
 		return fmt.Errorf("re-verify %s: %w", n.Name, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/release"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/ops")
@@ -55,6 +56,35 @@ func (s *fakeStack) up(t *testing.T, p *plan.Plan) ([]string, *UpResult, error) 
 	t.Helper()
 	res, err := s.d.Up(context.Background(), p, UpOptions{SiteDir: s.site, Wait: time.Second})
 	return s.f.take(), res, err
+}
+
+// deploy runs Up with a surge plan of one more app node, as the CLI does.
+func (s *fakeStack) deploy(t *testing.T, apps int) ([]string, *UpResult, error) {
+	t.Helper()
+	res, err := s.d.Up(context.Background(), planWithApps(t, apps), UpOptions{SiteDir: s.site, Wait: time.Second, Drain: time.Millisecond, Surge: planWithApps(t, apps+1)})
+	return s.f.take(), res, err
+}
+
+// releases is the stack's release index.
+func (s *fakeStack) releases(t *testing.T) *release.Index {
+	t.Helper()
+	idx, err := s.d.Releases(context.Background(), "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
+}
+
+// prefixes is each of ops cut to the length of the want at its place.
+func prefixes(ops, want []string) []string {
+	out := make([]string, len(ops))
+	for i, o := range ops {
+		if i < len(want) && strings.HasPrefix(o, want[i]) {
+			o = want[i]
+		}
+		out[i] = o
+	}
+	return out
 }
 
 func (s *fakeStack) mustUp(t *testing.T, p *plan.Plan) ([]string, *UpResult) {
@@ -348,6 +378,63 @@ func TestUpOnFakeHost(t *testing.T) {
 			}
 			if after := treeState(t, stored); after != before {
 				t.Errorf("a refused up changed storage:\nbefore:\n%safter:\n%s", before, after)
+			}
+			return ops
+		}},
+		{"deploy-one-node-at-a-time", func(t *testing.T, s *fakeStack) []string {
+			// A changed site rolls out: the surge node app-3 with the new
+			// release, checked before it joins; static reloads; each app
+			// node out of the pool, restarted, checked, re-verified,
+			// back in; app-3 leaves.
+			s.mustUp(t, planWithApps(t, 2))
+			first := s.releases(t).Live
+			write(t, filepath.Join(s.site, "index.php"), "<?php echo 2;")
+			ops, res, err := s.deploy(t, 2)
+			if err != nil {
+				t.Fatalf("deploy: %v", err)
+			}
+			idx := s.releases(t)
+			if res.Release == "" || idx.Live != res.Release || idx.Live == first || idx.Source != idx.Live || len(idx.Nodes) != 0 {
+				t.Errorf("after the deploy: result %+v, index %+v; want the new release live everywhere", res, idx)
+			}
+			steps := matching(ops, "get ", "verify ", "runc run ", "runc delete ")
+			want := []string{
+				"runc run bh-n-app-3", "get http://10.77.0.9:80/healthz", "get http://10.77.0.9:80/",
+				"runc delete bh-n-app-1", "runc run bh-n-app-1", "get http://10.77.0.7:80/healthz", "get http://10.77.0.7:80/", "verify app-1",
+				"runc delete bh-n-app-2", "runc run bh-n-app-2", "get http://10.77.0.8:80/healthz", "get http://10.77.0.8:80/", "verify app-2",
+				"runc delete bh-n-app-3",
+			}
+			if got := prefixes(steps, want); !slices.Equal(got, want) {
+				t.Errorf("the rollout's steps:\n\t%s\nwant:\n\t%s", strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+			}
+			for _, n := range []string{"app-1", "app-2", "static"} {
+				conf, _ := os.ReadFile(filepath.Join(s.d.paths("n").node(n).conf(), map[bool]string{true: "apache2.conf", false: "lighttpd.conf"}[n != "static"]))
+				if !strings.Contains(string(conf), "/srv/releases/"+idx.Live) || strings.Contains(string(conf), "/srv/releases/"+first) {
+					t.Errorf("%s's config does not serve release %s only", n, idx.Live)
+				}
+			}
+			return ops
+		}},
+		{"deploy-that-fails-rolls-back", func(t *testing.T, s *fakeStack) []string {
+			// The new release answers 500 on the surge node: it never
+			// joins the pool, goes, and the release is marked failed.
+			s.mustUp(t, planWithApps(t, 2))
+			first := s.releases(t).Live
+			write(t, filepath.Join(s.site, "index.php"), "<?php http_response_code(500);")
+			s.f.siteStatus = func(url string) int { return 500 }
+			ops, _, err := s.deploy(t, 2)
+			if err == nil || !strings.Contains(err.Error(), "app-3 answered GET /healthz with 500") || !strings.Contains(err.Error(), "fake failure") || !strings.Contains(err.Error(), "went back to "+first) {
+				t.Errorf("deploy of a failing release: %v", err)
+			}
+			idx := s.releases(t)
+			if idx.Live != first || len(idx.Nodes) != 0 || idx.Releases[len(idx.Releases)-1].State != release.Failed {
+				t.Errorf("after the failed deploy: %+v; want %s live and the new release failed", idx, first)
+			}
+			if got := matching(ops, "runc delete "); !slices.Equal(got, []string{"runc delete bh-n-app-3"}) {
+				t.Errorf("the failed deploy restarted %q; want only the surge node removed", got)
+			}
+			if _, ok := s.f.containers["bh-n-app-3"]; ok {
+				t.Errorf("the surge node is still there")
 			}
 			return ops
 		}},

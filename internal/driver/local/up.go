@@ -120,17 +120,19 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err != nil {
 		return nil, err
 	}
-	if target == "" && d.converged(ctx, p, j, fingerprint) {
+	if !d.converged(ctx, p, j, fingerprint) {
+		res.Changed = true
+		if err := d.apply(ctx, p, o, j, rendered, res); err != nil {
+			return nil, err
+		}
+	} else if target == "" {
 		// Nothing to apply, but storage is a node, and a node may have
 		// put something beside the writable paths or replaced one: set
 		// that right.
 		return res, d.syncStorage(p, o.SiteDir, j, res)
 	}
-	res.Changed = true
-	if err := d.apply(ctx, p, o, j, rendered, res); err != nil {
-		return nil, err
-	}
 	if target != "" {
+		res.Changed = true
 		if err := d.rollout(ctx, p, o, j, target, true, res); err != nil {
 			return nil, err
 		}
@@ -690,9 +692,10 @@ func writeJSON(path string, v any, mode os.FileMode) error {
 	return durable.Write(path, data, mode)
 }
 
-// fingerprint digests everything an up applies: the plan, every rendered
-// file, the site's files and the bulkhead binary. Equal fingerprints mean
-// an up has nothing to do.
+// fingerprint digests everything an up applies but the site's code: the
+// plan, every rendered file (which name the release each node serves),
+// the site's directory and the bulkhead binary. Equal fingerprints mean
+// an up has nothing to do but roll out a new release.
 func (d *Driver) fingerprint(p *plan.Plan, nodes []render.Node, site string) (string, error) {
 	h := sha256.New()
 	pj, _ := json.Marshal(p)
@@ -705,22 +708,9 @@ func (d *Driver) fingerprint(p *plan.Plan, nodes []render.Node, site string) (st
 		sj, _ := json.Marshal(n.Services)
 		h.Write(sj)
 	}
-	err := filepath.WalkDir(site, func(path string, e os.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(site, path)
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(h, "site %s %d\n", rel, len(data))
-		h.Write(data)
-		return nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("read site %s: %w", site, err)
-	}
+	// The site dir too: a stack moved to another site directory syncs
+	// that one's uploads. Its code is in the releases the files name.
+	fmt.Fprintf(h, "site %s\n", site)
 	self, err := os.Executable()
 	if err != nil {
 		return "", err

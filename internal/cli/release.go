@@ -108,8 +108,11 @@ func printReleases(s stdio, stack string, idx *release.Index) {
 	tw.Flush()
 	for _, r := range slices.Backward(idx.Releases) {
 		if r.State == release.Failed && r.Error != "" {
-			first, _, _ := strings.Cut(r.Error, "\n")
-			fmt.Fprintf(s.out, "%s failed: %s\n", r.ID, first)
+			why := strings.Join(strings.Fields(strings.ReplaceAll(r.Error, "\n    |", "")), " ")
+			if len(why) > 300 {
+				why = why[:300] + "..."
+			}
+			fmt.Fprintf(s.out, "%s failed: %s\n", r.ID, why)
 		}
 	}
 }

@@ -104,6 +104,14 @@ func runUp(ctx context.Context, s stdio, o upOptions, deploy bool) error {
 	if err != nil {
 		return err
 	}
+	if deploy {
+		if res.Release == "" {
+			fmt.Fprintf(s.out, "the site's code is the release already live; nothing to deploy\n")
+		} else {
+			fmt.Fprintf(s.out, "release %s is live on every node (%.1fs); 'bulkhead releases' lists them, 'bulkhead rollback' goes back\n", res.Release, time.Since(began).Seconds())
+		}
+		return nil
+	}
 	if res.Release != "" {
 		fmt.Fprintf(s.out, "release %s is live on every node\n", res.Release)
 	}

@@ -125,8 +125,12 @@ func (d *Driver) rollout(ctx context.Context, p *plan.Plan, o UpOptions, j *jour
 	}
 	from := idx.Live
 	start := time.Now()
-	d.progress("deploy: release %s replaces %s, one app node at a time", target, from)
-	r := &roller{d: d, p: p, o: o, j: j, res: res, store: store, out: map[string]bool{}}
+	verb := "deploy"
+	if !fromSite {
+		verb = "rollback"
+	}
+	d.progress("%s: release %s replaces %s, one app node at a time", verb, target, from)
+	r := &roller{d: d, p: p, o: o, j: j, res: res, store: store, out: map[string]bool{}, verb: verb}
 	err = r.run(ctx, target)
 	if err == nil {
 		if idx, err = store.Load(); err != nil {
@@ -144,12 +148,12 @@ func (d *Driver) rollout(ctx context.Context, p *plan.Plan, o UpOptions, j *jour
 		if err != nil {
 			return err
 		}
-		d.progress("deploy: release %s live on every node in %v%s", target, time.Since(start).Round(100*time.Millisecond), prunedNote(removed))
+		d.progress("%s: release %s live on every node in %v%s", verb, target, time.Since(start).Round(100*time.Millisecond), prunedNote(removed))
 		res.Release = target
 		return nil
 	}
-	d.progress("deploy: release %s failed: %v", target, err)
-	d.progress("deploy: rolling back to %s", from)
+	d.progress("%s: release %s failed: %v", verb, target, err)
+	d.progress("%s: rolling back to %s", verb, from)
 	// With a context of our own: the caller's may be what failed.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
 	defer cancel()
@@ -188,6 +192,7 @@ type roller struct {
 	surge *plan.Plan      // while its node is up
 	moved []*plan.Node    // site nodes switched, in order
 	stale bool            // the edge's pool still leaves out a node that passed
+	verb  string          // deploy or rollback, for progress
 }
 
 // run is steps 1 to 4 of rollout.
@@ -204,7 +209,7 @@ func (r *roller) run(ctx context.Context, target string) error {
 				if err := r.assign(n.Name, target); err != nil {
 					return err
 				}
-				r.d.progress("deploy: %s joins with release %s", n.Name, target)
+				r.d.progress("%s: %s joins with release %s", r.verb, n.Name, target)
 			}
 			r.surge = s
 			if err := r.applyPlan(ctx, s); err != nil {
@@ -228,7 +233,7 @@ func (r *roller) run(ctx context.Context, target string) error {
 	}
 	if r.surge != nil {
 		r.surge = nil
-		r.d.progress("deploy: the surge node leaves")
+		r.d.progress("%s: the surge node leaves", r.verb)
 		return r.applyPlan(ctx, r.p)
 	}
 	return nil

@@ -102,7 +102,8 @@ func TestFaultDrill(t *testing.T) {
 		w := d.watchUploads(t, p)
 		var killed time.Time
 		f := d.fault(t, "storage: sshd (listener) SIGKILL during uploads", func() {
-			// Kill it while an upload is on its way.
+			// Once uploads flow: the posters keep one under way at
+			// almost every moment.
 			hosttest.Eventually(t, time.Minute, "an upload acknowledged", func() bool { return p.ackedAfter(time.Time{}) })
 			killed = time.Now()
 			if err := syscall.Kill(host, syscall.SIGKILL); err != nil {

@@ -285,10 +285,12 @@ type load struct {
 }
 
 type loadResult struct {
-	requests int
-	failures []string
-	dials    int           // connections opened
-	p99      time.Duration // of the requests that succeeded
+	requests   int
+	failures   []string
+	failedFrom []time.Time   // when each failed request began
+	lastFailed time.Time     // when the last failed request ended
+	dials      int           // connections opened
+	p99        time.Duration // of the requests that succeeded
 }
 
 // startLoad starts clients in the namespace ns; the test's end stops them.
@@ -343,6 +345,8 @@ func startLoad(t *testing.T, ns, url string, clients int) *load {
 				l.res.requests++
 				if fail != "" {
 					l.res.failures = append(l.res.failures, fail)
+					l.res.failedFrom = append(l.res.failedFrom, t0)
+					l.res.lastFailed = t0.Add(took)
 				} else {
 					l.lat = append(l.lat, took)
 				}

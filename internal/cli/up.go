@@ -94,7 +94,7 @@ func runUp(ctx context.Context, s stdio, o upOptions, deploy bool) error {
 		return err
 	}
 	if o.DryRun {
-		return printChanges(ctx, s, p)
+		return printChanges(ctx, s, p, site)
 	}
 	began := time.Now()
 	if o.NoSandbox {
@@ -145,8 +145,8 @@ func once(names []string) []string {
 }
 
 // printChanges prints what up would do to each node.
-func printChanges(ctx context.Context, s stdio, p *plan.Plan) error {
-	changes, err := newDriver(s).Changes(ctx, p)
+func printChanges(ctx context.Context, s stdio, p *plan.Plan, site string) error {
+	changes, err := newDriver(s).Changes(ctx, p, site)
 	if err != nil {
 		return err
 	}
@@ -162,11 +162,23 @@ func printChanges(ctx context.Context, s stdio, p *plan.Plan) error {
 		if m == "" {
 			m = "~"
 		}
-		what := c.Action
-		if c.Action == "remove" {
+		what, files := c.Action, c.Files
+		switch c.Action {
+		case "remove":
 			what = "drain, then remove"
+		case "deploy":
+			// The release, then the files that differ, a few of them.
+			what = "deploy " + strings.TrimPrefix(files[0], "release ")
+			files = files[1:]
+			if n := len(files); n > 5 {
+				files = append(files[:5:5], fmt.Sprintf("and %d more", n-5))
+			}
+			files = []string{"changed: " + strings.Join(files, ", ")}
+		case "release":
+			what = "first " + files[0]
+			files = nil
 		}
-		fmt.Fprintf(tw, "%s %s\t%s\t%s\n", m, c.Node, what, strings.Join(c.Files, ", "))
+		fmt.Fprintf(tw, "%s %s\t%s\t%s\n", m, c.Node, what, strings.Join(files, ", "))
 	}
 	tw.Flush()
 	if len(same) > 0 {

@@ -24,8 +24,9 @@ import (
 type Backend interface {
 	// Up makes the backend run p.
 	Up(ctx context.Context, p *plan.Plan, o UpOptions) (*UpResult, error)
-	// Changes says what Up would do to run p, changing nothing.
-	Changes(ctx context.Context, p *plan.Plan) ([]Change, error)
+	// Changes says what Up would do to run p with the site in site,
+	// changing nothing.
+	Changes(ctx context.Context, p *plan.Plan, site string) ([]Change, error)
 	// Down removes what Up made for stack; with purge its data and
 	// secrets too.
 	Down(ctx context.Context, stack string, purge bool) error
@@ -94,7 +95,8 @@ type UpResult struct {
 type Change struct {
 	Node string `json:"node"`
 	// Action is "create", "remove", "restart", "reload", "live" (files
-	// written, read on use) or "none".
+	// written, read on use) or "none"; for Node "site", "deploy" (a new
+	// release rolls out) or "release" (the first one is made).
 	Action string `json:"action"`
 	// Files are the node's changed files, each with what it needs.
 	Files []string `json:"files,omitempty"`

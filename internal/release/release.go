@@ -243,6 +243,34 @@ func (s *Store) writable(rel string) bool {
 	return false
 }
 
+// Plan says, without making anything, which release the code in site
+// is, and which of its files differ from those of release base (by path:
+// new, changed or gone).
+func (s *Store) Plan(site, base string) (id string, changed []string, err error) {
+	files, _, sum, err := s.scan(site)
+	if err != nil {
+		return "", nil, fmt.Errorf("site %s: %w", site, err)
+	}
+	old, err := s.LoadManifest(base)
+	if err != nil {
+		return "", nil, err
+	}
+	seen := map[string]bool{}
+	for _, f := range files {
+		seen[f.rel] = true
+		if old[f.rel] != f.sum {
+			changed = append(changed, f.rel)
+		}
+	}
+	for rel := range old {
+		if !seen[rel] {
+			changed = append(changed, rel)
+		}
+	}
+	slices.Sort(changed)
+	return sum[:12], changed, nil
+}
+
 // Build makes the release of the code in site, or finds it made: the same
 // code is the same release. fresh says whether it was made now. The
 // release is read-only, owned by the host's root, and complete before it

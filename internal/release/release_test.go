@@ -80,6 +80,16 @@ func TestBuild(t *testing.T) {
 	if m, err := s.LoadManifest(next.ID); err != nil || len(m) != 3 || m["index.php"] == "" {
 		t.Errorf("manifest %v, %v", m, err)
 	}
+	// Plan names the release without making it, and what changed.
+	os.Remove(filepath.Join(site, "assets/app.css"))
+	writeSite(t, site, map[string]string{"new.php": "<?php"})
+	id, changed, err := s.Plan(site, next.ID)
+	if err != nil || id == next.ID || strings.Join(changed, ",") != "assets/app.css,new.php" {
+		t.Errorf("plan: %s %v, %v; want a new id, assets/app.css and new.php", id, changed, err)
+	}
+	if _, err := os.Stat(s.Path(id)); !os.IsNotExist(err) {
+		t.Errorf("plan made release %s", id)
+	}
 	if _, err := os.Stat(filepath.Join(s.Dir, ".build-"+next.ID)); !os.IsNotExist(err) {
 		t.Errorf("a build directory was left: %v", err)
 	}

@@ -110,10 +110,25 @@ func (d *Driver) writeInPlace(dir string, files []render.File, paths []string, o
 // Changes says what Up would do to run p, reading and changing nothing on
 // the host but what it reads: which nodes it would create, drain and
 // remove, restart, reload, or only write files for.
-func (d *Driver) Changes(ctx context.Context, p *plan.Plan) ([]Change, error) {
+func (d *Driver) Changes(ctx context.Context, p *plan.Plan, site string) ([]Change, error) {
 	ps := d.paths(p.Stack)
 	old, _ := d.savedPlan(p.Stack) // none or unreadable: as if there were none
 	var out []Change
+	store := d.releaseStore(p)
+	idx, err := store.Load()
+	if err != nil {
+		return nil, err
+	}
+	id, changed, err := store.Plan(site, idx.Source)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case idx.Live == "":
+		out = append(out, Change{Node: "site", Action: "release", Files: []string{"release " + id}})
+	case id != idx.Source:
+		out = append(out, Change{Node: "site", Action: "deploy", Files: append([]string{"release " + id}, changed...)})
+	}
 	for _, n := range leaving(old, p) {
 		out = append(out, Change{Node: n.Name, Action: "remove"})
 	}
@@ -132,10 +147,6 @@ func (d *Driver) Changes(ctx context.Context, p *plan.Plan) ([]Change, error) {
 	}
 	rs := sec.For(p)
 	if err := userCertificate(p, &rs); err != nil {
-		return nil, err
-	}
-	idx, err := d.releaseStore(p).Load()
-	if err != nil {
 		return nil, err
 	}
 	rendered, err := renderAll(p, rs, idx, nil)

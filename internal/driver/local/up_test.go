@@ -473,7 +473,7 @@ func TestUpOnFakeHost(t *testing.T) {
 			// the new node, reloads for the edge, the database's grants
 			// and storage's sshd, the rest live or untouched.
 			s.mustUp(t, planWithApps(t, 2))
-			changes, err := s.d.Changes(context.Background(), planWithApps(t, 3))
+			changes, err := s.d.Changes(context.Background(), planWithApps(t, 3), s.site)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -487,12 +487,26 @@ func TestUpOnFakeHost(t *testing.T) {
 			}
 			// And back: app-3 would be drained and removed.
 			s.mustUp(t, planWithApps(t, 3))
-			changes, err = s.d.Changes(context.Background(), planWithApps(t, 2))
+			changes, err = s.d.Changes(context.Background(), planWithApps(t, 2), s.site)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !slices.ContainsFunc(changes, func(c Change) bool { return c.Node == "app-3" && c.Action == "remove" }) {
 				t.Errorf("scaling back: %+v; want app-3 removed", changes)
+			}
+			// A changed site: a deploy, naming the files, and no release
+			// made.
+			releases := listTree(t, s.d.paths("n").releases())
+			write(t, filepath.Join(s.site, "lib.php"), "<?php")
+			changes, err = s.d.Changes(context.Background(), planWithApps(t, 3), s.site)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := changes[0]; c.Node != "site" || c.Action != "deploy" || len(c.Files) != 2 || c.Files[1] != "lib.php" {
+				t.Errorf("a changed site: %+v; want a deploy of lib.php first", changes)
+			}
+			if after := listTree(t, s.d.paths("n").releases()); !slices.Equal(after, releases) {
+				t.Errorf("a dry run made a release: %q, was %q", after, releases)
 			}
 			return s.f.take() // what Changes did on the host: nothing
 		}},

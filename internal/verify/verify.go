@@ -481,7 +481,7 @@ func (s *session) standIns(l *listeners, cells []Cell) error {
 		hs = append(hs, s.vs[di].h)
 		addrs = append(addrs, as)
 	}
-	return l.addEach(hs, addrs)
+	return l.addEach(hs, addrs, false)
 }
 
 func (s *session) listened(vi int, ap netip.AddrPort) bool {

@@ -27,12 +27,13 @@ func verifyCommand() *command {
 		help: `
 Verify sends real connection attempts from every node, from the outside
 namespace (the internet's view of the edge) and from the host, to every node
-on every port of interest: the plan's ports, every port found listening, and
-ports attackers try first. Denied ports get a temporary listener, so blocked
-means a firewall dropped the probe, not merely that nothing listens. It
-compares what happened with the plan's matrix, lists every listening socket
-in every node, and checks the ways around the matrix: the host's routes,
-the nodes' routes, and where the published ports lead.
+on every port of interest, TCP and UDP: the plan's ports, every port found
+listening, and ports attackers try first. Denied ports get a
+temporary listener (over UDP, one that echoes the probe), so blocked means
+a firewall dropped the probe, not merely that nothing listens. It compares
+what happened with the plan's matrix, lists every listening socket in
+every node, and checks the ways around the matrix: the host's routes, the
+nodes' routes, and where the published ports lead.
 
 It fails (exit 1) on an allowed cell that is not open, a denied cell that is
 open or refused, a listener the plan does not know, or a failed check.

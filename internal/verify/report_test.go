@@ -74,9 +74,21 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // poolPlan is the default stack with n app nodes.
 func poolPlan(t testing.TB, n int) *plan.Plan {
 	t.Helper()
+	return build(t, poolStack(n))
+}
+
+// poolStack is the default stack file with n app nodes, storage over
+// SFTP.
+func poolStack(n int) *spec.Stack {
 	st := spec.Default()
 	st.ByRole(spec.RoleApp).Replicas = n
 	st.ByRole(spec.RoleStorage).Protocol = spec.ProtocolSFTP
+	return st
+}
+
+// build validates st and plans it.
+func build(t testing.TB, st *spec.Stack) *plan.Plan {
+	t.Helper()
 	spec.ApplyDefaults(st) // the storage node's defaults follow the pool
 	if err := spec.Validate(st, spec.Env{}); err != nil {
 		t.Fatal(err)
@@ -305,18 +317,9 @@ func BenchmarkReportText(b *testing.B) {
 // flow from app to db on 5353.
 func udpPlan(t testing.TB) *plan.Plan {
 	t.Helper()
-	st := spec.Default()
-	st.ByRole(spec.RoleStorage).Protocol = spec.ProtocolSFTP
+	st := poolStack(2)
 	st.Flows = append(st.Flows, spec.Flow{From: "app", To: "db", Port: 5353, Proto: "udp"})
-	spec.ApplyDefaults(st)
-	if err := spec.Validate(st, spec.Env{}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := plan.Build(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return build(t, st)
 }
 
 // TestUDPFlow: a stack file's UDP flow is probed, must answer, and shows

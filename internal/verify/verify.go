@@ -115,16 +115,36 @@ const (
 // stack that fails verification is a Report whose Failures is not zero.
 func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
 	start := time.Now()
-	s := &session{p: p, o: o.withDefaults(), gateways: map[string]netip.Addr{}}
-	for _, n := range p.Networks {
-		s.gateways[n.Name] = n.Gateway
-	}
+	s := newSession(p, o)
 	if err := s.open(); err != nil {
 		s.close()
 		return nil, err
 	}
 	defer s.close()
 	r := &Report{Stack: p.Stack, Plan: p}
+	if err := s.matrix(ctx, r); err != nil {
+		return nil, err
+	}
+	mark := time.Now()
+	r.Checks = s.bypass(ctx)
+	r.Phases = append(r.Phases, Phase{Name: "bypass checks", Duration: time.Since(mark)})
+	s.name(r)
+	r.Duration = time.Since(start)
+	r.tally()
+	return r, nil
+}
+
+func newSession(p *plan.Plan, o Options) *session {
+	s := &session{p: p, o: o.withDefaults(), vs: vantages(p), gateways: map[string]netip.Addr{}}
+	for _, n := range p.Networks {
+		s.gateways[n.Name] = n.Gateway
+	}
+	return s
+}
+
+// matrix lists the listeners, probes every cell and judges it, into r.
+// The stand-ins it puts up are gone when it returns.
+func (s *session) matrix(ctx context.Context, r *Report) error {
 	mark := time.Now()
 	phase := func(name string) {
 		now := time.Now()
@@ -132,7 +152,7 @@ func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
 		mark = now
 	}
 	if err := s.inventory(); err != nil {
-		return nil, err
+		return err
 	}
 	phase("inventory")
 	r.Listeners = s.listenerFindings()
@@ -143,14 +163,14 @@ func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
 	var tmp listeners
 	defer tmp.Close()
 	if err := s.standIns(&tmp, cells); err != nil {
-		return nil, err
+		return err
 	}
 	phase("stand-in listeners")
 	handles := s.handles()
 	pr := prober{Timeout: s.o.Timeout, Window: s.o.Window}
 	statuses, err := pr.run(ctx, handles, probes)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	phase("probes")
 	// An allowed cell that did not open gets a second, longer chance, so
@@ -169,7 +189,7 @@ func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
 		pr.Timeout = s.o.Retry
 		st, err := pr.run(ctx, handles, retry)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for k, i := range again {
 			statuses[i] = st[k]
@@ -184,18 +204,11 @@ func Run(ctx context.Context, p *plan.Plan, o Options) (*Report, error) {
 		c.judge()
 	}
 	r.Cells = cells
-	tmp.Close()
-	r.Checks = s.bypass(ctx)
-	phase("bypass checks")
-	s.name(r)
 	r.Probes = len(probes)
-	r.Duration = time.Since(start)
-	r.tally()
-	return r, nil
+	return nil
 }
 
 func (s *session) open() error {
-	s.vs = vantages(s.p)
 	h, err := netns.Open("")
 	if err != nil {
 		return err

@@ -41,7 +41,8 @@ It fails (exit 1) on an allowed cell that is not open, a denied cell that is
 open or refused, a listener the plan does not know, or a failed check.
 
 --self-test plants holes one at a time (a widened rule, a rogue listener, an
-accept-all ruleset, the host's guard removed), checks that verify reports
+accept-all ruleset, the host's guard removed, a UDP port opened, a node
+taken out of the host's anti-spoofing table), checks that verify reports
 exactly each one, and restores the stack. If it is interrupted, 'bulkhead up'
 puts every ruleset back.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {

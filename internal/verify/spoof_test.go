@@ -83,6 +83,75 @@ func TestSpoofs(t *testing.T) {
 			t.Errorf("nodes %q: tests %q, idle %q; want %q, %q", tt.nodes, got, idle, tt.want, tt.idle)
 		}
 	}
+	// The self-test's hole is in an app node, whose spoofed SYN nothing
+	// else would stop.
+	p := poolPlan(t, 2)
+	var names []string
+	for _, m := range Mutations(p) {
+		names = append(names, m.Name)
+	}
+	for _, want := range []string{
+		"a UDP hole: cache also accepts udp/11211 on its private side",
+		"anti-spoofing removed for app-1: the host's bridge table no longer checks its source address",
+	} {
+		if !slices.Contains(names, want) {
+			t.Errorf("mutations %q lack %q", names, want)
+		}
+	}
+	if got, want := string(antiSpoofHole(p, p.Node("edge"))), "delete element bridge bulkhead_bulkhead nodes { \"bulkhead-1u\", \"bulkhead-1p\" }\n"; got != want {
+		t.Errorf("antiSpoofHole(edge) = %q, want %q", got, want)
+	}
+}
+
+// TestMutationsExplain: the UDP hole and the anti-spoofing hole are
+// caught only when verify reports them and nothing else.
+func TestMutationsExplain(t *testing.T) {
+	p := poolPlan(t, 2)
+	byName := map[string]Mutation{}
+	for _, m := range Mutations(p) {
+		byName[strings.SplitN(m.Name, ":", 2)[0]] = m
+	}
+	udp, spoof := byName["a UDP hole"], byName["anti-spoofing removed for app-1"]
+	if udp.explains == nil || spoof.explains == nil {
+		t.Fatalf("mutations: %v", byName)
+	}
+	hole := func(c *Cell, t *Target) {
+		if c.From == Host && c.To == "cache" && c.udp() && c.Port == 11211 {
+			t.Status = Open
+		}
+	}
+	tcpToo := func(c *Cell, t *Target) {
+		hole(c, t)
+		if c.From == Host && c.To == "cache" && !c.udp() && c.Port == 11211 {
+			t.Status = Open
+		}
+	}
+	spoofed := Check{Name: SpoofCheck, Errors: []string{"app-1 sent a SYN as static (10.77.0.3) to storage 10.77.0.6:22 and it arrived: the fabric lets app-1 send as another node"}}
+	other := Check{Name: SpoofCheck, Errors: []string{"app-2 sent a SYN as static (10.77.0.3) to storage 10.77.0.6:22 and it arrived: the fabric lets app-2 send as another node"}}
+	for _, tt := range []struct {
+		name   string
+		m      Mutation
+		see    func(*Cell, *Target)
+		checks []Check
+		caught bool
+	}{
+		{"udp hole alone", udp, hole, nil, true},
+		{"udp hole and tcp/11211 from the host", udp, tcpToo, nil, false},
+		{"udp hole not seen", udp, nil, nil, false},
+		{"udp hole and a spoof", udp, hole, []Check{spoofed}, false},
+		{"spoof alone", spoof, nil, []Check{spoofed}, true},
+		{"spoof from another node", spoof, nil, []Check{other}, false},
+		{"spoof not seen", spoof, nil, []Check{{Name: SpoofCheck, OK: true}}, false},
+		{"spoof and the udp hole", spoof, hole, []Check{spoofed}, false},
+	} {
+		r := observed(p, nil, tt.see)
+		r.Checks = append(r.Checks, tt.checks...)
+		r.tally()
+		stray := tt.m.explains(r)
+		if caught := len(r.Failures()) > 0 && len(stray) == 0; caught != tt.caught {
+			t.Errorf("%s: caught %v, want %v (failures %q, not explained %q)", tt.name, caught, tt.caught, r.Failures(), stray)
+		}
+	}
 }
 
 // TestSYNs sends a SYN as the client and one as an address the client
@@ -237,7 +306,7 @@ func newFabric(t *testing.T) *fabric {
 
 // TestSpoofCheck runs the anti-spoofing check on a stack's fabric with the
 // host's real tables: it passes, and with one node taken out of the
-// anti-spoofing set it fails for that node alone.
+// anti-spoofing set, as the self-test does, it fails for that node alone.
 func TestSpoofCheck(t *testing.T) {
 	f := newFabric(t)
 	ctx := context.Background()
@@ -246,8 +315,17 @@ func TestSpoofCheck(t *testing.T) {
 	if !ch.OK {
 		t.Fatalf("the check fails on a sound fabric: %q", ch.Errors)
 	}
-	hole := fmt.Sprintf("delete element bridge %s nodes { %q }\n", f.p.HostNFT, f.p.Node("app-1").Ifaces[0].Host)
-	if err := nft.Apply(ctx, f.fab, []byte(hole)); err != nil {
+	var m Mutation
+	for _, mm := range Mutations(f.p) {
+		if strings.HasPrefix(mm.Name, "anti-spoofing removed for ") {
+			m = mm
+		}
+	}
+	if m.explains == nil {
+		t.Fatal("no anti-spoofing mutation")
+	}
+	node := f.p.Node("app-1")
+	if err := nft.Apply(ctx, f.fab, antiSpoofHole(f.p, node)); err != nil {
 		t.Fatal(err)
 	}
 	ch = f.s.spoofing(ctx)
@@ -257,10 +335,94 @@ func TestSpoofCheck(t *testing.T) {
 	if ch.OK || !slices.Equal(ch.Errors, []string{want}) {
 		t.Errorf("with app-1 out of the anti-spoofing set: errors %q, want %q", ch.Errors, want)
 	}
+	r := &Report{Plan: f.p, Checks: []Check{ch}}
+	r.tally()
+	if stray := m.explains(r); len(stray) > 0 {
+		t.Errorf("the self-test would not count this as caught: %q", stray)
+	}
 	if err := nft.Apply(ctx, f.fab, render.HostNftables(f.p)); err != nil {
 		t.Fatal(err)
 	}
 	if ch = f.s.spoofing(ctx); !ch.OK {
 		t.Errorf("after the anti-spoofing set is restored: %q", ch.Errors)
+	}
+}
+
+// TestUDPHole probes a stack's fabric, with the host's and the nodes' real
+// rulesets and a stand-in for each role's daemon, from every vantage (the
+// fabric's namespace stands in for the host). The matrix passes, UDP
+// included; with the self-test's UDP hole planted it fails on exactly
+// that hole.
+func TestUDPHole(t *testing.T) {
+	f := newFabric(t)
+	ctx := context.Background()
+	// The roles' daemons: a listener on each node's ports.
+	var daemons listeners
+	defer daemons.Close()
+	for _, v := range f.s.vs {
+		if v.node == nil {
+			continue
+		}
+		var as []netip.AddrPort
+		for _, pt := range v.node.Listens {
+			as = append(as, netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(pt.Number)))
+		}
+		if err := daemons.add(v.h, as); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func() *Report {
+		t.Helper()
+		r := &Report{Stack: f.p.Stack, Plan: f.p}
+		if err := f.s.matrix(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		f.s.name(r)
+		r.tally()
+		return r
+	}
+	r := run()
+	if r.Counts.Failures != 0 {
+		t.Fatalf("a sound fabric fails: %q", r.Failures())
+	}
+	udpCells := 0
+	for _, c := range r.Cells {
+		if c.udp() {
+			udpCells++
+		}
+	}
+	if udpCells == 0 || len(r.UDPPorts) == 0 {
+		t.Fatalf("no UDP cell probed: ports %v", r.UDPPorts)
+	}
+	t.Logf("clean: %d cells (%d udp), %d probes", len(r.Cells), udpCells, r.Probes)
+
+	var m Mutation
+	for _, mm := range Mutations(f.p) {
+		if strings.HasPrefix(mm.Name, "a UDP hole: ") {
+			m = mm
+		}
+	}
+	restore, err := m.breakIt(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = run()
+	if err := restore(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s:\n%s", m.Name, b.String())
+	want := fmt.Sprintf("host -> cache:11211/udp: denied, but %s:11211/udp is open", f.p.Node("cache").Addr(plan.NetPrivate))
+	if got := r.Failures(); !slices.Equal(got, []string{want}) {
+		t.Errorf("with the UDP hole: failures %q, want %q", got, want)
+	}
+	if stray := m.explains(r); len(stray) > 0 {
+		t.Errorf("the self-test would not count this as caught: %q", stray)
+	}
+	if r = run(); r.Counts.Failures != 0 {
+		t.Errorf("after the restore: %q", r.Failures())
 	}
 }

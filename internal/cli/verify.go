@@ -27,18 +27,22 @@ func verifyCommand() *command {
 		help: `
 Verify sends real connection attempts from every node, from the outside
 namespace (the internet's view of the edge) and from the host, to every node
-on every port of interest: the plan's ports, every port found listening, and
-ports attackers try first. Denied ports get a temporary listener, so blocked
-means a firewall dropped the probe, not merely that nothing listens. It
-compares what happened with the plan's matrix, lists every listening socket
-in every node, and checks the ways around the matrix: the host's routes,
-the nodes' routes, and where the published ports lead.
+on every port of interest, TCP and UDP: the plan's ports, every port found
+listening, and ports attackers try first. Denied ports get a
+temporary listener (over UDP, one that echoes the probe), so blocked means
+a firewall dropped the probe, not merely that nothing listens. It compares
+what happened with the plan's matrix, lists every listening socket in
+every node, and checks the ways around the matrix: the host's routes, the
+nodes' routes, where the published ports lead, and whether a node can send
+as another (a SYN from a raw socket in its namespace, with the host's
+privileges, must not arrive).
 
 It fails (exit 1) on an allowed cell that is not open, a denied cell that is
 open or refused, a listener the plan does not know, or a failed check.
 
 --self-test plants holes one at a time (a widened rule, a rogue listener, an
-accept-all ruleset, the host's guard removed), checks that verify reports
+accept-all ruleset, the host's guard removed, a UDP port opened, a node
+taken out of the host's anti-spoofing table), checks that verify reports
 exactly each one, and restores the stack. If it is interrupted, 'bulkhead up'
 puts every ruleset back.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {

@@ -93,6 +93,45 @@ func TestGolden(t *testing.T) {
 	golden(t, "observed-12.txt", text(t, matrix.Layout(p, mark, more)))
 }
 
+// TestUDPColumns: a stack file's UDP flow is a column of its own, next to
+// a TCP one on the same number, labelled with its protocol; a stack
+// without one prints as before (expected-2.txt has no UDP).
+func TestUDPColumns(t *testing.T) {
+	st := spec.Default()
+	st.ByRole(spec.RoleStorage).Protocol = spec.ProtocolSFTP
+	st.Flows = append(st.Flows, spec.Flow{From: "app", To: "cache", Port: 11211, Proto: "udp"})
+	spec.ApplyDefaults(st)
+	if err := spec.Validate(st, spec.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := plan.Build(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := matrix.Layout(p, matrix.Expected(&p.Matrix), nil)
+	out := text(t, g)
+	golden(t, "expected-udp.txt", out)
+	udp := plan.Port{Proto: "udp", Number: 11211}
+	if !g.Shows("cache", udp) || !g.Shows("cache", plan.Port{Proto: "tcp", Number: 11211}) {
+		t.Errorf("cache lacks its tcp or its udp 11211 column:\n%s", out)
+	}
+	if !strings.Contains(out, " 11211  11211/udp ") {
+		t.Errorf("the udp column is not labelled 11211/udp:\n%s", out)
+	}
+	for _, from := range []string{"app-1", "app-2", "static", "outside"} {
+		want := matrix.Denied
+		if strings.HasPrefix(from, "app-") {
+			want = matrix.Allowed
+		}
+		if got := matrix.Expected(&p.Matrix)(from, "cache", udp); got != want {
+			t.Errorf("%s -> cache:11211/udp reads %s, want %s", from, got, want)
+		}
+	}
+	if p2 := poolPlan(t, 2); strings.Contains(text(t, matrix.Layout(p2, matrix.Expected(&p2.Matrix), nil)), "/udp") {
+		t.Errorf("a stack without UDP flows has a UDP column")
+	}
+}
+
 func TestCollapse(t *testing.T) {
 	nodes := []string{"host", "outside", "edge", "static", "cache", "db", "storage"}
 	tests := []struct {

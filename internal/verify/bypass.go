@@ -26,13 +26,14 @@ var offStack = []netip.Addr{
 }
 
 // bypass runs the checks on the ways around the matrix: the host's routes,
-// the nodes' routes, and the published ports.
+// the nodes' routes, the published ports, and a node sending as another.
 func (s *session) bypass(ctx context.Context) []Check {
 	return []Check{
 		s.subnetsStay(ctx),
 		s.noEgress(),
 		s.publishedEdgeOnly(ctx),
 		s.supervisorListens(),
+		s.spoofing(ctx),
 	}
 }
 

@@ -15,13 +15,14 @@ import (
 	"github.com/bulkhead/bulkhead/internal/netns"
 )
 
-// Status is what one TCP connection attempt saw.
+// Status is what one probe saw: a TCP connection attempt, or a UDP
+// datagram sent to a stand-in that echoes it.
 type Status uint8
 
 const (
 	Unknown     Status = iota
-	Open               // connected
-	Refused            // a reset: reached, but nothing listens
+	Open               // TCP: connected; UDP: an answer came back
+	Refused            // a reset or an ICMP port unreachable: reached, but nothing listens
 	Filtered           // no answer before the timeout: dropped on the way
 	Unreachable        // no route to the address
 )
@@ -33,17 +34,23 @@ func (s Status) String() string { return statusNames[s] }
 // MarshalText makes a Status read as its name in JSON.
 func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
-// Probe is one connection attempt: from the namespace at index From of the
-// handles given to probe, to a TCP address.
+// Probe is one attempt from the namespace at index From of the handles
+// given to probe: a TCP connect to To, or with UDP a datagram to To.
 type Probe struct {
 	From int
 	To   netip.AddrPort
+	UDP  bool
 }
 
+// udpProbe is the datagram a UDP probe sends. verify's stand-ins echo it;
+// any answer from the address, echo or not, reads as open.
+var udpProbe = []byte("bulkhead verify probe\n")
+
 // prober runs probes concurrently. Each attempt is a non-blocking connect
-// whose outcome is read from the socket's TCP state once Timeout has passed
-// (or at once when connect fails outright), so a dropped SYN costs Timeout
-// of wall time but no more, and Window attempts are in flight per worker.
+// (for UDP, a connected socket and one datagram) whose outcome is read from
+// the socket once Timeout has passed (or at once when it fails outright),
+// so a dropped SYN or datagram costs Timeout of wall time but no more, and
+// Window attempts are in flight per worker.
 type prober struct {
 	Timeout time.Duration
 	Window  int
@@ -109,6 +116,7 @@ func fitWindow(window, workers int) int {
 type attempt struct {
 	fd       int
 	idx      int
+	udp      bool
 	deadline time.Time
 }
 
@@ -137,7 +145,7 @@ func (p prober) work(ctx context.Context, ns []*netns.Handle, ps []Probe, share 
 				}
 				cur = pr.From
 			}
-			fd, st, err := dial(pr.To)
+			fd, st, err := dial(pr)
 			if err != nil {
 				return fmt.Errorf("probe %s from %s: %w", pr.To, nsName(ns[pr.From]), err)
 			}
@@ -145,7 +153,7 @@ func (p prober) work(ctx context.Context, ns []*netns.Handle, ps []Probe, share 
 				out[idx] = st
 				continue
 			}
-			queue = append(queue, attempt{fd: fd, idx: idx, deadline: time.Now().Add(p.Timeout)})
+			queue = append(queue, attempt{fd: fd, idx: idx, udp: pr.UDP, deadline: time.Now().Add(p.Timeout)})
 		}
 		if len(queue) == 0 {
 			continue
@@ -182,9 +190,17 @@ func nsName(h *netns.Handle) string {
 	return h.Name
 }
 
-// dial starts a non-blocking connect. A Status other than Unknown is a
-// final answer and the socket is already closed.
-func dial(to netip.AddrPort) (int, Status, error) {
+// dial starts a probe. A Status other than Unknown is a final answer and
+// the socket is already closed.
+func dial(pr Probe) (int, Status, error) {
+	if pr.UDP {
+		return dialUDP(pr.To)
+	}
+	return dialTCP(pr.To)
+}
+
+// dialTCP starts a non-blocking connect.
+func dialTCP(to netip.AddrPort) (int, Status, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, Unknown, fmt.Errorf("socket: %w", err)
@@ -198,6 +214,28 @@ func dial(to netip.AddrPort) (int, Status, error) {
 		return -1, st, nil
 	}
 	return -1, Unknown, fmt.Errorf("connect: %w", err)
+}
+
+// dialUDP sends one datagram from a connected UDP socket. Connecting
+// looks the route up, and makes the kernel report an ICMP error that
+// comes back (port or host unreachable) on this socket.
+func dialUDP(to netip.AddrPort) (int, Status, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, Unknown, fmt.Errorf("socket: %w", err)
+	}
+	err = unix.Connect(fd, &unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().As4()})
+	if err == nil {
+		_, err = unix.Write(fd, udpProbe)
+		if err == nil {
+			return fd, Unknown, nil
+		}
+	}
+	unix.Close(fd)
+	if st := classify(err); st != Unknown {
+		return -1, st, nil
+	}
+	return -1, Unknown, fmt.Errorf("send: %w", err)
 }
 
 // classify maps a connection error to a Status; nil is Open.
@@ -216,13 +254,20 @@ func classify(err error) Status {
 	return Unknown
 }
 
-// outcomes reads how the connects in as have ended, with one poll for
-// all of them: writable is connected; an error is a reset or an
+// outcomes reads how the attempts in as have ended, with one poll for
+// all of them. TCP: writable is connected; an error is a reset or an
 // unreachable host; neither is a SYN still unanswered, dropped somewhere.
+// UDP: a datagram to read is an answer; an error is an ICMP port or host
+// unreachable; neither is a datagram dropped somewhere (a stand-in that
+// got it would have answered).
 func outcomes(as []attempt, out []Status, polls *[]unix.PollFd) error {
 	ps := (*polls)[:0]
 	for _, a := range as {
-		ps = append(ps, unix.PollFd{Fd: int32(a.fd), Events: unix.POLLOUT})
+		ev := int16(unix.POLLOUT)
+		if a.udp {
+			ev = unix.POLLIN
+		}
+		ps = append(ps, unix.PollFd{Fd: int32(a.fd), Events: ev})
 	}
 	*polls = ps
 	for {
@@ -238,6 +283,8 @@ func outcomes(as []attempt, out []Status, polls *[]unix.PollFd) error {
 	for i, a := range as {
 		ev := ps[i].Revents
 		switch {
+		case a.udp:
+			out[a.idx] = udpOutcome(a.fd, ev)
 		case ev&(unix.POLLERR|unix.POLLHUP) != 0:
 			e, err := unix.GetsockoptInt(a.fd, unix.SOL_SOCKET, unix.SO_ERROR)
 			st := Open // connected, then reset or closed: it was reached
@@ -254,4 +301,22 @@ func outcomes(as []attempt, out []Status, polls *[]unix.PollFd) error {
 		}
 	}
 	return nil
+}
+
+// udpOutcome reads what came back to a UDP probe's socket: a datagram is
+// an answer; a pending ICMP error reads as that error (and reading it
+// clears it, so it is read once, here).
+func udpOutcome(fd int, ev int16) Status {
+	if ev&(unix.POLLIN|unix.POLLERR) == 0 {
+		return Filtered
+	}
+	var buf [64]byte
+	_, _, err := unix.Recvfrom(fd, buf[:], unix.MSG_DONTWAIT)
+	switch {
+	case err == nil:
+		return Open
+	case errors.Is(err, unix.EAGAIN):
+		return Filtered
+	}
+	return classify(err)
 }

@@ -148,6 +148,87 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// TestClassifyUDP probes UDP through a real firewall to verify's echoing
+// stand-ins, and checks each outcome: an echo is open, and only a dropped
+// datagram is filtered.
+func TestClassifyUDP(t *testing.T) {
+	p := newPair(t)
+	ctx := context.Background()
+	// The server drops udp/5354 on the way in; udp/5353 has a stand-in
+	// and no rule; udp/5355 has neither. The client drops udp/5356 on the
+	// way out, where the server has a stand-in too.
+	if err := nft.Apply(ctx, p.server, []byte(`table inet t {
+	chain input { type filter hook input priority filter; policy accept; udp dport 5354 drop; }
+}
+`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nft.Apply(ctx, p.client, []byte(`table inet t {
+	chain output { type filter hook output priority filter; policy accept; udp dport 5356 drop; }
+}
+`)); err != nil {
+		t.Fatal(err)
+	}
+	var l listeners
+	defer l.Close()
+	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(p.srvAddr, port) }
+	if err := l.addUDP(p.serverH, []netip.AddrPort{at(5353), at(5354), at(5356)}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		to   netip.AddrPort
+		want Status
+	}{
+		{"stand-in, no rule", at(5353), Open},
+		{"stand-in behind a drop rule", at(5354), Filtered},
+		{"no stand-in, no rule", at(5355), Refused},
+		{"dropped on the way out", at(5356), Filtered},
+		{"no route", netip.MustParseAddrPort("10.248.0.9:53"), Unreachable},
+	}
+	var probes []Probe
+	for _, c := range cases {
+		probes = append(probes, Probe{From: 0, To: c.to, UDP: true})
+	}
+	// A TCP probe among them, to the same port as an echo: the two kinds
+	// share a window and do not mix up their answers.
+	probes = append(probes, Probe{From: 0, To: at(5353)})
+	pr := prober{Timeout: 300 * time.Millisecond, Window: 100}
+	got, err := pr.run(ctx, []*netns.Handle{p.clientH}, probes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cases {
+		if got[i] != c.want {
+			t.Errorf("%s (udp %s): %s, want %s", c.name, c.to, got[i], c.want)
+		}
+	}
+	if got[len(cases)] != Refused {
+		t.Errorf("tcp %s, where only a UDP stand-in listens: %s, want refused", at(5353), got[len(cases)])
+	}
+
+	// The inventory lists the stand-ins as UDP sockets that listen.
+	socks, err := sockets(p.serverH, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []uint16{5353, 5354, 5356} {
+		if !slices.ContainsFunc(socks, func(s Socket) bool { return s.Proto == "udp" && s.Listening() && s.Local == at(port) }) {
+			t.Errorf("udp %s not in the inventory: %+v", at(port), socks)
+		}
+	}
+
+	// Close stops the echoes: the same probe now reads refused.
+	l.Close()
+	got, err = pr.run(ctx, []*netns.Handle{p.clientH}, probes[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != Refused {
+		t.Errorf("udp %s after Close: %s, want refused", at(5353), got[0])
+	}
+}
+
 // TestProbeConcurrency checks that filtered probes overlap: the prober
 // keeps a whole window of dropped SYNs waiting at once, so a thousand of
 // them cost about n/window timeouts, not n.

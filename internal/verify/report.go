@@ -23,15 +23,17 @@ type Report struct {
 	Sources []string `json:"sources"`
 	// Tiers maps each node among Sources to its tier, as the plan has
 	// it; the host and outside have none.
-	Tiers     map[string]string `json:"tiers"`
-	Ports     []int             `json:"ports"`
-	Cells     []Cell            `json:"cells"`
-	Listeners []Listener        `json:"listeners"`
-	Checks    []Check           `json:"checks"`
-	Probes    int               `json:"probes"`
-	Duration  time.Duration     `json:"duration_ns"`
-	Phases    []Phase           `json:"phases"`
-	Counts    Counts            `json:"counts"`
+	Tiers map[string]string `json:"tiers"`
+	// Ports and UDPPorts are the TCP and the UDP ports probed.
+	Ports     []int         `json:"ports"`
+	UDPPorts  []int         `json:"udp_ports"`
+	Cells     []Cell        `json:"cells"`
+	Listeners []Listener    `json:"listeners"`
+	Checks    []Check       `json:"checks"`
+	Probes    int           `json:"probes"`
+	Duration  time.Duration `json:"duration_ns"`
+	Phases    []Phase       `json:"phases"`
+	Counts    Counts        `json:"counts"`
 	// Plan is the plan the stack was verified against; the text report
 	// lays its matrix out by it.
 	Plan *plan.Plan `json:"-"`
@@ -60,6 +62,7 @@ type Cell struct {
 	From    string   `json:"from"`
 	To      string   `json:"to"`
 	Port    int      `json:"port"`
+	Proto   string   `json:"proto"` // tcp or udp
 	Allow   bool     `json:"allow"`
 	Targets []Target `json:"targets"`
 	OK      bool     `json:"ok"`
@@ -76,22 +79,51 @@ type Target struct {
 	probe   int
 }
 
+func (c *Cell) udp() bool { return c.Proto == "udp" }
+
+func (c *Cell) planPort() plan.Port { return plan.Port{Proto: c.Proto, Number: c.Port} }
+
+// probed lists the ports probed, TCP then UDP.
+func (r *Report) probed() []plan.Port {
+	out := make([]plan.Port, 0, len(r.Ports)+len(r.UDPPorts))
+	for _, n := range r.Ports {
+		out = append(out, plan.Port{Proto: "tcp", Number: n})
+	}
+	for _, n := range r.UDPPorts {
+		out = append(out, plan.Port{Proto: "udp", Number: n})
+	}
+	return out
+}
+
+// port names the cell's port as the report prints it: 22 over TCP, as
+// ever, and 53/udp.
+func (c *Cell) port() string {
+	if c.udp() {
+		return fmt.Sprintf("%d/udp", c.Port)
+	}
+	return fmt.Sprint(c.Port)
+}
+
+// String names the cell: app-1 -> db:3306, host -> cache:11211/udp.
+func (c *Cell) String() string { return fmt.Sprintf("%s -> %s:%s", c.From, c.To, c.port()) }
+
 // judge applies the rules: an allowed cell must be open on the flow's
 // address; every other probe must be filtered or unreachable. Refused is
-// a failure too: the probe reached the destination.
+// a failure too: the probe reached the destination. A UDP cell reads the
+// same way, its stand-in's echo as open.
 func (c *Cell) judge() {
 	c.OK, c.Why = true, ""
 	for _, t := range c.Targets {
 		switch {
 		case t.Primary && t.Status != Open:
 			c.OK = false
-			c.Why = fmt.Sprintf("allowed, but %s:%d is %s", t.Addr, c.Port, t.Status)
+			c.Why = fmt.Sprintf("allowed, but %s:%s is %s", t.Addr, c.port(), t.Status)
 		case !t.Primary && (t.Status == Open || t.Status == Refused):
 			c.OK = false
-			c.Why = fmt.Sprintf("denied, but %s:%d is %s", t.Addr, c.Port, t.Status)
+			c.Why = fmt.Sprintf("denied, but %s:%s is %s", t.Addr, c.port(), t.Status)
 		case t.Status == Unknown:
 			c.OK = false
-			c.Why = fmt.Sprintf("%s:%d could not be probed", t.Addr, c.Port)
+			c.Why = fmt.Sprintf("%s:%s could not be probed", t.Addr, c.port())
 		}
 		if !c.OK {
 			return
@@ -167,9 +199,9 @@ func (r *Report) Failures() []string {
 			out = append(out, "unexpected listener: "+l.String())
 		}
 	}
-	for _, c := range r.Cells {
-		if !c.OK {
-			out = append(out, fmt.Sprintf("%s -> %s:%d: %s", c.From, c.To, c.Port, c.Why))
+	for i := range r.Cells {
+		if c := &r.Cells[i]; !c.OK {
+			out = append(out, fmt.Sprintf("%s: %s", c, c.Why))
 		}
 	}
 	for _, ch := range r.Checks {
@@ -195,8 +227,12 @@ func (r *Report) WriteText(w io.Writer) error {
 		return errors.New("write verify report: the report has no plan to lay its matrix out by")
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "verify %s: %d sources x %d destinations x %d ports (%d probes) in %.2fs\n",
-		r.Stack, len(r.Sources), len(r.Sources), len(r.Ports), r.Probes, r.Duration.Seconds())
+	nports := fmt.Sprintf("%d ports", len(r.Ports))
+	if len(r.UDPPorts) > 0 {
+		nports = fmt.Sprintf("%d ports (%d tcp, %d udp)", len(r.Ports)+len(r.UDPPorts), len(r.Ports), len(r.UDPPorts))
+	}
+	fmt.Fprintf(&b, "verify %s: %d sources x %d destinations x %s (%d probes) in %.2fs\n",
+		r.Stack, len(r.Sources), len(r.Sources), nports, r.Probes, r.Duration.Seconds())
 	fmt.Fprintf(&b, "\nREACHABILITY (rows are sources, columns destination and port; %s allowed and open, %s denied and blocked)\n",
 		matrix.Allowed, matrix.Denied)
 	if r.Counts.FailedCells > 0 {
@@ -207,18 +243,18 @@ func (r *Report) WriteText(w io.Writer) error {
 	if err := grid.WriteText(&b); err != nil {
 		return err
 	}
-	shown := map[string]map[int]bool{}
+	shown := map[string]map[plan.Port]bool{}
 	for _, c := range grid.Cols {
 		for _, d := range c.Dest.Names {
 			if shown[d] == nil {
-				shown[d] = map[int]bool{}
+				shown[d] = map[plan.Port]bool{}
 			}
-			shown[d][c.Port.Number] = true
+			shown[d][c.Port] = true
 		}
 	}
 	hidden := 0
-	for _, c := range r.Cells {
-		if !shown[c.To][c.Port] {
+	for i := range r.Cells {
+		if c := &r.Cells[i]; !shown[c.To][c.planPort()] {
 			hidden++
 		}
 	}
@@ -233,11 +269,18 @@ func (r *Report) WriteText(w io.Writer) error {
 		if len(vs) > 0 {
 			where = "to " + strings.Join(vs, " and ") + ", and " + where
 		}
-		ports := make([]string, len(r.Ports))
-		for i, p := range r.Ports {
-			ports[i] = fmt.Sprint(p)
+		list := func(ps []int) string {
+			s := make([]string, len(ps))
+			for i, p := range ps {
+				s[i] = fmt.Sprint(p)
+			}
+			return strings.Join(s, " ")
 		}
-		fmt.Fprintf(&b, "ports probed: %s\n", strings.Join(ports, " "))
+		fmt.Fprintf(&b, "ports probed: %s", list(r.Ports))
+		if len(r.UDPPorts) > 0 {
+			fmt.Fprintf(&b, "; udp %s", list(r.UDPPorts))
+		}
+		b.WriteString("\n")
 		fmt.Fprintf(&b, "the other %s (%s) are denied and blocked, as planned\n", Plural(hidden, "cell"), where)
 	}
 	fails := r.Failures()
@@ -256,13 +299,15 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "  %-2s %s: %s\n", mark, ch.Name, ch.Detail)
 	}
 	expected := 0
+	protos := map[string]int{}
 	for _, l := range r.Listeners {
 		if l.Expected {
 			expected++
 		}
+		protos[l.Proto]++
 	}
 	c := r.Counts
-	fmt.Fprintf(&b, "\nlisteners: %d as planned, %d unexpected\n", expected, c.Unexpected)
+	fmt.Fprintf(&b, "\nlisteners: %d as planned, %d unexpected (%d tcp, %d udp)\n", expected, c.Unexpected, protos["tcp"], protos["udp"])
 	fmt.Fprintf(&b, "cells probed: %d, allowed and open: %d, denied and blocked: %d, failures: %d\n",
 		c.Cells, c.AllowedOpen, c.DeniedBlocked, c.Failures)
 	if c.Failures == 0 {
@@ -283,16 +328,17 @@ func (r *Report) grid() *matrix.Grid {
 	for i, s := range r.Sources {
 		pos[s] = i
 	}
-	portPos := make(map[int]int, len(r.Ports))
-	for i, p := range r.Ports {
+	ports := r.probed()
+	portPos := make(map[plan.Port]int, len(ports))
+	for i, p := range ports {
 		portPos[p] = i
 	}
-	n, np := len(r.Sources), len(r.Ports)
+	n, np := len(r.Sources), len(ports)
 	index := make([]int32, n*n*np)
 	for i := range index {
 		index[i] = -1
 	}
-	at := func(from, to string, port int) int {
+	at := func(from, to string, port plan.Port) int {
 		f, ok1 := pos[from]
 		t, ok2 := pos[to]
 		p, ok3 := portPos[port]
@@ -304,15 +350,15 @@ func (r *Report) grid() *matrix.Grid {
 	more := map[string][]plan.Port{}
 	for i := range r.Cells {
 		c := &r.Cells[i]
-		if k := at(c.From, c.To, c.Port); k >= 0 {
+		if k := at(c.From, c.To, c.planPort()); k >= 0 {
 			index[k] = int32(i)
 		}
 		if !c.OK {
-			more[c.To] = append(more[c.To], plan.Port{Proto: "tcp", Number: c.Port})
+			more[c.To] = append(more[c.To], c.planPort())
 		}
 	}
 	return matrix.Layout(r.Plan, func(from, to string, port plan.Port) string {
-		if k := at(from, to, port.Number); k >= 0 && index[k] >= 0 && port.Proto == "tcp" {
+		if k := at(from, to, port); k >= 0 && index[k] >= 0 {
 			return r.Cells[index[k]].mark()
 		}
 		return ""
@@ -398,7 +444,7 @@ func (r *Report) WriteJUnit(w io.Writer) error {
 		if c.Allow {
 			verb = "allowed"
 		}
-		jc := junitCase{Name: fmt.Sprintf("%s -> %s:%d %s", c.From, c.To, c.Port, verb), Classname: "verify." + c.From}
+		jc := junitCase{Name: fmt.Sprintf("%s %s", &c, verb), Classname: "verify." + c.From}
 		if !c.OK {
 			jc.Failure = &junitFailure{Message: c.Why, Text: targetsText(c.Targets)}
 		}

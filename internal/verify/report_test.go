@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,9 +74,21 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // poolPlan is the default stack with n app nodes.
 func poolPlan(t testing.TB, n int) *plan.Plan {
 	t.Helper()
+	return build(t, poolStack(n))
+}
+
+// poolStack is the default stack file with n app nodes, storage over
+// SFTP.
+func poolStack(n int) *spec.Stack {
 	st := spec.Default()
 	st.ByRole(spec.RoleApp).Replicas = n
 	st.ByRole(spec.RoleStorage).Protocol = spec.ProtocolSFTP
+	return st
+}
+
+// build validates st and plans it.
+func build(t testing.TB, st *spec.Stack) *plan.Plan {
+	t.Helper()
 	spec.ApplyDefaults(st) // the storage node's defaults follow the pool
 	if err := spec.Validate(st, spec.Env{}); err != nil {
 		t.Fatal(err)
@@ -102,9 +116,10 @@ func observed(p *plan.Plan, socks map[string][]Socket, see func(c *Cell, t *Targ
 			s.owners[so.Inode] = []Owner{{PID: int(so.Inode), Name: "php8.2"}}
 		}
 	}
-	r := &Report{Stack: p.Stack, Plan: p, Ports: s.ports(), Duration: 370 * time.Millisecond}
+	r := &Report{Stack: p.Stack, Plan: p, Duration: 370 * time.Millisecond}
+	r.Ports, r.UDPPorts = s.ports()
 	r.Listeners = s.listenerFindings()
-	cells, probes, _ := s.cells(r.Ports)
+	cells, probes, _ := s.cells(r.Ports, r.UDPPorts)
 	for i := range cells {
 		c := &cells[i]
 		for k := range c.Targets {
@@ -155,8 +170,8 @@ func golden(t *testing.T, name, got string) {
 
 // TestReportText prints a clean run of a 2-app stack and a broken run of a
 // 12-app one, in which the edge also answers on 22, app-7 on 8081, db does
-// not answer app-3, static reaches cache (refused: nothing dropped it), and
-// the outside reaches the host.
+// not answer app-3, static reaches cache (refused: nothing dropped it), the
+// host reaches cache's udp/11211, and the outside reaches the host.
 func TestReportText(t *testing.T) {
 	r := observed(poolPlan(t, 2), nil, nil)
 	if c := r.Counts; c.Failures != 0 || c.AllowedOpen != 14 || c.AllowedOpen+c.DeniedBlocked != c.Cells {
@@ -173,6 +188,10 @@ func TestReportText(t *testing.T) {
 	rogue := map[string][]Socket{"app-7": {{Proto: "tcp", Local: netip.MustParseAddrPort("0.0.0.0:8081"), State: tcpListen, Inode: 2}}}
 	r = observed(poolPlan(t, 12), rogue, func(c *Cell, t *Target) {
 		switch {
+		case c.udp():
+			if c.From == Host && c.To == "cache" && c.Port == 11211 {
+				t.Status = Open
+			}
 		case c.To == "edge" && c.Port == 22,
 			c.To == "app-7" && c.Port == 8081 && c.From == "edge",
 			c.To == Host && c.Port == 22 && c.From == Outside:
@@ -190,6 +209,8 @@ func TestReportText(t *testing.T) {
 		"app-3 -> db:3306: allowed, but 10.77.0.5:3306 is refused",
 		"outside -> host:22: denied, but 10.77.1.1:22 is open",
 		"static -> cache:11211: denied, but 10.77.0.4:11211 is refused",
+		"host -> cache:11211/udp: denied, but 10.77.0.4:11211/udp is open",
+		"; udp 53 111 123 161 2049 11211\n",
 		"FAIL: stack bulkhead has ",
 	} {
 		if !strings.Contains(out, want) {
@@ -200,8 +221,8 @@ func TestReportText(t *testing.T) {
 	// and port, a mark in its source's row.
 	g := r.grid()
 	for _, c := range r.Cells {
-		if !c.OK && !g.Shows(c.To, plan.Port{Proto: "tcp", Number: c.Port}) {
-			t.Errorf("failed cell %s -> %s:%d not in the matrix", c.From, c.To, c.Port)
+		if !c.OK && !g.Shows(c.To, c.planPort()) {
+			t.Errorf("failed cell %s not in the matrix", &c)
 		}
 	}
 }
@@ -289,5 +310,91 @@ func BenchmarkReportText(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// udpPlan is the default stack with 2 app nodes and a stack file's UDP
+// flow from app to db on 5353.
+func udpPlan(t testing.TB) *plan.Plan {
+	t.Helper()
+	st := poolStack(2)
+	st.Flows = append(st.Flows, spec.Flow{From: "app", To: "db", Port: 5353, Proto: "udp"})
+	return build(t, st)
+}
+
+// TestUDPFlow: a stack file's UDP flow is probed, must answer, and shows
+// in the matrix as its own column; the common UDP ports are probed on
+// every node besides.
+func TestUDPFlow(t *testing.T) {
+	p := udpPlan(t)
+	r := observed(p, nil, nil)
+	if want := []int{53, 111, 123, 161, 2049, 5353, 11211}; !slices.Equal(r.UDPPorts, want) {
+		t.Errorf("udp ports %v, want %v", r.UDPPorts, want)
+	}
+	i := slices.IndexFunc(r.Cells, func(c Cell) bool { return c.From == "app-1" && c.To == "db" && c.Port == 5353 && c.Proto == "udp" })
+	if i < 0 || !r.Cells[i].Allow || !r.Cells[i].Targets[0].Primary {
+		t.Fatalf("app-1 -> db:5353/udp is not an allowed cell with a primary target")
+	}
+	if r.Counts.Failures != 0 {
+		t.Errorf("a clean run fails: %q", r.Failures())
+	}
+	// db's columns: 3306, then 5353/udp, open to the app nodes alone.
+	out := reportText(t, r)
+	if !strings.Contains(out, " 3306  5353/udp ") || !regexp.MustCompile(`(?m)^app-1 +· +· +· +✔ +✔ +✔ +✔ +·$`).MatchString(out) {
+		t.Errorf("no 5353/udp column open to app-1:\n%s", out)
+	}
+
+	// An allowed UDP flow that does not answer fails, named with its
+	// protocol.
+	r = observed(p, nil, func(c *Cell, t *Target) {
+		if c.From == "app-2" && c.Proto == "udp" && c.Port == 5353 {
+			t.Status = Filtered
+		}
+	})
+	if got := r.Failures(); !slices.Equal(got, []string{"app-2 -> db:5353/udp: allowed, but 10.77.0.5:5353/udp is filtered"}) {
+		t.Errorf("failures %q", got)
+	}
+	if out := reportText(t, r); !regexp.MustCompile(`(?m)^app-2 +· +· +· +✔ +✔ +✘ +✔ +·$`).MatchString(out) {
+		t.Errorf("the failed UDP cell is not marked in app-2's row:\n%s", out)
+	}
+}
+
+// TestStandInAddrs: every probed UDP address gets an echo, the allowed
+// flow's too (no daemon of the catalog serves UDP), unless a socket there
+// already listens; over TCP an allowed flow's address gets none, its
+// daemon must answer.
+func TestStandInAddrs(t *testing.T) {
+	p := udpPlan(t)
+	db := netip.MustParseAddr("10.77.0.5")
+	s := &session{p: p, vs: vantages(p)}
+	s.socks = make([][]Socket, len(s.vs))
+	di := slices.IndexFunc(s.vs, func(v *vantage) bool { return v.name == "db" })
+	tcp, udp := s.ports()
+	cells, _, _ := s.cells(tcp, udp)
+	has := func(udp bool, port uint16) bool {
+		dests, addrs := s.standInAddrs(cells, udp)
+		k := slices.Index(dests, di)
+		return k >= 0 && slices.Contains(addrs[k], netip.AddrPortFrom(db, port))
+	}
+	for _, c := range []struct {
+		udp  bool
+		port uint16
+		want bool
+	}{
+		{true, 5353, true},   // allowed UDP flow: the echo proves the path
+		{true, 53, true},     // denied
+		{false, 3306, false}, // allowed TCP flow: mariadbd must answer
+		{false, 22, true},    // denied
+	} {
+		if got := has(c.udp, c.port); got != c.want {
+			t.Errorf("udp=%v db:%d: stand-in %v, want %v", c.udp, c.port, got, c.want)
+		}
+	}
+	s.socks[di] = []Socket{{Proto: "udp", Local: netip.MustParseAddrPort("0.0.0.0:5353"), State: tcpClose}}
+	if has(true, 5353) {
+		t.Errorf("a stand-in on udp/5353 where a socket is bound already")
+	}
+	if !has(false, 22) || !has(true, 53) {
+		t.Errorf("a UDP socket on 5353 took other stand-ins away")
 	}
 }

@@ -39,7 +39,11 @@ type Outcome struct {
 //   - one rule widened: the edge's public side also accepts tcp/22;
 //   - a rogue listener in an app node (tcp/8081, as a web shell would);
 //   - a node's ruleset replaced by one that accepts everything;
-//   - the host's own guard table removed.
+//   - the host's own guard table removed;
+//   - a UDP hole: the cache node also accepts udp/11211 (memcached's
+//     UDP side, a classic amplifier);
+//   - anti-spoofing removed for one node: the host's bridge table no
+//     longer checks the source address of what it sends.
 func Mutations(p *plan.Plan) []Mutation {
 	var ms []Mutation
 	if n := pick(p, spec.RoleEdge); n != nil {
@@ -84,7 +88,7 @@ func Mutations(p *plan.Plan) []Mutation {
 					}
 					stray = append(stray, "unexpected listener: "+l.String())
 				}
-				stray = append(stray, otherFailures(r, func(*Cell) bool { return false }, false)...)
+				stray = append(stray, otherFailures(r, func(*Cell) bool { return false }, nil, false)...)
 				if !found {
 					stray = append(stray, fmt.Sprintf("(the rogue listener on %s tcp/%d was not reported)", n.Name, port))
 				}
@@ -114,7 +118,80 @@ func Mutations(p *plan.Plan) []Mutation {
 		},
 		explains: cellsOnly(func(c *Cell) bool { return c.To == Host }),
 	})
+	if m, ok := udpHole(p); ok {
+		ms = append(ms, m)
+	}
+	if m, ok := spoofHole(p); ok {
+		ms = append(ms, m)
+	}
 	return ms
+}
+
+// udpHole opens udp/11211 on the cache node's private side (or udp/53 on
+// the last node, without a cache). The host, whose own output nothing
+// filters, reaches it through the hole; nothing in the node serves UDP,
+// so what answers there is verify's echo.
+func udpHole(p *plan.Plan) (Mutation, bool) {
+	n, port := pick(p, spec.RoleCache), 11211
+	if n == nil {
+		n, port = &p.Nodes[len(p.Nodes)-1], 53
+	}
+	iface := n.Ifaces[0].Network
+	if n.Iface(plan.NetPrivate) != nil {
+		iface = plan.NetPrivate
+	}
+	return Mutation{
+		Name: fmt.Sprintf("a UDP hole: %s also accepts udp/%d on its %s side", n.Name, port, iface),
+		breakIt: func(ctx context.Context) (func(context.Context) error, error) {
+			rule := fmt.Sprintf("insert rule inet bulkhead input iifname %q udp dport %d accept\n", iface, port)
+			return restoreNode(n), nft.Apply(ctx, n.Netns, []byte(rule))
+		},
+		explains: cellsOnly(func(c *Cell) bool { return c.To == n.Name && c.udp() && c.Port == port }),
+	}, true
+}
+
+// spoofHole takes one node out of the host's anti-spoofing table: the node
+// of the first test of the anti-spoofing check whose spoofed SYN nothing
+// else would stop, an app node's if there is one (a PHP bug hands over an
+// app node first). Without such a test, the hole could not show, and
+// there is no mutation.
+func spoofHole(p *plan.Plan) (Mutation, bool) {
+	tests, _ := spoofs(p, nil)
+	var t *spoof
+	for i := range tests {
+		if !tests[i].Sharp {
+			continue
+		}
+		if t == nil {
+			t = &tests[i]
+		}
+		if p.Node(tests[i].From).Role == spec.RoleApp {
+			t = &tests[i]
+			break
+		}
+	}
+	if t == nil {
+		return Mutation{}, false
+	}
+	n := p.Node(t.From)
+	return Mutation{
+		Name: fmt.Sprintf("anti-spoofing removed for %s: the host's bridge table no longer checks its source address", n.Name),
+		breakIt: func(ctx context.Context) (func(context.Context) error, error) {
+			restore := func(ctx context.Context) error { return nft.Apply(ctx, "", render.HostNftables(p)) }
+			return restore, nft.Apply(ctx, "", antiSpoofHole(p, n))
+		},
+		explains: checkOnly(SpoofCheck, func(e string) bool { return strings.HasPrefix(e, n.Name+" sent a SYN as ") }),
+	}, true
+}
+
+// antiSpoofHole is the nft script that takes n's bridge ports out of the
+// set the host's anti-spoofing rules match.
+func antiSpoofHole(p *plan.Plan, n *plan.Node) []byte {
+	var ports []string
+	for _, i := range n.Ifaces {
+		ports = append(ports, fmt.Sprintf("%q", i.Host))
+	}
+	return []byte(fmt.Sprintf("delete element bridge %s nodes { %s }\n", p.HostNFT, strings.Join(ports, ", ")))
 }
 
 func pick(p *plan.Plan, role string) *plan.Node {
@@ -132,7 +209,7 @@ func restoreNode(n *plan.Node) func(context.Context) error {
 // and nothing else.
 func cellsOnly(match func(*Cell) bool) func(*Report) []string {
 	return func(r *Report) []string {
-		stray := otherFailures(r, match, true)
+		stray := otherFailures(r, match, nil, true)
 		if !slices.ContainsFunc(r.Cells, func(c Cell) bool { return !c.OK && match(&c) }) {
 			stray = append(stray, "(no failed cell shows the break)")
 		}
@@ -140,8 +217,25 @@ func cellsOnly(match func(*Cell) bool) func(*Report) []string {
 	}
 }
 
-// otherFailures lists the failures match does not explain.
-func otherFailures(r *Report, match func(*Cell) bool, listeners bool) []string {
+// checkOnly explains breaks that show as errors of the check called name:
+// those that match, and nothing else.
+func checkOnly(name string, match func(string) bool) func(*Report) []string {
+	return func(r *Report) []string {
+		explained := func(check, e string) bool { return check == name && match(e) }
+		stray := otherFailures(r, func(*Cell) bool { return false }, explained, true)
+		if !slices.ContainsFunc(r.Checks, func(ch Check) bool {
+			return slices.ContainsFunc(ch.Errors, func(e string) bool { return explained(ch.Name, e) })
+		}) {
+			stray = append(stray, fmt.Sprintf("(the check %q does not show the break)", name))
+		}
+		return stray
+	}
+}
+
+// otherFailures lists the failures that neither match (a cell) nor check
+// (a check's error; nil explains none) explains. Unexpected listeners are
+// failures unless listeners is false.
+func otherFailures(r *Report, match func(*Cell) bool, check func(name, err string) bool, listeners bool) []string {
 	var out []string
 	if listeners {
 		for _, l := range r.Listeners {
@@ -153,12 +247,14 @@ func otherFailures(r *Report, match func(*Cell) bool, listeners bool) []string {
 	for i := range r.Cells {
 		c := &r.Cells[i]
 		if !c.OK && !match(c) {
-			out = append(out, fmt.Sprintf("%s -> %s:%d: %s", c.From, c.To, c.Port, c.Why))
+			out = append(out, fmt.Sprintf("%s: %s", c, c.Why))
 		}
 	}
 	for _, ch := range r.Checks {
 		for _, e := range ch.Errors {
-			out = append(out, ch.Name+": "+e)
+			if check == nil || !check(ch.Name, e) {
+				out = append(out, ch.Name+": "+e)
+			}
 		}
 	}
 	return out

@@ -149,6 +149,23 @@ func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, rul
 // with the plan: one table, three chains that drop by default, the plan's
 // sets with exactly their addresses, and the plan's number of rules. Any
 // difference fails closed.
+// antiSpoofWhole reports whether the host's bridge table still binds every
+// node interface to its address, as render.HostNftables wrote it:
+// verify --self-test takes one node out of its sets, and a self-test
+// killed before it restores them leaves the table there, short.
+func (d *Driver) antiSpoofWhole(ctx context.Context, p *plan.Plan) bool {
+	rs, err := d.sys().nftRead(ctx, "")
+	if err != nil {
+		return false
+	}
+	n := 0
+	for _, node := range p.Nodes {
+		n += len(node.Ifaces)
+	}
+	t := "bridge " + p.HostNFT + " "
+	return len(rs.Sets[t+"nodes"]) == n && len(rs.Sets[t+"own"]) == n
+}
+
 func (d *Driver) checkFirewall(ctx context.Context, n *plan.Node) error {
 	rs, err := d.sys().nftRead(ctx, n.Netns)
 	if err != nil {

@@ -736,6 +736,9 @@ func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, finger
 	if !sys.nftHasTable(ctx, "", "inet", p.HostNFT) || !sys.nftHasTable(ctx, "", "bridge", p.HostNFT) || !d.hasNeighbourRoom(p) {
 		return false
 	}
+	if !d.antiSpoofWhole(ctx, p) {
+		return false
+	}
 	for _, n := range p.Nodes {
 		if st, err := sys.containerState(ctx, n.Container); err != nil || st.Status != "running" {
 			return false

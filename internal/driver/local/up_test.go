@@ -271,6 +271,31 @@ func TestUpOnFakeHost(t *testing.T) {
 			s.checkJournal(t, "n")
 			return ops
 		}},
+		{"up-after-an-anti-spoofing-hole", func(t *testing.T, s *fakeStack) []string {
+			// verify --self-test takes a node out of the host's
+			// anti-spoofing set; killed before it puts it back, it
+			// leaves the table there but short, and up restores it.
+			p := planWithApps(t, 2)
+			s.mustUp(t, p)
+			table := s.f.tables[""]["bridge "+p.HostNFT]
+			set := "bridge " + p.HostNFT + " nodes"
+			table.Sets[set] = table.Sets[set][1:]
+			ops, res := s.mustUp(t, p)
+			if len(res.Restarted) > 0 {
+				t.Errorf("restarted %q, want nothing", res.Restarted)
+			}
+			if got := matching(ops, "nft apply host"); len(got) != 1 {
+				t.Errorf("host table applied %d times, want once: %q", len(got), got)
+			}
+			want := 0
+			for _, n := range p.Nodes {
+				want += len(n.Ifaces)
+			}
+			if got := len(s.f.tables[""]["bridge "+p.HostNFT].Sets[set]); got != want {
+				t.Errorf("after up the anti-spoofing set holds %d interfaces, want %d", got, want)
+			}
+			return ops
+		}},
 		{"status", func(t *testing.T, s *fakeStack) []string {
 			s.mustUp(t, planWithApps(t, 2))
 			st, err := s.d.Status(context.Background(), "n")

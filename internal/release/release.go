@@ -210,7 +210,7 @@ func (s *Store) scan(site string) ([]file, []string, string, error) {
 		case e.IsDir():
 			dirs = append(dirs, rel)
 		case e.Type().IsRegular():
-			sum, size, err := hashFile(p)
+			sum, size, err := HashFile(p)
 			if err != nil {
 				return err
 			}
@@ -460,7 +460,9 @@ func removeSealed(dir string) error {
 	return os.RemoveAll(dir)
 }
 
-func hashFile(p string) (string, int64, error) {
+// HashFile is the hex sha256 of a file's bytes, as manifests record it,
+// and its size.
+func HashFile(p string) (string, int64, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", 0, err

@@ -2,13 +2,9 @@ package local
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -50,7 +46,7 @@ func checkSite(ctx context.Context, site string, last release.Manifest, c *catal
 			return err
 		}
 		rel, _ := filepath.Rel(site, path)
-		if sum, err := hashFile(path); err == nil && last[filepath.ToSlash(rel)] == sum {
+		if sum, _, err := release.HashFile(path); err == nil && last[filepath.ToSlash(rel)] == sum {
 			return nil // deployed before, so it parsed then
 		}
 		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -86,19 +82,4 @@ func checkMessage(out, path, rel string) string {
 		lines = append(lines, strings.ReplaceAll(l, path, rel))
 	}
 	return strings.Join(lines, " ")
-}
-
-// hashFile is the sha256 of a file's bytes, as release manifests record
-// them.
-func hashFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

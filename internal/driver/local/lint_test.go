@@ -55,7 +55,7 @@ func TestCheckSite(t *testing.T) {
 	// manifest says it parsed then. Here the manifest vouches for a file
 	// that does not parse, which only a parser that ran would catch.
 	write("old.php", "<?php (\n")
-	sum, err := hashFile(filepath.Join(site, "old.php"))
+	sum, _, err := release.HashFile(filepath.Join(site, "old.php"))
 	if err != nil {
 		t.Fatal(err)
 	}

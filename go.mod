@@ -3,7 +3,9 @@ module github.com/bulkhead/bulkhead
 go 1.26.8
 
 require (
+	filippo.io/age v1.2.1
 	github.com/cyphar/filepath-securejoin v0.7.0
+	github.com/klauspost/compress v1.20.4
 	github.com/moby/profiles/seccomp v0.3.0
 	github.com/moby/sys/mountinfo v0.7.2
 	github.com/opencontainers/runtime-spec v1.3.0

@@ -9,6 +9,7 @@ package catalog
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -73,6 +74,9 @@ type Descriptor struct {
 	// SiteCheck, if set, is how up checks the site's code this node
 	// runs before the code goes live.
 	SiteCheck *SiteCheck
+	// Backup, for a database, is how its data is dumped into a backup
+	// archive and loaded back; nil for the other roles.
+	Backup *Backup
 }
 
 // SiteCheck parses each new or changed site file whose name ends in one
@@ -86,6 +90,140 @@ type SiteCheck struct {
 // phpCheck is PHP's own parser (php8.2-cli, which php8.2-fpm depends on),
 // without php.ini so that the host's settings change nothing.
 var phpCheck = &SiteCheck{Extensions: []string{".php", ".phtml", ".inc"}, Argv: []string{"php8.2", "-n", "-l"}}
+
+// Backup is how a database's data goes into a backup archive and back.
+// Dump and Restore are argv run inside the db node through its agent (as
+// exec does), as root: Dump writes the dump to stdout, Restore reads one
+// from stdin. Their arguments may hold placeholders, which Expand fills in
+// from what the renderer knows:
+//
+//	{conf}  the node's rendered configs (render.Layout.Conf)
+//	{run}   the node's run directory, which holds the server's socket (Layout.Run)
+//	{port}  the port the server listens on
+//	{db}    the site's database (plan.Site.DBName)
+//	{user}  the site's database user (plan.Site.DBUser)
+type Backup struct {
+	// DumpFormat names what Dump writes and Restore reads. A restore
+	// refuses a dump of another format (see AcceptsDump).
+	DumpFormat string
+	// DumpFile is the dump's file name in an archive, under db/.
+	DumpFile string
+	Dump     []string
+	Restore  []string
+}
+
+// BackupVars are the values of Backup's placeholders for one stack.
+type BackupVars struct {
+	Conf, Run, DB, User string
+	Port                int
+}
+
+// Expand returns argv with its placeholders filled in. A placeholder it
+// does not know, or one without a value, is an error. A value that makes
+// up a whole argument must not start with "-", so that no value can turn
+// into an option of the tool.
+func (v BackupVars) Expand(argv []string) ([]string, error) {
+	vals := map[string]string{"conf": v.Conf, "run": v.Run, "db": v.DB, "user": v.User}
+	if v.Port > 0 {
+		vals["port"] = strconv.Itoa(v.Port)
+	}
+	out := make([]string, len(argv))
+	for i, arg := range argv {
+		var b strings.Builder
+		rest := arg
+		for {
+			open := strings.IndexByte(rest, '{')
+			if open < 0 {
+				b.WriteString(rest)
+				break
+			}
+			end := strings.IndexByte(rest[open:], '}')
+			if end < 0 {
+				return nil, fmt.Errorf("argument %q: unclosed placeholder", arg)
+			}
+			name := rest[open+1 : open+end]
+			val, known := vals[name]
+			if _, ok := placeholders[name]; !ok {
+				return nil, fmt.Errorf("argument %q: unknown placeholder {%s}", arg, name)
+			}
+			if !known || val == "" {
+				return nil, fmt.Errorf("argument %q: no value for {%s}", arg, name)
+			}
+			if strings.ContainsAny(val, "\x00\n") {
+				return nil, fmt.Errorf("argument %q: the value of {%s} holds a NUL or a newline", arg, name)
+			}
+			if arg == "{"+name+"}" && strings.HasPrefix(val, "-") {
+				return nil, fmt.Errorf("argument %q: the value of {%s}, %q, would read as an option", arg, name, val)
+			}
+			b.WriteString(rest[:open])
+			b.WriteString(val)
+			rest = rest[open+end+1:]
+		}
+		out[i] = b.String()
+	}
+	return out, nil
+}
+
+var placeholders = map[string]bool{"conf": true, "run": true, "port": true, "db": true, "user": true}
+
+// AcceptsDump says whether d's database can restore a dump of format,
+// and if not, which software could.
+func (d *Descriptor) AcceptsDump(format string) error {
+	if d.Backup == nil {
+		return fmt.Errorf("%s %s has no data to restore", d.Role, d.Software)
+	}
+	if format == d.Backup.DumpFormat {
+		return nil
+	}
+	var makers []string
+	for _, o := range descriptors {
+		if o.Backup != nil && o.Backup.DumpFormat == format {
+			makers = append(makers, o.Software)
+		}
+	}
+	if len(makers) == 0 {
+		return fmt.Errorf("the dump's format %q is unknown to this bulkhead; %s restores %s dumps only", format, d.Software, d.Backup.DumpFormat)
+	}
+	return fmt.Errorf("the dump is %s, made by %s, but this stack's %s runs %s, which restores %s dumps only; restore it on a stack whose %s is %s",
+		format, strings.Join(makers, " or "), d.Role, d.Software, d.Backup.DumpFormat, d.Role, strings.Join(makers, " or "))
+}
+
+// asPostgres runs a PostgreSQL client as the postgres account, which peer
+// authentication on the local socket admits, as render's init does.
+var asPostgres = []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"}
+
+// pgBin is where Debian's postgresql-15 keeps its programs; it follows
+// render's pgBin (TestBackupPrograms there keeps the two in step).
+const pgBin = "/usr/lib/postgresql/15/bin/"
+
+// mariadbBackup dumps with mariadb-dump as root over the socket that my.cnf's
+// [client] names. --single-transaction reads every InnoDB table in one
+// consistent snapshot without locking the site out. The dump drops and
+// re-creates each table it holds; tables it does not hold are left alone.
+// mariadb-backup (a physical copy of the datadir, faster for large
+// databases) is the alternative; it needs the server's datadir rather than
+// a stream, and its copy only fits the same server version.
+var mariadbBackup = &Backup{
+	DumpFormat: "mariadb-sql",
+	DumpFile:   "mariadb.sql",
+	Dump: []string{"mariadb-dump", "--defaults-file={conf}/my.cnf",
+		"--single-transaction", "--routines", "--triggers", "--events", "{db}"},
+	Restore: []string{"mariadb", "--defaults-file={conf}/my.cnf", "{db}"},
+}
+
+// postgresBackup dumps in pg_dump's custom format, compressed and
+// restorable selectively. The restore connects as postgres and creates
+// objects as the site's user (--no-owner --role), whom the app logs in as;
+// --single-transaction makes it all or nothing.
+var postgresBackup = &Backup{
+	DumpFormat: "postgresql-custom",
+	DumpFile:   "postgresql.dump",
+	Dump: append(slices.Clone(asPostgres), pgBin+"pg_dump", "--format=custom",
+		"--host={run}", "--port={port}", "--username=postgres", "--dbname={db}"),
+	Restore: append(slices.Clone(asPostgres), pgBin+"pg_restore", "--clean", "--if-exists", "--no-owner",
+		"--role={user}", "--single-transaction",
+		"--host={run}", "--port={port}", "--username=postgres", "--dbname={db}"),
+}
 
 func tcp(n int) Port { return Port{Proto: "tcp", Number: n} }
 
@@ -123,10 +261,10 @@ var descriptors = []Descriptor{
 
 	{Role: RoleDB, Software: "mariadb", Ports: []Port{tcp(3306)},
 		Packages: []string{"mariadb-server", "mariadb-client"}, PHPClient: "php8.2-mysql", PDODriver: "mysql",
-		Accounts: []string{"mysql"}, DirOwner: "mysql", SecretGroup: "mysql"},
+		Accounts: []string{"mysql"}, DirOwner: "mysql", SecretGroup: "mysql", Backup: mariadbBackup},
 	{Role: RoleDB, Software: "postgresql", Ports: []Port{tcp(5432)},
 		Packages: []string{"postgresql"}, PHPClient: "php8.2-pgsql", PDODriver: "pgsql",
-		Accounts: []string{"postgres"}, DirOwner: "postgres", SecretGroup: "postgres"},
+		Accounts: []string{"postgres"}, DirOwner: "postgres", SecretGroup: "postgres", Backup: postgresBackup},
 
 	// The host mounts SFTP with sshfs, which depends on fuse3 and
 	// openssh-client. sshd chroots each user and writes login records.

@@ -99,3 +99,126 @@ func TestHostUnits(t *testing.T) {
 		t.Errorf("HostUnits = %q", got)
 	}
 }
+
+// TestBackup: every database can be dumped and restored, each in a format
+// of its own, and its commands expand to what the db node runs.
+func TestBackup(t *testing.T) {
+	vars := BackupVars{Conf: "/etc/bulkhead", Run: "/run/bulkhead", DB: "site", User: "site", Port: 5432}
+	for _, c := range []struct {
+		software      string
+		format        string
+		dump, restore string
+	}{
+		{"mariadb", "mariadb-sql",
+			"mariadb-dump --defaults-file=/etc/bulkhead/my.cnf --single-transaction --routines --triggers --events site",
+			"mariadb --defaults-file=/etc/bulkhead/my.cnf site"},
+		{"postgresql", "postgresql-custom",
+			"setpriv --reuid=postgres --regid=postgres --init-groups -- /usr/lib/postgresql/15/bin/pg_dump --format=custom --host=/run/bulkhead --port=5432 --username=postgres --dbname=site",
+			"setpriv --reuid=postgres --regid=postgres --init-groups -- /usr/lib/postgresql/15/bin/pg_restore --clean --if-exists --no-owner --role=site --single-transaction --host=/run/bulkhead --port=5432 --username=postgres --dbname=site"},
+	} {
+		d, err := Lookup(RoleDB, c.software)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Backup == nil {
+			t.Fatalf("%s has no backup", c.software)
+		}
+		if d.Backup.DumpFormat != c.format {
+			t.Errorf("%s: DumpFormat %q, want %q", c.software, d.Backup.DumpFormat, c.format)
+		}
+		for _, cmd := range []struct {
+			name string
+			argv []string
+			want string
+		}{{"dump", d.Backup.Dump, c.dump}, {"restore", d.Backup.Restore, c.restore}} {
+			got, err := vars.Expand(cmd.argv)
+			if err != nil {
+				t.Errorf("%s %s: %v", c.software, cmd.name, err)
+				continue
+			}
+			if s := strings.Join(got, " "); s != cmd.want {
+				t.Errorf("%s %s:\n got %s\nwant %s", c.software, cmd.name, s, cmd.want)
+			}
+		}
+	}
+	formats := map[string]string{}
+	for _, d := range All() {
+		if (d.Role == RoleDB) != (d.Backup != nil) {
+			t.Errorf("%s %s: backup %v; every database and nothing else has one", d.Role, d.Software, d.Backup)
+			continue
+		}
+		if d.Backup == nil {
+			continue
+		}
+		if other, ok := formats[d.Backup.DumpFormat]; ok {
+			t.Errorf("%s and %s both write %s dumps", other, d.Software, d.Backup.DumpFormat)
+		}
+		formats[d.Backup.DumpFormat] = d.Software
+		if d.Backup.DumpFile == "" || strings.Contains(d.Backup.DumpFile, "/") {
+			t.Errorf("%s: dump file %q is not a plain name", d.Software, d.Backup.DumpFile)
+		}
+	}
+}
+
+func TestExpand(t *testing.T) {
+	vars := BackupVars{Conf: "/etc/bulkhead", Run: "/run/bulkhead", DB: "site", User: "site", Port: 3306}
+	for _, c := range []struct {
+		name string
+		vars BackupVars
+		argv []string
+		want string // joined by spaces, or the error's text
+		ok   bool
+	}{
+		{"plain", vars, []string{"a", "b"}, "a b", true},
+		{"inside an argument", vars, []string{"--socket={run}/x.sock", "--port={port}"}, "--socket=/run/bulkhead/x.sock --port=3306", true},
+		{"two in one", vars, []string{"{db}.{user}"}, "site.site", true},
+		{"unknown", vars, []string{"{dbname}"}, "unknown placeholder {dbname}", false},
+		{"unclosed", vars, []string{"--x={db"}, "unclosed placeholder", false},
+		{"no value", BackupVars{Conf: "/etc"}, []string{"{db}"}, "no value for {db}", false},
+		{"no port", BackupVars{DB: "x"}, []string{"--port={port}"}, "no value for {port}", false},
+		{"an option", BackupVars{DB: "--all-databases"}, []string{"{db}"}, "would read as an option", false},
+		{"a dash inside an argument", BackupVars{DB: "-x"}, []string{"--db={db}"}, "--db=-x", true},
+		{"a newline", BackupVars{DB: "a\nb"}, []string{"{db}"}, "NUL or a newline", false},
+	} {
+		got, err := c.vars.Expand(c.argv)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: Expand(%q) = %q, %v; want ok %v", c.name, c.argv, got, err, c.ok)
+			continue
+		}
+		if c.ok && strings.Join(got, " ") != c.want {
+			t.Errorf("%s: Expand(%q) = %q, want %q", c.name, c.argv, got, c.want)
+		}
+		if !c.ok && !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: Expand(%q) error %q, want it to say %q", c.name, c.argv, err, c.want)
+		}
+	}
+}
+
+func TestAcceptsDump(t *testing.T) {
+	for _, c := range []struct {
+		software, format string
+		want             string // "" when accepted, else part of the error
+	}{
+		{"mariadb", "mariadb-sql", ""},
+		{"postgresql", "postgresql-custom", ""},
+		{"postgresql", "mariadb-sql", "the dump is mariadb-sql, made by mariadb, but this stack's db runs postgresql, which restores postgresql-custom dumps only; restore it on a stack whose db is mariadb"},
+		{"mariadb", "postgresql-custom", "made by postgresql"},
+		{"mariadb", "oracle-exp", `the dump's format "oracle-exp" is unknown`},
+	} {
+		d, err := Lookup(RoleDB, c.software)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = d.AcceptsDump(c.format)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s refuses %s: %v", c.software, c.format, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s, %s dump: error %v, want it to say %q", c.software, c.format, err, c.want)
+		}
+	}
+	cache, _ := Lookup(RoleCache, "redis")
+	if err := cache.AcceptsDump("mariadb-sql"); err == nil {
+		t.Error("a cache accepts a database dump")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
@@ -320,6 +321,54 @@ func ownLayout(t *testing.T, l render.Layout, name string, secrets ...string) {
 	for _, s := range secrets {
 		if err := os.Chown(filepath.Join(l.Conf, s), 0, gid); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestBackupPrograms keeps the catalog's backup commands in step with the
+// rendered database: mariadb's read the my.cnf the server and its reload
+// read, and PostgreSQL's run, as postgres, from the directory the server
+// runs from, over its socket and port.
+func TestBackupPrograms(t *testing.T) {
+	for _, stack := range []string{"default", "alt"} {
+		p := loadPlan(t, stack)
+		db := p.Role(spec.RoleDB)[0]
+		l := render.DefaultLayout()
+		n, err := render.RenderNode(p, db, render.Input{Layout: l, Secrets: testSecrets(p)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := catalog.Lookup(spec.RoleDB, db.Software)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vars := catalog.BackupVars{Conf: l.Conf, Run: l.Run, DB: p.Site.DBName, User: p.Site.DBUser, Port: db.Listens[0].Number}
+		svc := n.Services[0]
+		for _, argv := range [][]string{d.Backup.Dump, d.Backup.Restore} {
+			got, err := vars.Expand(argv)
+			if err != nil {
+				t.Fatalf("%s: %v", db.Software, err)
+			}
+			switch db.Software {
+			case "mariadb":
+				if want := svc.Argv[1]; got[1] != want {
+					t.Errorf("%s: %s reads %s, the server %s", stack, got[0], got[1], want)
+				}
+			case "postgresql":
+				i := slices.Index(svc.Argv, "--")
+				if i < 0 || !slices.Equal(got[:i+1], svc.Argv[:i+1]) {
+					t.Errorf("%s: %q does not run as the server does, %q", stack, got, svc.Argv)
+					continue
+				}
+				if filepath.Dir(got[i+1]) != filepath.Dir(svc.Argv[i+1]) {
+					t.Errorf("%s: %s is not beside the server, %s", stack, got[i+1], svc.Argv[i+1])
+				}
+				if !slices.Contains(got, "--host="+l.Run) || !slices.Contains(got, "--port="+strconv.Itoa(db.Listens[0].Number)) {
+					t.Errorf("%s: %q does not use the server's socket in %s", stack, got, l.Run)
+				}
+			default:
+				t.Errorf("%s: no check for %s's backup", stack, db.Software)
+			}
 		}
 	}
 }

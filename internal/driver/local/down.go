@@ -37,7 +37,8 @@ func (d *Driver) Down(ctx context.Context, stack string, purge bool) error {
 
 // destroyOrder is the order kinds are removed in: what uses a thing goes
 // before it.
-var destroyOrder = []string{KindProcess, KindContainer, KindMount, KindVolume, KindNetns, KindVeth, KindBridge, KindNftTable, KindSysctl}
+// The keeper goes before the supervisor, which it would start again.
+var destroyOrder = []string{KindKeeper, KindProcess, KindContainer, KindMount, KindVolume, KindNetns, KindVeth, KindBridge, KindNftTable, KindSysctl}
 
 func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bool) error {
 	var errs []error
@@ -133,7 +134,7 @@ func (d *Driver) removeShared() error {
 }
 
 func plural(kind string, n int) string {
-	names := map[string]string{KindProcess: "supervisor process", KindContainer: "container", KindMount: "mount",
+	names := map[string]string{KindKeeper: "supervisor keeper", KindProcess: "supervisor process", KindContainer: "container", KindMount: "mount",
 		KindNetns: "network namespace", KindVeth: "veth pair", KindBridge: "bridge", KindNftTable: "host nft table",
 		KindSysctl: "raised neighbour-table limit", KindVolume: "disk image"}
 	s := names[kind]
@@ -146,7 +147,7 @@ func plural(kind string, n int) string {
 // remove deletes one object; an object already gone is not an error.
 func (d *Driver) remove(ctx context.Context, o Object) error {
 	switch o.Kind {
-	case KindProcess:
+	case KindProcess, KindKeeper:
 		return d.sys().stopProcess(o)
 	case KindContainer:
 		return d.stopContainer(ctx, o.Name)

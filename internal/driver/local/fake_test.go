@@ -56,7 +56,7 @@ type fakeSystem struct {
 	containers map[string]*fakeContainer
 	volumes    map[string]string // mount point -> image
 	targets    map[string]bool   // site mount points prepared
-	procs      map[string]bool   // pids of supervisors running
+	procs      map[string]string // pid -> kind (KindProcess, KindKeeper) of the pair's processes running
 	owners     map[uint64]int    // inode -> uid, as chown left it
 	nextPid    int
 	args       [][]string // each supervisor's arguments
@@ -82,7 +82,7 @@ func newFakeSystem(root string) *fakeSystem {
 		containers: map[string]*fakeContainer{},
 		volumes:    map[string]string{},
 		targets:    map[string]bool{},
-		procs:      map[string]bool{},
+		procs:      map[string]string{},
 		owners:     map[uint64]int{},
 		nextPid:    4000,
 	}
@@ -147,8 +147,8 @@ func (f *fakeSystem) leftovers() []string {
 	for t := range f.targets {
 		out = append(out, "site mount point "+f.rel(t))
 	}
-	for pid := range f.procs {
-		out = append(out, "process "+pid)
+	for pid, kind := range f.procs {
+		out = append(out, kind+" "+pid)
 	}
 	slices.Sort(out)
 	return out
@@ -528,7 +528,7 @@ func (f *fakeSystem) releaseTarget(dir string) error {
 func (f *fakeSystem) sshfsMounted(target string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.targets[filepath.Dir(target)] && len(f.procs) > 0, nil
+	return f.targets[filepath.Dir(target)] && f.supervising(), nil
 }
 
 func (f *fakeSystem) sshfsUnmount(target string) error {
@@ -632,18 +632,39 @@ func (f *fakeSystem) syncSite(s siteSync) (*syncResult, error) {
 	return res, nil
 }
 
-func (f *fakeSystem) startSupervisor(bin string, args []string, log *os.File) (Object, error) {
+// startPair starts a supervisor and its keeper, each an op.
+func (f *fakeSystem) startPair(bin, stack, root string, log *os.File) (Object, Object, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	line := strings.ReplaceAll(strings.Join(args, " "), f.root, "$ROOT")
-	if err := f.op("start %s %s", f.rel(bin), line); err != nil {
-		return Object{}, err
+	var objs []Object
+	for _, kind := range []string{KindProcess, KindKeeper} {
+		args := pairArgs(kind, stack, root, false)
+		line := strings.ReplaceAll(strings.Join(args, " "), f.root, "$ROOT")
+		if err := f.op("start %s %s", f.rel(bin), line); err != nil {
+			for _, o := range objs {
+				delete(f.procs, o.Name)
+			}
+			return Object{}, Object{}, err
+		}
+		f.nextPid++
+		pid := strconv.Itoa(f.nextPid)
+		f.procs[pid] = kind
+		if kind == KindProcess {
+			f.supervises(args)
+		}
+		objs = append(objs, Object{Kind: kind, Name: pid, Detail: "fake"})
 	}
-	f.nextPid++
-	pid := strconv.Itoa(f.nextPid)
-	f.procs[pid] = true
-	f.supervises(args)
-	return Object{Kind: KindProcess, Name: pid, Detail: "fake"}, nil
+	return objs[0], objs[1], nil
+}
+
+// supervising reports whether a supervisor runs. The caller holds f.mu.
+func (f *fakeSystem) supervising() bool {
+	for _, kind := range f.procs {
+		if kind == KindProcess {
+			return true
+		}
+	}
+	return false
 }
 
 // supervises plays a supervisor that has read its stack's plan, which
@@ -673,7 +694,7 @@ func (f *fakeSystem) signalProcess(o Object, sig syscall.Signal) error {
 	if err := f.op("signal %s %v", o.Name, sig); err != nil {
 		return err
 	}
-	if !f.procs[o.Name] {
+	if f.procs[o.Name] == "" {
 		return fmt.Errorf("fake: no process %s", o.Name)
 	}
 	for _, a := range f.args {
@@ -729,7 +750,7 @@ func (f *fakeSystem) connections(ctx context.Context, container string, ports []
 func (f *fakeSystem) processAlive(o Object) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.procs[o.Name]
+	return f.procs[o.Name] != ""
 }
 
 func (f *fakeSystem) stopProcess(o Object) error {
@@ -780,7 +801,7 @@ func (f *fakeSystem) verify(ctx context.Context, p *plan.Plan, o verify.Options)
 func (f *fakeSystem) httpStatus(ctx context.Context, url string) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.procs) == 0 {
+	if !f.supervising() {
 		return 0, fmt.Errorf("fake: nothing listens on %s", url)
 	}
 	return 200, nil

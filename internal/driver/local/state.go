@@ -20,7 +20,8 @@ const (
 	KindVeth      = "veth" // host end
 	KindMount     = "mount"
 	KindContainer = "container"
-	KindProcess   = "process" // Name is the pid, Detail its /proc start time
+	KindProcess   = "process" // the supervisor; Name is the pid, Detail its /proc start time
+	KindKeeper    = "keeper"  // the supervisor's keeper (see pair.go), as KindProcess
 	KindSysctl    = "sysctl"  // Name is a neighbour-table key, Detail "BEFORE SET"
 	KindVolume    = "volume"  // a node's disk image mounted on the host; Name is the mount point, Detail the image
 )

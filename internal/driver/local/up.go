@@ -724,10 +724,11 @@ func (d *Driver) fingerprint(p *plan.Plan, nodes []render.Node, site string) (st
 }
 
 // converged reports whether the host already runs p as last applied: same
-// fingerprint, every container running, the supervisor alive.
+// fingerprint, every container running, the supervisor and its keeper
+// alive.
 func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, fingerprint string) bool {
 	applied, err := os.ReadFile(filepath.Join(d.paths(p.Stack).stack, "applied"))
-	if err != nil || string(applied) != fingerprint || !d.supervisorAlive(j) {
+	if err != nil || string(applied) != fingerprint || !d.supervisorAlive(j) || !d.keeperAlive(j) {
 		return false
 	}
 	// The host's guard too: an interrupted verify --self-test may have

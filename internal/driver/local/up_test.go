@@ -271,6 +271,28 @@ func TestUpOnFakeHost(t *testing.T) {
 			s.checkJournal(t, "n")
 			return ops
 		}},
+		{"up-replaces-a-supervisor-without-its-keeper", func(t *testing.T, s *fakeStack) []string {
+			// A supervisor without its keeper (started by a bulkhead
+			// before keepers): up replaces the pair, the keeper's
+			// record first, and touches no node.
+			p := planWithApps(t, 2)
+			s.mustUp(t, p)
+			for pid, kind := range s.f.procs {
+				if kind == KindKeeper {
+					delete(s.f.procs, pid)
+				}
+			}
+			ops, res := s.mustUp(t, p)
+			want := []string{"kill 4002", "kill 4001", "start bin/bulkhead supervise --stack n --root $ROOT --paired", "start bin/bulkhead keep --stack n --root $ROOT"}
+			if got := matching(ops, "kill", "start", "runc run", "runc delete"); !slices.Equal(got, want) {
+				t.Errorf("up on a supervisor without its keeper: %q, want %q", got, want)
+			}
+			if len(res.Restarted) > 0 {
+				t.Errorf("restarted %q, want no node", res.Restarted)
+			}
+			s.checkJournal(t, "n")
+			return ops
+		}},
 		{"status", func(t *testing.T, s *fakeStack) []string {
 			s.mustUp(t, planWithApps(t, 2))
 			st, err := s.d.Status(context.Background(), "n")

@@ -15,9 +15,10 @@ import (
 	"github.com/bulkhead/bulkhead/internal/runc"
 )
 
-// Down removes exactly what Up made for stack, as its journal records it.
-// Data and secrets stay unless purge; with purge the stack's directory goes
-// too.
+// Down removes exactly what Up made for stack, as its journal records it,
+// or, when the journal cannot be read, what it finds of the stack by its
+// names (see downFound). Data and secrets stay unless purge; with purge the
+// stack's directory goes too.
 func (d *Driver) Down(ctx context.Context, stack string, purge bool) error {
 	ps := d.paths(stack)
 	if _, err := os.Stat(ps.stack); errors.Is(err, os.ErrNotExist) {
@@ -29,6 +30,10 @@ func (d *Driver) Down(ctx context.Context, stack string, purge bool) error {
 	}
 	defer unlock()
 	j, err := loadJournal(ps.journal(), stack)
+	var damaged *damagedJournal
+	if errors.As(err, &damaged) {
+		return d.downFound(ctx, stack, purge, damaged)
+	}
 	if err != nil {
 		return err
 	}

@@ -51,13 +51,15 @@ type fakeSystem struct {
 	netns      map[string]bool
 	bridges    map[string]netip.Prefix // name -> its address
 	veths      map[string]string       // host end -> the namespace of the other
+	aliases    map[string]string       // a bridge's or veth's alias
 	tables     map[string]map[string]*nft.Ruleset
 	sysctl     map[string]int
 	containers map[string]*fakeContainer
-	volumes    map[string]string // mount point -> image
-	targets    map[string]bool   // site mount points prepared
-	procs      map[string]string // pid -> kind (KindProcess, KindKeeper) of the pair's processes running
-	owners     map[uint64]int    // inode -> uid, as chown left it
+	volumes    map[string]string   // mount point -> image
+	targets    map[string]bool     // site mount points prepared
+	procs      map[string]string   // pid -> kind (KindProcess, KindKeeper) of the pair's processes running
+	argv       map[string][]string // pid -> its command line
+	owners     map[uint64]int      // inode -> uid, as chown left it
 	nextPid    int
 	args       [][]string // each supervisor's arguments
 	bootUnit   bool       // the boot unit is installed
@@ -77,12 +79,14 @@ func newFakeSystem(root string) *fakeSystem {
 		netns:      map[string]bool{},
 		bridges:    map[string]netip.Prefix{},
 		veths:      map[string]string{},
+		aliases:    map[string]string{},
 		tables:     map[string]map[string]*nft.Ruleset{},
 		sysctl:     map[string]int{"gc_thresh3": 1024, "gc_thresh2": 512},
 		containers: map[string]*fakeContainer{},
 		volumes:    map[string]string{},
 		targets:    map[string]bool{},
 		procs:      map[string]string{},
+		argv:       map[string][]string{},
 		owners:     map[uint64]int{},
 		nextPid:    4000,
 	}
@@ -232,6 +236,7 @@ func (f *fakeSystem) deleteNetns(ctx context.Context, name string) error {
 	for host, ns := range f.veths {
 		if ns == name {
 			delete(f.veths, host)
+			delete(f.aliases, host)
 		}
 	}
 	return nil
@@ -256,6 +261,7 @@ func (f *fakeSystem) addBridge(ctx context.Context, name, addr, alias string) er
 		return err
 	}
 	f.bridges[name] = p
+	f.aliases[name] = alias
 	return nil
 }
 
@@ -272,6 +278,7 @@ func (f *fakeSystem) addVeth(ctx context.Context, v netns.Veth) error {
 		return err
 	}
 	f.veths[v.Host] = v.Netns
+	f.aliases[v.Host] = v.Alias
 	return nil
 }
 
@@ -283,6 +290,7 @@ func (f *fakeSystem) deleteLink(ctx context.Context, name string) error {
 	}
 	delete(f.bridges, name)
 	delete(f.veths, name)
+	delete(f.aliases, name)
 	return nil
 }
 
@@ -632,6 +640,62 @@ func (f *fakeSystem) syncSite(s siteSync) (*syncResult, error) {
 	return res, nil
 }
 
+func (f *fakeSystem) listNetns() ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(maps.Keys(f.netns)), nil
+}
+
+func (f *fakeSystem) listLinks() ([]netns.Link, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []netns.Link
+	for name := range f.bridges {
+		out = append(out, netns.Link{Name: name, Alias: f.aliases[name], Bridge: true})
+	}
+	for name := range f.veths {
+		out = append(out, netns.Link{Name: name, Alias: f.aliases[name]})
+	}
+	return out, nil
+}
+
+func (f *fakeSystem) listContainers(ctx context.Context) ([]runc.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []runc.Status
+	for id, c := range f.containers {
+		out = append(out, runc.Status{ID: id, Status: c.status, Pid: 1, Bundle: filepath.Join(c.node, "bundle")})
+	}
+	return out, nil
+}
+
+// mountsUnder lists the disk images and site mount points mounted at or
+// beneath dir.
+func (f *fakeSystem) mountsUnder(dir string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, m := range slices.Concat(slices.Collect(maps.Keys(f.volumes)), slices.Collect(maps.Keys(f.targets))) {
+		if under(m, dir) {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeSystem) pairProcesses(bin, stack, root string) ([]Object, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Object
+	for pid, argv := range f.argv {
+		if kind := pairCommand(argv, bin, stack, root); kind != "" && f.procs[pid] != "" {
+			out = append(out, Object{Kind: kind, Name: pid, Detail: "fake"})
+		}
+	}
+	slices.SortFunc(out, func(a, b Object) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
 // startPair starts a supervisor and its keeper, each an op.
 func (f *fakeSystem) startPair(bin, stack, root string, log *os.File) (Object, Object, error) {
 	f.mu.Lock()
@@ -649,6 +713,7 @@ func (f *fakeSystem) startPair(bin, stack, root string, log *os.File) (Object, O
 		f.nextPid++
 		pid := strconv.Itoa(f.nextPid)
 		f.procs[pid] = kind
+		f.argv[pid] = append([]string{bin}, args...)
 		if kind == KindProcess {
 			f.supervises(args)
 		}

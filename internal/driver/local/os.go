@@ -109,6 +109,14 @@ type system interface {
 	// checkSite parses the site's new or changed code (see lint.go).
 	checkSite(ctx context.Context, site string, last release.Manifest, c *catalog.SiteCheck) error
 
+	// What down finds of a stack on the host when its journal cannot
+	// say (see found.go).
+	listNetns() ([]string, error)
+	listLinks() ([]netns.Link, error)
+	listContainers(ctx context.Context) ([]runc.Status, error)
+	mountsUnder(dir string) ([]string, error) // mount points at or beneath dir
+	pairProcesses(bin, stack, root string) ([]Object, error)
+
 	// The stack's supervisor and its keeper, a pair of processes of their
 	// own (see pair.go).
 	startPair(bin, stack, root string, log *os.File) (sup, keeper Object, err error)
@@ -296,6 +304,30 @@ func (realSystem) chownTree(dir string, uid, gid int) error {
 }
 
 func (realSystem) syncSite(s siteSync) (*syncResult, error) { return syncSite(s) }
+
+func (realSystem) listNetns() ([]string, error) { return netns.List() }
+
+func (realSystem) listLinks() ([]netns.Link, error) { return netns.Links() }
+
+func (realSystem) listContainers(ctx context.Context) ([]runc.Status, error) {
+	return runc.List(ctx)
+}
+
+func (realSystem) mountsUnder(dir string) ([]string, error) {
+	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Mountpoint)
+	}
+	return out, nil
+}
+
+func (realSystem) pairProcesses(bin, stack, root string) ([]Object, error) {
+	return pairProcesses(bin, stack, root)
+}
 
 func (realSystem) startPair(bin, stack, root string, log *os.File) (Object, Object, error) {
 	return startPair(bin, stack, root, log)

@@ -389,11 +389,7 @@ func pairProcesses(bin, stack, root string) ([]Object, error) {
 		if err != nil {
 			continue // gone meanwhile
 		}
-		args := strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00")
-		if len(args) < 6 || args[0] != bin || args[2] != "--stack" || args[3] != stack || args[4] != "--root" || args[5] != root {
-			continue
-		}
-		kind := map[string]string{"supervise": KindProcess, "keep": KindKeeper}[args[1]]
+		kind := pairCommand(strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00"), bin, stack, root)
 		start, err := procStart(pid)
 		if kind == "" || err != nil {
 			continue
@@ -401,4 +397,13 @@ func pairProcesses(bin, stack, root string) ([]Object, error) {
 		out = append(out, Object{Kind: kind, Name: strconv.Itoa(pid), Detail: start})
 	}
 	return out, nil
+}
+
+// pairCommand returns the kind of paired process of stack that the
+// command line args runs, or "" if none.
+func pairCommand(args []string, bin, stack, root string) string {
+	if len(args) < 6 || args[0] != bin || args[2] != "--stack" || args[3] != stack || args[4] != "--root" || args[5] != root {
+		return ""
+	}
+	return map[string]string{"supervise": KindProcess, "keep": KindKeeper}[args[1]]
 }

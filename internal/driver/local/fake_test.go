@@ -722,6 +722,27 @@ func (f *fakeSystem) startPair(bin, stack, root string, log *os.File) (Object, O
 	return objs[0], objs[1], nil
 }
 
+// replace plays the pair's peer of kind's process: that one dies, and its
+// peer starts another in its place, which it has not recorded yet. It
+// returns the new one's pid.
+func (f *fakeSystem) replace(kind string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for pid, k := range f.procs {
+		if k != kind {
+			continue
+		}
+		argv := f.argv[pid]
+		delete(f.procs, pid)
+		f.nextPid++
+		next := strconv.Itoa(f.nextPid)
+		f.procs[next] = kind
+		f.argv[next] = slices.Clone(argv)
+		return next
+	}
+	return ""
+}
+
 // supervising reports whether a supervisor runs. The caller holds f.mu.
 func (f *fakeSystem) supervising() bool {
 	for _, kind := range f.procs {

@@ -530,6 +530,9 @@ func (d *Driver) Rollback(ctx context.Context, p *plan.Plan, id string, o UpOpti
 		return nil, fmt.Errorf("the stack file changed since stack %s was last brought up; run 'bulkhead up' first, or roll back with the file as it was", p.Stack)
 	}
 	j, err := loadJournal(d.paths(p.Stack).journal(), p.Stack)
+	if err == nil {
+		err = d.adoptPair(j)
+	}
 	if err != nil {
 		return nil, err
 	}

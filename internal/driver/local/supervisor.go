@@ -40,6 +40,53 @@ func (d *Driver) keeperAlive(j *journal) bool {
 	return false
 }
 
+// adoptPair records in j the processes of the stack's pair that run but j
+// does not name, in place of those of their kind that are gone. One of the
+// pair starts a new peer at once, but records it only once no other
+// command holds the stack's lock: the command that holds it (up, say)
+// counts it from here on. The caller holds the lock.
+func (d *Driver) adoptPair(j *journal) error {
+	if len(j.list(KindProcess))+len(j.list(KindKeeper)) == 0 {
+		return nil // no pair: none started, or down stopped it
+	}
+	running, err := d.sys().pairProcesses(d.paths(j.Stack).binary(), j.Stack, d.root())
+	if err != nil {
+		return err
+	}
+	for _, o := range running {
+		if j.has(o) {
+			continue
+		}
+		for _, old := range j.list(o.Kind) {
+			if !d.sys().processAlive(old) {
+				if err := j.forget(old); err != nil {
+					return err
+				}
+			}
+		}
+		if err := j.record(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pairRunning reports whether the stack's supervisor and its keeper run:
+// as j records them or, for one that died, as the one its peer started in
+// its place and has not recorded yet (see adoptPair). It changes nothing.
+func (d *Driver) pairRunning(j *journal) (sup, keeper bool) {
+	sup, keeper = d.supervisorAlive(j), d.keeperAlive(j)
+	if sup && keeper || len(j.list(KindProcess))+len(j.list(KindKeeper)) == 0 {
+		return sup, keeper
+	}
+	running, _ := d.sys().pairProcesses(d.paths(j.Stack).binary(), j.Stack, d.root())
+	for _, o := range running {
+		sup = sup || o.Kind == KindProcess
+		keeper = keeper || o.Kind == KindKeeper
+	}
+	return sup, keeper
+}
+
 // startSupervisor makes the stack's supervisor, a detached `bulkhead
 // supervise` that keeps the stack converged after this command exits, run
 // p, with its keeper (see pair.go). A running pair's supervisor is sent HUP

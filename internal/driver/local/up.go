@@ -248,6 +248,9 @@ func (d *Driver) checkHost(ctx context.Context, p *plan.Plan, j *journal, noSand
 	if err := os.MkdirAll(d.paths(p.Stack).stack, 0o700); err != nil {
 		return err
 	}
+	if err := d.adoptPair(j); err != nil {
+		return err
+	}
 	return d.preflight(ctx, p, j, d.supervisorAlive(j), noSandbox)
 }
 

@@ -303,6 +303,28 @@ func TestUpOnFakeHost(t *testing.T) {
 			s.checkJournal(t, "n")
 			return ops
 		}},
+		{"up-counts-a-supervisor-its-keeper-started", func(t *testing.T, s *fakeStack) []string {
+			// The supervisor died and its keeper started another, which
+			// it has not recorded yet (a verify held the stack's lock):
+			// status says the supervisor runs, and up records it and
+			// has nothing to do.
+			p := planWithApps(t, 2)
+			s.mustUp(t, p)
+			pid := s.f.replace(KindProcess)
+			st, err := s.d.Status(context.Background(), "n")
+			if err != nil || !st.Supervisor || !st.Keeper {
+				t.Errorf("status: %+v, %v; want the supervisor and its keeper running", st, err)
+			}
+			ops, res := s.mustUp(t, p)
+			if res.Changed || len(ops) > 0 {
+				t.Errorf("up changed %v:\n%s", res.Changed, strings.Join(ops, "\n"))
+			}
+			if !slices.Contains(s.journal(t, "n"), Object{Kind: KindProcess, Name: pid, Detail: "fake"}) {
+				t.Errorf("the journal does not record supervisor %s", pid)
+			}
+			s.checkJournal(t, "n")
+			return ops
+		}},
 		{"status", func(t *testing.T, s *fakeStack) []string {
 			s.mustUp(t, planWithApps(t, 2))
 			st, err := s.d.Status(context.Background(), "n")

@@ -37,6 +37,9 @@ type Driver struct {
 	// system is the host as the driver changes it (os.go); nil is the
 	// real one. Tests put a recording fake here.
 	system system
+	// onPhase, when set, is called as each phase of an up begins (see
+	// enter); an error fails the up there. Tests interrupt ups with it.
+	onPhase func(phase string) error
 }
 
 func (d *Driver) root() string {

@@ -207,6 +207,9 @@ func (r *roller) run(ctx context.Context, target string) error {
 				r.d.progress("deploy: %s joins with release %s", n.Name, target)
 			}
 			r.surge = s
+			if err := r.d.enter(ctx, "rollout:surge"); err != nil {
+				return err
+			}
 			if err := r.applyPlan(ctx, s); err != nil {
 				return err
 			}
@@ -214,11 +217,17 @@ func (r *roller) run(ctx context.Context, target string) error {
 	}
 	front := r.d.runningFront(ctx, r.p)
 	for _, n := range r.p.Role(spec.RoleStatic) {
+		if err := r.d.enter(ctx, "rollout:static"); err != nil {
+			return err
+		}
 		if err := r.switchNode(ctx, front, n, target, false); err != nil {
 			return err
 		}
 	}
 	for _, n := range r.p.Role(spec.RoleApp) {
+		if err := r.d.enter(ctx, "rollout:"+n.Name); err != nil {
+			return err
+		}
 		if err := r.switchNode(ctx, front, n, target, true); err != nil {
 			return err
 		}
@@ -228,6 +237,9 @@ func (r *roller) run(ctx context.Context, target string) error {
 	}
 	if r.surge != nil {
 		r.surge = nil
+		if err := r.d.enter(ctx, "rollout:leave"); err != nil {
+			return err
+		}
 		r.d.progress("deploy: the surge node leaves")
 		return r.applyPlan(ctx, r.p)
 	}

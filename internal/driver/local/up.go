@@ -109,11 +109,20 @@ func (d *Driver) packages(ctx context.Context, p *plan.Plan, noInstall bool) err
 // changed, the new release then rolls out (see rollout).
 func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) (*UpResult, error) {
 	res := &UpResult{}
+	if err := d.enter(ctx, "checkHost"); err != nil {
+		return nil, err
+	}
 	if err := d.checkHost(ctx, p, j, o.NoSandbox); err != nil {
+		return nil, err
+	}
+	if err := d.enter(ctx, "release"); err != nil {
 		return nil, err
 	}
 	idx, target, err := d.siteRelease(ctx, p, o.SiteDir)
 	if err != nil {
+		return nil, err
+	}
+	if err := d.enter(ctx, "render"); err != nil {
 		return nil, err
 	}
 	rendered, fingerprint, err := d.renderNodes(p, o.SiteDir, idx, nil)
@@ -133,6 +142,9 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	}
 	if target != "" {
 		res.Changed = true
+		if err := d.enter(ctx, "rollout"); err != nil {
+			return nil, err
+		}
 		if err := d.rollout(ctx, p, o, j, target, true, res); err != nil {
 			return nil, err
 		}
@@ -143,6 +155,9 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 			return nil, err
 		}
 	}
+	if err := d.enter(ctx, "markApplied"); err != nil {
+		return nil, err
+	}
 	if err := d.markApplied(p, fingerprint, o.SiteDir); err != nil {
 		return nil, err
 	}
@@ -152,11 +167,20 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 // apply makes the host run p with the rendered files: the phases of up
 // that change the host.
 func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journal, rendered []render.Node, res *UpResult) error {
+	if err := d.enter(ctx, "hostFiles"); err != nil {
+		return err
+	}
 	old, err := d.hostFiles(p)
 	if err != nil {
 		return err
 	}
+	if err := d.enter(ctx, "bootUnit"); err != nil {
+		return err
+	}
 	if err := d.installBootUnit(ctx); err != nil {
+		return err
+	}
+	if err := d.enter(ctx, "sandbox"); err != nil {
 		return err
 	}
 	if err := d.sandbox(p, j, o.NoSandbox); err != nil {
@@ -171,6 +195,9 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 		byName[r.Name] = r
 	}
 	if leaving := leaving(old, p); len(leaving) > 0 {
+		if err := d.enter(ctx, "leaving"); err != nil {
+			return err
+		}
 		if err := d.updateFront(ctx, p, front, byName, j, res); err != nil {
 			return err
 		}
@@ -187,27 +214,51 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 	}
 	// The host's tables follow the plan only now: until its nodes are
 	// drained, the bridge must still pass what leaving nodes answer.
+	if err := d.enter(ctx, "fabric"); err != nil {
+		return err
+	}
 	d.progress("network: host table, %d bridges", len(p.Networks))
 	if err := d.fabric(ctx, p, j); err != nil {
 		return err
 	}
+	if err := d.enter(ctx, "removeStale"); err != nil {
+		return err
+	}
 	if err := d.removeStale(ctx, p, j); err != nil {
+		return err
+	}
+	if err := d.enter(ctx, "nodes"); err != nil {
 		return err
 	}
 	changes, err := d.nodes(ctx, p, rendered, j, front)
 	if err != nil {
 		return err
 	}
+	if err := d.enter(ctx, "outside"); err != nil {
+		return err
+	}
 	if err := d.outside(ctx, p, j); err != nil {
+		return err
+	}
+	if err := d.enter(ctx, "syncStorage"); err != nil {
 		return err
 	}
 	if err := d.syncStorage(p, o.SiteDir, j, res); err != nil {
 		return err
 	}
+	if err := d.enter(ctx, "restartChanged"); err != nil {
+		return err
+	}
 	if err := d.restartChanged(ctx, p, changes); err != nil {
 		return err
 	}
+	if err := d.enter(ctx, "siteMounts"); err != nil {
+		return err
+	}
 	if err := d.prepareSiteMounts(ctx, p, j); err != nil {
+		return err
+	}
+	if err := d.enter(ctx, "containers"); err != nil {
 		return err
 	}
 	started, err := d.containers(ctx, p, j)
@@ -215,14 +266,26 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 		return err
 	}
 	res.Restarted = append(res.Restarted, started...)
+	if err := d.enter(ctx, "supervisor"); err != nil {
+		return err
+	}
 	if err := d.startSupervisor(ctx, p, j, old); err != nil {
 		return err
 	}
 	// Grants and keys for new nodes, before any request reaches them.
+	if err := d.enter(ctx, "reload"); err != nil {
+		return err
+	}
 	if err := d.reloadChanged(ctx, p, changes, res); err != nil {
 		return err
 	}
+	if err := d.enter(ctx, "waitHealthy"); err != nil {
+		return err
+	}
 	if err := d.waitHealthy(ctx, p, j, o.Wait); err != nil {
+		return err
+	}
+	if err := d.enter(ctx, "front"); err != nil {
 		return err
 	}
 	if front != nil {
@@ -239,7 +302,22 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 			return err
 		}
 	}
+	if err := d.enter(ctx, "waitServing"); err != nil {
+		return err
+	}
 	return d.waitServing(ctx, p, o.Wait)
+}
+
+// enter begins phase of an up. A cancelled up (Ctrl-C) stops here, between
+// phases, rather than part way into the next one. onPhase, a test's, may
+// fail or cancel the up at any phase.
+func (d *Driver) enter(ctx context.Context, phase string) error {
+	if d.onPhase != nil {
+		if err := d.onPhase(phase); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
 }
 
 // checkHost makes the stack's directory and runs preflight, with the

@@ -47,6 +47,9 @@ type fakeSystem struct {
 	ops []string
 	// failOn makes the op whose line starts with it fail, once.
 	failOn string
+	// onOp, when set, sees each op that succeeds, as it happens. It may
+	// not call the fake.
+	onOp func(line string)
 
 	netns      map[string]bool
 	bridges    map[string]netip.Prefix // name -> its address
@@ -113,6 +116,9 @@ func (f *fakeSystem) op(format string, args ...any) error {
 		return fmt.Errorf("fake: %s failed", line)
 	}
 	f.ops = append(f.ops, line)
+	if f.onOp != nil {
+		f.onOp(line)
+	}
 	return nil
 }
 

@@ -25,6 +25,8 @@ type fakeStack struct {
 	d    *Driver
 	f    *fakeSystem
 	site string
+	// phases are those the last upWith entered, in order.
+	phases []string
 }
 
 func newFakeStack(t *testing.T) *fakeStack {

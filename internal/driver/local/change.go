@@ -112,9 +112,8 @@ func (d *Driver) writeInPlace(dir string, files []render.File, paths []string, o
 // remove, restart, reload, or only write files for.
 func (d *Driver) Changes(ctx context.Context, p *plan.Plan) ([]Change, error) {
 	ps := d.paths(p.Stack)
-	old, _ := d.savedPlan(p.Stack) // none or unreadable: as if there were none
 	var out []Change
-	for _, n := range leaving(old, p) {
+	for _, n := range leaving(d.runningPlans(p.Stack), p) {
 		out = append(out, Change{Node: n.Name, Action: "remove"})
 	}
 	sec, err := d.loadSecrets(p.Stack)

@@ -93,7 +93,7 @@ func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bo
 			errs = append(errs, err)
 		}
 	}
-	for _, f := range []string{"applied", "source.json", "supervisor.sock", "supervisor.json", "supervised"} {
+	for _, f := range []string{"applied", "applied-plan.json", "source.json", "supervisor.sock", "supervisor.json", "supervised"} {
 		os.Remove(filepath.Join(ps.stack, f))
 	}
 	return errors.Join(errs...)

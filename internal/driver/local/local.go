@@ -74,8 +74,12 @@ func (d *Driver) paths(stack string) paths {
 
 func (p paths) journal() string { return filepath.Join(p.stack, "state.json") }
 func (p paths) plan() string    { return filepath.Join(p.stack, "plan.json") }
-func (p paths) lock() string    { return filepath.Join(p.stack, "lock") }
-func (p paths) secrets() string { return filepath.Join(p.stack, "secrets") }
+
+// appliedPlan is the plan the last apply that finished applied (see
+// Driver.runningPlans).
+func (p paths) appliedPlan() string { return filepath.Join(p.stack, "applied-plan.json") }
+func (p paths) lock() string        { return filepath.Join(p.stack, "lock") }
+func (p paths) secrets() string     { return filepath.Join(p.stack, "secrets") }
 
 // secretsFile holds the stack's secrets (see secrets.Stack).
 func (p paths) secretsFile() string { return filepath.Join(p.secrets(), "secrets.json") }

@@ -92,11 +92,11 @@ func (d *Driver) pairRunning(j *journal) (sup, keeper bool) {
 // p, with its keeper (see pair.go). A running pair's supervisor is sent HUP
 // to read a new plan, and waited for: it mounts new nodes' sites and lets
 // go of removed ones', while the other mounts and the published ports go
-// on. The pair is replaced only when the supervisor cannot reload: old
-// (the plan before this up) is unknown or publishes other ports; or when
-// one of the two is not running, as after an upgrade from a bulkhead
-// whose supervisor had no keeper.
-func (d *Driver) startSupervisor(ctx context.Context, p *plan.Plan, j *journal, old *plan.Plan) error {
+// on. The pair is replaced only when the supervisor cannot reload: olds
+// (the plans it may run, see runningPlans) are unknown or one publishes
+// other ports; or when one of the two is not running, as after an upgrade
+// from a bulkhead whose supervisor had no keeper.
+func (d *Driver) startSupervisor(ctx context.Context, p *plan.Plan, j *journal, olds []*plan.Plan) error {
 	ps := d.paths(p.Stack)
 	want, err := fileHash(ps.plan())
 	if err != nil {
@@ -108,7 +108,11 @@ func (d *Driver) startSupervisor(ctx context.Context, p *plan.Plan, j *journal, 
 			return nil
 		}
 		// One that never said which plan it runs predates reloads.
-		if err == nil && old != nil && slices.Equal(old.Published, p.Published) {
+		samePorts := len(olds) > 0
+		for _, old := range olds {
+			samePorts = samePorts && slices.Equal(old.Published, p.Published)
+		}
+		if err == nil && samePorts {
 			if err := d.sys().signalProcess(sup, syscall.SIGHUP); err != nil {
 				return err
 			}

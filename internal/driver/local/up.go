@@ -170,7 +170,7 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 	if err := d.enter(ctx, "hostFiles"); err != nil {
 		return err
 	}
-	old, err := d.hostFiles(p)
+	olds, err := d.hostFiles(p)
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 	for _, r := range rendered {
 		byName[r.Name] = r
 	}
-	if leaving := leaving(old, p); len(leaving) > 0 {
+	if leaving := leaving(olds, p); len(leaving) > 0 {
 		if err := d.enter(ctx, "leaving"); err != nil {
 			return err
 		}
@@ -208,7 +208,7 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 		}
 		// The supervisor lets go of their site mounts and stops
 		// restarting them before they go.
-		if err := d.startSupervisor(ctx, p, j, old); err != nil {
+		if err := d.startSupervisor(ctx, p, j, olds); err != nil {
 			return err
 		}
 	}
@@ -269,7 +269,7 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 	if err := d.enter(ctx, "supervisor"); err != nil {
 		return err
 	}
-	if err := d.startSupervisor(ctx, p, j, old); err != nil {
+	if err := d.startSupervisor(ctx, p, j, olds); err != nil {
 		return err
 	}
 	// Grants and keys for new nodes, before any request reaches them.
@@ -305,7 +305,10 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 	if err := d.enter(ctx, "waitServing"); err != nil {
 		return err
 	}
-	return d.waitServing(ctx, p, o.Wait)
+	if err := d.waitServing(ctx, p, o.Wait); err != nil {
+		return err
+	}
+	return writeJSON(d.paths(p.Stack).appliedPlan(), p, 0o600)
 }
 
 // enter begins phase of an up. A cancelled up (Ctrl-C) stops here, between
@@ -358,8 +361,9 @@ func (d *Driver) renderNodes(p *plan.Plan, site string, idx *release.Index, out 
 
 // hostFiles writes what the stack's nodes share on the host: their /etc,
 // the bulkhead binary, and the plan, which the supervisor reads. It
-// returns the plan saved before, nil if there was none.
-func (d *Driver) hostFiles(p *plan.Plan) (*plan.Plan, error) {
+// returns the plans the host may run parts of until now (see
+// runningPlans).
+func (d *Driver) hostFiles(p *plan.Plan) ([]*plan.Plan, error) {
 	ps := d.paths(p.Stack)
 	d.progress("host: /etc for nodes, binary")
 	if err := prepareEtc(ps.etc()); err != nil {
@@ -368,11 +372,35 @@ func (d *Driver) hostFiles(p *plan.Plan) (*plan.Plan, error) {
 	if err := installBinary(ps.binary()); err != nil {
 		return nil, err
 	}
-	old, _ := d.savedPlan(p.Stack) // none or unreadable: as if there were none
+	olds := d.runningPlans(p.Stack)
 	if err := writeJSON(ps.plan(), p, 0o600); err != nil {
 		return nil, err
 	}
-	return old, nil
+	return olds, nil
+}
+
+// runningPlans are the plans whose nodes the host may run now: the one
+// the last apply that finished applied (applied-plan.json), and the one
+// the last up saved for the supervisor (plan.json). They differ after an
+// up that stopped part way: it may have made some of its plan's new nodes,
+// and removed none of the old plan's, which the next up still has to take
+// out of the edge's pool and the supervisor's care before it removes
+// them. The supervisor runs one of the two. One that cannot be read is
+// left out; a stack no bulkhead with applied-plan.json has changed has
+// only plan.json.
+func (d *Driver) runningPlans(stack string) []*plan.Plan {
+	ps := d.paths(stack)
+	var out []*plan.Plan
+	for _, path := range []string{ps.appliedPlan(), ps.plan()} {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		if p, err := plan.Decode(data); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // nodes makes each node's namespace with its firewall and links, its disk,
@@ -527,15 +555,18 @@ func (d *Driver) updateFront(ctx context.Context, p *plan.Plan, front *plan.Node
 	return nil
 }
 
-// leaving lists the nodes of the running plan, old, that p no longer has.
-func leaving(old, p *plan.Plan) []*plan.Node {
-	if old == nil {
-		return nil
-	}
+// leaving lists the nodes of the plans the host may run, olds, that p
+// does not have.
+func leaving(olds []*plan.Plan, p *plan.Plan) []*plan.Node {
 	var out []*plan.Node
-	for i := range old.Nodes {
-		if p.Node(old.Nodes[i].Name) == nil {
-			out = append(out, &old.Nodes[i])
+	seen := map[string]bool{}
+	for _, old := range olds {
+		for i := range old.Nodes {
+			n := &old.Nodes[i]
+			if p.Node(n.Name) == nil && !seen[n.Name] {
+				seen[n.Name] = true
+				out = append(out, n)
+			}
 		}
 	}
 	return out

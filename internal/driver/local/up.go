@@ -823,11 +823,7 @@ func (d *Driver) fingerprint(p *plan.Plan, nodes []render.Node, site string) (st
 	// The site dir too: a stack moved to another site directory syncs
 	// that one's uploads. Its code is in the releases the files name.
 	fmt.Fprintf(h, "site %s\n", site)
-	self, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	bh, err := fileHash(self)
+	bh, err := selfHash()
 	if err != nil {
 		return "", err
 	}

@@ -37,6 +37,11 @@ func (d *Driver) Down(ctx context.Context, stack string, purge bool) error {
 	if err != nil {
 		return err
 	}
+	// A keeper or supervisor its peer started but has not recorded yet
+	// goes too.
+	if err := d.adoptPair(j); err != nil {
+		return err
+	}
 	return d.destroy(ctx, stack, j, purge)
 }
 

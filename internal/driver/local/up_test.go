@@ -327,6 +327,20 @@ func TestUpOnFakeHost(t *testing.T) {
 			s.checkJournal(t, "n")
 			return ops
 		}},
+		{"down-stops-a-keeper-not-yet-recorded", func(t *testing.T, s *fakeStack) []string {
+			// The keeper died and the supervisor started another, which
+			// it has not recorded yet: down stops that one too.
+			s.mustUp(t, planWithApps(t, 2))
+			pid := s.f.replace(KindKeeper)
+			ops := s.mustDown(t, "n")
+			if held := s.f.leftovers(); len(held) > 0 {
+				t.Errorf("down left on the host: %q", held)
+			}
+			if got := matching(ops, "kill"); !slices.Equal(got, []string{"kill " + pid, "kill 4001"}) {
+				t.Errorf("down stopped %q; want the new keeper %s, then the supervisor", got, pid)
+			}
+			return ops
+		}},
 		{"status", func(t *testing.T, s *fakeStack) []string {
 			s.mustUp(t, planWithApps(t, 2))
 			st, err := s.d.Status(context.Background(), "n")

@@ -321,10 +321,10 @@ func stopChild(cmd *exec.Cmd, exited <-chan struct{}) {
 // down took the stack down.
 var errAbandoned = errors.New("the journal records no supervisor or keeper: the stack was taken down")
 
-// recordPair records, in place of the dead, peer, the process that me,
-// one of the pair, started for the one that died. It waits for the
-// stack's lock: an up, say, may hold it for minutes, during which the new
-// peer already runs.
+// recordPair records peer, the process that me (one of the pair) started
+// in place of one that died, and forgets the dead. It waits for the
+// stack's lock: an up, say, may hold it for minutes, while the new peer
+// already runs.
 func (d *Driver) recordPair(ctx context.Context, stack string, me, peer Object) error {
 	ps := d.paths(stack)
 	if _, err := os.Stat(ps.journal()); errors.Is(err, fs.ErrNotExist) {

@@ -212,7 +212,20 @@ func TestSupervisorPair(t *testing.T) {
 	if running := s.running(t); len(running) != 2 {
 		t.Fatalf("the pair's processes: %v, want the supervisor and its keeper", running)
 	}
+	// What status reads of the nodes' restarts outlives the supervisor
+	// that counted them.
+	hosttest.Eventually(t, time.Minute, "the supervisor to start its counts", func() bool {
+		_, err := os.Stat(s.d.paths(s.stack).supervisorState())
+		return err == nil
+	})
+	counts := &supervisorState{Nodes: map[string]*restarts{"x": {Count: 3, CrashLoop: true}}}
+	if err := counts.save(s.d.paths(s.stack).supervisorState()); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("supervisor killed: a new one serves after %v", s.kill(t, KindProcess))
+	if st, err := loadSupervisorState(s.d.paths(s.stack).supervisorState()); err != nil || st.Nodes["x"] == nil || st.Nodes["x"].Count != 3 || !st.Nodes["x"].CrashLoop {
+		t.Errorf("the restarted supervisor's counts: %+v, %v; want the 3 restarts and crash loop of the one killed", st, err)
+	}
 	t.Logf("keeper killed: a new one runs after %v", s.kill(t, KindKeeper))
 	// The supervisor the first keeper started, watched by the keeper
 	// that supervisor started.

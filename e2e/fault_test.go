@@ -19,8 +19,10 @@ import (
 //   - an app node's container killed: the edge sends to the other one,
 //     and the supervisor restarts it;
 //   - the cache node's container killed: pages come from the database;
-//   - the supervisor killed: the nodes serve on, status says what to run,
-//     and up starts it again.
+//   - the supervisor killed: its keeper starts another, which the journal
+//     records and which takes over the published ports and site mounts,
+//     with no up;
+//   - its keeper killed: the supervisor starts another.
 func TestFaults(t *testing.T) {
 	s := newStack(t, "e2eq", 246, 18660, "")
 	s.run("up")
@@ -62,30 +64,25 @@ func TestFaults(t *testing.T) {
 	fault("app-1 killed", kill("app-1"), healthy("app-1"))
 	fault("cache killed", kill("cache"), healthy("cache"))
 
-	sup := supervisorPID(t, s)
-	fault("supervisor killed", func() {
-		if out, err := exec.Command("kill", "-9", sup).CombinedOutput(); err != nil {
-			t.Fatalf("kill the supervisor: %v: %s", err, out)
-		}
-		hosttest.Eventually(t, patience, "status to say the supervisor is not running", func() bool {
+	for _, kind := range []string{"process", "keeper"} {
+		old := pairPID(t, s, kind)
+		fault(map[string]string{"process": "supervisor", "keeper": "keeper"}[kind]+" killed", func() {
+			if out, err := exec.Command("kill", "-9", old).CombinedOutput(); err != nil {
+				t.Fatalf("kill the %s: %v: %s", kind, err, out)
+			}
+		}, func() bool {
 			out, _ := s.exec("status")
-			return strings.Contains(out, "supervisor NOT RUNNING") && strings.Contains(out, "run 'bulkhead up'")
+			return pairPID(t, s, kind) != old && strings.HasPrefix(out, "stack "+s.name+": supervisor running\n")
 		})
-		s.run("up")
-	}, func() bool {
-		out, _ := s.exec("status")
-		return strings.Contains(out, "supervisor running")
-	})
-	if got := supervisorPID(t, s); got == sup {
-		t.Errorf("the supervisor is still pid %s", got)
 	}
 	if v, out, err := s.verify(t); err != nil || !v.Pass {
 		t.Errorf("verify after the faults (%v): failures %q\n%.3000s", err, v.Failures, out)
 	}
 }
 
-// supervisorPID is the pid of the stack's supervisor, from its journal.
-func supervisorPID(t *testing.T, s *stack) string {
+// pairPID is the pid of the stack's supervisor (kind "process") or its
+// keeper ("keeper"), from its journal.
+func pairPID(t *testing.T, s *stack, kind string) string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("/var/lib/bulkhead", s.name, "state.json"))
 	if err != nil {
@@ -98,10 +95,10 @@ func supervisorPID(t *testing.T, s *stack) string {
 		t.Fatal(err)
 	}
 	for _, o := range j.Objects {
-		if o.Kind == "process" {
+		if o.Kind == kind {
 			return o.Name
 		}
 	}
-	t.Fatal("the journal names no supervisor")
+	t.Fatalf("the journal names no %s", kind)
 	return ""
 }

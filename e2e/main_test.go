@@ -137,8 +137,11 @@ func (s *stack) assertGone() {
 	if data, _ := os.ReadFile("/proc/mounts"); strings.Contains(string(data), "/"+s.name+"/nodes/") {
 		t.Errorf("mounts left:\n%s", grep(string(data), "/"+s.name+"/nodes/"))
 	}
-	if out, _ := exec.Command("ps", "-eo", "pid,args").Output(); strings.Contains(string(out), "supervise --stack "+s.name+" ") {
-		t.Errorf("supervisor left:\n%s", grep(string(out), "supervise --stack "+s.name))
+	out, _ := exec.Command("ps", "-eo", "pid,args").Output()
+	for _, cmd := range []string{"supervise", "keep"} {
+		if strings.Contains(string(out), cmd+" --stack "+s.name+" ") {
+			t.Errorf("%s left:\n%s", cmd, grep(string(out), cmd+" --stack "+s.name))
+		}
 	}
 }
 

@@ -52,7 +52,7 @@ type command struct {
 func commands() []*command {
 	return []*command{
 		initCommand(), planCommand(), upCommand(), deployCommand(), releasesCommand(), rollbackCommand(), statusCommand(), verifyCommand(), logsCommand(), execCommand(), downCommand(),
-		bootCommand(), versionCommand(), helpCommand(), agentCommand(), superviseCommand(),
+		bootCommand(), versionCommand(), helpCommand(), agentCommand(), superviseCommand(), keepCommand(),
 	}
 }
 

@@ -46,29 +46,79 @@ their recent log lines, and answers the host on a unix socket.`,
 }
 
 type superviseOptions struct {
-	Stack, Root string
+	Stack, Root       string
+	Paired, Restarted bool
 }
 
 func superviseCommand() *command {
 	return &command{
 		name:    "supervise",
-		args:    "--stack NAME",
+		args:    "--stack NAME [--paired [--restarted]]",
 		summary: "keep a running stack converged (started by up; not for direct use)",
 		help: `
 Supervise runs in the background while a stack is up. It serves the published
 ports, keeps the site mounts of static and app nodes alive, and restarts a
-node whose container died. Up starts it and down stops it.`,
+node whose container died. Up starts it, with its keeper, and down stops it.
+--paired says it was started with its keeper, linked to it by the pipes on
+descriptors 3 and 4: each starts the other again when it dies.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
 			o := superviseOptions{Root: local.DefaultRoot}
 			fs.StringVar(&o.Stack, "stack", "", "the stack's `NAME`")
 			fs.StringVar(&o.Root, "root", o.Root, "the driver's state `DIR`")
+			fs.BoolVar(&o.Paired, "paired", false, "linked to a keeper on descriptors 3 and 4")
+			fs.BoolVar(&o.Restarted, "restarted", false, "replaces a supervisor that died: keep its restart counts")
 			return func(ctx context.Context, s stdio, args []string) error {
 				if o.Stack == "" {
 					return usageErrorf("supervise needs --stack")
 				}
-				d := &local.Driver{Root: o.Root, Log: slog.New(slog.NewTextHandler(s.err, nil))}
-				return d.Supervise(ctx, o.Stack)
+				var so local.SuperviseOptions
+				if o.Paired {
+					l, err := local.InheritPair()
+					if err != nil {
+						return err
+					}
+					so = local.SuperviseOptions{Pair: l, Restarted: o.Restarted}
+				}
+				return daemonDriver(s, o.Root).Supervise(ctx, o.Stack, so)
 			}
 		},
 	}
+}
+
+type keepOptions struct {
+	Stack, Root string
+}
+
+func keepCommand() *command {
+	return &command{
+		name:    "keep",
+		args:    "--stack NAME",
+		summary: "keep a stack's supervisor running (started by up; not for direct use)",
+		help: `
+Keep runs beside a stack's supervisor, linked to it by the pipes on
+descriptors 3 and 4, and starts a new supervisor whenever that one dies; the
+supervisor does the same for it. It ends when the supervisor stops on
+purpose, or when it is stopped (SIGTERM): down stops it first.`,
+		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
+			o := keepOptions{Root: local.DefaultRoot}
+			fs.StringVar(&o.Stack, "stack", "", "the stack's `NAME`")
+			fs.StringVar(&o.Root, "root", o.Root, "the driver's state `DIR`")
+			return func(ctx context.Context, s stdio, args []string) error {
+				if o.Stack == "" {
+					return usageErrorf("keep needs --stack")
+				}
+				l, err := local.InheritPair()
+				if err != nil {
+					return err
+				}
+				return daemonDriver(s, o.Root).Keep(ctx, o.Stack, l)
+			}
+		},
+	}
+}
+
+// daemonDriver is the driver of a background process: it logs to stderr,
+// which is the stack's supervisor.log.
+func daemonDriver(s stdio, root string) *local.Driver {
+	return &local.Driver{Root: root, Log: slog.New(slog.NewTextHandler(s.err, nil))}
 }

@@ -20,7 +20,14 @@ func downCommand() *command {
 Down removes exactly what up made for the stack: its containers, mounts,
 network namespaces, links, bridges and nftables table, and its supervisor.
 It keeps the stack's data (database, uploads) and secrets, so that the next up
-finds them. --purge deletes those too.`,
+finds them. --purge deletes those too.
+
+When the stack's journal of what up made cannot be read, down finds the
+stack's objects by their names instead (network namespaces and containers
+bh-NAME-*, links NAME-* that carry the stack's alias, its nftables tables,
+mounts under its directory, its supervisor and keeper), removes those that
+are the stack's beyond doubt, says what it left alone, and keeps the damaged
+journal as state.json.damaged.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
 			var o downOptions
 			o.stackFlags.bind(fs)

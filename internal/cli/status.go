@@ -61,9 +61,14 @@ supervisor is not running.`,
 var errUnhealthy = fmt.Errorf("some nodes are not healthy; 'bulkhead logs NODE' shows why")
 
 func printStatus(s stdio, st *driver.Status) {
-	if st.Supervisor {
+	switch {
+	case st.Supervisor && st.Keeper:
 		fmt.Fprintf(s.out, "stack %s: supervisor running\n", st.Stack)
-	} else {
+	case st.Supervisor:
+		// A stack brought up by a bulkhead without keepers, or one
+		// whose keeper was stopped by hand.
+		fmt.Fprintf(s.out, "stack %s: supervisor running, but NOT ITS KEEPER: if the supervisor dies, nothing starts it again; run 'bulkhead up'\n", st.Stack)
+	default:
 		// Without it the published ports, the site mounts and the
 		// restarts of dead nodes are gone; up starts it again.
 		fmt.Fprintf(s.out, "stack %s: supervisor NOT RUNNING: the published ports and site mounts are down; run 'bulkhead up' (or 'bulkhead boot' after a reboot)\n", st.Stack)

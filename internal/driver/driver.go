@@ -106,6 +106,9 @@ type Change struct {
 type Status struct {
 	Stack      string `json:"stack"`
 	Supervisor bool   `json:"supervisor"`
+	// Keeper says the supervisor's keeper runs, which starts a new
+	// supervisor when this one dies.
+	Keeper bool `json:"keeper"`
 	// CertExpires is when the certificate the edge serves expires; zero
 	// when it is not known.
 	CertExpires time.Time    `json:"cert_expires,omitzero"`

@@ -203,3 +203,26 @@ func List() ([]string, error) {
 	}
 	return out, err
 }
+
+// Link is a host interface, as Links finds it.
+type Link struct {
+	Name   string
+	Alias  string // as AddBridge and AddVeth set it
+	Bridge bool
+}
+
+// Links returns the host's interfaces.
+func Links() ([]Link, error) {
+	entries, err := os.ReadDir("/sys/class/net")
+	if err != nil {
+		return nil, err
+	}
+	var out []Link
+	for _, e := range entries {
+		dir := filepath.Join("/sys/class/net", e.Name())
+		alias, _ := os.ReadFile(filepath.Join(dir, "ifalias"))
+		_, err := os.Stat(filepath.Join(dir, "bridge"))
+		out = append(out, Link{Name: e.Name(), Alias: strings.TrimSpace(string(alias)), Bridge: err == nil})
+	}
+	return out, nil
+}

@@ -33,6 +33,10 @@ func HostVeth(stack string, ordinal int, network string) string {
 // NetnsName names a node's network namespace (and its container).
 func NetnsName(stack, node string) string { return "bh-" + stack + "-" + node }
 
+// HostTable names the stack's nftables tables on the host, one inet and
+// one bridge. Stack names hold no underscore, so no two stacks share it.
+func HostTable(stack string) string { return "bulkhead_" + strings.ReplaceAll(stack, "-", "_") }
+
 // Build plans st, which must have passed spec.Validate and whose storage
 // protocol must be resolved (not "auto"): only the host knows whether its
 // kernel can mount NFS.
@@ -42,7 +46,7 @@ func Build(st *spec.Stack) (*Plan, error) {
 		Domain: st.Domain,
 		Publish: Publish{HTTP: st.Publish.HTTP, HTTPS: st.Publish.HTTPS, Redirect: st.Publish.Redirect,
 			Certificate: st.Path(st.Publish.Certificate), Key: st.Path(st.Publish.Key)},
-		HostNFT: "bulkhead_" + strings.ReplaceAll(st.Name, "-", "_"),
+		HostNFT: HostTable(st.Name),
 	}
 	// The published ports are on loopback unless the stack says otherwise,
 	// so the edge answers to localhost too.

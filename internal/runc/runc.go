@@ -197,6 +197,7 @@ type Status struct {
 	ID     string `json:"id"`
 	Status string `json:"status"` // created, running, stopped, paused
 	Pid    int    `json:"pid"`
+	Bundle string `json:"bundle"`
 }
 
 // ErrNotExist says runc knows no such container.

@@ -112,7 +112,6 @@ func (d *Driver) writeInPlace(dir string, files []render.File, paths []string, o
 // remove, restart, reload, or only write files for.
 func (d *Driver) Changes(ctx context.Context, p *plan.Plan, site string) ([]Change, error) {
 	ps := d.paths(p.Stack)
-	old, _ := d.savedPlan(p.Stack) // none or unreadable: as if there were none
 	var out []Change
 	store := d.releaseStore(p)
 	idx, err := store.Load()
@@ -129,7 +128,7 @@ func (d *Driver) Changes(ctx context.Context, p *plan.Plan, site string) ([]Chan
 	case id != idx.Source:
 		out = append(out, Change{Node: "site", Action: "deploy", Files: append([]string{"release " + id}, changed...)})
 	}
-	for _, n := range leaving(old, p) {
+	for _, n := range leaving(d.runningPlans(p.Stack), p) {
 		out = append(out, Change{Node: n.Name, Action: "remove"})
 	}
 	sec, err := d.loadSecrets(p.Stack)

@@ -15,9 +15,10 @@ import (
 	"github.com/bulkhead/bulkhead/internal/runc"
 )
 
-// Down removes exactly what Up made for stack, as its journal records it.
-// Data and secrets stay unless purge; with purge the stack's directory goes
-// too.
+// Down removes exactly what Up made for stack, as its journal records it,
+// or, when the journal cannot be read, what it finds of the stack by its
+// names (see downFound). Data and secrets stay unless purge; with purge the
+// stack's directory goes too.
 func (d *Driver) Down(ctx context.Context, stack string, purge bool) error {
 	ps := d.paths(stack)
 	if _, err := os.Stat(ps.stack); errors.Is(err, os.ErrNotExist) {
@@ -29,7 +30,16 @@ func (d *Driver) Down(ctx context.Context, stack string, purge bool) error {
 	}
 	defer unlock()
 	j, err := loadJournal(ps.journal(), stack)
+	var damaged *damagedJournal
+	if errors.As(err, &damaged) {
+		return d.downFound(ctx, stack, purge, damaged)
+	}
 	if err != nil {
+		return err
+	}
+	// A keeper or supervisor its peer started but has not recorded yet
+	// goes too.
+	if err := d.adoptPair(j); err != nil {
 		return err
 	}
 	return d.destroy(ctx, stack, j, purge)
@@ -37,7 +47,8 @@ func (d *Driver) Down(ctx context.Context, stack string, purge bool) error {
 
 // destroyOrder is the order kinds are removed in: what uses a thing goes
 // before it.
-var destroyOrder = []string{KindProcess, KindContainer, KindMount, KindVolume, KindNetns, KindVeth, KindBridge, KindNftTable, KindSysctl}
+// The keeper goes before the supervisor, which it would start again.
+var destroyOrder = []string{KindKeeper, KindProcess, KindContainer, KindMount, KindVolume, KindNetns, KindVeth, KindBridge, KindNftTable, KindSysctl}
 
 func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bool) error {
 	var errs []error
@@ -87,7 +98,7 @@ func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bo
 			errs = append(errs, err)
 		}
 	}
-	for _, f := range []string{"applied", "source.json", "supervisor.sock", "supervisor.json", "supervised"} {
+	for _, f := range []string{"applied", "applied-plan.json", "source.json", "supervisor.sock", "supervisor.json", "supervised"} {
 		os.Remove(filepath.Join(ps.stack, f))
 	}
 	return errors.Join(errs...)
@@ -133,7 +144,7 @@ func (d *Driver) removeShared() error {
 }
 
 func plural(kind string, n int) string {
-	names := map[string]string{KindProcess: "supervisor process", KindContainer: "container", KindMount: "mount",
+	names := map[string]string{KindKeeper: "supervisor keeper", KindProcess: "supervisor process", KindContainer: "container", KindMount: "mount",
 		KindNetns: "network namespace", KindVeth: "veth pair", KindBridge: "bridge", KindNftTable: "host nft table",
 		KindSysctl: "raised neighbour-table limit", KindVolume: "disk image"}
 	s := names[kind]
@@ -146,7 +157,7 @@ func plural(kind string, n int) string {
 // remove deletes one object; an object already gone is not an error.
 func (d *Driver) remove(ctx context.Context, o Object) error {
 	switch o.Kind {
-	case KindProcess:
+	case KindProcess, KindKeeper:
 		return d.sys().stopProcess(o)
 	case KindContainer:
 		return d.stopContainer(ctx, o.Name)

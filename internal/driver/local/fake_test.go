@@ -47,17 +47,22 @@ type fakeSystem struct {
 	ops []string
 	// failOn makes the op whose line starts with it fail, once.
 	failOn string
+	// onOp, when set, sees each op that succeeds, as it happens. It may
+	// not call the fake.
+	onOp func(line string)
 
 	netns      map[string]bool
 	bridges    map[string]netip.Prefix // name -> its address
 	veths      map[string]string       // host end -> the namespace of the other
+	aliases    map[string]string       // a bridge's or veth's alias
 	tables     map[string]map[string]*nft.Ruleset
 	sysctl     map[string]int
 	containers map[string]*fakeContainer
-	volumes    map[string]string // mount point -> image
-	targets    map[string]bool   // site mount points prepared
-	procs      map[string]bool   // pids of supervisors running
-	owners     map[uint64]int    // inode -> uid, as chown left it
+	volumes    map[string]string   // mount point -> image
+	targets    map[string]bool     // site mount points prepared
+	procs      map[string]string   // pid -> kind (KindProcess, KindKeeper) of the pair's processes running
+	argv       map[string][]string // pid -> its command line
+	owners     map[uint64]int      // inode -> uid, as chown left it
 	nextPid    int
 	args       [][]string // each supervisor's arguments
 	bootUnit   bool       // the boot unit is installed
@@ -77,12 +82,14 @@ func newFakeSystem(root string) *fakeSystem {
 		netns:      map[string]bool{},
 		bridges:    map[string]netip.Prefix{},
 		veths:      map[string]string{},
+		aliases:    map[string]string{},
 		tables:     map[string]map[string]*nft.Ruleset{},
 		sysctl:     map[string]int{"gc_thresh3": 1024, "gc_thresh2": 512},
 		containers: map[string]*fakeContainer{},
 		volumes:    map[string]string{},
 		targets:    map[string]bool{},
-		procs:      map[string]bool{},
+		procs:      map[string]string{},
+		argv:       map[string][]string{},
 		owners:     map[uint64]int{},
 		nextPid:    4000,
 	}
@@ -109,6 +116,9 @@ func (f *fakeSystem) op(format string, args ...any) error {
 		return fmt.Errorf("fake: %s failed", line)
 	}
 	f.ops = append(f.ops, line)
+	if f.onOp != nil {
+		f.onOp(line)
+	}
 	return nil
 }
 
@@ -147,8 +157,8 @@ func (f *fakeSystem) leftovers() []string {
 	for t := range f.targets {
 		out = append(out, "site mount point "+f.rel(t))
 	}
-	for pid := range f.procs {
-		out = append(out, "process "+pid)
+	for pid, kind := range f.procs {
+		out = append(out, kind+" "+pid)
 	}
 	slices.Sort(out)
 	return out
@@ -232,6 +242,7 @@ func (f *fakeSystem) deleteNetns(ctx context.Context, name string) error {
 	for host, ns := range f.veths {
 		if ns == name {
 			delete(f.veths, host)
+			delete(f.aliases, host)
 		}
 	}
 	return nil
@@ -256,6 +267,7 @@ func (f *fakeSystem) addBridge(ctx context.Context, name, addr, alias string) er
 		return err
 	}
 	f.bridges[name] = p
+	f.aliases[name] = alias
 	return nil
 }
 
@@ -272,6 +284,7 @@ func (f *fakeSystem) addVeth(ctx context.Context, v netns.Veth) error {
 		return err
 	}
 	f.veths[v.Host] = v.Netns
+	f.aliases[v.Host] = v.Alias
 	return nil
 }
 
@@ -283,6 +296,7 @@ func (f *fakeSystem) deleteLink(ctx context.Context, name string) error {
 	}
 	delete(f.bridges, name)
 	delete(f.veths, name)
+	delete(f.aliases, name)
 	return nil
 }
 
@@ -528,7 +542,7 @@ func (f *fakeSystem) releaseTarget(dir string) error {
 func (f *fakeSystem) sshfsMounted(target string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.targets[filepath.Dir(target)] && len(f.procs) > 0, nil
+	return f.targets[filepath.Dir(target)] && f.supervising(), nil
 }
 
 func (f *fakeSystem) sshfsUnmount(target string) error {
@@ -632,18 +646,117 @@ func (f *fakeSystem) syncSite(s siteSync) (*syncResult, error) {
 	return res, nil
 }
 
-func (f *fakeSystem) startSupervisor(bin string, args []string, log *os.File) (Object, error) {
+func (f *fakeSystem) listNetns() ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	line := strings.ReplaceAll(strings.Join(args, " "), f.root, "$ROOT")
-	if err := f.op("start %s %s", f.rel(bin), line); err != nil {
-		return Object{}, err
+	return slices.Sorted(maps.Keys(f.netns)), nil
+}
+
+func (f *fakeSystem) listLinks() ([]netns.Link, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []netns.Link
+	for name := range f.bridges {
+		out = append(out, netns.Link{Name: name, Alias: f.aliases[name], Bridge: true})
 	}
-	f.nextPid++
-	pid := strconv.Itoa(f.nextPid)
-	f.procs[pid] = true
-	f.supervises(args)
-	return Object{Kind: KindProcess, Name: pid, Detail: "fake"}, nil
+	for name := range f.veths {
+		out = append(out, netns.Link{Name: name, Alias: f.aliases[name]})
+	}
+	return out, nil
+}
+
+func (f *fakeSystem) listContainers(ctx context.Context) ([]runc.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []runc.Status
+	for id, c := range f.containers {
+		out = append(out, runc.Status{ID: id, Status: c.status, Pid: 1, Bundle: filepath.Join(c.node, "bundle")})
+	}
+	return out, nil
+}
+
+// mountsUnder lists the disk images and site mount points mounted at or
+// beneath dir.
+func (f *fakeSystem) mountsUnder(dir string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, m := range slices.Concat(slices.Collect(maps.Keys(f.volumes)), slices.Collect(maps.Keys(f.targets))) {
+		if under(m, dir) {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeSystem) pairProcesses(bin, stack, root string) ([]Object, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Object
+	for pid, argv := range f.argv {
+		if kind := pairCommand(argv, bin, stack, root); kind != "" && f.procs[pid] != "" {
+			out = append(out, Object{Kind: kind, Name: pid, Detail: "fake"})
+		}
+	}
+	slices.SortFunc(out, func(a, b Object) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// startPair starts a supervisor and its keeper, each an op.
+func (f *fakeSystem) startPair(bin, stack, root string, log *os.File) (Object, Object, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var objs []Object
+	for _, kind := range []string{KindProcess, KindKeeper} {
+		args := pairArgs(kind, stack, root, false)
+		line := strings.ReplaceAll(strings.Join(args, " "), f.root, "$ROOT")
+		if err := f.op("start %s %s", f.rel(bin), line); err != nil {
+			for _, o := range objs {
+				delete(f.procs, o.Name)
+			}
+			return Object{}, Object{}, err
+		}
+		f.nextPid++
+		pid := strconv.Itoa(f.nextPid)
+		f.procs[pid] = kind
+		f.argv[pid] = append([]string{bin}, args...)
+		if kind == KindProcess {
+			f.supervises(args)
+		}
+		objs = append(objs, Object{Kind: kind, Name: pid, Detail: "fake"})
+	}
+	return objs[0], objs[1], nil
+}
+
+// replace plays the pair's peer of kind's process: that one dies, and its
+// peer starts another in its place, which it has not recorded yet. It
+// returns the new one's pid.
+func (f *fakeSystem) replace(kind string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for pid, k := range f.procs {
+		if k != kind {
+			continue
+		}
+		argv := f.argv[pid]
+		delete(f.procs, pid)
+		f.nextPid++
+		next := strconv.Itoa(f.nextPid)
+		f.procs[next] = kind
+		f.argv[next] = slices.Clone(argv)
+		return next
+	}
+	return ""
+}
+
+// supervising reports whether a supervisor runs. The caller holds f.mu.
+func (f *fakeSystem) supervising() bool {
+	for _, kind := range f.procs {
+		if kind == KindProcess {
+			return true
+		}
+	}
+	return false
 }
 
 // supervises plays a supervisor that has read its stack's plan, which
@@ -673,7 +786,7 @@ func (f *fakeSystem) signalProcess(o Object, sig syscall.Signal) error {
 	if err := f.op("signal %s %v", o.Name, sig); err != nil {
 		return err
 	}
-	if !f.procs[o.Name] {
+	if f.procs[o.Name] == "" {
 		return fmt.Errorf("fake: no process %s", o.Name)
 	}
 	for _, a := range f.args {
@@ -729,7 +842,7 @@ func (f *fakeSystem) connections(ctx context.Context, container string, ports []
 func (f *fakeSystem) processAlive(o Object) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.procs[o.Name]
+	return f.procs[o.Name] != ""
 }
 
 func (f *fakeSystem) stopProcess(o Object) error {
@@ -780,7 +893,7 @@ func (f *fakeSystem) verify(ctx context.Context, p *plan.Plan, o verify.Options)
 func (f *fakeSystem) httpStatus(ctx context.Context, url string) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.procs) == 0 {
+	if !f.supervising() {
 		return 0, fmt.Errorf("fake: nothing listens on %s", url)
 	}
 	return 200, nil

@@ -37,6 +37,9 @@ type Driver struct {
 	// system is the host as the driver changes it (os.go); nil is the
 	// real one. Tests put a recording fake here.
 	system system
+	// onPhase, when set, is called as each phase of an up begins (see
+	// enter); an error fails the up there. Tests interrupt ups with it.
+	onPhase func(phase string) error
 }
 
 func (d *Driver) root() string {
@@ -71,8 +74,12 @@ func (d *Driver) paths(stack string) paths {
 
 func (p paths) journal() string { return filepath.Join(p.stack, "state.json") }
 func (p paths) plan() string    { return filepath.Join(p.stack, "plan.json") }
-func (p paths) lock() string    { return filepath.Join(p.stack, "lock") }
-func (p paths) secrets() string { return filepath.Join(p.stack, "secrets") }
+
+// appliedPlan is the plan the last apply that finished applied (see
+// Driver.runningPlans).
+func (p paths) appliedPlan() string { return filepath.Join(p.stack, "applied-plan.json") }
+func (p paths) lock() string        { return filepath.Join(p.stack, "lock") }
+func (p paths) secrets() string     { return filepath.Join(p.stack, "secrets") }
 
 // secretsFile holds the stack's secrets (see secrets.Stack).
 func (p paths) secretsFile() string { return filepath.Join(p.secrets(), "secrets.json") }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	"github.com/moby/sys/mountinfo"
-	"golang.org/x/sys/unix"
 
 	"github.com/bulkhead/bulkhead/internal/agent"
 	"github.com/bulkhead/bulkhead/internal/catalog"
@@ -111,8 +109,17 @@ type system interface {
 	// checkSite parses the site's new or changed code (see lint.go).
 	checkSite(ctx context.Context, site string, last release.Manifest, c *catalog.SiteCheck) error
 
-	// The stack's supervisor, a process of its own.
-	startSupervisor(bin string, args []string, log *os.File) (Object, error)
+	// What down finds of a stack on the host when its journal cannot
+	// say (see found.go).
+	listNetns() ([]string, error)
+	listLinks() ([]netns.Link, error)
+	listContainers(ctx context.Context) ([]runc.Status, error)
+	mountsUnder(dir string) ([]string, error) // mount points at or beneath dir
+	pairProcesses(bin, stack, root string) ([]Object, error)
+
+	// The stack's supervisor and its keeper, a pair of processes of their
+	// own (see pair.go).
+	startPair(bin, stack, root string, log *os.File) (sup, keeper Object, err error)
 	processAlive(o Object) bool
 	stopProcess(o Object) error
 	signalProcess(o Object, sig syscall.Signal) error
@@ -298,27 +305,32 @@ func (realSystem) chownTree(dir string, uid, gid int) error {
 
 func (realSystem) syncSite(s siteSync) (*syncResult, error) { return syncSite(s) }
 
-func (realSystem) startSupervisor(bin string, args []string, log *os.File) (Object, error) {
-	// Go passes on every descriptor it did not open itself: one this
-	// process inherited (a caller's lock, say) would be held by the
-	// supervisor, and by its sshfs mounts, for the stack's life.
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		return Object{}, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdin = nil
-	cmd.Stdout, cmd.Stderr = log, log
-	// Its own session: Ctrl-C in the user's terminal must not reach it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return Object{}, err
-	}
-	start, err := procStart(cmd.Process.Pid)
+func (realSystem) listNetns() ([]string, error) { return netns.List() }
+
+func (realSystem) listLinks() ([]netns.Link, error) { return netns.Links() }
+
+func (realSystem) listContainers(ctx context.Context) ([]runc.Status, error) {
+	return runc.List(ctx)
+}
+
+func (realSystem) mountsUnder(dir string) ([]string, error) {
+	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
-		return Object{}, err
+		return nil, err
 	}
-	// Not waited for: it outlives this process and is re-parented to init.
-	return Object{Kind: KindProcess, Name: strconv.Itoa(cmd.Process.Pid), Detail: start}, cmd.Process.Release()
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Mountpoint)
+	}
+	return out, nil
+}
+
+func (realSystem) pairProcesses(bin, stack, root string) ([]Object, error) {
+	return pairProcesses(bin, stack, root)
+}
+
+func (realSystem) startPair(bin, stack, root string, log *os.File) (Object, Object, error) {
+	return startPair(bin, stack, root, log)
 }
 
 func (realSystem) processAlive(o Object) bool { return alive(o) }

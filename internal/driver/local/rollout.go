@@ -212,6 +212,9 @@ func (r *roller) run(ctx context.Context, target string) error {
 				r.d.progress("%s: %s joins with release %s", r.verb, n.Name, target)
 			}
 			r.surge = s
+			if err := r.d.enter(ctx, "rollout:surge"); err != nil {
+				return err
+			}
 			if err := r.applyPlan(ctx, s); err != nil {
 				return err
 			}
@@ -219,11 +222,17 @@ func (r *roller) run(ctx context.Context, target string) error {
 	}
 	front := r.d.runningFront(ctx, r.p)
 	for _, n := range r.p.Role(spec.RoleStatic) {
+		if err := r.d.enter(ctx, "rollout:static"); err != nil {
+			return err
+		}
 		if err := r.switchNode(ctx, front, n, target, false); err != nil {
 			return err
 		}
 	}
 	for _, n := range r.p.Role(spec.RoleApp) {
+		if err := r.d.enter(ctx, "rollout:"+n.Name); err != nil {
+			return err
+		}
 		if err := r.switchNode(ctx, front, n, target, true); err != nil {
 			return err
 		}
@@ -233,6 +242,9 @@ func (r *roller) run(ctx context.Context, target string) error {
 	}
 	if r.surge != nil {
 		r.surge = nil
+		if err := r.d.enter(ctx, "rollout:leave"); err != nil {
+			return err
+		}
 		r.d.progress("%s: the surge node leaves", r.verb)
 		return r.applyPlan(ctx, r.p)
 	}
@@ -535,6 +547,9 @@ func (d *Driver) Rollback(ctx context.Context, p *plan.Plan, id string, o UpOpti
 		return nil, fmt.Errorf("the stack file changed since stack %s was last brought up; run 'bulkhead up' first, or roll back with the file as it was", p.Stack)
 	}
 	j, err := loadJournal(d.paths(p.Stack).journal(), p.Stack)
+	if err == nil {
+		err = d.adoptPair(j)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package local
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,7 +19,8 @@ const (
 	KindVeth      = "veth" // host end
 	KindMount     = "mount"
 	KindContainer = "container"
-	KindProcess   = "process" // Name is the pid, Detail its /proc start time
+	KindProcess   = "process" // the supervisor; Name is the pid, Detail its /proc start time
+	KindKeeper    = "keeper"  // the supervisor's keeper (see pair.go), as KindProcess
 	KindSysctl    = "sysctl"  // Name is a neighbour-table key, Detail "BEFORE SET"
 	KindVolume    = "volume"  // a node's disk image mounted on the host; Name is the mount point, Detail the image
 )
@@ -59,7 +59,7 @@ func loadJournal(path, stack string) (*journal, error) {
 		return nil, err
 	}
 	if err := json.Unmarshal(data, j); err != nil {
-		return nil, fmt.Errorf("read %s: %w; it records what up made, so down needs it: restore it from a backup, or remove what it listed by hand (network namespaces bh-%s-*, links %s-*, runc containers bh-%s-*) and then the file", path, err, stack, stack, stack)
+		return nil, &damagedJournal{path: path, stack: stack, err: err}
 	}
 	j.path = path
 	return j, nil

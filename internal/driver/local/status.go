@@ -46,7 +46,8 @@ func (d *Driver) Status(ctx context.Context, stack string) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &Status{Stack: stack, Supervisor: d.supervisorAlive(j), CertExpires: d.certExpires(p)}
+	st := &Status{Stack: stack, CertExpires: d.certExpires(p)}
+	st.Supervisor, st.Keeper = d.pairRunning(j)
 	sup, err := loadSupervisorState(d.paths(stack).supervisorState())
 	if err != nil {
 		sup = &supervisorState{} // status shows what it can

@@ -26,11 +26,43 @@ import (
 	"github.com/bulkhead/bulkhead/internal/sshfs"
 )
 
+// SuperviseOptions are how a supervisor was started.
+type SuperviseOptions struct {
+	// Pair links the supervisor to its keeper (see pair.go); nil for a
+	// supervisor of its own.
+	Pair *PairLink
+	// Restarted says the supervisor replaces one that died: it goes on
+	// with the nodes' restart counts that one left, where a supervisor up
+	// starts counts afresh.
+	Restarted bool
+}
+
 // Supervise keeps a running stack converged to its saved plan until ctx is
 // done: it serves the published ports, keeps the site mounts of static and
-// app nodes alive, and restarts a node whose container died.
-func (d *Driver) Supervise(ctx context.Context, stack string) error {
+// app nodes alive, and restarts a node whose container died. With a keeper
+// it also starts a new keeper whenever that one dies.
+func (d *Driver) Supervise(ctx context.Context, stack string, o SuperviseOptions) error {
 	ps := d.paths(stack)
+	if o.Pair != nil {
+		me, err := self(KindProcess)
+		if err != nil {
+			return err
+		}
+		// With the caller's ctx, which only a stop on purpose ends: an
+		// error return must look like a death to the keeper, which then
+		// starts another supervisor.
+		kept := make(chan struct{})
+		go func() {
+			defer close(kept)
+			d.keepPeer(ctx, stack, me, o.Pair, d.logger().With("stack", stack, "supervisor", me.Name))
+		}()
+		// The keeper hears of a stop on purpose before this process ends.
+		defer func() {
+			if ctx.Err() != nil {
+				<-kept
+			}
+		}()
+	}
 	data, err := os.ReadFile(ps.plan())
 	if err != nil {
 		return fmt.Errorf("stack %s has no saved plan: %w", stack, err)
@@ -78,9 +110,15 @@ func (d *Driver) Supervise(ctx context.Context, stack string) error {
 	defer signal.Stop(hup)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	// Each supervisor starts the restart count afresh: up starts one
-	// after every change that could have fixed a crashing node.
+	// Each supervisor up starts counts restarts afresh: up starts one
+	// after every change that could have fixed a crashing node. One that
+	// replaces a supervisor that died goes on from its counts.
 	w := &watch{known: map[string]Object{}, state: &supervisorState{Nodes: map[string]*restarts{}}}
+	if o.Restarted {
+		if st, err := loadSupervisorState(ps.supervisorState()); err == nil {
+			w.state = st
+		}
+	}
 	if err := w.state.save(ps.supervisorState()); err != nil {
 		return err
 	}

@@ -109,11 +109,20 @@ func (d *Driver) packages(ctx context.Context, p *plan.Plan, noInstall bool) err
 // changed, the new release then rolls out (see rollout).
 func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) (*UpResult, error) {
 	res := &UpResult{}
+	if err := d.enter(ctx, "checkHost"); err != nil {
+		return nil, err
+	}
 	if err := d.checkHost(ctx, p, j, o.NoSandbox); err != nil {
+		return nil, err
+	}
+	if err := d.enter(ctx, "release"); err != nil {
 		return nil, err
 	}
 	idx, target, err := d.siteRelease(ctx, p, o.SiteDir)
 	if err != nil {
+		return nil, err
+	}
+	if err := d.enter(ctx, "render"); err != nil {
 		return nil, err
 	}
 	rendered, fingerprint, err := d.renderNodes(p, o.SiteDir, idx, nil)
@@ -133,6 +142,9 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	}
 	if target != "" {
 		res.Changed = true
+		if err := d.enter(ctx, "rollout"); err != nil {
+			return nil, err
+		}
 		if err := d.rollout(ctx, p, o, j, target, true, res); err != nil {
 			return nil, err
 		}
@@ -143,6 +155,9 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 			return nil, err
 		}
 	}
+	if err := d.enter(ctx, "markApplied"); err != nil {
+		return nil, err
+	}
 	if err := d.markApplied(p, fingerprint, o.SiteDir); err != nil {
 		return nil, err
 	}
@@ -152,11 +167,20 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 // apply makes the host run p with the rendered files: the phases of up
 // that change the host.
 func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journal, rendered []render.Node, res *UpResult) error {
-	old, err := d.hostFiles(p)
+	if err := d.enter(ctx, "hostFiles"); err != nil {
+		return err
+	}
+	olds, err := d.hostFiles(p)
 	if err != nil {
 		return err
 	}
+	if err := d.enter(ctx, "bootUnit"); err != nil {
+		return err
+	}
 	if err := d.installBootUnit(ctx); err != nil {
+		return err
+	}
+	if err := d.enter(ctx, "sandbox"); err != nil {
 		return err
 	}
 	if err := d.sandbox(p, j, o.NoSandbox); err != nil {
@@ -170,7 +194,10 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 	for _, r := range rendered {
 		byName[r.Name] = r
 	}
-	if leaving := leaving(old, p); len(leaving) > 0 {
+	if leaving := leaving(olds, p); len(leaving) > 0 {
+		if err := d.enter(ctx, "leaving"); err != nil {
+			return err
+		}
 		if err := d.updateFront(ctx, p, front, byName, j, res); err != nil {
 			return err
 		}
@@ -181,33 +208,57 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 		}
 		// The supervisor lets go of their site mounts and stops
 		// restarting them before they go.
-		if err := d.startSupervisor(ctx, p, j, old); err != nil {
+		if err := d.startSupervisor(ctx, p, j, olds); err != nil {
 			return err
 		}
 	}
 	// The host's tables follow the plan only now: until its nodes are
 	// drained, the bridge must still pass what leaving nodes answer.
+	if err := d.enter(ctx, "fabric"); err != nil {
+		return err
+	}
 	d.progress("network: host table, %d bridges", len(p.Networks))
 	if err := d.fabric(ctx, p, j); err != nil {
 		return err
 	}
+	if err := d.enter(ctx, "removeStale"); err != nil {
+		return err
+	}
 	if err := d.removeStale(ctx, p, j); err != nil {
+		return err
+	}
+	if err := d.enter(ctx, "nodes"); err != nil {
 		return err
 	}
 	changes, err := d.nodes(ctx, p, rendered, j, front)
 	if err != nil {
 		return err
 	}
+	if err := d.enter(ctx, "outside"); err != nil {
+		return err
+	}
 	if err := d.outside(ctx, p, j); err != nil {
+		return err
+	}
+	if err := d.enter(ctx, "syncStorage"); err != nil {
 		return err
 	}
 	if err := d.syncStorage(p, o.SiteDir, j, res); err != nil {
 		return err
 	}
+	if err := d.enter(ctx, "restartChanged"); err != nil {
+		return err
+	}
 	if err := d.restartChanged(ctx, p, changes); err != nil {
 		return err
 	}
+	if err := d.enter(ctx, "siteMounts"); err != nil {
+		return err
+	}
 	if err := d.prepareSiteMounts(ctx, p, j); err != nil {
+		return err
+	}
+	if err := d.enter(ctx, "containers"); err != nil {
 		return err
 	}
 	started, err := d.containers(ctx, p, j)
@@ -215,14 +266,26 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 		return err
 	}
 	res.Restarted = append(res.Restarted, started...)
-	if err := d.startSupervisor(ctx, p, j, old); err != nil {
+	if err := d.enter(ctx, "supervisor"); err != nil {
+		return err
+	}
+	if err := d.startSupervisor(ctx, p, j, olds); err != nil {
 		return err
 	}
 	// Grants and keys for new nodes, before any request reaches them.
+	if err := d.enter(ctx, "reload"); err != nil {
+		return err
+	}
 	if err := d.reloadChanged(ctx, p, changes, res); err != nil {
 		return err
 	}
+	if err := d.enter(ctx, "waitHealthy"); err != nil {
+		return err
+	}
 	if err := d.waitHealthy(ctx, p, j, o.Wait); err != nil {
+		return err
+	}
+	if err := d.enter(ctx, "front"); err != nil {
 		return err
 	}
 	if front != nil {
@@ -239,13 +302,34 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 			return err
 		}
 	}
-	return d.waitServing(ctx, p, o.Wait)
+	if err := d.enter(ctx, "waitServing"); err != nil {
+		return err
+	}
+	if err := d.waitServing(ctx, p, o.Wait); err != nil {
+		return err
+	}
+	return writeJSON(d.paths(p.Stack).appliedPlan(), p, 0o600)
+}
+
+// enter begins phase of an up. A cancelled up (Ctrl-C) stops here, between
+// phases, rather than part way into the next one. onPhase, a test's, may
+// fail or cancel the up at any phase.
+func (d *Driver) enter(ctx context.Context, phase string) error {
+	if d.onPhase != nil {
+		if err := d.onPhase(phase); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
 }
 
 // checkHost makes the stack's directory and runs preflight, with the
 // ports the stack already publishes counted as its own.
 func (d *Driver) checkHost(ctx context.Context, p *plan.Plan, j *journal, noSandbox bool) error {
 	if err := os.MkdirAll(d.paths(p.Stack).stack, 0o700); err != nil {
+		return err
+	}
+	if err := d.adoptPair(j); err != nil {
 		return err
 	}
 	return d.preflight(ctx, p, j, d.supervisorAlive(j), noSandbox)
@@ -277,8 +361,9 @@ func (d *Driver) renderNodes(p *plan.Plan, site string, idx *release.Index, out 
 
 // hostFiles writes what the stack's nodes share on the host: their /etc,
 // the bulkhead binary, and the plan, which the supervisor reads. It
-// returns the plan saved before, nil if there was none.
-func (d *Driver) hostFiles(p *plan.Plan) (*plan.Plan, error) {
+// returns the plans the host may run parts of until now (see
+// runningPlans).
+func (d *Driver) hostFiles(p *plan.Plan) ([]*plan.Plan, error) {
 	ps := d.paths(p.Stack)
 	d.progress("host: /etc for nodes, binary")
 	if err := prepareEtc(ps.etc()); err != nil {
@@ -287,11 +372,35 @@ func (d *Driver) hostFiles(p *plan.Plan) (*plan.Plan, error) {
 	if err := installBinary(ps.binary()); err != nil {
 		return nil, err
 	}
-	old, _ := d.savedPlan(p.Stack) // none or unreadable: as if there were none
+	olds := d.runningPlans(p.Stack)
 	if err := writeJSON(ps.plan(), p, 0o600); err != nil {
 		return nil, err
 	}
-	return old, nil
+	return olds, nil
+}
+
+// runningPlans are the plans whose nodes the host may run now: the one
+// the last apply that finished applied (applied-plan.json), and the one
+// the last up saved for the supervisor (plan.json). They differ after an
+// up that stopped part way: it may have made some of its plan's new nodes,
+// and removed none of the old plan's, which the next up still has to take
+// out of the edge's pool and the supervisor's care before it removes
+// them. The supervisor runs one of the two. One that cannot be read is
+// left out; a stack no bulkhead with applied-plan.json has changed has
+// only plan.json.
+func (d *Driver) runningPlans(stack string) []*plan.Plan {
+	ps := d.paths(stack)
+	var out []*plan.Plan
+	for _, path := range []string{ps.appliedPlan(), ps.plan()} {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		if p, err := plan.Decode(data); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // nodes makes each node's namespace with its firewall and links, its disk,
@@ -446,15 +555,18 @@ func (d *Driver) updateFront(ctx context.Context, p *plan.Plan, front *plan.Node
 	return nil
 }
 
-// leaving lists the nodes of the running plan, old, that p no longer has.
-func leaving(old, p *plan.Plan) []*plan.Node {
-	if old == nil {
-		return nil
-	}
+// leaving lists the nodes of the plans the host may run, olds, that p
+// does not have.
+func leaving(olds []*plan.Plan, p *plan.Plan) []*plan.Node {
 	var out []*plan.Node
-	for i := range old.Nodes {
-		if p.Node(old.Nodes[i].Name) == nil {
-			out = append(out, &old.Nodes[i])
+	seen := map[string]bool{}
+	for _, old := range olds {
+		for i := range old.Nodes {
+			n := &old.Nodes[i]
+			if p.Node(n.Name) == nil && !seen[n.Name] {
+				seen[n.Name] = true
+				out = append(out, n)
+			}
 		}
 	}
 	return out
@@ -711,11 +823,7 @@ func (d *Driver) fingerprint(p *plan.Plan, nodes []render.Node, site string) (st
 	// The site dir too: a stack moved to another site directory syncs
 	// that one's uploads. Its code is in the releases the files name.
 	fmt.Fprintf(h, "site %s\n", site)
-	self, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	bh, err := fileHash(self)
+	bh, err := selfHash()
 	if err != nil {
 		return "", err
 	}
@@ -724,10 +832,11 @@ func (d *Driver) fingerprint(p *plan.Plan, nodes []render.Node, site string) (st
 }
 
 // converged reports whether the host already runs p as last applied: same
-// fingerprint, every container running, the supervisor alive.
+// fingerprint, every container running, the supervisor and its keeper
+// alive.
 func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, fingerprint string) bool {
 	applied, err := os.ReadFile(filepath.Join(d.paths(p.Stack).stack, "applied"))
-	if err != nil || string(applied) != fingerprint || !d.supervisorAlive(j) {
+	if err != nil || string(applied) != fingerprint || !d.supervisorAlive(j) || !d.keeperAlive(j) {
 		return false
 	}
 	// The host's guard too: an interrupted verify --self-test may have

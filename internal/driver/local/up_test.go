@@ -25,6 +25,8 @@ type fakeStack struct {
 	d    *Driver
 	f    *fakeSystem
 	site string
+	// phases are those the last upWith entered, in order.
+	phases []string
 }
 
 func newFakeStack(t *testing.T) *fakeStack {
@@ -112,6 +114,16 @@ func (s *fakeStack) journal(t *testing.T, stack string) []Object {
 		t.Fatal(err)
 	}
 	return j.Objects
+}
+
+// journalIDs is the stack's id blocks, as its journal records them.
+func (s *fakeStack) journalIDs(t *testing.T, stack string) map[string]uint32 {
+	t.Helper()
+	j, err := loadJournal(s.d.paths(stack).journal(), stack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j.IDs
 }
 
 // checkJournal fails unless the journal records exactly what the fake
@@ -296,6 +308,64 @@ func TestUpOnFakeHost(t *testing.T) {
 			}
 			return ops
 		}},
+		{"up-replaces-a-supervisor-without-its-keeper", func(t *testing.T, s *fakeStack) []string {
+			// A supervisor without its keeper (started by a bulkhead
+			// before keepers): up replaces the pair, the keeper's
+			// record first, and touches no node.
+			p := planWithApps(t, 2)
+			s.mustUp(t, p)
+			for pid, kind := range s.f.procs {
+				if kind == KindKeeper {
+					delete(s.f.procs, pid)
+				}
+			}
+			ops, res := s.mustUp(t, p)
+			want := []string{"kill 4002", "kill 4001", "start bin/bulkhead supervise --stack n --root $ROOT --paired", "start bin/bulkhead keep --stack n --root $ROOT"}
+			if got := matching(ops, "kill", "start", "runc run", "runc delete"); !slices.Equal(got, want) {
+				t.Errorf("up on a supervisor without its keeper: %q, want %q", got, want)
+			}
+			if len(res.Restarted) > 0 {
+				t.Errorf("restarted %q, want no node", res.Restarted)
+			}
+			s.checkJournal(t, "n")
+			return ops
+		}},
+		{"up-counts-a-supervisor-its-keeper-started", func(t *testing.T, s *fakeStack) []string {
+			// The supervisor died and its keeper started another, which
+			// it has not recorded yet (a verify held the stack's lock):
+			// status says the supervisor runs, and up records it and
+			// has nothing to do.
+			p := planWithApps(t, 2)
+			s.mustUp(t, p)
+			pid := s.f.replace(KindProcess)
+			st, err := s.d.Status(context.Background(), "n")
+			if err != nil || !st.Supervisor || !st.Keeper {
+				t.Errorf("status: %+v, %v; want the supervisor and its keeper running", st, err)
+			}
+			ops, res := s.mustUp(t, p)
+			if res.Changed || len(ops) > 0 {
+				t.Errorf("up changed %v:\n%s", res.Changed, strings.Join(ops, "\n"))
+			}
+			if !slices.Contains(s.journal(t, "n"), Object{Kind: KindProcess, Name: pid, Detail: "fake"}) {
+				t.Errorf("the journal does not record supervisor %s", pid)
+			}
+			s.checkJournal(t, "n")
+			return ops
+		}},
+		{"down-stops-a-keeper-not-yet-recorded", func(t *testing.T, s *fakeStack) []string {
+			// The keeper died and the supervisor started another, which
+			// it has not recorded yet: down stops that one too.
+			s.mustUp(t, planWithApps(t, 2))
+			pid := s.f.replace(KindKeeper)
+			ops := s.mustDown(t, "n")
+			if held := s.f.leftovers(); len(held) > 0 {
+				t.Errorf("down left on the host: %q", held)
+			}
+			if got := matching(ops, "kill"); !slices.Equal(got, []string{"kill " + pid, "kill 4001"}) {
+				t.Errorf("down stopped %q; want the new keeper %s, then the supervisor", got, pid)
+			}
+			return ops
+		}},
 		{"status", func(t *testing.T, s *fakeStack) []string {
 			s.mustUp(t, planWithApps(t, 2))
 			st, err := s.d.Status(context.Background(), "n")
@@ -347,6 +417,57 @@ func TestUpOnFakeHost(t *testing.T) {
 				t.Errorf("down lost the secrets: %v", err)
 			}
 			s.checkJournal(t, "n")
+			return ops
+		}},
+		{"down-with-a-damaged-journal", func(t *testing.T, s *fakeStack) []string {
+			// The journal cut short: down finds what the stack has on
+			// the host by its names, says so, and removes all of it and
+			// nothing of stack n-2, whose names start as n's do.
+			p := planWithApps(t, 2)
+			s.mustUp(t, p)
+			ids := s.journalIDs(t, "n")
+			other := planFrom(t, "name: n-2\nnetworks: {private: 10.78.0.0/24, public: 10.78.1.0/28}\npublish: {http: 127.0.0.1:18080, https: 127.0.0.1:18443}\ntiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {protocol: sftp}\n  app: {replicas: 2}\n")
+			s.mustUp(t, other)
+			s.f.take()
+			path := s.d.paths("n").journal()
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, data[:len(data)/2], 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var said strings.Builder
+			s.d.Progress = &said
+			if err := s.d.Down(context.Background(), "n", false); err != nil {
+				t.Fatalf("down with a damaged journal: %v\n%s", err, said.String())
+			}
+			ops := s.f.take()
+			for _, w := range []string{"cannot be read", "finding the stack's objects by their names", path + ".damaged",
+				"found by name: 1 supervisor keeper, 1 supervisor process, 7 containers, 3 mounts, 7 disk images, 8 network namespaces, 9 veth pairs, 2 bridges, 2 host nft tables"} {
+				if !strings.Contains(said.String(), w) {
+					t.Errorf("down did not say %q:\n%s", w, said.String())
+				}
+			}
+			// What is left is n-2's, all of it.
+			s.checkJournal(t, "n-2")
+			if objs := s.journal(t, "n"); len(objs) > 0 {
+				t.Errorf("down left in n's new journal: %+v", objs)
+			}
+			if got := s.journalIDs(t, "n"); !maps.Equal(got, ids) {
+				t.Errorf("n's id blocks after down: %v, want %v, as the nodes' roots say", got, ids)
+			}
+			if kept, err := os.ReadFile(path + ".damaged"); err != nil || len(kept) != len(data)/2 {
+				t.Errorf("the damaged journal is not kept: %v", err)
+			}
+			// The next up finds the data, and makes what the plan has.
+			again, _ := s.mustUp(t, p)
+			if mkfs := matching(again, "mkfs"); len(mkfs) > 0 {
+				t.Errorf("an up after down made disks afresh: %q", mkfs)
+			}
+			if got := s.journalIDs(t, "n"); !maps.Equal(got, ids) {
+				t.Errorf("n's id blocks after up: %v, want %v", got, ids)
+			}
 			return ops
 		}},
 		{"scale-down", func(t *testing.T, s *fakeStack) []string {

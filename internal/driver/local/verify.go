@@ -41,6 +41,9 @@ func (d *Driver) verifySetup(ctx context.Context, stack string, o verify.Options
 		return nil, o, nil, err
 	}
 	j, err := loadJournal(d.paths(stack).journal(), stack)
+	if err == nil {
+		err = d.adoptPair(j) // the supervisor that holds the ports now
+	}
 	if err != nil {
 		unlock()
 		return nil, o, nil, err

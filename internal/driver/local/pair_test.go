@@ -1,0 +1,277 @@
+package local
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/hosttest"
+	"github.com/bulkhead/bulkhead/internal/plan"
+)
+
+// pairTestEnv makes this package's test binary play bulkhead's supervise
+// and keep commands (see TestMain), so that TestSupervisorPair runs the
+// real pair of processes without a build of the whole command.
+const pairTestEnv = "BULKHEAD_TEST_PAIR"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(pairTestEnv) != "" {
+		os.Exit(pairMain(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// pairMain is what cli's supervise and keep commands do with args.
+func pairMain(args []string) int {
+	if len(args) == 0 {
+		return 2
+	}
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	stack := fs.String("stack", "", "")
+	root := fs.String("root", "", "")
+	paired := fs.Bool("paired", false, "")
+	restarted := fs.Bool("restarted", false, "")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d := &Driver{Root: *root, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	var err error
+	switch args[0] {
+	case "supervise":
+		var o SuperviseOptions
+		if *paired {
+			if o.Pair, err = InheritPair(); err != nil {
+				break
+			}
+			o.Restarted = *restarted
+		}
+		err = d.Supervise(ctx, *stack, o)
+	case "keep":
+		var l *PairLink
+		if l, err = InheritPair(); err == nil {
+			err = d.Keep(ctx, *stack, l)
+		}
+	default:
+		err = fmt.Errorf("unknown command %q", args[0])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// pairStack is a stack of no nodes whose supervisor publishes one
+// loopback port, under a temporary root whose bulkhead binary is this
+// test binary.
+type pairStack struct {
+	d     *Driver
+	p     *plan.Plan
+	stack string
+	addr  string // the published port
+}
+
+func newPairStack(t *testing.T) *pairStack {
+	t.Helper()
+	t.Setenv(pairTestEnv, "1") // the pair's processes inherit it
+	s := &pairStack{d: &Driver{Root: filepath.Join(tempDir(t), "root")}, stack: "pair"}
+	ps := s.d.paths(s.stack)
+	if err := installBinary(ps.binary()); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.addr = l.Addr().String()
+	l.Close()
+	s.p = &plan.Plan{Stack: s.stack, Published: []plan.Forward{{Listen: netip.MustParseAddrPort(s.addr), Node: "edge", Target: netip.MustParseAddrPort("127.0.0.1:9")}}}
+	if err := os.MkdirAll(ps.stack, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeJSON(ps.plan(), s.p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Whatever a failed test left running.
+		procs, _ := pairProcesses(ps.binary(), s.stack, s.d.root())
+		for _, o := range procs {
+			pid, _ := strconv.Atoi(o.Name)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if len(procs) > 0 {
+			log, _ := os.ReadFile(ps.supervisorLog())
+			t.Logf("supervisor.log:\n%s", log)
+		}
+	})
+	return s
+}
+
+// start starts the pair as up does.
+func (s *pairStack) start(t *testing.T) {
+	t.Helper()
+	j, err := loadJournal(s.d.paths(s.stack).journal(), s.stack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.d.startSupervisor(context.Background(), s.p, j, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recorded is the journal's live process of kind; zero if none runs.
+func (s *pairStack) recorded(t *testing.T, kind string) Object {
+	t.Helper()
+	j, err := loadJournal(s.d.paths(s.stack).journal(), s.stack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range j.list(kind) {
+		if alive(o) {
+			return o
+		}
+	}
+	return Object{}
+}
+
+// running lists the pair's processes that run, by their command lines.
+func (s *pairStack) running(t *testing.T) []Object {
+	t.Helper()
+	procs, err := pairProcesses(s.d.paths(s.stack).binary(), s.stack, s.d.root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return procs
+}
+
+// serving reports whether the published port accepts a connection.
+func (s *pairStack) serving() bool {
+	c, err := net.DialTimeout("tcp", s.addr, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// kill SIGKILLs the live recorded process of kind, and returns how long
+// until the journal records another of kind that runs and the published
+// port answers again.
+func (s *pairStack) kill(t *testing.T, kind string) time.Duration {
+	t.Helper()
+	old := s.recorded(t, kind)
+	if old.Name == "" {
+		t.Fatalf("no live %s recorded", kind)
+	}
+	pid, _ := strconv.Atoi(old.Name)
+	t0 := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Polled every 5 ms, for a measure finer than Eventually's.
+	var back Object
+	for deadline := t0.Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+		if back = s.recorded(t, kind); back.Name != "" && back != old && s.serving() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new %s within a minute after %s %s was killed", kind, kind, old.Name)
+		}
+	}
+	took := time.Since(t0)
+	if running := s.running(t); len(running) != 2 {
+		t.Errorf("after %s %s was killed, %s took its place, and the pair's processes are %v; want 2", kind, old.Name, back.Name, running)
+	}
+	return took
+}
+
+// TestSupervisorPair runs the supervisor and its keeper as real
+// processes: each killed with SIGKILL is started again by the other, the
+// journal records the new one, and the published port answers again;
+// status says both run; down stops both, and nothing of the pair runs
+// after it. A supervisor stopped on purpose (SIGTERM) takes its keeper
+// with it, and neither is started again.
+func TestSupervisorPair(t *testing.T) {
+	s := newPairStack(t)
+	s.start(t)
+	hosttest.Eventually(t, time.Minute, "the published port to answer", s.serving)
+	if running := s.running(t); len(running) != 2 {
+		t.Fatalf("the pair's processes: %v, want the supervisor and its keeper", running)
+	}
+	// What status reads of the nodes' restarts outlives the supervisor
+	// that counted them.
+	hosttest.Eventually(t, time.Minute, "the supervisor to start its counts", func() bool {
+		_, err := os.Stat(s.d.paths(s.stack).supervisorState())
+		return err == nil
+	})
+	counts := &supervisorState{Nodes: map[string]*restarts{"x": {Count: 3, CrashLoop: true}}}
+	if err := counts.save(s.d.paths(s.stack).supervisorState()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("supervisor killed: a new one serves after %v", s.kill(t, KindProcess))
+	if st, err := loadSupervisorState(s.d.paths(s.stack).supervisorState()); err != nil || st.Nodes["x"] == nil || st.Nodes["x"].Count != 3 || !st.Nodes["x"].CrashLoop {
+		t.Errorf("the restarted supervisor's counts: %+v, %v; want the 3 restarts and crash loop of the one killed", st, err)
+	}
+	t.Logf("keeper killed: a new one runs after %v", s.kill(t, KindKeeper))
+	// The supervisor the first keeper started, watched by the keeper
+	// that supervisor started.
+	t.Logf("supervisor killed again: a new one serves after %v", s.kill(t, KindProcess))
+
+	st, err := s.d.Status(context.Background(), s.stack)
+	if err != nil || !st.Supervisor || !st.Keeper {
+		t.Errorf("status after the restarts: %+v, %v; want the supervisor and its keeper running", st, err)
+	}
+	if err := s.d.Down(context.Background(), s.stack, false); err != nil {
+		t.Fatal(err)
+	}
+	if running := s.running(t); len(running) > 0 {
+		t.Errorf("down left the pair's processes running: %v", running)
+	}
+	if objs := s.recorded(t, KindProcess).Name + s.recorded(t, KindKeeper).Name; objs != "" {
+		t.Errorf("down left a live process in the journal: %s", objs)
+	}
+	if s.serving() {
+		t.Errorf("the published port still answers after down")
+	}
+
+	// Stopped on purpose.
+	s.start(t)
+	hosttest.Eventually(t, time.Minute, "the published port to answer", s.serving)
+	sup := s.recorded(t, KindProcess)
+	pid, _ := strconv.Atoi(sup.Name)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	hosttest.Eventually(t, time.Minute, "the pair to end after its supervisor was stopped", func() bool {
+		return len(s.running(t)) == 0
+	})
+	// The keeper would have started one at once.
+	time.Sleep(500 * time.Millisecond)
+	if running := s.running(t); len(running) > 0 {
+		t.Errorf("a supervisor stopped on purpose was started again: %v", running)
+	}
+	j, err := loadJournal(s.d.paths(s.stack).journal(), s.stack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := append(j.list(KindProcess), j.list(KindKeeper)...); len(got) != 2 || !slices.Contains(got, sup) {
+		t.Errorf("the journal after a stop on purpose: %v, want the two up started", got)
+	}
+	if log, _ := os.ReadFile(s.d.paths(s.stack).supervisorLog()); !strings.Contains(string(log), "stopped on purpose") {
+		t.Errorf("the keeper did not say it let the supervisor go:\n%s", log)
+	}
+}

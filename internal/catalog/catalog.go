@@ -240,8 +240,8 @@ var descriptors = []Descriptor{
 		Packages: []string{"nginx"}, Accounts: []string{"www-data"}},
 	// Caddy never drops root itself: setpriv starts it as www-data with
 	// the base set's bind capability kept ambient, and it writes its log,
-	// pid file and state as www-data, so the node's directories are
-	// www-data's.
+	// pid file, state and admin socket as www-data, so the node's
+	// directories are www-data's.
 	{Role: RoleStatic, Software: "caddy", Ports: []Port{tcp(80)},
 		Packages: []string{"caddy"}, Accounts: []string{"www-data"}, DirOwner: "www-data"},
 

@@ -36,7 +36,9 @@ func caddyRun(t *testing.T, tool string, l render.Layout, args ...string) string
 // caddyJSON is the part of Caddy's JSON config the checks read.
 type caddyJSON struct {
 	Admin struct {
-		Disabled bool `json:"disabled"`
+		Disabled bool            `json:"disabled"`
+		Listen   string          `json:"listen"`
+		Remote   json.RawMessage `json:"remote"`
 	} `json:"admin"`
 	Apps map[string]json.RawMessage `json:"apps"`
 }
@@ -56,8 +58,9 @@ type caddyHTTP struct {
 
 // TestStaticCaddyCheck renders the static node with Caddy in every test
 // stack, has caddy adapt and validate it offline, and reads the adapted
-// JSON: no admin endpoint, no automatic HTTPS, one HTTP/1 listener on the
-// edge-facing address, and the access log in the log directory.
+// JSON: the admin endpoint on a unix socket in the run directory alone,
+// no automatic HTTPS, one HTTP/1 listener on the edge-facing address, and
+// the access log in the log directory.
 func TestStaticCaddyCheck(t *testing.T) {
 	caddy := requireTool(t, "caddy")
 	for _, c := range stackCases(t) {
@@ -75,8 +78,14 @@ func TestStaticCaddyCheck(t *testing.T) {
 			if err := json.Unmarshal([]byte(adapted[strings.LastIndex(adapted, "\n{\"admin\"")+1:]), &cfg); err != nil {
 				t.Fatalf("adapted config: %v\n%s", err, adapted)
 			}
-			if !cfg.Admin.Disabled {
-				t.Errorf("the admin endpoint is on")
+			// The one way in besides the service port: a unix socket,
+			// and no remote admin (which listens on TCP).
+			admin := "unix/" + filepath.Join(l.Run, "caddy-admin.sock")
+			if cfg.Admin.Disabled || cfg.Admin.Listen != admin {
+				t.Errorf("admin endpoint: disabled %v, listen %q; want it on %s alone", cfg.Admin.Disabled, cfg.Admin.Listen, admin)
+			}
+			if cfg.Admin.Remote != nil {
+				t.Errorf("remote admin is on: %s", cfg.Admin.Remote)
 			}
 			if got := slices.Sorted(maps.Keys(cfg.Apps)); !slices.Equal(got, []string{"http"}) {
 				t.Errorf("apps = %q, want http alone (no tls, no pki)", got)
@@ -119,11 +128,35 @@ func TestStaticCaddyCheck(t *testing.T) {
 			if argv[0] != "setpriv" || !slices.Contains(argv, "--reuid=www-data") || !slices.Contains(argv, "--ambient-caps=+net_bind_service") {
 				t.Errorf("argv = %q: caddy does not run as www-data, able to bind port 80", argv)
 			}
+			// The admin socket's mode is the umask's (see staticCaddy).
+			if j := slices.Index(argv, "-c"); j < 0 || j > i || argv[j-1] != "sh" || !strings.HasPrefix(argv[j+1], "umask 077 && exec ") {
+				t.Errorf("argv = %q: caddy does not run with umask 077", argv)
+			}
+			home := caddyHome(argv[:i])
 			for _, v := range []string{"HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"} {
-				j := slices.IndexFunc(argv, func(a string) bool { return strings.HasPrefix(a, v+"=") })
-				if j < 0 || j > i || !strings.HasPrefix(argv[j], v+"="+l.Run+"/") {
+				if !strings.HasPrefix(home[v], l.Run+"/") {
 					t.Errorf("argv = %q: %s is not under %s", argv, v, l.Run)
 				}
+			}
+
+			// A new release's document root is applied by a reload,
+			// through the admin socket, as www-data, in caddy's home.
+			if f := fileOf(t, out, "Caddyfile"); f.OnChange != render.Reload {
+				t.Errorf("a changed Caddyfile needs a %v, want a reload", f.OnChange)
+			}
+			r := out.Services[0].Reload
+			if r == nil || r.Signal != "" || r.Socket != "" {
+				t.Fatalf("reload = %+v, want a command", r)
+			}
+			i = slices.Index(r.Argv, "caddy")
+			if i < 0 || !slices.Equal(r.Argv[i:], []string{"caddy", "reload", "--config", confPath, "--adapter", "caddyfile", "--address", admin}) {
+				t.Errorf("reload argv = %q, want caddy reload --config %s --adapter caddyfile --address %s", r.Argv, confPath, admin)
+			}
+			if r.Argv[0] != "setpriv" || !slices.Contains(r.Argv, "--reuid=www-data") || slices.ContainsFunc(r.Argv, func(a string) bool { return strings.Contains(a, "caps") }) {
+				t.Errorf("reload argv = %q: it does not run as www-data without capabilities", r.Argv)
+			}
+			if got := caddyHome(r.Argv[:i]); !maps.Equal(got, home) {
+				t.Errorf("reload runs in home %v, caddy in %v", got, home)
 			}
 
 			conf := string(fileOf(t, out, "Caddyfile").Data)
@@ -161,6 +194,17 @@ func TestStaticCaddyCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// caddyHome returns the HOME and XDG_ variables an argv sets with env.
+func caddyHome(argv []string) map[string]string {
+	vars := map[string]string{}
+	for _, a := range argv {
+		if k, v, ok := strings.Cut(a, "="); ok && (k == "HOME" || strings.HasPrefix(k, "XDG_")) {
+			vars[k] = v
+		}
+	}
+	return vars
 }
 
 // TestStaticCaddyGolden compares the Caddy static node of every test stack

@@ -249,9 +249,9 @@ var descriptors = []Descriptor{
 	// A reload binds a second listening socket with SO_REUSEPORT and
 	// closes the old one, and the kernel resets the connections still
 	// queued on it, unless tcp_migrate_req (Linux 5.14) hands them to the
-	// new socket. As of 2026-11, without it, Caddy 2.6.2 reset one or two
-	// of about a thousand requests on new connections across two reloads
-	// (TestStaticCaddyReload).
+	// new socket. As of 2026-11, without it, Caddy 2.6.2 reset one to
+	// nine of about two thousand requests on new connections across four
+	// reloads (TestStaticCaddyReload).
 	{Role: RoleStatic, Software: "caddy", Ports: []Port{tcp(80)},
 		Packages: []string{"caddy"}, Accounts: []string{"www-data"}, DirOwner: "www-data",
 		Sysctls: map[string]string{"net.ipv4.tcp_migrate_req": "1"}},

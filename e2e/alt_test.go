@@ -61,7 +61,7 @@ func TestAltSoftware(t *testing.T) {
 
 // TestCaddyStatic brings up the default stack with Caddy as the static
 // tier: it serves the static paths, runs no upload, and listens where the
-// plan says and nowhere else (no admin endpoint).
+// plan says and nowhere else (its admin endpoint is a unix socket).
 func TestCaddyStatic(t *testing.T) {
 	s := newStack(t, "e2ey", 243, 18600, `tiers:
   edge: {}

@@ -76,6 +76,13 @@ func TestEveryDescriptor(t *testing.T) {
 				t.Errorf("%s %s uses account %s it does not list", d.Role, d.Software, a)
 			}
 		}
+		// Only the network namespace is the node's own to tune; any
+		// other sysctl would be the host's.
+		for k := range d.Sysctls {
+			if !strings.HasPrefix(k, "net.") {
+				t.Errorf("%s %s sets sysctl %s, which is not its network namespace's", d.Role, d.Software, k)
+			}
+		}
 	}
 }
 

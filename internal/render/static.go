@@ -261,6 +261,7 @@ type staticConf struct {
 	Run     string
 	Temp    string // nginx temp directories: prefix of one per kind
 	State   string // Caddy's home: its autosaved config and data
+	Admin   string // Caddy's admin endpoint, a unix socket
 	Log     string // access log
 	Paths   sitePaths
 	Refused string
@@ -311,6 +312,7 @@ func newStaticConf(p *plan.Plan, n *plan.Node, in Input) (*staticConf, error) {
 		Run:     l.Run,
 		Temp:    path.Join(l.Run, "nginx-"),
 		State:   path.Join(l.Run, "caddy"),
+		Admin:   "unix/" + path.Join(l.Run, "caddy-admin.sock"),
 		Log:     path.Join(l.Log, "access.log"),
 		Paths:   newSitePaths(p.Site),
 		Refused: refusedRegex,
@@ -379,9 +381,21 @@ func staticNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 // switch of its own: setpriv (util-linux) becomes www-data and execs it,
 // keeping CAP_NET_BIND_SERVICE, which every node's base set has, as an
 // ambient capability so that www-data can bind port 80. Caddy writes its
-// autosaved config under XDG_CONFIG_HOME even with the admin endpoint off,
-// so its home is in the node's run directory, which the catalog gives to
-// www-data; nothing points it at /.
+// autosaved config under XDG_CONFIG_HOME, so its home is in the node's run
+// directory, which the catalog gives to www-data; nothing points it at /.
+//
+// A new release is a new document root, which Caddy applies without a
+// restart: `caddy reload` adapts the Caddyfile and posts it to the admin
+// endpoint, and Caddy starts the new config on the listeners it already
+// has, then stops the old one once its requests are served. The endpoint
+// is a unix socket in the run directory, never TCP. As of 2.6.2 Caddy
+// cannot set the socket's mode (later versions take "unix//path|0200"; in
+// 2.6.2 that suffix becomes part of the file's name): bind(2) creates it
+// with the umask, so Caddy runs with umask 077 and the socket is
+// www-data's alone (srwx------). Only Caddy itself, the reload command,
+// which runs as www-data too, and the node's root, which has
+// CAP_DAC_OVERRIDE, can connect to it. The umask makes Caddy's other files
+// (access log, autosaved config) www-data's alone too.
 func staticCaddy(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	c, err := newStaticConf(p, n, in)
 	if err != nil {
@@ -391,15 +405,24 @@ func staticCaddy(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 	if err != nil {
 		return nil, nil, err
 	}
-	files := []File{{Path: "Caddyfile", Mode: 0o644, Data: conf}}
+	files := []File{{Path: "Caddyfile", Mode: 0o644, Data: conf, OnChange: Reload}}
+	asCaddy := []string{"setpriv", "--reuid=www-data", "--regid=www-data", "--init-groups"}
+	// Every caddy command runs as www-data, in Caddy's home: the agent's
+	// HOME is root's.
+	home := []string{"env", "HOME=" + c.State, "XDG_CONFIG_HOME=" + path.Join(c.State, "config"), "XDG_DATA_HOME=" + path.Join(c.State, "data")}
+	caddyfile := in.Layout.conf("Caddyfile")
 	svc := service.Service{
 		Name: "caddy",
-		Argv: []string{
-			"setpriv", "--reuid=www-data", "--regid=www-data", "--init-groups",
-			"--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service", "--",
-			"env", "HOME=" + c.State, "XDG_CONFIG_HOME=" + path.Join(c.State, "config"), "XDG_DATA_HOME=" + path.Join(c.State, "data"),
-			"caddy", "run", "--config", in.Layout.conf("Caddyfile"), "--adapter", "caddyfile", "--pidfile", c.Pid,
-		},
+		Argv: slices.Concat(asCaddy,
+			[]string{"--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service", "--"},
+			// setpriv has no umask option; the shell sets it and execs.
+			[]string{"sh", "-c", `umask 077 && exec "$@"`, "sh"},
+			home,
+			[]string{"caddy", "run", "--config", caddyfile, "--adapter", "caddyfile", "--pidfile", c.Pid}),
+		// The reload returns once the new config serves; a config that
+		// does not load leaves the old one serving and fails the reload.
+		Reload: &service.Reload{Argv: slices.Concat(asCaddy, []string{"--"}, home,
+			[]string{"caddy", "reload", "--config", caddyfile, "--adapter", "caddyfile", "--address", c.Admin})},
 	}
 	return files, []service.Service{svc}, nil
 }

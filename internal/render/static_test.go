@@ -226,16 +226,8 @@ func TestStaticLive(t *testing.T) {
 		t.Run(c.stack+"/"+c.software, func(t *testing.T) {
 			requireTool(t, c.software)
 			p, n := withSoftware(t, c.stack, spec.RoleStatic, c.software)
-			edge := p.Role(spec.RoleEdge)[0]
 			addr := fmt.Sprintf("127.77.%d.1", 100+i)
-			port := freePort(t, addr)
-			for j := range p.Flows {
-				if f := &p.Flows[j]; f.From == edge.Tier && f.To == n.Tier {
-					moveToLoopback(p, n, f.Network, addr)
-					f.Port.Number = port
-				}
-			}
-			n.Listens = []plan.Port{{Proto: "tcp", Number: port}}
+			port := staticOnLoopback(t, p, n, addr)
 			out, l := writeNode(t, p, n.Name, testSecrets(p))
 			chownLayout(t, n, l)
 
@@ -297,6 +289,23 @@ func TestStaticLive(t *testing.T) {
 			checkStaticLive(t, p, n, "http://"+hostport, links)
 		})
 	}
+}
+
+// staticOnLoopback gives static node n the loopback address addr, and a
+// port free there, where the edge reaches it, as if it had been planned
+// so, and returns the port.
+func staticOnLoopback(t *testing.T, p *plan.Plan, n *plan.Node, addr string) int {
+	t.Helper()
+	edge := p.Role(spec.RoleEdge)[0]
+	port := freePort(t, addr)
+	for j := range p.Flows {
+		if f := &p.Flows[j]; f.From == edge.Tier && f.To == n.Tier {
+			moveToLoopback(p, n, f.Network, addr)
+			f.Port.Number = port
+		}
+	}
+	n.Listens = []plan.Port{{Proto: "tcp", Number: port}}
+	return port
 }
 
 // writable says whether a path of the site is under a writable directory,

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 
+	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/netns"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
@@ -124,6 +127,15 @@ func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, rul
 		}
 	} else if err := d.sys().addNetns(ctx, n.Netns); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	// What the node's software needs of its namespace, before anything
+	// listens there (Caddy's reloads: see the catalog).
+	if desc, err := catalog.Lookup(n.Role, n.Software); err == nil {
+		for _, k := range slices.Sorted(maps.Keys(desc.Sysctls)) {
+			if err := d.sys().netnsSysctl(ctx, n.Netns, k, desc.Sysctls[k]); err != nil {
+				return fmt.Errorf("node %s: %s needs %s=%s in its namespace: %w (does this kernel have that setting?)", n.Name, n.Software, k, desc.Sysctls[k], err)
+			}
+		}
 	}
 	if err := d.sys().nftApply(ctx, n.Netns, ruleset); err != nil {
 		return fmt.Errorf("node %s firewall: %w", n.Name, err)

@@ -248,6 +248,15 @@ func (f *fakeSystem) deleteNetns(ctx context.Context, name string) error {
 	return nil
 }
 
+func (f *fakeSystem) netnsSysctl(ctx context.Context, ns, key, value string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.netns[ns] {
+		return fmt.Errorf("fake: sysctl in %s: no such namespace", ns)
+	}
+	return f.op("sysctl in %s %s=%s", ns, key, value)
+}
+
 func (f *fakeSystem) linkExists(name string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

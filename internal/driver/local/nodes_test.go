@@ -69,3 +69,20 @@ func TestSiteMounts(t *testing.T) {
 		t.Errorf("site mounts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestNodeSysctls: up sets what the catalog says a node's software needs
+// of its namespace there, before the node starts, and nothing in the
+// other nodes' namespaces.
+func TestNodeSysctls(t *testing.T) {
+	s := newFakeStack(t)
+	p := planWithApps(t, 1)
+	p.Role(spec.RoleStatic)[0].Software = "caddy"
+	ops, _ := s.mustUp(t, p)
+	want := "sysctl in bh-n-static net.ipv4.tcp_migrate_req=1"
+	if got := matching(ops, "sysctl in "); !slices.Equal(got, []string{want}) {
+		t.Errorf("namespace sysctls %q, want %q", got, want)
+	}
+	if i, j := slices.Index(ops, want), slices.Index(ops, "runc run bh-n-static"); i < 0 || j < 0 || i > j {
+		t.Errorf("%q at %d, the static node started at %d: the setting must come first", want, i, j)
+	}
+}

@@ -56,6 +56,8 @@ type system interface {
 	addNetns(ctx context.Context, name string) error
 	addOwnedNetns(ctx context.Context, name string, ids netns.IDMap) error
 	deleteNetns(ctx context.Context, name string) error
+	// A setting of a network namespace's own (a key under net.).
+	netnsSysctl(ctx context.Context, ns, key, value string) error
 
 	// Links on the host.
 	linkExists(name string) bool
@@ -186,6 +188,10 @@ func (realSystem) addOwnedNetns(ctx context.Context, name string, ids netns.IDMa
 
 func (realSystem) deleteNetns(ctx context.Context, name string) error {
 	return netns.DeleteOwned(ctx, name)
+}
+
+func (realSystem) netnsSysctl(ctx context.Context, ns, key, value string) error {
+	return netns.Sysctl(ctx, ns, key, value)
 }
 
 func (realSystem) linkExists(name string) bool { return netns.LinkExists(name) }

@@ -183,7 +183,7 @@ func TestFaultDrill(t *testing.T) {
 	})
 
 	t.Run("published port: forwarder flooded past its file limit", func(t *testing.T) {
-		sup, err := strconv.Atoi(supervisorPID(t, s))
+		sup, err := strconv.Atoi(pairPID(t, s, "process"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +212,7 @@ func TestFaultDrill(t *testing.T) {
 			return resp.StatusCode == http.StatusOK
 		})
 		d.restoreLimit(t)
-		if got, _ := strconv.Atoi(supervisorPID(t, s)); got != sup {
+		if got, _ := strconv.Atoi(pairPID(t, s, "process")); got != sup {
 			t.Errorf("the supervisor is pid %d, was %d: it did not survive the flood", got, sup)
 		}
 		if out, _ := s.exec("status"); !strings.Contains(out, "supervisor running") {

@@ -336,25 +336,8 @@ func (r *roller) switchNode(ctx context.Context, front, n *plan.Node, id string,
 			files = x
 		}
 	}
-	c, err := d.writeNode(d.paths(p.Stack).node(n.Name), n, files, r.j.nodeIDs(n.Name))
-	if err != nil {
-		return fmt.Errorf("node %s files: %w", n.Name, err)
-	}
-	switch {
-	case c.restarts():
-		if err := d.restartChanged(ctx, p, map[string]nodeChange{n.Name: c}); err != nil {
-			return err
-		}
-		if err := d.startContainer(ctx, p, n, r.j); err != nil {
-			return err
-		}
-		r.res.Restarted = append(r.res.Restarted, n.Name)
-	case len(c.Reload) > 0:
-		d.progress("%s: reloading with release %s", n.Name, id)
-		if err := d.reloadNode(ctx, p, n, c); err != nil {
-			return err
-		}
-		r.res.Reloaded = append(r.res.Reloaded, n.Name)
+	if err := d.applyNode(ctx, p, n, files, r.j, r.res); err != nil {
+		return err
 	}
 	if err := d.waitHealthy(ctx, p, r.j, r.o.Wait); err != nil {
 		return err

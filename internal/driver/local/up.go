@@ -533,24 +533,30 @@ func (d *Driver) updateFront(ctx context.Context, p *plan.Plan, front *plan.Node
 	if front == nil {
 		return nil
 	}
-	c, err := d.writeNode(d.paths(p.Stack).node(front.Name), front, rendered[front.Name], j.nodeIDs(front.Name))
+	return d.applyNode(ctx, p, front, rendered[front.Name], j, res)
+}
+
+// applyNode writes the files of running node n, and reloads or restarts
+// it as they need.
+func (d *Driver) applyNode(ctx context.Context, p *plan.Plan, n *plan.Node, files render.Node, j *journal, res *UpResult) error {
+	c, err := d.writeNode(d.paths(p.Stack).node(n.Name), n, files, j.nodeIDs(n.Name))
 	if err != nil {
-		return fmt.Errorf("node %s files: %w", front.Name, err)
+		return fmt.Errorf("node %s files: %w", n.Name, err)
 	}
 	switch {
 	case c.restarts():
-		if err := d.restartChanged(ctx, p, map[string]nodeChange{front.Name: c}); err != nil {
+		if err := d.restartChanged(ctx, p, map[string]nodeChange{n.Name: c}); err != nil {
 			return err
 		}
-		if err := d.startContainer(ctx, p, front, j); err != nil {
+		if err := d.startContainer(ctx, p, n, j); err != nil {
 			return err
 		}
-		res.Restarted = append(res.Restarted, front.Name)
+		res.Restarted = append(res.Restarted, n.Name)
 	case len(c.Reload) > 0:
-		if err := d.reloadNode(ctx, p, front, c); err != nil {
+		if err := d.reloadNode(ctx, p, n, c); err != nil {
 			return err
 		}
-		res.Reloaded = append(res.Reloaded, front.Name)
+		res.Reloaded = append(res.Reloaded, n.Name)
 	}
 	return nil
 }

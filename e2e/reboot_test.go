@@ -85,14 +85,24 @@ func rebootStack(t *testing.T, stack string) {
 			t.Logf("%s: %v: %s", strings.Join(argv, " "), err, out)
 		}
 	}
-	for _, kind := range []string{"process", "container", "mount", "volume", "netns", "veth", "bridge", "nft-table"} {
+	// The supervisor and its keeper restart each other: a reboot ends both
+	// at once, so both stop before either is killed.
+	var pair []string
+	for _, o := range j.Objects {
+		if o.Kind == "process" || o.Kind == "keeper" {
+			pair = append(pair, o.Name)
+		}
+	}
+	if len(pair) > 0 {
+		run(append([]string{"kill", "-STOP"}, pair...)...)
+		run(append([]string{"kill", "-KILL"}, pair...)...)
+	}
+	for _, kind := range []string{"container", "mount", "volume", "netns", "veth", "bridge", "nft-table"} {
 		for _, o := range j.Objects {
 			if o.Kind != kind {
 				continue
 			}
 			switch kind {
-			case "process":
-				run("kill", "-9", o.Name)
 			case "container":
 				run("runc", "kill", o.Name, "KILL")
 				run("runc", "delete", "-f", o.Name)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -199,6 +200,11 @@ func runBackup(ctx context.Context, s stdio, o backupOptions) error {
 		if dir == "" {
 			dir = "."
 		}
+		// Archives hold the database: only root reads the directory
+		// made for them.
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
 		path = filepath.Join(dir, backup.Name(name, began))
 	}
 	// A file of the site that changes while it is read makes the archive
@@ -233,6 +239,11 @@ func writeBackup(ctx context.Context, s stdio, d driver.Backend, snap *driver.Sn
 	write func(backup.Source, backup.WriteOptions) (*backup.Manifest, error)) (*backup.Manifest, error) {
 	opts := backup.WriteOptions{
 		Skipped: func(name string, mode os.FileMode) {
+			// A release holds a link for each writable path, into the
+			// uploads the archive holds anyway.
+			if rel, ok := strings.CutPrefix(name, "release/"); ok && mode&os.ModeSymlink != 0 && slices.Contains(snap.Plan.Site.Writable, rel) {
+				return
+			}
 			fmt.Fprintf(s.err, "backup: left out %s: %v, neither a directory nor a regular file\n", name, mode.Type())
 		},
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkhead/bulkhead/internal/backup"
 	"github.com/bulkhead/bulkhead/internal/hosttest"
 )
 
@@ -98,6 +99,24 @@ func TestBackupRestore(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(archive); bytes.Contains(data, []byte("PRIVATE KEY")) {
 		t.Error("the archive holds a private key in clear")
+	}
+
+	// A second backup into the directory replaces the first: --keep 1.
+	time.Sleep(time.Second) // archives are named to the second
+	out = s.run("backup", "--dir", backups, "--keep", "1", "--include-secrets", "--passphrase-file", pass)
+	archives, _ = filepath.Glob(filepath.Join(backups, "e2eh-*.tar.zst"))
+	if len(archives) != 1 || archives[0] == archive || !strings.Contains(out, "removed the older "+archive) {
+		t.Errorf("after a second backup with --keep 1 the directory holds %q, want only the new one\n%s", archives, out)
+	} else {
+		archive = archives[0]
+	}
+	// And one to standard output, by --stack: whole, as Verify reads it.
+	stdout, stderr, err := s.stdout("backup", "--stack", "e2eh", "-o", "-")
+	if err != nil {
+		t.Fatalf("backup -o -: %v\n%s", err, stderr)
+	}
+	if m, err := backup.Verify(strings.NewReader(stdout)); err != nil || m.Stack != "e2eh" || m.HasSecrets() || m.DB == nil {
+		t.Errorf("backup -o -: %v; manifest %+v", err, m)
 	}
 
 	// Bad input, into a new stack beside e2eh that has no site directory:

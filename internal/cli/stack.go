@@ -20,7 +20,8 @@ import (
 var driverRoot = local.DefaultRoot
 
 // newDriver is the backend the verbs act through: the local driver.
-func newDriver(s stdio) driver.Backend {
+// Tests put a fake here.
+var newDriver = func(s stdio) driver.Backend {
 	return &local.Driver{
 		Root:     driverRoot,
 		Log:      slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: slog.LevelWarn})),

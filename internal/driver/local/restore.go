@@ -64,6 +64,8 @@ func (d *Driver) Restore(ctx context.Context, p *plan.Plan, path string, o Resto
 	ps := d.paths(p.Stack)
 	_, statErr := os.Stat(ps.stack)
 	existed := statErr == nil
+	_, statErr = os.Stat(d.root())
+	rootExisted := statErr == nil
 	if err := d.restorable(p, o.Force); err != nil {
 		return nil, err
 	}
@@ -83,6 +85,16 @@ func (d *Driver) Restore(ctx context.Context, p *plan.Plan, path string, o Resto
 		Progress:   o.Progress,
 	})
 	if err != nil {
+		// An archive that failed its checks wrote nothing; one that
+		// failed while it was written (a full disk) left the stage's
+		// parents, empty, which a new stack did not have.
+		if !existed {
+			os.Remove(stage)
+			os.Remove(ps.stack)
+		}
+		if !rootExisted {
+			os.Remove(d.root())
+		}
 		return nil, err
 	}
 	defer removeStage(stage)

@@ -169,6 +169,9 @@ var (
 	ErrUnsafe     = errors.New("unsafe member")
 	ErrPassphrase = errors.New("wrong passphrase or key for secrets.age")
 	ErrNotEmpty   = errors.New("the destination is not empty")
+	// ErrChanged is a file of the uploads that changed while it was
+	// archived: the site wrote it then. A new backup reads it anew.
+	ErrChanged = errors.New("a file changed while it was archived; run the backup again")
 )
 
 // Error is a problem with an archive, or with where it would go.

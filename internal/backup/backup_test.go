@@ -23,6 +23,7 @@ import (
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/bulkhead/bulkhead/internal/beneath"
 	"github.com/bulkhead/bulkhead/internal/hosttest"
 )
 
@@ -721,5 +722,77 @@ func TestExtractOwner(t *testing.T) {
 	})
 	if n < 5 {
 		t.Errorf("only %d entries", n)
+	}
+}
+
+// TestUploadsBeneath reads the uploads beneath a handle on the directory
+// a node can write: the tree is archived as with a plain path, and a link
+// the node put in place of the uploads' own directory is refused, not
+// followed to what it points at.
+func TestUploadsBeneath(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(filepath.Join(data, "site", "uploads"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(data, "site", "uploads", "a.png"), []byte("png"), 0o644)
+	os.WriteFile(filepath.Join(data, "beside.txt"), []byte("not the uploads'"), 0o644)
+	root, err := beneath.Open(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	var buf bytes.Buffer
+	m, err := Write(&buf, Source{Stack: "shop", UploadsRoot: root, Uploads: "site"}, WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, mb := range m.Members {
+		names = append(names, mb.Path)
+	}
+	if want := []string{"uploads", "uploads/uploads", "uploads/uploads/a.png"}; !slices.Equal(names, want) {
+		t.Errorf("members %q, want %q", names, want)
+	}
+
+	// The node swaps site/ for a link to a directory of the host's.
+	secret := filepath.Join(dir, "host")
+	os.Mkdir(secret, 0o700)
+	os.WriteFile(filepath.Join(secret, "shadow"), []byte("root:x"), 0o600)
+	os.RemoveAll(filepath.Join(data, "site"))
+	if err := os.Symlink(secret, filepath.Join(data, "site")); err != nil {
+		t.Fatal(err)
+	}
+	buf.Reset()
+	_, err = Write(&buf, Source{Stack: "shop", UploadsRoot: root, Uploads: "site"}, WriteOptions{})
+	if !errors.Is(err, beneath.ErrLink) {
+		t.Errorf("uploads behind a planted link: %v, want it refused as a link", err)
+	}
+	if bytes.Contains(buf.Bytes(), []byte("shadow")) {
+		t.Error("the archive names a file behind the link")
+	}
+}
+
+// TestChangedUpload changes an upload while it is archived: the backup
+// fails with ErrChanged, which a caller can meet by running it again.
+func TestChangedUpload(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.bin")
+	if err := os.WriteFile(big, make([]byte, 3<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	grown := false
+	_, err := Write(io.Discard, Source{Stack: "shop", Uploads: dir}, WriteOptions{
+		Progress: func(done, total int64) {
+			if !grown && done >= 1<<20 {
+				grown = true
+				f, _ := os.OpenFile(big, os.O_APPEND|os.O_WRONLY, 0)
+				f.Write([]byte("more"))
+				f.Close()
+			}
+		},
+	})
+	if !errors.Is(err, ErrChanged) || !strings.Contains(err.Error(), "uploads/big.bin") {
+		t.Errorf("an upload that grew while it was read: %v, want ErrChanged naming it", err)
 	}
 }

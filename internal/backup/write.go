@@ -44,6 +44,12 @@ type Source struct {
 	// that is neither are left out and reported to WriteOptions.Skipped.
 	Uploads string
 	Release string
+	// UploadsRoot, if set, is a directory a node can write, and Uploads
+	// a path relative to it, resolved beneath it: then not even a link
+	// among Uploads' own parents (a node's swap of site/ for a link to
+	// the host's /etc) is followed. Without it, Uploads' parents must be
+	// the host's.
+	UploadsRoot *beneath.Root
 
 	// StackFile is the stack file's content.
 	StackFile []byte
@@ -166,12 +172,12 @@ func (aw *archiveWriter) write(src Source, dump *os.File, dumpSum string, dumpSi
 		}
 	}
 	if src.Uploads != "" {
-		if err := aw.tree(uploadsDir, src.Uploads); err != nil {
+		if err := aw.tree(uploadsDir, src.UploadsRoot, src.Uploads); err != nil {
 			return err
 		}
 	}
 	if src.Release != "" {
-		if err := aw.tree(releaseDir, src.Release); err != nil {
+		if err := aw.tree(releaseDir, nil, src.Release); err != nil {
 			return err
 		}
 	}
@@ -262,29 +268,49 @@ func (aw *archiveWriter) file(name string, perm fs.FileMode, mtime time.Time, si
 		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	if n != size {
-		return "", fmt.Errorf("%s: %d bytes where there were %d; it changed while it was archived, so run the backup again", name, n, size)
+		return "", &Error{Kind: ErrChanged, Member: name, Err: fmt.Errorf("%d bytes where there were %d", n, size)}
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	aw.m.Members = append(aw.m.Members, Member{Path: name, Mode: modeString(perm), Size: size, SHA256: sum, ModTime: mtime})
 	return sum, nil
 }
 
-// tree writes the directory dir as prefix/..., in name order. It resolves
+// tree writes the directory dir as prefix/..., in name order: dir beneath
+// root when root is set, else dir as the host resolves it. It resolves
 // every path beneath dir without following links, so a link a node planted
 // (or swapped in while this runs) is never followed out of the tree.
-func (aw *archiveWriter) tree(prefix, dir string) error {
-	root, err := beneath.Open(dir)
-	if err != nil {
-		return err
+func (aw *archiveWriter) tree(prefix string, root *beneath.Root, dir string) error {
+	rel := "."
+	if root == nil {
+		r, err := beneath.Open(dir)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		root = r
+	} else {
+		rel = filepath.Clean(dir)
+		fi, err := root.Lstat(rel)
+		switch {
+		case err != nil:
+			return err
+		case fi.Mode()&fs.ModeSymlink != 0:
+			return &beneath.Error{Op: "open", Root: root.Dir(), Path: rel, Err: beneath.ErrLink}
+		case !fi.IsDir():
+			return fmt.Errorf("%s beneath %s is %v, not a directory", rel, root.Dir(), fi.Mode().Type())
+		}
 	}
-	defer root.Close()
-	return root.Walk(".", func(rel string, d fs.DirEntry, err error) error {
+	return root.Walk(rel, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		name := prefix
-		if rel != "." {
-			name = prefix + "/" + filepath.ToSlash(rel)
+		if p != rel {
+			sub := p
+			if rel != "." {
+				sub, _ = filepath.Rel(rel, p)
+			}
+			name = prefix + "/" + filepath.ToSlash(sub)
 		}
 		info, err := d.Info()
 		if err != nil {
@@ -294,7 +320,7 @@ func (aw *archiveWriter) tree(prefix, dir string) error {
 		case d.IsDir():
 			return aw.dir(name, info.Mode(), info.ModTime())
 		case d.Type().IsRegular():
-			return aw.regular(root, rel, name)
+			return aw.regular(root, p, name)
 		default:
 			if aw.skipped != nil {
 				aw.skipped(name, info.Mode())
@@ -324,7 +350,7 @@ func (aw *archiveWriter) regular(root *beneath.Root, rel, name string) error {
 		return err
 	}
 	if after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
-		return fmt.Errorf("%s changed while it was archived; run the backup again", name)
+		return &Error{Kind: ErrChanged, Member: name, Err: errors.New("its size or time moved while it was read")}
 	}
 	return nil
 }

@@ -400,6 +400,35 @@ func (r *Root) Chmod(rel string, mode fs.FileMode) error {
 	return nil
 }
 
+// Chtimes sets the access and modification times of the regular file or
+// directory at rel. A link there is refused, never followed, and anything
+// else is refused without being opened.
+func (r *Root) Chtimes(rel string, atime, mtime time.Time) error {
+	h, err := r.open("chtimes", rel, unix.O_PATH)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(h.Fd()), &st); err != nil {
+		return r.fail("chtimes", rel, err)
+	}
+	if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG && t != unix.S_IFDIR {
+		return r.fail("chtimes", rel, fmt.Errorf("not a file or directory but %v", newInfo("", &st).Mode().Type()))
+	}
+	// As Chmod: futimens needs a real descriptor, not an O_PATH one.
+	f, err := pathrs.Reopen(h, unix.O_RDONLY)
+	if err != nil {
+		return r.fail("chtimes", rel, err)
+	}
+	defer f.Close()
+	ts := []unix.Timespec{unix.NsecToTimespec(atime.UnixNano()), unix.NsecToTimespec(mtime.UnixNano())}
+	if err := unix.UtimesNanoAt(int(f.Fd()), "", ts, unix.AT_EMPTY_PATH); err != nil {
+		return r.fail("chtimes", rel, err)
+	}
+	return nil
+}
+
 // WriteFile makes rel a new regular file holding what content yields, owned
 // by uid:gid with perm, and replaces whatever was at rel in one rename: a
 // file, a link (the link itself is replaced; its target is untouched), or a

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -115,6 +116,7 @@ func ops() []op {
 		{"MkdirAll", func(r *Root, rel string) error { return r.MkdirAll(rel+"/new", 0o755) }},
 		{"Chown", func(r *Root, rel string) error { return r.Chown(rel, me, grp) }},
 		{"Chmod", func(r *Root, rel string) error { return r.Chmod(rel, 0o777) }},
+		{"Chtimes", func(r *Root, rel string) error { return r.Chtimes(rel, time.Unix(1, 0), time.Unix(1, 0)) }},
 		{"Lstat", func(r *Root, rel string) error { _, err := r.Lstat(rel); return err }},
 		{"WriteFile", func(r *Root, rel string) error {
 			return r.WriteFile(rel, strings.NewReader("pwned"), 0o644, me, grp)
@@ -279,6 +281,15 @@ func TestOperations(t *testing.T) {
 	if err := f.r.Chown("a/b/c/f", me, grp); err != nil {
 		t.Fatal(err)
 	}
+	then := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, p := range []string{"a/b/c/f", "a/b"} {
+		if err := f.r.Chtimes(p, then, then); err != nil {
+			t.Fatal(err)
+		}
+		if info, _ := os.Stat(filepath.Join(f.root, p)); !info.ModTime().Equal(then) {
+			t.Errorf("%s mtime %v, want %v", p, info.ModTime(), then)
+		}
+	}
 	// A directory where a file is written is replaced by the file.
 	os.MkdirAll(filepath.Join(f.root, "d/e"), 0o755)
 	if err := f.r.WriteFile("d", bytes.NewReader([]byte("file")), 0o644, me, grp); err != nil {
@@ -305,6 +316,9 @@ func TestOperations(t *testing.T) {
 	}
 	if _, err := f.r.Open("fifo"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Errorf("a fifo was opened, or the error does not say why: %v", err)
+	}
+	if err := f.r.Chtimes("fifo", time.Unix(1, 0), time.Unix(1, 0)); err == nil || !strings.Contains(err.Error(), "not a file or directory") {
+		t.Errorf("a fifo's times were set, or the error does not say why: %v", err)
 	}
 }
 

@@ -113,11 +113,17 @@ func loadPlan(s stdio, file string, nfsOK bool) (*plan.Plan, error) {
 // loadSpec is loadPlan without the plan: the validated stack, with the
 // storage protocol resolved.
 func loadSpec(s stdio, file string, nfsOK bool) (*spec.Stack, error) {
+	return loadSpecWith(s, file, nfsOK, dirExists)
+}
+
+// loadSpecWith is loadSpec with siteOK saying whether the site directory
+// may be what it is.
+func loadSpecWith(s stdio, file string, nfsOK bool, siteOK func(string) bool) (*spec.Stack, error) {
 	file, data, err := readStackFile(file, "run 'bulkhead init' first or pass -f FILE")
 	if err != nil {
 		return nil, err
 	}
-	st, err := spec.Load(file, data, spec.Env{DirExists: dirExists, FileExists: fileExists})
+	st, err := spec.Load(file, data, spec.Env{DirExists: siteOK, FileExists: fileExists})
 	if err != nil {
 		return nil, err
 	}

@@ -20,7 +20,8 @@ import (
 var driverRoot = local.DefaultRoot
 
 // newDriver is the backend the verbs act through: the local driver.
-func newDriver(s stdio) driver.Backend {
+// Tests put a fake here.
+var newDriver = func(s stdio) driver.Backend {
 	return &local.Driver{
 		Root:     driverRoot,
 		Log:      slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -31,7 +32,13 @@ func newDriver(s stdio) driver.Backend {
 // loadStack is loadPlan plus the stack it was built from and the site
 // directory as an absolute path.
 func loadStack(s stdio, file string) (*spec.Stack, *plan.Plan, string, error) {
-	st, err := loadSpec(s, file, false)
+	return loadStackWith(s, file, dirExists)
+}
+
+// loadStackWith is loadStack with siteOK saying whether the site directory
+// may be what it is: restore writes a missing one.
+func loadStackWith(s stdio, file string, siteOK func(string) bool) (*spec.Stack, *plan.Plan, string, error) {
+	st, err := loadSpecWith(s, file, false, siteOK)
 	if err != nil {
 		return nil, nil, "", err
 	}

@@ -100,7 +100,12 @@ func runUp(ctx context.Context, s stdio, o upOptions, deploy bool) error {
 	if o.NoSandbox {
 		fmt.Fprintf(s.err, "WARNING: --unsafe-no-sandbox: the nodes of %s run without user namespaces and seccomp; root in a node is root on this host\n", p.Stack)
 	}
-	res, err := newDriver(s).Up(ctx, p, driver.UpOptions{SiteDir: site, NoInstall: o.NoInstall, Wait: o.Wait, NoSandbox: o.NoSandbox, Drain: o.Drain, Surge: surge})
+	// The driver keeps the stack file, for a backup to archive.
+	_, stackFile, err := readStackFile(o.File, "pass -f FILE")
+	if err != nil {
+		return err
+	}
+	res, err := newDriver(s).Up(ctx, p, driver.UpOptions{SiteDir: site, NoInstall: o.NoInstall, Wait: o.Wait, NoSandbox: o.NoSandbox, Drain: o.Drain, Surge: surge, StackFile: stackFile})
 	if err != nil {
 		return err
 	}

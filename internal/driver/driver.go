@@ -12,7 +12,11 @@ import (
 	"io"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/bulkhead/bulkhead/internal/agent"
+	"github.com/bulkhead/bulkhead/internal/backup"
+	"github.com/bulkhead/bulkhead/internal/beneath"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/release"
 	"github.com/bulkhead/bulkhead/internal/verify"
@@ -54,6 +58,83 @@ type Backend interface {
 	Rollback(ctx context.Context, p *plan.Plan, id string, o UpOptions) (*UpResult, error)
 	// Releases lists the stack's releases and which one is live.
 	Releases(ctx context.Context, stack string) (*release.Index, error)
+	// Snapshot opens what a backup of the running stack reads besides
+	// its database's dump, which the caller runs in the db node with
+	// Exec. The caller closes it.
+	Snapshot(ctx context.Context, stack string) (*Snapshot, error)
+	// Restore puts the backup archive at path back as the stack p, which
+	// must be down or new: its uploads, its release, its database, and
+	// its secrets when o.Identities open them. It checks the whole
+	// archive before it changes anything, and brings the stack up.
+	Restore(ctx context.Context, p *plan.Plan, path string, o RestoreOptions) (*RestoreResult, error)
+}
+
+// Snapshot is what a backup reads of a running stack besides its
+// database's dump.
+type Snapshot struct {
+	Plan *plan.Plan
+	// StackFile is the stack file the stack's last up applied; nil when
+	// that up kept none.
+	StackFile []byte
+	// Release is the live release's id, and ReleaseDir its code: a
+	// read-only directory of the host's.
+	Release, ReleaseDir string
+	// Uploads is a handle on a directory the storage node writes, and
+	// UploadsDir the directory beneath it that holds the site's writable
+	// paths (uploads): read them beneath Uploads, following no link. Nil
+	// for a stack without storage.
+	Uploads    *beneath.Root
+	UploadsDir string
+	// Secrets are the stack's secrets, JSON: archive them only
+	// encrypted.
+	Secrets []byte
+}
+
+// Close releases the snapshot's handles.
+func (s *Snapshot) Close() error {
+	if s.Uploads != nil {
+		return s.Uploads.Close()
+	}
+	return nil
+}
+
+// RestoreOptions tune Restore.
+type RestoreOptions struct {
+	// UpOptions bring the restored stack up.
+	UpOptions
+	// Force lets the restore replace the stack's data (its database and
+	// its uploads) when the stack, down, still holds some.
+	Force bool
+	// Identities open the archive's secrets; then they become the
+	// stack's. Without them the stack keeps its own, or makes new ones.
+	Identities []age.Identity
+	// Progress, if set, is told the archive's bytes read while it is
+	// checked and extracted.
+	Progress func(done, total int64)
+}
+
+// RestoreResult says what Restore did.
+type RestoreResult struct {
+	Manifest *backup.Manifest
+	// Release is the release live after the restore, and Archived the
+	// archive's; they differ when the site directory held other code,
+	// which wins as it would at an up.
+	Release, Archived string
+	// SiteWritten says the archive's code was written to the stack's
+	// site directory, which was empty or absent.
+	SiteWritten bool
+	// Files and Bytes count the uploads restored; Skipped names what the
+	// archive holds outside the stack's writable paths, left out.
+	Files   int
+	Bytes   int64
+	Skipped []string
+	// DumpBytes is the size of the database's dump loaded.
+	DumpBytes int64
+	// Secrets says the archive's secrets became the stack's.
+	Secrets bool
+	// Replaced names the data the restore replaced (with Force).
+	Replaced []string
+	Up       *UpResult
 }
 
 // UpOptions tune Up.
@@ -74,6 +155,9 @@ type UpOptions struct {
 	// down) may finish its requests after the edge stopped sending it
 	// new ones. Default 10s.
 	Drain time.Duration
+	// StackFile is the stack file's content, which the driver keeps for
+	// a backup to archive; nil keeps what it holds.
+	StackFile []byte
 	// Surge is p with one more app node. A rolling deploy brings that
 	// node up with the new release first, so that no fewer app nodes
 	// serve while each of the others switches, and removes it at the

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/service"
 	"github.com/bulkhead/bulkhead/internal/spec"
@@ -72,6 +73,18 @@ type dbConf struct {
 	// PostgreSQL's files.
 	HBA, Ident, Run          string
 	SharedBuffersMB, CacheMB int64
+}
+
+// BackupVars are the values of the catalog's backup placeholders (see
+// catalog.Backup) for the database node n of p, rendered with layout l: the
+// paths its server reads and listens on, the port, and the site's
+// database and user.
+func BackupVars(p *plan.Plan, n *plan.Node, l Layout) catalog.BackupVars {
+	v := catalog.BackupVars{Conf: l.Conf, Run: l.Run, DB: p.Site.DBName, User: p.Site.DBUser}
+	if len(n.Listens) > 0 {
+		v.Port = n.Listens[0].Number
+	}
+	return v
 }
 
 // dbMariaDB renders MariaDB: my.cnf and the init file that creates the

@@ -342,7 +342,10 @@ func TestBackupPrograms(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		vars := catalog.BackupVars{Conf: l.Conf, Run: l.Run, DB: p.Site.DBName, User: p.Site.DBUser, Port: db.Listens[0].Number}
+		vars := render.BackupVars(p, db, l)
+		if want := (catalog.BackupVars{Conf: l.Conf, Run: l.Run, DB: p.Site.DBName, User: p.Site.DBUser, Port: db.Listens[0].Number}); vars != want {
+			t.Errorf("%s: BackupVars %+v, want %+v", stack, vars, want)
+		}
 		svc := n.Services[0]
 		for _, argv := range [][]string{d.Backup.Dump, d.Backup.Restore} {
 			got, err := vars.Expand(argv)

@@ -527,6 +527,15 @@ func (f *fakeSystem) unmountVolume(vol string) error {
 	return os.Mkdir(vol, 0o755)
 }
 
+func (f *fakeSystem) removeImage(img string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op("rm %s", f.rel(img)); err != nil {
+		return err
+	}
+	return errors.Join(os.Remove(img), os.RemoveAll(fakeFS(img)))
+}
+
 func (f *fakeSystem) prepareTarget(dir string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -653,6 +662,20 @@ func (f *fakeSystem) syncSite(s siteSync) (*syncResult, error) {
 		return res, f.op("site sync to %s: %d put, %d removed", s.Node, len(res.Put), len(res.Removed))
 	}
 	return res, nil
+}
+
+// restoreUploads runs the real restore with the test's own ids for every
+// owner, and records what it wrote.
+func (f *fakeSystem) restoreUploads(s uploadsRestore) (*uploadsResult, error) {
+	me := ids{os.Getuid(), os.Getgid()}
+	s.Root, s.Writer = me, me
+	res, err := restoreUploads(s)
+	if err != nil {
+		return res, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return res, f.op("uploads restore to %s: %d files, %d bytes, %d left out", s.Node, res.Files, res.Bytes, len(res.Skipped))
 }
 
 func (f *fakeSystem) listNetns() ([]string, error) {

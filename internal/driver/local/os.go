@@ -89,6 +89,7 @@ type system interface {
 	growImage(ctx context.Context, img, vol string, size int64, mounted bool) error
 	mountImage(ctx context.Context, img, vol string) error
 	unmountVolume(vol string) error
+	removeImage(img string) error
 
 	// Site mounts (see mounts.go): the shared bind a site mount lands
 	// on, and the sshfs the supervisor puts there.
@@ -104,6 +105,7 @@ type system interface {
 	lchown(path string, uid, gid int) error
 	chownTree(dir string, uid, gid int) error // every path beneath dir, following no link
 	syncSite(s siteSync) (*syncResult, error)
+	restoreUploads(s uploadsRestore) (*uploadsResult, error)
 	// The host's service units (see hostunits.go).
 	setUnit(ctx context.Context, unit string, enable bool) error
 	installBootUnit(ctx context.Context, bin, root string) error
@@ -266,6 +268,8 @@ func (realSystem) mountImage(ctx context.Context, img, vol string) error {
 
 func (realSystem) unmountVolume(vol string) error { return unmountVolume(vol) }
 
+func (realSystem) removeImage(img string) error { return os.Remove(img) }
+
 func (realSystem) prepareTarget(dir string) error { return sshfs.PrepareTarget(dir) }
 
 func (realSystem) releaseTarget(dir string) error { return sshfs.ReleaseTarget(dir) }
@@ -310,6 +314,10 @@ func (realSystem) chownTree(dir string, uid, gid int) error {
 }
 
 func (realSystem) syncSite(s siteSync) (*syncResult, error) { return syncSite(s) }
+
+func (realSystem) restoreUploads(s uploadsRestore) (*uploadsResult, error) {
+	return restoreUploads(s)
+}
 
 func (realSystem) listNetns() ([]string, error) { return netns.List() }
 

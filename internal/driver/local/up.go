@@ -115,6 +115,9 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err := d.checkHost(ctx, p, j, o.NoSandbox); err != nil {
 		return nil, err
 	}
+	if err := d.keepStackFile(p, o.StackFile); err != nil {
+		return nil, err
+	}
 	if err := d.enter(ctx, "release"); err != nil {
 		return nil, err
 	}

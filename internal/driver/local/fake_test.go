@@ -392,11 +392,27 @@ func (f *fakeSystem) readSysctl(key string) (int, error) {
 func (f *fakeSystem) writeSysctl(key string, value int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.op("sysctl net.ipv4.neigh.default.%s = %d", key, value); err != nil {
+	name := "net.ipv4.neigh.default." + key
+	if strings.Contains(key, "/") {
+		name = "net/ipv4/" + key
+	}
+	if err := f.op("sysctl %s = %d", name, value); err != nil {
 		return err
 	}
 	f.sysctl[key] = value
 	return nil
+}
+
+// addrLink: every address is eth0's, the fake host's one interface.
+func (f *fakeSystem) addrLink(a netip.Addr) (string, error) { return "eth0", nil }
+
+func (f *fakeSystem) setDefaultRoute(ctx context.Context, ns string, gw netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.netns[ns] {
+		return fmt.Errorf("fake: route in %s: no such namespace", ns)
+	}
+	return f.op("route in %s default via %s", ns, gw)
 }
 
 func (f *fakeSystem) writeSpec(c runc.Container) error {

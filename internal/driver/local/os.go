@@ -71,9 +71,15 @@ type system interface {
 	nftRead(ctx context.Context, ns string) (*nft.Ruleset, error)
 	nftDeleteTable(ctx context.Context, ns, family, name string) error
 
-	// The kernel's neighbour-table limits, net.ipv4.neigh.default.KEY.
+	// The host's IPv4 settings: the neighbour-table limits,
+	// net.ipv4.neigh.default.KEY, or with a slash in key
+	// net.ipv4.KEY, as conf/IFACE/forwarding.
 	readSysctl(key string) (int, error)
 	writeSysctl(key string, value int) error
+	// addrLink returns the host interface holding address a.
+	addrLink(a netip.Addr) (string, error)
+	// setDefaultRoute gives namespace ns a default route via gw.
+	setDefaultRoute(ctx context.Context, ns string, gw netip.Addr) error
 
 	// runc.
 	writeSpec(c runc.Container) error
@@ -224,10 +230,25 @@ func (realSystem) nftDeleteTable(ctx context.Context, ns, family, name string) e
 	return nft.DeleteTable(ctx, ns, family, name)
 }
 
-func (realSystem) readSysctl(key string) (int, error) { return readInt(neighDir + key) }
+func (realSystem) readSysctl(key string) (int, error) { return readInt(sysctlPath(key)) }
 
 func (realSystem) writeSysctl(key string, value int) error {
-	return os.WriteFile(neighDir+key, []byte(strconv.Itoa(value)), 0o644)
+	return os.WriteFile(sysctlPath(key), []byte(strconv.Itoa(value)), 0o644)
+}
+
+// sysctlPath is where the setting key of readSysctl lives. A path, not
+// the dotted name: an interface's name may have a dot.
+func sysctlPath(key string) string {
+	if strings.Contains(key, "/") {
+		return "/proc/sys/net/ipv4/" + key
+	}
+	return neighDir + key
+}
+
+func (realSystem) addrLink(a netip.Addr) (string, error) { return netns.AddrLink(a) }
+
+func (realSystem) setDefaultRoute(ctx context.Context, ns string, gw netip.Addr) error {
+	return netns.SetDefaultRoute(ctx, ns, gw.String())
 }
 
 func (realSystem) writeSpec(c runc.Container) error { return runc.WriteSpec(c) }

@@ -1,11 +1,13 @@
 package local
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"slices"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/render"
 )
 
 // The published ports are the kernel's: the host table's DNAT (see
@@ -105,4 +107,36 @@ func (d *Driver) publishConflicts(p *plan.Plan) []error {
 		}
 	}
 	return errs
+}
+
+// keepPublished puts the host's tables back, with the routing they need,
+// when the kernel has no table for p's published ports: after an upgrade
+// from a bulkhead whose supervisor forwarded them itself, the supervisor
+// that takes over publishes them in the kernel without an up. It waits
+// for no lock: an up or down that holds the stack sets the tables itself.
+func (d *Driver) keepPublished(ctx context.Context, p *plan.Plan) error {
+	if len(p.Published) == 0 || d.sys().nftHasTable(ctx, "", "ip", p.HostNFT) {
+		return nil
+	}
+	unlock, err := d.lockStack(ctx, p.Stack, false)
+	if err != nil {
+		return nil
+	}
+	defer unlock()
+	j, err := loadJournal(d.paths(p.Stack).journal(), p.Stack)
+	if err != nil {
+		return err
+	}
+	if !j.has(Object{Kind: KindBridge, Name: p.Network(plan.NetPublic).Bridge}) {
+		return nil // not up, or going down
+	}
+	for _, family := range hostFamilies {
+		if err := j.record(Object{Kind: KindNftTable, Name: family + " " + p.HostNFT}); err != nil {
+			return err
+		}
+	}
+	if err := d.sys().nftApply(ctx, "", render.HostNftables(p)); err != nil {
+		return fmt.Errorf("host table: %w", err)
+	}
+	return d.publishRoutes(p, j)
 }

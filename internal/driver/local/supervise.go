@@ -70,6 +70,9 @@ func (d *Driver) Supervise(ctx context.Context, stack string, o SuperviseOptions
 	}
 	log := d.logger().With("stack", stack)
 	log.Info("supervisor started", "pid", os.Getpid(), "nodes", len(p.Nodes))
+	if err := d.keepPublished(ctx, p); err != nil {
+		log.Error("publish the ports in the kernel; run 'bulkhead up'", "err", err)
+	}
 	j, err := loadJournal(ps.journal(), stack)
 	if err != nil {
 		return err

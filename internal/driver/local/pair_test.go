@@ -284,3 +284,30 @@ func TestSupervisorPair(t *testing.T) {
 		t.Errorf("the keeper did not say it let the supervisor go:\n%s", log)
 	}
 }
+
+// TestSupervisorHoldingPortsReplaced: up replaces a running pair whose
+// supervisor holds a published port, as one of a bulkhead that forwarded
+// the ports itself does, even when it runs the same plan; a pair that
+// holds none it leaves alone.
+func TestSupervisorHoldingPortsReplaced(t *testing.T) {
+	s := newPairStack(t)
+	s.start(t)
+	hosttest.Eventually(t, time.Minute, "the supervisor to run the plan", s.serving)
+	first := s.recorded(t, KindProcess)
+	s.start(t)
+	if got := s.recorded(t, KindProcess); got != first {
+		t.Fatalf("up with the same plan replaced supervisor %s by %s", first.Name, got.Name)
+	}
+	l, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s.start(t)
+	if got := s.recorded(t, KindProcess); got.Name == "" || got == first {
+		t.Errorf("with the published port held, up kept supervisor %s (now %q)", first.Name, got.Name)
+	}
+	if err := s.d.Down(context.Background(), s.stack, false); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -127,7 +127,7 @@ func (d *Driver) keepPublished(ctx context.Context, p *plan.Plan) error {
 	if err != nil {
 		return err
 	}
-	if !j.has(Object{Kind: KindBridge, Name: p.Network(plan.NetPublic).Bridge}) {
+	if pub := p.Network(plan.NetPublic); pub == nil || !j.has(Object{Kind: KindBridge, Name: pub.Bridge}) {
 		return nil // not up, or going down
 	}
 	for _, family := range hostFamilies {

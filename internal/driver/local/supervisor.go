@@ -101,14 +101,15 @@ func (d *Driver) startSupervisor(ctx context.Context, p *plan.Plan, j *journal, 
 		return err
 	}
 	if sup, ok := d.liveSupervisor(j); ok && d.keeperAlive(j) {
+		// One that holds a published port predates the kernel's
+		// publishing (see publish.go), and its listener is in the way.
+		stale := d.holdsPorts(p)
 		got, err := os.ReadFile(ps.supervised())
-		if err == nil && string(got) == hex.EncodeToString(want) {
+		if !stale && err == nil && string(got) == hex.EncodeToString(want) {
 			return nil
 		}
-		// One that never said which plan it runs predates reloads; one
-		// that holds a published port predates the kernel's publishing
-		// (see publish.go), and its listener is in the way.
-		if err == nil && len(olds) > 0 && !d.holdsPorts(p) {
+		// One that never said which plan it runs predates reloads.
+		if !stale && err == nil && len(olds) > 0 {
 			if err := d.sys().signalProcess(sup, syscall.SIGHUP); err != nil {
 				return err
 			}

@@ -80,8 +80,9 @@ func (d *Driver) publishRoutes(p *plan.Plan, j *journal) error {
 
 // publishConflicts checks, before anything is made, that every address p
 // publishes on beyond loopback is one of this host's, and that no other
-// stack on this host publishes on an address p does: nothing listens on
-// a published port for a bind to find taken.
+// stack on this host publishes on an address p does now (its table is in
+// the kernel): nothing listens on a published port for a bind to find
+// taken.
 func (d *Driver) publishConflicts(p *plan.Plan) []error {
 	var errs []error
 	for _, f := range p.Published {
@@ -97,8 +98,8 @@ func (d *Driver) publishConflicts(p *plan.Plan) []error {
 			continue
 		}
 		other, err := d.savedPlan(e.Name())
-		if err != nil {
-			continue // not a stack, or one that never came up
+		if err != nil || !d.sys().nftHasTable(context.Background(), "", "ip", other.HostNFT) {
+			continue // not a stack, or one that does not publish now
 		}
 		for _, f := range p.Published {
 			if slices.ContainsFunc(other.Published, func(o plan.Forward) bool { return o.Listen == f.Listen }) {

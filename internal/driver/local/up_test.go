@@ -271,6 +271,11 @@ func TestUpOnFakeHost(t *testing.T) {
 			if got := s.f.sysctl["conf/eth0/forwarding"]; got != 0 {
 				t.Errorf("forwarding on eth0 after down: %d, want the 0 up found", got)
 			}
+			// Down, n publishes no more, though its plan stays.
+			if _, _, err := s.up(t, planFrom(t, other)); err != nil {
+				t.Errorf("a second stack on the address of one that is down: %v", err)
+			}
+			s.f.take()
 			return ops
 		}},
 		{"up-again", func(t *testing.T, s *fakeStack) []string {

@@ -226,12 +226,24 @@ func TestBackupRestore(t *testing.T) {
 // uploads on storage, as text.
 type data struct{ rows, uploads string }
 
-// siteData reads the posts back from the database and lists the uploads
+// siteData reads the posts back from the database (MariaDB's or
+// PostgreSQL's) and lists the uploads
 // on storage with each one's type, owner, mode, size, time and SHA-256.
 func siteData(t *testing.T, s *stack) data {
 	t.Helper()
-	query := fmt.Sprintf("SELECT id, title, body, COALESCE(image, ''), created_at FROM `%s`.posts ORDER BY id", planDBName(t, s))
-	rows, err := s.in("db", "mariadb", "--defaults-file=/etc/bulkhead/my.cnf", "-N", "-B", "-e", query)
+	var rows string
+	var err error
+	switch db := planDBName(t, s); dbSoftware(t, s) {
+	case "postgresql":
+		// As the postgres account over the server's socket, as the
+		// catalog's dump does; unaligned, tab-separated, rows only.
+		query := "SELECT id, title, body, COALESCE(image, ''), created_at FROM posts ORDER BY id"
+		rows, err = s.in("db", "setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--",
+			"/usr/lib/postgresql/15/bin/psql", "-X", "-A", "-t", "-F", "\t", "-h", "/run/bulkhead", "-p", "5432", "-U", "postgres", "-d", db, "-c", query)
+	default:
+		query := fmt.Sprintf("SELECT id, title, body, COALESCE(image, ''), created_at FROM `%s`.posts ORDER BY id", db)
+		rows, err = s.in("db", "mariadb", "--defaults-file=/etc/bulkhead/my.cnf", "-N", "-B", "-e", query)
+	}
 	if err != nil {
 		t.Fatalf("read the posts: %v\n%s", err, rows)
 	}

@@ -41,16 +41,7 @@ func TestBackupRestorePostgreSQL(t *testing.T) {
 			case i != 2:
 				img = titledPNG(small, title)
 			}
-			var err error
-			for try := 0; try < 5; try++ {
-				if err = postAs(c, url, title, img); err == nil {
-					break
-				}
-				time.Sleep(time.Second)
-			}
-			if err != nil {
-				t.Fatalf("post %q: %v", title, err)
-			}
+			mustPost(t, c, url, title, img)
 		}
 	}
 	posts("pg post", 4)

@@ -45,16 +45,7 @@ func TestBackupRestore(t *testing.T) {
 		case i%4 != 2:
 			img = titledPNG(small, title)
 		}
-		var err error
-		for try := 0; try < 5; try++ {
-			if err = postAs(c, url, title, img); err == nil {
-				break
-			}
-			time.Sleep(time.Second)
-		}
-		if err != nil {
-			t.Fatalf("post %q: %v", title, err)
-		}
+		mustPost(t, c, url, title, img)
 	}
 	before := siteData(t, s)
 	if n := strings.Count(before.rows, "backup post"); n != 8 {
@@ -220,6 +211,20 @@ func TestBackupRestore(t *testing.T) {
 		t.Errorf("restore --force:\n%s", out)
 	}
 	j.sameData(t, before, "in e2ej after restore --force")
+}
+
+// mustPost posts as a visitor with client c, trying again for a few
+// seconds: a stack just up may still be warming its pool.
+func mustPost(t *testing.T, c *http.Client, url, title string, img []byte) {
+	t.Helper()
+	var err error
+	for try := 0; try < 5; try++ {
+		if err = postAs(c, url, title, img); err == nil {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	t.Fatalf("post %q: %v", title, err)
 }
 
 // data is what a stack holds of the site: the posts table and the

@@ -25,7 +25,7 @@ import (
 // wrong, with the stack's disks untouched. Then down --purge and a restore:
 // every post and upload byte for byte, and verify passing.
 func TestBackupRestorePostgreSQL(t *testing.T) {
-	s := newStack(t, "bkpg", 251, 19100, "tiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {software: postgresql}\n  storage: {}\n  app: {replicas: 2}\n")
+	s := newStack(t, "bkpg", 251, 19104, "tiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {software: postgresql}\n  storage: {}\n  app: {replicas: 2}\n")
 	s.run("up")
 	ns, url := s.outsideURL(t)
 	c := outsideClient(t, ns)

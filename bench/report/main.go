@@ -151,6 +151,7 @@ type Results struct {
 	Dataplane    Dataplane         `json:"dataplane"`
 	Controlplane Controlplane      `json:"controlplane"`
 	Change       Change            `json:"change"`
+	Backup       Backup            `json:"backup"`
 	Plots        []string          `json:"plots"`
 }
 
@@ -241,6 +242,9 @@ func load(dir string) (*Results, error) {
 		return nil, err
 	}
 	if err := loadChange(dir, r); err != nil {
+		return nil, err
+	}
+	if err := loadBackup(dir, r); err != nil {
 		return nil, err
 	}
 	return r, nil

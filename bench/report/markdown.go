@@ -192,6 +192,7 @@ func markdown(r *Results) string {
 			p("\n**%d run(s) had failed requests.**\n\n### Diagnostics\n%s", c.Failing, c.Diagnose)
 		}
 	}
+	backupMarkdown(r.Backup, p)
 	return b.String()
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -118,6 +119,11 @@ type system interface {
 	removeBootUnit(ctx context.Context) error
 	// checkSite parses the site's new or changed code (see lint.go).
 	checkSite(ctx context.Context, site string, last release.Manifest, c *catalog.SiteCheck) error
+	// serverVersion runs a database's Version command (catalog.Backup)
+	// on the host, whose /usr every node runs, and returns what it
+	// printed; an error wrapping exec.ErrNotFound when the server is not
+	// installed.
+	serverVersion(ctx context.Context, argv []string) (string, error)
 
 	// What down finds of a stack on the host when its journal cannot
 	// say (see found.go).
@@ -374,6 +380,18 @@ func (realSystem) stopProcess(o Object) error { return stopProcess(o) }
 
 func (realSystem) checkSite(ctx context.Context, site string, last release.Manifest, c *catalog.SiteCheck) error {
 	return checkSite(ctx, site, last, c)
+}
+
+func (realSystem) serverVersion(ctx context.Context, argv []string) (string, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
 }
 
 // signalProcess signals a process bulkhead started, by pid, only if it is

@@ -19,7 +19,7 @@ import (
 
 // pure are the packages that must do no I/O on the host: the core that turns
 // a stack file into a plan and configs.
-var pure = []string{"spec", "plan", "render", "catalog", "service", "matrix", "kube"}
+var pure = []string{"spec", "plan", "render", "catalog", "service", "matrix"}
 
 // TestPureCoreDoesNoIO lists what spec, plan and render import. Directly they
 // may not import packages that reach the host (os, os/exec, net, syscall);

@@ -70,8 +70,12 @@ type Descriptor struct {
 	// secrets; empty means root.
 	SecretGroup string
 	// Capabilities are the Linux capabilities the node needs beyond the
-	// base set every node gets.
+	// base set every node gets (BaseCapabilities).
 	Capabilities []string
+	// Durable says the node keeps data that must outlive it (a
+	// database's tables, the site's files), so a backend gives it a
+	// volume of its own rather than scratch space.
+	Durable bool
 	// Sysctls are settings of the node's own network namespace (keys
 	// under net.) that its daemons need, set before the node starts.
 	Sysctls map[string]string
@@ -309,6 +313,19 @@ var postgresBackup = &Backup{
 	Series:    1,
 }
 
+// BaseCapabilities are every node's only privileges. Daemons start as
+// root to bind port 80 and then drop to their own users; none may touch
+// the network stack (NET_ADMIN, NET_RAW), mount (SYS_ADMIN) or trace
+// (SYS_PTRACE). A descriptor's Capabilities add what a daemon needs
+// beyond them, such as sshd's chroot.
+var BaseCapabilities = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
+
+// AllCapabilities are the capabilities a node running d gets: the base
+// set, then d's own.
+func (d *Descriptor) AllCapabilities() []string {
+	return append(slices.Clone(BaseCapabilities), d.Capabilities...)
+}
+
 func tcp(n int) Port { return Port{Proto: "tcp", Number: n} }
 
 // descriptors lists every choice; within a role the first is the default.
@@ -353,20 +370,20 @@ var descriptors = []Descriptor{
 
 	{Role: RoleDB, Software: "mariadb", Ports: []Port{tcp(3306)},
 		Packages: []string{"mariadb-server", "mariadb-client"}, PHPClient: "php8.2-mysql", PDODriver: "mysql",
-		Accounts: []string{"mysql"}, DirOwner: "mysql", SecretGroup: "mysql", Backup: mariadbBackup},
+		Accounts: []string{"mysql"}, DirOwner: "mysql", SecretGroup: "mysql", Backup: mariadbBackup, Durable: true},
 	{Role: RoleDB, Software: "postgresql", Ports: []Port{tcp(5432)},
 		Packages: []string{"postgresql"}, PHPClient: "php8.2-pgsql", PDODriver: "pgsql",
-		Accounts: []string{"postgres"}, DirOwner: "postgres", SecretGroup: "postgres", Backup: postgresBackup},
+		Accounts: []string{"postgres"}, DirOwner: "postgres", SecretGroup: "postgres", Backup: postgresBackup, Durable: true},
 
 	// The host mounts SFTP with sshfs, which depends on fuse3 and
 	// openssh-client. sshd chroots each user and writes login records.
 	{Role: RoleStorage, Software: ProtocolSFTP, Ports: []Port{tcp(22)},
 		Packages: []string{"openssh-server"}, HostPackages: []string{"openssh-client", "sshfs"},
-		Accounts: []string{"sshd"}, Capabilities: []string{"CAP_SYS_CHROOT", "CAP_AUDIT_WRITE"}},
+		Accounts: []string{"sshd"}, Capabilities: []string{"CAP_SYS_CHROOT", "CAP_AUDIT_WRITE"}, Durable: true},
 	// ganesha's VFS backend opens files by handle. The export lives on the
 	// node's own data directory.
 	{Role: RoleStorage, Software: ProtocolNFS, Ports: []Port{tcp(2049)},
-		Packages: []string{"nfs-ganesha", "nfs-ganesha-vfs"}, Capabilities: []string{"CAP_DAC_READ_SEARCH"}},
+		Packages: []string{"nfs-ganesha", "nfs-ganesha-vfs"}, Capabilities: []string{"CAP_DAC_READ_SEARCH"}, Durable: true},
 }
 
 // Lookup returns the descriptor of software playing role. The descriptor

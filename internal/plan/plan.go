@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/spec"
@@ -332,4 +333,26 @@ func servicePorts(role, software, storage string) []Port {
 		out[i] = Port{Proto: p.Proto, Number: p.Number}
 	}
 	return out
+}
+
+// Packages lists the Debian packages node n runs on, sorted: its
+// software's, and for an app node the PHP clients of the stack's database
+// and cache.
+func (p *Plan) Packages(n *Node) []string {
+	d, err := catalog.Lookup(n.Role, n.Software)
+	if err != nil {
+		return nil
+	}
+	out := slices.Clone(d.Packages)
+	if n.Role == spec.RoleApp {
+		for _, role := range []string{spec.RoleDB, spec.RoleCache} {
+			for _, o := range p.Role(role) {
+				if od, err := catalog.Lookup(o.Role, o.Software); err == nil && od.PHPClient != "" {
+					out = append(out, od.PHPClient)
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

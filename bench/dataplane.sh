@@ -51,6 +51,12 @@
 #          had errors, dataplane-diagnostics.md), --keep (keep the work
 #          directory), -h.
 #
+# CPU per request: every run also reads the CPU time of each node's cgroup
+# (runc's, one per container) and of one cgroup per mono daemon that the
+# script makes, before and after wrk, and the host's softirq time from
+# /proc/stat; dataplane-cgroups.tsv holds the deltas, which the report turns
+# into milliseconds of CPU per request by group, split against mono.
+#
 # It asserts no speed. Exit status: 0 when everything ran; 1 when something
 # is broken (build, stack or baseline would not come up, a page was not 200,
 # wrk reported errors or failed, a lever could not be set, or cleanup left
@@ -58,7 +64,8 @@
 #
 # Only its own objects: stacks "bench" (10.240.0.0/24, 10.240.1.0/28,
 # 127.0.0.1:19080/19081) and "benchns" (10.240.2.0/24, 10.240.3.0/28,
-# 127.0.0.1:19082/19083), netns bhbench-mono, a mktemp work directory, and
+# 127.0.0.1:19082/19083), netns bhbench-mono, the cgroups bhbench-mono-*
+# (one per mono daemon, for its CPU time), a mktemp work directory, and
 # the lock /run/lock/bhbench-dataplane.lock while it runs. It stops only
 # processes it started, by PID, and cleans up on any exit; a stack "bench"
 # or "benchns", or an empty netns bhbench-mono, left by a run that was
@@ -74,6 +81,11 @@ PUBLIC_NET=10.240.1.0/28
 HTTP_PUB=127.0.0.1:19080
 HTTPS_PUB=127.0.0.1:19081
 MONO_NS=bhbench-mono
+# The mono daemons' cgroups, one per daemon, for their CPU time: cgroup v1's
+# cpuacct hierarchy where it is mounted (Debian 12 hosts with hybrid
+# cgroups), else the unified hierarchy.
+if [[ -e /sys/fs/cgroup/cpuacct/cpuacct.usage ]]; then CG_ROOT=/sys/fs/cgroup/cpuacct; else CG_ROOT=/sys/fs/cgroup; fi
+MONO_CG=$CG_ROOT/bhbench-mono
 OUTSIDE_NS=bh-$STACK-outside
 # The unsandboxed twin of the split stack: the same stack file but for its
 # name, subnets and ports.
@@ -175,6 +187,7 @@ have_lock=0
 leftovers() { # prints what this script's objects left on the host
 	local st
 	ip netns list 2>/dev/null | awk -v m="$MONO_NS" '$1 == m {print "netns " $1}'
+	for d in "$MONO_CG"-*; do [[ ! -d $d ]] || echo "cgroup $d"; done
 	awk -v w="$WORK/" -v m="/run/netns/$MONO_NS" 'index($2, w) == 1 || $2 == m {print "mount " $2}' /proc/mounts
 	for st in "${STACKS[@]}"; do
 		stack_leftovers "$st"
@@ -212,6 +225,7 @@ cleanup() {
 		fi
 		ip netns del "$MONO_NS"
 	fi
+	rm_mono_cgroups
 	for i in "${STACKS[@]}"; do
 		if [[ -n ${UP_TRIED[$i]:-} ]]; then
 			purge_stack "$i" "${UP_TRIED[$i]}" || rc=1
@@ -232,6 +246,15 @@ cleanup() {
 	fi
 	exit "$rc"
 }
+# rm_mono_cgroups: removes the mono daemons' cgroups, once nothing is in
+# them; says which ones still hold a process.
+rm_mono_cgroups() {
+	local d
+	for d in "$MONO_CG"-*; do
+		[[ -d $d ]] || continue
+		rmdir "$d" 2>/dev/null || echo "dataplane.sh: cgroup $d still holds processes: $(tr '\n' ' ' <"$d/cgroup.procs")" >&2
+	done
+}
 trap cleanup EXIT
 set -E # say where an unexpected failure happened, even inside a function
 trap 'echo "dataplane.sh: line $LINENO: a command failed (exit $?)" >&2' ERR
@@ -249,6 +272,11 @@ if [[ -e /run/netns/$MONO_NS ]]; then
 	[[ -z $stale ]] || die "netns $MONO_NS exists with processes in it ($stale): an earlier run is still going, or left them; stop them, then: ip netns del $MONO_NS"
 	ip netns del "$MONO_NS"
 fi
+for d in "$MONO_CG"-*; do
+	[[ -d $d ]] || continue
+	[[ ! -s $d/cgroup.procs ]] || die "cgroup $d holds processes ($(tr '\n' ' ' <"$d/cgroup.procs")): an earlier run is still going, or left them; stop them, then: rmdir $d"
+	rmdir "$d"
+done
 
 if [[ -z $bin ]]; then
 	log "building bulkhead into $BH"
@@ -390,12 +418,14 @@ ip netns add "$MONO_NS"
 ip -n "$MONO_NS" link set lo up
 in_mono() { ip netns exec "$MONO_NS" "$@"; }
 
-start_mono() { # NAME LOG CMD...: start in the background in the namespace, record the PID
-	local name=$1 logf=$2
+start_mono() { # NAME LOG CMD...: start in the background in the namespace and in cgroup $MONO_CG-NAME, record the PID
+	local name=$1 logf=$2 cg=$MONO_CG-$1
 	shift 2
 	[[ -n ${1:-} ]] || die "mono: no command for $name; bench/dataplane.sh needs updating"
-	# ip execs the daemon, so $! is the daemon's PID.
-	ip netns exec "$MONO_NS" "$@" >>"$logf" 2>&1 </dev/null 9>&- &
+	mkdir "$cg" || die "mono: cannot make cgroup $cg"
+	# ip execs sh, which joins the cgroup and execs the daemon: $! is the
+	# daemon's PID, and every process it starts is in its cgroup.
+	ip netns exec "$MONO_NS" sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cg" "$@" >>"$logf" 2>&1 </dev/null 9>&- &
 	MONO_PIDS+=("$!")
 	MONO_NAMES+=("$name")
 }
@@ -742,6 +772,54 @@ cpu_snap() { # FILE: "pid label ticks" for every process of ours, then "host bus
 # output of `times` (which must run in this shell: a subshell's are zero).
 children_cpu() { awk 'NR == 2 {s = 0; for (i = 1; i <= 2; i++) {split($i, a, "m"); s += a[1] * 60 + a[2]} printf "%.2f", s}' "$1"; }
 
+# Cgroups: every node's container cgroup (runc makes one per container),
+# found from its init process, and the mono daemons' own ones. cg_snap
+# prints "label usage_us user_us sys_us" for each, and the host's softirq
+# and irq time from /proc/stat (where the kernel's network receive path
+# mostly runs, whoever it works for).
+declare -A CGDIR
+# cgroup_dir PID: the directory of PID's cgroup in $CG_ROOT
+cgroup_dir() {
+	local rel
+	if [[ $CG_ROOT == */cpuacct ]]; then
+		rel=$(awk -F: '$2 ~ /(^|,)cpuacct(,|$)/ {print $3}' "/proc/$1/cgroup")
+	else
+		rel=$(awk -F: '$1 == "0" {print $3}' "/proc/$1/cgroup")
+	fi
+	[[ -n $rel && -d $CG_ROOT$rel ]] || die "no cgroup in $CG_ROOT for pid $1"
+	echo "$CG_ROOT${rel%/}"
+}
+for st in "$STACK" "$NS_STACK"; do
+	prefix=
+	[[ $st == "$STACK" ]] || prefix=$st:
+	while read -r id pid; do
+		CGDIR[$prefix${id#"bh-$st-"}]=$(cgroup_dir "$pid")
+	done < <(runc list -f json | jsonq /dev/stdin '[c["id"] + " " + str(c["pid"]) for c in j if c["id"].startswith("bh-" + a[0] + "-") and c["status"] == "running"]' "$st")
+done
+for d in "$MONO_CG"-*; do
+	CGDIR[mono:${d##*/bhbench-mono-}]=$d
+done
+for k in "${!CGDIR[@]}"; do
+	# One cgroup per group, or the deltas would count twice.
+	[[ ${CGDIR[$k]} != "$CG_ROOT" ]] || die "$k runs in the root cgroup; its CPU cannot be told apart"
+done
+((${#CGDIR[@]} >= 18)) || die "found only ${#CGDIR[@]} cgroups (${!CGDIR[*]}); want 7 nodes for each of two stacks and 4 mono daemons"
+hz_us=$((1000000 / $(getconf CLK_TCK)))
+cg_snap() {
+	local k d
+	for k in "${!CGDIR[@]}"; do
+		d=${CGDIR[$k]}
+		if [[ -e $d/cpuacct.usage ]]; then
+			awk -v k="$k" -v hz="$hz_us" -v u="$(cat "$d/cpuacct.usage")" '$1 == "user" {us = $2 * hz} $1 == "system" {sy = $2 * hz} END {printf "%s %.0f %.0f %.0f\n", k, u / 1000, us, sy}' "$d/cpuacct.stat"
+		else
+			awk -v k="$k" '$1 == "usage_usec" {u = $2} $1 == "user_usec" {us = $2} $1 == "system_usec" {sy = $2} END {print k, u, us, sy}' "$d/cpu.stat"
+		fi
+	done
+	awk -v hz="$hz_us" '$1 == "cpu" {print "host:softirq", ($7 + $8) * hz, 0, ($7 + $8) * hz; b = 0; for (i = 2; i <= NF; i++) if (i != 5 && i != 6) b += $i; print "host:busy", b * hz, 0, 0}' /proc/stat
+}
+CGROWS=$data/dataplane-cgroups.tsv
+printf 'round\tsetup\tworkload\trequests\tgroup\tusage_us\tuser_us\tsys_us\n' >"$CGROWS"
+
 # cpu_report BEFORE AFTER WRK_CPU_SECONDS: "label pct, ..." in % of one core
 # over the time between the snapshots (from /proc/stat), largest first; then
 # host busy and what the host spent elsewhere.
@@ -817,9 +895,11 @@ run_wrk() { # ROUND SETUP WORKLOAD
 		wrk_cmd "$s" "$w" -t"$threads" -c"$conns" -d"${warm_each}s" >/dev/null 2>&1 || true
 	fi
 	cpu_snap >"$snap1"
+	cg_snap >"$WORK/cg1"
 	times >"$WORK/times0"
 	wrk_cmd "$s" "$w" "${WRK_ARGS[@]}" >"$f" 2>&1 || rc=$?
 	times >"$WORK/times1"
+	cg_snap >"$WORK/cg2"
 	c0=$(children_cpu "$WORK/times0")
 	c1=$(children_cpu "$WORK/times1")
 	cpu_snap >"$snap2"
@@ -846,6 +926,9 @@ run_wrk() { # ROUND SETUP WORKLOAD
 		diagnose "$r" "$s" "$w"
 	fi
 	p50=$(to_ms "$p50") p99=$(to_ms "$p99")
+	awk -v pre="$r\t$s\t$w\t$reqs" 'NR == FNR {u[$1] = $2; us[$1] = $3; sy[$1] = $4; next}
+		($1 in u) {printf "%s\t%s\t%d\t%d\t%d\n", pre, $1, $2 - u[$1], $3 - us[$1], $4 - sy[$1]}' "$WORK/cg1" "$WORK/cg2" >>"$CGROWS"
+	printf '%s\t%s\t%s\t%s\twrk\t%.0f\t-\t-\n' "$r" "$s" "$w" "$reqs" "$(awk -v c="$wrkcpu" 'BEGIN {print c * 1000000}')" >>"$CGROWS"
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$w" "$rps" "$p50" "$p99" \
 		"$non2xx" "${sock:-0}" "$reqs" "$status" "$cpu" >>"$RESULTS"
 	printf '   %-26s %-7s %10s req/s  p50 %8s ms  p99 %8s ms  non-2xx/3xx %s  socket errors %s\n' \

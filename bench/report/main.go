@@ -160,7 +160,9 @@ type Dataplane struct {
 	Workloads []Workload        `json:"workloads"`
 	Levers    []Lever           `json:"levers"`
 	BadRuns   int               `json:"bad_runs"`
-	Diagnose  string            `json:"diagnostics,omitempty"`
+	// Attribution is CPU per request by part, split against mono.
+	Attribution []Attribution `json:"cpu_per_request,omitempty"`
+	Diagnose    string        `json:"diagnostics,omitempty"`
 }
 
 // Run is one wrk run.
@@ -357,7 +359,7 @@ func loadDataplane(dir string, r *Results) error {
 		}
 		d.Levers = append(d.Levers, l)
 	}
-	return nil
+	return loadAttribution(dir, d)
 }
 
 func loadControlplane(dir string, r *Results) error {

@@ -68,6 +68,24 @@ func markdown(r *Results) string {
 					med(w.P50["split"]), med(w.P99["split"]), med(w.P50["nosandbox"]), med(w.P99["nosandbox"]))
 			}
 		}
+		if len(d.Attribution) > 0 {
+			p("\n## CPU per request: where the split's extra goes\n\n")
+			p("Milliseconds of CPU per request (user + system; the system share in brackets), median over the rounds, from the same runs as above: each node's cgroup on the split (runc's, one per container), one cgroup per daemon on the mono, both read before and after wrk; the sshfs clients from their processes' times; softirq is the whole host's (/proc/stat), where most of the kernel's packet handling runs whoever it works for, so other jobs on the host show there too. \"app\" is both app nodes together on the split. Per request, not per second: a setup that serves fewer requests in the same time shows what each one cost it.\n\n")
+			for _, a := range d.Attribution {
+				p("### %s\n\n| part | split ms/req (sys) | mono ms/req (sys) | split − mono |\n|---|---:|---:|---:|\n", a.Workload)
+				for _, row := range a.Rows {
+					diff := "-"
+					switch {
+					case row.SplitMs != nil && row.MonoMs != nil:
+						diff = fmt.Sprintf("%+.3f", row.SplitMs.Median-row.MonoMs.Median)
+					case row.SplitMs != nil:
+						diff = fmt.Sprintf("%+.3f", row.SplitMs.Median)
+					}
+					p("| %s | %s | %s | %s |\n", row.Part, msSys(row.SplitMs, row.SplitSys), msSys(row.MonoMs, row.MonoSys), diff)
+				}
+				p("\n")
+			}
+		}
 		p("\n## Levers: each one off vs. on, same round\n\n")
 		p("The split stack runs with one lever set against the rendered default, then is set back; the ratio is req/s with the lever on over req/s with it off, from the same round (the default state's figure is that round's split run). Above 1 the lever helps.\n\n")
 		p("![levers](levers.svg)\n\n| lever | what | rendered default | on/off by workload |\n|---|---|---|---|\n")
@@ -193,6 +211,17 @@ func markdown(r *Results) string {
 		}
 	}
 	return b.String()
+}
+
+// msSys formats CPU milliseconds per request with their system share.
+func msSys(total, sys *Stat) string {
+	if total == nil {
+		return "-"
+	}
+	if sys == nil || sys.Median == 0 {
+		return fmt.Sprintf("%.3f", total.Median)
+	}
+	return fmt.Sprintf("%.3f (%.3f)", total.Median, sys.Median)
 }
 
 func med(s *Stat) string {

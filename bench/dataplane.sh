@@ -423,9 +423,11 @@ start_mono() { # NAME LOG CMD...: start in the background in the namespace and i
 	shift 2
 	[[ -n ${1:-} ]] || die "mono: no command for $name; bench/dataplane.sh needs updating"
 	mkdir "$cg" || die "mono: cannot make cgroup $cg"
-	# ip execs sh, which joins the cgroup and execs the daemon: $! is the
-	# daemon's PID, and every process it starts is in its cgroup.
-	ip netns exec "$MONO_NS" sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cg" "$@" >>"$logf" 2>&1 </dev/null 9>&- &
+	# sh joins the cgroup and execs ip, which execs the daemon: $! is the
+	# daemon's PID, and every process it starts is in its cgroup. Joined
+	# outside the namespace: ip netns exec mounts a /sys of its own, without
+	# the cgroup file systems.
+	sh -c 'echo $$ >"$0/cgroup.procs" && exec ip netns exec "$@"' "$cg" "$MONO_NS" "$@" >>"$logf" 2>&1 </dev/null 9>&- &
 	MONO_PIDS+=("$!")
 	MONO_NAMES+=("$name")
 }

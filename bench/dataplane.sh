@@ -552,11 +552,15 @@ log "seeding posts, checking every page"
 # At least fifty posts on each side before anything is measured (a
 # second of the post workload), so that / always lists the same 50 newest
 # posts; the posts the runs add change none of that.
+# On a busy host a second may make fewer: wrk posts again, up to 10 times.
 for s in split nosandbox mono; do
 	post_once "$s"
-	out=$(wrk_cmd "$s" post -t1 -c4 -d1s 2>&1) || die "$s: wrk could not post: $out"
-	n=$(awk '/requests in/ {print $1}' <<<"$out")
-	((${n:-0} >= 50)) || die "$s: seeding made ${n:-0} posts in 1 s, fewer than 50: $out"
+	seeded=0
+	for ((i = 0; i < 10 && seeded < 50; i++)); do
+		out=$(wrk_cmd "$s" post -t1 -c4 -d1s 2>&1) || die "$s: wrk could not post: $out"
+		seeded=$((seeded + $(awk '/requests in/ {print $1}' <<<"$out")))
+	done
+	((seeded >= 50)) || die "$s: seeding made $seeded posts in 10 s, fewer than 50: $out"
 done
 log "checking every page on every setup"
 

@@ -49,7 +49,10 @@
 #          --bin BULKHEAD (else it builds one), --data DIR (where the raw
 #          results go: dataplane.tsv, dataplane-meta.tsv and, when a run
 #          had errors, dataplane-diagnostics.md), --keep (keep the work
-#          directory), -h.
+#          directory), --setups "split mono ..." and --workloads "cached
+#          ..." (only these, when working on one thing; the report needs
+#          split and mono for a ratio), --levers "keepalive ..." (only
+#          these levers; "" for none), -h.
 #
 # CPU per request: every run also reads the CPU time of each node's cgroup
 # (runc's, one per container) and of one cgroup per mono daemon that the
@@ -111,12 +114,13 @@ NOSANDBOX_WORKLOADS=(small cached miss post)
 # by running the split with the lever set the other way. ON is the tuned
 # state; the rendered default should be ON for every lever (the run says so
 # in its metadata when it is not).
-LEVERS=(keepalive microcache fpm-static fpm-recycle sets-100)
+LEVERS=(keepalive microcache fpm-static fpm-recycle opcache sets-100)
 declare -A LEVER_WORKLOADS=(
 	[keepalive]="cached" # static answers come from the micro-cache
 	[microcache]="small large"
 	[fpm-static]="cached"
 	[fpm-recycle]="cached"
+	[opcache]="cached"
 	[sets-100]="small cached"
 )
 declare -A LEVER_DOC=(
@@ -124,12 +128,13 @@ declare -A LEVER_DOC=(
 	[microcache]="edge nginx: micro-cache of static responses for 1 s (proxy_cache static); off: every request goes to the static node"
 	[fpm-static]="app php-fpm: pm = static, every worker started up front; off: pm = dynamic, workers forked on demand"
 	[fpm-recycle]="app php-fpm: pm.max_requests = 10000; off: 500, a worker is replaced after 500 requests (every few seconds under load)"
+	[opcache]="app php-fpm: opcache.validate_timestamps off, as for a release (never changes); off: opcache checks each file's time every 2 s, PHP's default"
 	[sets-100]="isolation: every node's nft sets that hold the app pool's addresses hold 100 addresses, as at 100 app nodes; off: the default stack's 2"
 )
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
-quick=0 rounds= duration= conns=32 threads=2 data= keep=0 bin=
+quick=0 rounds= duration= conns=32 threads=2 data= keep=0 bin= only_setups= only_workloads= only_levers=-
 while (($#)); do
 	case $1 in
 	--quick) quick=1 ;;
@@ -140,6 +145,9 @@ while (($#)); do
 	--data) data=${2:?--data needs a directory}; shift ;;
 	--bin) bin=${2:?--bin needs a file}; shift ;;
 	--keep) keep=1 ;;
+	--setups) only_setups=${2?--setups needs a list}; shift ;;
+	--workloads) only_workloads=${2?--workloads needs a list}; shift ;;
+	--levers) only_levers=${2?--levers needs a list}; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "dataplane.sh: unknown argument $1 (see -h)" >&2; exit 2 ;;
 	esac
@@ -156,6 +164,17 @@ for v in rounds duration conns threads; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "dataplane.sh: --$v must be a positive integer" >&2; exit 2; }
 done
 WRK_ARGS=(-t"$threads" -c"$conns" -d"${duration}s" --latency)
+# subset LIST ALLOWED...: the words of LIST, each of which must be allowed
+subset() {
+	local w list=$1
+	shift
+	for w in $list; do
+		[[ " $* " == *" $w "* ]] || { echo "dataplane.sh: $w is not one of: $*" >&2; exit 2; }
+	done
+	echo "$list"
+}
+if [[ -n $only_workloads ]]; then read -ra WORKLOADS <<<"$(subset "$only_workloads" "${WORKLOADS[@]}")"; fi
+if [[ $only_levers != - ]]; then read -ra LEVERS <<<"$(subset "$only_levers" "${LEVERS[@]}")"; fi
 
 ((EUID == 0)) || die "run as root (it creates network namespaces and a bulkhead stack)"
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
@@ -314,8 +333,12 @@ cat >"$STACK_DIR/site/bench/miss.php" <<'EOF2'
 // so that every request reads the posts from the db (a cache miss) and
 // fills the cache again, as the first visitor after a change does.
 declare(strict_types=1);
-$m = new Memcached();
-$m->addServer((string) getenv('CACHE_HOST'), (int) getenv('CACHE_PORT'));
+// A persistent instance, as the site keeps its own: a visitor's request
+// pays for no extra TCP connection.
+$m = new Memcached('bench-miss');
+if ($m->getServerList() === []) {
+    $m->addServer((string) getenv('CACHE_HOST'), (int) getenv('CACHE_PORT'));
+}
 $m->delete('posts:v1');
 $_SERVER['REQUEST_URI'] = '/';
 require __DIR__ . '/../index.php';
@@ -488,8 +511,10 @@ BASE[nosandbox]=http://$ns_edge_pub RUNNER[nosandbox]=in_ns_outside
 BASE[mono]=http://127.0.0.1 RUNNER[mono]=in_mono
 BASE[forwarder]=http://$HTTP_PUB RUNNER[forwarder]=
 SETUPS=(split nosandbox mono forwarder)
+if [[ -n $only_setups ]]; then read -ra SETUPS <<<"$(subset "$only_setups" "${SETUPS[@]}")"; fi
 # measured SETUP WORKLOAD: whether the rounds run SETUP on WORKLOAD
 measured() {
+	[[ " ${SETUPS[*]} " == *" $1 "* ]] || return 1
 	case $1 in
 	forwarder) [[ " ${FORWARDER_WORKLOADS[*]} " == *" $2 "* ]] ;;
 	nosandbox) [[ " ${NOSANDBOX_WORKLOADS[*]} " == *" $2 "* ]] ;;
@@ -686,6 +711,7 @@ lever_default() {
 	microcache) grep -qE '^\s+proxy_cache static;' "$e" && echo on || echo off ;;
 	fpm-static) grep -qE '^pm = static' "$a" && echo on || echo off ;;
 	fpm-recycle) grep -qE '^pm.max_requests = 10000$' "$a" && echo on || echo off ;;
+	opcache) grep -qE '^php_admin_flag\[opcache.validate_timestamps\] = off$' "$a" && echo on || echo off ;;
 	sets-100) echo off ;; # the default stack has 2 app nodes
 	esac
 }
@@ -699,6 +725,8 @@ lever_set() {
 	fpm-static:off) fpm_edit 's/^pm = static$/pm = dynamic/' ;;
 	fpm-recycle:on) fpm_edit 's/^pm.max_requests = .*/pm.max_requests = 10000/' ;;
 	fpm-recycle:off) fpm_edit 's/^pm.max_requests = .*/pm.max_requests = 500/' ;;
+	opcache:off) fpm_edit '/^php_admin_flag\[opcache.validate_timestamps\] = off$/d' ;;
+	opcache:on) fpm_edit 's/^(php_admin_flag\[log_errors\] = on)$/\1\nphp_admin_flag[opcache.validate_timestamps] = off/' ;;
 	sets-100:on) set_elements add ;;
 	*) die "lever $1 cannot be set $2" ;;
 	esac
@@ -811,17 +839,37 @@ for k in "${!CGDIR[@]}"; do
 done
 ((${#CGDIR[@]} >= 18)) || die "found only ${#CGDIR[@]} cgroups (${!CGDIR[*]}); want 7 nodes for each of two stacks and 4 mono daemons"
 hz_us=$((1000000 / $(getconf CLK_TCK)))
+cgmap=$WORK/cgmap
+for k in "${!CGDIR[@]}"; do echo "$k ${CGDIR[$k]}"; done >"$cgmap"
+# One process reads them all, so that every group's interval is wrk's run
+# and little more, however busy the host.
 cg_snap() {
-	local k d
-	for k in "${!CGDIR[@]}"; do
-		d=${CGDIR[$k]}
-		if [[ -e $d/cpuacct.usage ]]; then
-			awk -v k="$k" -v hz="$hz_us" -v u="$(cat "$d/cpuacct.usage")" '$1 == "user" {us = $2 * hz} $1 == "system" {sy = $2 * hz} END {printf "%s %.0f %.0f %.0f\n", k, u / 1000, us, sy}' "$d/cpuacct.stat"
-		else
-			awk -v k="$k" '$1 == "usage_usec" {u = $2} $1 == "user_usec" {us = $2} $1 == "system_usec" {sy = $2} END {print k, u, us, sy}' "$d/cpu.stat"
-		fi
-	done
-	awk -v hz="$hz_us" '$1 == "cpu" {print "host:softirq", ($7 + $8) * hz, 0, ($7 + $8) * hz; b = 0; for (i = 2; i <= NF; i++) if (i != 5 && i != 6) b += $i; print "host:busy", b * hz, 0, 0}' /proc/stat
+	awk -v hz="$hz_us" '
+		function field(file, name,   l, f, v) {
+			v = 0
+			while ((getline l < file) > 0) { split(l, f, " "); if (f[1] == name) v = f[2] }
+			close(file)
+			return v
+		}
+		{
+			k = $1; d = $2
+			if ((getline u < (d "/cpuacct.usage")) > 0) {
+				close(d "/cpuacct.usage")
+				printf "%s %.0f %.0f %.0f\n", k, u / 1000, field(d "/cpuacct.stat", "user") * hz, field(d "/cpuacct.stat", "system") * hz
+			} else {
+				f = d "/cpu.stat"
+				print k, field(f, "usage_usec"), field(f, "user_usec"), field(f, "system_usec")
+			}
+		}
+		END {
+			while ((getline l < "/proc/stat") > 0) {
+				n = split(l, c, " ")
+				if (c[1] != "cpu") continue
+				b = 0; for (i = 2; i <= n; i++) if (i != 5 && i != 6) b += c[i]
+				print "host:softirq", (c[7] + c[8]) * hz, 0, (c[7] + c[8]) * hz
+				print "host:busy", b * hz, 0, 0
+			}
+		}' "$cgmap"
 }
 CGROWS=$data/dataplane-cgroups.tsv
 printf 'round\tsetup\tworkload\trequests\tgroup\tusage_us\tuser_us\tsys_us\n' >"$CGROWS"
@@ -1003,7 +1051,7 @@ mpm=$(grep -E '^(ThreadsPerChild|MaxRequestWorkers|ServerLimit) ' "$M/etc/apache
 	for w in "${WORKLOADS[@]}"; do
 		printf 'workload.%s\t%s %s\n' "$w" "${METHOD[$w]}" "${URLPATH[$w]}"
 		for s in split nosandbox mono; do
-			[[ ${METHOD[$w]} == POST ]] || printf 'bytes.%s.%s\t%s\n' "$s" "$w" "${SIZE[$s:$w]}"
+			[[ ${METHOD[$w]} == POST ]] || printf 'bytes.%s.%s\t%s\n' "$s" "$w" "${SIZE[$s:$w]:-}"
 		done
 	done
 	for l in "${LEVERS[@]}"; do

@@ -335,7 +335,7 @@ func loadDataplane(dir string, r *Results) error {
 			names = append(names, n)
 		}
 	}
-	order := []string{"keepalive", "microcache", "fpm-static", "fpm-recycle", "sets-100"}
+	order := []string{"keepalive", "microcache", "fpm-static", "fpm-recycle", "opcache", "sets-100"}
 	slices.SortFunc(names, func(a, b string) int {
 		ia, ib := slices.Index(order, a), slices.Index(order, b)
 		if ia != ib {

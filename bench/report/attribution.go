@@ -13,6 +13,10 @@ import (
 type Attribution struct {
 	Workload string    `json:"workload"`
 	Rows     []AttrRow `json:"rows"`
+	// CPURatio is the mono's CPU per request over the split's, both
+	// without wrk and softirq: the split/mono ratio of req/s where both
+	// saturate the same cores and nothing else runs.
+	CPURatio *float64 `json:"mono_over_split_cpu_per_request,omitempty"`
 }
 
 // AttrRow is one part of the stack: its CPU per request in milliseconds,
@@ -139,6 +143,12 @@ func loadAttribution(dir string, d *Dataplane) error {
 				*side.total, *side.sys = stat(ts), stat(ss)
 			}
 			a.Rows = append(a.Rows, row)
+		}
+		for _, row := range a.Rows {
+			if row.Part == "all of the above" && row.SplitMs != nil && row.MonoMs != nil && row.SplitMs.Median > 0 {
+				r := row.MonoMs.Median / row.SplitMs.Median
+				a.CPURatio = &r
+			}
 		}
 		if a.Rows[len(a.Rows)-1].SplitMs != nil || a.Rows[0].SplitMs != nil {
 			d.Attribution = append(d.Attribution, a)

@@ -83,6 +83,9 @@ func markdown(r *Results) string {
 					}
 					p("| %s | %s | %s | %s |\n", row.Part, msSys(row.SplitMs, row.SplitSys), msSys(row.MonoMs, row.MonoSys), diff)
 				}
+				if a.CPURatio != nil {
+					p("\nmono ÷ split, CPU per request of all of the above: **%.2f**: the split/mono ratio of req/s on a host whose two cores did nothing else.\n", *a.CPURatio)
+				}
 				p("\n")
 			}
 		}

@@ -212,6 +212,9 @@ func TestAttribution(t *testing.T) {
 			}
 		}
 	}
+	if got := r.Dataplane.Attribution[0].CPURatio; got == nil || math.Abs(*got-0.8/1.35) > 1e-9 {
+		t.Errorf("mono/split CPU per request = %v, want %v", got, 0.8/1.35)
+	}
 	if md := markdown(r); !strings.Contains(md, "| app: web server + php-fpm | 1.000 (0.400) | 0.800 (0.200) | +0.200 |") {
 		t.Errorf("results.md lacks the app row:\n%s", md)
 	}

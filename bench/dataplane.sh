@@ -175,6 +175,9 @@ subset() {
 }
 if [[ -n $only_workloads ]]; then read -ra WORKLOADS <<<"$(subset "$only_workloads" "${WORKLOADS[@]}")"; fi
 if [[ $only_levers != - ]]; then read -ra LEVERS <<<"$(subset "$only_levers" "${LEVERS[@]}")"; fi
+# The unsandboxed twin is brought up only when it is measured.
+want_ns=1
+[[ -z $only_setups || " $only_setups " == *" nosandbox "* ]] || want_ns=0
 
 ((EUID == 0)) || die "run as root (it creates network namespaces and a bulkhead stack)"
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
@@ -388,11 +391,14 @@ for c in runc mariadb-install-db mariadbd memcached php-fpm8.2 apache2; do
 	command -v "$c" >/dev/null || die "$c not found after bulkhead up"
 done
 
-log "bringing the unsandboxed stack $NS_STACK up"
-UP_TRIED[$NS_STACK]=$NS_STACK_FILE
-t0=$(date +%s.%N)
-"$BH" up --unsafe-no-sandbox -f "$NS_STACK_FILE" >&2 9>&- || die "bulkhead up --unsafe-no-sandbox failed"
-nosandbox_up_s=$(since "$t0")
+nosandbox_up_s=-
+if ((want_ns)); then
+	log "bringing the unsandboxed stack $NS_STACK up"
+	UP_TRIED[$NS_STACK]=$NS_STACK_FILE
+	t0=$(date +%s.%N)
+	"$BH" up --unsafe-no-sandbox -f "$NS_STACK_FILE" >&2 9>&- || die "bulkhead up --unsafe-no-sandbox failed"
+	nosandbox_up_s=$(since "$t0")
+fi
 
 # --- the monolithic baseline ------------------------------------------------
 #
@@ -500,7 +506,8 @@ edge_public() {
 	echo "$a"
 }
 edge_pub=$(edge_public "$STACK" "$WORK/plan.json")
-ns_edge_pub=$(edge_public "$NS_STACK" "$WORK/plan-ns.json")
+ns_edge_pub=
+((!want_ns)) || ns_edge_pub=$(edge_public "$NS_STACK" "$WORK/plan-ns.json")
 in_outside() { ip netns exec "$OUTSIDE_NS" "$@"; }
 in_ns_outside() { ip netns exec "$NS_OUTSIDE_NS" "$@"; }
 
@@ -531,7 +538,8 @@ sandbox_of() {
 	[[ -n $pid ]] || die "no nginx master in bh-$1-edge"
 	printf 'seccomp %s, uid_map %s\n' "$(awk '$1 == "Seccomp:" {print $2}' "/proc/$pid/status")" "$(awk '{print $1, $2, $3}' "/proc/$pid/uid_map")"
 }
-split_sandbox=$(sandbox_of "$STACK") ns_sandbox=$(sandbox_of "$NS_STACK")
+split_sandbox=$(sandbox_of "$STACK") ns_sandbox="seccomp 0, uid_map 0 0 4294967295"
+((!want_ns)) || ns_sandbox=$(sandbox_of "$NS_STACK")
 [[ $split_sandbox == "seccomp 2, uid_map 0 "* && $split_sandbox != *"uid_map 0 0 "* ]] ||
 	die "stack $STACK does not run sandboxed: its edge's nginx has $split_sandbox"
 [[ $ns_sandbox == "seccomp 0, uid_map 0 0 4294967295" ]] ||
@@ -579,6 +587,7 @@ log "seeding posts, checking every page"
 # posts; the posts the runs add change none of that.
 # On a busy host a second may make fewer: wrk posts again, up to 10 times.
 for s in split nosandbox mono; do
+	[[ $s != nosandbox ]] || ((want_ns)) || continue
 	post_once "$s"
 	seeded=0
 	for ((i = 0; i < 10 && seeded < 50; i++)); do
@@ -767,7 +776,7 @@ done
 supervise_pid() { ps -eo pid=,args= | awk -v pat=" supervise --stack $1 " 'index($0 " ", pat) && !p {p = $1} END {print p}'; }
 fwd_pid=$(supervise_pid "$STACK") ns_sup_pid=$(supervise_pid "$NS_STACK")
 [[ -n $fwd_pid ]] || log "warning: no 'bulkhead supervise --stack $STACK' process found; the forwarder's CPU is not counted"
-[[ -n $ns_sup_pid ]] || log "warning: no 'bulkhead supervise --stack $NS_STACK' process found; its CPU is not counted"
+[[ -n $ns_sup_pid ]] || ((!want_ns)) || log "warning: no 'bulkhead supervise --stack $NS_STACK' process found; its CPU is not counted"
 nsmap=$WORK/nsmap
 for k in "${!NSLABEL[@]}"; do echo "ns $k ${NSLABEL[$k]}"; done >"$nsmap"
 [[ -z $fwd_pid ]] || echo "pid $fwd_pid forwarder supervise:children" >>"$nsmap"
@@ -837,7 +846,7 @@ for k in "${!CGDIR[@]}"; do
 	# One cgroup per group, or the deltas would count twice.
 	[[ ${CGDIR[$k]} != "$CG_ROOT" ]] || die "$k runs in the root cgroup; its CPU cannot be told apart"
 done
-((${#CGDIR[@]} >= 18)) || die "found only ${#CGDIR[@]} cgroups (${!CGDIR[*]}); want 7 nodes for each of two stacks and 4 mono daemons"
+((${#CGDIR[@]} >= 7 * (1 + want_ns) + 4)) || die "found only ${#CGDIR[@]} cgroups (${!CGDIR[*]}); want 7 nodes for each stack and 4 mono daemons"
 hz_us=$((1000000 / $(getconf CLK_TCK)))
 cgmap=$WORK/cgmap
 for k in "${!CGDIR[@]}"; do echo "$k ${CGDIR[$k]}"; done >"$cgmap"
@@ -1038,7 +1047,7 @@ mpm=$(grep -E '^(ThreadsPerChild|MaxRequestWorkers|ServerLimit) ' "$M/etc/apache
 	printf 'mono_up_s\t%s\n' "$mono_up_s"
 	printf 'edge_public\t%s\n' "$edge_pub"
 	printf 'client_netns\t%s\n' "$OUTSIDE_NS"
-	printf 'nosandbox_stack\t%s\n' "$NS_STACK"
+	printf 'nosandbox_stack\t%s\n' "$( ((!want_ns)) || echo "$NS_STACK")"
 	printf 'nosandbox_edge_public\t%s\n' "$ns_edge_pub"
 	printf 'nosandbox_client_netns\t%s\n' "$NS_OUTSIDE_NS"
 	printf 'nosandbox_workloads\t%s\n' "${NOSANDBOX_WORKLOADS[*]}"

@@ -24,6 +24,10 @@ func markdown(r *Results) string {
 	p("- the machine is shared: load average %s at the first data-plane run, %s after the last. Figures are medians over interleaved rounds, with the range (min–max) in brackets; compare within a run, not across runs.\n",
 		r.Dataplane.Meta["load_start"], r.Dataplane.Meta["load_end"])
 
+	if v := r.Dataplane.Meta["installed_binary_ours"]; v != "" {
+		p("- the host's installed bulkhead, which every stack's supervisor runs, was this run's build: %s (another checkout's `bulkhead up` replaces it, and its supervisor may then put the split's configs back as that build renders them)\n", v)
+	}
+
 	if d := r.Dataplane; len(d.Workloads) > 0 {
 		m := d.Meta
 		p("\n## Data plane: split vs. monolithic\n\n")

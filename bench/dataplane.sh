@@ -743,7 +743,7 @@ lever_set() {
 lever_reset() {
 	case $1 in
 	keepalive | microcache) restore_conf edge/conf/nginx.conf; reload_edge ;;
-	fpm-*) fpm_restore ;;
+	fpm-* | opcache) fpm_restore ;;
 	sets-100) set_elements delete ;;
 	esac
 }

@@ -161,7 +161,9 @@ type Dataplane struct {
 	Workloads []Workload        `json:"workloads"`
 	Levers    []Lever           `json:"levers"`
 	BadRuns   int               `json:"bad_runs"`
-	Diagnose  string            `json:"diagnostics,omitempty"`
+	// Attribution is CPU per request by part, split against mono.
+	Attribution []Attribution `json:"cpu_per_request,omitempty"`
+	Diagnose    string        `json:"diagnostics,omitempty"`
 }
 
 // Run is one wrk run.
@@ -337,7 +339,7 @@ func loadDataplane(dir string, r *Results) error {
 			names = append(names, n)
 		}
 	}
-	order := []string{"keepalive", "microcache", "fpm-static", "fpm-recycle", "sets-100"}
+	order := []string{"keepalive", "microcache", "fpm-static", "fpm-recycle", "opcache", "sets-100"}
 	slices.SortFunc(names, func(a, b string) int {
 		ia, ib := slices.Index(order, a), slices.Index(order, b)
 		if ia != ib {
@@ -361,7 +363,7 @@ func loadDataplane(dir string, r *Results) error {
 		}
 		d.Levers = append(d.Levers, l)
 	}
-	return nil
+	return loadAttribution(dir, d)
 }
 
 func loadControlplane(dir string, r *Results) error {

@@ -24,6 +24,10 @@ func markdown(r *Results) string {
 	p("- the machine is shared: load average %s at the first data-plane run, %s after the last. Figures are medians over interleaved rounds, with the range (min–max) in brackets; compare within a run, not across runs.\n",
 		r.Dataplane.Meta["load_start"], r.Dataplane.Meta["load_end"])
 
+	if v := r.Dataplane.Meta["installed_binary_ours"]; v != "" {
+		p("- the host's installed bulkhead, which every stack's supervisor runs, was this run's build: %s (another checkout's `bulkhead up` replaces it, and its supervisor may then put the split's configs back as that build renders them)\n", v)
+	}
+
 	if d := r.Dataplane; len(d.Workloads) > 0 {
 		m := d.Meta
 		p("\n## Data plane: split vs. monolithic\n\n")
@@ -66,6 +70,27 @@ func markdown(r *Results) string {
 				within := map[bool]string{true: "yes", false: "**no**"}[*w.SandboxExpected]
 				p("| %s | %s | %s | **%s** | %s | %s / %s | %s / %s |\n", w.Name, fstat(w.RPS["split"], ""), fstat(w.RPS["nosandbox"], ""), fstat(w.Sandbox, ""), within,
 					med(w.P50["split"]), med(w.P99["split"]), med(w.P50["nosandbox"]), med(w.P99["nosandbox"]))
+			}
+		}
+		if len(d.Attribution) > 0 {
+			p("\n## CPU per request: where the split's extra goes\n\n")
+			p("Milliseconds of CPU per request (user + system; the system share in brackets), median over the rounds, from the same runs as above: each node's cgroup on the split (runc's, one per container), one cgroup per daemon on the mono, both read before and after wrk; the sshfs clients from their processes' times; softirq is the whole host's (/proc/stat), where most of the kernel's packet handling runs whoever it works for, so other jobs on the host show there too. \"app\" is both app nodes together on the split. Per request, not per second: a setup that serves fewer requests in the same time shows what each one cost it.\n\n")
+			for _, a := range d.Attribution {
+				p("### %s\n\n| part | split ms/req (sys) | mono ms/req (sys) | split − mono |\n|---|---:|---:|---:|\n", a.Workload)
+				for _, row := range a.Rows {
+					diff := "-"
+					switch {
+					case row.SplitMs != nil && row.MonoMs != nil:
+						diff = fmt.Sprintf("%+.3f", row.SplitMs.Median-row.MonoMs.Median)
+					case row.SplitMs != nil:
+						diff = fmt.Sprintf("%+.3f", row.SplitMs.Median)
+					}
+					p("| %s | %s | %s | %s |\n", row.Part, msSys(row.SplitMs, row.SplitSys), msSys(row.MonoMs, row.MonoSys), diff)
+				}
+				if a.CPURatio != nil {
+					p("\nmono ÷ split, CPU per request of all of the above: **%.2f**: the split/mono ratio of req/s on a host whose two cores did nothing else.\n", *a.CPURatio)
+				}
+				p("\n")
 			}
 		}
 		p("\n## Levers: each one off vs. on, same round\n\n")
@@ -194,6 +219,17 @@ func markdown(r *Results) string {
 	}
 	backupMarkdown(r.Backup, p)
 	return b.String()
+}
+
+// msSys formats CPU milliseconds per request with their system share.
+func msSys(total, sys *Stat) string {
+	if total == nil {
+		return "-"
+	}
+	if sys == nil || sys.Median == 0 {
+		return fmt.Sprintf("%.3f", total.Median)
+	}
+	return fmt.Sprintf("%.3f (%.3f)", total.Median, sys.Median)
 }
 
 func med(s *Stat) string {

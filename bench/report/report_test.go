@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/xml"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -203,5 +204,65 @@ func TestBackup(t *testing.T) {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q:\n%s", want, md)
 		}
+	}
+}
+
+// TestAttribution checks CPU per request by part from dataplane-cgroups.tsv
+// and the sshfs clients' share of the CPU column: the idle twin's groups
+// and runs that failed count for nothing.
+func TestAttribution(t *testing.T) {
+	data := t.TempDir()
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(data, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("run.tsv", "key\tvalue\n")
+	write("dataplane.tsv", "round\tsetup\tworkload\trps\tp50_ms\tp99_ms\tnon2xx\tsocket_errors\trequests\tstatus\tcpu\n"+
+		"1\tsplit\tcached\t1000\t1\t2\t0\t0\t2000\tok\tapp-1 60, app-1:sshfs 10, benchns:app-1:sshfs 5 | 190 of 200 | 10\n"+
+		"1\tmono\tcached\t1000\t1\t2\t0\t0\t2000\tok\tmono:php-fpm8.2 90 | 190 of 200 | 10\n"+
+		"2\tsplit\tcached\t-\t-\t-\t-\t-\t0\twrk failed (exit 1)\t-\n")
+	write("dataplane-cgroups.tsv", "round\tsetup\tworkload\trequests\tgroup\tusage_us\tuser_us\tsys_us\n"+
+		"1\tsplit\tcached\t2000\tapp-1\t1000000\t600000\t400000\n"+
+		"1\tsplit\tcached\t2000\tapp-2\t1000000\t600000\t400000\n"+
+		"1\tsplit\tcached\t2000\tbenchns:app-1\t9000000\t0\t0\n"+
+		"1\tsplit\tcached\t2000\tedge\t500000\t200000\t300000\n"+
+		"1\tmono\tcached\t2000\tmono:apache2\t400000\t200000\t200000\n"+
+		"1\tmono\tcached\t2000\tmono:php-fpm\t1200000\t1000000\t200000\n"+
+		"1\tmono\tcached\t2000\twrk\t200000\t-\t-\n"+
+		"2\tsplit\tcached\t0\tapp-1\t1000000\t0\t0\n")
+	r, err := load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Dataplane.Attribution) != 1 {
+		t.Fatalf("attribution for %d workloads, want 1 (cached)", len(r.Dataplane.Attribution))
+	}
+	want := map[string][2]float64{ // part: split, mono ms/request; -1 for none
+		"edge":                      {0.25, -1},
+		"app: web server + php-fpm": {1, 0.8},
+		"sshfs clients (host side)": {0.1, -1},
+		"all of the above":          {1.35, 0.8},
+		"wrk":                       {-1, 0.1},
+	}
+	for _, row := range r.Dataplane.Attribution[0].Rows {
+		w, ok := want[row.Part]
+		if !ok {
+			continue
+		}
+		for i, got := range []*Stat{row.SplitMs, row.MonoMs} {
+			switch {
+			case w[i] < 0 && got != nil:
+				t.Errorf("%s: side %d has %v ms, want none", row.Part, i, got.Median)
+			case w[i] >= 0 && (got == nil || math.Abs(got.Median-w[i]) > 1e-9):
+				t.Errorf("%s: side %d has %+v, want %v ms", row.Part, i, got, w[i])
+			}
+		}
+	}
+	if got := r.Dataplane.Attribution[0].CPURatio; got == nil || math.Abs(*got-0.8/1.35) > 1e-9 {
+		t.Errorf("mono/split CPU per request = %v, want %v", got, 0.8/1.35)
+	}
+	if md := markdown(r); !strings.Contains(md, "| app: web server + php-fpm | 1.000 (0.400) | 0.800 (0.200) | +0.200 |") {
+		t.Errorf("results.md lacks the app row:\n%s", md)
 	}
 }

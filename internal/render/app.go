@@ -29,6 +29,7 @@ type appConf struct {
 	Conf    string
 	Run     string
 	Site    string
+	Release bool   // Site is an immutable release (see Layout.Release)
 	Shared  string // the writable paths' root: URL /uploads/x is Shared/uploads/x
 	Socket  string // php-fpm's FastCGI socket
 	Handler string // Apache's SetHandler value for the socket
@@ -155,6 +156,7 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 		Conf:      l.Conf,
 		Run:       l.Run,
 		Site:      l.Site,
+		Release:   l.Release,
 		Shared:    l.Shared,
 		Socket:    path.Join(l.Run, "php-fpm.sock"),
 		FPMPid:    path.Join(l.Run, "php-fpm.pid"),

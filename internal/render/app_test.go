@@ -421,3 +421,25 @@ func appReplace(s []string, old, new string) []string {
 	}
 	return out
 }
+
+// TestAppReleaseOpcache: an app node that serves a release has opcache stop
+// checking files for changes; one whose site may change keeps checking.
+func TestAppReleaseOpcache(t *testing.T) {
+	p := loadPlan(t, "default")
+	off := "php_admin_flag[opcache.validate_timestamps] = off"
+	for _, release := range []bool{false, true} {
+		l := render.DefaultLayout()
+		l.Release = release
+		if release {
+			l.Site = "/srv/releases/0123456789ab"
+		}
+		n, err := render.RenderNode(p, p.Role(spec.RoleApp)[0], render.Input{Layout: l, Secrets: testSecrets(p)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fpm := string(fileOf(t, n, "php-fpm.conf").Data)
+		if got := slices.Contains(confLines(fpm), off); got != release {
+			t.Errorf("release %v: php-fpm.conf has %q: %v, want %v", release, off, got, release)
+		}
+	}
+}

@@ -64,6 +64,7 @@ type fpmPool struct {
 	TmpDir                                        string
 	OpenBasedir                                   string
 	DisableFunctions                              string
+	Sendmail                                      string // sendmail_path, if mail() is enabled
 }
 
 type appEnv struct{ Name, Value string }
@@ -180,6 +181,15 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 		SessionHandler:   "files",
 		SessionPath:      path.Join(l.Run, "php-sessions"),
 		DisableFunctions: "exec,passthru,shell_exec,system,proc_open,popen,pcntl_exec,pcntl_fork,mail",
+	}
+	if l.Agent != "" {
+		// Applications expect mail() to work (WordPress's installer mails
+		// the admin and fails without it). With no mail tier, it hands the
+		// message to a sink that keeps it in php-fpm's log and always
+		// succeeds: php-fpm runs the command itself, so PHP code still
+		// cannot run one.
+		c.FPM.Sendmail = l.Agent + " sendmail -t -i"
+		c.FPM.DisableFunctions = strings.TrimSuffix(c.FPM.DisableFunctions, ",mail")
 	}
 	env := func(name, value string) { c.FPM.Env = append(c.FPM.Env, appEnv{name, value}) }
 	env("NODE_NAME", n.Name)

@@ -224,6 +224,10 @@ if ($_SERVER['REQUEST_METHOD'] === 'POST') {
 	echo $ok ? "linked" : "failed", "\n";
 	exit;
 }
+if (isset($_GET['mail'])) {
+	echo mail('admin@example.com', 'Welcome', "Your new site.\n", 'From: site@example.com') ? "sent" : "failed", "\n";
+	exit;
+}
 if (isset($_GET['who'])) {
 	echo $_SERVER['REMOTE_ADDR'], ' ', $_SERVER['HTTPS'] ?? 'http', ' ', $_SERVER['HTTP_HOST'], "\n";
 	exit;
@@ -277,6 +281,22 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 				if string(body) != from.want {
 					t.Errorf("from %s, PHP saw %q, want %q", from.addr, body, from.want)
 				}
+			}
+
+			// mail() succeeds, and the message is in php-fpm's log.
+			if res, body := appGet(t, base+"/?mail"); res.StatusCode != 200 || body != "sent\n" {
+				t.Errorf("mail(): %d %q, want sent", res.StatusCode, body)
+			}
+			want := `sendmail: kept, not sent (no mail tier): from "site@example.com" to "admin@example.com" subject "Welcome"`
+			var fpmLog []byte
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				fpmLog, _ = os.ReadFile(filepath.Join(a.layout.Log, "php-fpm.log"))
+				if bytes.Contains(fpmLog, []byte("sendmail| Your new site.")) {
+					break
+				}
+			}
+			if !bytes.Contains(fpmLog, []byte(want)) || !bytes.Contains(fpmLog, []byte("sendmail| Your new site.\n")) {
+				t.Errorf("php-fpm's log lacks the message:\n%s", fpmLog)
 			}
 
 			// An upload passes through PHP's temp dir into UPLOAD_DIR, on

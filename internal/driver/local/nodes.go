@@ -23,7 +23,7 @@ import (
 )
 
 // Where the bulkhead binary appears inside every container.
-const agentPath = "/bulkhead/bulkhead"
+var agentPath = render.DefaultLayout().Agent
 
 // owner says which account owns a node's writable directories and can read
 // its group-readable secrets (mode 0440): the daemon that needs them, as

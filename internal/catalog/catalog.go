@@ -230,6 +230,11 @@ var postgresBackup = &Backup{
 
 func tcp(n int) Port { return Port{Proto: "tcp", Number: n} }
 
+// MetricsPort is where every node's agent serves the node's own metrics,
+// on the node's address on the network the monitor scrapes it over. It is
+// node_exporter's port: the agent plays that part for its node.
+var MetricsPort = tcp(9100)
+
 // descriptors lists every choice; within a role the first is the default.
 var descriptors = []Descriptor{
 	{Role: RoleEdge, Software: "nginx", Ports: []Port{tcp(80), tcp(443)},

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -96,6 +97,7 @@ func Build(st *spec.Stack) (*Plan, error) {
 					Addr: take(net), Bits: nw.Subnet.Bits(),
 				})
 			}
+			n.Metrics = metricsAddr(&n)
 			p.Nodes = append(p.Nodes, n)
 		}
 	}
@@ -143,6 +145,17 @@ func broadcast(p netip.Prefix) netip.Addr {
 	host := uint32(1)<<(32-p.Bits()) - 1
 	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// metricsAddr is where n's agent serves its metrics: on its first network
+// that is not public, so that visitors never meet the port.
+func metricsAddr(n *Node) netip.AddrPort {
+	for _, net := range []string{NetPrivate, NetDMZ} {
+		if a := n.Addr(net); a.IsValid() {
+			return netip.AddrPortFrom(a, uint16(catalog.MetricsPort.Number))
+		}
+	}
+	return netip.AddrPort{}
 }
 
 // networksOf says which networks a role's nodes join. With a DMZ, the tiers

@@ -35,6 +35,9 @@ func (p *Plan) matrix() Matrix {
 		m.Sources = append(m.Sources, n.Name)
 		m.Dests = append(m.Dests, n.Name)
 		m.Ports = append(m.Ports, n.Listens...)
+		if n.Metrics.IsValid() {
+			m.Ports = append(m.Ports, Port{Proto: "tcp", Number: int(n.Metrics.Port())})
+		}
 	}
 	for _, f := range p.Flows {
 		m.Ports = append(m.Ports, f.Port)

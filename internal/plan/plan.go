@@ -93,7 +93,12 @@ type Node struct {
 	Container string      `json:"container"`
 	Ifaces    []Interface `json:"interfaces"`
 	Listens   []Port      `json:"listens"` // the ports the role serves
-	Firewall  Firewall    `json:"firewall"`
+	// Metrics is where the node's agent serves the node's own metrics:
+	// its address on the network the monitor reaches it over (private,
+	// or the DMZ for an edge that is not on private) and the catalog's
+	// MetricsPort. Only a flow from the monitor opens it.
+	Metrics  netip.AddrPort `json:"metrics"`
+	Firewall Firewall       `json:"firewall"`
 	// Mount is the site mount a static or app node gets from the storage
 	// node; nil for every other node, and when the stack has no storage.
 	Mount *Mount `json:"mount,omitempty"`

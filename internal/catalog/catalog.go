@@ -22,6 +22,9 @@ const (
 	RoleDB      = "db"
 	RoleStorage = "storage"
 	RoleApp     = "app"
+	// RoleMonitor scrapes every node's metrics. It is optional, last in
+	// plan order, so that it changes no other node's address.
+	RoleMonitor = "monitor"
 )
 
 // Storage protocols. The storage tier has no choice of daemon, only of
@@ -293,6 +296,16 @@ var descriptors = []Descriptor{
 		Packages: []string{"nfs-ganesha", "nfs-ganesha-vfs"}, Capabilities: []string{"CAP_DAC_READ_SEARCH"}},
 }
 
+// monitorDescriptors are the monitor's choices. Prometheus drops root
+// itself only with help: setpriv starts it as prometheus, which owns the
+// node's data directory where its time series live.
+var monitorDescriptors = []Descriptor{
+	{Role: RoleMonitor, Software: "prometheus", Ports: []Port{tcp(9090)},
+		Packages: []string{"prometheus"}, Accounts: []string{"prometheus"}, DirOwner: "prometheus"},
+}
+
+func init() { descriptors = append(descriptors, monitorDescriptors...) }
+
 // Lookup returns the descriptor of software playing role. The descriptor
 // is shared: callers must not change it.
 func Lookup(role, software string) (*Descriptor, error) {
@@ -363,6 +376,7 @@ var hostUnits = map[string][]string{
 	"postgresql":     {"postgresql.service"},
 	"openssh-server": {"ssh.service"},
 	"nfs-ganesha":    {"nfs-ganesha.service"},
+	"prometheus":     {"prometheus.service"},
 }
 
 // HostUnits lists the host's own service units that installing packages

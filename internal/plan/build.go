@@ -121,6 +121,13 @@ func Build(st *spec.Stack) (*Plan, error) {
 		p.Nodes[i].Mount = p.mount(&p.Nodes[i])
 	}
 	p.Published = p.published()
+	p.Dashboard = p.dashboard()
+	if p.Dashboard != nil {
+		m := p.Node(p.Dashboard.Node)
+		m.Firewall.Sets = append(m.Firewall.Sets, Set{Name: hostSet, Addrs: []netip.Addr{p.Dashboard.From}})
+		m.Firewall.Input = append(m.Firewall.Input, Rule{Iface: NetPrivate, Set: hostSet, Port: p.Dashboard.Port,
+			Comment: "host -> " + m.Tier + ": the dashboard, from the host's loopback"})
+	}
 	p.Site = Site{
 		Dir: st.Site.Dir, Static: slices.Clone(st.Site.Static),
 		DBName: st.Site.Database.Name, DBUser: st.Site.Database.User,
@@ -168,6 +175,10 @@ func networksOf(role string, dmz bool) []string {
 		return []string{NetPublic, NetPrivate}
 	case dmz && (role == spec.RoleStatic || role == spec.RoleApp):
 		return []string{NetDMZ, NetPrivate}
+	case dmz && role == spec.RoleMonitor:
+		// The edge's metrics are on the DMZ, where it no longer meets
+		// the private network.
+		return []string{NetPrivate, NetDMZ}
 	}
 	return []string{NetPrivate}
 }
@@ -200,6 +211,13 @@ func (p *Plan) flows(st *spec.Stack) error {
 	add(app, storage, svc(storage), "site code (read-only) and uploads (read-write)")
 	add(app, cache, svc(cache), "cache-aside for queries and pages")
 	add(app, db, svc(db), "the app's database")
+	if monitor := tierOf(spec.RoleMonitor); monitor != nil {
+		for _, t := range st.Ordered() {
+			if t != monitor {
+				add(monitor, t, Port{Proto: catalog.MetricsPort.Proto, Number: catalog.MetricsPort.Number}, "metrics of the node's agent")
+			}
+		}
+	}
 	for _, f := range st.Flows {
 		fl := Flow{From: f.From, To: f.To, Port: Port{f.Proto, f.Port}, Why: "explicit flow", Explicit: true}
 		if !slices.ContainsFunc(p.Flows, func(g Flow) bool { return g.From == fl.From && g.To == fl.To && g.Port == fl.Port }) {
@@ -232,6 +250,27 @@ func (p *Plan) published() []Forward {
 	return []Forward{
 		{Listen: p.Publish.HTTP, Node: e.Name, Target: netip.AddrPortFrom(pub, uint16(portHTTP.Number))},
 		{Listen: p.Publish.HTTPS, Node: e.Name, Target: netip.AddrPortFrom(pub, uint16(portHTTPS.Number))},
+	}
+}
+
+// hostSet names the set of the host's own address in the monitor's
+// firewall.
+const hostSet = "from_host"
+
+// dashboard is how the host reaches the monitor node: from its address on
+// the private bridge to the monitor's service port there. Nil without a
+// monitor.
+func (p *Plan) dashboard() *Dashboard {
+	ms := p.Role(spec.RoleMonitor)
+	if len(ms) == 0 || len(ms[0].Listens) == 0 {
+		return nil
+	}
+	m := ms[0]
+	port := m.Listens[0]
+	return &Dashboard{
+		Node: m.Name, Port: port,
+		Target: netip.AddrPortFrom(m.Addr(NetPrivate), uint16(port.Number)),
+		From:   p.Network(NetPrivate).Gateway,
 	}
 }
 

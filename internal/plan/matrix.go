@@ -59,6 +59,9 @@ func (p *Plan) matrix() Matrix {
 	for _, f := range p.Published {
 		m.Host = append(m.Host, Cell{From: spec.Host, To: f.Node, Port: Port{Proto: "tcp", Number: int(f.Target.Port())}})
 	}
+	if d := p.Dashboard; d != nil {
+		m.Host = append(m.Host, Cell{From: spec.Host, To: d.Node, Port: d.Port})
+	}
 	m.Ports = sortPorts(m.Ports)
 	m.index()
 	return m

@@ -45,6 +45,10 @@ type Plan struct {
 	// Empty when the stack has no edge: then nothing is published.
 	Published []Forward `json:"published,omitempty"`
 
+	// Dashboard is how the host reaches the monitor's HTTP API, for the
+	// dashboard and status; nil when the stack has no monitor.
+	Dashboard *Dashboard `json:"dashboard,omitempty"`
+
 	// Indexes built by Build and Decode; without them lookups scan.
 	byName map[string]int
 	byTier map[string][]*Node
@@ -67,6 +71,16 @@ type Forward struct {
 	Listen netip.AddrPort `json:"listen"`
 	Node   string         `json:"node"`
 	Target netip.AddrPort `json:"target"`
+}
+
+// Dashboard is the one way into the monitor node: from the host's address
+// on the private bridge (From) to the monitor's service (Target). No flow
+// of the plan reaches the monitor; only this.
+type Dashboard struct {
+	Node   string         `json:"node"`
+	Port   Port           `json:"port"`
+	Target netip.AddrPort `json:"target"`
+	From   netip.Addr     `json:"from"`
 }
 
 // Network is one of the stack's subnets and the bridge that carries it.

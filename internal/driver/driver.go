@@ -197,6 +197,20 @@ type Status struct {
 	// when it is not known.
 	CertExpires time.Time    `json:"cert_expires,omitzero"`
 	Nodes       []NodeStatus `json:"nodes"`
+	// Alerts are the monitor's alerts that fire now; AlertsError says
+	// why they could not be read. Both are empty without a monitor.
+	Alerts      []Alert `json:"alerts,omitempty"`
+	AlertsError string  `json:"alerts_error,omitempty"`
+}
+
+// Alert is one of the monitor's alert rules that fires.
+type Alert struct {
+	Name     string    `json:"name"`
+	Node     string    `json:"node,omitempty"`
+	Service  string    `json:"service,omitempty"`
+	Severity string    `json:"severity,omitempty"`
+	Summary  string    `json:"summary,omitempty"`
+	Since    time.Time `json:"since,omitzero"`
 }
 
 // NodeStatus is one node's state.

@@ -23,6 +23,7 @@ import (
 type (
 	Status     = driver.Status
 	NodeStatus = driver.NodeStatus
+	Alert      = driver.Alert
 )
 
 func (d *Driver) savedPlan(stack string) (*plan.Plan, error) {
@@ -79,6 +80,14 @@ func (d *Driver) Status(ctx context.Context, stack string) (*Status, error) {
 			}
 		}
 		st.Nodes = append(st.Nodes, ns)
+	}
+	if m := p.Dashboard; m != nil {
+		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		st.Alerts, err = d.sys().queryAlerts(qctx, p.Network(plan.NetPrivate).Bridge, m.Target)
+		cancel()
+		if err != nil {
+			st.AlertsError = err.Error()
+		}
 	}
 	return st, nil
 }

@@ -33,3 +33,26 @@ func TestParseAlerts(t *testing.T) {
 		}
 	}
 }
+
+// TestParseVector reads an instant query's answer by node, and refuses
+// what is not a vector of numbers.
+func TestParseVector(t *testing.T) {
+	got, err := parseVector([]byte(`{"status":"success","data":{"resultType":"vector","result":[
+{"metric":{"node":"edge","job":"node"},"value":[1796050266.171,"0.25"]},
+{"metric":{"node":"db"},"value":[1796050266.171,"1.073741824e+09"]}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["edge"] != 0.25 || got["db"] != 1<<30 || len(got) != 2 {
+		t.Errorf("vector = %v", got)
+	}
+	for _, bad := range []string{
+		`{"status":"success","data":{"resultType":"matrix","result":[]}}`,
+		`{"status":"success","data":{"resultType":"vector","result":[{"metric":{"node":"x"},"value":[1,"NaNx"]}]}}`,
+		`{"status":"error"}`,
+	} {
+		if _, err := parseVector([]byte(bad)); err == nil {
+			t.Errorf("parseVector(%s) = nil error", bad)
+		}
+	}
+}

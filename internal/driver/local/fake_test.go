@@ -893,6 +893,10 @@ func (f *fakeSystem) queryAlerts(ctx context.Context, bridge string, target neti
 	return []Alert{}, nil
 }
 
+func (f *fakeSystem) queryUsage(ctx context.Context, bridge string, target netip.AddrPort, nodes []string) ([]NodeUsage, error) {
+	return nil, nil
+}
+
 // queryAgent answers for the agent of a node whose container runs.
 func (f *fakeSystem) queryAgent(ctx context.Context, socket string) (*agent.Status, error) {
 	f.mu.Lock()

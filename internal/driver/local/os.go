@@ -133,6 +133,8 @@ type system interface {
 	// queryAlerts asks the monitor's Prometheus at target, reached only
 	// through bridge, for the alerts that fire.
 	queryAlerts(ctx context.Context, bridge string, target netip.AddrPort) ([]Alert, error)
+	// queryUsage asks it for the usage of nodes.
+	queryUsage(ctx context.Context, bridge string, target netip.AddrPort, nodes []string) ([]NodeUsage, error)
 	reloadService(ctx context.Context, socket, service string) error
 	// connections counts a container's established TCP connections whose
 	// local port is one of ports: the requests it is still serving.
@@ -420,6 +422,10 @@ func (realSystem) queryAgent(ctx context.Context, socket string) (*agent.Status,
 
 func (realSystem) queryAlerts(ctx context.Context, bridge string, target netip.AddrPort) ([]Alert, error) {
 	return monitorAlerts(ctx, bridge, target)
+}
+
+func (realSystem) queryUsage(ctx context.Context, bridge string, target netip.AddrPort, nodes []string) ([]NodeUsage, error) {
+	return monitorUsage(ctx, bridge, target, nodes)
 }
 
 func (realSystem) siteGet(ctx context.Context, ns, url, host string) (int, []byte, error) {

@@ -27,14 +27,14 @@ func markdown(r *Results) string {
 	if d := r.Dataplane; len(d.Workloads) > 0 {
 		m := d.Meta
 		p("\n## Data plane: split vs. monolithic\n\n")
-		p("`%s`, %s round(s); each run preceded by a %s s warm-up. In every round each workload runs on the split, the unsandboxed split (right next to the split) and the mono (split and mono take turns going first), then the forwarder diagnostic, then the levers.\n\n", m["wrk"], m["rounds"], m["warm_each_s"])
+		p("`%s`, %s round(s); each run preceded by a %s s warm-up. In every round each workload runs on the split, the unsandboxed split (right next to the split) and the mono (split and mono take turns going first), then the published port, then the levers.\n\n", m["wrk"], m["rounds"], m["warm_each_s"])
 		p("- **split**: the default stack (edge nginx; static lighttpd; app-1, app-2 apache2 + php-fpm; memcached; mariadb; storage sshd, the site mounted over sshfs). wrk runs in `%s`, the namespace on the stack's public bridge that `bulkhead up` makes for verify's outside vantage point, against the edge's public address http://%s/: the path the internet takes to the edge.\n", m["client_netns"], m["edge_public"])
 		p("- **mono**: apache2 + php-fpm + mariadb + memcached in ONE network namespace, no edge, no containers, the site on local disk; wrk in that namespace against 127.0.0.1. The configs are the split's app-1, db and cache configs, rendered by bulkhead's renderer (bench/mono) with every node on 127.0.0.1 and paths of its own (apache: %s; php-fpm: %s). The split has two app nodes, so twice the PHP workers, on the same 2 cores.\n", m["apache_mpm"], m["php_fpm_pool"])
 		if m["nosandbox_stack"] != "" {
 			p("- **nosandbox**: a second split stack, `%s`, the same stack file but for its name, subnets and ports, serving the same site, brought up with `bulkhead up --unsafe-no-sandbox`: its nodes run without user namespaces and seccomp (its edge's nginx: %s; the split's: %s). wrk runs in `%s` against its edge's public address http://%s/, as for the split, on %s.\n",
 				m["nosandbox_stack"], m["sandbox.nosandbox"], m["sandbox.split"], m["nosandbox_client_netns"], m["nosandbox_edge_public"], m["nosandbox_workloads"])
 		}
-		p("- **forwarder** (diagnostic): wrk on the host against the published port %s, bulkhead's userspace TCP forwarder in `bulkhead supervise`, then the edge.\n\n", m["published"])
+		p("- **published**: wrk on the host against the published port %s: the host's DNAT to the edge's public address, then the edge. Goal: published/split >= 0.9.\n\n", m["published"])
 		p("![split/mono ratios](dataplane-ratio.svg)\n\n")
 		p("| workload | request | bytes | split req/s | mono req/s | split/mono | target | split p50 / p99 ms | mono p50 / p99 ms |\n|---|---|---:|---:|---:|---:|---|---:|---:|\n")
 		for _, w := range d.Workloads {
@@ -47,10 +47,10 @@ func markdown(r *Results) string {
 				med(w.P50["split"]), med(w.P99["split"]), med(w.P50["mono"]), med(w.P99["mono"]))
 		}
 		p("\n![req/s](dataplane-rps.svg)\n\n")
-		p("### The published port's forwarder (diagnostic)\n\n| workload | forwarder req/s | split req/s | forwarder/split |\n|---|---:|---:|---:|\n")
+		p("### The published port against the edge's own address\n\n| workload | published req/s | split req/s | published/split |\n|---|---:|---:|---:|\n")
 		for _, w := range d.Workloads {
-			if w.Forwarder != nil {
-				p("| %s | %s | %s | %s |\n", w.Name, fstat(w.RPS["forwarder"], ""), fstat(w.RPS["split"], ""), fstat(w.Forwarder, ""))
+			if w.Published != nil {
+				p("| %s | %s | %s | %s |\n", w.Name, fstat(w.RPS["published"], ""), fstat(w.RPS["split"], ""), fstat(w.Published, ""))
 			}
 		}
 		if slices.ContainsFunc(d.Workloads, func(w Workload) bool { return w.Sandbox != nil }) {
@@ -94,7 +94,7 @@ func markdown(r *Results) string {
 				p("%s. The sets are hash sets and are consulted only for a connection's first packet (`ct state established,related accept` comes first), and the edge keeps its upstream connections alive, so their size should not show.\n", strings.Join(es, "; "))
 			}
 		}
-		p("\n## Every run\n\nCPU in %% of one core over the run (the host has 200%%), by node for the split (`app-1:sshfs` is the host-side sshfs client of app-1) and for the unsandboxed split (`benchns:edge`, ...), by daemon for the mono; `forwarder` is `bulkhead supervise`; \"elsewhere\" is the rest of the host (other jobs, softirqs).\n\n")
+		p("\n## Every run\n\nCPU in %% of one core over the run (the host has 200%%), by node for the split (`app-1:sshfs` is the host-side sshfs client of app-1) and for the unsandboxed split (`benchns:edge`, ...), by daemon for the mono; `supervise` is `bulkhead supervise`; \"elsewhere\" is the rest of the host (other jobs, softirqs).\n\n")
 		p("| round | setup | workload | req/s | p50 ms | p99 ms | non-2xx/3xx | socket errors | status | CPU by group | host busy | elsewhere |\n|---:|---|---|---:|---:|---:|---:|---|---|---|---:|---:|\n")
 		for _, x := range d.Runs {
 			c := strings.Split(x.CPU, " | ")
@@ -192,6 +192,7 @@ func markdown(r *Results) string {
 			p("\n**%d run(s) had failed requests.**\n\n### Diagnostics\n%s", c.Failing, c.Diagnose)
 		}
 	}
+	backupMarkdown(r.Backup, p)
 	return b.String()
 }
 

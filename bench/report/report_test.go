@@ -158,3 +158,50 @@ func TestChange(t *testing.T) {
 		t.Errorf("no change plot: %v", err)
 	}
 }
+
+// TestBackup feeds run the raw results of bench/backup.sh: MB/s from the
+// data's bytes, bulkhead's times over the raw tools' (dump + tar, load +
+// untar), the goals judged at 100 MB only, and a failed op leaving its
+// figures out.
+func TestBackup(t *testing.T) {
+	data, out := t.TempDir(), t.TempDir()
+	tsv := "size_mb\top\tseconds\tdata_bytes\tout_bytes\texit\n" +
+		"10\traw-dump\t0.50\t-\t5000000\t0\n" +
+		"10\traw-tar\t0.50\t-\t5000000\t0\n" +
+		"10\tbackup\t2.00\t10000000\t8000000\t0\n" +
+		"10\trestore\t20.00\t10000000\t-\t0\n" +
+		"10\traw-load\t1.00\t10000000\t-\t0\n" +
+		"10\traw-untar\t1.00\t10000000\t-\t0\n" +
+		"100\traw-dump\t3.00\t-\t50000000\t0\n" +
+		"100\traw-tar\t2.00\t-\t50000000\t0\n" +
+		"100\tbackup\t12.50\t100000000\t80000000\t0\n" +
+		"100\trestore\t25.00\t100000000\t-\t0\n" +
+		"100\traw-load\t9.00\t100000000\t-\t1\n" +
+		"100\traw-untar\t1.00\t100000000\t-\t0\n"
+	os.WriteFile(filepath.Join(data, "backup.tsv"), []byte(tsv), 0o644)
+	os.WriteFile(filepath.Join(data, "backup-meta.tsv"), []byte("key\tvalue\nrows\tbase64 rows\nfiles\t1 MB files\n"), 0o644)
+	if err := run(data, out); err != nil {
+		t.Fatal(err)
+	}
+	r, err := load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := r.Backup
+	if len(b.Sizes) != 2 {
+		t.Fatalf("sizes %+v, want 2", b.Sizes)
+	}
+	s10, s100 := b.Sizes[0], b.Sizes[1]
+	if *s10.BackupMBps != 5 || *s10.RawBackupMBps != 10 || *s10.BackupRatio != 2 || *s10.RestoreRatio != 10 || s10.BackupMet != nil {
+		t.Errorf("10 MB: %+v; want backup 5 MB/s against 10, ratios 2 and 10, no goal judged", s10)
+	}
+	if *s100.BackupRatio != 2.5 || *s100.BackupMet || !*s100.RestoreMet || s100.RawRestS != nil || s100.RestoreRatio != nil {
+		t.Errorf("100 MB: %+v; want backup/raw 2.5, the backup goal missed, the restore goal met, and no raw restore (its load failed)", s100)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
+	for _, want := range []string{"| 100 MB | 100.0 | 80.0 | **12.50 (goal missed)** | 8.00 | 5.00 | 20.00 | 2.50 | 25.00 (goal met) | 4.00 | - | - | - |"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+}

@@ -8,6 +8,7 @@ package catalog
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -116,6 +117,78 @@ type Backup struct {
 	DumpFile string
 	Dump     []string
 	Restore  []string
+
+	// Version prints the server's version. A backup runs it in the db
+	// node and records the version with the dump; a restore runs it on
+	// the host before it changes anything (a node runs the host's /usr,
+	// so the host's server is the one the node will run).
+	Version []string
+	// VersionRE finds the version number in Version's output, as its
+	// first group.
+	VersionRE *regexp.Regexp
+	// Series is how many leading numbers of a version name its release
+	// series, whose servers all load each other's dumps: 2 for MariaDB
+	// (10.11), 1 for PostgreSQL since 10 (15).
+	Series int
+}
+
+// ParseVersion finds the server's version in what Version printed.
+func (b *Backup) ParseVersion(out string) (string, error) {
+	m := b.VersionRE.FindStringSubmatch(out)
+	if m == nil {
+		return "", fmt.Errorf("no version in %s's output %q", b.Version[0], strings.TrimSpace(out))
+	}
+	return m[1], nil
+}
+
+// series is the release series of version v: its first Series numbers.
+func (b *Backup) series(v string) ([]int, error) {
+	parts := strings.Split(v, ".")
+	if len(parts) < b.Series {
+		return nil, fmt.Errorf("version %q has fewer than %d numbers", v, b.Series)
+	}
+	out := make([]int, b.Series)
+	for i := range out {
+		n, err := strconv.Atoi(parts[i])
+		if err != nil {
+			return nil, fmt.Errorf("version %q: %q is not a number", v, parts[i])
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+// LoadsVersion says whether d's server at version here can load a dump
+// that a server at version dumped wrote. A dump of the same release
+// series or an older one loads; one of a newer series may use what this
+// server lacks (pg_restore refuses a newer archive outright), so it is
+// refused. An archive that records no version (before bulkhead recorded
+// it) is not checked.
+func (d *Descriptor) LoadsVersion(dumped, here string) error {
+	if d.Backup == nil || dumped == "" {
+		return nil
+	}
+	a, err := d.Backup.series(dumped)
+	if err != nil {
+		return fmt.Errorf("the dump's %s version: %w", d.Software, err)
+	}
+	b, err := d.Backup.series(here)
+	if err != nil {
+		return fmt.Errorf("this host's %s version: %w", d.Software, err)
+	}
+	if slices.Compare(a, b) > 0 {
+		return fmt.Errorf("the dump was made by %s %s, a newer release than this host's %s %s, which may not load it; restore it on a host whose %s is %s or newer",
+			d.Software, dumped, d.Software, here, d.Software, joinInts(a))
+	}
+	return nil
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ".")
 }
 
 // BackupVars are the values of Backup's placeholders for one stack.
@@ -215,6 +288,10 @@ var mariadbBackup = &Backup{
 	Dump: []string{"mariadb-dump", "--defaults-file={conf}/my.cnf",
 		"--single-transaction", "--routines", "--triggers", "--events", "{db}"},
 	Restore: []string{"mariadb", "--defaults-file={conf}/my.cnf", "{db}"},
+	// "mariadbd  Ver 10.11.19-MariaDB-0+deb12u1 for debian-linux-gnu ..."
+	Version:   []string{"mariadbd", "--version"},
+	VersionRE: regexp.MustCompile(`\bVer (\d+\.\d+\.\d+)-MariaDB`),
+	Series:    2,
 }
 
 // postgresBackup dumps in pg_dump's custom format, compressed and
@@ -229,6 +306,10 @@ var postgresBackup = &Backup{
 	Restore: append(slices.Clone(asPostgres), pgBin+"pg_restore", "--clean", "--if-exists", "--no-owner",
 		"--role={user}", "--single-transaction",
 		"--host={run}", "--port={port}", "--username=postgres", "--dbname={db}"),
+	// "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+	Version:   []string{pgBin + "postgres", "--version"},
+	VersionRE: regexp.MustCompile(`\(PostgreSQL\) (\d+(?:\.\d+)+)`),
+	Series:    1,
 }
 
 func tcp(n int) Port { return Port{Proto: "tcp", Number: n} }

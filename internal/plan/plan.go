@@ -65,8 +65,9 @@ type Publish struct {
 	Key         string `json:"key,omitempty"`
 }
 
-// Forward is one published port: the host listens on Listen and forwards
-// every connection to Target, the edge node's public address and port.
+// Forward is one published port: the host's kernel rewrites every
+// connection to Listen (DNAT) to Target, the edge node's public address
+// and port.
 type Forward struct {
 	Listen netip.AddrPort `json:"listen"`
 	Node   string         `json:"node"`
@@ -116,6 +117,11 @@ type Node struct {
 	// Mount is the site mount a static or app node gets from the storage
 	// node; nil for every other node, and when the stack has no storage.
 	Mount *Mount `json:"mount,omitempty"`
+	// Gateway is the node's default route, the host's address on the
+	// public network. Only an edge published on an address beyond the
+	// host's loopback has one: visitors come from any address, and it
+	// must answer them. Every other node has only its subnets' routes.
+	Gateway netip.Addr `json:"gateway,omitzero"`
 }
 
 // The storage node's accounts. The static tier reads the site as

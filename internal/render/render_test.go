@@ -41,12 +41,17 @@ func testSecrets(p *plan.Plan) render.Secrets {
 // storage "auto" to sftp as a kernel without NFS would.
 func loadPlan(t testing.TB, name string) *plan.Plan {
 	t.Helper()
-	file := filepath.Join("testdata", "stacks", name+".yaml")
-	data, err := os.ReadFile(file)
+	data, err := os.ReadFile(filepath.Join("testdata", "stacks", name+".yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := spec.Parse(file, data)
+	return planFrom(t, data)
+}
+
+// planFrom builds the plan of a stack file's text.
+func planFrom(t testing.TB, data []byte) *plan.Plan {
+	t.Helper()
+	st, err := spec.Parse("bulkhead.yaml", data)
 	if err != nil {
 		t.Fatal(err)
 	}

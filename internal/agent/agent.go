@@ -44,6 +44,16 @@ type Config struct {
 	// Socket is the path of the unix socket that serves status and logs.
 	// Empty serves none.
 	Socket string
+	// Metrics is the address (host:port) that serves the node's metrics
+	// in Prometheus's text format on GET /metrics. Empty serves none.
+	Metrics string
+	// Cgroup is where the node's cgroup v1 controllers are mounted, one
+	// directory each (cpuacct, memory, pids, blkio), for the metrics.
+	// Empty leaves the cgroup's metrics out.
+	Cgroup string
+	// Disk is a path on the node's own disk, whose use against its size
+	// the metrics report. Empty leaves them out.
+	Disk string
 	// Logger receives the agent's own events. Default: discard.
 	Logger *slog.Logger
 
@@ -206,6 +216,9 @@ func Run(ctx context.Context, cfg Config) error {
 				a.log.Error("cap log", "log", name, "err", err)
 			})
 		})
+	}
+	if cfg.Metrics != "" {
+		wg.Go(func() { a.serveMetrics(ctx, cfg.Metrics) })
 	}
 	for _, s := range a.services {
 		wg.Go(func() { a.supervise(ctx, s) })

@@ -23,6 +23,9 @@ const (
 	RoleDB      = "db"
 	RoleStorage = "storage"
 	RoleApp     = "app"
+	// RoleMonitor scrapes every node's metrics. It is optional, last in
+	// plan order, so that it changes no other node's address.
+	RoleMonitor = "monitor"
 )
 
 // Storage protocols. The storage tier has no choice of daemon, only of
@@ -328,6 +331,11 @@ func (d *Descriptor) AllCapabilities() []string {
 
 func tcp(n int) Port { return Port{Proto: "tcp", Number: n} }
 
+// MetricsPort is where every node's agent serves the node's own metrics,
+// on the node's address on the network the monitor scrapes it over. It is
+// node_exporter's port: the agent plays that part for its node.
+var MetricsPort = tcp(9100)
+
 // descriptors lists every choice; within a role the first is the default.
 var descriptors = []Descriptor{
 	{Role: RoleEdge, Software: "nginx", Ports: []Port{tcp(80), tcp(443)},
@@ -385,6 +393,16 @@ var descriptors = []Descriptor{
 	{Role: RoleStorage, Software: ProtocolNFS, Ports: []Port{tcp(2049)},
 		Packages: []string{"nfs-ganesha", "nfs-ganesha-vfs"}, Capabilities: []string{"CAP_DAC_READ_SEARCH"}, Durable: true},
 }
+
+// monitorDescriptors are the monitor's choices. Prometheus drops root
+// itself only with help: setpriv starts it as prometheus, which owns the
+// node's data directory where its time series live.
+var monitorDescriptors = []Descriptor{
+	{Role: RoleMonitor, Software: "prometheus", Ports: []Port{tcp(9090)},
+		Packages: []string{"prometheus"}, Accounts: []string{"prometheus"}, DirOwner: "prometheus"},
+}
+
+func init() { descriptors = append(descriptors, monitorDescriptors...) }
 
 // Lookup returns the descriptor of software playing role. The descriptor
 // is shared: callers must not change it.
@@ -456,6 +474,7 @@ var hostUnits = map[string][]string{
 	"postgresql":     {"postgresql.service"},
 	"openssh-server": {"ssh.service"},
 	"nfs-ganesha":    {"nfs-ganesha.service"},
+	"prometheus":     {"prometheus.service"},
 }
 
 // HostUnits lists the host's own service units that installing packages

@@ -11,23 +11,30 @@ import (
 
 type agentOptions struct {
 	Node, Services, Socket, Logs string
+	Metrics, Cgroup, Disk        string
 }
 
 func agentCommand() *command {
 	return &command{
 		name:    "agent",
-		args:    "--services FILE --socket PATH [--node NAME] [--logs DIR]",
+		args:    "--services FILE --socket PATH [--node NAME] [--logs DIR] [--metrics ADDR:PORT [--cgroup DIR] [--disk DIR]]",
 		summary: "run a node's daemons (PID 1 inside each node; not for direct use)",
 		help: `
 Agent is the first process of every node's container. It runs the node's
 daemons in the foreground, restarts them with backoff when they die, keeps
-their recent log lines, and answers the host on a unix socket.`,
+their recent log lines, and answers the host on a unix socket. With
+--metrics it serves the node's own metrics (its cgroups under --cgroup, the
+use of the disk that holds --disk, its daemons' states and restarts) in
+Prometheus's text format on GET /metrics.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
 			var o agentOptions
 			fs.StringVar(&o.Node, "node", "", "the node's `NAME`")
 			fs.StringVar(&o.Services, "services", "", "the node's services.json `FILE`")
 			fs.StringVar(&o.Socket, "socket", "", "unix socket `PATH` to answer on")
 			fs.StringVar(&o.Logs, "logs", "", "`DIR` for the daemons' log files")
+			fs.StringVar(&o.Metrics, "metrics", "", "`ADDR:PORT` to serve metrics on")
+			fs.StringVar(&o.Cgroup, "cgroup", "", "`DIR` holding the node's cgroup v1 controllers, one directory each")
+			fs.StringVar(&o.Disk, "disk", "", "a `DIR` on the node's own disk")
 			return func(ctx context.Context, s stdio, args []string) error {
 				if o.Services == "" || o.Socket == "" {
 					return usageErrorf("agent needs --services and --socket")
@@ -38,6 +45,7 @@ their recent log lines, and answers the host on a unix socket.`,
 				}
 				return agent.Run(ctx, agent.Config{
 					Node: o.Node, Services: svcs, Socket: o.Socket, LogDir: o.Logs,
+					Metrics: o.Metrics, Cgroup: o.Cgroup, Disk: o.Disk,
 					Logger: slog.New(slog.NewTextHandler(s.err, nil)),
 				})
 			}

@@ -25,7 +25,7 @@ func statusCommand() *command {
 		help: `
 Status asks runc and every node's agent how the stack is: each node's
 container state, addresses, health, daemons and restarts, and whether the
-stack's supervisor runs. It exits 1 when a node is not healthy or the
+stack's supervisor runs. With a monitor tier, it lists the alerts that fire. It exits 1 when a node is not healthy or the
 supervisor is not running.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
 			o := statusOptions{Output: "text"}
@@ -91,4 +91,21 @@ func printStatus(s stdio, st *driver.Status) {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", n.Name, n.State, strings.Join(n.Addresses, ","), health, n.Restarts, strings.Join(svcs, " "))
 	}
 	w.Flush()
+	switch {
+	case st.AlertsError != "":
+		fmt.Fprintf(s.out, "alerts: unknown: %s\n", st.AlertsError)
+	case st.Alerts == nil:
+		// No monitor.
+	case len(st.Alerts) == 0:
+		fmt.Fprintln(s.out, "alerts: none firing")
+	default:
+		fmt.Fprintf(s.out, "alerts: %d firing\n", len(st.Alerts))
+		for _, a := range st.Alerts {
+			since := ""
+			if !a.Since.IsZero() {
+				since = fmt.Sprintf(" (since %s)", a.Since.Local().Format(time.TimeOnly))
+			}
+			fmt.Fprintf(s.out, "  %s %s: %s%s\n", strings.ToUpper(a.Severity), a.Name, a.Summary, since)
+		}
+	}
 }

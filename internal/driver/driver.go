@@ -36,6 +36,9 @@ type Backend interface {
 	Down(ctx context.Context, stack string, purge bool) error
 	// Status reports each node of a running stack.
 	Status(ctx context.Context, stack string) (*Status, error)
+	// Usage reports each node's use of CPU and memory, and its daemons'
+	// restarts, as the stack's monitor last scraped them.
+	Usage(ctx context.Context, stack string) ([]NodeUsage, error)
 	// Logs prints the last lines of a node's daemon logs (one service's
 	// if service is not empty) and, with follow, what they add until ctx
 	// is done.
@@ -197,6 +200,32 @@ type Status struct {
 	// when it is not known.
 	CertExpires time.Time    `json:"cert_expires,omitzero"`
 	Nodes       []NodeStatus `json:"nodes"`
+	// Alerts are the monitor's alerts that fire now; AlertsError says
+	// why they could not be read. Both are empty without a monitor.
+	Alerts      []Alert `json:"alerts,omitempty"`
+	AlertsError string  `json:"alerts_error,omitempty"`
+}
+
+// NodeUsage is one node's use of its resources, from the monitor.
+type NodeUsage struct {
+	Node string `json:"node"`
+	Up   bool   `json:"up"` // the monitor's last scrape of its agent worked
+	// CPU is in cores, averaged over the last 30 seconds.
+	CPU         float64 `json:"cpu"`
+	Memory      int64   `json:"memory"`
+	MemoryLimit int64   `json:"memory_limit"`
+	Pids        int64   `json:"pids"`
+	Restarts    int64   `json:"restarts"`
+}
+
+// Alert is one of the monitor's alert rules that fires.
+type Alert struct {
+	Name     string    `json:"name"`
+	Node     string    `json:"node,omitempty"`
+	Service  string    `json:"service,omitempty"`
+	Severity string    `json:"severity,omitempty"`
+	Summary  string    `json:"summary,omitempty"`
+	Since    time.Time `json:"since,omitzero"`
 }
 
 // NodeStatus is one node's state.

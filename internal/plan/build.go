@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -96,6 +97,7 @@ func Build(st *spec.Stack) (*Plan, error) {
 					Addr: take(net), Bits: nw.Subnet.Bits(),
 				})
 			}
+			n.Metrics = metricsAddr(&n)
 			p.Nodes = append(p.Nodes, n)
 		}
 	}
@@ -119,6 +121,13 @@ func Build(st *spec.Stack) (*Plan, error) {
 		p.Nodes[i].Mount = p.mount(&p.Nodes[i])
 	}
 	p.Published = p.published()
+	p.Dashboard = p.dashboard()
+	if p.Dashboard != nil {
+		m := p.Node(p.Dashboard.Node)
+		m.Firewall.Sets = append(m.Firewall.Sets, Set{Name: hostSet, Addrs: []netip.Addr{p.Dashboard.From}})
+		m.Firewall.Input = append(m.Firewall.Input, Rule{Iface: NetPrivate, Set: hostSet, Port: p.Dashboard.Port,
+			Comment: "host -> " + m.Tier + ": the dashboard, from the host's loopback"})
+	}
 	p.Site = Site{
 		Dir: st.Site.Dir, Static: slices.Clone(st.Site.Static),
 		DBName: st.Site.Database.Name, DBUser: st.Site.Database.User,
@@ -145,6 +154,17 @@ func broadcast(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
+// metricsAddr is where n's agent serves its metrics: on its first network
+// that is not public, so that visitors never meet the port.
+func metricsAddr(n *Node) netip.AddrPort {
+	for _, net := range []string{NetPrivate, NetDMZ} {
+		if a := n.Addr(net); a.IsValid() {
+			return netip.AddrPortFrom(a, uint16(catalog.MetricsPort.Number))
+		}
+	}
+	return netip.AddrPort{}
+}
+
 // networksOf says which networks a role's nodes join. With a DMZ, the tiers
 // that face the edge move onto it, and the edge leaves the private network.
 func networksOf(role string, dmz bool) []string {
@@ -155,6 +175,10 @@ func networksOf(role string, dmz bool) []string {
 		return []string{NetPublic, NetPrivate}
 	case dmz && (role == spec.RoleStatic || role == spec.RoleApp):
 		return []string{NetDMZ, NetPrivate}
+	case dmz && role == spec.RoleMonitor:
+		// The edge's metrics are on the DMZ, where it no longer meets
+		// the private network.
+		return []string{NetPrivate, NetDMZ}
 	}
 	return []string{NetPrivate}
 }
@@ -187,6 +211,13 @@ func (p *Plan) flows(st *spec.Stack) error {
 	add(app, storage, svc(storage), "site code (read-only) and uploads (read-write)")
 	add(app, cache, svc(cache), "cache-aside for queries and pages")
 	add(app, db, svc(db), "the app's database")
+	if monitor := tierOf(spec.RoleMonitor); monitor != nil {
+		for _, t := range st.Ordered() {
+			if t != monitor {
+				add(monitor, t, Port{Proto: catalog.MetricsPort.Proto, Number: catalog.MetricsPort.Number}, "metrics of the node's agent")
+			}
+		}
+	}
 	for _, f := range st.Flows {
 		fl := Flow{From: f.From, To: f.To, Port: Port{f.Proto, f.Port}, Why: "explicit flow", Explicit: true}
 		if !slices.ContainsFunc(p.Flows, func(g Flow) bool { return g.From == fl.From && g.To == fl.To && g.Port == fl.Port }) {
@@ -224,6 +255,27 @@ func (p *Plan) published() []Forward {
 		e.Gateway = p.Network(NetPublic).Gateway
 	}
 	return fs
+}
+
+// hostSet names the set of the host's own address in the monitor's
+// firewall.
+const hostSet = "from_host"
+
+// dashboard is how the host reaches the monitor node: from its address on
+// the private bridge to the monitor's service port there. Nil without a
+// monitor.
+func (p *Plan) dashboard() *Dashboard {
+	ms := p.Role(spec.RoleMonitor)
+	if len(ms) == 0 || len(ms[0].Listens) == 0 {
+		return nil
+	}
+	m := ms[0]
+	port := m.Listens[0]
+	return &Dashboard{
+		Node: m.Name, Port: port,
+		Target: netip.AddrPortFrom(m.Addr(NetPrivate), uint16(port.Number)),
+		From:   p.Network(NetPrivate).Gateway,
+	}
 }
 
 // Remote reports whether f takes connections from other machines: it is

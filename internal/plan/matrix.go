@@ -35,6 +35,9 @@ func (p *Plan) matrix() Matrix {
 		m.Sources = append(m.Sources, n.Name)
 		m.Dests = append(m.Dests, n.Name)
 		m.Ports = append(m.Ports, n.Listens...)
+		if n.Metrics.IsValid() {
+			m.Ports = append(m.Ports, Port{Proto: "tcp", Number: int(n.Metrics.Port())})
+		}
 	}
 	for _, f := range p.Flows {
 		m.Ports = append(m.Ports, f.Port)
@@ -55,6 +58,9 @@ func (p *Plan) matrix() Matrix {
 	}
 	for _, f := range p.Published {
 		m.Host = append(m.Host, Cell{From: spec.Host, To: f.Node, Port: Port{Proto: "tcp", Number: int(f.Target.Port())}})
+	}
+	if d := p.Dashboard; d != nil {
+		m.Host = append(m.Host, Cell{From: spec.Host, To: d.Node, Port: d.Port})
 	}
 	m.Ports = sortPorts(m.Ports)
 	m.index()

@@ -46,6 +46,10 @@ type Plan struct {
 	// Empty when the stack has no edge: then nothing is published.
 	Published []Forward `json:"published,omitempty"`
 
+	// Dashboard is how the host reaches the monitor's HTTP API, for the
+	// dashboard and status; nil when the stack has no monitor.
+	Dashboard *Dashboard `json:"dashboard,omitempty"`
+
 	// Indexes built by Build and Decode; without them lookups scan.
 	byName map[string]int
 	byTier map[string][]*Node
@@ -69,6 +73,16 @@ type Forward struct {
 	Listen netip.AddrPort `json:"listen"`
 	Node   string         `json:"node"`
 	Target netip.AddrPort `json:"target"`
+}
+
+// Dashboard is the one way into the monitor node: from the host's address
+// on the private bridge (From) to the monitor's service (Target). No flow
+// of the plan reaches the monitor; only this.
+type Dashboard struct {
+	Node   string         `json:"node"`
+	Port   Port           `json:"port"`
+	Target netip.AddrPort `json:"target"`
+	From   netip.Addr     `json:"from"`
 }
 
 // Network is one of the stack's subnets and the bridge that carries it.
@@ -95,7 +109,12 @@ type Node struct {
 	Container string      `json:"container"`
 	Ifaces    []Interface `json:"interfaces"`
 	Listens   []Port      `json:"listens"` // the ports the role serves
-	Firewall  Firewall    `json:"firewall"`
+	// Metrics is where the node's agent serves the node's own metrics:
+	// its address on the network the monitor reaches it over (private,
+	// or the DMZ for an edge that is not on private) and the catalog's
+	// MetricsPort. Only a flow from the monitor opens it.
+	Metrics  netip.AddrPort `json:"metrics"`
+	Firewall Firewall       `json:"firewall"`
 	// Mount is the site mount a static or app node gets from the storage
 	// node; nil for every other node, and when the stack has no storage.
 	Mount *Mount `json:"mount,omitempty"`

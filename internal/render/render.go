@@ -185,11 +185,16 @@ func checkReloads(n Node) error {
 }
 
 // readyAddrs lists the addresses peers reach n on: n's address on each
-// flow's network, with the flow's port.
+// flow's network, with the flow's port, and the monitor's address that the
+// host reaches it on. The monitor's flow to the agent's metrics port is
+// the agent's, not the daemon's.
 func readyAddrs(p *plan.Plan, n *plan.Node) []string {
 	var out []string
+	if d := p.Dashboard; d != nil && d.Node == n.Name {
+		out = append(out, d.Target.String())
+	}
 	for _, f := range p.Flows {
-		if f.To != n.Tier || f.Port.Proto != "tcp" {
+		if f.To != n.Tier || f.Port.Proto != "tcp" || (n.Metrics.IsValid() && f.Port.Number == int(n.Metrics.Port())) {
 			continue
 		}
 		a := netip.AddrPortFrom(n.Addr(f.Network), uint16(f.Port.Number)).String()
@@ -204,19 +209,20 @@ func readyAddrs(p *plan.Plan, n *plan.Node) []string {
 type renderer func(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error)
 
 var renderers = map[string]renderer{
-	spec.RoleEdge + "/nginx":      edgeNginx,
-	spec.RoleEdge + "/haproxy":    edgeHAProxy,
-	spec.RoleStatic + "/lighttpd": staticLighttpd,
-	spec.RoleStatic + "/nginx":    staticNginx,
-	spec.RoleStatic + "/caddy":    staticCaddy,
-	spec.RoleApp + "/apache2":     appApache,
-	spec.RoleApp + "/nginx":       appNginx,
-	spec.RoleCache + "/memcached": cacheMemcached,
-	spec.RoleCache + "/redis":     cacheRedis,
-	spec.RoleDB + "/mariadb":      dbMariaDB,
-	spec.RoleDB + "/postgresql":   dbPostgres,
-	spec.RoleStorage + "/sftp":    storageSFTP,
-	spec.RoleStorage + "/nfs":     storageNFS,
+	spec.RoleEdge + "/nginx":         edgeNginx,
+	spec.RoleEdge + "/haproxy":       edgeHAProxy,
+	spec.RoleStatic + "/lighttpd":    staticLighttpd,
+	spec.RoleStatic + "/nginx":       staticNginx,
+	spec.RoleStatic + "/caddy":       staticCaddy,
+	spec.RoleApp + "/apache2":        appApache,
+	spec.RoleApp + "/nginx":          appNginx,
+	spec.RoleCache + "/memcached":    cacheMemcached,
+	spec.RoleCache + "/redis":        cacheRedis,
+	spec.RoleDB + "/mariadb":         dbMariaDB,
+	spec.RoleDB + "/postgresql":      dbPostgres,
+	spec.RoleStorage + "/sftp":       storageSFTP,
+	spec.RoleStorage + "/nfs":        storageNFS,
+	spec.RoleMonitor + "/prometheus": monitorPrometheus,
 }
 
 // conf joins a file name onto the node's config directory.

@@ -27,6 +27,7 @@ var DefaultMemory = map[string]ByteSize{
 	RoleCache:   256 << 20,
 	RoleDB:      1 << 30,
 	RoleStorage: 256 << 20,
+	RoleMonitor: 256 << 20,
 }
 
 // DefaultDisk is each role's disk size when a tier sets none. The default
@@ -41,6 +42,7 @@ var DefaultDisk = map[string]ByteSize{
 	RoleCache:   128 << 20,
 	RoleDB:      4 << 30,
 	RoleStorage: 4 << 30,
+	RoleMonitor: 512 << 20,
 }
 
 // MinDisk is the least disk each role works with. An ext4 image of 64M
@@ -55,6 +57,7 @@ var MinDisk = map[string]ByteSize{
 	RoleCache:   64 << 20,
 	RoleDB:      256 << 20,
 	RoleStorage: 128 << 20,
+	RoleMonitor: 128 << 20,
 }
 
 // DefaultCPU is each role's CPU weight when a tier sets none; 100 is an
@@ -68,6 +71,8 @@ var DefaultCPU = map[string]int{
 	RoleCache:   100,
 	RoleDB:      200,
 	RoleStorage: 100,
+	// The monitor serves no visitor: it yields to the tiers that do.
+	RoleMonitor: 50,
 }
 
 // MaxCPU is the largest CPU weight, as cgroup v2's cpu.weight.

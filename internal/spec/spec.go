@@ -21,10 +21,11 @@ const (
 	RoleDB      = catalog.RoleDB
 	RoleStorage = catalog.RoleStorage
 	RoleApp     = catalog.RoleApp
+	RoleMonitor = catalog.RoleMonitor
 )
 
 // Roles lists every role, in plan order.
-var Roles = []string{RoleEdge, RoleStatic, RoleCache, RoleDB, RoleStorage, RoleApp}
+var Roles = []string{RoleEdge, RoleStatic, RoleCache, RoleDB, RoleStorage, RoleApp, RoleMonitor}
 
 // Protocols lists how the storage tier can serve files; the first is the
 // default. The catalog lists the rest, as storage's choices; every other

@@ -101,7 +101,7 @@ func (v *validator) nodesOn() (private, dmz int) {
 			case RoleEdge:
 				dmz += n
 				continue
-			case RoleStatic, RoleApp:
+			case RoleStatic, RoleApp, RoleMonitor:
 				dmz += n
 			}
 		}

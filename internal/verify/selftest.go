@@ -44,7 +44,8 @@ type Outcome struct {
 //   - a UDP hole: the cache node also accepts udp/11211 (memcached's
 //     UDP side, a classic amplifier);
 //   - anti-spoofing removed for one node: the host's bridge table no
-//     longer checks the source address of what it sends.
+//     longer checks the source address of what it sends;
+//   - with a monitor, its firewall widened: it also accepts tcp/22.
 func Mutations(p *plan.Plan) []Mutation {
 	var ms []Mutation
 	if n := pick(p, spec.RoleEdge); n != nil {
@@ -119,6 +120,20 @@ func Mutations(p *plan.Plan) []Mutation {
 		},
 		explains: cellsOnly(func(c *Cell) bool { return c.To == Host }),
 	})
+	if n := pick(p, spec.RoleMonitor); n != nil {
+		// The monitor lets in the host alone, on Prometheus's port; a
+		// rule that opens it wider (an operator's sshd, say) shows from
+		// the host, whose own output nothing filters.
+		const port = 22
+		ms = append(ms, Mutation{
+			Name: fmt.Sprintf("the monitor widened: %s also accepts tcp/%d on its private side", n.Name, port),
+			breakIt: func(ctx context.Context) (func(context.Context) error, error) {
+				rule := fmt.Sprintf("insert rule inet bulkhead input iifname %q tcp dport %d accept\n", plan.NetPrivate, port)
+				return restoreNode(n), nft.Apply(ctx, n.Netns, []byte(rule))
+			},
+			explains: cellsOnly(func(c *Cell) bool { return c.To == n.Name && c.Port == port }),
+		})
+	}
 	if m, ok := publishHole(p); ok {
 		ms = append(ms, m)
 	}

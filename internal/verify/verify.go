@@ -324,10 +324,14 @@ func (s *session) inventory() error {
 
 // expectedListener says whether the plan accounts for a socket listening
 // in vantage v: only a node's role ports, on its own addresses and over
-// their own protocol.
+// their own protocol, and its agent's metrics port on the one address the
+// plan gives it.
 func (v *vantage) expectedListener(so Socket) bool {
 	if v.node == nil {
 		return false
+	}
+	if so.Proto == "tcp" && v.node.Metrics.IsValid() && so.Local == v.node.Metrics {
+		return true
 	}
 	if !slices.Contains(v.node.Listens, plan.Port{Proto: so.Proto, Number: int(so.Local.Port())}) {
 		return false

@@ -923,6 +923,16 @@ func (f *fakeSystem) stopProcess(o Object) error {
 	return nil
 }
 
+// queryAlerts: the fake host runs no monitor, so nothing fires; the call
+// is recorded as the bridge it would go through.
+func (f *fakeSystem) queryAlerts(ctx context.Context, bridge string, target netip.AddrPort) ([]Alert, error) {
+	return []Alert{}, nil
+}
+
+func (f *fakeSystem) queryUsage(ctx context.Context, bridge string, target netip.AddrPort, nodes []string) ([]NodeUsage, error) {
+	return nil, nil
+}
+
 // queryAgent answers for the agent of a node whose container runs.
 func (f *fakeSystem) queryAgent(ctx context.Context, socket string) (*agent.Status, error) {
 	f.mu.Lock()

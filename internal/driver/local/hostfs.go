@@ -38,7 +38,7 @@ func (d *Driver) prepareRootfs(dir string, uid int) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	for _, sub := range []string{"usr", "etc", "proc", "dev", "sys", "tmp", "run", "srv", "var", "var/lib", "var/lib/bulkhead", "var/log", "var/log/bulkhead", "var/tmp", "bulkhead"} {
+	for _, sub := range []string{"usr", "etc", "proc", "dev", "sys", "tmp", "run", "srv", "var", "var/lib", "var/lib/bulkhead", "var/log", "var/log/bulkhead", "var/tmp", "bulkhead", "bulkhead/cgroup"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 			return err
 		}

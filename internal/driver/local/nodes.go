@@ -25,6 +25,9 @@ import (
 // Where the bulkhead binary appears inside every container.
 var agentPath = render.DefaultLayout().Agent
 
+// cgroupPath is where a node sees its own cgroups.
+const cgroupPath = "/bulkhead/cgroup"
+
 // owner says which account owns a node's writable directories and can read
 // its group-readable secrets (mode 0440): the daemon that needs them, as
 // the catalog says. Empty means root.
@@ -201,6 +204,10 @@ func (d *Driver) container(p *plan.Plan, n *plan.Node, ids runc.IDMap, filter *s
 		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "size=262144k"}},
 		{Destination: "/var/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "size=65536k"}},
 		runc.Bind(ps.binary(), agentPath, false),
+		// The node's own cgroups, read-only, one directory per
+		// controller, for the agent's metrics: runc binds the
+		// container's cgroup of each controller, and no other.
+		{Destination: cgroupPath, Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 	}
 	if n.Mount != nil {
 		// The share is mounted on the host side, on srv/shared, later
@@ -217,15 +224,12 @@ func (d *Driver) container(p *plan.Plan, n *plan.Node, ids runc.IDMap, filter *s
 		mounts = append(mounts, m, runc.Bind(ps.releases(), releasesDir, false))
 	}
 	return runc.Container{
-		ID:       n.Container,
-		Bundle:   np.bundle(),
-		Rootfs:   ps.nodeRoot(n.Name),
-		Hostname: n.Name,
-		Netns:    "/var/run/netns/" + n.Netns,
-		Args: []string{agentPath, "agent", "--node", n.Name,
-			"--services", filepath.Join(l.Conf, "services.json"),
-			"--socket", filepath.Join(l.Run, "agent.sock"),
-			"--logs", l.Log},
+		ID:        n.Container,
+		Bundle:    np.bundle(),
+		Rootfs:    ps.nodeRoot(n.Name),
+		Hostname:  n.Name,
+		Netns:     "/var/run/netns/" + n.Netns,
+		Args:      agentArgs(n, l),
 		Env:       []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "HOME=/root"},
 		Mounts:    mounts,
 		Caps:      capabilities(n),
@@ -236,6 +240,20 @@ func (d *Driver) container(p *plan.Plan, n *plan.Node, ids runc.IDMap, filter *s
 		UserNS:    userNS(ids, n),
 		Seccomp:   filter,
 	}
+}
+
+// agentArgs is the node's first process: its agent, which serves status
+// on a socket in the node's run directory and, when the plan gives the
+// node a metrics address, its metrics there.
+func agentArgs(n *plan.Node, l render.Layout) []string {
+	args := []string{agentPath, "agent", "--node", n.Name,
+		"--services", filepath.Join(l.Conf, "services.json"),
+		"--socket", filepath.Join(l.Run, "agent.sock"),
+		"--logs", l.Log}
+	if n.Metrics.IsValid() {
+		args = append(args, "--metrics", n.Metrics.String(), "--cgroup", cgroupPath, "--disk", l.Data)
+	}
+	return args
 }
 
 // userNS is where the node's user namespace is pinned, if it has one.

@@ -142,6 +142,11 @@ type system interface {
 
 	// The nodes' agents, and the site as a visitor sees it.
 	queryAgent(ctx context.Context, socket string) (*agent.Status, error)
+	// queryAlerts asks the monitor's Prometheus at target, reached only
+	// through bridge, for the alerts that fire.
+	queryAlerts(ctx context.Context, bridge string, target netip.AddrPort) ([]Alert, error)
+	// queryUsage asks it for the usage of nodes.
+	queryUsage(ctx context.Context, bridge string, target netip.AddrPort, nodes []string) ([]NodeUsage, error)
 	reloadService(ctx context.Context, socket, service string) error
 	// connections counts a container's established TCP connections whose
 	// local port is one of ports: the requests it is still serving.
@@ -452,6 +457,14 @@ func established(table string, ports []int) int {
 }
 func (realSystem) queryAgent(ctx context.Context, socket string) (*agent.Status, error) {
 	return agent.Query(ctx, socket)
+}
+
+func (realSystem) queryAlerts(ctx context.Context, bridge string, target netip.AddrPort) ([]Alert, error) {
+	return monitorAlerts(ctx, bridge, target)
+}
+
+func (realSystem) queryUsage(ctx context.Context, bridge string, target netip.AddrPort, nodes []string) ([]NodeUsage, error) {
+	return monitorUsage(ctx, bridge, target, nodes)
 }
 
 func (realSystem) siteGet(ctx context.Context, ns, url, host string) (int, []byte, error) {

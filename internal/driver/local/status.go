@@ -23,6 +23,8 @@ import (
 type (
 	Status     = driver.Status
 	NodeStatus = driver.NodeStatus
+	Alert      = driver.Alert
+	NodeUsage  = driver.NodeUsage
 )
 
 func (d *Driver) savedPlan(stack string) (*plan.Plan, error) {
@@ -80,7 +82,31 @@ func (d *Driver) Status(ctx context.Context, stack string) (*Status, error) {
 		}
 		st.Nodes = append(st.Nodes, ns)
 	}
+	if m := p.Dashboard; m != nil {
+		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		st.Alerts, err = d.sys().queryAlerts(qctx, p.Network(plan.NetPrivate).Bridge, m.Target)
+		cancel()
+		if err != nil {
+			st.AlertsError = err.Error()
+		}
+	}
 	return st, nil
+}
+
+// Usage asks the stack's monitor for each node's usage.
+func (d *Driver) Usage(ctx context.Context, stack string) ([]NodeUsage, error) {
+	p, err := d.savedPlan(stack)
+	if err != nil {
+		return nil, err
+	}
+	if p.Dashboard == nil {
+		return nil, fmt.Errorf("stack %s has no monitor tier; add \"monitor: {}\" under tiers and run up", stack)
+	}
+	var nodes []string
+	for _, n := range p.Nodes {
+		nodes = append(nodes, n.Name)
+	}
+	return d.sys().queryUsage(ctx, p.Network(plan.NetPrivate).Bridge, p.Dashboard.Target, nodes)
 }
 
 // Logs prints the last lines of a node's daemon logs, and with follow keeps

@@ -1,0 +1,124 @@
+package render
+
+import (
+	"fmt"
+	"path"
+	"strconv"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/service"
+)
+
+// ScrapeInterval is how often the monitor reads every node's metrics. The
+// dashboard's graphs and top show rates over a few of these.
+const ScrapeInterval = "5s"
+
+// MonitorJob is the scrape job of the nodes' agents; their series carry
+// node, tier and role labels that the monitor sets, not the node.
+const MonitorJob = "node"
+
+// prometheusConf is prometheus.yml: one job, one target per node with
+// the labels that name it.
+type prometheusConf struct {
+	Global struct {
+		ScrapeInterval     string `yaml:"scrape_interval"`
+		EvaluationInterval string `yaml:"evaluation_interval"`
+	} `yaml:"global"`
+	RuleFiles     []string       `yaml:"rule_files"`
+	ScrapeConfigs []scrapeConfig `yaml:"scrape_configs"`
+}
+
+type scrapeConfig struct {
+	JobName       string         `yaml:"job_name"`
+	ScrapeTimeout string         `yaml:"scrape_timeout,omitempty"`
+	StaticConfigs []staticConfig `yaml:"static_configs"`
+}
+
+type staticConfig struct {
+	Targets []string          `yaml:"targets"`
+	Labels  map[string]string `yaml:"labels"`
+}
+
+// monitorPrometheus runs Prometheus on the monitor's private address,
+// scraping every node's agent over the plan's flows, with the alert rules
+// in rules.yml. Its time series live on the node's own disk, bounded to
+// three quarters of it.
+func monitorPrometheus(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
+	d := p.Dashboard
+	if d == nil || d.Node != n.Name {
+		return nil, nil, fmt.Errorf("the plan gives the host no way to %s's API", n.Name)
+	}
+	var c prometheusConf
+	c.Global.ScrapeInterval = ScrapeInterval
+	c.Global.EvaluationInterval = ScrapeInterval
+	c.RuleFiles = []string{in.Layout.conf("rules.yml")}
+	job := scrapeConfig{JobName: MonitorJob, ScrapeTimeout: "4s"}
+	for _, peer := range p.Peers(n) {
+		m := peer.Node
+		if !m.Metrics.IsValid() || peer.Flow.Port.Number != int(m.Metrics.Port()) {
+			continue
+		}
+		job.StaticConfigs = append(job.StaticConfigs, staticConfig{
+			Targets: []string{m.Metrics.String()},
+			Labels:  map[string]string{"node": m.Name, "tier": m.Tier, "role": m.Role},
+		})
+	}
+	c.ScrapeConfigs = []scrapeConfig{job}
+	conf, err := yaml.Marshal(&c)
+	if err != nil {
+		return nil, nil, err
+	}
+	tsdb := path.Join(in.Layout.Data, "prometheus")
+	svc := service.Service{
+		Name: "prometheus",
+		Argv: []string{"setpriv", "--reuid=prometheus", "--regid=prometheus", "--init-groups", "--",
+			"prometheus",
+			"--config.file=" + in.Layout.conf("prometheus.yml"),
+			"--storage.tsdb.path=" + tsdb,
+			"--storage.tsdb.retention.size=" + strconv.FormatInt(max(n.Disk*3/4>>20, 32), 10) + "MB",
+			"--web.listen-address=" + d.Target.String(),
+			"--log.level=warn",
+		},
+		Setup:   []string{"install", "-d", "-o", "prometheus", "-g", "prometheus", "-m", "0750", tsdb},
+		Creates: tsdb,
+		// Prometheus re-reads its config and rules on SIGHUP.
+		Reload: &service.Reload{Signal: "HUP"},
+	}
+	return []File{
+		{Path: "prometheus.yml", Mode: 0o644, Data: conf, OnChange: Reload},
+		{Path: "rules.yml", Mode: 0o644, Data: []byte(monitorRules), OnChange: Reload},
+	}, []service.Service{svc}, nil
+}
+
+// monitorRules are the alerts the monitor ships with, over the agents'
+// metrics (job "node", MonitorJob). Each names the node in its labels, for
+// status to show.
+const monitorRules = `groups:
+  - name: bulkhead
+    rules:
+      - alert: NodeDown
+        expr: up{job="node"} == 0
+        for: 30s
+        labels: {severity: critical}
+        annotations:
+          summary: "{{ $labels.node }}'s agent does not answer the monitor"
+      - alert: ServiceDown
+        expr: bulkhead_service_up{job="node"} == 0
+        for: 30s
+        labels: {severity: critical}
+        annotations:
+          summary: "{{ $labels.service }} on {{ $labels.node }} is not running"
+      - alert: CrashLoop
+        expr: increase(bulkhead_service_restarts_total{job="node"}[5m]) >= 3
+        labels: {severity: warning}
+        annotations:
+          summary: "{{ $labels.service }} on {{ $labels.node }} restarted {{ $value | printf \"%.0f\" }} times in 5 minutes"
+      - alert: DiskFull
+        expr: bulkhead_node_disk_used_bytes{job="node"} / bulkhead_node_disk_size_bytes{job="node"} > 0.8
+        for: 1m
+        labels: {severity: warning}
+        annotations:
+          summary: "{{ $labels.node }}'s disk is {{ $value | humanizePercentage }} full"
+`

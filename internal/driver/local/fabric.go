@@ -137,12 +137,17 @@ func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, rul
 			}
 		}
 	}
+	done := d.took("nftApply", "node", n.Name)
 	if err := d.sys().nftApply(ctx, n.Netns, ruleset); err != nil {
 		return fmt.Errorf("node %s firewall: %w", n.Name, err)
 	}
+	done()
+	done = d.took("checkFirewall", "node", n.Name)
 	if err := d.checkFirewall(ctx, n); err != nil {
 		return err
 	}
+	done()
+	defer d.took("veths", "node", n.Name)()
 	for _, i := range n.Ifaces {
 		nw := p.Network(i.Network)
 		if err := j.record(Object{Kind: KindVeth, Name: i.Host}); err != nil {

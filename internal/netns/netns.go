@@ -65,9 +65,8 @@ func Sysctl(ctx context.Context, ns, key, value string) error {
 		return os.WriteFile(path, []byte(value), 0o644)
 	}
 	// sysctls under net/ are per namespace; write them from inside.
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "sh", "-c", `printf %s "$1" > "$2"`, "sh", value, path)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("sysctl %s=%s in %s: %w: %s", key, value, ns, err, strings.TrimSpace(string(out)))
+	if err := In(ns, func() error { return os.WriteFile(path, []byte(value), 0o644) }); err != nil {
+		return fmt.Errorf("sysctl %s=%s in %s: %w", key, value, ns, err)
 	}
 	return nil
 }

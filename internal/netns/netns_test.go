@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/bulkhead/bulkhead/internal/hosttest"
@@ -45,6 +47,22 @@ func TestFabric(t *testing.T) {
 		if err := netns.AddVeth(ctx, netns.Veth{Host: veth, Bridge: br, Netns: ns, Name: "private", Addr: "10.213.0.2/24"}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// A sysctl written from a thread inside the namespace is the
+	// namespace's, and the host's stays as it was.
+	const key, file = "net.ipv4.ip_unprivileged_port_start", "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+	host, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.Sysctl(ctx, ns, key, "777"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", ns, "cat", file).Output(); err != nil || strings.TrimSpace(string(out)) != "777" {
+		t.Errorf("%s in %s is %q (%v), want 777", key, ns, out, err)
+	}
+	if now, err := os.ReadFile(file); err != nil || string(now) != string(host) {
+		t.Errorf("the host's %s went from %q to %q (%v) when the namespace's was set", key, host, now, err)
 	}
 	if dev, err := netns.RouteDev(ctx, "", "10.213.0.200"); err != nil || dev != br {
 		t.Errorf("host route to the subnet: dev %q, %v; want %s", dev, err, br)

@@ -26,6 +26,7 @@ import (
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/release"
 	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/runc"
 	"github.com/bulkhead/bulkhead/internal/secrets"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
@@ -641,11 +642,23 @@ func (d *Driver) containers(ctx context.Context, p *plan.Plan, j *journal) ([]st
 	d.progress("containers: starting %d nodes", len(p.Nodes))
 	var started []string
 	for _, tier := range startOrder(p) {
+		list, err := d.sys().listContainers(ctx)
+		if err != nil {
+			return nil, err
+		}
+		states := map[string]runc.Status{}
+		for _, st := range list {
+			states[st.ID] = st
+		}
 		fresh := make([]bool, len(tier))
-		err := d.eachNode(ctx, tier, func(ctx context.Context, i int, n *plan.Node) error {
-			st, _ := d.sys().containerState(ctx, n.Container)
+		err = d.eachNode(ctx, tier, func(ctx context.Context, i int, n *plan.Node) error {
+			st, ok := states[n.Container]
+			var stErr error
+			if !ok {
+				stErr = runc.ErrNotExist
+			}
 			defer d.took("startContainer", "node", n.Name)()
-			if err := d.startContainer(ctx, p, n, j); err != nil {
+			if err := d.startContainerFrom(ctx, p, n, j, st, stErr); err != nil {
 				return err
 			}
 			fresh[i] = st.Status != "running"
@@ -889,18 +902,22 @@ func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, finger
 	if !d.antiSpoofWhole(ctx, p) {
 		return false
 	}
+	list, err := sys.listContainers(ctx)
+	if err != nil {
+		return false
+	}
+	running := map[string]bool{}
+	for _, st := range list {
+		running[st.ID] = st.Status == "running"
+	}
 	for _, n := range p.Nodes {
-		if st, err := sys.containerState(ctx, n.Container); err != nil || st.Status != "running" {
-			return false
-		}
-		if !sys.netnsExists(n.Netns) {
-			return false
-		}
-		if err := d.checkFirewall(ctx, &n); err != nil {
+		if !running[n.Container] || !sys.netnsExists(n.Netns) {
 			return false
 		}
 	}
-	return true
+	return d.eachNode(ctx, pointers(p.Nodes), func(ctx context.Context, _ int, n *plan.Node) error {
+		return d.checkFirewall(ctx, n)
+	}) == nil
 }
 
 // removeStale deletes what an earlier up made for nodes this plan no longer

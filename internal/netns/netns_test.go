@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/bulkhead/bulkhead/internal/hosttest"
@@ -74,5 +75,43 @@ func TestFabric(t *testing.T) {
 	// sends no packet.
 	if _, err := netns.RouteDev(ctx, ns, "203.0.113.77"); !errors.Is(err, netns.ErrNoRoute) {
 		t.Errorf("namespace route off the subnet: %v; want ErrNoRoute", err)
+	}
+}
+
+// TestAddOwnedConcurrently makes owned namespaces from many goroutines
+// while others enter namespaces on threads that end afterwards (Sysctl):
+// the child that holds a new namespace must live until it is pinned, though
+// it dies with the thread that forked it.
+func TestAddOwnedConcurrently(t *testing.T) {
+	hosttest.RequireRoot(t)
+	ctx := context.Background()
+	const n = 16
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("bhtest-own-%d-%d", os.Getpid()%10000, i)
+	}
+	t.Cleanup(func() {
+		for _, name := range names {
+			if err := netns.DeleteOwned(ctx, name); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() {
+			// Ids far above the blocks stacks take (see
+			// driver/local/ids.go); nothing runs as them.
+			if errs[i] = netns.AddOwned(ctx, name, netns.IDMap{Host: 0x70000000 + uint32(i)<<16, Size: 65536}); errs[i] == nil {
+				errs[i] = netns.Sysctl(ctx, name, "net.ipv4.ip_unprivileged_port_start", "80")
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("%s: %v", names[i], err)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -61,6 +62,12 @@ func AddOwned(ctx context.Context, name string, ids IDMap) error {
 		GidMappingsEnableSetgroups: true,
 		Pdeathsig:                  syscall.SIGKILL,
 	}
+	// Pdeathsig fires when the thread that forked the child ends, not
+	// the process: held by this goroutine, the thread cannot be taken by
+	// one that locks it to enter a namespace and ends with it (Do),
+	// killing the child before its namespaces are pinned.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("create user and network namespaces for %s: %w", name, err)
 	}

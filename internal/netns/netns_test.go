@@ -49,6 +49,22 @@ func TestFabric(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A pair that has drifted (host end down, the address gone) is put
+	// right, not taken for ready.
+	for _, args := range [][]string{{"link", "set", veth, "down"}, {"-n", ns, "addr", "flush", "dev", "private"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	if err := netns.AddVeth(ctx, netns.Veth{Host: veth, Bridge: br, Netns: ns, Name: "private", Addr: "10.213.0.2/24"}); err != nil {
+		t.Fatal(err)
+	}
+	if flags, err := os.ReadFile("/sys/class/net/" + veth + "/flags"); err != nil || !strings.HasSuffix(strings.TrimSpace(string(flags)), "3") {
+		t.Errorf("host end's flags %q (%v): want it up again", flags, err)
+	}
+	if out, err := exec.Command("ip", "-n", ns, "-o", "-4", "addr", "show", "dev", "private").Output(); err != nil || !strings.Contains(string(out), " 10.213.0.2/24 ") {
+		t.Errorf("the namespace's end has %q (%v), want 10.213.0.2/24 back", out, err)
+	}
 	// A sysctl written from a thread inside the namespace is the
 	// namespace's, and the host's stays as it was.
 	const key, file = "net.ipv4.ip_unprivileged_port_start", "/proc/sys/net/ipv4/ip_unprivileged_port_start"

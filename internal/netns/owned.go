@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,6 +110,14 @@ func setup(ctx context.Context, name string) error {
 		return err
 	}
 	if err := Sysctl(ctx, name, "net.ipv6.conf.default.disable_ipv6", "1"); err != nil {
+		return err
+	}
+	up := false
+	if err := In(name, func() error {
+		lo, err := net.InterfaceByName("lo")
+		up = err == nil && lo.Flags&net.FlagUp != 0
+		return nil
+	}); err != nil || up {
 		return err
 	}
 	_, err := run(ctx, "-n", name, "link", "set", "lo", "up")

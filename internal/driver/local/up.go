@@ -296,12 +296,16 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 	if front != nil {
 		// The site answers on every app node that is about to get
 		// visitors, before it gets them.
+		var apps []*plan.Node
 		for _, name := range started {
 			if n := p.Node(name); n != nil && n.Role == spec.RoleApp {
-				if err := d.siteCheck(ctx, p, front, n, o.Wait); err != nil {
-					return err
-				}
+				apps = append(apps, n)
 			}
+		}
+		if err := d.eachNode(ctx, apps, func(ctx context.Context, _ int, n *plan.Node) error {
+			return d.siteCheck(ctx, p, front, n, o.Wait)
+		}); err != nil {
+			return err
 		}
 		if err := d.updateFront(ctx, p, front, byName, j, res); err != nil {
 			return err

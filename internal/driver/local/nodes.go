@@ -279,8 +279,7 @@ func (d *Driver) startContainer(ctx context.Context, p *plan.Plan, n *plan.Node,
 }
 
 // startContainerFrom is startContainer with the container's state, and
-// the error reading it, already known: one runc list for many nodes costs
-// what one runc state does for each.
+// the error reading it, already known.
 func (d *Driver) startContainerFrom(ctx context.Context, p *plan.Plan, n *plan.Node, j *journal, st runc.Status, err error) error {
 	ids := j.nodeIDs(n.Name)
 	var filter *specs.LinuxSeccomp

@@ -26,7 +26,6 @@ import (
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/release"
 	"github.com/bulkhead/bulkhead/internal/render"
-	"github.com/bulkhead/bulkhead/internal/runc"
 	"github.com/bulkhead/bulkhead/internal/secrets"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
@@ -646,21 +645,11 @@ func (d *Driver) containers(ctx context.Context, p *plan.Plan, j *journal) ([]st
 	d.progress("containers: starting %d nodes", len(p.Nodes))
 	var started []string
 	for _, tier := range startOrder(p) {
-		list, err := d.sys().listContainers(ctx)
-		if err != nil {
-			return nil, err
-		}
-		states := map[string]runc.Status{}
-		for _, st := range list {
-			states[st.ID] = st
-		}
 		fresh := make([]bool, len(tier))
-		err = d.eachNode(ctx, tier, func(ctx context.Context, i int, n *plan.Node) error {
-			st, ok := states[n.Container]
-			var stErr error
-			if !ok {
-				stErr = runc.ErrNotExist
-			}
+		// One runc state a node, not runc list: list fails outright
+		// when any container on the host goes away while it reads.
+		err := d.eachNode(ctx, tier, func(ctx context.Context, i int, n *plan.Node) error {
+			st, stErr := d.sys().containerState(ctx, n.Container)
 			defer d.took("startContainer", "node", n.Name)()
 			if err := d.startContainerFrom(ctx, p, n, j, st, stErr); err != nil {
 				return err
@@ -906,20 +895,15 @@ func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, finger
 	if !d.antiSpoofWhole(ctx, p) {
 		return false
 	}
-	list, err := sys.listContainers(ctx)
-	if err != nil {
-		return false
-	}
-	running := map[string]bool{}
-	for _, st := range list {
-		running[st.ID] = st.Status == "running"
-	}
 	for _, n := range p.Nodes {
-		if !running[n.Container] || !sys.netnsExists(n.Netns) {
+		if !sys.netnsExists(n.Netns) {
 			return false
 		}
 	}
 	return d.eachNode(ctx, pointers(p.Nodes), func(ctx context.Context, _ int, n *plan.Node) error {
+		if st, err := sys.containerState(ctx, n.Container); err != nil || st.Status != "running" {
+			return fmt.Errorf("node %s is not running", n.Name)
+		}
 		return d.checkFirewall(ctx, n)
 	}) == nil
 }

@@ -8,12 +8,12 @@ import (
 	"github.com/bulkhead/bulkhead/internal/plan"
 )
 
-// defaultWorkers bounds how many nodes up works on at once. Most of a
+// defaultWorkers bounds how many nodes up works on at once. Much of a
 // node's making is waiting on the kernel and on the processes it runs (ip,
-// nft, mkfs, runc), not on the CPU, so more workers than cores pay: at 100
-// app nodes on 2 cores, 8 workers made up about 3 times faster than 1
-// (bench/results). Many more would only pile runc processes onto the same
-// cores.
+// nft, mkfs, runc): as of 2026-11, a serial up at 25 app nodes kept a
+// 2-core host only 30% busy. More workers than cores pay for that; many
+// more would only pile runc processes onto the same cores. 8 is a guess
+// within that range, not a measured optimum.
 const defaultWorkers = 8
 
 func (d *Driver) workerCount() int {

@@ -1,6 +1,6 @@
-# bench/lib.sh: the shell that bench/dataplane.sh, bench/controlplane.sh
-# and bench/change.sh share; each sources it right after `set -euo
-# pipefail`. Not a script of its own.
+# bench/lib.sh: the shell that bench/dataplane.sh, bench/controlplane.sh,
+# bench/change.sh and bench/backup.sh share; each sources it right after
+# `set -euo pipefail`. Not a script of its own.
 #
 # Before sourcing, the caller sets
 #   me       its name in messages (dataplane.sh)

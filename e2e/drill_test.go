@@ -31,8 +31,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/netns"
 )
@@ -54,9 +52,8 @@ import (
 //     request fails, and the supervisor brings the node back.
 //   - app-1: its disk and its tmpfs are filled. The site keeps answering,
 //     and every node is healthy once the files are removed.
-//   - the published port: the supervisor's forwarder is flooded with
-//     connections until accept fails for want of file descriptors. It
-//     serves again once they close.
+//   - the published port: the supervisor and its keeper are stopped. It
+//     serves on: it is the kernel's.
 func TestFaultDrill(t *testing.T) {
 	s := newStack(t, "e2eg", 248, 18690, "")
 	s.run("up")
@@ -182,50 +179,36 @@ func TestFaultDrill(t *testing.T) {
 		d.row(f, "n/a (reads only)")
 	})
 
-	t.Run("published port: forwarder flooded past its file limit", func(t *testing.T) {
-		sup, err := strconv.Atoi(pairPID(t, s, "process"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var flood []net.Conn
-		defer func() {
-			for _, c := range flood {
-				c.Close()
-			}
-		}()
-		f := d.fault(t, "published port: forwarder past RLIMIT_NOFILE", func() {
-			flood = d.flood(t, sup)
-		}, func() {
-			for _, c := range flood {
-				c.Close()
-			}
-			flood = nil
-		}, func() bool {
-			// Through the published port, the forwarder's.
-			c := &http.Client{Timeout: 3 * time.Second}
-			resp, err := c.Get("http://" + s.http + "/")
+	t.Run("published port: the supervisor and its keeper stopped", func(t *testing.T) {
+		// The published port is the kernel's: with both processes
+		// stopped (SIGSTOP, so that neither starts the other), it serves
+		// on.
+		var pair []int
+		for _, kind := range []string{"process", "keeper"} {
+			pid, err := strconv.Atoi(pairPID(t, s, kind))
 			if err != nil {
-				return false
+				t.Fatal(err)
 			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
+			pair = append(pair, pid)
+		}
+		signal := func(sig syscall.Signal) {
+			for _, pid := range pair {
+				if err := syscall.Kill(pid, sig); err != nil {
+					t.Errorf("signal %v to %d: %v", sig, pid, err)
+				}
+			}
+		}
+		defer signal(syscall.SIGCONT)
+		f := d.fault(t, "published port: supervisor and keeper stopped", func() { signal(syscall.SIGSTOP) }, nil, func() bool {
+			return strings.HasPrefix(s.get(t, "/"), "200 ")
 		})
-		d.restoreLimit(t)
-		if got, _ := strconv.Atoi(pairPID(t, s, "process")); got != sup {
-			t.Errorf("the supervisor is pid %d, was %d: it did not survive the flood", got, sup)
-		}
-		if out, _ := s.exec("status"); !strings.Contains(out, "supervisor running") {
-			t.Errorf("status after the flood:\n%s", out)
-		}
-		if len(f.load.failures) > 0 {
-			t.Errorf("%d of %d requests from outside failed during the flood; want none; the first: %q", len(f.load.failures), f.load.requests, f.load.failures[:min(len(f.load.failures), 5)])
-		}
-		hosttest.Eventually(t, time.Minute, "every node healthy after the flood", func() bool { return d.healthy(t, nodes...) })
 		for range 20 {
 			if got := s.get(t, "/"); !strings.HasPrefix(got, "200 ") {
-				t.Fatalf("GET / through the published port after the flood: %.200q", got)
+				t.Fatalf("GET / through the published port with the supervisor stopped: %.200q", got)
 			}
+		}
+		if len(f.load.failures) > 0 {
+			t.Errorf("%d of %d requests from outside failed with the supervisor stopped; want none; the first: %q", len(f.load.failures), f.load.requests, f.load.failures[:min(len(f.load.failures), 5)])
 		}
 		d.row(f, "n/a (reads only)")
 	})
@@ -243,12 +226,6 @@ type drill struct {
 	ns, url string // the outside vantage point and the edge's public URL
 	dbName  string
 	rows    []drillRow
-
-	limit struct { // the supervisor's file limit while the flood lowers it
-		pid int
-		old unix.Rlimit
-		set bool
-	}
 }
 
 type drillRow struct {
@@ -794,96 +771,4 @@ func (d *drill) checkUploads(t *testing.T, p *posters) (lost, partial int) {
 	}
 	t.Logf("storage holds %d images of %d posts, %d that no post names, %d half-written under hidden names", len(referenced), len(stored), orphans, hidden)
 	return lost, partial
-}
-
-// flood opens connections to the published port until the supervisor's
-// forwarder fails to accept for want of file descriptors, and returns
-// them. Its limit (RLIMIT_NOFILE, the host's hard limit, which Go raises
-// the soft one to) may be a million, so the flood first lowers its soft
-// limit to a few hundred above what it holds: the same wall, reached with
-// a bounded number of connections.
-func (d *drill) flood(t *testing.T, pid int) []net.Conn {
-	t.Helper()
-	var old unix.Rlimit
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
-		t.Fatalf("the supervisor's RLIMIT_NOFILE: %v", err)
-	}
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lowered := unix.Rlimit{Cur: uint64(len(fds) + 200), Max: old.Max}
-	d.limit.pid, d.limit.old, d.limit.set = pid, old, true
-	t.Cleanup(func() { d.restoreLimit(t) })
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lowered, nil); err != nil {
-		t.Fatalf("lower the supervisor's RLIMIT_NOFILE: %v", err)
-	}
-	t.Logf("the supervisor (pid %d) holds %d files under RLIMIT_NOFILE %d (hard %d); lowered to %d", pid, len(fds), old.Cur, old.Max, lowered.Cur)
-
-	log := filepath.Join("/var/lib/bulkhead", d.s.name, "supervisor.log")
-	offset := fileSize(log)
-	refused := func() []string {
-		return grepFrom(log, offset, "accept on a published port failed")
-	}
-	var conns []net.Conn
-	for len(refused()) == 0 {
-		if len(conns) >= 4000 {
-			t.Fatalf("%d connections to %s and no accept error in %s", len(conns), d.s.http, log)
-		}
-		for range 50 {
-			c, err := net.DialTimeout("tcp", d.s.http, 2*time.Second)
-			if err != nil {
-				break // the listen queue is full too
-			}
-			conns = append(conns, c)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	// Nothing is accepted while the limit is reached.
-	c := &http.Client{Timeout: 2 * time.Second}
-	_, during := c.Get("http://" + d.s.http + "/")
-	time.Sleep(2 * time.Second)
-	lines := refused()
-	t.Logf("%d connections open; the forwarder's accept failed %d times: %s; GET / meanwhile: %v", len(conns), len(lines), lastLine(strings.Join(lines, "\n")), during)
-	if other := grepFrom(log, offset, "level=ERROR"); len(other) > 0 {
-		t.Logf("the supervisor's errors during the flood:\n%s", strings.Join(other, "\n"))
-	}
-	return conns
-}
-
-// restoreLimit gives the supervisor back its file limit, once.
-func (d *drill) restoreLimit(t *testing.T) {
-	if !d.limit.set {
-		return
-	}
-	d.limit.set = false
-	if err := unix.Prlimit(d.limit.pid, unix.RLIMIT_NOFILE, &d.limit.old, nil); err != nil && err != unix.ESRCH {
-		t.Errorf("restore the supervisor's RLIMIT_NOFILE: %v", err)
-	}
-}
-
-func fileSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// grepFrom returns the lines of the file at path, from offset on, that
-// contain sub.
-func grepFrom(path string, offset int64, sub string) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	data, _ := io.ReadAll(io.NewSectionReader(f, offset, 1<<30))
-	var out []string
-	for _, l := range strings.Split(string(data), "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return out
 }

@@ -20,8 +20,8 @@ import (
 //     and the supervisor restarts it;
 //   - the cache node's container killed: pages come from the database;
 //   - the supervisor killed: its keeper starts another, which the journal
-//     records and which takes over the published ports and site mounts,
-//     with no up;
+//     records and which takes over the site mounts, with no up (the
+//     published ports are the kernel's and never stop);
 //   - its keeper killed: the supervisor starts another.
 func TestFaults(t *testing.T) {
 	s := newStack(t, "e2eq", 246, 18660, "")

@@ -177,6 +177,7 @@ func TestVerify(t *testing.T) {
 		{"a rogue listener: tcp/8081 in app-1", "unexpected listener: app-1 tcp/8081 on 0.0.0.0"},
 		{"accept-all: db's ruleset", "host -> db:3306: denied, but 10.238.0.5:3306 is open"},
 		{"host guard removed", "outside -> host:22: denied, but 10.238.1.1:22 is open"},
+		{"a published port leads elsewhere: 127.0.0.1:18780 rewritten to app-1", "published ports reach only the edge: "},
 		{"a UDP hole: cache also accepts udp/11211", "host -> cache:11211/udp: denied, but 10.238.0.4:11211/udp is open"},
 		{"anti-spoofing removed for app-1", "spoofed sources are dropped: app-1 sent a SYN as static (10.238.0.3) to storage 10.238.0.6:22 and it arrived"},
 	}

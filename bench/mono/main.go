@@ -116,6 +116,10 @@ func Render(p *plan.Plan, dir string) ([]render.Node, error) {
 			Site: filepath.Join(dir, "site"),
 			// One copy of the site, uploads included, as before releases.
 			Shared: filepath.Join(dir, "site"),
+			// The site does not change while the baseline runs, as a
+			// release does not: the baseline gets the same opcache
+			// settings as the split's app nodes.
+			Release: true,
 		}
 		r, err := render.RenderNode(mono, n, render.Input{Layout: layout, Secrets: sec.Secrets})
 		if err != nil {

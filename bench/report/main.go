@@ -151,6 +151,7 @@ type Results struct {
 	Dataplane    Dataplane         `json:"dataplane"`
 	Controlplane Controlplane      `json:"controlplane"`
 	Change       Change            `json:"change"`
+	Backup       Backup            `json:"backup"`
 	Plots        []string          `json:"plots"`
 }
 
@@ -160,7 +161,9 @@ type Dataplane struct {
 	Workloads []Workload        `json:"workloads"`
 	Levers    []Lever           `json:"levers"`
 	BadRuns   int               `json:"bad_runs"`
-	Diagnose  string            `json:"diagnostics,omitempty"`
+	// Attribution is CPU per request by part, split against mono.
+	Attribution []Attribution `json:"cpu_per_request,omitempty"`
+	Diagnose    string        `json:"diagnostics,omitempty"`
 }
 
 // Run is one wrk run.
@@ -187,7 +190,7 @@ type Workload struct {
 	P50       map[string]*Stat  `json:"p50_ms"` // by setup
 	P99       map[string]*Stat  `json:"p99_ms"` // by setup
 	Ratio     *Stat             `json:"split_over_mono"`
-	Forwarder *Stat             `json:"forwarder_over_split,omitempty"`
+	Published *Stat             `json:"published_over_split,omitempty"`
 	Target    float64           `json:"target,omitempty"`
 	Met       *bool             `json:"target_met,omitempty"`
 	// Sandbox is the split's req/s over the unsandboxed split's
@@ -261,6 +264,9 @@ func load(dir string) (*Results, error) {
 	if err := loadChange(dir, r); err != nil {
 		return nil, err
 	}
+	if err := loadBackup(dir, r); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -319,7 +325,7 @@ func loadDataplane(dir string, r *Results) error {
 				wl.Bytes[s] = b
 			}
 		}
-		for _, s := range []string{"split", "nosandbox", "mono", "forwarder"} {
+		for _, s := range []string{"split", "nosandbox", "mono", "published"} {
 			var a, b, c []float64
 			for _, run := range d.Runs {
 				if run.Setup == s && run.Workload == w && run.Status == "ok" {
@@ -334,7 +340,7 @@ func loadDataplane(dir string, r *Results) error {
 			continue
 		}
 		wl.Ratio = ratio("split", "mono", w)
-		wl.Forwarder = ratio("forwarder", "split", w)
+		wl.Published = ratio("published", "split", w)
 		if wl.Sandbox = ratio("split", "nosandbox", w); wl.Sandbox != nil {
 			ok := math.Abs(wl.Sandbox.Median-1) <= sandboxTolerance+1e-9 // 0.97 is within
 			wl.SandboxExpected = &ok
@@ -351,7 +357,7 @@ func loadDataplane(dir string, r *Results) error {
 			names = append(names, n)
 		}
 	}
-	order := []string{"keepalive", "microcache", "fpm-static", "fpm-recycle", "sets-100"}
+	order := []string{"keepalive", "microcache", "fpm-static", "fpm-recycle", "opcache", "sets-100"}
 	slices.SortFunc(names, func(a, b string) int {
 		ia, ib := slices.Index(order, a), slices.Index(order, b)
 		if ia != ib {
@@ -375,7 +381,7 @@ func loadDataplane(dir string, r *Results) error {
 		}
 		d.Levers = append(d.Levers, l)
 	}
-	return nil
+	return loadAttribution(dir, d)
 }
 
 func loadControlplane(dir string, r *Results) error {

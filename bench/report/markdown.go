@@ -24,17 +24,21 @@ func markdown(r *Results) string {
 	p("- the machine is shared: load average %s at the first data-plane run, %s after the last. Figures are medians over interleaved rounds, with the range (min–max) in brackets; compare within a run, not across runs.\n",
 		r.Dataplane.Meta["load_start"], r.Dataplane.Meta["load_end"])
 
+	if v := r.Dataplane.Meta["installed_binary_ours"]; v != "" {
+		p("- the host's installed bulkhead, which every stack's supervisor runs, was this run's build: %s (another checkout's `bulkhead up` replaces it, and its supervisor may then put the split's configs back as that build renders them)\n", v)
+	}
+
 	if d := r.Dataplane; len(d.Workloads) > 0 {
 		m := d.Meta
 		p("\n## Data plane: split vs. monolithic\n\n")
-		p("`%s`, %s round(s); each run preceded by a %s s warm-up. In every round each workload runs on the split, the unsandboxed split (right next to the split) and the mono (split and mono take turns going first), then the forwarder diagnostic, then the levers.\n\n", m["wrk"], m["rounds"], m["warm_each_s"])
+		p("`%s`, %s round(s); each run preceded by a %s s warm-up. In every round each workload runs on the split, the unsandboxed split (right next to the split) and the mono (split and mono take turns going first), then the published port, then the levers.\n\n", m["wrk"], m["rounds"], m["warm_each_s"])
 		p("- **split**: the default stack (edge nginx; static lighttpd; app-1, app-2 apache2 + php-fpm; memcached; mariadb; storage sshd, the site mounted over sshfs). wrk runs in `%s`, the namespace on the stack's public bridge that `bulkhead up` makes for verify's outside vantage point, against the edge's public address http://%s/: the path the internet takes to the edge.\n", m["client_netns"], m["edge_public"])
 		p("- **mono**: apache2 + php-fpm + mariadb + memcached in ONE network namespace, no edge, no containers, the site on local disk; wrk in that namespace against 127.0.0.1. The configs are the split's app-1, db and cache configs, rendered by bulkhead's renderer (bench/mono) with every node on 127.0.0.1 and paths of its own (apache: %s; php-fpm: %s). The split has two app nodes, so twice the PHP workers, on the same 2 cores.\n", m["apache_mpm"], m["php_fpm_pool"])
 		if m["nosandbox_stack"] != "" {
 			p("- **nosandbox**: a second split stack, `%s`, the same stack file but for its name, subnets and ports, serving the same site, brought up with `bulkhead up --unsafe-no-sandbox`: its nodes run without user namespaces and seccomp (its edge's nginx: %s; the split's: %s). wrk runs in `%s` against its edge's public address http://%s/, as for the split, on %s.\n",
 				m["nosandbox_stack"], m["sandbox.nosandbox"], m["sandbox.split"], m["nosandbox_client_netns"], m["nosandbox_edge_public"], m["nosandbox_workloads"])
 		}
-		p("- **forwarder** (diagnostic): wrk on the host against the published port %s, bulkhead's userspace TCP forwarder in `bulkhead supervise`, then the edge.\n\n", m["published"])
+		p("- **published**: wrk on the host against the published port %s: the host's DNAT to the edge's public address, then the edge. Goal: published/split >= 0.9.\n\n", m["published"])
 		p("![split/mono ratios](dataplane-ratio.svg)\n\n")
 		p("| workload | request | bytes | split req/s | mono req/s | split/mono | target | split p50 / p99 ms | mono p50 / p99 ms |\n|---|---|---:|---:|---:|---:|---|---:|---:|\n")
 		for _, w := range d.Workloads {
@@ -47,10 +51,10 @@ func markdown(r *Results) string {
 				med(w.P50["split"]), med(w.P99["split"]), med(w.P50["mono"]), med(w.P99["mono"]))
 		}
 		p("\n![req/s](dataplane-rps.svg)\n\n")
-		p("### The published port's forwarder (diagnostic)\n\n| workload | forwarder req/s | split req/s | forwarder/split |\n|---|---:|---:|---:|\n")
+		p("### The published port against the edge's own address\n\n| workload | published req/s | split req/s | published/split |\n|---|---:|---:|---:|\n")
 		for _, w := range d.Workloads {
-			if w.Forwarder != nil {
-				p("| %s | %s | %s | %s |\n", w.Name, fstat(w.RPS["forwarder"], ""), fstat(w.RPS["split"], ""), fstat(w.Forwarder, ""))
+			if w.Published != nil {
+				p("| %s | %s | %s | %s |\n", w.Name, fstat(w.RPS["published"], ""), fstat(w.RPS["split"], ""), fstat(w.Published, ""))
 			}
 		}
 		if slices.ContainsFunc(d.Workloads, func(w Workload) bool { return w.Sandbox != nil }) {
@@ -66,6 +70,27 @@ func markdown(r *Results) string {
 				within := map[bool]string{true: "yes", false: "**no**"}[*w.SandboxExpected]
 				p("| %s | %s | %s | **%s** | %s | %s / %s | %s / %s |\n", w.Name, fstat(w.RPS["split"], ""), fstat(w.RPS["nosandbox"], ""), fstat(w.Sandbox, ""), within,
 					med(w.P50["split"]), med(w.P99["split"]), med(w.P50["nosandbox"]), med(w.P99["nosandbox"]))
+			}
+		}
+		if len(d.Attribution) > 0 {
+			p("\n## CPU per request: where the split's extra goes\n\n")
+			p("Milliseconds of CPU per request (user + system; the system share in brackets), median over the rounds, from the same runs as above: each node's cgroup on the split (runc's, one per container), one cgroup per daemon on the mono, both read before and after wrk; the sshfs clients from their processes' times; softirq is the whole host's (/proc/stat), where most of the kernel's packet handling runs whoever it works for, so other jobs on the host show there too. \"app\" is both app nodes together on the split. Per request, not per second: a setup that serves fewer requests in the same time shows what each one cost it.\n\n")
+			for _, a := range d.Attribution {
+				p("### %s\n\n| part | split ms/req (sys) | mono ms/req (sys) | split − mono |\n|---|---:|---:|---:|\n", a.Workload)
+				for _, row := range a.Rows {
+					diff := "-"
+					switch {
+					case row.SplitMs != nil && row.MonoMs != nil:
+						diff = fmt.Sprintf("%+.3f", row.SplitMs.Median-row.MonoMs.Median)
+					case row.SplitMs != nil:
+						diff = fmt.Sprintf("%+.3f", row.SplitMs.Median)
+					}
+					p("| %s | %s | %s | %s |\n", row.Part, msSys(row.SplitMs, row.SplitSys), msSys(row.MonoMs, row.MonoSys), diff)
+				}
+				if a.CPURatio != nil {
+					p("\nmono ÷ split, CPU per request of all of the above: **%.2f**: the split/mono ratio of req/s on a host whose two cores did nothing else.\n", *a.CPURatio)
+				}
+				p("\n")
 			}
 		}
 		p("\n## Levers: each one off vs. on, same round\n\n")
@@ -94,7 +119,7 @@ func markdown(r *Results) string {
 				p("%s. The sets are hash sets and are consulted only for a connection's first packet (`ct state established,related accept` comes first), and the edge keeps its upstream connections alive, so their size should not show.\n", strings.Join(es, "; "))
 			}
 		}
-		p("\n## Every run\n\nCPU in %% of one core over the run (the host has 200%%), by node for the split (`app-1:sshfs` is the host-side sshfs client of app-1) and for the unsandboxed split (`benchns:edge`, ...), by daemon for the mono; `forwarder` is `bulkhead supervise`; \"elsewhere\" is the rest of the host (other jobs, softirqs).\n\n")
+		p("\n## Every run\n\nCPU in %% of one core over the run (the host has 200%%), by node for the split (`app-1:sshfs` is the host-side sshfs client of app-1) and for the unsandboxed split (`benchns:edge`, ...), by daemon for the mono; `supervise` is `bulkhead supervise`; \"elsewhere\" is the rest of the host (other jobs, softirqs).\n\n")
 		p("| round | setup | workload | req/s | p50 ms | p99 ms | non-2xx/3xx | socket errors | status | CPU by group | host busy | elsewhere |\n|---:|---|---|---:|---:|---:|---:|---|---|---|---:|---:|\n")
 		for _, x := range d.Runs {
 			c := strings.Split(x.CPU, " | ")
@@ -205,7 +230,19 @@ func markdown(r *Results) string {
 			p("\n**%d run(s) had failed requests.**\n\n### Diagnostics\n%s", c.Failing, c.Diagnose)
 		}
 	}
+	backupMarkdown(r.Backup, p)
 	return b.String()
+}
+
+// msSys formats CPU milliseconds per request with their system share.
+func msSys(total, sys *Stat) string {
+	if total == nil {
+		return "-"
+	}
+	if sys == nil || sys.Median == 0 {
+		return fmt.Sprintf("%.3f", total.Median)
+	}
+	return fmt.Sprintf("%.3f (%.3f)", total.Median, sys.Median)
 }
 
 func med(s *Stat) string {

@@ -18,8 +18,8 @@ func ratioPlot(r *Results) string {
 		}
 	}
 	for _, w := range r.Dataplane.Workloads {
-		if w.Forwarder != nil {
-			bars = append(bars, statBar("forwarder/split "+w.Name, "forwarder", w.Forwarder))
+		if w.Published != nil {
+			bars = append(bars, statBar("published/split "+w.Name, "published", w.Published))
 		}
 	}
 	return barChart("Split stack / monolithic baseline, req/s (median, range over rounds)", "ratio",

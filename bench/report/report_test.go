@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/xml"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,5 +164,112 @@ func TestChange(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, "change.svg")); err != nil {
 		t.Errorf("no change plot: %v", err)
+	}
+}
+
+// TestBackup feeds run the raw results of bench/backup.sh: MB/s from the
+// data's bytes, bulkhead's times over the raw tools' (dump + tar, load +
+// untar), the goals judged at 100 MB only, and a failed op leaving its
+// figures out.
+func TestBackup(t *testing.T) {
+	data, out := t.TempDir(), t.TempDir()
+	tsv := "size_mb\top\tseconds\tdata_bytes\tout_bytes\texit\n" +
+		"10\traw-dump\t0.50\t-\t5000000\t0\n" +
+		"10\traw-tar\t0.50\t-\t5000000\t0\n" +
+		"10\tbackup\t2.00\t10000000\t8000000\t0\n" +
+		"10\trestore\t20.00\t10000000\t-\t0\n" +
+		"10\traw-load\t1.00\t10000000\t-\t0\n" +
+		"10\traw-untar\t1.00\t10000000\t-\t0\n" +
+		"100\traw-dump\t3.00\t-\t50000000\t0\n" +
+		"100\traw-tar\t2.00\t-\t50000000\t0\n" +
+		"100\tbackup\t12.50\t100000000\t80000000\t0\n" +
+		"100\trestore\t25.00\t100000000\t-\t0\n" +
+		"100\traw-load\t9.00\t100000000\t-\t1\n" +
+		"100\traw-untar\t1.00\t100000000\t-\t0\n"
+	os.WriteFile(filepath.Join(data, "backup.tsv"), []byte(tsv), 0o644)
+	os.WriteFile(filepath.Join(data, "backup-meta.tsv"), []byte("key\tvalue\nrows\tbase64 rows\nfiles\t1 MB files\n"), 0o644)
+	if err := run(data, out); err != nil {
+		t.Fatal(err)
+	}
+	r, err := load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := r.Backup
+	if len(b.Sizes) != 2 {
+		t.Fatalf("sizes %+v, want 2", b.Sizes)
+	}
+	s10, s100 := b.Sizes[0], b.Sizes[1]
+	if *s10.BackupMBps != 5 || *s10.RawBackupMBps != 10 || *s10.BackupRatio != 2 || *s10.RestoreRatio != 10 || s10.BackupMet != nil {
+		t.Errorf("10 MB: %+v; want backup 5 MB/s against 10, ratios 2 and 10, no goal judged", s10)
+	}
+	if *s100.BackupRatio != 2.5 || *s100.BackupMet || !*s100.RestoreMet || s100.RawRestS != nil || s100.RestoreRatio != nil {
+		t.Errorf("100 MB: %+v; want backup/raw 2.5, the backup goal missed, the restore goal met, and no raw restore (its load failed)", s100)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
+	for _, want := range []string{"| 100 MB | 100.0 | 80.0 | **12.50 (goal missed)** | 8.00 | 5.00 | 20.00 | 2.50 | 25.00 (goal met) | 4.00 | - | - | - |"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+// TestAttribution checks CPU per request by part from dataplane-cgroups.tsv
+// and the sshfs clients' share of the CPU column: the idle twin's groups
+// and runs that failed count for nothing.
+func TestAttribution(t *testing.T) {
+	data := t.TempDir()
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(data, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("run.tsv", "key\tvalue\n")
+	write("dataplane.tsv", "round\tsetup\tworkload\trps\tp50_ms\tp99_ms\tnon2xx\tsocket_errors\trequests\tstatus\tcpu\n"+
+		"1\tsplit\tcached\t1000\t1\t2\t0\t0\t2000\tok\tapp-1 60, app-1:sshfs 10, benchns:app-1:sshfs 5 | 190 of 200 | 10\n"+
+		"1\tmono\tcached\t1000\t1\t2\t0\t0\t2000\tok\tmono:php-fpm8.2 90 | 190 of 200 | 10\n"+
+		"2\tsplit\tcached\t-\t-\t-\t-\t-\t0\twrk failed (exit 1)\t-\n")
+	write("dataplane-cgroups.tsv", "round\tsetup\tworkload\trequests\tgroup\tusage_us\tuser_us\tsys_us\n"+
+		"1\tsplit\tcached\t2000\tapp-1\t1000000\t600000\t400000\n"+
+		"1\tsplit\tcached\t2000\tapp-2\t1000000\t600000\t400000\n"+
+		"1\tsplit\tcached\t2000\tbenchns:app-1\t9000000\t0\t0\n"+
+		"1\tsplit\tcached\t2000\tedge\t500000\t200000\t300000\n"+
+		"1\tmono\tcached\t2000\tmono:apache2\t400000\t200000\t200000\n"+
+		"1\tmono\tcached\t2000\tmono:php-fpm\t1200000\t1000000\t200000\n"+
+		"1\tmono\tcached\t2000\twrk\t200000\t-\t-\n"+
+		"2\tsplit\tcached\t0\tapp-1\t1000000\t0\t0\n")
+	r, err := load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Dataplane.Attribution) != 1 {
+		t.Fatalf("attribution for %d workloads, want 1 (cached)", len(r.Dataplane.Attribution))
+	}
+	want := map[string][2]float64{ // part: split, mono ms/request; -1 for none
+		"edge":                      {0.25, -1},
+		"app: web server + php-fpm": {1, 0.8},
+		"sshfs clients (host side)": {0.1, -1},
+		"all of the above":          {1.35, 0.8},
+		"wrk":                       {-1, 0.1},
+	}
+	for _, row := range r.Dataplane.Attribution[0].Rows {
+		w, ok := want[row.Part]
+		if !ok {
+			continue
+		}
+		for i, got := range []*Stat{row.SplitMs, row.MonoMs} {
+			switch {
+			case w[i] < 0 && got != nil:
+				t.Errorf("%s: side %d has %v ms, want none", row.Part, i, got.Median)
+			case w[i] >= 0 && (got == nil || math.Abs(got.Median-w[i]) > 1e-9):
+				t.Errorf("%s: side %d has %+v, want %v ms", row.Part, i, got, w[i])
+			}
+		}
+	}
+	if got := r.Dataplane.Attribution[0].CPURatio; got == nil || math.Abs(*got-0.8/1.35) > 1e-9 {
+		t.Errorf("mono/split CPU per request = %v, want %v", got, 0.8/1.35)
+	}
+	if md := markdown(r); !strings.Contains(md, "| app: web server + php-fpm | 1.000 (0.400) | 0.800 (0.200) | +0.200 |") {
+		t.Errorf("results.md lacks the app row:\n%s", md)
 	}
 }

@@ -8,6 +8,7 @@ package catalog
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,8 +70,12 @@ type Descriptor struct {
 	// secrets; empty means root.
 	SecretGroup string
 	// Capabilities are the Linux capabilities the node needs beyond the
-	// base set every node gets.
+	// base set every node gets (BaseCapabilities).
 	Capabilities []string
+	// Durable says the node keeps data that must outlive it (a
+	// database's tables, the site's files), so a backend gives it a
+	// volume of its own rather than scratch space.
+	Durable bool
 	// Sysctls are settings of the node's own network namespace (keys
 	// under net.) that its daemons need, set before the node starts.
 	Sysctls map[string]string
@@ -113,6 +118,78 @@ type Backup struct {
 	DumpFile string
 	Dump     []string
 	Restore  []string
+
+	// Version prints the server's version. A backup runs it in the db
+	// node and records the version with the dump; a restore runs it on
+	// the host before it changes anything (a node runs the host's /usr,
+	// so the host's server is the one the node will run).
+	Version []string
+	// VersionRE finds the version number in Version's output, as its
+	// first group.
+	VersionRE *regexp.Regexp
+	// Series is how many leading numbers of a version name its release
+	// series, whose servers all load each other's dumps: 2 for MariaDB
+	// (10.11), 1 for PostgreSQL since 10 (15).
+	Series int
+}
+
+// ParseVersion finds the server's version in what Version printed.
+func (b *Backup) ParseVersion(out string) (string, error) {
+	m := b.VersionRE.FindStringSubmatch(out)
+	if m == nil {
+		return "", fmt.Errorf("no version in %s's output %q", b.Version[0], strings.TrimSpace(out))
+	}
+	return m[1], nil
+}
+
+// series is the release series of version v: its first Series numbers.
+func (b *Backup) series(v string) ([]int, error) {
+	parts := strings.Split(v, ".")
+	if len(parts) < b.Series {
+		return nil, fmt.Errorf("version %q has fewer than %d numbers", v, b.Series)
+	}
+	out := make([]int, b.Series)
+	for i := range out {
+		n, err := strconv.Atoi(parts[i])
+		if err != nil {
+			return nil, fmt.Errorf("version %q: %q is not a number", v, parts[i])
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+// LoadsVersion says whether d's server at version here can load a dump
+// that a server at version dumped wrote. A dump of the same release
+// series or an older one loads; one of a newer series may use what this
+// server lacks (pg_restore refuses a newer archive outright), so it is
+// refused. An archive that records no version (before bulkhead recorded
+// it) is not checked.
+func (d *Descriptor) LoadsVersion(dumped, here string) error {
+	if d.Backup == nil || dumped == "" {
+		return nil
+	}
+	a, err := d.Backup.series(dumped)
+	if err != nil {
+		return fmt.Errorf("the dump's %s version: %w", d.Software, err)
+	}
+	b, err := d.Backup.series(here)
+	if err != nil {
+		return fmt.Errorf("this host's %s version: %w", d.Software, err)
+	}
+	if slices.Compare(a, b) > 0 {
+		return fmt.Errorf("the dump was made by %s %s, a newer release than this host's %s %s, which may not load it; restore it on a host whose %s is %s or newer",
+			d.Software, dumped, d.Software, here, d.Software, joinInts(a))
+	}
+	return nil
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ".")
 }
 
 // BackupVars are the values of Backup's placeholders for one stack.
@@ -212,6 +289,10 @@ var mariadbBackup = &Backup{
 	Dump: []string{"mariadb-dump", "--defaults-file={conf}/my.cnf",
 		"--single-transaction", "--routines", "--triggers", "--events", "{db}"},
 	Restore: []string{"mariadb", "--defaults-file={conf}/my.cnf", "{db}"},
+	// "mariadbd  Ver 10.11.19-MariaDB-0+deb12u1 for debian-linux-gnu ..."
+	Version:   []string{"mariadbd", "--version"},
+	VersionRE: regexp.MustCompile(`\bVer (\d+\.\d+\.\d+)-MariaDB`),
+	Series:    2,
 }
 
 // postgresBackup dumps in pg_dump's custom format, compressed and
@@ -226,6 +307,23 @@ var postgresBackup = &Backup{
 	Restore: append(slices.Clone(asPostgres), pgBin+"pg_restore", "--clean", "--if-exists", "--no-owner",
 		"--role={user}", "--single-transaction",
 		"--host={run}", "--port={port}", "--username=postgres", "--dbname={db}"),
+	// "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+	Version:   []string{pgBin + "postgres", "--version"},
+	VersionRE: regexp.MustCompile(`\(PostgreSQL\) (\d+(?:\.\d+)+)`),
+	Series:    1,
+}
+
+// BaseCapabilities are every node's only privileges. Daemons start as
+// root to bind port 80 and then drop to their own users; none may touch
+// the network stack (NET_ADMIN, NET_RAW), mount (SYS_ADMIN) or trace
+// (SYS_PTRACE). A descriptor's Capabilities add what a daemon needs
+// beyond them, such as sshd's chroot.
+var BaseCapabilities = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
+
+// AllCapabilities are the capabilities a node running d gets: the base
+// set, then d's own.
+func (d *Descriptor) AllCapabilities() []string {
+	return append(slices.Clone(BaseCapabilities), d.Capabilities...)
 }
 
 func tcp(n int) Port { return Port{Proto: "tcp", Number: n} }
@@ -272,20 +370,20 @@ var descriptors = []Descriptor{
 
 	{Role: RoleDB, Software: "mariadb", Ports: []Port{tcp(3306)},
 		Packages: []string{"mariadb-server", "mariadb-client"}, PHPClient: "php8.2-mysql", PDODriver: "mysql",
-		Accounts: []string{"mysql"}, DirOwner: "mysql", SecretGroup: "mysql", Backup: mariadbBackup},
+		Accounts: []string{"mysql"}, DirOwner: "mysql", SecretGroup: "mysql", Backup: mariadbBackup, Durable: true},
 	{Role: RoleDB, Software: "postgresql", Ports: []Port{tcp(5432)},
 		Packages: []string{"postgresql"}, PHPClient: "php8.2-pgsql", PDODriver: "pgsql",
-		Accounts: []string{"postgres"}, DirOwner: "postgres", SecretGroup: "postgres", Backup: postgresBackup},
+		Accounts: []string{"postgres"}, DirOwner: "postgres", SecretGroup: "postgres", Backup: postgresBackup, Durable: true},
 
 	// The host mounts SFTP with sshfs, which depends on fuse3 and
 	// openssh-client. sshd chroots each user and writes login records.
 	{Role: RoleStorage, Software: ProtocolSFTP, Ports: []Port{tcp(22)},
 		Packages: []string{"openssh-server"}, HostPackages: []string{"openssh-client", "sshfs"},
-		Accounts: []string{"sshd"}, Capabilities: []string{"CAP_SYS_CHROOT", "CAP_AUDIT_WRITE"}},
+		Accounts: []string{"sshd"}, Capabilities: []string{"CAP_SYS_CHROOT", "CAP_AUDIT_WRITE"}, Durable: true},
 	// ganesha's VFS backend opens files by handle. The export lives on the
 	// node's own data directory.
 	{Role: RoleStorage, Software: ProtocolNFS, Ports: []Port{tcp(2049)},
-		Packages: []string{"nfs-ganesha", "nfs-ganesha-vfs"}, Capabilities: []string{"CAP_DAC_READ_SEARCH"}},
+		Packages: []string{"nfs-ganesha", "nfs-ganesha-vfs"}, Capabilities: []string{"CAP_DAC_READ_SEARCH"}, Durable: true},
 }
 
 // Lookup returns the descriptor of software playing role. The descriptor

@@ -164,6 +164,58 @@ func TestBackup(t *testing.T) {
 		if d.Backup.DumpFile == "" || strings.Contains(d.Backup.DumpFile, "/") {
 			t.Errorf("%s: dump file %q is not a plain name", d.Software, d.Backup.DumpFile)
 		}
+		if len(d.Backup.Version) == 0 || d.Backup.VersionRE == nil || d.Backup.Series < 1 {
+			t.Errorf("%s: no way to tell its version (Version %q, Series %d)", d.Software, d.Backup.Version, d.Backup.Series)
+		}
+	}
+}
+
+// TestBackupVersion reads each database's version from what its server
+// prints (as Debian 12's packages print it), and refuses a dump of a newer
+// release series than the server that would load it.
+func TestBackupVersion(t *testing.T) {
+	for _, c := range []struct {
+		software, out, want string
+	}{
+		{"mariadb", "mariadbd  Ver 10.11.19-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64 (Debian 12)\n", "10.11.19"},
+		{"mariadb", "mariadbd  Ver 11.4.2-MariaDB-ubu2404 for debian-linux-gnu on x86_64\n", "11.4.2"},
+		{"postgresql", "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n", "15.18"},
+		{"postgresql", "postgres (PostgreSQL) 17.2\n", "17.2"},
+		{"postgresql", "bash: postgres: command not found\n", ""},
+	} {
+		d, err := Lookup(RoleDB, c.software)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := d.Backup.ParseVersion(c.out)
+		if got != c.want || (err == nil) != (c.want != "") {
+			t.Errorf("%s: ParseVersion(%q) = %q, %v; want %q", c.software, c.out, got, err, c.want)
+		}
+	}
+	for _, c := range []struct {
+		software, dumped, here string
+		ok                     bool
+	}{
+		{"mariadb", "10.11.19", "10.11.19", true},
+		{"mariadb", "10.11.20", "10.11.6", true}, // same series, newer patch
+		{"mariadb", "10.6.18", "10.11.19", true},
+		{"mariadb", "11.4.2", "10.11.19", false},
+		{"mariadb", "10.12.1", "10.11.19", false},
+		{"mariadb", "", "10.11.19", true}, // an archive from before versions
+		{"mariadb", "ten", "10.11.19", false},
+		{"postgresql", "15.18", "15.2", true},
+		{"postgresql", "13.4", "15.18", true},
+		{"postgresql", "16.1", "15.18", false},
+		{"postgresql", "9.6.24", "15.18", true},
+	} {
+		d, _ := Lookup(RoleDB, c.software)
+		err := d.LoadsVersion(c.dumped, c.here)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: LoadsVersion(%q, %q) = %v; want ok %v", c.software, c.dumped, c.here, err, c.ok)
+		}
+		if err != nil && c.dumped != "ten" && (!strings.Contains(err.Error(), c.dumped) || !strings.Contains(err.Error(), c.here) || !strings.Contains(err.Error(), "or newer")) {
+			t.Errorf("%s: %v; want both versions named, and what to do", c.software, err)
+		}
 	}
 }
 

@@ -269,6 +269,10 @@ func writeBackup(ctx context.Context, s stdio, d driver.Backend, snap *driver.Sn
 	if err != nil {
 		return nil, fmt.Errorf("the dump command of %s: %w", desc.Software, err)
 	}
+	ver, err := dbVersion(ctx, d, src.Stack, db[0].Name, desc)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pr, pw := io.Pipe()
@@ -283,7 +287,7 @@ func writeBackup(ctx context.Context, s stdio, d driver.Backend, snap *driver.Sn
 		// nil closes the dump with EOF; an error fails the archive.
 		pw.CloseWithError(err)
 	}()
-	src.DB = &backup.DB{Role: db[0].Role, Software: desc.Software, DumpFormat: desc.Backup.DumpFormat, DumpFile: desc.Backup.DumpFile}
+	src.DB = &backup.DB{Role: db[0].Role, Software: desc.Software, Version: ver, DumpFormat: desc.Backup.DumpFormat, DumpFile: desc.Backup.DumpFile}
 	src.Dump = pr
 	m, err := write(src, opts)
 	// Whatever the archive's fate, the dump stops.
@@ -291,6 +295,21 @@ func writeBackup(ctx context.Context, s stdio, d driver.Backend, snap *driver.Sn
 	cancel()
 	<-done
 	return m, err
+}
+
+// dbVersion asks the db node which version of its server it runs, with
+// the catalog's Version command, so that a restore can tell whether its
+// own server loads the dump.
+func dbVersion(ctx context.Context, d driver.Backend, stack, node string, desc *catalog.Descriptor) (string, error) {
+	var out, stderr tail
+	if err := d.Exec(ctx, stack, node, desc.Backup.Version, nil, &out, &stderr); err != nil {
+		return "", fmt.Errorf("ask node %s its %s version (%s): %w: %s", node, desc.Software, strings.Join(desc.Backup.Version, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	v, err := desc.Backup.ParseVersion(out.String())
+	if err != nil {
+		return "", fmt.Errorf("node %s's %s version: %w", node, desc.Software, err)
+	}
+	return v, nil
 }
 
 // printBackup says what the archive holds.
@@ -312,7 +331,7 @@ func printBackup(s stdio, path string, m *backup.Manifest, took time.Duration, s
 	}
 	fmt.Fprintf(s.out, "backup of stack %s: %s (%s, %s of data) in %.1fs\n", m.Stack, path, size(total), size(m.Bytes()), took.Seconds())
 	if m.DB != nil {
-		fmt.Fprintf(s.out, "  database: %s dump, %s\n", m.DB.Software, size(parts["db"].bytes))
+		fmt.Fprintf(s.out, "  database: %s dump, %s, of %s %s\n", m.DB.Software, size(parts["db"].bytes), m.DB.Software, m.DB.Version)
 	}
 	fmt.Fprintf(s.out, "  uploads: %d files, %s\n", parts["uploads"].files, size(parts["uploads"].bytes))
 	fmt.Fprintf(s.out, "  code: %d files, %s\n", parts["release"].files, size(parts["release"].bytes))

@@ -42,6 +42,10 @@ type command struct {
 	// argument that starts a command line of its own (exec's COMMAND):
 	// from there on, the arguments are passed on untouched, flags and all.
 	command int
+	// raw passes every argument to the verb untouched, flags included,
+	// for a verb that other programs call in their own syntax (sendmail's
+	// -fSENDER).
+	raw bool
 	// bind defines the verb's flags on fs, bound to a fresh options
 	// struct, and returns the function that runs the verb once fs has
 	// been parsed, with the positional arguments.
@@ -51,8 +55,8 @@ type command struct {
 // commands lists the verbs in the order help shows them.
 func commands() []*command {
 	return []*command{
-		initCommand(), planCommand(), upCommand(), deployCommand(), releasesCommand(), rollbackCommand(), statusCommand(), verifyCommand(), logsCommand(), execCommand(), backupCommand(), restoreCommand(), downCommand(),
-		bootCommand(), versionCommand(), helpCommand(), agentCommand(), superviseCommand(), keepCommand(),
+		initCommand(), planCommand(), upCommand(), deployCommand(), releasesCommand(), rollbackCommand(), statusCommand(), verifyCommand(), exportCommand(), logsCommand(), execCommand(), backupCommand(), restoreCommand(), downCommand(),
+		bootCommand(), versionCommand(), helpCommand(), agentCommand(), superviseCommand(), keepCommand(), probeCommand(), sendmailCommand(),
 	}
 }
 
@@ -115,7 +119,10 @@ const synopsis = "bulkhead " + stackSynopsis + " COMMAND [ARGS]"
 func (c *command) run(ctx context.Context, s stdio, args []string) int {
 	fs := c.flagSet()
 	run := c.bind(fs)
-	pos, err := parse(fs, args, c.command)
+	pos, err := args, error(nil)
+	if !c.raw {
+		pos, err = parse(fs, args, c.command)
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		c.printHelp(s.out)
 		return exitOK

@@ -56,9 +56,9 @@ func superviseCommand() *command {
 		args:    "--stack NAME [--paired [--restarted]]",
 		summary: "keep a running stack converged (started by up; not for direct use)",
 		help: `
-Supervise runs in the background while a stack is up. It serves the published
-ports, keeps the site mounts of static and app nodes alive, and restarts a
-node whose container died. Up starts it, with its keeper, and down stops it.
+Supervise runs in the background while a stack is up. It keeps the site
+mounts of static and app nodes alive, and restarts a node whose container
+died; it listens on no port (the kernel publishes the stack's). Up starts it, with its keeper, and down stops it.
 --paired says it was started with its keeper, linked to it by the pipes on
 descriptors 3 and 4: each starts the other again when it dies.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {

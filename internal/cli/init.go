@@ -17,12 +17,17 @@ type initOptions struct {
 	Dir string
 	// Force overwrites an existing bulkhead.yaml and site/.
 	Force bool
+	// App is the application to write instead of the sample site:
+	// "wordpress", or "" for the sample.
+	App string
+	// From is the WordPress tree to copy (App wordpress).
+	From string
 }
 
 func initCommand() *command {
 	return &command{
 		name:    "init",
-		args:    "[DIR] [--force]",
+		args:    "[DIR] [--force] [--app wordpress [--from DIR]]",
 		summary: "write a commented bulkhead.yaml and a sample PHP site to start from",
 		help: `
 Init writes DIR/bulkhead.yaml, a commented stack file describing the default
@@ -30,11 +35,19 @@ seven-node stack (edge, static, app ×2, cache, db, storage), and DIR/site/, a
 small PHP site for it to serve. DIR defaults to the current directory and is
 created if needed.
 
+With --app wordpress, site/ is WordPress instead, copied from Debian's
+wordpress package (` + sample.DebianWordPress + `) or from your own
+WordPress tree with --from, with a wp-config.php that finds the database in
+the environment bulkhead gives the app nodes; bulkhead.yaml then names the
+paths WordPress serves as static files and the one directory it writes.
+
 Init refuses to touch an existing bulkhead.yaml or site/ unless --force is
 given.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
 			var o initOptions
 			fs.BoolVar(&o.Force, "force", false, "overwrite an existing bulkhead.yaml and site/")
+			fs.StringVar(&o.App, "app", "", "write `APP` (wordpress) instead of the sample site")
+			fs.StringVar(&o.From, "from", sample.DebianWordPress, "with --app wordpress, copy WordPress from `DIR`")
 			return func(ctx context.Context, s stdio, args []string) error {
 				switch len(args) {
 				case 0:
@@ -51,7 +64,21 @@ given.`,
 }
 
 func runInit(_ context.Context, s stdio, o initOptions) error {
-	written, err := sample.Write(o.Dir, o.Force)
+	var written []string
+	var err error
+	switch o.App {
+	case "":
+		written, err = sample.Write(o.Dir, o.Force)
+	case "wordpress":
+		var res sample.WordPressResult
+		res, err = sample.WriteWordPress(o.Dir, o.From, o.Force)
+		if res.Copied > 0 {
+			fmt.Fprintf(s.out, "copied %d files of WordPress from %s to %s\n", res.Copied, o.From, filepath.Join(o.Dir, "site"))
+		}
+		written = res.Written
+	default:
+		return usageErrorf("--app %q: the only application init knows is wordpress", o.App)
+	}
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%s exists; use --force to overwrite it", existing(o.Dir, err))
 	}

@@ -69,9 +69,9 @@ func printStatus(s stdio, st *driver.Status) {
 		// whose keeper was stopped by hand.
 		fmt.Fprintf(s.out, "stack %s: supervisor running, but NOT ITS KEEPER: if the supervisor dies, nothing starts it again; run 'bulkhead up'\n", st.Stack)
 	default:
-		// Without it the published ports, the site mounts and the
-		// restarts of dead nodes are gone; up starts it again.
-		fmt.Fprintf(s.out, "stack %s: supervisor NOT RUNNING: the published ports and site mounts are down; run 'bulkhead up' (or 'bulkhead boot' after a reboot)\n", st.Stack)
+		// Without it the site mounts and the restarts of dead nodes are
+		// gone; up starts it again.
+		fmt.Fprintf(s.out, "stack %s: supervisor NOT RUNNING: the site mounts are down and dead nodes stay dead; run 'bulkhead up' (or 'bulkhead boot' after a reboot)\n", st.Stack)
 	}
 	if !st.CertExpires.IsZero() {
 		days := int(math.Round(time.Until(st.CertExpires).Hours() / 24))

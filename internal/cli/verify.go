@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
 	"github.com/bulkhead/bulkhead/internal/verify"
 )
 
@@ -17,12 +20,15 @@ type verifyOptions struct {
 	Output, JUnit string
 	SelfTest      bool
 	Timeout       time.Duration
+	// Import, if set, judges a cluster's probe results (a file, or a
+	// directory of .json files) instead of probing a local stack.
+	Import string
 }
 
 func verifyCommand() *command {
 	return &command{
 		name:    "verify",
-		args:    stackSynopsis + " [--output text|json] [--junit FILE] [--self-test] [--timeout D]",
+		args:    stackSynopsis + " [--output text|json] [--junit FILE] [--self-test] [--timeout D] [--import RESULTS]",
 		summary: "prove the running stack's isolation with live probes",
 		help: `
 Verify sends real connection attempts from every node, from the outside
@@ -44,7 +50,12 @@ open or refused, a listener the plan does not know, or a failed check.
 accept-all ruleset, the host's guard removed, a UDP port opened, a node
 taken out of the host's anti-spoofing table), checks that verify reports
 exactly each one, and restores the stack. If it is interrupted, 'bulkhead up'
-puts every ruleset back.`,
+puts every ruleset back.
+
+--import RESULTS judges a Kubernetes export instead: RESULTS is the output
+of its probe Jobs (a file, or a directory of .json files; see README,
+"Kubernetes"), compared with the plan of the stack file (-f) with the same
+rules, report, JSON, JUnit and exit codes. A tier without results fails.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
 			o := verifyOptions{Output: "text"}
 			o.stackFlags.bind(fs)
@@ -52,6 +63,7 @@ puts every ruleset back.`,
 			fs.StringVar(&o.JUnit, "junit", "", "also write the cells as JUnit XML test cases to `FILE`")
 			fs.BoolVar(&o.SelfTest, "self-test", false, "plant holes one at a time and check that verify reports each")
 			fs.DurationVar(&o.Timeout, "timeout", verify.DefaultTimeout, "how long an unanswered probe waits before it counts as filtered")
+			fs.StringVar(&o.Import, "import", "", "judge a cluster's probe results in `RESULTS` (a file or directory) against the stack file's plan")
 			return func(ctx context.Context, s stdio, args []string) error {
 				if len(args) > 0 {
 					return usageErrorf("verify takes no arguments, got %q", args[0])
@@ -66,6 +78,16 @@ puts every ruleset back.`,
 }
 
 func runVerify(ctx context.Context, s stdio, o verifyOptions) error {
+	if o.Import != "" {
+		if o.SelfTest {
+			return usageErrorf("--self-test plants holes in a local stack; it cannot with --import")
+		}
+		r, err := importResults(s, o)
+		if err != nil {
+			return err
+		}
+		return writeVerify(s, o, r)
+	}
 	name, err := o.name()
 	if err != nil {
 		return err
@@ -96,6 +118,13 @@ func runVerify(ctx context.Context, s stdio, o verifyOptions) error {
 	if err != nil {
 		return err
 	}
+	return writeVerify(s, o, r)
+}
+
+// writeVerify prints a report as --output says, writes --junit, and fails
+// when the report holds a failure.
+func writeVerify(s stdio, o verifyOptions, r *verify.Report) error {
+	var err error
 	if o.JUnit != "" {
 		if err := writeReport(o.JUnit, r.WriteJUnit); err != nil {
 			return err
@@ -110,7 +139,7 @@ func runVerify(ctx context.Context, s stdio, o verifyOptions) error {
 		return err
 	}
 	if r.Counts.Failures > 0 {
-		return fmt.Errorf("stack %s failed verification: %s", name, verify.Plural(r.Counts.Failures, "failure"))
+		return fmt.Errorf("stack %s failed verification: %s", r.Stack, verify.Plural(r.Counts.Failures, "failure"))
 	}
 	return nil
 }
@@ -158,4 +187,52 @@ func writeReport(path string, write func(io.Writer) error) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// importResults reads a cluster's probe results and judges them against
+// the plan of the stack file they were exported from.
+func importResults(s stdio, o verifyOptions) (*verify.Report, error) {
+	file, data, err := readStackFile(o.File, "pass -f FILE, the stack file the export was made from")
+	if err != nil {
+		return nil, err
+	}
+	st, err := spec.Load(file, data, spec.Env{DirExists: func(string) bool { return true }, FileExists: fileExists})
+	if err != nil {
+		return nil, err
+	}
+	if t := st.ByRole(spec.RoleStorage); t != nil && t.Protocol == spec.ProtocolAuto {
+		t.Protocol = spec.ProtocolSFTP // as export does
+	}
+	if o.Stack != "" && o.Stack != st.Name {
+		return nil, usageErrorf("--stack %s, but %s is stack %s", o.Stack, file, st.Name)
+	}
+	p, err := plan.Build(st)
+	if err != nil {
+		return nil, err
+	}
+	paths := []string{o.Import}
+	if fi, err := os.Stat(o.Import); err != nil {
+		return nil, err
+	} else if fi.IsDir() {
+		if paths, err = filepath.Glob(filepath.Join(o.Import, "*.json")); err != nil {
+			return nil, err
+		}
+		if len(paths) == 0 {
+			return nil, fmt.Errorf("%s holds no .json results; save each probe Job's output there", o.Import)
+		}
+	}
+	var results []verify.ClusterResult
+	for _, path := range paths {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		rs, err := verify.ReadClusterResults(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		results = append(results, rs...)
+	}
+	return verify.Import(p, results)
 }

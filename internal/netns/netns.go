@@ -223,6 +223,33 @@ func linkUp(sys string) bool {
 	return err == nil && f&unix.IFF_UP != 0
 }
 
+// SetDefaultRoute makes via the default route of namespace ns, replacing
+// any it had. via must be on a subnet of one of ns's links.
+func SetDefaultRoute(ctx context.Context, ns, via string) error {
+	_, err := run(ctx, "-n", ns, "route", "replace", "default", "via", via)
+	return err
+}
+
+// AddrLink returns the host interface that holds address a.
+func AddrLink(a netip.Addr) (string, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", err
+	}
+	for _, i := range ifs {
+		addrs, err := i.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, ia := range addrs {
+			if p, err := netip.ParsePrefix(ia.String()); err == nil && p.Addr() == a {
+				return i.Name, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no interface of this host has the address %s", a)
+}
+
 // RouteDev returns the device the kernel would use to reach dst from inside
 // ns (or the host if ns is ""), without sending a packet. ErrNoRoute means
 // the destination is unreachable.

@@ -30,23 +30,8 @@ func Needed(p *plan.Plan) []string {
 	if d, err := catalog.Lookup(spec.RoleStorage, p.Storage); err == nil {
 		out = append(out, d.HostPackages...)
 	}
-	hasApp := false
-	for _, n := range p.Nodes {
-		if d, err := catalog.Lookup(n.Role, n.Software); err == nil {
-			out = append(out, d.Packages...)
-		}
-		hasApp = hasApp || n.Role == spec.RoleApp
-	}
-	// The app's extras, PHP's database and cache clients, depend on the
-	// other tiers.
-	if hasApp {
-		for _, role := range []string{spec.RoleDB, spec.RoleCache} {
-			for _, n := range p.Role(role) {
-				if d, err := catalog.Lookup(n.Role, n.Software); err == nil && d.PHPClient != "" {
-					out = append(out, d.PHPClient)
-				}
-			}
-		}
+	for i := range p.Nodes {
+		out = append(out, p.Packages(&p.Nodes[i])...)
 	}
 	slices.Sort(out)
 	return slices.Compact(out)

@@ -216,11 +216,19 @@ func (p *Plan) published() []Forward {
 	}
 	e := edges[0]
 	pub := e.Addr(NetPublic)
-	return []Forward{
+	fs := []Forward{
 		{Listen: p.Publish.HTTP, Node: e.Name, Target: netip.AddrPortFrom(pub, uint16(portHTTP.Number))},
 		{Listen: p.Publish.HTTPS, Node: e.Name, Target: netip.AddrPortFrom(pub, uint16(portHTTPS.Number))},
 	}
+	if slices.ContainsFunc(fs, Forward.Remote) {
+		e.Gateway = p.Network(NetPublic).Gateway
+	}
+	return fs
 }
+
+// Remote reports whether f takes connections from other machines: it is
+// published on an address beyond the host's loopback.
+func (f Forward) Remote() bool { return !f.Listen.Addr().IsLoopback() }
 
 // mount is the site mount n's role gives it: static nodes read the site,
 // app nodes also write its writable paths. It is nil for the other roles

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/spec"
@@ -61,8 +62,9 @@ type Publish struct {
 	Key         string `json:"key,omitempty"`
 }
 
-// Forward is one published port: the host listens on Listen and forwards
-// every connection to Target, the edge node's public address and port.
+// Forward is one published port: the host's kernel rewrites every
+// connection to Listen (DNAT) to Target, the edge node's public address
+// and port.
 type Forward struct {
 	Listen netip.AddrPort `json:"listen"`
 	Node   string         `json:"node"`
@@ -97,6 +99,11 @@ type Node struct {
 	// Mount is the site mount a static or app node gets from the storage
 	// node; nil for every other node, and when the stack has no storage.
 	Mount *Mount `json:"mount,omitempty"`
+	// Gateway is the node's default route, the host's address on the
+	// public network. Only an edge published on an address beyond the
+	// host's loopback has one: visitors come from any address, and it
+	// must answer them. Every other node has only its subnets' routes.
+	Gateway netip.Addr `json:"gateway,omitzero"`
 }
 
 // The storage node's accounts. The static tier reads the site as
@@ -326,4 +333,26 @@ func servicePorts(role, software, storage string) []Port {
 		out[i] = Port{Proto: p.Proto, Number: p.Number}
 	}
 	return out
+}
+
+// Packages lists the Debian packages node n runs on, sorted: its
+// software's, and for an app node the PHP clients of the stack's database
+// and cache.
+func (p *Plan) Packages(n *Node) []string {
+	d, err := catalog.Lookup(n.Role, n.Software)
+	if err != nil {
+		return nil
+	}
+	out := slices.Clone(d.Packages)
+	if n.Role == spec.RoleApp {
+		for _, role := range []string{spec.RoleDB, spec.RoleCache} {
+			for _, o := range p.Role(role) {
+				if od, err := catalog.Lookup(o.Role, o.Software); err == nil && od.PHPClient != "" {
+					out = append(out, od.PHPClient)
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

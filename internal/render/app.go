@@ -29,6 +29,7 @@ type appConf struct {
 	Conf    string
 	Run     string
 	Site    string
+	Release bool   // Site is an immutable release (see Layout.Release)
 	Shared  string // the writable paths' root: URL /uploads/x is Shared/uploads/x
 	Socket  string // php-fpm's FastCGI socket
 	Handler string // Apache's SetHandler value for the socket
@@ -64,6 +65,7 @@ type fpmPool struct {
 	TmpDir                                        string
 	OpenBasedir                                   string
 	DisableFunctions                              string
+	Sendmail                                      string // sendmail_path, if mail() is enabled
 }
 
 type appEnv struct{ Name, Value string }
@@ -78,7 +80,7 @@ func appApache(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 	c.Log.Error = path.Join(in.Layout.Log, "apache2-error.log")
 	c.Log.Access = path.Join(in.Layout.Log, "apache2-access.log")
 	// Debian builds unixd (User, Group) and log_config into the binary.
-	for _, m := range []string{"mpm_worker", "authz_core", "alias", "mime", "dir", "headers", "remoteip", "reqtimeout", "proxy", "proxy_fcgi"} {
+	for _, m := range []string{"mpm_worker", "authz_core", "alias", "mime", "dir", "headers", "remoteip", "setenvif", "reqtimeout", "proxy", "proxy_fcgi"} {
 		c.Modules = append(c.Modules, apacheModule{Name: m + "_module", Path: path.Join(appApacheModules, "mod_"+m+".so")})
 	}
 	return appRender(c, in, "apache2", "app-apache2.conf.tmpl",
@@ -155,6 +157,7 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 		Conf:      l.Conf,
 		Run:       l.Run,
 		Site:      l.Site,
+		Release:   l.Release,
 		Shared:    l.Shared,
 		Socket:    path.Join(l.Run, "php-fpm.sock"),
 		FPMPid:    path.Join(l.Run, "php-fpm.pid"),
@@ -180,6 +183,15 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 		SessionHandler:   "files",
 		SessionPath:      path.Join(l.Run, "php-sessions"),
 		DisableFunctions: "exec,passthru,shell_exec,system,proc_open,popen,pcntl_exec,pcntl_fork,mail",
+	}
+	if l.Agent != "" {
+		// Applications expect mail() to work (WordPress's installer mails
+		// the admin and fails without it). With no mail tier, it hands the
+		// message to a sink that keeps it in php-fpm's log and always
+		// succeeds: php-fpm runs the command itself, so PHP code still
+		// cannot run one.
+		c.FPM.Sendmail = l.Agent + " sendmail -t -i"
+		c.FPM.DisableFunctions = strings.TrimSuffix(c.FPM.DisableFunctions, ",mail")
 	}
 	env := func(name, value string) { c.FPM.Env = append(c.FPM.Env, appEnv{name, value}) }
 	env("NODE_NAME", n.Name)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"os"
 	"os/user"
@@ -223,6 +224,14 @@ if ($_SERVER['REQUEST_METHOD'] === 'POST') {
 	echo $ok ? "linked" : "failed", "\n";
 	exit;
 }
+if (isset($_GET['mail'])) {
+	echo mail('admin@example.com', 'Welcome', "Your new site.\n", 'From: site@example.com') ? "sent" : "failed", "\n";
+	exit;
+}
+if (isset($_GET['who'])) {
+	echo $_SERVER['REMOTE_ADDR'], ' ', $_SERVER['HTTPS'] ?? 'http', ' ', $_SERVER['HTTP_HOST'], "\n";
+	exit;
+}
 echo getenv('NODE_NAME'), "\n";
 echo $_SERVER['REQUEST_URI'], "\n";
 echo file_get_contents(getenv('DB_PASSWORD_FILE')), "\n";
@@ -251,6 +260,45 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 					t.Errorf("GET %s: X-Powered-By %q reveals PHP", path, got)
 				}
 			}
+			// The visitor's address and scheme, and Host with its port,
+			// as the edge says, but only from the edge's own address.
+			for _, from := range []struct{ addr, want string }{
+				{appEdge, "203.0.113.9 on shop.test:19140\n"},
+				{"127.0.0.1", "127.0.0.1 http shop.test:19140\n"},
+			} {
+				req, _ := http.NewRequest("GET", base+"/?who", nil)
+				req.Host = "shop.test:19140"
+				req.Header.Set("X-Forwarded-For", "203.0.113.9")
+				req.Header.Set("X-Forwarded-Proto", "https")
+				client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{
+					LocalAddr: &net.TCPAddr{IP: net.ParseIP(from.addr)}}).DialContext}}
+				res, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				if string(body) != from.want {
+					t.Errorf("from %s, PHP saw %q, want %q", from.addr, body, from.want)
+				}
+			}
+
+			// mail() succeeds, and the message is in php-fpm's log.
+			if res, body := appGet(t, base+"/?mail"); res.StatusCode != 200 || body != "sent\n" {
+				t.Errorf("mail(): %d %q, want sent", res.StatusCode, body)
+			}
+			want := `sendmail: kept, not sent (no mail tier): from "site@example.com" to "admin@example.com" subject "Welcome"`
+			var fpmLog []byte
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				fpmLog, _ = os.ReadFile(filepath.Join(a.layout.Log, "php-fpm.log"))
+				if bytes.Contains(fpmLog, []byte("sendmail| Your new site.")) {
+					break
+				}
+			}
+			if !bytes.Contains(fpmLog, []byte(want)) || !bytes.Contains(fpmLog, []byte("sendmail| Your new site.\n")) {
+				t.Errorf("php-fpm's log lacks the message:\n%s", fpmLog)
+			}
+
 			// An upload passes through PHP's temp dir into UPLOAD_DIR, on
 			// the shared storage, and is served back from there. PHP may
 			// also write through the site's link to it.
@@ -284,6 +332,9 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 		})
 	}
 }
+
+// appEdge is the edge's address in startApp's configs.
+const appEdge = "127.0.0.2"
 
 // liveApp is an app node that startApp runs on loopback.
 type liveApp struct {
@@ -338,8 +389,16 @@ func startApp(t *testing.T, stack, server, conf, edgeNet string, site, shared ma
 	if !strings.Contains(web, listen) {
 		t.Fatalf("%s does not listen on %s", conf, listen)
 	}
+	web = strings.ReplaceAll(web, listen, "127.0.0.1:"+port)
+	// The edge, whose headers the node believes, is 127.0.0.2 here
+	// (appEdge); whoever else connects is not the edge.
+	edge := p.Role(spec.RoleEdge)[0].Addr(edgeNet).String()
+	if !strings.Contains(web, edge) {
+		t.Fatalf("%s does not name the edge's address %s", conf, edge)
+	}
+	web = regexp.MustCompile(regexp.QuoteMeta(edge)+`\b`).ReplaceAllString(web, appEdge)
 	local := filepath.Join(l.Conf, "loopback-"+conf)
-	if err := os.WriteFile(local, []byte(strings.ReplaceAll(web, listen, "127.0.0.1:"+port)), 0o644); err != nil {
+	if err := os.WriteFile(local, []byte(web), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -420,4 +479,26 @@ func appReplace(s []string, old, new string) []string {
 		}
 	}
 	return out
+}
+
+// TestAppReleaseOpcache: an app node that serves a release has opcache stop
+// checking files for changes; one whose site may change keeps checking.
+func TestAppReleaseOpcache(t *testing.T) {
+	p := loadPlan(t, "default")
+	off := "php_admin_flag[opcache.validate_timestamps] = off"
+	for _, release := range []bool{false, true} {
+		l := render.DefaultLayout()
+		l.Release = release
+		if release {
+			l.Site = "/srv/releases/0123456789ab"
+		}
+		n, err := render.RenderNode(p, p.Role(spec.RoleApp)[0], render.Input{Layout: l, Secrets: testSecrets(p)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fpm := string(fileOf(t, n, "php-fpm.conf").Data)
+		if got := slices.Contains(confLines(fpm), off); got != release {
+			t.Errorf("release %v: php-fpm.conf has %q: %v, want %v", release, off, got, release)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/service"
+	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
 // cacheMB is how much memory the cache may fill with items: three quarters
@@ -13,6 +14,32 @@ import (
 // allocator overhead, so the cgroup never OOM-kills the cache.
 func cacheMB(n *plan.Node) int64 {
 	return max(n.Memory*3/4>>20, 16)
+}
+
+// cacheConnections is memcached's connection limit: two for each PHP worker
+// of the app nodes that reach n (the site's kept connection, and one a
+// session opens for its request) and some for health checks, rounded up to
+// a power of two from memcached's default of 1024, so that a growing app
+// pool restarts the cache only when it crosses one.
+func cacheConnections(p *plan.Plan, n *plan.Node) int {
+	workers := 0
+	seen := map[string]bool{}
+	for _, f := range p.Flows {
+		if f.To != n.Tier {
+			continue
+		}
+		for _, d := range p.Tier(f.From) {
+			if d.Role == spec.RoleApp && !seen[d.Name] {
+				seen[d.Name] = true
+				workers += dbAppWorkers(d)
+			}
+		}
+	}
+	c := 1024
+	for c < 2*workers+64 {
+		c *= 2
+	}
+	return c
 }
 
 // cacheMemcached runs memcached from flags alone; it has no config file.
@@ -31,7 +58,7 @@ func cacheMemcached(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Ser
 		"-p", strconv.Itoa(int(listen[0].Port())),
 		"-U", "0", // no UDP: it is unauthenticated and amplifies
 		"-m", strconv.FormatInt(cacheMB(n), 10),
-		"-c", "1024",
+		"-c", strconv.Itoa(cacheConnections(p, n)),
 		"-X", // no stats cachedump / lru_crawler metadump
 		"-W", // no watch: it streams every key to any client
 		"-v",

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/render"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
@@ -239,4 +240,30 @@ func redisDo(t *testing.T, conn net.Conn, r *bufio.Reader, args ...string) []str
 		return nil
 	}
 	return read()
+}
+
+// TestMemcachedConnections: memcached's connection limit has room for two
+// connections per PHP worker of the app pool (the site keeps one, a session
+// opens another), from its default of 1024 up.
+func TestMemcachedConnections(t *testing.T) {
+	for _, tc := range []struct{ apps, want int }{{2, 1024}, {100, 2048}} {
+		src := fmt.Sprintf("name: conns\nnetworks:\n  private: 10.9.0.0/16\n  public: 10.10.0.0/28\ntiers:\n  edge: {}\n  cache: {}\n  db: {}\n  app:\n    replicas: %d\n", tc.apps)
+		st, err := spec.Parse("bulkhead.yaml", []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := plan.Build(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := render.RenderNode(p, p.Node("cache"), render.Input{Layout: render.DefaultLayout(), Secrets: testSecrets(p)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		argv := n.Services[0].Argv
+		i := slices.Index(argv, "-c")
+		if i < 0 || i+1 == len(argv) || argv[i+1] != strconv.Itoa(tc.want) {
+			t.Errorf("%d app nodes: memcached %v, want -c %d", tc.apps, argv, tc.want)
+		}
+	}
 }

@@ -498,7 +498,8 @@ func fakeTier(t *testing.T, p *plan.Plan, edge *plan.Node, role string) map[stri
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("X-Served-By", name)
 			w.Header().Set("X-Frame-Options", "DENY") // the edge's value must win
-			fmt.Fprintf(w, "uri=%s path=%s xff=%s proto=%s\n", r.RequestURI, r.URL.Path, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"))
+			fmt.Fprintf(w, "uri=%s path=%s xff=%s proto=%s\nhost=%s xfhost=%s xfport=%s\n", r.RequestURI, r.URL.Path, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"),
+				r.Host, r.Header.Values("X-Forwarded-Host"), r.Header.Values("X-Forwarded-Port"))
 		})}
 		go srv.Serve(l)
 		stops[name] = func() { srv.Close() }
@@ -661,6 +662,25 @@ func checkEdgeLive(t *testing.T, p *plan.Plan, pub string, sec render.Secrets, a
 		}
 		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
 			t.Errorf("%s: Content-Security-Policy = %q", path, csp)
+		}
+	}
+
+	// Host goes up as the visitor sent it, port and all, whatever the
+	// published port; X-Forwarded-Host and -Port say the same, and what a
+	// visitor claimed in them is replaced.
+	for _, c := range []struct{ url, host, want string }{
+		{https + "/", "visitor.test:19140", "host=visitor.test:19140 xfhost=[visitor.test:19140] xfport=[19140]"},
+		{https + "/", "visitor.test", "host=visitor.test xfhost=[visitor.test] xfport=[443]"},
+		{https + "/", "[::1]:8443", "host=[::1]:8443 xfhost=[[::1]:8443] xfport=[8443]"},
+		{"http://" + pub + "/", "127.0.0.1:19140", "host=127.0.0.1:19140 xfhost=[127.0.0.1:19140] xfport=[19140]"},
+		{"http://" + pub + "/", "localhost", "host=localhost xfhost=[localhost] xfport=[80]"},
+	} {
+		if redirect && strings.HasPrefix(c.url, "http:") {
+			continue
+		}
+		_, body := get(c.url, "Host", c.host, "X-Forwarded-Host", "evil.test", "X-Forwarded-Port", "1")
+		if !strings.Contains(body, c.want+"\n") {
+			t.Errorf("%s with Host %s: upstream saw %q, want %q", c.url, c.host, body, c.want)
 		}
 	}
 

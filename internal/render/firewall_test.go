@@ -2,10 +2,13 @@ package render_test
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
 )
 
@@ -132,5 +135,63 @@ func TestHosts(t *testing.T) {
 	static := string(render.Hosts(p, p.Node("static")))
 	if strings.Contains(static, "db") || !strings.Contains(static, "storage") {
 		t.Errorf("static hosts:\n%s", static)
+	}
+}
+
+// TestHostPublish: the host's ip table rewrites each published address to
+// the edge's, for the host's own clients always and for other machines'
+// only on an address beyond loopback and never from the stack's bridges;
+// a loopback client alone leaves with the gateway's address, and nothing
+// on the public bridge may open a connection to the host's loopback.
+func TestHostPublish(t *testing.T) {
+	nft := requireTool(t, "nft")
+	unshare := requireTool(t, "unshare")
+	data, err := os.ReadFile(filepath.Join("testdata", "stacks", "default.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := planFrom(t, append(data, "publish:\n  http: 192.0.2.10:8080\n"...))
+	for _, c := range []struct {
+		name     string
+		p        *plan.Plan
+		want     []string
+		wantNot  []string
+		edgeGate bool
+	}{
+		{"loopback", loadPlan(t, "default"), []string{
+			"table ip bulkhead_demo {",
+			"type nat hook output priority -100; policy accept;\n\t\tip daddr 127.0.0.1 tcp dport 8080 dnat to 10.77.1.2:80 comment \"published 127.0.0.1:8080 -> edge\"\n",
+			"ip daddr 127.0.0.1 tcp dport 8443 dnat to 10.77.1.2:443",
+			"type nat hook prerouting priority -100; policy accept;\n\t}",
+			"oifname \"demo-pub\" ip saddr 127.0.0.0/8 ct status dnat snat to 10.77.1.1 ",
+			"iifname \"demo-pub\" ip daddr 127.0.0.0/8 ct direction original drop",
+		}, nil, false},
+		{"remote", remote, []string{
+			"type nat hook output priority -100; policy accept;\n\t\tip daddr 192.0.2.10 tcp dport 8080 dnat to 10.77.1.2:80",
+			"type nat hook prerouting priority -100; policy accept;\n\t\tiifname != { \"demo-pri\", \"demo-pub\" } ip daddr 192.0.2.10 tcp dport 8080 dnat to 10.77.1.2:80",
+			"ip daddr 127.0.0.1 tcp dport 8443 dnat to 10.77.1.2:443",
+		}, []string{"iifname != { \"demo-pri\", \"demo-pub\" } ip daddr 127.0.0.1"}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			host := string(render.HostNftables(c.p))
+			for _, want := range c.want {
+				if !strings.Contains(host, want) {
+					t.Errorf("host table lacks %q:\n%s", want, host)
+				}
+			}
+			for _, no := range c.wantNot {
+				if strings.Contains(host, no) {
+					t.Errorf("host table has %q:\n%s", no, host)
+				}
+			}
+			cmd := exec.Command(unshare, "--net", nft, "-c", "-f", "-")
+			cmd.Stdin = strings.NewReader(host)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("nft -c: %v\n%s", err, out)
+			}
+			if got := c.p.Node("edge").Gateway.IsValid(); got != c.edgeGate {
+				t.Errorf("edge has a default route: %v, want %v", got, c.edgeGate)
+			}
+		})
 	}
 }

@@ -83,7 +83,61 @@ func HostNftables(p *plan.Plan) []byte {
 	}
 	b.WriteString("\t\tdrop\n\t}\n}\n")
 	writeAntiSpoof(&b, p)
+	writePublish(&b, p, bridges)
 	return []byte(b.String())
+}
+
+// writePublish renders the table that publishes the edge on the host, in
+// the kernel: each published address and port is rewritten (DNAT) to the
+// edge's public address, so that a visitor's packets reach the edge with
+// the visitor's own source address.
+//   - output: the host's own clients, on loopback or on a published
+//     address of the host's;
+//   - prerouting: clients of other machines, for a published address
+//     beyond loopback, arriving anywhere but on the stack's bridges;
+//   - postrouting: a loopback client's connection leaves on the public
+//     bridge (net.ipv4.conf.BRIDGE.route_localnet lets it) with source
+//     127.0.0.1, which the edge could not answer: it gets the host's
+//     address on that bridge instead, so the edge sees the gateway as
+//     before;
+//   - input: route_localnet would also let the bridge open connections
+//     to the host's loopback; nothing on it may.
+//
+// An empty table when the stack has no edge.
+func writePublish(b *strings.Builder, p *plan.Plan, bridges []string) {
+	t := p.HostNFT
+	fmt.Fprintf(b, "\ntable ip %s\ndelete table ip %s\n\n", t, t)
+	fmt.Fprintf(b, "table ip %s {\n", t)
+	var out, pre []string
+	for _, f := range p.Published {
+		why := fmt.Sprintf("published %s -> %s", f.Listen, f.Node)
+		rule := fmt.Sprintf("ip daddr %s tcp dport %d dnat to %s comment %q", f.Listen.Addr(), f.Listen.Port(), f.Target, why)
+		out = append(out, rule)
+		if f.Remote() {
+			pre = append(pre, fmt.Sprintf("iifname != { %s } %s", strings.Join(bridges, ", "), rule))
+		}
+	}
+	chain := func(name, kind, hook, prio string, rules []string) {
+		fmt.Fprintf(b, "\tchain %s {\n\t\ttype %s hook %s priority %s; policy accept;\n", name, kind, hook, prio)
+		for _, r := range rules {
+			fmt.Fprintf(b, "\t\t%s\n", r)
+		}
+		b.WriteString("\t}\n")
+	}
+	chain("output", "nat", "output", "-100", out)
+	b.WriteString("\n")
+	chain("prerouting", "nat", "prerouting", "-100", pre)
+	var post, in []string
+	if len(p.Published) > 0 {
+		pub := p.Network(plan.NetPublic)
+		post = append(post, fmt.Sprintf("oifname %q ip saddr 127.0.0.0/8 ct status dnat snat to %s comment \"a loopback client, which the edge cannot answer\"", pub.Bridge, pub.Gateway))
+		in = append(in, fmt.Sprintf("iifname %q ip daddr 127.0.0.0/8 ct direction original drop comment \"nothing on the bridge may open a connection to the host's loopback\"", pub.Bridge))
+	}
+	b.WriteString("\n")
+	chain("postrouting", "nat", "postrouting", "100", post)
+	b.WriteString("\n")
+	chain("input", "filter", "input", "filter", in)
+	b.WriteString("}\n")
 }
 
 // writeAntiSpoof renders the bridge table that drops, at the bridge port

@@ -31,6 +31,14 @@ type Layout struct {
 	// uploads whichever release Site is. Web servers serve /uploads/ from
 	// here; a link to it in Site is for PHP, and no web server follows it.
 	Shared string
+	// Release says that Site is a release: its files never change while a
+	// node serves it, and new code is a new directory (see package
+	// release). PHP's opcache then never checks a file for changes.
+	Release bool
+	// Agent is the bulkhead binary inside the node, which PHP's mail()
+	// runs as its sendmail (see package sendmail). Empty leaves mail()
+	// disabled.
+	Agent string
 }
 
 // SecretsDir is the subdirectory of Layout.Conf that holds a node's secrets
@@ -47,6 +55,7 @@ func DefaultLayout() Layout {
 		Data:   "/var/lib/bulkhead",
 		Site:   "/srv/site",
 		Shared: "/srv/shared",
+		Agent:  "/bulkhead/bulkhead",
 	}
 }
 

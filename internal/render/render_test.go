@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bulkhead/bulkhead/internal/sendmail"
+
 	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
@@ -41,12 +43,17 @@ func testSecrets(p *plan.Plan) render.Secrets {
 // storage "auto" to sftp as a kernel without NFS would.
 func loadPlan(t testing.TB, name string) *plan.Plan {
 	t.Helper()
-	file := filepath.Join("testdata", "stacks", name+".yaml")
-	data, err := os.ReadFile(file)
+	data, err := os.ReadFile(filepath.Join("testdata", "stacks", name+".yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := spec.Parse(file, data)
+	return planFrom(t, data)
+}
+
+// planFrom builds the plan of a stack file's text.
+func planFrom(t testing.TB, data []byte) *plan.Plan {
+	t.Helper()
+	st, err := spec.Parse("bulkhead.yaml", data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,6 +249,16 @@ func writeNode(t *testing.T, p *plan.Plan, name string, sec render.Secrets) (ren
 	l := render.Layout{
 		Conf: filepath.Join(root, "conf"), Run: filepath.Join(root, "run"), Log: filepath.Join(root, "log"),
 		Data: filepath.Join(root, "data"), Site: filepath.Join(root, "site"), Shared: filepath.Join(root, "shared"),
+		Agent: filepath.Join(root, "bulkhead"),
+	}
+	// The agent binary, for PHP's mail(): this test binary, which runs
+	// the sink when called as sendmail (TestMain), where www-data can run it.
+	self, err := os.ReadFile(testBinary())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(l.Agent, self, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	n, err := render.RenderNode(p, pn, render.Input{Layout: l, Secrets: sec})
 	if err != nil {
@@ -342,4 +359,23 @@ func requireTool(t *testing.T, name string) string {
 func withPassword(s render.Secrets, pw string) render.Secrets {
 	s.DBPassword = pw
 	return s
+}
+
+// TestMain runs the sendmail sink when the test binary is called as the
+// node's agent binary is by PHP's mail() ("sendmail -t -i"), and the tests
+// otherwise.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "sendmail" {
+		sendmail.Sink(os.Stdin, os.Stderr, os.Args[2:])
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func testBinary() string {
+	self, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	return self
 }

@@ -51,18 +51,8 @@ func StackFile() []byte {
 func Write(dir string, force bool) (written []string, err error) {
 	stack := filepath.Join(dir, stackName)
 	if !force {
-		var errs []error
-		for _, p := range []string{stack, filepath.Join(dir, siteName)} {
-			_, err := os.Lstat(p)
-			switch {
-			case err == nil:
-				errs = append(errs, &fs.PathError{Op: "write sample", Path: p, Err: fs.ErrExist})
-			case !errors.Is(err, fs.ErrNotExist):
-				errs = append(errs, fmt.Errorf("write sample: %w", err))
-			}
-		}
-		if len(errs) > 0 {
-			return nil, errors.Join(errs...)
+		if err := refuseExisting(dir); err != nil {
+			return nil, err
 		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -223,3 +223,12 @@ func (s *Stack) written(field string) bool {
 }
 
 func sortStrings(s []string) { sort.Strings(s) }
+
+// Written reports whether the stack file gave field (a dotted path such as
+// "tiers.app.pids") a value of its own rather than leaving it to a default.
+func (s *Stack) Written(field string) bool { return s.written(field) }
+
+// ErrorAt is a problem with field, placed where the file wrote it.
+func (s *Stack) ErrorAt(field, msg, hint string) *Error {
+	return &Error{File: s.File, Pos: s.Pos(field), Field: field, Msg: msg, Hint: hint}
+}

@@ -169,6 +169,19 @@ func (v *validator) publish(env Env) {
 	if p.HTTP == p.HTTPS {
 		v.fail("publish.https", "publish https on its own port, like 127.0.0.1:8443", "https is published on the same address as http (%s)", p.HTTPS)
 	}
+	// The host publishes by DNAT to the edge's IPv4 address: one address
+	// of its own, so that the rule says exactly which packets it takes.
+	for _, f := range []struct {
+		field string
+		addr  netip.AddrPort
+	}{{"publish.http", p.HTTP}, {"publish.https", p.HTTPS}} {
+		switch a := f.addr.Addr(); {
+		case !a.Is4():
+			v.fail(f.field, "publish on 127.0.0.1 or on one of this host's IPv4 addresses", "%s is not an IPv4 address: the edge has only IPv4", a)
+		case a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			v.fail(f.field, "publish on 127.0.0.1 or on one of this host's IPv4 addresses", "%s is not one address of this host", a)
+		}
+	}
 	switch {
 	case p.Certificate != "" && p.Key == "":
 		v.fail("publish.certificate", "set publish.key to the certificate's private key too", "a certificate without its key")

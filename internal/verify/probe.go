@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -33,6 +34,17 @@ func (s Status) String() string { return statusNames[s] }
 
 // MarshalText makes a Status read as its name in JSON.
 func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a Status from its name, as recorded results hold it.
+func (s *Status) UnmarshalText(b []byte) error {
+	for i, name := range statusNames {
+		if string(b) == name {
+			*s = Status(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown probe status %q (one of %s)", b, strings.Join(statusNames[:], ", "))
+}
 
 // Probe is one attempt from the namespace at index From of the handles
 // given to probe: a TCP connect to To, or with UDP a datagram to To.
@@ -140,8 +152,12 @@ func (p prober) work(ctx context.Context, ns []*netns.Handle, ps []Probe, share 
 			next++
 			pr := ps[idx]
 			if pr.From != cur {
-				if err := ns[pr.From].Enter(); err != nil {
-					return err
+				// A nil handle is this process's own namespace, which
+				// a probe pod has no privilege to enter again.
+				if h := ns[pr.From]; h != nil {
+					if err := h.Enter(); err != nil {
+						return err
+					}
 				}
 				cur = pr.From
 			}
@@ -184,6 +200,9 @@ func (p prober) work(ctx context.Context, ns []*netns.Handle, ps []Probe, share 
 }
 
 func nsName(h *netns.Handle) string {
+	if h == nil {
+		return "this namespace"
+	}
 	if h.Name == "" {
 		return "the host"
 	}

@@ -40,6 +40,7 @@ type Outcome struct {
 //   - a rogue listener in an app node (tcp/8081, as a web shell would);
 //   - a node's ruleset replaced by one that accepts everything;
 //   - the host's own guard table removed;
+//   - a published port rewritten to another node than the edge;
 //   - a UDP hole: the cache node also accepts udp/11211 (memcached's
 //     UDP side, a classic amplifier);
 //   - anti-spoofing removed for one node: the host's bridge table no
@@ -118,6 +119,9 @@ func Mutations(p *plan.Plan) []Mutation {
 		},
 		explains: cellsOnly(func(c *Cell) bool { return c.To == Host }),
 	})
+	if m, ok := publishHole(p); ok {
+		ms = append(ms, m)
+	}
 	if m, ok := udpHole(p); ok {
 		ms = append(ms, m)
 	}
@@ -125,6 +129,30 @@ func Mutations(p *plan.Plan) []Mutation {
 		ms = append(ms, m)
 	}
 	return ms
+}
+
+// publishHole makes the first published port lead to an app node (or
+// the last node) instead of the edge: a rule ahead of the host table's own
+// rewrites connections to it there.
+func publishHole(p *plan.Plan) (Mutation, bool) {
+	if len(p.Published) == 0 {
+		return Mutation{}, false
+	}
+	f := p.Published[0]
+	n := pick(p, spec.RoleApp)
+	if n == nil {
+		n = &p.Nodes[len(p.Nodes)-1]
+	}
+	to := netip.AddrPortFrom(n.Ifaces[0].Addr, 80)
+	return Mutation{
+		Name: fmt.Sprintf("a published port leads elsewhere: %s rewritten to %s %s", f.Listen, n.Name, to),
+		breakIt: func(ctx context.Context) (func(context.Context) error, error) {
+			restore := func(ctx context.Context) error { return nft.Apply(ctx, "", render.HostNftables(p)) }
+			rule := fmt.Sprintf("insert rule ip %s output ip daddr %s tcp dport %d dnat to %s\n", p.HostNFT, f.Listen.Addr(), f.Listen.Port(), to)
+			return restore, nft.Apply(ctx, "", []byte(rule))
+		},
+		explains: checkOnly(PublishedCheck, func(e string) bool { return strings.Contains(e, f.Listen.String()) }),
+	}, true
 }
 
 // udpHole opens udp/11211 on the cache node's private side (or udp/53 on

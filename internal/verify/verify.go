@@ -53,7 +53,7 @@ type Options struct {
 	Retry   time.Duration
 	// Window is how many attempts each worker keeps in flight.
 	Window int
-	// Supervisor is the PID of the process that holds the published ports,
+	// Supervisor is the PID of the stack's supervisor, which must listen on nothing,
 	// or 0.
 	Supervisor int
 	// Nodes, when not empty, limits the matrix to the rows and columns of

@@ -53,6 +53,7 @@ func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPor
 			}
 		}
 	}
+	errs = append(errs, d.publishConflicts(p)...)
 	if !ownPorts {
 		for _, f := range p.Published {
 			ap := f.Listen
@@ -77,8 +78,9 @@ func (d *Driver) fabric(ctx context.Context, p *plan.Plan, j *journal) error {
 	if err := d.neighbourRoom(p, j); err != nil {
 		return err
 	}
-	// One ruleset, two tables: inet for the flows, bridge for sources.
-	for _, family := range []string{"inet", "bridge"} {
+	// One ruleset, three tables: inet for the flows, bridge for sources,
+	// ip for the published ports.
+	for _, family := range hostFamilies {
 		if err := j.record(Object{Kind: KindNftTable, Name: family + " " + p.HostNFT}); err != nil {
 			return err
 		}
@@ -95,8 +97,15 @@ func (d *Driver) fabric(ctx context.Context, p *plan.Plan, j *journal) error {
 			return fmt.Errorf("bridge %s: %w", n.Bridge, err)
 		}
 	}
-	return d.checkContained(ctx, p)
+	if err := d.checkContained(ctx, p); err != nil {
+		return err
+	}
+	return d.publishRoutes(p, j)
 }
+
+// hostFamilies are the families of the stack's host tables, all named
+// p.HostNFT.
+var hostFamilies = []string{"inet", "bridge", "ip"}
 
 // checkContained fails closed unless every stack subnet routes to its own
 // bridge on this host, so that no stack address can ever leave the machine
@@ -156,6 +165,11 @@ func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, rul
 			Addr: netip.PrefixFrom(i.Addr, i.Bits).String(), Alias: "bulkhead " + p.Stack + " " + n.Name + " " + i.Network}
 		if err := d.sys().addVeth(ctx, v); err != nil {
 			return fmt.Errorf("node %s on %s: %w", n.Name, i.Network, err)
+		}
+	}
+	if n.Gateway.IsValid() {
+		if err := d.sys().setDefaultRoute(ctx, n.Netns, n.Gateway); err != nil {
+			return fmt.Errorf("node %s: a route to answer visitors: %w", n.Name, err)
 		}
 	}
 	return nil

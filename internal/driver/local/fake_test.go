@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -67,6 +68,9 @@ type fakeSystem struct {
 	args       [][]string // each supervisor's arguments
 	bootUnit   bool       // the boot unit is installed
 	missing    []string   // Debian packages not installed
+	// versions is what a database's Version command prints, by its
+	// program; a program not in it is not installed.
+	versions map[string]string
 	// siteStatus, when set, is the status an app node answers url with.
 	siteStatus func(url string) int
 }
@@ -92,6 +96,10 @@ func newFakeSystem(root string) *fakeSystem {
 		argv:       map[string][]string{},
 		owners:     map[uint64]int{},
 		nextPid:    4000,
+		versions: map[string]string{
+			"mariadbd":                            "mariadbd  Ver 10.11.19-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64 (Debian 12)\n",
+			"/usr/lib/postgresql/15/bin/postgres": "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n",
+		},
 	}
 }
 
@@ -392,11 +400,27 @@ func (f *fakeSystem) readSysctl(key string) (int, error) {
 func (f *fakeSystem) writeSysctl(key string, value int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.op("sysctl net.ipv4.neigh.default.%s = %d", key, value); err != nil {
+	name := "net.ipv4.neigh.default." + key
+	if strings.Contains(key, "/") {
+		name = "net/ipv4/" + key
+	}
+	if err := f.op("sysctl %s = %d", name, value); err != nil {
 		return err
 	}
 	f.sysctl[key] = value
 	return nil
+}
+
+// addrLink: every address is eth0's, the fake host's one interface.
+func (f *fakeSystem) addrLink(a netip.Addr) (string, error) { return "eth0", nil }
+
+func (f *fakeSystem) setDefaultRoute(ctx context.Context, ns string, gw netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.netns[ns] {
+		return fmt.Errorf("fake: route in %s: no such namespace", ns)
+	}
+	return f.op("route in %s default via %s", ns, gw)
 }
 
 func (f *fakeSystem) writeSpec(c runc.Container) error {
@@ -831,6 +855,18 @@ func (f *fakeSystem) signalProcess(o Object, sig syscall.Signal) error {
 // host's own programs, which need no root.
 func (f *fakeSystem) checkSite(ctx context.Context, site string, last release.Manifest, c *catalog.SiteCheck) error {
 	return checkSite(ctx, site, last, c)
+}
+
+// serverVersion answers from versions, as a host with those servers
+// installed would.
+func (f *fakeSystem) serverVersion(ctx context.Context, argv []string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out, ok := f.versions[argv[0]]
+	if !ok {
+		return "", fmt.Errorf("%s: %w", argv[0], exec.ErrNotFound)
+	}
+	return out, nil
 }
 
 // setUnit records a host unit enabled or disabled.

@@ -162,7 +162,7 @@ func (d *Driver) findObjects(ctx context.Context, stack string) (*found, error) 
 	add(KindBridge, bridges, nil)
 
 	var tables []string
-	for _, family := range []string{"inet", "bridge"} {
+	for _, family := range hostFamilies {
 		if sys.nftHasTable(ctx, "", family, plan.HostTable(stack)) {
 			tables = append(tables, family+" "+plan.HostTable(stack))
 		}
@@ -276,6 +276,6 @@ func (d *Driver) downFound(ctx context.Context, stack string, purge bool, cause 
 	for _, n := range f.notes {
 		d.progress("left alone: %s", n)
 	}
-	d.progress("left alone: the neighbour-table limits, if up raised them: their earlier values were in the journal")
+	d.progress("left alone: the neighbour-table limits, and forwarding on an interface the stack published on, if up raised them: their earlier values were in the journal")
 	return d.destroy(ctx, stack, j, purge)
 }

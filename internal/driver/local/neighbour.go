@@ -1,7 +1,9 @@
 package local
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -97,6 +99,9 @@ func (d *Driver) restoreSysctl(o Object) error {
 		return err
 	}
 	cur, err := d.sys().readSysctl(o.Name)
+	if errors.Is(err, fs.ErrNotExist) && strings.Contains(o.Name, "/") {
+		return nil // the interface is gone, and its setting with it
+	}
 	if err != nil || cur != set {
 		return err
 	}

@@ -23,7 +23,7 @@ import (
 )
 
 // Where the bulkhead binary appears inside every container.
-const agentPath = "/bulkhead/bulkhead"
+var agentPath = render.DefaultLayout().Agent
 
 // owner says which account owns a node's writable directories and can read
 // its group-readable secrets (mode 0440): the daemon that needs them, as
@@ -36,16 +36,13 @@ func owner(n *plan.Node) (dirs, secrets string) {
 	return d.DirOwner, d.SecretGroup
 }
 
-// capabilities are a node's only privileges. Daemons start as root to bind
-// port 80 and then drop to their own users; none may touch the network
-// stack (NET_ADMIN, NET_RAW), mount (SYS_ADMIN) or trace (SYS_PTRACE). The
-// catalog adds what a daemon needs beyond that, such as sshd's chroot.
+// capabilities are a node's only privileges: the catalog's base set and
+// what its software needs beyond it.
 func capabilities(n *plan.Node) []string {
-	caps := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
 	if d, err := catalog.Lookup(n.Role, n.Software); err == nil {
-		caps = append(caps, d.Capabilities...)
+		return d.AllCapabilities()
 	}
-	return caps
+	return slices.Clone(catalog.BaseCapabilities)
 }
 
 func (d *Driver) lookupIDs(name string) (int, int, error) {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -71,9 +72,15 @@ type system interface {
 	nftRead(ctx context.Context, ns string) (*nft.Ruleset, error)
 	nftDeleteTable(ctx context.Context, ns, family, name string) error
 
-	// The kernel's neighbour-table limits, net.ipv4.neigh.default.KEY.
+	// The host's IPv4 settings: the neighbour-table limits,
+	// net.ipv4.neigh.default.KEY, or with a slash in key
+	// net.ipv4.KEY, as conf/IFACE/forwarding.
 	readSysctl(key string) (int, error)
 	writeSysctl(key string, value int) error
+	// addrLink returns the host interface holding address a.
+	addrLink(a netip.Addr) (string, error)
+	// setDefaultRoute gives namespace ns a default route via gw.
+	setDefaultRoute(ctx context.Context, ns string, gw netip.Addr) error
 
 	// runc.
 	writeSpec(c runc.Container) error
@@ -112,6 +119,11 @@ type system interface {
 	removeBootUnit(ctx context.Context) error
 	// checkSite parses the site's new or changed code (see lint.go).
 	checkSite(ctx context.Context, site string, last release.Manifest, c *catalog.SiteCheck) error
+	// serverVersion runs a database's Version command (catalog.Backup)
+	// on the host, whose /usr every node runs, and returns what it
+	// printed; an error wrapping exec.ErrNotFound when the server is not
+	// installed.
+	serverVersion(ctx context.Context, argv []string) (string, error)
 
 	// What down finds of a stack on the host when its journal cannot
 	// say (see found.go).
@@ -224,10 +236,25 @@ func (realSystem) nftDeleteTable(ctx context.Context, ns, family, name string) e
 	return nft.DeleteTable(ctx, ns, family, name)
 }
 
-func (realSystem) readSysctl(key string) (int, error) { return readInt(neighDir + key) }
+func (realSystem) readSysctl(key string) (int, error) { return readInt(sysctlPath(key)) }
 
 func (realSystem) writeSysctl(key string, value int) error {
-	return os.WriteFile(neighDir+key, []byte(strconv.Itoa(value)), 0o644)
+	return os.WriteFile(sysctlPath(key), []byte(strconv.Itoa(value)), 0o644)
+}
+
+// sysctlPath is where the setting key of readSysctl lives. A path, not
+// the dotted name: an interface's name may have a dot.
+func sysctlPath(key string) string {
+	if strings.Contains(key, "/") {
+		return "/proc/sys/net/ipv4/" + key
+	}
+	return neighDir + key
+}
+
+func (realSystem) addrLink(a netip.Addr) (string, error) { return netns.AddrLink(a) }
+
+func (realSystem) setDefaultRoute(ctx context.Context, ns string, gw netip.Addr) error {
+	return netns.SetDefaultRoute(ctx, ns, gw.String())
 }
 
 func (realSystem) writeSpec(c runc.Container) error { return runc.WriteSpec(c) }
@@ -353,6 +380,18 @@ func (realSystem) stopProcess(o Object) error { return stopProcess(o) }
 
 func (realSystem) checkSite(ctx context.Context, site string, last release.Manifest, c *catalog.SiteCheck) error {
 	return checkSite(ctx, site, last, c)
+}
+
+func (realSystem) serverVersion(ctx context.Context, argv []string) (string, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
 }
 
 // signalProcess signals a process bulkhead started, by pid, only if it is

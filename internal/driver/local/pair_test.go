@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -75,9 +76,8 @@ func pairMain(args []string) int {
 	return 0
 }
 
-// pairStack is a stack of no nodes whose supervisor publishes one
-// loopback port, under a temporary root whose bulkhead binary is this
-// test binary.
+// pairStack is a stack of no nodes with one published loopback port,
+// under a temporary root whose bulkhead binary is this test binary.
 type pairStack struct {
 	d     *Driver
 	p     *plan.Plan
@@ -158,19 +158,21 @@ func (s *pairStack) running(t *testing.T) []Object {
 	return procs
 }
 
-// serving reports whether the published port accepts a connection.
+// serving reports whether a supervisor runs the stack's plan: each says
+// so once it has started (see Supervise).
 func (s *pairStack) serving() bool {
-	c, err := net.DialTimeout("tcp", s.addr, time.Second)
+	ps := s.d.paths(s.stack)
+	want, err := fileHash(ps.plan())
 	if err != nil {
 		return false
 	}
-	c.Close()
-	return true
+	got, err := os.ReadFile(ps.supervised())
+	return err == nil && string(got) == hex.EncodeToString(want)
 }
 
 // kill SIGKILLs the live recorded process of kind, and returns how long
-// until the journal records another of kind that runs and the published
-// port answers again.
+// until the journal records another of kind that runs and a supervisor
+// runs the plan again.
 func (s *pairStack) kill(t *testing.T, kind string) time.Duration {
 	t.Helper()
 	old := s.recorded(t, kind)
@@ -178,6 +180,12 @@ func (s *pairStack) kill(t *testing.T, kind string) time.Duration {
 		t.Fatalf("no live %s recorded", kind)
 	}
 	pid, _ := strconv.Atoi(old.Name)
+	if kind == KindProcess {
+		// The new supervisor says it runs the plan anew.
+		if err := os.Remove(s.d.paths(s.stack).supervised()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t0 := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -201,14 +209,14 @@ func (s *pairStack) kill(t *testing.T, kind string) time.Duration {
 
 // TestSupervisorPair runs the supervisor and its keeper as real
 // processes: each killed with SIGKILL is started again by the other, the
-// journal records the new one, and the published port answers again;
+// journal records the new one, and a supervisor runs the plan again;
 // status says both run; down stops both, and nothing of the pair runs
 // after it. A supervisor stopped on purpose (SIGTERM) takes its keeper
 // with it, and neither is started again.
 func TestSupervisorPair(t *testing.T) {
 	s := newPairStack(t)
 	s.start(t)
-	hosttest.Eventually(t, time.Minute, "the published port to answer", s.serving)
+	hosttest.Eventually(t, time.Minute, "the supervisor to run the plan", s.serving)
 	if running := s.running(t); len(running) != 2 {
 		t.Fatalf("the pair's processes: %v, want the supervisor and its keeper", running)
 	}
@@ -244,13 +252,14 @@ func TestSupervisorPair(t *testing.T) {
 	if objs := s.recorded(t, KindProcess).Name + s.recorded(t, KindKeeper).Name; objs != "" {
 		t.Errorf("down left a live process in the journal: %s", objs)
 	}
-	if s.serving() {
-		t.Errorf("the published port still answers after down")
-	}
 
 	// Stopped on purpose.
 	s.start(t)
-	hosttest.Eventually(t, time.Minute, "the published port to answer", s.serving)
+	hosttest.Eventually(t, time.Minute, "the supervisor to run the plan", s.serving)
+	if c, err := net.DialTimeout("tcp", s.addr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("something listens on the published %s: the supervisor listens on nothing", s.addr)
+	}
 	sup := s.recorded(t, KindProcess)
 	pid, _ := strconv.Atoi(sup.Name)
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
@@ -273,5 +282,32 @@ func TestSupervisorPair(t *testing.T) {
 	}
 	if log, _ := os.ReadFile(s.d.paths(s.stack).supervisorLog()); !strings.Contains(string(log), "stopped on purpose") {
 		t.Errorf("the keeper did not say it let the supervisor go:\n%s", log)
+	}
+}
+
+// TestSupervisorHoldingPortsReplaced: up replaces a running pair whose
+// supervisor holds a published port, as one of a bulkhead that forwarded
+// the ports itself does, even when it runs the same plan; a pair that
+// holds none it leaves alone.
+func TestSupervisorHoldingPortsReplaced(t *testing.T) {
+	s := newPairStack(t)
+	s.start(t)
+	hosttest.Eventually(t, time.Minute, "the supervisor to run the plan", s.serving)
+	first := s.recorded(t, KindProcess)
+	s.start(t)
+	if got := s.recorded(t, KindProcess); got != first {
+		t.Fatalf("up with the same plan replaced supervisor %s by %s", first.Name, got.Name)
+	}
+	l, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s.start(t)
+	if got := s.recorded(t, KindProcess); got.Name == "" || got == first {
+		t.Errorf("with the published port held, up kept supervisor %s (now %q)", first.Name, got.Name)
+	}
+	if err := s.d.Down(context.Background(), s.stack, false); err != nil {
+		t.Fatal(err)
 	}
 }

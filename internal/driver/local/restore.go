@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -42,8 +43,10 @@ func (p paths) restoreStage() string { return filepath.Join(p.stack, "restore") 
 //  1. The stack must be down or new, and hold no data (its db and storage
 //     nodes' disks) unless o.Force. Nothing is written before the whole
 //     archive has been checked: its manifest through the trailer, its dump
-//     against p's database (catalog AcceptsDump), every member against the
-//     manifest, and its secrets against o.Identities. Only then does
+//     against p's database (catalog AcceptsDump, and LoadsVersion with the
+//     host's server; when that is not installed yet, right after up
+//     installs it), every member against the manifest, and its secrets
+//     against o.Identities. Only then does
 //     backup.Extract write it, to a directory of the host's in the
 //     stack's.
 //  2. With o.Force the db and storage nodes' disks go. The archive's
@@ -70,6 +73,10 @@ func (d *Driver) Restore(ctx context.Context, p *plan.Plan, path string, o Resto
 		return nil, err
 	}
 	db, desc := restoreDB(p)
+	here, err := d.serverVersion(ctx, desc)
+	if err != nil {
+		return nil, err
+	}
 	stage := ps.restoreStage()
 	dest := backup.Dest{
 		DB:      filepath.Join(stage, "db"),
@@ -80,7 +87,7 @@ func (d *Driver) Restore(ctx context.Context, p *plan.Plan, path string, o Resto
 		// The stage is the host's and this restore's: a leftover of an
 		// interrupted one is replaced.
 		Overwrite:  true,
-		Check:      func(m *backup.Manifest) error { return restoreCheck(p, db, desc, m, len(o.Identities) > 0) },
+		Check:      func(m *backup.Manifest) error { return restoreCheck(p, db, desc, m, here, len(o.Identities) > 0) },
 		Identities: o.Identities,
 		Progress:   o.Progress,
 	})
@@ -98,7 +105,7 @@ func (d *Driver) Restore(ctx context.Context, p *plan.Plan, path string, o Resto
 		return nil, err
 	}
 	defer removeStage(stage)
-	res, err := d.restore(ctx, p, x, stage, o)
+	res, err := d.restore(ctx, p, x, stage, here, o)
 	if err != nil && !existed {
 		d.progress("restore failed; removing the stack %s it made", p.Stack)
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
@@ -112,8 +119,9 @@ func (d *Driver) Restore(ctx context.Context, p *plan.Plan, path string, o Resto
 }
 
 // restore is Restore's steps 2 to 5, once the archive is extracted to
-// stage.
-func (d *Driver) restore(ctx context.Context, p *plan.Plan, x *backup.Extracted, stage string, o RestoreOptions) (*RestoreResult, error) {
+// stage. here is the version of the database's server on this host, or ""
+// when it was not installed before up.
+func (d *Driver) restore(ctx context.Context, p *plan.Plan, x *backup.Extracted, stage, here string, o RestoreOptions) (*RestoreResult, error) {
 	ps := d.paths(p.Stack)
 	res := &RestoreResult{Manifest: x.Manifest}
 	// Extract made the stack's directory as any directory; it holds the
@@ -161,6 +169,19 @@ func (d *Driver) restore(ctx context.Context, p *plan.Plan, x *backup.Extracted,
 	if err != nil {
 		return nil, err
 	}
+	if db, desc := restoreDB(p); db != nil && x.Manifest.DB != nil && here == "" {
+		// Up installed the server: the check restoreCheck could not
+		// make, before anything goes onto the new stack.
+		if here, err = d.serverVersion(ctx, desc); err == nil && here == "" {
+			err = fmt.Errorf("%s is not installed on this host after up", desc.Backup.Version[0])
+		}
+		if err == nil {
+			err = desc.LoadsVersion(x.Manifest.DB.Version, here)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("stack %s cannot load the archive's dump: %w", p.Stack, err)
+		}
+	}
 	if err := d.restoreStorage(p, j, filepath.Join(stage, "uploads"), res); err != nil {
 		return nil, err
 	}
@@ -189,16 +210,42 @@ func restoreDB(p *plan.Plan) (*plan.Node, *catalog.Descriptor) {
 	return dbs[0], desc
 }
 
+// serverVersion is the version of desc's server on this host, which the
+// db node will run, or "" when desc is nil or the server is not installed
+// yet (up installs it).
+func (d *Driver) serverVersion(ctx context.Context, desc *catalog.Descriptor) (string, error) {
+	if desc == nil {
+		return "", nil
+	}
+	out, err := d.sys().serverVersion(ctx, desc.Backup.Version)
+	if errors.Is(err, exec.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("this host's %s version: %w", desc.Software, err)
+	}
+	v, err := desc.Backup.ParseVersion(out)
+	if err != nil {
+		return "", fmt.Errorf("this host's %s version: %w", desc.Software, err)
+	}
+	return v, nil
+}
+
 // restoreCheck refuses, from its manifest, an archive the stack p cannot
-// take: a dump its database cannot load, or secrets to open that it does
-// not hold.
-func restoreCheck(p *plan.Plan, db *plan.Node, desc *catalog.Descriptor, m *backup.Manifest, identities bool) error {
+// take: a dump its database cannot load (another format, or a newer
+// release than here, the host's server, when that is installed), or
+// secrets to open that it does not hold.
+func restoreCheck(p *plan.Plan, db *plan.Node, desc *catalog.Descriptor, m *backup.Manifest, here string, identities bool) error {
 	var errs []error
 	if m.DB != nil {
 		if db == nil {
 			errs = append(errs, fmt.Errorf("the archive holds a %s dump, but stack %s has no database to load it into", m.DB.Software, p.Stack))
 		} else if err := desc.AcceptsDump(m.DB.DumpFormat); err != nil {
 			errs = append(errs, fmt.Errorf("stack %s cannot load the archive's dump: %w", p.Stack, err))
+		} else if here != "" {
+			if err := desc.LoadsVersion(m.DB.Version, here); err != nil {
+				errs = append(errs, fmt.Errorf("stack %s cannot load the archive's dump: %w", p.Stack, err))
+			}
 		}
 	}
 	if identities && !m.HasSecrets() {

@@ -27,7 +27,7 @@ const restorePass = "restore test passphrase"
 // format, uploads with a binary file in a subdirectory and a file outside
 // the writable paths, the code of the fake stack's site, and secrets
 // sealed with restorePass.
-func fakeArchive(t *testing.T, dir, software, format string) string {
+func fakeArchive(t *testing.T, dir, software, format, version string) string {
 	t.Helper()
 	uploads, code := filepath.Join(dir, "uploads"), filepath.Join(dir, "code")
 	bin := make([]byte, 3000)
@@ -53,7 +53,7 @@ func fakeArchive(t *testing.T, dir, software, format string) string {
 	path := filepath.Join(dir, backup.Name("old", time.Now()))
 	_, err = backup.WriteFile(path, backup.Source{
 		Stack: "old", Bulkhead: "test",
-		DB:      &backup.DB{Role: "db", Software: software, DumpFormat: format, DumpFile: "dump.sql"},
+		DB:      &backup.DB{Role: "db", Software: software, Version: version, DumpFormat: format, DumpFile: "dump.sql"},
 		Dump:    strings.NewReader("-- a dump\n"),
 		Uploads: uploads, Release: code,
 		StackFile: []byte("name: old\n"),
@@ -90,7 +90,7 @@ func (s *fakeStack) restore(t *testing.T, p *plan.Plan, archive string, o Restor
 // that is up, data without --force, and bad archives, each with the host
 // left as it was.
 func TestRestoreOnFakeHost(t *testing.T) {
-	archive := fakeArchive(t, t.TempDir(), "mariadb", "mariadb-sql")
+	archive := fakeArchive(t, t.TempDir(), "mariadb", "mariadb-sql", "10.11.6")
 
 	t.Run("into-a-new-stack", func(t *testing.T) {
 		s := newFakeStack(t)
@@ -178,6 +178,47 @@ func TestRestoreOnFakeHost(t *testing.T) {
 		}
 	})
 
+	// A host without the database's server yet: up installs it, and the
+	// dump's version is checked then, before anything goes onto the
+	// stack. A dump of a newer release is refused, and the new stack
+	// removed; one of the same release loads.
+	t.Run("server-installed-by-up", func(t *testing.T) {
+		for _, c := range []struct {
+			version string
+			ok      bool
+		}{{"11.4.2", false}, {"10.11.6", true}} {
+			s := newFakeStack(t)
+			delete(s.f.versions, "mariadbd")
+			s.f.missing = []string{"mariadb-server"}
+			s.f.onOp = func(line string) {
+				if strings.HasPrefix(line, "apt install") && strings.Contains(line, "mariadb-server") {
+					s.f.versions["mariadbd"] = "mariadbd  Ver 10.11.19-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64 (Debian 12)\n"
+				}
+			}
+			a := fakeArchive(t, t.TempDir(), "mariadb", "mariadb-sql", c.version)
+			ops, _, err := s.restore(t, planWithApps(t, 2), a, RestoreOptions{})
+			if !slices.ContainsFunc(ops, func(l string) bool { return strings.HasPrefix(l, "apt install") }) {
+				t.Errorf("dump of %s: up installed nothing: %q", c.version, ops)
+			}
+			loaded := slices.ContainsFunc(ops, func(l string) bool { return strings.HasPrefix(l, "runc exec bh-n-db mariadb ") })
+			if c.ok {
+				if err != nil || !loaded {
+					t.Errorf("dump of %s into 10.11.19: %v, loaded %v", c.version, err, loaded)
+				}
+				continue
+			}
+			if err == nil || !strings.Contains(err.Error(), "made by mariadb 11.4.2") || loaded {
+				t.Errorf("dump of 11.4.2 into 10.11.19: %v, loaded %v; want it refused before the load", err, loaded)
+			}
+			if slices.ContainsFunc(ops, func(l string) bool { return strings.HasPrefix(l, "uploads restore") }) {
+				t.Errorf("the uploads went onto a stack whose database cannot load the dump")
+			}
+			if _, err := os.Stat(s.d.paths("n").stack); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the new stack is left after the refusal: %v", err)
+			}
+		}
+	})
+
 	// Each of these is refused before anything is written: no stack
 	// directory, not even the driver's root, is made.
 	dir := t.TempDir()
@@ -188,7 +229,7 @@ func TestRestoreOnFakeHost(t *testing.T) {
 	truncated := filepath.Join(dir, "truncated.tar.zst")
 	data, _ = os.ReadFile(archive)
 	os.WriteFile(truncated, data[:len(data)*2/3], 0o600)
-	pgArchive := fakeArchive(t, t.TempDir(), "postgresql", "postgresql-custom")
+	pgArchive := fakeArchive(t, t.TempDir(), "postgresql", "postgresql-custom", "15.18")
 	for _, c := range []struct {
 		name, archive string
 		p             *plan.Plan
@@ -199,6 +240,8 @@ func TestRestoreOnFakeHost(t *testing.T) {
 		{"truncated", truncated, nil, nil, []string{"truncated"}},
 		{"wrong-passphrase", archive, nil, passphrase(t, "not it"), []string{"wrong passphrase"}},
 		{"postgresql-dump-into-mariadb", pgArchive, nil, nil, []string{"postgresql-custom", "runs mariadb"}},
+		{"newer-mariadb", fakeArchive(t, t.TempDir(), "mariadb", "mariadb-sql", "11.4.2"), nil, nil, []string{"made by mariadb 11.4.2", "this host's mariadb 10.11.19", "mariadb is 11.4 or newer"}},
+		{"newer-postgresql", fakeArchive(t, t.TempDir(), "postgresql", "postgresql-custom", "17.2"), planFrom(t, "name: n\ntiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {software: postgresql}\n  storage: {protocol: sftp}\n  app: {}\n"), nil, []string{"made by postgresql 17.2", "postgresql 15.18", "17 or newer"}},
 		{"mariadb-dump-into-postgresql", archive, planFrom(t, "name: n\ntiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {software: postgresql}\n  storage: {protocol: sftp}\n  app: {}\n"), nil, []string{"mariadb-sql", "runs postgresql"}},
 		{"passphrase-without-secrets", func() string {
 			d := t.TempDir()

@@ -45,7 +45,7 @@ func nodeLayout(n *plan.Node, idx *release.Index) render.Layout {
 		id = idx.Live
 	}
 	if id != "" {
-		l.Site = path.Join(releasesDir, id)
+		l.Site, l.Release = path.Join(releasesDir, id), true
 	}
 	return l
 }

@@ -4,15 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -38,9 +34,10 @@ type SuperviseOptions struct {
 }
 
 // Supervise keeps a running stack converged to its saved plan until ctx is
-// done: it serves the published ports, keeps the site mounts of static and
-// app nodes alive, and restarts a node whose container died. With a keeper
-// it also starts a new keeper whenever that one dies.
+// done: it keeps the site mounts of static and app nodes alive, and
+// restarts a node whose container died. With a keeper it also starts a
+// new keeper whenever that one dies. It listens on nothing: the published
+// ports are the kernel's (see publish.go).
 func (d *Driver) Supervise(ctx context.Context, stack string, o SuperviseOptions) error {
 	ps := d.paths(stack)
 	if o.Pair != nil {
@@ -73,24 +70,8 @@ func (d *Driver) Supervise(ctx context.Context, stack string, o SuperviseOptions
 	}
 	log := d.logger().With("stack", stack)
 	log.Info("supervisor started", "pid", os.Getpid(), "nodes", len(p.Nodes))
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, len(p.Published))
-	for _, f := range p.Published {
-		l, err := net.Listen("tcp", f.Listen.String())
-		if err != nil {
-			return fmt.Errorf("publish %s: %w", f.Listen, err)
-		}
-		target := f.Target.String()
-		log.Info("publishing", "listen", f.Listen, "target", target)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errc <- forward(ctx, l, target, func(err error) {
-				log.Warn("accept on a published port failed; retrying", "listen", f.Listen, "err", err)
-			})
-		}()
+	if err := d.keepPublished(ctx, p); err != nil {
+		log.Error("publish the ports in the kernel; run 'bulkhead up'", "err", err)
 	}
 	j, err := loadJournal(ps.journal(), stack)
 	if err != nil {
@@ -102,9 +83,9 @@ func (d *Driver) Supervise(ctx context.Context, stack string, o SuperviseOptions
 	if err := durable.Write(ps.supervised(), []byte(digest(data)), 0o600); err != nil {
 		return err
 	}
-	// HUP: up saved a new plan with the same published ports. Re-read
-	// it: new nodes' sites get mounted and removed nodes' unmounted,
-	// while every other mount, and every connection, goes on.
+	// HUP: up saved a new plan. Re-read it: new nodes' sites get
+	// mounted and removed nodes' unmounted, while every other mount goes
+	// on.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -125,16 +106,8 @@ func (d *Driver) Supervise(ctx context.Context, stack string, o SuperviseOptions
 	for {
 		select {
 		case <-ctx.Done():
-			wg.Wait()
 			log.Info("supervisor stopped")
 			return nil
-		case err := <-errc:
-			if err != nil && ctx.Err() == nil {
-				log.Error("publishing failed", "err", err)
-				cancel()
-				wg.Wait()
-				return err
-			}
 		case <-hup:
 			np, j, sum, err := d.reloadPlan(stack, p)
 			if err != nil {
@@ -236,63 +209,7 @@ func (d *Driver) repair(ctx context.Context, p *plan.Plan, w *watch) {
 	}
 }
 
-// forward accepts on l and copies each connection to and from target.
-// It returns only when ctx is done or l is closed: an accept that fails
-// for want of descriptors or memory (a connection flood) is retried after
-// a pause that doubles up to a second, since ending here would end the
-// supervisor and with it every site mount. logf reports each failure.
-func forward(ctx context.Context, l net.Listener, target string, logf func(error)) error {
-	go func() {
-		<-ctx.Done()
-		l.Close()
-	}()
-	var d net.Dialer
-	const maxPause = time.Second
-	pause := 5 * time.Millisecond
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			logf(err)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(pause):
-			}
-			pause = min(2*pause, maxPause)
-			continue
-		}
-		pause = 5 * time.Millisecond
-		go func() {
-			defer c.Close()
-			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			u, err := d.DialContext(dctx, "tcp", target)
-			cancel()
-			if err != nil {
-				return
-			}
-			defer u.Close()
-			done := make(chan struct{}, 2)
-			pipe := func(dst, src net.Conn) {
-				io.Copy(dst, src)
-				if tc, ok := dst.(*net.TCPConn); ok {
-					tc.CloseWrite()
-				}
-				done <- struct{}{}
-			}
-			go pipe(u, c)
-			go pipe(c, u)
-			<-done
-			<-done
-		}()
-	}
-}
-
-// reloadPlan reads the stack's saved plan and journal again. A plan that
-// publishes other ports is refused: the listeners are the supervisor's
-// own, and up restarts it for such a change.
+// reloadPlan reads the stack's saved plan and journal again.
 func (d *Driver) reloadPlan(stack string, cur *plan.Plan) (*plan.Plan, *journal, string, error) {
 	ps := d.paths(stack)
 	data, err := os.ReadFile(ps.plan())
@@ -302,9 +219,6 @@ func (d *Driver) reloadPlan(stack string, cur *plan.Plan) (*plan.Plan, *journal,
 	p, err := plan.Decode(data)
 	if err != nil {
 		return nil, nil, "", err
-	}
-	if !slices.Equal(p.Published, cur.Published) {
-		return nil, nil, "", fmt.Errorf("the new plan publishes other ports; restart the supervisor ('bulkhead up' does)")
 	}
 	j, err := loadJournal(ps.journal(), stack)
 	if err != nil {

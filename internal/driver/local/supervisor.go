@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"syscall"
 	"time"
 
@@ -91,11 +90,10 @@ func (d *Driver) pairRunning(j *journal) (sup, keeper bool) {
 // supervise` that keeps the stack converged after this command exits, run
 // p, with its keeper (see pair.go). A running pair's supervisor is sent HUP
 // to read a new plan, and waited for: it mounts new nodes' sites and lets
-// go of removed ones', while the other mounts and the published ports go
-// on. The pair is replaced only when the supervisor cannot reload: olds
-// (the plans it may run, see runningPlans) are unknown or one publishes
-// other ports; or when one of the two is not running, as after an upgrade
-// from a bulkhead whose supervisor had no keeper.
+// go of removed ones', while the other mounts go on. The pair is replaced
+// only when the supervisor cannot reload: olds (the plans it may run, see
+// runningPlans) are unknown; or when one of the two is not running, as
+// after an upgrade from a bulkhead whose supervisor had no keeper.
 func (d *Driver) startSupervisor(ctx context.Context, p *plan.Plan, j *journal, olds []*plan.Plan) error {
 	ps := d.paths(p.Stack)
 	want, err := fileHash(ps.plan())
@@ -103,16 +101,15 @@ func (d *Driver) startSupervisor(ctx context.Context, p *plan.Plan, j *journal, 
 		return err
 	}
 	if sup, ok := d.liveSupervisor(j); ok && d.keeperAlive(j) {
+		// One that holds a published port predates the kernel's
+		// publishing (see publish.go), and its listener is in the way.
+		stale := d.holdsPorts(p)
 		got, err := os.ReadFile(ps.supervised())
-		if err == nil && string(got) == hex.EncodeToString(want) {
+		if !stale && err == nil && string(got) == hex.EncodeToString(want) {
 			return nil
 		}
 		// One that never said which plan it runs predates reloads.
-		samePorts := len(olds) > 0
-		for _, old := range olds {
-			samePorts = samePorts && slices.Equal(old.Published, p.Published)
-		}
-		if err == nil && samePorts {
+		if !stale && err == nil && len(olds) > 0 {
 			if err := d.sys().signalProcess(sup, syscall.SIGHUP); err != nil {
 				return err
 			}
@@ -161,4 +158,15 @@ func (d *Driver) waitSupervised(ctx context.Context, p *plan.Plan, want string) 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// holdsPorts reports whether something listens on a port p publishes: a
+// supervisor of a bulkhead that forwarded them itself.
+func (d *Driver) holdsPorts(p *plan.Plan) bool {
+	for _, f := range p.Published {
+		if d.sys().canListen(f.Listen) != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -889,7 +889,12 @@ func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, finger
 	// The host's guard too: an interrupted verify --self-test may have
 	// left it out.
 	sys := d.sys()
-	if !sys.nftHasTable(ctx, "", "inet", p.HostNFT) || !sys.nftHasTable(ctx, "", "bridge", p.HostNFT) || !d.hasNeighbourRoom(p) {
+	for _, family := range hostFamilies {
+		if !sys.nftHasTable(ctx, "", family, p.HostNFT) {
+			return false
+		}
+	}
+	if !d.hasNeighbourRoom(p) {
 		return false
 	}
 	if !d.antiSpoofWhole(ctx, p) {

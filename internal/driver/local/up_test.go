@@ -255,6 +255,31 @@ func TestUpOnFakeHost(t *testing.T) {
 			s.checkJournal(t, "n")
 			return ops
 		}},
+		{"publish-beyond-loopback", func(t *testing.T, s *fakeStack) []string {
+			// http on an address of the host's: the edge gets a route to
+			// answer visitors, the host forwards on the address's
+			// interface and the public bridge, and down puts the
+			// interface's setting back. Another stack may not publish
+			// there too.
+			s.f.sysctl["conf/eth0/forwarding"] = 0
+			src := "name: n\npublish: {http: 192.0.2.10:8080}\ntiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {protocol: sftp}\n  app: {replicas: 1}\n"
+			ops, _ := s.mustUp(t, planFrom(t, src))
+			other := strings.Replace(strings.Replace(src, "name: n\n", "name: n-2\nnetworks: {private: 10.78.0.0/24, public: 10.78.1.0/28}\n", 1), "}\ntiers", ", https: 127.0.0.1:18443}\ntiers", 1)
+			if _, _, err := s.up(t, planFrom(t, other)); err == nil || !strings.Contains(err.Error(), "cannot publish on 192.0.2.10:8080: stack n publishes there") {
+				t.Errorf("a second stack on the same published address: %v, want refused", err)
+			}
+			s.f.take()
+			ops = append(ops, s.mustDown(t, "n")...)
+			if got := s.f.sysctl["conf/eth0/forwarding"]; got != 0 {
+				t.Errorf("forwarding on eth0 after down: %d, want the 0 up found", got)
+			}
+			// Down, n publishes no more, though its plan stays.
+			if _, _, err := s.up(t, planFrom(t, other)); err != nil {
+				t.Errorf("a second stack on the address of one that is down: %v", err)
+			}
+			s.f.take()
+			return ops
+		}},
 		{"up-again", func(t *testing.T, s *fakeStack) []string {
 			p := planWithApps(t, 2)
 			s.mustUp(t, p)
@@ -446,7 +471,7 @@ func TestUpOnFakeHost(t *testing.T) {
 			}
 			ops := s.f.take()
 			for _, w := range []string{"cannot be read", "finding the stack's objects by their names", path + ".damaged",
-				"found by name: 1 supervisor keeper, 1 supervisor process, 7 containers, 3 mounts, 7 disk images, 8 network namespaces, 9 veth pairs, 2 bridges, 2 host nft tables"} {
+				"found by name: 1 supervisor keeper, 1 supervisor process, 7 containers, 3 mounts, 7 disk images, 8 network namespaces, 9 veth pairs, 2 bridges, 3 host nft tables"} {
 				if !strings.Contains(said.String(), w) {
 					t.Errorf("down did not say %q:\n%s", w, said.String())
 				}

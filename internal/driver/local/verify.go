@@ -42,7 +42,7 @@ func (d *Driver) verifySetup(ctx context.Context, stack string, o verify.Options
 	}
 	j, err := loadJournal(d.paths(stack).journal(), stack)
 	if err == nil {
-		err = d.adoptPair(j) // the supervisor that holds the ports now
+		err = d.adoptPair(j) // the supervisor that runs now
 	}
 	if err != nil {
 		unlock()

@@ -1,0 +1,219 @@
+package kube_test
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+
+	"github.com/bulkhead/bulkhead/internal/kube"
+	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/spec"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden export in testdata/golden")
+
+// testSecrets are fixed so that the golden files are stable.
+func testSecrets(p *plan.Plan) render.Secrets {
+	s := render.Secrets{
+		DBPassword:     "golden-db-password",
+		StorageKeys:    map[string]string{},
+		StorageHostKey: []byte("-----BEGIN OPENSSH PRIVATE KEY-----\ngolden-host-key\n-----END OPENSSH PRIVATE KEY-----\n"),
+		TLSCert:        []byte("-----BEGIN CERTIFICATE-----\ngolden-cert\n-----END CERTIFICATE-----\n"),
+		TLSKey:         []byte("-----BEGIN PRIVATE KEY-----\ngolden-key\n-----END PRIVATE KEY-----\n"),
+	}
+	for _, n := range p.Nodes {
+		if n.Mount != nil {
+			s.StorageKeys[n.Name] = "ssh-ed25519 AAAAgolden" + strings.ReplaceAll(n.Name, "-", "") + " bulkhead-" + n.Name
+		}
+	}
+	return s
+}
+
+func export(t testing.TB, p *plan.Plan, o kube.Options) []kube.File {
+	t.Helper()
+	o.Tag = "v0.1.0"
+	o.Secrets = testSecrets(p)
+	e, err := kube.Build(p, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := e.Files()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// kinds are the types the export may write, for strict decoding.
+var kinds = map[string]func() any{
+	"Namespace":             func() any { return new(corev1.Namespace) },
+	"ConfigMap":             func() any { return new(corev1.ConfigMap) },
+	"Secret":                func() any { return new(corev1.Secret) },
+	"Service":               func() any { return new(corev1.Service) },
+	"PersistentVolumeClaim": func() any { return new(corev1.PersistentVolumeClaim) },
+	"Deployment":            func() any { return new(appsv1.Deployment) },
+	"StatefulSet":           func() any { return new(appsv1.StatefulSet) },
+	"Job":                   func() any { return new(batchv1.Job) },
+	"NetworkPolicy":         func() any { return new(networkingv1.NetworkPolicy) },
+	"Ingress":               func() any { return new(networkingv1.Ingress) },
+}
+
+// decodeStrict decodes one manifest into its k8s.io/api type, failing on
+// any field the type does not have, and checks that it encodes back to
+// the same bytes.
+func decodeStrict(t *testing.T, f kube.File) {
+	t.Helper()
+	var head struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+	}
+	if err := yaml.Unmarshal(f.Data, &head); err != nil {
+		t.Fatalf("%s: %v", f.Path, err)
+	}
+	mk, ok := kinds[head.Kind]
+	if !ok {
+		t.Fatalf("%s: kind %q is not one the export writes", f.Path, head.Kind)
+	}
+	obj := mk()
+	if err := strictDecode(f.Data, obj); err != nil {
+		t.Fatalf("%s: strict decode as %s: %v", f.Path, head.Kind, err)
+	}
+	again, err := yaml.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again, f.Data) {
+		t.Errorf("%s: decoding and encoding again changes it", f.Path)
+	}
+}
+
+// TestStrictDecode: every manifest of every proof stack, with and
+// without an Ingress, decodes strictly into its k8s.io/api type.
+func TestStrictDecode(t *testing.T) {
+	for name, p := range proofStacks(t) {
+		for _, ing := range []bool{false, true} {
+			for _, f := range export(t, p, kube.Options{Ingress: ing}) {
+				if !strings.HasSuffix(f.Path, ".yaml") || f.Path == "kustomization.yaml" {
+					continue
+				}
+				t.Run(name+"/"+f.Path, func(t *testing.T) { decodeStrict(t, f) })
+			}
+		}
+	}
+}
+
+// strictDecode decodes YAML as the API server does: field names match
+// case-sensitively, and a field the type lacks, or one given twice, is an
+// error. (sigs.k8s.io/yaml's UnmarshalStrict goes through encoding/json,
+// which matches names regardless of case, so "targetport" would pass.)
+func strictDecode(data []byte, v any) error {
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return err
+	}
+	strict, err := kjson.UnmarshalStrict(js, v, kjson.DisallowUnknownFields, kjson.DisallowDuplicateFields)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strict...)
+}
+
+// TestStrictDecodeCatches: the strict decoding the tests rely on fails on
+// a field the type does not have, misspelt by case or not at all.
+func TestStrictDecodeCatches(t *testing.T) {
+	for _, field := range []string{"targetport", "targetPorts"} {
+		bad := []byte("apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  ports:\n  - port: 80\n    " + field + ": 80\n")
+		if err := strictDecode(bad, new(corev1.Service)); err == nil {
+			t.Errorf("a Service with %s decoded without error", field)
+		}
+	}
+	good := []byte("apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  ports:\n  - port: 80\n    targetPort: 80\n")
+	if err := strictDecode(good, new(corev1.Service)); err != nil {
+		t.Errorf("a good Service: %v", err)
+	}
+}
+
+// TestKustomization: kustomization.yaml lists every manifest but the
+// probe Jobs, each once, and nothing else.
+func TestKustomization(t *testing.T) {
+	p := proofStacks(t)["default"]
+	files := export(t, p, kube.Options{})
+	var k struct {
+		APIVersion string   `json:"apiVersion"`
+		Kind       string   `json:"kind"`
+		Namespace  string   `json:"namespace"`
+		Resources  []string `json:"resources"`
+	}
+	var want []string
+	for _, f := range files {
+		if f.Path == "kustomization.yaml" {
+			if err := strictDecode(f.Data, &k); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if strings.HasSuffix(f.Path, ".yaml") && !strings.HasPrefix(f.Path, "probes/") {
+			want = append(want, f.Path)
+		}
+	}
+	slices.Sort(want)
+	got := slices.Clone(k.Resources)
+	slices.Sort(got)
+	if !slices.Equal(got, want) || k.Namespace != "bulkhead-bulkhead" {
+		t.Errorf("kustomization: namespace %q resources %v\nwant bulkhead-bulkhead %v", k.Namespace, got, want)
+	}
+}
+
+// TestGolden compares the default stack's export with testdata/golden.
+// Run with -update to rewrite it, then read the diff.
+func TestGolden(t *testing.T) {
+	p := build(t, "", spec.ProtocolSFTP)
+	files := export(t, p, kube.Options{})
+	dir := filepath.Join("testdata", "golden", "default")
+	if *update {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for _, f := range files {
+		path := filepath.Join(dir, f.Path)
+		seen[path] = true
+		if *update {
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, f.Data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Errorf("%s: %v (run with -update)", f.Path, err)
+			continue
+		}
+		if !bytes.Equal(want, f.Data) {
+			t.Errorf("%s differs from %s (run with -update and read the diff)", f.Path, path)
+		}
+	}
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && !seen[path] {
+			t.Errorf("%s is no longer exported", path)
+		}
+		return nil
+	})
+}

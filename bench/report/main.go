@@ -219,7 +219,25 @@ type Controlplane struct {
 	// HostSlope is the host's used memory per added app node, from the
 	// smallest to the largest stack measured.
 	HostSlope float64 `json:"host_used_kb_per_app_node"`
+	// Goals are issue #14's control-plane goals, with what this run
+	// measured against each.
+	Goals []Goal `json:"goals"`
 }
+
+// Goal is a wall-clock limit on one op of bench/controlplane.sh at one
+// size. Seconds and Met are nil when the run did not measure it there (or
+// the op failed).
+type Goal struct {
+	Op      string   `json:"op"`
+	Apps    int      `json:"apps"`
+	Limit   float64  `json:"limit_s"`
+	Seconds *float64 `json:"seconds,omitempty"`
+	Met     *bool    `json:"met,omitempty"`
+}
+
+// cpGoals are issue #14's: up cold at 100 app nodes in 30 s, 10 more app
+// nodes added to a running stack in 10 s, verify of 106 nodes in 5 s.
+var cpGoals = []Goal{{Op: "up-cold", Apps: 100, Limit: 30}, {Op: "up-add10", Apps: 100, Limit: 10}, {Op: "verify", Apps: 100, Limit: 5}}
 
 var targets = map[string]float64{"small": 0.9, "cached": 0.95, "miss": 0.95, "post": 0.95}
 
@@ -377,6 +395,18 @@ func loadControlplane(dir string, r *Results) error {
 	}
 	if c.Meta, err = meta(filepath.Join(dir, "controlplane-meta.tsv")); err != nil {
 		return err
+	}
+	for _, g := range cpGoals {
+		for _, t := range c.Times {
+			if t["op"] != g.Op || t["apps"] != strconv.Itoa(g.Apps) || t["exit"] != "0" {
+				continue
+			}
+			if v, ok := num(t["seconds"]); ok {
+				met := v <= g.Limit
+				g.Seconds, g.Met = &v, &met
+			}
+		}
+		c.Goals = append(c.Goals, g)
 	}
 	if c.Memory, err = table(filepath.Join(dir, "memory.tsv")); err != nil {
 		return err

@@ -139,7 +139,20 @@ func markdown(r *Results) string {
 
 	if c := r.Controlplane; len(c.Times) > 0 {
 		p("\n## Control plane: bulkhead's own work by stack size\n\n")
-		p("A stack with the default tiers and N app nodes, from nothing: `plan`; `up` cold (first time, DB init); `up` again (nothing to do); `verify`; `down` (data kept); `up` warm (data there); `down --purge`. Wall-clock seconds, one run each; `down` and `up` warm only at %s app nodes (`-` elsewhere: an up warm costs about as much as an up cold, and the suite must fit in 15 minutes). verify: %s.\n\n", c.Meta["cycle_sizes"], c.Meta["verify"])
+		p("A stack with the default tiers and N app nodes, from nothing: `plan`; `up` cold (first time, DB init); `up` again (nothing to do); `verify`; `down` (data kept); `up` warm (data there); `up` with 10 more app nodes on the running stack (up-add10: N → N+10, each new node joins the edge's pool once it serves); `down --purge`. Wall-clock seconds, one run each; `down` and `up` warm only at %s app nodes (`-` elsewhere: an up warm costs about as much as an up cold, and the suite must fit in 15 minutes). verify: %s.\n\n", c.Meta["cycle_sizes"], c.Meta["verify"])
+		p("Goals (issue #14), on a quiet machine:\n\n| op | app nodes | goal | measured | met |\n|---|---:|---:|---:|---|\n")
+		for _, g := range c.Goals {
+			measured, met := "not measured", "-"
+			if g.Seconds != nil {
+				measured = fmt.Sprintf("%.2f s", *g.Seconds)
+				met = "yes"
+				if !*g.Met {
+					met = "**no**"
+				}
+			}
+			p("| %s | %d | ≤ %.0f s | %s | %s |\n", g.Op, g.Apps, g.Limit, measured, met)
+		}
+		p("\n")
 		p("![control plane](controlplane.svg)\n\n| app nodes |")
 		for _, op := range ops {
 			p(" %s |", op)

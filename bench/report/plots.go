@@ -77,7 +77,7 @@ func changePlot(r *Results) string {
 	return barChart("Change under load: the phase's p99 / the steady phase's p99, same round", "ratio", bars, []rule{{1, "1.0 (as steady)"}})
 }
 
-var ops = []string{"plan", "up-cold", "up-warm", "up-again", "verify", "down", "down-purge"}
+var ops = []string{"plan", "up-cold", "up-warm", "up-again", "verify", "up-add10", "down", "down-purge"}
 
 func controlPlot(r *Results) string {
 	var ss []series

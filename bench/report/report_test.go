@@ -51,7 +51,8 @@ func TestRun(t *testing.T) {
 		"2\tsplit\tcached\t291\t1\t2\t0\t0\t291\tok\t-\n"+
 		"3\tsplit\tsmall\t-\t-\t-\t-\t-\t0\twrk failed (exit 1)\t-\n")
 	write("dataplane-meta.tsv", "key\tvalue\nworkload.small\tGET /s.css\nnosandbox_stack\tbenchns\nlever.keepalive\tupstream keepalive\nlever.keepalive.default\ton\nlever.keepalive.workloads\tsmall\n")
-	write("controlplane.tsv", "apps\top\tseconds\texit\n1\tup-cold\t5\t0\n10\tup-cold\t15\t0\n1\tverify\t-\tnot available\n")
+	write("controlplane.tsv", "apps\top\tseconds\texit\n1\tup-cold\t5\t0\n10\tup-cold\t15\t0\n1\tverify\t-\tnot available\n"+
+		"100\tup-cold\t29.5\t0\n100\tverify\t5.01\t0\n100\tup-add10\t12\t1\n")
 	write("memory.tsv", "apps\tnode\tprocesses\trss_kb\tpss_kb\tsshfs_rss_kb\tsshfs_pss_kb\n1\tapp-1\t7\t80000\t15000\t11000\t2000\n")
 	write("hostmem.tsv", "apps\tused_kb\n0\t1000\n1\t31000\n10\t301000\n")
 	if err := run(data, out); err != nil {
@@ -82,6 +83,12 @@ func TestRun(t *testing.T) {
 		t.Errorf("host slope = %v, want 30000", r.Controlplane.HostSlope)
 	}
 	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
+	// up-add10 failed at 100: not measured, rather than met or not.
+	for _, want := range []string{"| up-cold | 100 | ≤ 30 s | 29.50 s | yes |", "| up-add10 | 100 | ≤ 10 s | not measured | - |", "| verify | 100 | ≤ 5 s | 5.01 s | **no** |"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md has no goal row %q", want)
+		}
+	}
 	if !strings.Contains(string(md), "n/a") {
 		t.Error("results.md does not say verify was not available")
 	}

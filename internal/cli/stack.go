@@ -24,9 +24,18 @@ var driverRoot = local.DefaultRoot
 var newDriver = func(s stdio) driver.Backend {
 	return &local.Driver{
 		Root:     driverRoot,
-		Log:      slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Log:      slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: logLevel()})),
 		Progress: s.err,
 	}
+}
+
+// logLevel is warnings, or everything with BULKHEAD_DEBUG=1: then the
+// driver also says how long each step of up took, to profile it with.
+func logLevel() slog.Level {
+	if os.Getenv("BULKHEAD_DEBUG") == "1" {
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
 }
 
 // loadStack is loadPlan plus the stack it was built from and the site

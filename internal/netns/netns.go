@@ -14,7 +14,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Dir is where iproute2 keeps named namespaces.
@@ -67,9 +70,8 @@ func Sysctl(ctx context.Context, ns, key, value string) error {
 		return os.WriteFile(path, []byte(value), 0o644)
 	}
 	// sysctls under net/ are per namespace; write them from inside.
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "sh", "-c", `printf %s "$1" > "$2"`, "sh", value, path)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("sysctl %s=%s in %s: %w: %s", key, value, ns, err, strings.TrimSpace(string(out)))
+	if err := In(ns, func() error { return os.WriteFile(path, []byte(value), 0o644) }); err != nil {
+		return fmt.Errorf("sysctl %s=%s in %s: %w", key, value, ns, err)
 	}
 	return nil
 }
@@ -134,13 +136,19 @@ type Veth struct {
 // address, and brings both up. It adds no route: a node's only routes are
 // its connected subnets.
 func AddVeth(ctx context.Context, v Veth) error {
-	if !LinkExists(v.Host) {
+	exists := LinkExists(v.Host)
+	if !exists {
 		if _, err := run(ctx, "link", "add", v.Host, "type", "veth", "peer", "name", v.Name, "netns", v.Netns); err != nil {
 			return err
 		}
 	}
 	if err := Sysctl(ctx, "", "net.ipv6.conf."+v.Host+".disable_ipv6", "1"); err != nil {
 		return err
+	}
+	// An up of a running stack finds most pairs as they should be: read
+	// them here rather than run ip five times a pair.
+	if exists && vethReady(v) {
+		return nil
 	}
 	steps := [][]string{
 		{"link", "set", v.Host, "master", v.Bridge},
@@ -161,6 +169,58 @@ func AddVeth(ctx context.Context, v Veth) error {
 	}
 	_, err := run(ctx, "-n", v.Netns, "link", "set", v.Name, "up")
 	return err
+}
+
+// vethReady reports whether the pair is as AddVeth leaves it: the host end
+// up, on its bridge, with its alias; the other end up in its namespace,
+// with its address.
+func vethReady(v Veth) bool {
+	sys := filepath.Join("/sys/class/net", v.Host)
+	master, err := os.Readlink(filepath.Join(sys, "master"))
+	if err != nil || filepath.Base(master) != v.Bridge {
+		return false
+	}
+	alias, err := os.ReadFile(filepath.Join(sys, "ifalias"))
+	if err != nil || strings.TrimSpace(string(alias)) != v.Alias {
+		return false
+	}
+	if !linkUp(sys) {
+		return false
+	}
+	want, err := netip.ParsePrefix(v.Addr)
+	if err != nil {
+		return false
+	}
+	ready := false
+	err = In(v.Netns, func() error {
+		// The netlink socket net.Interfaces opens belongs to this
+		// thread's namespace.
+		i, err := net.InterfaceByName(v.Name)
+		if err != nil || i.Flags&net.FlagUp == 0 {
+			return err
+		}
+		addrs, err := i.Addrs()
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.String() == want.String() {
+				ready = true
+			}
+		}
+		return nil
+	})
+	return err == nil && ready
+}
+
+// linkUp reads IFF_UP from a host interface's flags in sysfs.
+func linkUp(sys string) bool {
+	flags, err := os.ReadFile(filepath.Join(sys, "flags"))
+	if err != nil {
+		return false
+	}
+	f, err := strconv.ParseUint(strings.TrimSpace(string(flags)), 0, 32)
+	return err == nil && f&unix.IFF_UP != 0
 }
 
 // SetDefaultRoute makes via the default route of namespace ns, replacing

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/bulkhead/bulkhead/internal/hosttest"
@@ -46,6 +49,38 @@ func TestFabric(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A pair that has drifted (host end down, the address gone) is put
+	// right, not taken for ready.
+	for _, args := range [][]string{{"link", "set", veth, "down"}, {"-n", ns, "addr", "flush", "dev", "private"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	if err := netns.AddVeth(ctx, netns.Veth{Host: veth, Bridge: br, Netns: ns, Name: "private", Addr: "10.213.0.2/24"}); err != nil {
+		t.Fatal(err)
+	}
+	if flags, err := os.ReadFile("/sys/class/net/" + veth + "/flags"); err != nil || !strings.HasSuffix(strings.TrimSpace(string(flags)), "3") {
+		t.Errorf("host end's flags %q (%v): want it up again", flags, err)
+	}
+	if out, err := exec.Command("ip", "-n", ns, "-o", "-4", "addr", "show", "dev", "private").Output(); err != nil || !strings.Contains(string(out), " 10.213.0.2/24 ") {
+		t.Errorf("the namespace's end has %q (%v), want 10.213.0.2/24 back", out, err)
+	}
+	// A sysctl written from a thread inside the namespace is the
+	// namespace's, and the host's stays as it was.
+	const key, file = "net.ipv4.ip_unprivileged_port_start", "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+	host, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.Sysctl(ctx, ns, key, "777"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", ns, "cat", file).Output(); err != nil || strings.TrimSpace(string(out)) != "777" {
+		t.Errorf("%s in %s is %q (%v), want 777", key, ns, out, err)
+	}
+	if now, err := os.ReadFile(file); err != nil || string(now) != string(host) {
+		t.Errorf("the host's %s went from %q to %q (%v) when the namespace's was set", key, host, now, err)
+	}
 	if dev, err := netns.RouteDev(ctx, "", "10.213.0.200"); err != nil || dev != br {
 		t.Errorf("host route to the subnet: dev %q, %v; want %s", dev, err, br)
 	}
@@ -56,5 +91,43 @@ func TestFabric(t *testing.T) {
 	// sends no packet.
 	if _, err := netns.RouteDev(ctx, ns, "203.0.113.77"); !errors.Is(err, netns.ErrNoRoute) {
 		t.Errorf("namespace route off the subnet: %v; want ErrNoRoute", err)
+	}
+}
+
+// TestAddOwnedConcurrently makes owned namespaces from many goroutines
+// while others enter namespaces on threads that end afterwards (Sysctl):
+// the child that holds a new namespace must live until it is pinned, though
+// it dies with the thread that forked it.
+func TestAddOwnedConcurrently(t *testing.T) {
+	hosttest.RequireRoot(t)
+	ctx := context.Background()
+	const n = 16
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("bhtest-own-%d-%d", os.Getpid()%10000, i)
+	}
+	t.Cleanup(func() {
+		for _, name := range names {
+			if err := netns.DeleteOwned(ctx, name); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() {
+			// Ids far above the blocks stacks take (see
+			// driver/local/ids.go); nothing runs as them.
+			if errs[i] = netns.AddOwned(ctx, name, netns.IDMap{Host: 0x70000000 + uint32(i)<<16, Size: 65536}); errs[i] == nil {
+				errs[i] = netns.Sysctl(ctx, name, "net.ipv4.ip_unprivileged_port_start", "80")
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("%s: %v", names[i], err)
+		}
 	}
 }

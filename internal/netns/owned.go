@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -61,6 +63,12 @@ func AddOwned(ctx context.Context, name string, ids IDMap) error {
 		GidMappingsEnableSetgroups: true,
 		Pdeathsig:                  syscall.SIGKILL,
 	}
+	// Pdeathsig fires when the thread that forked the child ends, not
+	// the process: held by this goroutine, the thread cannot be taken by
+	// one that locks it to enter a namespace and ends with it (Do),
+	// killing the child before its namespaces are pinned.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("create user and network namespaces for %s: %w", name, err)
 	}
@@ -102,6 +110,14 @@ func setup(ctx context.Context, name string) error {
 		return err
 	}
 	if err := Sysctl(ctx, name, "net.ipv6.conf.default.disable_ipv6", "1"); err != nil {
+		return err
+	}
+	up := false
+	if err := In(name, func() error {
+		lo, err := net.InterfaceByName("lo")
+		up = err == nil && lo.Flags&net.FlagUp != 0
+		return nil
+	}); err != nil || up {
 		return err
 	}
 	_, err := run(ctx, "-n", name, "link", "set", "lo", "up")

@@ -84,6 +84,21 @@ func Do(h *Handle, fn func() error) error {
 	return <-errc
 }
 
+// In runs fn on a fresh OS thread inside the named namespace, like Do. A
+// process fn starts there (exec.Cmd.Run) is forked from that thread and so
+// begins life in the namespace: unlike "ip netns exec", which also makes
+// a mount namespace and remounts /sys for every command, this costs one
+// setns. A file fn opens under /proc/sys/net is the namespace's own
+// setting.
+func In(name string, fn func() error) error {
+	h, err := Open(name)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return Do(h, fn)
+}
+
 // DoEach runs fn(i) inside hs[i] for every i, on up to workers OS threads
 // that each move from namespace to namespace: a hundred namespaces cost a
 // hundred setns calls, not a hundred threads. The threads are discarded

@@ -2,13 +2,19 @@ package local
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 
 	"github.com/bulkhead/bulkhead/internal/catalog"
+	"github.com/bulkhead/bulkhead/internal/durable"
 	"github.com/bulkhead/bulkhead/internal/netns"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
@@ -146,12 +152,10 @@ func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, rul
 			}
 		}
 	}
-	if err := d.sys().nftApply(ctx, n.Netns, ruleset); err != nil {
-		return fmt.Errorf("node %s firewall: %w", n.Name, err)
-	}
-	if err := d.checkFirewall(ctx, n); err != nil {
+	if err := d.nodeFirewall(ctx, p, n, ruleset); err != nil {
 		return err
 	}
+	defer d.took("veths", "node", n.Name)()
 	for _, i := range n.Ifaces {
 		nw := p.Network(i.Network)
 		if err := j.record(Object{Kind: KindVeth, Name: i.Host}); err != nil {
@@ -169,6 +173,36 @@ func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, rul
 		}
 	}
 	return nil
+}
+
+// nodeFirewall loads a node's ruleset and reads it back. A ruleset this
+// host loaded before (its digest is in the node's directory, where only
+// the host writes) and that reads back as the plan wants is left as it is:
+// on an up that adds app nodes to a running stack, most nodes' rulesets
+// have not changed, and loading each again cost an nft run per node.
+func (d *Driver) nodeFirewall(ctx context.Context, p *plan.Plan, n *plan.Node, ruleset []byte) error {
+	sum := sha256.Sum256(ruleset)
+	digest := hex.EncodeToString(sum[:])
+	loaded := filepath.Join(string(d.paths(p.Stack).node(n.Name)), "firewall.sha256")
+	if old, err := os.ReadFile(loaded); err == nil && string(old) == digest && d.checkFirewall(ctx, n) == nil {
+		return nil
+	}
+	if err := os.Remove(loaded); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	done := d.took("nftApply", "node", n.Name)
+	if err := d.sys().nftApply(ctx, n.Netns, ruleset); err != nil {
+		return fmt.Errorf("node %s firewall: %w", n.Name, err)
+	}
+	done()
+	defer d.took("checkFirewall", "node", n.Name)()
+	if err := d.checkFirewall(ctx, n); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(loaded), 0o755); err != nil {
+		return err
+	}
+	return durable.Write(loaded, []byte(digest), 0o600)
 }
 
 // checkFirewall reads a node's ruleset back from the kernel and compares it

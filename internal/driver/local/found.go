@@ -93,7 +93,7 @@ func (d *Driver) findObjects(ctx context.Context, stack string) (*found, error) 
 		// Down stops the last started first: the edge, so that visitors
 		// meet no node half gone.
 		rank := map[string]int{}
-		for i, n := range startOrder(p) {
+		for i, n := range slices.Concat(startOrder(p)...) {
 			rank[n.Container] = i + 1
 		}
 		slices.SortStableFunc(containers, func(a, b string) int { return rank[a] - rank[b] })

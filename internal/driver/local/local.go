@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,6 +41,13 @@ type Driver struct {
 	// onPhase, when set, is called as each phase of an up begins (see
 	// enter); an error fails the up there. Tests interrupt ups with it.
 	onPhase func(phase string) error
+	// workers bounds how many nodes up works on at once; 0 is
+	// defaultWorkers (see eachNode). Tests set 1 to record ops in order.
+	workers int
+	// progressMu keeps the lines of nodes made at once whole.
+	progressMu sync.Mutex
+	// phaseDone logs how long the current phase of an up took (see enter).
+	phaseDone func()
 }
 
 func (d *Driver) root() string {
@@ -58,7 +66,18 @@ func (d *Driver) logger() *slog.Logger {
 
 func (d *Driver) progress(format string, args ...any) {
 	if d.Progress != nil {
+		d.progressMu.Lock()
+		defer d.progressMu.Unlock()
 		fmt.Fprintf(d.Progress, format+"\n", args...)
+	}
+}
+
+// took starts timing a step of an up; the func it returns logs the step's
+// wall time at debug level (BULKHEAD_DEBUG=1), to profile up with.
+func (d *Driver) took(step string, args ...any) func() {
+	t0 := time.Now()
+	return func() {
+		d.logger().Debug("took", append([]any{"step", step, "s", fmt.Sprintf("%.3f", time.Since(t0).Seconds())}, args...)...)
 	}
 }
 

@@ -289,6 +289,13 @@ const maxContainerLog = 8 << 20
 // startContainer runs a node's container unless it already runs. A stopped
 // one is deleted and run afresh.
 func (d *Driver) startContainer(ctx context.Context, p *plan.Plan, n *plan.Node, j *journal) error {
+	st, err := d.sys().containerState(ctx, n.Container)
+	return d.startContainerFrom(ctx, p, n, j, st, err)
+}
+
+// startContainerFrom is startContainer with the container's state, and
+// the error reading it, already known.
+func (d *Driver) startContainerFrom(ctx context.Context, p *plan.Plan, n *plan.Node, j *journal, st runc.Status, err error) error {
 	ids := j.nodeIDs(n.Name)
 	var filter *specs.LinuxSeccomp
 	if j.sandboxed() {
@@ -302,7 +309,6 @@ func (d *Driver) startContainer(ctx context.Context, p *plan.Plan, n *plan.Node,
 	}
 	c := d.container(p, n, ids, filter)
 	sys := d.sys()
-	st, err := sys.containerState(ctx, c.ID)
 	switch {
 	case err == nil && st.Status == "running":
 		return nil

@@ -164,6 +164,7 @@ func (d *Driver) up(ctx context.Context, p *plan.Plan, o UpOptions, j *journal) 
 	if err := d.markApplied(p, fingerprint, o.SiteDir); err != nil {
 		return nil, err
 	}
+	d.phaseDone()
 	return res, nil
 }
 
@@ -294,12 +295,16 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 	if front != nil {
 		// The site answers on every app node that is about to get
 		// visitors, before it gets them.
+		var apps []*plan.Node
 		for _, name := range started {
 			if n := p.Node(name); n != nil && n.Role == spec.RoleApp {
-				if err := d.siteCheck(ctx, p, front, n, o.Wait); err != nil {
-					return err
-				}
+				apps = append(apps, n)
 			}
+		}
+		if err := d.eachNode(ctx, apps, func(ctx context.Context, _ int, n *plan.Node) error {
+			return d.siteCheck(ctx, p, front, n, o.Wait)
+		}); err != nil {
+			return err
 		}
 		if err := d.updateFront(ctx, p, front, byName, j, res); err != nil {
 			return err
@@ -318,6 +323,10 @@ func (d *Driver) apply(ctx context.Context, p *plan.Plan, o UpOptions, j *journa
 // phases, rather than part way into the next one. onPhase, a test's, may
 // fail or cancel the up at any phase.
 func (d *Driver) enter(ctx context.Context, phase string) error {
+	if d.phaseDone != nil {
+		d.phaseDone()
+	}
+	d.phaseDone = d.took("phase " + phase)
 	if d.onPhase != nil {
 		if err := d.onPhase(phase); err != nil {
 			return err
@@ -416,33 +425,47 @@ func (d *Driver) nodes(ctx context.Context, p *plan.Plan, rendered []render.Node
 		byName[r.Name] = r
 	}
 	d.progress("network: %d node namespaces with their firewalls", len(p.Nodes))
-	changes := map[string]nodeChange{}
-	for i := range p.Nodes {
-		n := &p.Nodes[i]
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
+	changes := make([]*nodeChange, len(p.Nodes))
+	err := d.eachNode(ctx, pointers(p.Nodes), func(ctx context.Context, i int, n *plan.Node) error {
 		r := byName[n.Name]
 		// The firewall goes in live, in one transaction.
+		done := d.took("nodeFabric", "node", n.Name)
 		if err := d.nodeFabric(ctx, p, n, fileData(r, "nftables.nft"), j); err != nil {
-			return nil, err
+			return err
 		}
+		done()
+		done = d.took("ensureVolume", "node", n.Name)
 		if err := d.ensureVolume(ctx, p, n, j); err != nil {
-			return nil, err
+			return err
 		}
+		done()
+		done = d.took("prepareRootfs", "node", n.Name)
 		if err := d.prepareRootfs(ps.nodeRoot(n.Name), hostID(j.nodeIDs(n.Name), 0)); err != nil {
-			return nil, fmt.Errorf("node %s root: %w", n.Name, err)
+			return fmt.Errorf("node %s root: %w", n.Name, err)
 		}
+		done()
 		if front != nil && n.Name == front.Name {
-			continue
+			return nil
 		}
+		done = d.took("writeNode", "node", n.Name)
 		c, err := d.writeNode(ps.node(n.Name), n, r, j.nodeIDs(n.Name))
+		done()
 		if err != nil {
-			return nil, fmt.Errorf("node %s files: %w", n.Name, err)
+			return fmt.Errorf("node %s files: %w", n.Name, err)
 		}
-		changes[n.Name] = c
+		changes[i] = &c
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return changes, nil
+	out := map[string]nodeChange{}
+	for i, c := range changes {
+		if c != nil {
+			out[p.Nodes[i].Name] = *c
+		}
+	}
+	return out, nil
 }
 
 // restartChanged deletes the containers of running nodes whose changed
@@ -621,16 +644,26 @@ func (d *Driver) drain(ctx context.Context, nodes []*plan.Node, limit time.Durat
 func (d *Driver) containers(ctx context.Context, p *plan.Plan, j *journal) ([]string, error) {
 	d.progress("containers: starting %d nodes", len(p.Nodes))
 	var started []string
-	for _, n := range startOrder(p) {
-		if err := ctx.Err(); err != nil {
+	for _, tier := range startOrder(p) {
+		fresh := make([]bool, len(tier))
+		// One runc state a node, not runc list: list fails outright
+		// when any container on the host goes away while it reads.
+		err := d.eachNode(ctx, tier, func(ctx context.Context, i int, n *plan.Node) error {
+			st, stErr := d.sys().containerState(ctx, n.Container)
+			defer d.took("startContainer", "node", n.Name)()
+			if err := d.startContainerFrom(ctx, p, n, j, st, stErr); err != nil {
+				return err
+			}
+			fresh[i] = st.Status != "running"
+			return nil
+		})
+		if err != nil {
 			return nil, err
 		}
-		st, _ := d.sys().containerState(ctx, n.Container)
-		if err := d.startContainer(ctx, p, n, j); err != nil {
-			return nil, err
-		}
-		if st.Status != "running" {
-			started = append(started, n.Name)
+		for i, n := range tier {
+			if fresh[i] {
+				started = append(started, n.Name)
+			}
 		}
 	}
 	return started, nil
@@ -681,15 +714,20 @@ func (d *Driver) syncStorage(p *plan.Plan, site string, j *journal, res *UpResul
 }
 
 // startOrder starts the tiers others depend on first: storage, db and
-// cache, then static and app, then the edge that faces visitors.
-func startOrder(p *plan.Plan) []*plan.Node {
+// cache, then static and app, then the edge that faces visitors. The
+// nodes of one rank start together.
+func startOrder(p *plan.Plan) [][]*plan.Node {
 	rank := map[string]int{spec.RoleStorage: 0, spec.RoleDB: 1, spec.RoleCache: 1, spec.RoleStatic: 2, spec.RoleApp: 2, spec.RoleEdge: 3}
-	var out []*plan.Node
+	var out [][]*plan.Node
 	for r := 0; r <= 3; r++ {
+		var tier []*plan.Node
 		for i := range p.Nodes {
 			if rank[p.Nodes[i].Role] == r {
-				out = append(out, &p.Nodes[i])
+				tier = append(tier, &p.Nodes[i])
 			}
+		}
+		if len(tier) > 0 {
+			out = append(out, tier)
 		}
 	}
 	return out
@@ -863,17 +901,16 @@ func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, finger
 		return false
 	}
 	for _, n := range p.Nodes {
-		if st, err := sys.containerState(ctx, n.Container); err != nil || st.Status != "running" {
-			return false
-		}
 		if !sys.netnsExists(n.Netns) {
 			return false
 		}
-		if err := d.checkFirewall(ctx, &n); err != nil {
-			return false
-		}
 	}
-	return true
+	return d.eachNode(ctx, pointers(p.Nodes), func(ctx context.Context, _ int, n *plan.Node) error {
+		if st, err := sys.containerState(ctx, n.Container); err != nil || st.Status != "running" {
+			return fmt.Errorf("node %s is not running", n.Name)
+		}
+		return d.checkFirewall(ctx, n)
+	}) == nil
 }
 
 // removeStale deletes what an earlier up made for nodes this plan no longer

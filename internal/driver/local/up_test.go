@@ -37,7 +37,9 @@ func newFakeStack(t *testing.T) *fakeStack {
 	write(t, filepath.Join(site, "index.php"), "<?php echo 1;")
 	write(t, filepath.Join(site, "assets/style.css"), "body{}")
 	write(t, filepath.Join(site, "uploads/.keep"), "")
-	return &fakeStack{d: &Driver{Root: root, system: f}, f: f, site: site}
+	// One node at a time, so that ops come in the order the golden
+	// files hold; TestUpParallel checks that many at once make the same.
+	return &fakeStack{d: &Driver{Root: root, system: f, workers: 1}, f: f, site: site}
 }
 
 // tempDir is a temporary directory on tmpfs where the host has one. The

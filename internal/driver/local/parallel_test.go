@@ -1,0 +1,87 @@
+package local
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestUpParallel makes the same stack one node at a time and eight at
+// once: the ops must be the same, each node's in the same order, and the
+// hosts must end alike. A parallel up that fails part way on a fresh host
+// must leave it as it found it.
+func TestUpParallel(t *testing.T) {
+	p := planWithApps(t, 6)
+	serial := newFakeStack(t)
+	want, _ := serial.mustUp(t, p)
+	par := newFakeStack(t)
+	par.d.workers = 8
+	got, res := par.mustUp(t, p)
+
+	if s, g := slices.Sorted(slices.Values(want)), slices.Sorted(slices.Values(got)); !slices.Equal(s, g) {
+		t.Errorf("a parallel up made other ops than a serial one:\n%s", lineDiff(s, g))
+	}
+	for _, n := range p.Nodes {
+		if s, g := nodeOps(want, n.Name), nodeOps(got, n.Name); !slices.Equal(s, g) {
+			t.Errorf("node %s's ops came in another order:\n%s", n.Name, lineDiff(s, g))
+		}
+	}
+	if !slices.Equal(res.Restarted, []string{"storage", "cache", "db", "static", "app-1", "app-2", "app-3", "app-4", "app-5", "app-6", "edge"}) {
+		t.Errorf("restarted %q, want every node in start order", res.Restarted)
+	}
+	// Each rank of startOrder starts only after the one before it.
+	rank := func(id string) int {
+		for r, tier := range startOrder(p) {
+			for _, n := range tier {
+				if n.Container == id {
+					return r
+				}
+			}
+		}
+		t.Fatalf("no node has container %s", id)
+		return 0
+	}
+	last := 0
+	for _, op := range matching(got, "runc run ") {
+		r := rank(strings.TrimPrefix(op, "runc run "))
+		if r < last {
+			t.Errorf("%s started after a node of a later rank", op)
+		}
+		last = r
+	}
+	if s, g := serial.state(t, "n"), par.state(t, "n"); s != g {
+		t.Errorf("the host after a parallel up differs from after a serial one:\n%s", lineDiff(strings.Split(s, "\n"), strings.Split(g, "\n")))
+	}
+	par.checkJournal(t, "n")
+	if ops, _ := par.mustUp(t, p); len(ops) > 0 {
+		t.Errorf("a second parallel up changed the host:\n%s", strings.Join(ops, "\n"))
+	}
+
+	for _, failOn := range []string{"netns add bh-n-app-3", "veth add n-9p", "mkfs.ext4 n/nodes/app-4", "runc run bh-n-app-5", "runc run bh-n-cache"} {
+		t.Run("fail "+failOn, func(t *testing.T) {
+			s := newFakeStack(t)
+			s.d.workers = 8
+			s.f.failOn = failOn
+			if _, _, err := s.up(t, p); err == nil {
+				t.Fatalf("the up went through though %q failed", failOn)
+			}
+			if held := s.f.leftovers(); len(held) > 0 {
+				t.Errorf("the failed parallel up left on the host: %q", held)
+			}
+		})
+	}
+}
+
+// nodeOps are the ops that name node's namespace, container or files.
+func nodeOps(ops []string, node string) []string {
+	var out []string
+	for _, op := range ops {
+		for _, f := range strings.Fields(op) {
+			if f == "bh-n-"+node || strings.Contains(f, "/"+node+"/") || strings.HasSuffix(f, "/"+node) {
+				out = append(out, op)
+				break
+			}
+		}
+	}
+	return out
+}

@@ -21,8 +21,11 @@ func markdown(r *Results) string {
 		}
 	}
 	p("- versions: %s\n", strings.Join(vs, ", "))
-	p("- the machine is shared: load average %s at the first data-plane run, %s after the last. Figures are medians over interleaved rounds, with the range (min–max) in brackets; compare within a run, not across runs.\n",
-		r.Dataplane.Meta["load_start"], r.Dataplane.Meta["load_end"])
+	if start, end := r.Dataplane.Meta["load_start"], r.Dataplane.Meta["load_end"]; start != "" || end != "" {
+		p("- the machine is shared: load average %s at the first data-plane run, %s after the last. Figures are medians over interleaved rounds, with the range (min–max) in brackets; compare within a run, not across runs.\n", start, end)
+	} else {
+		p("- the machine is shared, and this run measured no data plane, so it recorded no load average. Compare within a run, not across runs.\n")
+	}
 
 	if v := r.Dataplane.Meta["installed_binary_ours"]; v != "" {
 		p("- the host's installed bulkhead, which every stack's supervisor runs, was this run's build: %s (another checkout's `bulkhead up` replaces it, and its supervisor may then put the split's configs back as that build renders them)\n", v)

@@ -83,20 +83,10 @@ STACK_FILE=$WORK/stack/bulkhead.yaml
 have_lock=0 tried=0
 
 cleanup() {
-	local rc=$? left
+	local rc=$?
 	set +e
 	trap - EXIT INT TERM
-	if ((have_lock)); then
-		if ((tried)); then
-			purge_stack "$STACK" "$STACK_FILE" || rc=1
-		fi
-		left=$(stack_leftovers "$STACK")
-		if [[ -n $left ]]; then
-			printf 'backup.sh: cleanup left these behind:\n%s\n' "$left" >&2
-			rc=1
-		fi
-		rm -f "$LOCK"
-	fi
+	release_stack || rc=1
 	rm -rf "$WORK"
 	exit "$rc"
 }

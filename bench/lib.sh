@@ -93,6 +93,24 @@ stack_leftovers() {
 	[[ ! -e /var/lib/bulkhead/$st ]] || echo "directory /var/lib/bulkhead/$st"
 }
 
+# release_stack: what a benchmark with one stack does when it ends, if it
+# holds its lock: $STACK purged (if an up was tried), nothing of it left
+# behind, the lock file removed. Fails, saying what was left, otherwise.
+release_stack() {
+	local rc=0 left
+	((have_lock)) || return 0
+	if ((tried)); then
+		purge_stack "$STACK" "$STACK_FILE" || rc=1
+	fi
+	left=$(stack_leftovers "$STACK")
+	if [[ -n $left ]]; then
+		printf '%s: cleanup left these behind:\n%s\n' "$me" "$left" >&2
+		rc=1
+	fi
+	rm -f "$LOCK"
+	return "$rc"
+}
+
 # is_running PID: alive and not a zombie waiting to be reaped
 is_running() { local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) && [[ ${st%% *} != Z ]]; }
 

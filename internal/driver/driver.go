@@ -39,6 +39,14 @@ type Backend interface {
 	// Usage reports each node's use of CPU and memory, and its daemons'
 	// restarts, as the stack's monitor last scraped them.
 	Usage(ctx context.Context, stack string) ([]NodeUsage, error)
+	// Range asks the stack's monitor for query over [start, end] at step,
+	// a series per node.
+	Range(ctx context.Context, stack, query string, start, end time.Time, step time.Duration) ([]Series, error)
+	// SavedPlan is the plan the running stack was brought up with.
+	SavedPlan(stack string) (*plan.Plan, error)
+	// LastVerify is the report of the stack's last verify run, nil if
+	// none was kept.
+	LastVerify(stack string) (*VerifyRecord, error)
 	// Logs prints the last lines of a node's daemon logs (one service's
 	// if service is not empty) and, with follow, what they add until ctx
 	// is done.
@@ -216,6 +224,25 @@ type NodeUsage struct {
 	MemoryLimit int64   `json:"memory_limit"`
 	Pids        int64   `json:"pids"`
 	Restarts    int64   `json:"restarts"`
+}
+
+// Series is one node's values of a range query, oldest first.
+type Series struct {
+	Node   string  `json:"node"`
+	Points []Point `json:"points"`
+}
+
+// Point is one value of a series.
+type Point struct {
+	At    time.Time `json:"at"`
+	Value float64   `json:"value"`
+}
+
+// VerifyRecord is a verify run kept in the stack's state: when it ended
+// and its report.
+type VerifyRecord struct {
+	At     time.Time      `json:"at"`
+	Report *verify.Report `json:"report"`
 }
 
 // Alert is one of the monitor's alert rules that fires.

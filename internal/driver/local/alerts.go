@@ -188,3 +188,61 @@ func parseAlerts(body []byte) ([]Alert, error) {
 	})
 	return out, nil
 }
+
+// monitorRange asks Prometheus at target for query over [start, end] at
+// step, and returns one series per node label.
+func monitorRange(ctx context.Context, bridge string, target netip.AddrPort, query string, start, end time.Time, step time.Duration) ([]Series, error) {
+	q := url.Values{}
+	q.Set("query", query)
+	q.Set("start", strconv.FormatInt(start.Unix(), 10))
+	q.Set("end", strconv.FormatInt(end.Unix(), 10))
+	q.Set("step", strconv.FormatFloat(step.Seconds(), 'f', -1, 64))
+	body, err := monitorGet(ctx, bridge, target, "/api/v1/query_range?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("ask the monitor for %s: %w", query, err)
+	}
+	return parseMatrix(body)
+}
+
+// parseMatrix reads a range query's matrix, a series per node label,
+// sorted by node.
+func parseMatrix(body []byte) ([]Series, error) {
+	var r struct {
+		Status string `json:"status"`
+		Data   struct {
+			ResultType string `json:"resultType"`
+			Result     []struct {
+				Metric map[string]string    `json:"metric"`
+				Values [][2]json.RawMessage `json:"values"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	if r.Status != "success" || r.Data.ResultType != "matrix" {
+		return nil, fmt.Errorf("status %q, result %q; want a matrix", r.Status, r.Data.ResultType)
+	}
+	out := []Series{}
+	for _, s := range r.Data.Result {
+		ser := Series{Node: s.Metric["node"]}
+		for _, v := range s.Values {
+			var at float64
+			var text string
+			if err := json.Unmarshal(v[0], &at); err != nil {
+				return nil, fmt.Errorf("time %s: %w", v[0], err)
+			}
+			if err := json.Unmarshal(v[1], &text); err != nil {
+				return nil, fmt.Errorf("value %s: %w", v[1], err)
+			}
+			f, err := strconv.ParseFloat(text, 64)
+			if err != nil {
+				return nil, err
+			}
+			ser.Points = append(ser.Points, Point{At: time.UnixMilli(int64(at * 1000)).UTC(), Value: f})
+		}
+		out = append(out, ser)
+	}
+	slices.SortFunc(out, func(a, b Series) int { return strings.Compare(a.Node, b.Node) })
+	return out, nil
+}

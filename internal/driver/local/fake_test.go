@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/release"
@@ -931,6 +932,10 @@ func (f *fakeSystem) queryAlerts(ctx context.Context, bridge string, target neti
 
 func (f *fakeSystem) queryUsage(ctx context.Context, bridge string, target netip.AddrPort, nodes []string) ([]NodeUsage, error) {
 	return nil, nil
+}
+
+func (f *fakeSystem) queryRange(ctx context.Context, bridge string, target netip.AddrPort, query string, start, end time.Time, step time.Duration) ([]Series, error) {
+	return []Series{}, nil
 }
 
 // queryAgent answers for the agent of a node whose container runs.

@@ -147,6 +147,8 @@ type system interface {
 	queryAlerts(ctx context.Context, bridge string, target netip.AddrPort) ([]Alert, error)
 	// queryUsage asks it for the usage of nodes.
 	queryUsage(ctx context.Context, bridge string, target netip.AddrPort, nodes []string) ([]NodeUsage, error)
+	// queryRange asks it for query over [start, end] at step.
+	queryRange(ctx context.Context, bridge string, target netip.AddrPort, query string, start, end time.Time, step time.Duration) ([]Series, error)
 	reloadService(ctx context.Context, socket, service string) error
 	// connections counts a container's established TCP connections whose
 	// local port is one of ports: the requests it is still serving.
@@ -465,6 +467,10 @@ func (realSystem) queryAlerts(ctx context.Context, bridge string, target netip.A
 
 func (realSystem) queryUsage(ctx context.Context, bridge string, target netip.AddrPort, nodes []string) ([]NodeUsage, error) {
 	return monitorUsage(ctx, bridge, target, nodes)
+}
+
+func (realSystem) queryRange(ctx context.Context, bridge string, target netip.AddrPort, query string, start, end time.Time, step time.Duration) ([]Series, error) {
+	return monitorRange(ctx, bridge, target, query, start, end, step)
 }
 
 func (realSystem) siteGet(ctx context.Context, ns, url, host string) (int, []byte, error) {

@@ -25,6 +25,8 @@ type (
 	NodeStatus = driver.NodeStatus
 	Alert      = driver.Alert
 	NodeUsage  = driver.NodeUsage
+	Series     = driver.Series
+	Point      = driver.Point
 )
 
 func (d *Driver) savedPlan(stack string) (*plan.Plan, error) {
@@ -108,6 +110,21 @@ func (d *Driver) Usage(ctx context.Context, stack string) ([]NodeUsage, error) {
 	}
 	return d.sys().queryUsage(ctx, p.Network(plan.NetPrivate).Bridge, p.Dashboard.Target, nodes)
 }
+
+// Range asks the stack's monitor for query over [start, end] at step.
+func (d *Driver) Range(ctx context.Context, stack, query string, start, end time.Time, step time.Duration) ([]Series, error) {
+	p, err := d.savedPlan(stack)
+	if err != nil {
+		return nil, err
+	}
+	if p.Dashboard == nil {
+		return nil, fmt.Errorf("stack %s has no monitor tier; add \"monitor: {}\" under tiers and run up", stack)
+	}
+	return d.sys().queryRange(ctx, p.Network(plan.NetPrivate).Bridge, p.Dashboard.Target, query, start, end, step)
+}
+
+// SavedPlan is the plan the stack was last brought up with.
+func (d *Driver) SavedPlan(stack string) (*plan.Plan, error) { return d.savedPlan(stack) }
 
 // Logs prints the last lines of a node's daemon logs, and with follow keeps
 // printing what they add until ctx is done. The log dir is the node's to

@@ -2,7 +2,17 @@ package local
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strconv"
+	"time"
+
+	"github.com/bulkhead/bulkhead/internal/driver"
+	"github.com/bulkhead/bulkhead/internal/durable"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/verify"
@@ -17,7 +27,44 @@ func (d *Driver) Verify(ctx context.Context, stack string, o verify.Options) (*v
 		return nil, err
 	}
 	defer unlock()
-	return verify.Run(ctx, p, o)
+	r, err := verify.Run(ctx, p, o)
+	if err != nil {
+		return nil, err
+	}
+	// The dashboard shows the last run; a report that cannot be kept is
+	// still this run's answer, so its failure to be written only warns.
+	if err := d.keepVerify(stack, r); err != nil {
+		d.logger().Warn("keep the verify report", "stack", stack, "err", err)
+	}
+	return r, nil
+}
+
+func (p paths) lastVerify() string { return filepath.Join(p.stack, "last-verify.json") }
+
+// keepVerify writes r, with the time it ended, as the stack's last verify.
+func (d *Driver) keepVerify(stack string, r *verify.Report) error {
+	data, err := json.Marshal(driver.VerifyRecord{At: time.Now().UTC(), Report: r})
+	if err != nil {
+		return err
+	}
+	return durable.Write(d.paths(stack).lastVerify(), data, 0o600)
+}
+
+// LastVerify reads the report the stack's last verify kept; nil when none
+// ran since the stack was made.
+func (d *Driver) LastVerify(stack string) (*driver.VerifyRecord, error) {
+	data, err := os.ReadFile(d.paths(stack).lastVerify())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rec driver.VerifyRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("read %s: %w", d.paths(stack).lastVerify(), err)
+	}
+	return &rec, nil
 }
 
 // SelfTest plants each of verify's mutations in the running stack in turn,

@@ -43,6 +43,9 @@ nodes' routes, where the published ports lead, and whether a node can send
 as another (a SYN from a raw socket in its namespace, with the host's
 privileges, must not arrive).
 
+Each run on a local stack keeps its report, with the time it ended, in the
+stack's state (last-verify.json), where 'bulkhead dashboard' shows it.
+
 It fails (exit 1) on an allowed cell that is not open, a denied cell that is
 open or refused, a listener the plan does not know, or a failed check.
 

@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"html/template"
 	"net"
@@ -99,6 +100,40 @@ func NewToken() string {
 	b := make([]byte, 24)
 	rand.Read(b) // never fails (crypto/rand panics instead)
 	return hex.EncodeToString(b)
+}
+
+// ListenAndServe serves on addr until ctx is done. It refuses an address
+// beyond the loopback when the server has no token, before it listens.
+// ready, if not nil, is called with the address it listens on.
+func (s *Server) ListenAndServe(ctx context.Context, addr string, ready func(net.Addr)) error {
+	needs, err := NeedsToken(addr)
+	if err != nil {
+		return err
+	}
+	if needs && s.Token == "" {
+		return fmt.Errorf("the dashboard would listen on %s, beyond the loopback, without a token; give one", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- hs.Serve(ln) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
 }
 
 func (s *Server) init() {

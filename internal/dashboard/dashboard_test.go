@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -280,5 +281,34 @@ func TestBackups(t *testing.T) {
 	}
 	if len(rows) != 1 || rows[0].Name != "dash-20261130T120000Z.tar.zst" || rows[0].Err == "" {
 		t.Errorf("rows %+v, want the one archive of dash, with its error", rows)
+	}
+}
+
+// TestRefuseOpenListen: beyond the loopback without a token, the server
+// refuses before it listens; on the loopback it serves until ctx ends.
+func TestRefuseOpenListen(t *testing.T) {
+	s, _ := newServer(t, "")
+	for _, addr := range []string{"0.0.0.0:0", "[::]:0", ":0"} {
+		err := s.ListenAndServe(t.Context(), addr, func(net.Addr) { t.Errorf("%s: it listened", addr) })
+		if err == nil || !strings.Contains(err.Error(), "without a token") {
+			t.Errorf("%s: %v, want a refusal", addr, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	addrs := make(chan net.Addr, 1)
+	go func() { done <- s.ListenAndServe(ctx, "127.0.0.1:0", func(a net.Addr) { addrs <- a }) }()
+	var a net.Addr
+	select {
+	case a = <-addrs:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	if code, _ := get(t, http.DefaultClient, "http://"+a.String()+"/", nil); code != http.StatusOK {
+		t.Errorf("GET on the loopback: %d", code)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Error(err)
 	}
 }

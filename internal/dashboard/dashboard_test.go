@@ -137,7 +137,8 @@ func TestPage(t *testing.T) {
 		`class="node down" data-node="cache"`, // unhealthy in the fake's status
 		`class="node healthy" data-node="db"`,
 		"FAIL at ", "120 cells", "1 failures", "outside → db tcp/3306: open, want filtered",
-		"abcdef012345 (live)", ">public<", ">private<", `class="flow"`,
+		"abcdef012345 (live)", ">public<", ">private<",
+		"<title>outside → edge tcp/80, tcp/443</title>", "<title>app-1 → db tcp/3306</title>",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %q", want)

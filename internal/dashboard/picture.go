@@ -43,9 +43,27 @@ type box struct {
 }
 
 type line struct {
-	X1, Y1, X2, Y2 int
-	Title          string
+	D     string // the SVG path
+	Title string
 }
+
+// arrow is the path of a flow from box a to box b: between the facing
+// edges of boxes in different bands, and as an arc under the row between
+// boxes in the same band.
+func arrow(a, b box) string {
+	ax, bx := a.X+boxW/2, b.X+boxW/2
+	switch {
+	case a.Y == b.Y:
+		dip := a.Y + boxH + 8 + abs(bx-ax)/20
+		return fmt.Sprintf("M%d,%d Q%d,%d %d,%d", ax, a.Y+boxH, (ax+bx)/2, dip, bx, b.Y+boxH)
+	case a.Y < b.Y:
+		return fmt.Sprintf("M%d,%d L%d,%d", ax, a.Y+boxH, bx, b.Y)
+	default:
+		return fmt.Sprintf("M%d,%d L%d,%d", ax, a.Y, bx, b.Y+boxH)
+	}
+}
+
+func abs(n int) int { return max(n, -n) }
 
 // bandOf is the outermost network a node is on: public, then DMZ, then
 // private.
@@ -105,10 +123,9 @@ func layout(p *plan.Plan, st *driver.Status, us []driver.NodeUsage) *topology {
 					t.Lines[i].Title += fmt.Sprintf(", %s/%d", f.Port.Proto, f.Port.Number)
 					continue
 				}
-				a, b := at[from], at[to]
 				seen[k] = len(t.Lines)
 				t.Lines = append(t.Lines, line{
-					X1: a.X + boxW/2, Y1: a.Y + boxH, X2: b.X + boxW/2, Y2: b.Y,
+					D:     arrow(at[from], at[to]),
 					Title: fmt.Sprintf("%s → %s %s/%d", from, to, f.Port.Proto, f.Port.Number),
 				})
 			}

@@ -169,7 +169,6 @@ var graphQueries = []struct{ title, unit, query string }{
 	{"CPU", "cores", `rate(bulkhead_node_cpu_seconds_total{job="node"}[30s])`},
 	{"memory", "MiB", `bulkhead_node_memory_bytes{job="node"} / 1048576`},
 	{"requests", "/s", `sum by (node) (rate(nginx_http_requests_total[30s]))`},
-	{"errors", "/s", `sum by (node) (rate(apache_accesses_total{status=~"5.."}[30s]))`},
 }
 
 type graph struct {

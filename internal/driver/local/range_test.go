@@ -1,8 +1,11 @@
 package local
 
 import (
+	"os"
 	"testing"
 	"time"
+
+	"github.com/bulkhead/bulkhead/internal/verify"
 )
 
 func TestParseMatrix(t *testing.T) {
@@ -28,5 +31,36 @@ func TestParseMatrix(t *testing.T) {
 		if _, err := parseMatrix([]byte(bad)); err == nil {
 			t.Errorf("parseMatrix(%s) took it", bad)
 		}
+	}
+}
+
+// TestLastVerify: the report verify keeps reads back with its time; a
+// stack that never ran verify has none.
+func TestLastVerify(t *testing.T) {
+	d := &Driver{Root: t.TempDir()}
+	if err := os.MkdirAll(d.paths("shop").stack, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := d.LastVerify("shop")
+	if err != nil || rec != nil {
+		t.Fatalf("before any run: %v, %v; want none", rec, err)
+	}
+	r := &verify.Report{Stack: "shop", Counts: verify.Counts{Cells: 7, Failures: 2}}
+	before := time.Now()
+	if err := d.keepVerify("shop", r); err != nil {
+		t.Fatal(err)
+	}
+	rec, err = d.LastVerify("shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Report.Stack != "shop" || rec.Report.Counts != r.Counts || rec.At.Before(before.Add(-time.Second)) {
+		t.Errorf("read back %+v at %v", rec.Report, rec.At)
+	}
+	if err := os.WriteFile(d.paths("shop").lastVerify(), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.LastVerify("shop"); err == nil {
+		t.Error("a torn report read without error")
 	}
 }

@@ -1,10 +1,16 @@
 package local
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/verify"
 )
 
@@ -62,5 +68,34 @@ func TestLastVerify(t *testing.T) {
 	}
 	if _, err := d.LastVerify("shop"); err == nil {
 		t.Error("a torn report read without error")
+	}
+}
+
+// TestMonitorRange: the range query goes to query_range with the query,
+// its start, end and step, through a socket bound to the given device
+// (here the loopback, where an httptest server stands in for Prometheus).
+func TestMonitorRange(t *testing.T) {
+	hosttest.RequireRoot(t) // SO_BINDTODEVICE
+	var got url.Values
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/query_range" {
+			http.NotFound(w, r)
+			return
+		}
+		got = r.URL.Query()
+		io.WriteString(w, `{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"node":"db"},"values":[[1700000000,"1"],[1700000015,"2"]]}]}}`)
+	}))
+	defer srv.Close()
+	target := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	end := time.Unix(1700000900, 0)
+	ss, err := monitorRange(t.Context(), "lo", target, `up{job="node"}`, end.Add(-15*time.Minute), end, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Get("query") != `up{job="node"}` || got.Get("start") != "1700000000" || got.Get("end") != "1700000900" || got.Get("step") != "15" {
+		t.Errorf("the monitor was asked %v", got)
+	}
+	if len(ss) != 1 || ss[0].Node != "db" || len(ss[0].Points) != 2 || ss[0].Points[1].Value != 2 {
+		t.Errorf("series %+v", ss)
 	}
 }

@@ -75,9 +75,16 @@ func TestPublishRealClient(t *testing.T) {
 	if out, err := exec.Command("curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10", "https://"+s.https+hprobe).CombinedOutput(); err != nil || len(out) != 3 || out[0] == '0' {
 		t.Fatalf("a loopback request to the published %s: %v: %q", s.https, err, out)
 	}
-	edgeLog, err := s.in("edge", "cat", "/var/log/bulkhead/access.log")
-	if err != nil {
-		t.Fatalf("the edge's access log: %v\n%s", err, edgeLog)
+	// The edge buffers its access log and flushes it within a second.
+	var edgeLog string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		edgeLog, err = s.in("edge", "cat", "/var/log/bulkhead/access.log")
+		if err != nil {
+			t.Fatalf("the edge's access log: %v\n%s", err, edgeLog)
+		}
+		if grep(edgeLog, probe+" ") != "" && grep(edgeLog, hprobe+" ") != "" || time.Now().After(deadline) {
+			break
+		}
 	}
 	if line := grep(edgeLog, probe+" "); !strings.HasPrefix(line, client+" ") {
 		t.Errorf("the edge logged the visitor's request as %q, want from %s", line, client)

@@ -1009,13 +1009,6 @@ run_wrk() { # ROUND SETUP WORKLOAD
 done
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-# The host's installed bulkhead, which every stack's supervisor runs and
-# which the last `bulkhead up` on this host put there: when another
-# checkout's up replaces it during the run, the split's configs may be put
-# back as that build renders them. The run says so; it cannot prevent it.
-INSTALLED=/var/lib/bulkhead/bin/bulkhead
-installed_ours() { cmp -s "$INSTALLED" "$BH" && echo yes || echo no; }
-installed_start=$(installed_ours)
 for ((r = 1; r <= rounds; r++)); do
 	log "round $r of $rounds: wrk ${WRK_ARGS[*]}"
 	for w in "${WORKLOADS[@]}"; do
@@ -1035,7 +1028,6 @@ for ((r = 1; r <= rounds; r++)); do
 	done
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-installed_end=$(installed_ours)
 check_200 # still answering after the load, with every lever set back
 
 # --- what the report needs besides the runs -----------------------------------
@@ -1052,7 +1044,6 @@ mpm=$(grep -E '^(ThreadsPerChild|MaxRequestWorkers|ServerLimit) ' "$M/etc/apache
 	printf 'warm_first_s\t%s\n' "$warm_first"
 	printf 'load_start\t%s\n' "$load_start"
 	printf 'load_end\t%s\n' "$load_end"
-	printf 'installed_binary_ours\t%s at the first run, %s after the last\n' "$installed_start" "$installed_end"
 	printf 'split_up_s\t%s\n' "$split_up_s"
 	printf 'nosandbox_up_s\t%s\n' "$nosandbox_up_s"
 	printf 'mono_up_s\t%s\n' "$mono_up_s"

@@ -120,7 +120,7 @@ func (d *Driver) removeShared() error {
 		return err
 	}
 	ps := d.paths("")
-	shared := []string{ps.rootfs(), filepath.Dir(ps.binary()), ps.idsLock(), ps.hostRecord()}
+	shared := []string{ps.rootfs(), filepath.Dir(ps.hostBinary()), ps.idsLock(), ps.hostRecord()}
 	for _, e := range entries {
 		if !slices.Contains(shared, filepath.Join(d.root(), e.Name())) {
 			return nil // another stack still uses them

@@ -84,7 +84,11 @@ func (d *Driver) installBootUnit(ctx context.Context) error {
 			return err
 		}
 	}
-	return d.sys().installBootUnit(ctx, d.paths("").binary(), d.root())
+	bin := d.paths("").hostBinary()
+	if err := installBinary(bin); err != nil {
+		return err
+	}
+	return d.sys().installBootUnit(ctx, bin, d.root())
 }
 
 // restoreHost undoes what hostRecord lists: the last purge on the host

@@ -117,7 +117,16 @@ func (p paths) idsLock() string     { return filepath.Join(p.root, "ids.lock") }
 func (p paths) nodeRoot(node string) string {
 	return filepath.Join(p.rootfs(), filepath.Base(p.stack), node)
 }
-func (p paths) binary() string        { return filepath.Join(p.root, "bin", "bulkhead") }
+
+// binary is the stack's own copy of bulkhead, which its supervisor,
+// keeper and agents run: an up installs its build for its stack alone, so
+// another checkout's up, or an upgrade, changes no running stack until
+// that stack's next up.
+func (p paths) binary() string { return filepath.Join(p.stack, "bin", "bulkhead") }
+
+// hostBinary is the copy the boot unit runs, shared by every stack; the
+// supervisors of stacks brought up before stacks had their own ran it too.
+func (p paths) hostBinary() string    { return filepath.Join(p.root, "bin", "bulkhead") }
 func (p paths) supervisorLog() string { return filepath.Join(p.stack, "supervisor.log") }
 func (p paths) supervisorState() string {
 	return filepath.Join(p.stack, "supervisor.json")

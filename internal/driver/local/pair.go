@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -400,9 +401,10 @@ func pairProcesses(bin, stack, root string) ([]Object, error) {
 }
 
 // pairCommand returns the kind of paired process of stack that the
-// command line args runs, or "" if none.
+// command line args runs, or "" if none. The pair runs the stack's own
+// binary, bin, or, if an older bulkhead started it, the host's.
 func pairCommand(args []string, bin, stack, root string) string {
-	if len(args) < 6 || args[0] != bin || args[2] != "--stack" || args[3] != stack || args[4] != "--root" || args[5] != root {
+	if len(args) < 6 || args[0] != bin && args[0] != filepath.Join(root, "bin", "bulkhead") || args[2] != "--stack" || args[3] != stack || args[4] != "--root" || args[5] != root {
 		return ""
 	}
 	return map[string]string{"supervise": KindProcess, "keep": KindKeeper}[args[1]]

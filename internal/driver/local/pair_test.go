@@ -311,3 +311,27 @@ func TestSupervisorHoldingPortsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A stack's pair runs the stack's own binary; a pair an older bulkhead
+// started from the host's shared binary is still the stack's, so that an
+// up after an upgrade replaces it rather than starting a second one.
+func TestPairCommandBinaries(t *testing.T) {
+	root := "/var/lib/bulkhead"
+	own := filepath.Join(root, "web", "bin", "bulkhead")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{own, "supervise", "--stack", "web", "--root", root, "--paired"}, KindProcess},
+		{[]string{own, "keep", "--stack", "web", "--root", root}, KindKeeper},
+		{[]string{filepath.Join(root, "bin", "bulkhead"), "supervise", "--stack", "web", "--root", root}, KindProcess},
+		{[]string{filepath.Join(root, "other", "bin", "bulkhead"), "supervise", "--stack", "web", "--root", root}, ""},
+		{[]string{"/usr/local/bin/bulkhead", "supervise", "--stack", "web", "--root", root}, ""},
+		{[]string{own, "supervise", "--stack", "webb", "--root", root}, ""},
+		{[]string{own, "supervise", "--stack", "web", "--root", "/elsewhere"}, ""},
+	} {
+		if got := pairCommand(c.args, own, "web", root); got != c.want {
+			t.Errorf("pairCommand(%q) = %q, want %q", c.args, got, c.want)
+		}
+	}
+}

@@ -347,7 +347,7 @@ func TestUpOnFakeHost(t *testing.T) {
 				}
 			}
 			ops, res := s.mustUp(t, p)
-			want := []string{"kill 4002", "kill 4001", "start bin/bulkhead supervise --stack n --root $ROOT --paired", "start bin/bulkhead keep --stack n --root $ROOT"}
+			want := []string{"kill 4002", "kill 4001", "start n/bin/bulkhead supervise --stack n --root $ROOT --paired", "start n/bin/bulkhead keep --stack n --root $ROOT"}
 			if got := matching(ops, "kill", "start", "runc run", "runc delete"); !slices.Equal(got, want) {
 				t.Errorf("up on a supervisor without its keeper: %q, want %q", got, want)
 			}

@@ -60,7 +60,7 @@ func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bo
 		// Mounts stack on each other: the last made goes first.
 		for i := len(objs) - 1; i >= 0; i-- {
 			o := objs[i]
-			if err := d.remove(ctx, o); err != nil {
+			if err := d.remove(ctx, stack, o); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -155,7 +155,7 @@ func plural(kind string, n int) string {
 }
 
 // remove deletes one object; an object already gone is not an error.
-func (d *Driver) remove(ctx context.Context, o Object) error {
+func (d *Driver) remove(ctx context.Context, stack string, o Object) error {
 	switch o.Kind {
 	case KindProcess, KindKeeper:
 		return d.sys().stopProcess(o)
@@ -173,7 +173,7 @@ func (d *Driver) remove(ctx context.Context, o Object) error {
 		family, name, _ := strings.Cut(o.Name, " ")
 		return d.sys().nftDeleteTable(ctx, "", family, name)
 	case KindSysctl:
-		return d.restoreSysctl(o)
+		return d.restoreSysctl(stack, o)
 	}
 	return fmt.Errorf("unknown object kind %q", o.Kind)
 }

@@ -49,9 +49,15 @@ func (d *Driver) neighbourRoom(p *plan.Plan, j *journal) error {
 			return err
 		}
 		if cur >= s.want {
+			if err := d.shareSysctl(j, s.key, cur); err != nil {
+				return err
+			}
 			continue
 		}
 		before := cur
+		if o, ok := d.otherSysctl(j.Stack, s.key); ok {
+			before, _, _ = parseSysctl(o.Detail)
+		}
 		for _, o := range j.list(KindSysctl) {
 			if o.Name == s.key {
 				before, _, _ = parseSysctl(o.Detail)
@@ -91,9 +97,59 @@ func (d *Driver) hasNeighbourRoom(p *plan.Plan) bool {
 	return true
 }
 
+// The host's settings are one for every stack: a second stack's up may
+// find a setting the first raised, and need it as much. It then records
+// the setting too, with the value found before the first raised it, and
+// the value it needs now. Only the last stack whose journal records a
+// setting puts it back: the first down leaves it to the others.
+
+// otherSysctl returns another stack's record of the host setting key.
+func (d *Driver) otherSysctl(stack, key string) (Object, bool) {
+	ents, _ := os.ReadDir(d.root())
+	for _, e := range ents {
+		if !e.IsDir() || e.Name() == stack {
+			continue
+		}
+		j, err := loadJournal(d.paths(e.Name()).journal(), e.Name())
+		if err != nil {
+			continue
+		}
+		for _, o := range j.list(KindSysctl) {
+			if o.Name == key {
+				return o, true
+			}
+		}
+	}
+	return Object{}, false
+}
+
+// shareSysctl records in j the host setting key, which is cur already as
+// the stack needs it, if another stack raised it: whichever of the two
+// goes down last puts it back.
+func (d *Driver) shareSysctl(j *journal, key string, cur int) error {
+	other, ok := d.otherSysctl(j.Stack, key)
+	if !ok {
+		return nil
+	}
+	for _, o := range j.list(KindSysctl) {
+		if o.Name == key {
+			return nil // recorded already
+		}
+	}
+	before, _, err := parseSysctl(other.Detail)
+	if err != nil {
+		return err
+	}
+	return j.record(Object{Kind: KindSysctl, Name: key, Detail: fmt.Sprintf("%d %d", before, cur)})
+}
+
 // restoreSysctl puts back the value a stack's up found, unless something
-// else has changed it since.
-func (d *Driver) restoreSysctl(o Object) error {
+// else has changed it since, or another stack still records it (see
+// shareSysctl).
+func (d *Driver) restoreSysctl(stack string, o Object) error {
+	if _, ok := d.otherSysctl(stack, o.Name); ok {
+		return nil
+	}
 	before, set, err := parseSysctl(o.Detail)
 	if err != nil {
 		return err

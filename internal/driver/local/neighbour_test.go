@@ -98,7 +98,7 @@ func TestNeighbourRoom(t *testing.T) {
 	// Someone else moved gc_thresh2 since: leave theirs.
 	write("gc_thresh2", 4000)
 	for _, o := range objs {
-		if err := d.restoreSysctl(o); err != nil {
+		if err := d.restoreSysctl(j.Stack, o); err != nil {
 			t.Fatal(err)
 		}
 	}

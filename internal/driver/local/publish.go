@@ -25,7 +25,8 @@ import (
 //     but the plan's.
 //
 // The bridge's settings go with the bridge. The journal keeps the value
-// found on any other interface, and down puts it back.
+// found on any other interface, and down puts it back once no other stack
+// needs it (see shareSysctl).
 
 // publishRoutes sets the host's routing for p's published ports. It runs
 // once the stack's bridges exist.
@@ -65,6 +66,9 @@ func (d *Driver) publishRoutes(p *plan.Plan, j *journal) error {
 			return err
 		}
 		if cur == 1 {
+			if err := d.shareSysctl(j, key, cur); err != nil {
+				return err
+			}
 			continue
 		}
 		if err := j.record(Object{Kind: KindSysctl, Name: key, Detail: fmt.Sprintf("%d 1", cur)}); err != nil {

@@ -938,7 +938,7 @@ func (d *Driver) removeStale(ctx context.Context, p *plan.Plan, j *journal) erro
 				continue
 			}
 			d.progress("removing %s %s, which the plan no longer has", o.Kind, o.Name)
-			if err := d.remove(ctx, o); err != nil {
+			if err := d.remove(ctx, p.Stack, o); err != nil {
 				errs = append(errs, err)
 				continue
 			}

@@ -280,6 +280,31 @@ func TestUpOnFakeHost(t *testing.T) {
 			s.f.take()
 			return ops
 		}},
+		{"publish-beyond-loopback-two-stacks", func(t *testing.T, s *fakeStack) []string {
+			// Two stacks publish on one interface of the host's: the
+			// first raises its forwarding, the second needs it as well.
+			// Whichever goes down first leaves it on for the other; the
+			// last puts back the 0 the first found.
+			s.f.sysctl["conf/eth0/forwarding"] = 0
+			src := "name: n\npublish: {http: 192.0.2.10:8080, https: 127.0.0.1:18443}\ntiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {protocol: sftp}\n  app: {replicas: 1}\n"
+			other := strings.Replace(strings.Replace(src, "name: n\n", "name: n-2\nnetworks: {private: 10.78.0.0/24, public: 10.78.1.0/28}\n", 1), "192.0.2.10:8080, https: 127.0.0.1:18443", "192.0.2.10:8081, https: 127.0.0.1:18444", 1)
+			var ops []string
+			for _, first := range []string{"n", "n-2"} {
+				s.mustUp(t, planFrom(t, src))
+				s.mustUp(t, planFrom(t, other))
+				second := map[string]string{"n": "n-2", "n-2": "n"}[first]
+				s.f.take()
+				ops = append(ops, s.mustDown(t, first)...)
+				if got := s.f.sysctl["conf/eth0/forwarding"]; got != 1 {
+					t.Errorf("forwarding on eth0 after %s went down and %s still publishes there: %d, want 1", first, second, got)
+				}
+				s.mustDown(t, second)
+				if got := s.f.sysctl["conf/eth0/forwarding"]; got != 0 {
+					t.Errorf("forwarding on eth0 after both stacks went down: %d, want the 0 the first up found", got)
+				}
+			}
+			return ops
+		}},
 		{"up-again", func(t *testing.T, s *fakeStack) []string {
 			p := planWithApps(t, 2)
 			s.mustUp(t, p)

@@ -2,7 +2,9 @@ package render
 
 import (
 	"fmt"
+	"net"
 	"path"
+	"slices"
 	"strconv"
 
 	"go.yaml.in/yaml/v3"
@@ -60,10 +62,17 @@ func monitorPrometheus(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.
 		if !m.Metrics.IsValid() || peer.Flow.Port.Number != int(m.Metrics.Port()) {
 			continue
 		}
-		job.StaticConfigs = append(job.StaticConfigs, staticConfig{
-			Targets: []string{m.Metrics.String()},
-			Labels:  map[string]string{"node": m.Name, "tier": m.Tier, "role": m.Role},
-		})
+		target, labels := m.Metrics.String(), map[string]string{"node": m.Name, "tier": m.Tier, "role": m.Role}
+		if in.Cluster != nil {
+			// A tier's pods share its Service: each scrape reaches one
+			// of them.
+			target = net.JoinHostPort(in.peer(m, peer.Flow.Network), strconv.Itoa(peer.Flow.Port.Number))
+			labels["node"] = m.Tier
+			if slices.ContainsFunc(job.StaticConfigs, func(s staticConfig) bool { return s.Targets[0] == target }) {
+				continue
+			}
+		}
+		job.StaticConfigs = append(job.StaticConfigs, staticConfig{Targets: []string{target}, Labels: labels})
 	}
 	c.ScrapeConfigs = []scrapeConfig{job}
 	conf, err := yaml.Marshal(&c)

@@ -255,7 +255,7 @@ func newDBConf(p *plan.Plan, n *plan.Node, in Input) (*dbConf, error) {
 				// Pods get their addresses as they start: the grant is
 				// the pod network's, and the NetworkPolicies let only
 				// app pods reach the port.
-				u.Node = "the app pods, from the pod network"
+				u.Node = "the app pods"
 			}
 			if !slices.ContainsFunc(c.Users, func(o dbClient) bool { return o.Net == u.Net }) {
 				c.Users = append(c.Users, u)

@@ -3,6 +3,7 @@ package render
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"path"
 	"slices"
 	"strconv"
@@ -80,6 +81,10 @@ func monitorPrometheus(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.
 		return nil, nil, err
 	}
 	tsdb := path.Join(in.Layout.Data, "prometheus")
+	listen := d.Target
+	if in.Cluster != nil {
+		listen = netip.AddrPortFrom(in.bind(n, ""), d.Target.Port())
+	}
 	svc := service.Service{
 		Name: "prometheus",
 		Argv: []string{"setpriv", "--reuid=prometheus", "--regid=prometheus", "--init-groups", "--",
@@ -87,7 +92,7 @@ func monitorPrometheus(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.
 			"--config.file=" + in.Layout.conf("prometheus.yml"),
 			"--storage.tsdb.path=" + tsdb,
 			"--storage.tsdb.retention.size=" + strconv.FormatInt(max(n.Disk*3/4>>20, 32), 10) + "MB",
-			"--web.listen-address=" + d.Target.String(),
+			"--web.listen-address=" + listen.String(),
 			"--log.level=warn",
 		},
 		Setup:   []string{"install", "-d", "-o", "prometheus", "-g", "prometheus", "-m", "0750", tsdb},

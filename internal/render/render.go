@@ -218,7 +218,11 @@ func checkReloads(n Node) error {
 func readyAddrs(p *plan.Plan, n *plan.Node, in Input) []string {
 	var out []string
 	if d := p.Dashboard; d != nil && d.Node == n.Name {
-		out = append(out, d.Target.String())
+		if in.Cluster != nil {
+			out = append(out, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), d.Target.Port()).String())
+		} else {
+			out = append(out, d.Target.String())
+		}
 	}
 	for _, f := range p.Flows {
 		if f.To != n.Tier || f.Port.Proto != "tcp" || (n.Metrics.IsValid() && f.Port.Number == int(n.Metrics.Port())) {

@@ -93,6 +93,7 @@ func Build(p *plan.Plan, o Options) (*Export, error) {
 	if !o.PodCIDR.IsValid() {
 		o.PodCIDR = DefaultPodCIDR
 	}
+	o.PodCIDR = o.PodCIDR.Masked()
 	if o.Tag == "" {
 		return nil, fmt.Errorf("export %s: no image tag", p.Stack)
 	}

@@ -298,3 +298,31 @@ func TestPodsOnCluster(t *testing.T) {
 		})
 	}
 }
+
+// TestReadmePolicies: the policies README's Kubernetes section shows
+// whole are the default stack's, as exported.
+func TestReadmePolicies(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks []string
+	for _, b := range strings.Split(string(readme), "```yaml\n")[1:] {
+		blocks = append(blocks, strings.SplitN(b, "```", 2)[0])
+	}
+	files := map[string]string{}
+	for _, f := range export(t, build(t, "", spec.ProtocolSFTP), kube.Options{}) {
+		files[f.Path] = string(f.Data)
+	}
+	for _, name := range []string{"app-to-db-tcp-3306-ingress", "app-to-db-tcp-3306-egress", "app-to-kube-dns-53-egress"} {
+		want := files["policies/"+name+".yaml"]
+		if want == "" {
+			t.Fatalf("the export has no policy %s", name)
+		}
+		if !slices.ContainsFunc(blocks, func(b string) bool {
+			return slices.Contains(strings.Split(b, "---\n"), want)
+		}) {
+			t.Errorf("README does not show policy %s as exported:\n%s", name, want)
+		}
+	}
+}

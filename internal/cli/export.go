@@ -59,7 +59,7 @@ Namespace enforces the level they need and warns at restricted.`,
 			fs.StringVar(&o.Namespace, "namespace", "", "the `NS` to put the stack in (default bulkhead-STACK)")
 			fs.StringVar(&o.Registry, "registry", "", "prefix image names with `REGISTRY`")
 			fs.StringVar(&o.Tag, "tag", o.Tag, "the images' `TAG`")
-			fs.StringVar(&o.PodCIDR, "pod-cidr", o.PodCIDR, "the cluster's pod network `CIDR`, which visitors' policy excludes")
+			fs.StringVar(&o.PodCIDR, "pod-cidr", o.PodCIDR, "the cluster's pod network `CIDR`: visitors' policy excludes it, and the database, app and storage admit their clients from it")
 			fs.BoolVar(&o.Ingress, "ingress", false, "also write an Ingress for the stack's domain")
 			fs.StringVar(&o.IngressNS, "ingress-namespace", "ingress-nginx", "the `NS` the Ingress controller runs in")
 			return func(ctx context.Context, s stdio, args []string) error {

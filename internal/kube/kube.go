@@ -74,6 +74,9 @@ type Export struct {
 	Probes       []Object
 	Dockerfiles  map[string][]byte // by image name
 	Restrictions []Restriction
+	// Resolvers are the tiers whose daemons resolve peers' Service names,
+	// the only ones the policies let query the cluster's DNS.
+	Resolvers []string
 }
 
 // Object is one manifest, named by the file it is written to.
@@ -90,6 +93,7 @@ func Build(p *plan.Plan, o Options) (*Export, error) {
 	if !o.PodCIDR.IsValid() {
 		o.PodCIDR = DefaultPodCIDR
 	}
+	o.PodCIDR = o.PodCIDR.Masked()
 	if o.Tag == "" {
 		return nil, fmt.Errorf("export %s: no image tag", p.Stack)
 	}
@@ -97,14 +101,11 @@ func Build(p *plan.Plan, o Options) (*Export, error) {
 		o.IngressNamespace = "ingress-nginx"
 	}
 	e := &Export{Namespace: o.Namespace, Dockerfiles: map[string][]byte{}}
-	nodes, err := render.Render(p, render.Input{Layout: render.DefaultLayout(), Secrets: o.Secrets})
+	rendered, err := renderPods(p, o)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", p.Stack, err)
 	}
-	rendered := map[string]render.Node{}
-	for _, n := range nodes {
-		rendered[n.Name] = n
-	}
+	e.Resolvers = resolvers(p, rendered)
 
 	x := exporter{p: p, o: o, e: e}
 	var restrictions []Restriction
@@ -129,15 +130,52 @@ func Build(p *plan.Plan, o Options) (*Export, error) {
 	if o.Ingress {
 		e.Objects = append(e.Objects, x.ingress()...)
 	}
-	e.Policies = Policies(p, o)
+	e.Policies = Policies(p, o, e.Resolvers)
 	if e.Probes, err = x.probes(); err != nil {
 		return nil, fmt.Errorf("export %s: %w", p.Stack, err)
 	}
 	for _, tier := range tiers(p) {
 		n := p.Tier(tier)[0]
-		e.Dockerfiles[imageName(p, n)] = dockerfile(p, n)
+		d, err := catalog.Lookup(n.Role, n.Software)
+		if err != nil {
+			return nil, fmt.Errorf("export %s: tier %s: %w", p.Stack, tier, err)
+		}
+		e.Dockerfiles[imageName(p, n)] = dockerfile(p, n, d.SecretGroup)
 	}
 	return e, nil
+}
+
+// renderPods renders every node as a pod of the cluster: the renderers'
+// cluster mode, where daemons bind any address, reach peer tiers by their
+// Services' names and admit clients from the pod network.
+func renderPods(p *plan.Plan, o Options) (map[string]render.Node, error) {
+	nodes, err := render.Render(p, render.Input{
+		Layout:  render.DefaultLayout(),
+		Secrets: o.Secrets,
+		Cluster: &render.Cluster{Namespace: o.Namespace, PodCIDR: o.PodCIDR},
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]render.Node{}
+	for _, n := range nodes {
+		out[n.Name] = n
+	}
+	return out, nil
+}
+
+// resolvers lists, in plan order, the tiers whose rendered configs name a
+// peer by its Service.
+func resolvers(p *plan.Plan, rendered map[string]render.Node) []string {
+	var out []string
+	for _, tier := range tiers(p) {
+		for _, n := range p.Tier(tier) {
+			if len(rendered[n.Name].Names) > 0 && !slices.Contains(out, tier) {
+				out = append(out, tier)
+			}
+		}
+	}
+	return out
 }
 
 // Files serialises the export: one YAML file per object, the Dockerfiles

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/bulkhead/bulkhead/internal/catalog"
 	"github.com/bulkhead/bulkhead/internal/kube"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/render"
@@ -216,4 +218,111 @@ func TestGolden(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestPodsOnCluster: for every proof stack, each workload's pod is one
+// its daemons can serve from. Its probes dial the port the agent's own
+// readiness check dials on the loopback, which daemons bound to any
+// address answer on the pod's address too; its configs hold no firewall
+// or hosts file; and a tier whose daemon reads secrets through its group
+// gets that group as fsGroup, with the id its image gives the account.
+func TestPodsOnCluster(t *testing.T) {
+	for name, p := range proofStacks(t) {
+		t.Run(name, func(t *testing.T) {
+			e, err := kube.Build(p, kube.Options{Tag: "v0.1.0", Secrets: testSecrets(p)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			confs := map[string]*corev1.ConfigMap{}
+			for _, o := range e.Objects {
+				if cm, ok := o.Obj.(*corev1.ConfigMap); ok {
+					confs[cm.Name] = cm
+				}
+			}
+			for _, o := range e.Objects {
+				var pod corev1.PodTemplateSpec
+				switch w := o.Obj.(type) {
+				case *appsv1.Deployment:
+					pod = w.Spec.Template
+				case *appsv1.StatefulSet:
+					pod = w.Spec.Template
+				default:
+					continue
+				}
+				tier := pod.Labels[kube.LabelTier]
+				n := p.Tier(tier)[0]
+				cm := confs[tier+"-conf"]
+				if cm == nil {
+					t.Fatalf("%s: no ConfigMap %s-conf", o.File, tier)
+				}
+				if _, ok := cm.Data["hosts"]; ok {
+					t.Errorf("%s: a hosts file on a cluster", o.File)
+				}
+				var svcs []struct {
+					Ready []string `json:"ready"`
+				}
+				if err := yaml.Unmarshal([]byte(cm.Data["services.json"]), &svcs); err != nil {
+					t.Fatalf("%s: services.json: %v", o.File, err)
+				}
+				c := pod.Spec.Containers[0]
+				for _, probe := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
+					if probe == nil || probe.TCPSocket == nil {
+						t.Errorf("%s: a probe is missing or not TCP: %+v", o.File, probe)
+						continue
+					}
+					want := fmt.Sprintf("127.0.0.1:%d", probe.TCPSocket.Port.IntValue())
+					if len(svcs) == 0 || !slices.Contains(svcs[len(svcs)-1].Ready, want) {
+						t.Errorf("%s: the kubelet probes port %d, but the agent checks %v", o.File, probe.TCPSocket.Port.IntValue(), svcs)
+					}
+				}
+				d, err := catalog.Lookup(n.Role, n.Software)
+				if err != nil {
+					t.Fatal(err)
+				}
+				fsGroup := pod.Spec.SecurityContext.FSGroup
+				switch {
+				case d.SecretGroup == "" && fsGroup != nil:
+					t.Errorf("%s: fsGroup %d, but the daemon reads no secret through a group", o.File, *fsGroup)
+				case d.SecretGroup != "" && fsGroup == nil:
+					t.Errorf("%s: no fsGroup, but %s reads the secrets through its group", o.File, d.SecretGroup)
+				case d.SecretGroup == "www-data" && *fsGroup != 33:
+					t.Errorf("%s: fsGroup %d, but Debian's www-data is 33", o.File, *fsGroup)
+				case d.SecretGroup != "" && d.SecretGroup != "www-data":
+					img := string(e.Dockerfiles["bulkhead-"+p.Stack+"-"+tier])
+					if want := fmt.Sprintf("groupadd --system --gid %d %s ", *fsGroup, d.SecretGroup); !strings.Contains(img, want) ||
+						strings.Index(img, want) > strings.Index(img, "apt-get install") {
+						t.Errorf("%s: the image does not create group %s with id %d before installing packages:\n%s", o.File, d.SecretGroup, *fsGroup, img)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestReadmePolicies: the policies README's Kubernetes section shows
+// whole are the default stack's, as exported.
+func TestReadmePolicies(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks []string
+	for _, b := range strings.Split(string(readme), "```yaml\n")[1:] {
+		blocks = append(blocks, strings.SplitN(b, "```", 2)[0])
+	}
+	files := map[string]string{}
+	for _, f := range export(t, build(t, "", spec.ProtocolSFTP), kube.Options{}) {
+		files[f.Path] = string(f.Data)
+	}
+	for _, name := range []string{"app-to-db-tcp-3306-ingress", "app-to-db-tcp-3306-egress", "app-to-kube-dns-53-egress"} {
+		want := files["policies/"+name+".yaml"]
+		if want == "" {
+			t.Fatalf("the export has no policy %s", name)
+		}
+		if !slices.ContainsFunc(blocks, func(b string) bool {
+			return slices.Contains(strings.Split(b, "---\n"), want)
+		}) {
+			t.Errorf("README does not show policy %s as exported:\n%s", name, want)
+		}
+	}
 }

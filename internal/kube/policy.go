@@ -11,13 +11,23 @@ import (
 	"github.com/bulkhead/bulkhead/internal/plan"
 )
 
+// The cluster's DNS, as kubeadm, kind and most distributions deploy it:
+// CoreDNS pods labelled k8s-app=kube-dns in kube-system, on port 53 over
+// UDP and TCP (TCP for answers too long for a datagram).
+const (
+	DNSNamespace = "kube-system"
+	DNSLabel     = "k8s-app"
+	DNSApp       = "kube-dns"
+	DNSPort      = 53
+)
+
 // Policies encodes the plan's matrix: a default deny of ingress and
 // egress for every pod in the namespace, then for each flow an egress
 // policy on its source tier and an ingress policy on its destination tier,
-// each for the flow's port alone. Nothing else: no pod resolves names (the
-// rendered configs hold addresses), so there is no DNS egress, and no pod
-// reaches the internet.
-func Policies(p *plan.Plan, o Options) []Object {
+// each for the flow's port alone. The only other traffic is DNS: each
+// tier of resolvers, whose configs name peers by their Services, may
+// query the cluster's DNS pods on port 53. No pod reaches the internet.
+func Policies(p *plan.Plan, o Options, resolvers []string) []Object {
 	if o.Namespace == "" {
 		o.Namespace = "bulkhead-" + p.Stack
 	}
@@ -38,6 +48,26 @@ func Policies(p *plan.Plan, o Options) []Object {
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
 		},
 	}}}
+	for _, tier := range resolvers {
+		var ports []networkingv1.NetworkPolicyPort
+		for _, proto := range []corev1.Protocol{corev1.ProtocolUDP, corev1.ProtocolTCP} {
+			ports = append(ports, networkingv1.NetworkPolicyPort{Protocol: ptr(proto), Port: ptr(intstr.FromInt32(DNSPort))})
+		}
+		name := fmt.Sprintf("%s-to-%s-%d-egress", tier, DNSApp, DNSPort)
+		out = append(out, Object{"policies/" + name + ".yaml", &networkingv1.NetworkPolicy{
+			TypeMeta: typ, ObjectMeta: meta(name),
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: *tierSelector(tier),
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+				// One peer with both selectors: DNS pods of kube-system,
+				// not every pod there nor DNS pods elsewhere.
+				Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{
+					NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: DNSNamespace}},
+					PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{DNSLabel: DNSApp}},
+				}}, Ports: ports}},
+			},
+		}})
+	}
 	for _, f := range p.Flows {
 		port := []networkingv1.NetworkPolicyPort{{Protocol: ptr(protocol(f.Port.Proto)), Port: ptr(intstr.FromInt32(int32(f.Port.Number)))}}
 		name := fmt.Sprintf("%s-to-%s-%s-%d", f.From, f.To, f.Port.Proto, f.Port.Number)

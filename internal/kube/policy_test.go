@@ -3,6 +3,7 @@ package kube_test
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -71,12 +72,34 @@ func proofStacks(t testing.TB) map[string]*plan.Plan {
 	return out
 }
 
+// exported builds p's export with the test secrets: its policies, and the
+// tiers that resolve names.
+func exported(t testing.TB, p *plan.Plan) *kube.Export {
+	t.Helper()
+	e, err := kube.Build(p, kube.Options{Tag: "v0.1.0", Secrets: testSecrets(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 // engine is cyclonus's policy matcher loaded with a set of policies, and
-// the pods of a plan, each with an address in the pod network.
+// the pods of a plan, each with an address in the pod network, and the
+// cluster's DNS pod.
 type engine struct {
 	policy *matcher.Policy
 	ns     string
 	pods   map[string]*matcher.TrafficPeer
+	dns    *matcher.TrafficPeer
+}
+
+// dnsPorts are the cells of the DNS flow: port 53 over UDP and TCP.
+var dnsPorts = []plan.Port{{Proto: "udp", Number: kube.DNSPort}, {Proto: "tcp", Number: kube.DNSPort}}
+
+// kubePod is a pod of another namespace with the given labels.
+func kubePod(ns, addr string, labels map[string]string) *matcher.TrafficPeer {
+	return &matcher.TrafficPeer{IP: addr, Internal: &matcher.InternalPeer{
+		Namespace: ns, NamespaceLabels: map[string]string{corev1.LabelMetadataName: ns}, PodLabels: labels}}
 }
 
 func newEngine(t testing.TB, p *plan.Plan, objs []kube.Object) *engine {
@@ -89,7 +112,8 @@ func newEngine(t testing.TB, p *plan.Plan, objs []kube.Object) *engine {
 		}
 		pols = append(pols, np)
 	}
-	e := &engine{policy: matcher.BuildNetworkPolicies(false, pols), ns: "bulkhead-" + p.Stack, pods: map[string]*matcher.TrafficPeer{}}
+	e := &engine{policy: matcher.BuildNetworkPolicies(false, pols), ns: "bulkhead-" + p.Stack, pods: map[string]*matcher.TrafficPeer{},
+		dns: kubePod(kube.DNSNamespace, "10.244.250.10", map[string]string{kube.DNSLabel: kube.DNSApp})}
 	addr := kube.DefaultPodCIDR.Addr()
 	for _, n := range p.Nodes {
 		addr = addr.Next()
@@ -121,9 +145,11 @@ func (e *engine) allowed(from, to *matcher.TrafficPeer, port plan.Port) bool {
 	return e.policy.IsTrafficAllowed(&matcher.Traffic{Source: from, Destination: to, ResolvedPort: port.Number, Protocol: proto}).IsAllowed()
 }
 
-// differences lists every cell of p's matrix, and every node's cell to
-// the internet, on which the engine's verdict is not the plan's.
-func (e *engine) differences(p *plan.Plan) []string {
+// differences lists every cell of p's matrix, every node's cell to the
+// internet, and every node's cell to the cluster's DNS pod, on which the
+// engine's verdict is not the plan's: the matrix, plus DNS for the tiers
+// of resolvers alone, on port 53 alone.
+func (e *engine) differences(p *plan.Plan, resolvers []string) []string {
 	var out []string
 	for _, c := range p.Matrix.Cells() {
 		if got := e.allowed(e.source(c.From), e.pods[c.To], c.Port); got != c.Allow {
@@ -138,6 +164,12 @@ func (e *engine) differences(p *plan.Plan) []string {
 				out = append(out, fmt.Sprintf("%s -> the internet %s/%d: policies allow it, plan denies it", n.Name, port.Proto, port.Number))
 			}
 		}
+		for _, port := range append(slices.Clone(dnsPorts), p.Matrix.Ports...) {
+			want := slices.Contains(resolvers, n.Tier) && slices.Contains(dnsPorts, port)
+			if got := e.allowed(e.pods[n.Name], e.dns, port); got != want {
+				out = append(out, fmt.Sprintf("%s -> DNS %s/%d: policies say %v, want %v", n.Name, port.Proto, port.Number, got, want))
+			}
+		}
 	}
 	return out
 }
@@ -147,12 +179,13 @@ func (e *engine) differences(p *plan.Plan) []string {
 func TestPoliciesEqualMatrix(t *testing.T) {
 	for name, p := range proofStacks(t) {
 		t.Run(name, func(t *testing.T) {
-			e := newEngine(t, p, kube.Policies(p, kube.Options{}))
+			x := exported(t, p)
+			e := newEngine(t, p, x.Policies)
 			cells := len(p.Matrix.Cells())
 			if cells == 0 || len(p.Matrix.Allow) == 0 {
 				t.Fatalf("matrix has %d cells, %d allowed: nothing to compare", cells, len(p.Matrix.Allow))
 			}
-			if diff := e.differences(p); len(diff) > 0 {
+			if diff := e.differences(p, x.Resolvers); len(diff) > 0 {
 				t.Errorf("%d of %d cells differ:\n%s", len(diff), cells, strings.Join(first(diff, 20), "\n"))
 			}
 		})
@@ -165,10 +198,11 @@ func TestPoliciesEqualMatrix(t *testing.T) {
 func TestPolicyRemovedIsSeen(t *testing.T) {
 	for _, name := range []string{"default", "dmz", "extra-flows"} {
 		p := proofStacks(t)[name]
-		pols := kube.Policies(p, kube.Options{})
+		x := exported(t, p)
+		pols := x.Policies
 		for i := range pols {
 			rest := append(append([]kube.Object{}, pols[:i]...), pols[i+1:]...)
-			if diff := newEngine(t, p, rest).differences(p); len(diff) == 0 {
+			if diff := newEngine(t, p, rest).differences(p, x.Resolvers); len(diff) == 0 {
 				t.Errorf("%s: without %s the policies still equal the matrix", name, pols[i].File)
 			}
 		}
@@ -181,7 +215,8 @@ func TestPolicyRemovedIsSeen(t *testing.T) {
 // matrix's rows say and no more.
 func TestOtherPodsDenied(t *testing.T) {
 	p := proofStacks(t)["default"]
-	e := newEngine(t, p, kube.Policies(p, kube.Options{}))
+	x := exported(t, p)
+	e := newEngine(t, p, x.Policies)
 	stranger := &matcher.TrafficPeer{IP: "10.244.200.1", Internal: &matcher.InternalPeer{
 		Namespace: "other", NamespaceLabels: map[string]string{corev1.LabelMetadataName: "other"},
 		PodLabels: map[string]string{kube.LabelTier: "edge"}}}
@@ -207,9 +242,25 @@ func TestOtherPodsDenied(t *testing.T) {
 	if e.allowed(e.pods["app-1"], e.pods["edge"], plan.Port{Proto: "tcp", Number: 80}) {
 		t.Errorf("an app pod reaches the edge as a visitor would")
 	}
-	dns := plan.Port{Proto: "udp", Number: 53}
-	if e.allowed(e.pods["app-1"], &matcher.TrafficPeer{IP: "10.96.0.10"}, dns) {
-		t.Errorf("app-1 may query DNS, which no pod needs")
+	// DNS: the edge and the app name their peers by Service, and no
+	// other tier names any; only kube-system's DNS pods answer them.
+	if want := []string{"edge", "app"}; !slices.Equal(x.Resolvers, want) {
+		t.Errorf("tiers that resolve names: %v, want %v", x.Resolvers, want)
+	}
+	for _, port := range dnsPorts {
+		for name, peer := range map[string]*matcher.TrafficPeer{
+			"an address outside the pods":         {IP: "10.96.0.10"},
+			"a DNS pod of another namespace":      kubePod("other", "10.244.200.2", map[string]string{kube.DNSLabel: kube.DNSApp}),
+			"another pod of kube-system":          kubePod(kube.DNSNamespace, "10.244.200.3", map[string]string{"k8s-app": "metrics-server"}),
+			"a pod of kube-system with no labels": kubePod(kube.DNSNamespace, "10.244.200.4", nil),
+		} {
+			if e.allowed(e.pods["app-1"], peer, port) {
+				t.Errorf("app-1 reaches %s on %v", name, port)
+			}
+		}
+		if e.allowed(e.dns, e.pods["app-1"], port) {
+			t.Errorf("the DNS pod reaches app-1 on %v: DNS egress opened ingress", port)
+		}
 	}
 }
 

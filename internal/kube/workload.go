@@ -35,7 +35,7 @@ func (x *exporter) tier(tier string, r render.Node) ([]Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	conf, secret, items, err := x.configs(n, r)
+	conf, secret, items, err := x.configs(n, d, r)
 	if err != nil {
 		return nil, err
 	}
@@ -90,10 +90,11 @@ func withStack(stack string, labels map[string]string) map[string]string {
 
 // configs puts a node's rendered files in a ConfigMap, and those under
 // render.SecretsDir in a Secret, with the same services.json the local
-// driver writes. The firewall file is left out: NetworkPolicies take its
-// place. Keys cannot hold "/", so each file has a key and an item that
+// driver writes (the renderers' cluster mode writes no firewall or hosts
+// file: NetworkPolicies and the cluster's DNS take their place). Keys
+// cannot hold "/", so each file has a key and an item that
 // puts it back at its path.
-func (x *exporter) configs(n *plan.Node, r render.Node) (*corev1.ConfigMap, *corev1.Secret, []corev1.KeyToPath, error) {
+func (x *exporter) configs(n *plan.Node, d *catalog.Descriptor, r render.Node) (*corev1.ConfigMap, *corev1.Secret, []corev1.KeyToPath, error) {
 	name := n.Tier + "-conf"
 	cm := &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
@@ -109,9 +110,6 @@ func (x *exporter) configs(n *plan.Node, r render.Node) (*corev1.ConfigMap, *cor
 	files := append(slices.Clone(r.Files), render.File{Path: "services.json", Mode: 0o644, Data: append(svcs, '\n')})
 	seen := map[string]string{}
 	for _, f := range files {
-		if f.Path == "nftables.nft" {
-			continue
-		}
 		key := strings.ReplaceAll(f.Path, "/", "_")
 		if prev, ok := seen[key]; ok {
 			return nil, nil, nil, fmt.Errorf("files %s and %s would share the key %s", prev, f.Path, key)
@@ -120,6 +118,14 @@ func (x *exporter) configs(n *plan.Node, r render.Node) (*corev1.ConfigMap, *cor
 		mode := int32(f.Mode)
 		items = append(items, corev1.KeyToPath{Key: key, Path: f.Path, Mode: &mode})
 		if strings.HasPrefix(f.Path, render.SecretsDir+"/") {
+			if d.SecretGroup != "" && f.Mode&0o040 == 0 {
+				// The kubelet makes every file of a volume with an
+				// fsGroup readable by that group (podSpec).
+				return nil, nil, nil, fmt.Errorf("%s is root's alone (mode %04o), but the pod's fsGroup would let %s read it", f.Path, f.Mode, d.SecretGroup)
+			}
+			if _, ok := accountIDs[d.SecretGroup]; d.SecretGroup != "" && !ok {
+				return nil, nil, nil, fmt.Errorf("%s's secrets are for %s, which has no fixed id in the images", n.Tier, d.SecretGroup)
+			}
 			if sec == nil {
 				sec = &corev1.Secret{
 					TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
@@ -229,21 +235,33 @@ func (x *exporter) podSpec(n *plan.Node, d *catalog.Descriptor, items []corev1.K
 		},
 	}
 	c.Image = x.image(n)
-	if len(n.Listens) > 0 {
-		c.ReadinessProbe = &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(int32(n.Listens[0].Number))}},
-			PeriodSeconds: 5, FailureThreshold: 3,
-		}
+	if len(n.Listens) > 0 && n.Listens[0].Proto == "tcp" {
+		// The kubelet dials the pod's address, which the daemons bind as
+		// they bind any address on a cluster. Ready: the service port
+		// accepts, as the agent's own check on the loopback says. Live:
+		// it has accepted within a minute, once it first did (a database
+		// may take minutes to recover at start); the agent restarts a
+		// daemon that exits, so this catches one that hangs.
+		tcp := corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(int32(n.Listens[0].Number))}}
+		c.StartupProbe = &corev1.Probe{ProbeHandler: tcp, PeriodSeconds: 5, FailureThreshold: 120}
+		c.ReadinessProbe = &corev1.Probe{ProbeHandler: tcp, PeriodSeconds: 5, FailureThreshold: 3}
+		c.LivenessProbe = &corev1.Probe{ProbeHandler: tcp, PeriodSeconds: 10, FailureThreshold: 6, TimeoutSeconds: 5}
+	}
+	sc := &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
+	if id, ok := accountIDs[d.SecretGroup]; ok {
+		// Secret files are root's; a group-readable one (0440) is for
+		// the daemon's account, as the catalog says, so the volume's
+		// files get its group, the id its image gives it.
+		sc.FSGroup = ptr(id.ID)
+		sc.FSGroupChangePolicy = ptr(corev1.FSGroupChangeOnRootMismatch)
 	}
 	return corev1.PodSpec{
 		AutomountServiceAccountToken: ptr(false),
 		EnableServiceLinks:           ptr(false),
 		HostUsers:                    ptr(false),
-		SecurityContext: &corev1.PodSecurityContext{
-			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
-		Containers: []corev1.Container{c},
-		Volumes:    volumes,
+		SecurityContext:              sc,
+		Containers:                   []corev1.Container{c},
+		Volumes:                      volumes,
 	}
 }
 

@@ -2,9 +2,11 @@ package render
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/bulkhead/bulkhead/internal/catalog"
@@ -25,7 +27,7 @@ const appMaxBody = 16 << 20
 type appConf struct {
 	Node    string
 	Listen  []netip.AddrPort
-	Proxies []netip.Addr // the edge's addresses: trusted for X-Forwarded-For
+	Proxies []string // the edge's addresses or network: trusted for X-Forwarded-For
 	Conf    string
 	Run     string
 	Site    string
@@ -146,14 +148,14 @@ func appRender(c *appConf, in Input, server, tmpl string, argv []string) ([]File
 // php-fpm's socket is, and what the PHP app is told about its peers.
 func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 	l := in.Layout
-	listen, err := inboundAddrs(p, n)
+	listen, err := inboundAddrs(p, n, in)
 	if err != nil {
 		return nil, err
 	}
 	c := &appConf{
 		Node:      n.Name,
 		Listen:    listen,
-		Proxies:   appProxies(p, n),
+		Proxies:   appProxies(p, n, in),
 		Conf:      l.Conf,
 		Run:       l.Run,
 		Site:      l.Site,
@@ -204,17 +206,18 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 			return nil, err
 		}
 		env("DB_DRIVER", d.PDODriver)
-		env("DB_HOST", db.Addr(f.Network).String())
+		env("DB_HOST", in.peer(db, f.Network))
 		env("DB_PORT", fmt.Sprint(f.Port.Number))
 		env("DB_NAME", p.Site.DBName)
 		env("DB_USER", p.Site.DBUser)
 		env("DB_PASSWORD_FILE", l.secret("db_password"))
 	}
 	if cache, f, ok := appPeer(p, n, spec.RoleCache); ok {
-		addr := netip.AddrPortFrom(cache.Addr(f.Network), uint16(f.Port.Number))
+		host := in.peer(cache, f.Network)
+		addr := net.JoinHostPort(host, strconv.Itoa(f.Port.Number))
 		env("CACHE_DRIVER", cache.Software)
-		env("CACHE_HOST", addr.Addr().String())
-		env("CACHE_PORT", fmt.Sprint(addr.Port()))
+		env("CACHE_HOST", host)
+		env("CACHE_PORT", strconv.Itoa(f.Port.Number))
 		// Sessions live in the cache tier, not on one app node: the edge
 		// balances without stickiness, so a node-local session would be
 		// lost on the next request to another replica.
@@ -252,14 +255,15 @@ func appPeer(p *plan.Plan, n *plan.Node, role string) (*plan.Node, plan.Flow, bo
 }
 
 // inboundAddrs returns the addresses n must listen on: its address on the
-// network of every flow that reaches its service port, and no other.
-func inboundAddrs(p *plan.Plan, n *plan.Node) ([]netip.AddrPort, error) {
+// network of every flow that reaches its service port, and no other (on a
+// cluster, any address: see Input.bind).
+func inboundAddrs(p *plan.Plan, n *plan.Node, in Input) ([]netip.AddrPort, error) {
 	var out []netip.AddrPort
 	for _, f := range p.Flows {
 		if f.To != n.Tier || !slices.Contains(n.Listens, f.Port) {
 			continue
 		}
-		a := netip.AddrPortFrom(n.Addr(f.Network), uint16(f.Port.Number))
+		a := netip.AddrPortFrom(in.bind(n, f.Network), uint16(f.Port.Number))
 		if a.Addr().IsValid() && !slices.Contains(out, a) {
 			out = append(out, a)
 		}
@@ -271,16 +275,17 @@ func inboundAddrs(p *plan.Plan, n *plan.Node) ([]netip.AddrPort, error) {
 }
 
 // appProxies returns the addresses the edge reaches n from: the only
-// proxies whose X-Forwarded-For n may believe.
-func appProxies(p *plan.Plan, n *plan.Node) []netip.Addr {
-	var out []netip.Addr
+// proxies whose X-Forwarded-For n may believe. On a cluster that is the
+// pod network: the policies let no pod but the edge's reach n's port.
+func appProxies(p *plan.Plan, n *plan.Node, in Input) []string {
+	var out []string
 	for _, f := range p.Flows {
 		if f.To != n.Tier {
 			continue
 		}
 		for _, e := range p.Tier(f.From) {
-			if e.Role == spec.RoleEdge && !slices.Contains(out, e.Addr(f.Network)) {
-				out = append(out, e.Addr(f.Network))
+			if a := hostOrNet(in.client(e, f.Network)); e.Role == spec.RoleEdge && !slices.Contains(out, a) {
+				out = append(out, a)
 			}
 		}
 	}

@@ -44,7 +44,7 @@ func cacheConnections(p *plan.Plan, n *plan.Node) int {
 
 // cacheMemcached runs memcached from flags alone; it has no config file.
 func cacheMemcached(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
-	listen, err := inboundAddrs(p, n)
+	listen, err := inboundAddrs(p, n, in)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -78,7 +78,7 @@ type redisConf struct {
 
 // cacheRedis runs redis as a pure cache: no persistence, LRU eviction.
 func cacheRedis(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
-	listen, err := inboundAddrs(p, n)
+	listen, err := inboundAddrs(p, n, in)
 	if err != nil {
 		return nil, nil, err
 	}

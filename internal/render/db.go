@@ -2,6 +2,7 @@ package render
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"path"
 	"regexp"
@@ -37,11 +38,12 @@ const mariadbOtherPrivileges = "GRANT OPTION, CREATE ROUTINE, ALTER ROUTINE, EVE
 const dbReserved = 10
 
 // dbClient is an app node that may log in to the database, at the address
-// the database sees it from.
+// the database sees it from; on a cluster, every app pod, from the pod
+// network.
 type dbClient struct {
 	Node    string
-	Addr    netip.Addr
-	Account string // MariaDB's 'user'@'host'
+	Net     netip.Prefix // the node's address/32, or the pod network
+	Account string       // MariaDB's 'user'@'host'
 }
 
 // dbConf is what the db templates see. Every path comes from the Layout and
@@ -91,7 +93,7 @@ func BackupVars(p *plan.Plan, n *plan.Node, l Layout) catalog.BackupVars {
 // site's database and users at every start.
 func dbMariaDB(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	l := in.Layout
-	c, err := newDBConf(p, n)
+	c, err := newDBConf(p, n, in)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -116,8 +118,8 @@ func dbMariaDB(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 	hosts := make([]string, len(c.Users))
 	for i := range c.Users {
 		u := &c.Users[i]
-		u.Account = c.User + "@" + mariadbString(u.Addr.String())
-		hosts[i] = mariadbString(u.Addr.String())
+		hosts[i] = mariadbString(mariadbHost(u.Net))
+		u.Account = c.User + "@" + hosts[i]
 	}
 	c.Hosts = strings.Join(hosts, ", ")
 
@@ -155,7 +157,7 @@ func dbMariaDB(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 // server is up (PostgreSQL has no init file).
 func dbPostgres(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	l := in.Layout
-	c, err := newDBConf(p, n)
+	c, err := newDBConf(p, n, in)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -226,27 +228,38 @@ func dbPostgres(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service
 
 // newDBConf gathers what both databases share: the addresses to listen on,
 // the app nodes that may log in and how many connections they need.
-func newDBConf(p *plan.Plan, n *plan.Node) (*dbConf, error) {
+func newDBConf(p *plan.Plan, n *plan.Node, in Input) (*dbConf, error) {
 	if len(n.Listens) != 1 {
 		return nil, fmt.Errorf("a database node serves one port, not %v", n.Listens)
 	}
 	port := n.Listens[0]
 	c := &dbConf{Node: n.Name, Port: port.Number, MemoryMB: n.Memory >> 20}
+	var counted []string // app nodes whose workers are counted
 	for _, f := range p.Flows {
 		if f.To != n.Tier || f.Port != port {
 			continue
 		}
-		if a := n.Addr(f.Network).String(); !slices.Contains(c.Bind, a) {
+		if a := in.bind(n, f.Network).String(); !slices.Contains(c.Bind, a) {
 			c.Bind = append(c.Bind, a)
 		}
 		for _, d := range p.Tier(f.From) {
 			// Only app nodes get an account: an explicit flow from
 			// another tier opens the firewall, not the database.
-			if d.Role != spec.RoleApp || slices.ContainsFunc(c.Users, func(u dbClient) bool { return u.Node == d.Name }) {
+			if d.Role != spec.RoleApp || slices.Contains(counted, d.Name) {
 				continue
 			}
-			c.Users = append(c.Users, dbClient{Node: d.Name, Addr: d.Addr(f.Network)})
+			counted = append(counted, d.Name)
 			c.Workers += dbAppWorkers(d)
+			u := dbClient{Node: d.Name, Net: in.client(d, f.Network)}
+			if in.Cluster != nil {
+				// Pods get their addresses as they start: the grant is
+				// the pod network's, and the NetworkPolicies let only
+				// app pods reach the port.
+				u.Node = "the app pods"
+			}
+			if !slices.ContainsFunc(c.Users, func(o dbClient) bool { return o.Net == u.Net }) {
+				c.Users = append(c.Users, u)
+			}
 		}
 	}
 	if len(c.Users) == 0 {
@@ -326,4 +339,15 @@ func plainPaths(paths ...string) error {
 		}
 	}
 	return nil
+}
+
+// mariadbHost writes a client's network as MariaDB's account host: an
+// address alone, or address/netmask, the form MariaDB matches a network
+// with (it has no /bits).
+func mariadbHost(c netip.Prefix) string {
+	if c.IsSingleIP() {
+		return c.Addr().String()
+	}
+	m := net.CIDRMask(c.Bits(), c.Addr().BitLen())
+	return c.Masked().Addr().String() + "/" + net.IP(m).String()
 }

@@ -178,6 +178,18 @@ func TestPostgresHBA(t *testing.T) {
 		if got := confLines(string(fileOf(t, n, "pg_hba.conf").Data)); !slices.Equal(got, want) {
 			t.Errorf("%s: pg_hba.conf rules:\n%s\nwant:\n%s", stack, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
+		// On a cluster: the pod network, once, whatever the app pods.
+		n, err = render.RenderNode(p, db, render.Input{Layout: render.DefaultLayout(), Secrets: testSecrets(p), Cluster: testCluster})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = []string{"local all postgres peer", fmt.Sprintf("host %q %q %s scram-sha-256", p.Site.DBName, p.Site.DBUser, testCluster.PodCIDR)}
+		if got := confLines(string(fileOf(t, n, "pg_hba.conf").Data)); !slices.Equal(got, want) {
+			t.Errorf("%s on a cluster: pg_hba.conf rules:\n%s\nwant:\n%s", stack, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		if conf := string(fileOf(t, n, "postgresql.conf").Data); !strings.Contains(conf, "listen_addresses = '0.0.0.0'\n") {
+			t.Errorf("%s on a cluster: postgresql.conf does not listen on any address:\n%s", stack, conf)
+		}
 	}
 }
 

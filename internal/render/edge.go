@@ -3,6 +3,7 @@ package render
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"path"
 	"slices"
@@ -45,8 +46,8 @@ type edgeConf struct {
 // edgeServer is one upstream node.
 type edgeServer struct {
 	Name string
-	Addr netip.AddrPort
-	Out  bool // in the pool, but sent no new requests (Input.Out)
+	Addr string // host:port, the host an address or a Service's name
+	Out  bool   // in the pool, but sent no new requests (Input.Out)
 }
 
 // edgeMaxBody is the largest request body the edge lets through: the app
@@ -57,7 +58,7 @@ func newEdgeConf(p *plan.Plan, n *plan.Node, in Input) (*edgeConf, error) {
 	l := in.Layout
 	c := &edgeConf{
 		Node:      n.Name,
-		Public:    n.Addr(plan.NetPublic),
+		Public:    in.bind(n, plan.NetPublic),
 		Redirect:  p.Publish.Redirect,
 		Cert:      l.secret("edge.crt"),
 		Key:       l.secret("edge.key"),
@@ -85,13 +86,23 @@ func newEdgeConf(p *plan.Plan, n *plan.Node, in Input) (*edgeConf, error) {
 	}
 	// Upstreams come from the flows the roles imply, on the flow's
 	// network: with a DMZ, that is the app and static nodes' DMZ address.
+	// On a cluster a pool is one server, the tier's Service: the cluster
+	// balances its connections over the tier's ready pods, whose number
+	// and addresses change without the edge's config changing.
 	for _, peer := range p.Peers(n) {
 		if peer.Flow.Explicit {
 			continue
 		}
-		s := edgeServer{Name: peer.Node.Name, Addr: netip.AddrPortFrom(peer.Node.Addr(peer.Flow.Network), uint16(peer.Flow.Port.Number))}
-		if !s.Addr.Addr().IsValid() {
+		host := in.peer(peer.Node, peer.Flow.Network)
+		if host == "" {
 			return nil, fmt.Errorf("%s has no address on the %s network", peer.Node.Name, peer.Flow.Network)
+		}
+		s := edgeServer{Name: peer.Node.Name, Addr: net.JoinHostPort(host, strconv.Itoa(peer.Flow.Port.Number))}
+		if in.Cluster != nil {
+			s.Name = peer.Node.Tier
+			if slices.ContainsFunc(slices.Concat(c.App, c.Static), func(o edgeServer) bool { return o.Addr == s.Addr }) {
+				continue
+			}
 		}
 		switch peer.Node.Role {
 		case spec.RoleApp:

@@ -2,7 +2,10 @@ package render
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"path"
+	"slices"
 	"strconv"
 
 	"go.yaml.in/yaml/v3"
@@ -60,10 +63,17 @@ func monitorPrometheus(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.
 		if !m.Metrics.IsValid() || peer.Flow.Port.Number != int(m.Metrics.Port()) {
 			continue
 		}
-		job.StaticConfigs = append(job.StaticConfigs, staticConfig{
-			Targets: []string{m.Metrics.String()},
-			Labels:  map[string]string{"node": m.Name, "tier": m.Tier, "role": m.Role},
-		})
+		target, labels := m.Metrics.String(), map[string]string{"node": m.Name, "tier": m.Tier, "role": m.Role}
+		if in.Cluster != nil {
+			// A tier's pods share its Service: each scrape reaches one
+			// of them.
+			target = net.JoinHostPort(in.peer(m, peer.Flow.Network), strconv.Itoa(peer.Flow.Port.Number))
+			labels["node"] = m.Tier
+			if slices.ContainsFunc(job.StaticConfigs, func(s staticConfig) bool { return s.Targets[0] == target }) {
+				continue
+			}
+		}
+		job.StaticConfigs = append(job.StaticConfigs, staticConfig{Targets: []string{target}, Labels: labels})
 	}
 	c.ScrapeConfigs = []scrapeConfig{job}
 	conf, err := yaml.Marshal(&c)
@@ -71,6 +81,10 @@ func monitorPrometheus(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.
 		return nil, nil, err
 	}
 	tsdb := path.Join(in.Layout.Data, "prometheus")
+	listen := d.Target
+	if in.Cluster != nil {
+		listen = netip.AddrPortFrom(in.bind(n, ""), d.Target.Port())
+	}
 	svc := service.Service{
 		Name: "prometheus",
 		Argv: []string{"setpriv", "--reuid=prometheus", "--regid=prometheus", "--init-groups", "--",
@@ -78,7 +92,7 @@ func monitorPrometheus(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.
 			"--config.file=" + in.Layout.conf("prometheus.yml"),
 			"--storage.tsdb.path=" + tsdb,
 			"--storage.tsdb.retention.size=" + strconv.FormatInt(max(n.Disk*3/4>>20, 32), 10) + "MB",
-			"--web.listen-address=" + d.Target.String(),
+			"--web.listen-address=" + listen.String(),
 			"--log.level=warn",
 		},
 		Setup:   []string{"install", "-d", "-o", "prometheus", "-g", "prometheus", "-m", "0750", tsdb},

@@ -82,6 +82,24 @@ type Input struct {
 	// pool but sends it no new requests. Names of other nodes change
 	// nothing.
 	Out map[string]bool
+	// Cluster, if set, renders for pods of a Kubernetes cluster instead of
+	// the local driver's containers (see address.go).
+	Cluster *Cluster
+	// names collects the Service names a node's configs resolve, into
+	// Node.Names; RenderNode points it at the node it renders.
+	names *[]string
+}
+
+// Cluster is what rendering for a Kubernetes cluster needs to know about
+// it. A pod's address is known only once it runs, so daemons bind any
+// address, name their peers by Service, and admit clients by the pod
+// network; NetworkPolicies, not addresses, decide who reaches whom.
+type Cluster struct {
+	// Namespace holds the stack's Services: a tier's is
+	// TIER.Namespace.svc.
+	Namespace string
+	// PodCIDR is the cluster's pod network, where every client comes from.
+	PodCIDR netip.Prefix
 }
 
 // File is one rendered file of one node. Path is relative to the node's
@@ -123,6 +141,10 @@ type Node struct {
 	Name     string
 	Files    []File
 	Services []service.Service
+	// Names lists the DNS names the node's daemons resolve to reach their
+	// peers, in the order first named: always empty but on a cluster, whose
+	// pods need DNS egress for them and only then.
+	Names []string
 }
 
 // Render renders every node of p.
@@ -142,12 +164,16 @@ func Render(p *plan.Plan, in Input) ([]Node, error) {
 // daemons.
 func RenderNode(p *plan.Plan, n *plan.Node, in Input) (Node, error) {
 	out := Node{Name: n.Name}
-	out.Files = append(out.Files,
+	if in.Cluster == nil {
 		// The host loads the firewall into the node's namespace, and
-		// resolvers read the hosts file on every lookup.
-		File{Path: "nftables.nft", Mode: 0o644, Data: Nftables(n), OnChange: Live},
-		File{Path: "hosts", Mode: 0o644, Data: Hosts(p, n), OnChange: Live},
-	)
+		// resolvers read the hosts file on every lookup. On a cluster,
+		// NetworkPolicies and the cluster's DNS take their place.
+		out.Files = append(out.Files,
+			File{Path: "nftables.nft", Mode: 0o644, Data: Nftables(n), OnChange: Live},
+			File{Path: "hosts", Mode: 0o644, Data: Hosts(p, n), OnChange: Live},
+		)
+	}
+	in.names = &out.Names
 	r, ok := renderers[n.Role+"/"+n.Software]
 	if !ok {
 		return Node{}, fmt.Errorf("render %s: no renderer for %s software %q", n.Name, n.Role, n.Software)
@@ -164,7 +190,7 @@ func RenderNode(p *plan.Plan, n *plan.Node, in Input) (Node, error) {
 	if len(svcs) > 0 {
 		// Renderers list the daemon that faces the network last (php-fpm,
 		// then apache2): it answers on the node's service ports.
-		svcs[len(svcs)-1].Ready = readyAddrs(p, n)
+		svcs[len(svcs)-1].Ready = readyAddrs(p, n, in)
 	}
 	sort.Slice(out.Files, func(i, j int) bool { return out.Files[i].Path < out.Files[j].Path })
 	return out, nil
@@ -187,17 +213,26 @@ func checkReloads(n Node) error {
 // readyAddrs lists the addresses peers reach n on: n's address on each
 // flow's network, with the flow's port, and the monitor's address that the
 // host reaches it on. The monitor's flow to the agent's metrics port is
-// the agent's, not the daemon's.
-func readyAddrs(p *plan.Plan, n *plan.Node) []string {
+// the agent's, not the daemon's. On a cluster, where daemons bind any
+// address, the agent checks each port on the loopback.
+func readyAddrs(p *plan.Plan, n *plan.Node, in Input) []string {
 	var out []string
 	if d := p.Dashboard; d != nil && d.Node == n.Name {
-		out = append(out, d.Target.String())
+		if in.Cluster != nil {
+			out = append(out, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), d.Target.Port()).String())
+		} else {
+			out = append(out, d.Target.String())
+		}
 	}
 	for _, f := range p.Flows {
 		if f.To != n.Tier || f.Port.Proto != "tcp" || (n.Metrics.IsValid() && f.Port.Number == int(n.Metrics.Port())) {
 			continue
 		}
-		a := netip.AddrPortFrom(n.Addr(f.Network), uint16(f.Port.Number)).String()
+		addr := n.Addr(f.Network)
+		if in.Cluster != nil {
+			addr = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		}
+		a := netip.AddrPortFrom(addr, uint16(f.Port.Number)).String()
 		if !slices.Contains(out, a) {
 			out = append(out, a)
 		}

@@ -236,6 +236,13 @@ func renderRole(t *testing.T, c, role string) (*plan.Plan, render.Node, render.L
 // layout.
 func writeNode(t *testing.T, p *plan.Plan, name string, sec render.Secrets) (render.Node, render.Layout) {
 	t.Helper()
+	return writeNodeOn(t, p, name, sec, nil)
+}
+
+// writeNodeOn is writeNode for a node rendered as a pod of cluster, or as
+// the local driver's node if cluster is nil.
+func writeNodeOn(t *testing.T, p *plan.Plan, name string, sec render.Secrets, cluster *render.Cluster) (render.Node, render.Layout) {
+	t.Helper()
 	pn := p.Node(name)
 	if pn == nil {
 		t.Fatalf("no node %s", name)
@@ -260,7 +267,7 @@ func writeNode(t *testing.T, p *plan.Plan, name string, sec render.Secrets) (ren
 	if err := os.WriteFile(l.Agent, self, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	n, err := render.RenderNode(p, pn, render.Input{Layout: l, Secrets: sec})
+	n, err := render.RenderNode(p, pn, render.Input{Layout: l, Secrets: sec, Cluster: cluster})
 	if err != nil {
 		t.Fatal(err)
 	}

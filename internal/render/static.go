@@ -279,14 +279,15 @@ type staticConf struct {
 const staticHealthz = "ok\n"
 
 // staticListen returns the address and port the edge reaches n on: the
-// static tier listens there and nowhere else.
-func staticListen(p *plan.Plan, n *plan.Node) (netip.AddrPort, error) {
+// static tier listens there and nowhere else (on a cluster, on any address:
+// see Input.bind).
+func staticListen(p *plan.Plan, n *plan.Node, in Input) (netip.AddrPort, error) {
 	for _, f := range p.Flows {
 		if f.To != n.Tier || f.Explicit || !slices.Contains(n.Listens, f.Port) {
 			continue
 		}
 		if from := p.Tier(f.From); len(from) > 0 && from[0].Role == spec.RoleEdge {
-			if a := n.Addr(f.Network); a.IsValid() {
+			if a := in.bind(n, f.Network); a.IsValid() {
 				return netip.AddrPortFrom(a, uint16(f.Port.Number)), nil
 			}
 		}
@@ -295,7 +296,7 @@ func staticListen(p *plan.Plan, n *plan.Node) (netip.AddrPort, error) {
 }
 
 func newStaticConf(p *plan.Plan, n *plan.Node, in Input) (*staticConf, error) {
-	listen, err := staticListen(p, n)
+	listen, err := staticListen(p, n, in)
 	if err != nil {
 		return nil, err
 	}

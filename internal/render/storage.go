@@ -24,7 +24,7 @@ var sshKeyRE = regexp.MustCompile(`^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|38
 // address the storage node sees it from.
 type storageClient struct {
 	Node  string
-	Addr  netip.Addr
+	Addr  string // its address, or on a cluster the pod network
 	Mount plan.Mount
 	Key   string // its SSH public key, for SFTP
 }
@@ -53,7 +53,7 @@ type sftpKeys struct {
 // writes are limited by file ownership.
 func storageSFTP(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	l := in.Layout
-	clients, listen, err := storageClients(p, n)
+	clients, listen, err := storageClients(p, n, in)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -157,9 +157,18 @@ type nfsClients struct {
 // export that the app tier may write.
 func storageNFS(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, error) {
 	l := in.Layout
-	clients, listen, err := storageClients(p, n)
+	clients, listen, err := storageClients(p, n, in)
 	if err != nil {
 		return nil, nil, err
+	}
+	if in.Cluster != nil {
+		// Every client comes from the pod network, so addresses cannot
+		// tell static pods from app pods; and on a cluster pods read and
+		// write the site through its claim, not over NFS. Everything is
+		// read-only to the pod network.
+		for i := range clients {
+			clients[i].Mount.ReadOnly = true
+		}
 	}
 	if len(listen) != 1 {
 		return nil, nil, fmt.Errorf("nfs-ganesha binds one address, but clients reach %s on %v", n.Name, listen)
@@ -176,7 +185,10 @@ func storageNFS(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service
 	paths := []string{c.Run, c.Recovery, site}
 	var static, app, all []string
 	for _, cl := range clients {
-		a := cl.Addr.String()
+		a := cl.Addr
+		if slices.Contains(all, a) {
+			continue
+		}
 		all = append(all, a)
 		if cl.Mount.ReadOnly {
 			static = append(static, a)
@@ -235,8 +247,8 @@ func storageNFS(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service
 
 // storageClients returns the nodes that mount the site from n, in plan
 // order, and n's addresses on the networks they mount it over: the only
-// addresses it listens on.
-func storageClients(p *plan.Plan, n *plan.Node) ([]storageClient, []netip.Addr, error) {
+// addresses it listens on (on a cluster, any address: see Input.bind).
+func storageClients(p *plan.Plan, n *plan.Node, in Input) ([]storageClient, []netip.Addr, error) {
 	if len(n.Listens) != 1 {
 		return nil, nil, fmt.Errorf("a storage node serves one port, not %v", n.Listens)
 	}
@@ -247,10 +259,18 @@ func storageClients(p *plan.Plan, n *plan.Node) ([]storageClient, []netip.Addr, 
 		if m == nil || m.Storage != n.Name {
 			continue
 		}
-		if !slices.Contains(listen, m.Addr) {
-			listen = append(listen, m.Addr)
+		a := m.Addr
+		if in.Cluster != nil {
+			a = netip.IPv4Unspecified()
 		}
-		clients = append(clients, storageClient{Node: d.Name, Addr: m.Client, Mount: *m})
+		if !slices.Contains(listen, a) {
+			listen = append(listen, a)
+		}
+		client := netip.PrefixFrom(m.Client, m.Client.BitLen())
+		if in.Cluster != nil {
+			client = in.Cluster.PodCIDR
+		}
+		clients = append(clients, storageClient{Node: d.Name, Addr: hostOrNet(client), Mount: *m})
 	}
 	if len(clients) == 0 {
 		return nil, nil, fmt.Errorf("no static or app node mounts the site from %s, so nobody could use the storage", n.Name)

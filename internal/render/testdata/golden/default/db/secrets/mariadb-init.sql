@@ -4,7 +4,7 @@
 -- password.
 CREATE DATABASE IF NOT EXISTS `site` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
 
--- app-1: the site user at its address only, with rights on the site's
+-- app-1: the site user from 10.77.0.7/32 only, with rights on the site's
 -- database only, and the current password.
 CREATE USER IF NOT EXISTS 'site'@'10.77.0.7' IDENTIFIED BY 'golden-db-password';
 ALTER USER 'site'@'10.77.0.7' IDENTIFIED BY 'golden-db-password';
@@ -12,7 +12,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, REFERENCES, CR
 REVOKE ALL PRIVILEGES ON *.* FROM 'site'@'10.77.0.7';
 REVOKE GRANT OPTION, CREATE ROUTINE, ALTER ROUTINE, EVENT, DELETE HISTORY ON `site`.* FROM 'site'@'10.77.0.7';
 
--- app-2: the site user at its address only, with rights on the site's
+-- app-2: the site user from 10.77.0.8/32 only, with rights on the site's
 -- database only, and the current password.
 CREATE USER IF NOT EXISTS 'site'@'10.77.0.8' IDENTIFIED BY 'golden-db-password';
 ALTER USER 'site'@'10.77.0.8' IDENTIFIED BY 'golden-db-password';

@@ -116,7 +116,7 @@ NOSANDBOX_WORKLOADS=(small cached miss post)
 # by running the split with the lever set the other way. ON is the tuned
 # state; the rendered default should be ON for every lever (the run says so
 # in its metadata when it is not).
-LEVERS=(keepalive microcache fpm-static fpm-recycle opcache sets-100)
+LEVERS=(keepalive microcache fpm-static fpm-recycle opcache sets-100 edge-workers edge-buffers edge-pcre-jit edge-log fpm-children)
 declare -A LEVER_WORKLOADS=(
 	[keepalive]="cached" # static answers come from the micro-cache
 	[microcache]="small large"
@@ -124,6 +124,11 @@ declare -A LEVER_WORKLOADS=(
 	[fpm-recycle]="cached"
 	[opcache]="cached"
 	[sets-100]="small cached"
+	[edge-workers]="cached miss post"
+	[edge-buffers]="cached miss post"
+	[edge-pcre-jit]="cached post"
+	[edge-log]="cached post"
+	[fpm-children]="cached miss post"
 )
 declare -A LEVER_DOC=(
 	[keepalive]="edge nginx: upstream keepalive connections to static and app (keepalive N in the upstream blocks); off: a new TCP connection per request"
@@ -132,6 +137,11 @@ declare -A LEVER_DOC=(
 	[fpm-recycle]="app php-fpm: pm.max_requests = 10000; off: 500, a worker is replaced after 500 requests (every few seconds under load)"
 	[opcache]="app php-fpm: opcache.validate_timestamps off, as for a release (never changes); off: opcache checks each file's time every 2 s, PHP's default"
 	[sets-100]="isolation: every node's nft sets that hold the app pool's addresses hold 100 addresses, as at 100 app nodes; off: the default stack's 2"
+	[edge-workers]="edge nginx: worker_processes 1; off: auto (one per core)"
+	[edge-buffers]="edge nginx: proxy_buffer_size 16k and proxy_buffers 8 16k, so a page's answer fits one buffer; off: nginx's 4k pages"
+	[edge-pcre-jit]="edge nginx: pcre_jit on, the request-path regexes compiled; off: interpreted"
+	[edge-log]="edge nginx: the buffered access log written; off: access_log off (a measurement only: the log is a feature)"
+	[fpm-children]="app php-fpm: pm.max_children 3 per app node, as many workers in all as the mono's 6; off: the rendered 6 per node"
 )
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -724,6 +734,11 @@ lever_default() {
 	fpm-recycle) grep -qE '^pm.max_requests = 10000$' "$a" && echo on || echo off ;;
 	opcache) grep -qE '^php_admin_flag\[opcache.validate_timestamps\] = off$' "$a" && echo on || echo off ;;
 	sets-100) echo off ;; # the default stack has 2 app nodes
+	edge-workers) grep -qE '^worker_processes 1;' "$e" && echo on || echo off ;;
+	edge-buffers) grep -qE '^\s+proxy_buffers [0-9]+ 16k;' "$e" && echo on || echo off ;;
+	edge-pcre-jit) grep -qE '^pcre_jit on;' "$e" && echo on || echo off ;;
+	edge-log) grep -qE '^\s+access_log off;' "$e" && echo off || echo on ;;
+	fpm-children) grep -qE '^pm.max_children = 3$' "$a" && echo on || echo off ;;
 	esac
 }
 # lever_set NAME STATE: set the lever on the running stack; lever_reset
@@ -739,12 +754,21 @@ lever_set() {
 	opcache:off) fpm_edit '/^php_admin_flag\[opcache.validate_timestamps\] = off$/d' ;;
 	opcache:on) fpm_edit 's/^(php_admin_flag\[log_errors\] = on)$/\1\nphp_admin_flag[opcache.validate_timestamps] = off/' ;;
 	sets-100:on) set_elements add ;;
+	edge-workers:on) edit_conf edge/conf/nginx.conf 's/^worker_processes auto;$/worker_processes 1;/'; reload_edge ;;
+	edge-workers:off) edit_conf edge/conf/nginx.conf 's/^worker_processes 1;$/worker_processes auto;/'; reload_edge ;;
+	edge-buffers:on) edit_conf edge/conf/nginx.conf 's/^(\s+proxy_read_timeout [0-9]+s;)$/\1\n\tproxy_buffer_size 16k;\n\tproxy_buffers 8 16k;/'; reload_edge ;;
+	edge-buffers:off) edit_conf edge/conf/nginx.conf '/^\s+proxy_buffers? (8 )?16k;$/d'; reload_edge ;;
+	edge-pcre-jit:on) edit_conf edge/conf/nginx.conf 's/^(worker_rlimit_nofile [0-9]+;)$/\1\npcre_jit on;/'; reload_edge ;;
+	edge-pcre-jit:off) edit_conf edge/conf/nginx.conf '/^pcre_jit on;$/d'; reload_edge ;;
+	edge-log:off) edit_conf edge/conf/nginx.conf 's/^(\s+access_log) .*;$/\1 off;/'; reload_edge ;;
+	fpm-children:on) fpm_edit 's/^pm.max_children = .*/pm.max_children = 3/' ;;
+	fpm-children:off) fpm_edit 's/^pm.max_children = 3$/pm.max_children = 6/' ;;
 	*) die "lever $1 cannot be set $2" ;;
 	esac
 }
 lever_reset() {
 	case $1 in
-	keepalive | microcache) restore_conf edge/conf/nginx.conf; reload_edge ;;
+	keepalive | microcache | edge-*) restore_conf edge/conf/nginx.conf; reload_edge ;;
 	fpm-* | opcache) fpm_restore ;;
 	sets-100) set_elements delete ;;
 	esac

@@ -362,7 +362,7 @@ func loadDataplane(dir string, r *Results) error {
 			names = append(names, n)
 		}
 	}
-	order := []string{"keepalive", "microcache", "fpm-static", "fpm-recycle", "opcache", "sets-100", "edge-workers", "edge-buffers", "edge-pcre-jit", "edge-log", "fpm-children"}
+	order := []string{"keepalive", "microcache", "fpm-static", "fpm-recycle", "opcache", "sets-100", "edge-workers", "edge-buffers", "app-buffer", "edge-pcre-jit", "edge-log", "fpm-children"}
 	slices.SortFunc(names, func(a, b string) int {
 		ia, ib := slices.Index(order, a), slices.Index(order, b)
 		if ia != ib {

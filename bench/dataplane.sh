@@ -116,7 +116,7 @@ NOSANDBOX_WORKLOADS=(small cached miss post)
 # by running the split with the lever set the other way. ON is the tuned
 # state; the rendered default should be ON for every lever (the run says so
 # in its metadata when it is not).
-LEVERS=(keepalive microcache fpm-static fpm-recycle opcache sets-100)
+LEVERS=(keepalive microcache fpm-static fpm-recycle opcache sets-100 edge-workers edge-buffers app-buffer edge-pcre-jit edge-log fpm-children)
 declare -A LEVER_WORKLOADS=(
 	[keepalive]="cached" # static answers come from the micro-cache
 	[microcache]="small large"
@@ -124,6 +124,12 @@ declare -A LEVER_WORKLOADS=(
 	[fpm-recycle]="cached"
 	[opcache]="cached"
 	[sets-100]="small cached"
+	[edge-workers]="cached miss post"
+	[edge-buffers]="cached miss post"
+	[app-buffer]="cached miss"
+	[edge-pcre-jit]="cached post"
+	[edge-log]="cached post"
+	[fpm-children]="cached miss post"
 )
 declare -A LEVER_DOC=(
 	[keepalive]="edge nginx: upstream keepalive connections to static and app (keepalive N in the upstream blocks); off: a new TCP connection per request"
@@ -132,6 +138,12 @@ declare -A LEVER_DOC=(
 	[fpm-recycle]="app php-fpm: pm.max_requests = 10000; off: 500, a worker is replaced after 500 requests (every few seconds under load)"
 	[opcache]="app php-fpm: opcache.validate_timestamps off, as for a release (never changes); off: opcache checks each file's time every 2 s, PHP's default"
 	[sets-100]="isolation: every node's nft sets that hold the app pool's addresses hold 100 addresses, as at 100 app nodes; off: the default stack's 2"
+	[edge-workers]="edge nginx: worker_processes 1; off: auto (one per core)"
+	[edge-buffers]="edge nginx: proxy_buffer_size 16k and proxy_buffers 8 16k, so a page's answer fits one buffer; off: nginx's 4k pages"
+	[app-buffer]="app apache2: PHP's answer buffered (mod_buffer, 64 KB) and sent whole, with its Content-Length; off: one chunk per 8 KB record from php-fpm, then the last chunk"
+	[edge-pcre-jit]="edge nginx: pcre_jit on, the request-path regexes compiled; off: interpreted"
+	[edge-log]="edge nginx: the buffered access log written; off: access_log off (a measurement only: the log is a feature)"
+	[fpm-children]="app php-fpm: pm.max_children 3 per app node, as many workers in all as the mono's 6; off: the rendered 6 per node"
 )
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -631,7 +643,7 @@ check_200
 # or a config the daemon rejects, fails the run.
 
 declare -A PRISTINE
-for f in edge/conf/nginx.conf app-1/conf/php-fpm.conf app-2/conf/php-fpm.conf; do
+for f in edge/conf/nginx.conf app-1/conf/php-fpm.conf app-2/conf/php-fpm.conf app-1/conf/apache2.conf app-2/conf/apache2.conf; do
 	[[ -s $NODES_DIR/$f ]] || die "no $NODES_DIR/$f; bench/dataplane.sh needs updating"
 	cp "$NODES_DIR/$f" "$WORK/pristine-${f//\//_}"
 	PRISTINE[$f]=$WORK/pristine-${f//\//_}
@@ -669,6 +681,20 @@ reload_fpm() {
 	done
 	sleep 1
 }
+# reload_apache: a graceful restart of both app nodes' apache2, which
+# checks the config first (a config it rejects keeps the old one running,
+# and check_200 at the end catches a node that stopped answering).
+reload_apache() {
+	local n pid out
+	for n in "${APP_NODES[@]}"; do
+		out=$("$BH" exec "$n" --stack "$STACK" -- apache2 -t -f /etc/bulkhead/apache2.conf 2>&1) || die "$n apache2 rejects the lever's config: $out"
+		pid=$(master_pid "$n" "apache2 -f") && [[ -n $pid ]] || die "no apache2 in bh-$STACK-$n"
+		kill -USR1 "$pid"
+	done
+	sleep 1
+}
+apache_edit() { local n; for n in "${APP_NODES[@]}"; do edit_conf "$n/conf/apache2.conf" "$1"; done; reload_apache; }
+apache_restore() { local n; for n in "${APP_NODES[@]}"; do restore_conf "$n/conf/apache2.conf"; done; reload_apache; }
 fpm_edit() { local n; for n in "${APP_NODES[@]}"; do edit_conf "$n/conf/php-fpm.conf" "$1"; done; reload_fpm; }
 fpm_restore() { local n; for n in "${APP_NODES[@]}"; do restore_conf "$n/conf/php-fpm.conf"; done; reload_fpm; }
 
@@ -724,6 +750,12 @@ lever_default() {
 	fpm-recycle) grep -qE '^pm.max_requests = 10000$' "$a" && echo on || echo off ;;
 	opcache) grep -qE '^php_admin_flag\[opcache.validate_timestamps\] = off$' "$a" && echo on || echo off ;;
 	sets-100) echo off ;; # the default stack has 2 app nodes
+	edge-workers) grep -qE '^worker_processes 1;' "$e" && echo on || echo off ;;
+	edge-buffers) grep -qE '^\s+proxy_buffers [0-9]+ 16k;' "$e" && echo on || echo off ;;
+	app-buffer) grep -qE '^\s+SetOutputFilter BUFFER$' "${PRISTINE[app-1/conf/apache2.conf]}" && echo on || echo off ;;
+	edge-pcre-jit) grep -qE '^pcre_jit on;' "$e" && echo on || echo off ;;
+	edge-log) grep -qE '^\s+access_log off;' "$e" && echo off || echo on ;;
+	fpm-children) grep -qE '^pm.max_children = 3$' "$a" && echo on || echo off ;;
 	esac
 }
 # lever_set NAME STATE: set the lever on the running stack; lever_reset
@@ -739,13 +771,25 @@ lever_set() {
 	opcache:off) fpm_edit '/^php_admin_flag\[opcache.validate_timestamps\] = off$/d' ;;
 	opcache:on) fpm_edit 's/^(php_admin_flag\[log_errors\] = on)$/\1\nphp_admin_flag[opcache.validate_timestamps] = off/' ;;
 	sets-100:on) set_elements add ;;
+	edge-workers:on) edit_conf edge/conf/nginx.conf 's/^worker_processes auto;$/worker_processes 1;/'; reload_edge ;;
+	edge-workers:off) edit_conf edge/conf/nginx.conf 's/^worker_processes 1;$/worker_processes auto;/'; reload_edge ;;
+	edge-buffers:on) edit_conf edge/conf/nginx.conf 's/^(\s+proxy_read_timeout [0-9]+s;)$/\1\n\tproxy_buffer_size 16k;\n\tproxy_buffers 8 16k;/'; reload_edge ;;
+	edge-buffers:off) edit_conf edge/conf/nginx.conf '/^\s+proxy_buffer(s 8|_size) 16k;$/d'; reload_edge ;;
+	app-buffer:on) apache_edit 's/^(\s+)(SetHandler "proxy:unix:.*)$/\1\2\n\1SetOutputFilter BUFFER\n\1BufferSize 65536/' ;;
+	app-buffer:off) apache_edit '/^\s+(SetOutputFilter BUFFER|BufferSize [0-9]+)$/d' ;;
+	edge-pcre-jit:on) edit_conf edge/conf/nginx.conf 's/^(worker_rlimit_nofile [0-9]+;)$/\1\npcre_jit on;/'; reload_edge ;;
+	edge-pcre-jit:off) edit_conf edge/conf/nginx.conf '/^pcre_jit on;$/d'; reload_edge ;;
+	edge-log:off) edit_conf edge/conf/nginx.conf 's/^(\s+access_log) .*;$/\1 off;/'; reload_edge ;;
+	fpm-children:on) fpm_edit 's/^pm.max_children = .*/pm.max_children = 3/' ;;
+	fpm-children:off) fpm_edit 's/^pm.max_children = 3$/pm.max_children = 6/' ;;
 	*) die "lever $1 cannot be set $2" ;;
 	esac
 }
 lever_reset() {
 	case $1 in
-	keepalive | microcache) restore_conf edge/conf/nginx.conf; reload_edge ;;
+	keepalive | microcache | edge-*) restore_conf edge/conf/nginx.conf; reload_edge ;;
 	fpm-* | opcache) fpm_restore ;;
+	app-buffer) apache_restore ;;
 	sets-100) set_elements delete ;;
 	esac
 }

@@ -120,6 +120,10 @@ func loadAttribution(dir string, d *Dataplane) error {
 		}
 		return s, found
 	}
+	leverCPU(d, func(round int, setup, workload string) (float64, bool) {
+		c, found := sum(key{round, setup, workload}, stackGroups)
+		return c.total, found && c.total > 0
+	})
 	for _, w := range attrWorkloads {
 		a := Attribution{Workload: w}
 		for _, part := range attrParts {
@@ -155,6 +159,47 @@ func loadAttribution(dir string, d *Dataplane) error {
 		}
 	}
 	return nil
+}
+
+// stackGroups are the split's own cgroups: every node's, as in the "all of
+// the above" row of the attribution.
+const stackGroups = "edge app-* cache db static storage"
+
+// leverCPU sets each lever's CPUEffect: round by round, the split's CPU
+// per request with the lever off over with it on, from cpu(round, setup,
+// workload), which says whether that run was measured.
+func leverCPU(d *Dataplane, cpu func(round int, setup, workload string) (float64, bool)) {
+	rounds := map[int]bool{}
+	for _, r := range d.Runs {
+		rounds[r.Round] = true
+	}
+	for i, l := range d.Levers {
+		toggled := "split:" + l.Name + "=on"
+		if l.Default == "on" {
+			toggled = "split:" + l.Name + "=off"
+		}
+		for w := range l.Effect {
+			var vs []float64
+			for round := range rounds {
+				def, ok1 := cpu(round, "split", w)
+				tog, ok2 := cpu(round, toggled, w)
+				if !ok1 || !ok2 {
+					continue
+				}
+				if l.Default == "on" {
+					vs = append(vs, tog/def)
+				} else {
+					vs = append(vs, def/tog)
+				}
+			}
+			if s := stat(vs); s != nil {
+				if d.Levers[i].CPUEffect == nil {
+					d.Levers[i].CPUEffect = map[string]*Stat{}
+				}
+				d.Levers[i].CPUEffect[w] = s
+			}
+		}
+	}
 }
 
 // globMatch reports whether group matches pattern, in which one "*"

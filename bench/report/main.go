@@ -207,6 +207,11 @@ type Lever struct {
 	Doc     string           `json:"what"`
 	Default string           `json:"default"`
 	Effect  map[string]*Stat `json:"on_over_off"` // by workload
+	// CPUEffect is, by workload and round by round, the split's CPU per
+	// request (every node's cgroup) with the lever off over with it on:
+	// what the lever saves per request, which holds on a busy host where
+	// req/s swings. Above 1 the lever helps.
+	CPUEffect map[string]*Stat `json:"cpu_per_request_off_over_on,omitempty"`
 }
 
 type Controlplane struct {
@@ -357,7 +362,7 @@ func loadDataplane(dir string, r *Results) error {
 			names = append(names, n)
 		}
 	}
-	order := []string{"keepalive", "microcache", "fpm-static", "fpm-recycle", "opcache", "sets-100"}
+	order := []string{"keepalive", "microcache", "fpm-static", "fpm-recycle", "opcache", "sets-100", "edge-workers", "edge-buffers", "app-buffer", "edge-pcre-jit", "edge-log", "fpm-children"}
 	slices.SortFunc(names, func(a, b string) int {
 		ia, ib := slices.Index(order, a), slices.Index(order, b)
 		if ia != ib {

@@ -273,3 +273,58 @@ func TestAttribution(t *testing.T) {
 		t.Errorf("results.md lacks the app row:\n%s", md)
 	}
 }
+
+// TestLeverCPU checks a lever's CPU per request off over on, round by
+// round, for a lever on by default and one off by default.
+func TestLeverCPU(t *testing.T) {
+	data := t.TempDir()
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(data, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("run.tsv", "key\tvalue\n")
+	write("dataplane-meta.tsv", "key\tvalue\n"+
+		"lever.keepalive\tkept connections\nlever.keepalive.default\ton\nlever.keepalive.workloads\tcached\n"+
+		"lever.edge-log\tthe log\nlever.edge-log.default\ton\nlever.edge-log.workloads\tcached\n"+
+		"lever.edge-workers\tone worker\nlever.edge-workers.default\toff\nlever.edge-workers.workloads\tcached\n")
+	write("dataplane.tsv", "round\tsetup\tworkload\trps\tp50_ms\tp99_ms\tnon2xx\tsocket_errors\trequests\tstatus\tcpu\n"+
+		"1\tsplit\tcached\t1000\t1\t2\t0\t0\t1000\tok\t-\n"+
+		"1\tsplit:keepalive=off\tcached\t500\t1\t2\t0\t0\t1000\tok\t-\n"+
+		"1\tsplit:edge-workers=on\tcached\t500\t1\t2\t0\t0\t1000\tok\t-\n"+
+		"1\tsplit:edge-log=off\tcached\t-\t-\t-\t-\t-\t0\twrk failed (exit 1)\t-\n")
+	write("dataplane-cgroups.tsv", "round\tsetup\tworkload\trequests\tgroup\tusage_us\tuser_us\tsys_us\n"+
+		"1\tsplit\tcached\t1000\tedge\t500000\t0\t0\n"+
+		"1\tsplit\tcached\t1000\tapp-1\t1500000\t0\t0\n"+
+		"1\tsplit\tcached\t1000\twrk\t9000000\t-\t-\n"+
+		"1\tsplit:keepalive=off\tcached\t1000\tedge\t1000000\t0\t0\n"+
+		"1\tsplit:keepalive=off\tcached\t1000\tapp-1\t2000000\t0\t0\n"+
+		"1\tsplit:edge-workers=on\tcached\t1000\tedge\t400000\t0\t0\n"+
+		"1\tsplit:edge-workers=on\tcached\t1000\tapp-1\t1200000\t0\t0\n"+
+		"1\tsplit:edge-log=off\tcached\t1000\tedge\t100000\t0\t0\n")
+	r, err := load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"keepalive": 3.0 / 2, "edge-workers": 2 / 1.6, "edge-log": -1}
+	for _, l := range r.Dataplane.Levers {
+		w, ok := want[l.Name]
+		if !ok {
+			t.Fatalf("unexpected lever %s", l.Name)
+		}
+		got := l.CPUEffect["cached"]
+		switch {
+		case w < 0 && got != nil:
+			t.Errorf("%s: CPU off/on %+v from a failed run, want none", l.Name, got)
+		case w >= 0 && (got == nil || math.Abs(got.Median-w) > 1e-9):
+			t.Errorf("%s: CPU off/on %+v, want %v", l.Name, got, w)
+		}
+		delete(want, l.Name)
+	}
+	if len(want) != 0 {
+		t.Errorf("levers missing: %v", want)
+	}
+	if md := markdown(r); !strings.Contains(md, "| keepalive | kept connections | on | cached 2 | cached 1.50 |") {
+		t.Errorf("results.md lacks the keepalive row:\n%s", md)
+	}
+}

@@ -82,7 +82,7 @@ func appApache(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 	c.Log.Error = path.Join(in.Layout.Log, "apache2-error.log")
 	c.Log.Access = path.Join(in.Layout.Log, "apache2-access.log")
 	// Debian builds unixd (User, Group) and log_config into the binary.
-	for _, m := range []string{"mpm_worker", "authz_core", "alias", "mime", "dir", "headers", "remoteip", "setenvif", "reqtimeout", "proxy", "proxy_fcgi"} {
+	for _, m := range []string{"mpm_worker", "authz_core", "alias", "mime", "dir", "headers", "remoteip", "setenvif", "reqtimeout", "proxy", "proxy_fcgi", "buffer"} {
 		c.Modules = append(c.Modules, apacheModule{Name: m + "_module", Path: path.Join(appApacheModules, "mod_"+m+".so")})
 	}
 	return appRender(c, in, "apache2", "app-apache2.conf.tmpl",

@@ -259,6 +259,11 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 				if got := res.Header.Get("X-Powered-By"); got != "" {
 					t.Errorf("GET %s: X-Powered-By %q reveals PHP", path, got)
 				}
+				// Apache buffers PHP's answer and sends it whole, with its
+				// length, not in chunks.
+				if c.server == "apache2" && (res.ContentLength != int64(len(body)) || len(res.TransferEncoding) > 0) {
+					t.Errorf("GET %s: Content-Length %d, Transfer-Encoding %v for a %d-byte answer, want it whole", path, res.ContentLength, res.TransferEncoding, len(body))
+				}
 			}
 			// The visitor's address and scheme, and Host with its port,
 			// as the edge says, but only from the edge's own address.

@@ -230,6 +230,13 @@ func SetDefaultRoute(ctx context.Context, ns, via string) error {
 	return err
 }
 
+// AddRoute routes dst (a prefix) via via inside ns, replacing any route
+// to dst.
+func AddRoute(ctx context.Context, ns, dst, via string) error {
+	_, err := run(ctx, "-n", ns, "route", "replace", dst, "via", via)
+	return err
+}
+
 // AddrLink returns the host interface that holds address a.
 func AddrLink(a netip.Addr) (string, error) {
 	ifs, err := net.Interfaces()

@@ -421,7 +421,7 @@ var monitorDescriptors = []Descriptor{
 // process group, and no JSON view of its queue, which postqueue -j gives.
 var mailDescriptors = []Descriptor{
 	{Role: RoleMail, Software: "postfix", Ports: []Port{tcp(SMTPPort)},
-		Packages: []string{"postfix"}, Accounts: []string{"postfix"}, Groups: []string{"postdrop"}, Durable: true},
+		Packages: []string{"postfix", "libsasl2-modules"}, Accounts: []string{"postfix"}, Groups: []string{"postdrop"}, Durable: true},
 }
 
 func init() {

@@ -79,6 +79,8 @@ func mailPostfix(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 	set("inet_protocols", "ipv4")
 	set("maillog_file", "/dev/stdout")
 	set("biff", "no")
+	// PHP's mail() writes no Message-ID or Date; smarthosts expect both.
+	set("always_add_missing_headers", "yes")
 	b.WriteString("\n# Nothing is delivered here: no local mailboxes, no aliases.\n")
 	set("mydestination", "")
 	set("local_recipient_maps", "")

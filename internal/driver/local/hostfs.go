@@ -79,8 +79,8 @@ var etcFromHost = []string{
 	"alternatives", "php", "mime.types", "nginx/mime.types", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
 	"nsswitch.conf", "localtime", "services", "protocols", "host.conf", "ssl/openssl.cnf",
 	"ssh/moduli", "mysql/mariadb.cnf", "mysql/conf.d", "mysql/mariadb.conf.d", "postgresql-common", "ganesha",
-	// Postfix's start-up check reads its list of files and map types.
-	"postfix/postfix-files", "postfix/postfix-files.d", "postfix/dynamicmaps.cf", "postfix/dynamicmaps.cf.d",
+	// Postfix's start-up check reads its list of files.
+	"postfix/postfix-files", "postfix/postfix-files.d",
 }
 
 // accounts are the users that nodes' daemons run as: root, daemon and

@@ -231,9 +231,15 @@ func SetDefaultRoute(ctx context.Context, ns, via string) error {
 }
 
 // AddRoute routes dst (a prefix) via via inside ns, replacing any route
-// to dst.
+// to dst. Its routes are marked "proto static", for FlushRoutes.
 func AddRoute(ctx context.Context, ns, dst, via string) error {
-	_, err := run(ctx, "-n", ns, "route", "replace", dst, "via", via)
+	_, err := run(ctx, "-n", ns, "route", "replace", dst, "via", via, "proto", "static")
+	return err
+}
+
+// FlushRoutes removes every route AddRoute made inside ns.
+func FlushRoutes(ctx context.Context, ns string) error {
+	_, err := run(ctx, "-n", ns, "route", "flush", "proto", "static")
 	return err
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/bulkhead/bulkhead/internal/netns"
 	"github.com/bulkhead/bulkhead/internal/plan"
+	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
 // A plan's egress flows (the mail relay to its smarthost) are the only
@@ -75,9 +76,17 @@ func (d *Driver) egressForwarding(ctx context.Context, p *plan.Plan, j *journal)
 	return nil
 }
 
-// egressRoutes gives node n its routes to its egress targets: one address
-// each, via the gateway.
+// egressRoutes gives the mail node its routes to its egress targets: one
+// address each, via the gateway. Routes of an earlier plan (a smarthost
+// since changed or removed) go first, so the node routes only to what the
+// plan allows now.
 func (d *Driver) egressRoutes(ctx context.Context, p *plan.Plan, n *plan.Node) error {
+	if n.Role != spec.RoleMail {
+		return nil // no other role has egress; asking every node would cost an ip run each
+	}
+	if err := d.sys().flushRoutes(ctx, n.Netns); err != nil {
+		return fmt.Errorf("node %s: remove its old egress routes: %w", n.Name, err)
+	}
 	for _, e := range p.Egress {
 		if e.Node != n.Name {
 			continue

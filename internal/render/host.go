@@ -15,7 +15,9 @@ import (
 //   - input: nothing on the stack's bridges may open a connection to the
 //     host (a listener on a gateway address stays unreachable);
 //   - forward: bridged traffic between stack addresses (br_netfilter hands it
-//     to this hook) passes only along the plan's flows.
+//     to this hook) passes only along the plan's flows, and traffic out of
+//     the stack only along its egress flows (the mail relay to its
+//     smarthost), which the ip table's postrouting masquerades.
 //
 // It matches only the stack's own bridges and addresses, so the host's
 // other traffic is untouched, and like a node's ruleset it replaces itself

@@ -22,7 +22,8 @@ import (
 //   - net.ipv4.conf.IFACE.forwarding on the network's bridge (the node's
 //     packets come in there) and on the interface the host reaches the
 //     target through (the answers come in there). The journal keeps the
-//     value found on the latter, and down puts it back.
+//     value found on the latter, and down puts it back once no other stack
+//     needs it (see shareSysctl).
 
 // egressRoute checks that the host can reach e's target other than
 // through one of p's own bridges, and returns the interface it uses.
@@ -63,6 +64,10 @@ func (d *Driver) egressForwarding(ctx context.Context, p *plan.Plan, j *journal)
 			return err
 		}
 		if cur == 1 {
+			// Another stack may have set it, and keeps what it found.
+			if err := d.shareSysctl(j, key, cur); err != nil {
+				return err
+			}
 			continue
 		}
 		if err := j.record(Object{Kind: KindSysctl, Name: key, Detail: fmt.Sprintf("%d 1", cur)}); err != nil {

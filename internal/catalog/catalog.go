@@ -26,7 +26,13 @@ const (
 	// RoleMonitor scrapes every node's metrics. It is optional, last in
 	// plan order, so that it changes no other node's address.
 	RoleMonitor = "monitor"
+	// RoleMail relays the app nodes' outbound mail. It is optional and
+	// after the monitor in plan order, for the same reason.
+	RoleMail = "mail"
 )
+
+// SMTPPort is where the mail relay takes the app nodes' mail.
+const SMTPPort = 25
 
 // Storage protocols. The storage tier has no choice of daemon, only of
 // protocol, so its descriptors are keyed by protocol.
@@ -66,6 +72,9 @@ type Descriptor struct {
 	// Accounts are the users the node's daemons run as; they must exist in
 	// the /etc the nodes see.
 	Accounts []string
+	// Groups are groups the node's daemons need besides their accounts'
+	// own, such as postfix's postdrop; they too must exist in that /etc.
+	Groups []string
 	// DirOwner is the account that owns the node's writable directories;
 	// empty means root.
 	DirOwner string
@@ -402,7 +411,23 @@ var monitorDescriptors = []Descriptor{
 		Packages: []string{"prometheus"}, Accounts: []string{"prometheus"}, DirOwner: "prometheus"},
 }
 
-func init() { descriptors = append(descriptors, monitorDescriptors...) }
+// mailDescriptors are the mail relay's choices. Postfix runs unprivileged
+// apart from its master, which starts as root, binds port 25 and hands
+// every other job to processes that run as postfix (chroot off: a node has
+// no CAP_SYS_CHROOT, and its container is already a smaller world). Its
+// queue lives on the node's own disk, so held mail outlives a restart.
+// OpenSMTPD was the alternative; as of 2026-11, Debian 12's 6.8 has no
+// foreground mode that keeps its privilege-separated children in one
+// process group, and no JSON view of its queue, which postqueue -j gives.
+var mailDescriptors = []Descriptor{
+	{Role: RoleMail, Software: "postfix", Ports: []Port{tcp(SMTPPort)},
+		Packages: []string{"postfix", "libsasl2-modules"}, Accounts: []string{"postfix"}, Groups: []string{"postdrop"}, Durable: true},
+}
+
+func init() {
+	descriptors = append(descriptors, monitorDescriptors...)
+	descriptors = append(descriptors, mailDescriptors...)
+}
 
 // Lookup returns the descriptor of software playing role. The descriptor
 // is shared: callers must not change it.
@@ -458,6 +483,17 @@ func Accounts() []string {
 	return slices.Compact(out)
 }
 
+// Groups lists every group some node's daemons need besides their
+// accounts' own, sorted.
+func Groups() []string {
+	var out []string
+	for _, d := range descriptors {
+		out = append(out, d.Groups...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // hostUnits are the systemd units that Debian packages the nodes need
 // enable on the host itself. The nodes run the daemons; the host's own
 // copies would serve on the host's addresses after a reboot.
@@ -475,6 +511,7 @@ var hostUnits = map[string][]string{
 	"openssh-server": {"ssh.service"},
 	"nfs-ganesha":    {"nfs-ganesha.service"},
 	"prometheus":     {"prometheus.service"},
+	"postfix":        {"postfix.service"},
 }
 
 // HostUnits lists the host's own service units that installing packages

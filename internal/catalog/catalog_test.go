@@ -23,7 +23,8 @@ func TestLookup(t *testing.T) {
 		{RoleStorage, ProtocolSFTP, tcp(22), true},
 		{RoleDB, "redis", Port{}, false},
 		{RoleCache, "", Port{}, false},
-		{"mail", "postfix", Port{}, false},
+		{RoleMail, "postfix", tcp(25), true},
+		{"fax", "hylafax", Port{}, false},
 	} {
 		d, err := Lookup(c.role, c.software)
 		if (err == nil) != c.ok {
@@ -39,7 +40,7 @@ func TestLookup(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	want := map[string]string{
 		RoleEdge: "nginx", RoleStatic: "lighttpd", RoleApp: "apache2",
-		RoleCache: "memcached", RoleDB: "mariadb", RoleStorage: ProtocolSFTP, "mail": "",
+		RoleCache: "memcached", RoleDB: "mariadb", RoleStorage: ProtocolSFTP, RoleMail: "postfix", "fax": "",
 	}
 	for role, sw := range want {
 		if got := Default(role); got != sw {
@@ -92,7 +93,8 @@ func TestHostUnits(t *testing.T) {
 	daemons := map[string]bool{}
 	for _, d := range All() {
 		for _, p := range d.Packages {
-			if !strings.HasSuffix(p, "-client") && !strings.HasPrefix(p, "nfs-ganesha-") {
+			// Clients and plug-in libraries (libsasl2-modules) run none.
+			if !strings.HasSuffix(p, "-client") && !strings.HasSuffix(p, "-modules") && !strings.HasPrefix(p, "nfs-ganesha-") {
 				daemons[p] = true
 			}
 		}

@@ -55,7 +55,7 @@ type command struct {
 // commands lists the verbs in the order help shows them.
 func commands() []*command {
 	return []*command{
-		initCommand(), planCommand(), upCommand(), deployCommand(), releasesCommand(), rollbackCommand(), statusCommand(), topCommand(), dashboardCommand(), verifyCommand(), exportCommand(), logsCommand(), execCommand(), backupCommand(), restoreCommand(), downCommand(),
+		initCommand(), planCommand(), upCommand(), deployCommand(), releasesCommand(), rollbackCommand(), statusCommand(), topCommand(), dashboardCommand(), verifyCommand(), exportCommand(), logsCommand(), execCommand(), mailCommand(), backupCommand(), restoreCommand(), downCommand(),
 		bootCommand(), versionCommand(), helpCommand(), agentCommand(), superviseCommand(), keepCommand(), probeCommand(), sendmailCommand(),
 	}
 }

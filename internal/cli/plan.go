@@ -264,6 +264,28 @@ func printPlan(w io.Writer, p *plan.Plan) error {
 	}
 	tw.Flush()
 
+	if m := p.Mail; m != nil {
+		fmt.Fprintf(ew, "\nMAIL: app nodes hand mail to the relay at %s; ", m.Relay)
+		if m.Hold() {
+			fmt.Fprint(ew, "no smarthost, so it holds every message ('bulkhead mail list' shows them)\n")
+		} else {
+			fmt.Fprintf(ew, "it relays to %s, tls %s", m.Smarthost, m.TLS)
+			if m.Username != "" {
+				fmt.Fprintf(ew, ", login %s", m.Username)
+			}
+			fmt.Fprintln(ew)
+		}
+	}
+	if len(p.Egress) > 0 {
+		fmt.Fprint(ew, "\nEGRESS (the only traffic that leaves the stack; the host masquerades it)\n")
+		tw = table(ew)
+		fmt.Fprint(tw, "NAME\tFROM → TO\tPORT\tVIA\tWHY\n")
+		for _, e := range p.Egress {
+			fmt.Fprintf(tw, "%s\t%s (%s) → %s\t%s\t%s\t%s\n", e.Name, e.Node, e.Source, e.Target.Addr(), portString(e.Port()), e.Via, e.Why)
+		}
+		tw.Flush()
+	}
+
 	fmt.Fprintf(ew, "\nREACHABILITY (rows are sources, columns destination and port; %s allowed, %s denied)\n", matrix.Allowed, matrix.Denied)
 	if err := matrix.Layout(p, matrix.Expected(&p.Matrix), nil).WriteText(ew); err != nil {
 		return err

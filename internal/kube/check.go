@@ -23,6 +23,20 @@ func Check(st *spec.Stack) error {
 				"remove it for the export; up still publishes on the defaults"))
 		}
 	}
+	// The relay's one way out of the stack is the host's NAT to one
+	// address, proved by verify from every node; a cluster's egress is
+	// its CNI's and its nodes' NAT, which neither a NetworkPolicy nor
+	// this export can pin to one source. Until it can, the export says so.
+	if t := st.ByRole(spec.RoleMail); t != nil {
+		f := "tiers." + t.Name
+		if st.Written(f + "#key") {
+			f += "#key"
+		}
+		e := st.ErrorAt(f, "the mail tier has no Kubernetes equivalent yet: its smarthost egress relies on the host's NAT to one address, which a cluster's network does not give one pod",
+			"remove the mail tier (and mail:) for the export, and relay the app pods' mail through the cluster's own mail service")
+		e.Field = "tiers." + t.Name
+		errs = append(errs, e)
+	}
 	if len(errs) > 0 {
 		return errs
 	}

@@ -279,6 +279,7 @@ func TestCheck(t *testing.T) {
 		{"tiers:\n  edge: {}\n  app:\n    memory: 256MiB\n", ""},
 		{"tiers:\n  edge: {}\n  app:\n    pids: 300\n", "bulkhead.yaml:4:11: tiers.app.pids: Kubernetes has no pids limit per pod"},
 		{"publish:\n  http: 127.0.0.1:8081\n", "bulkhead.yaml:2:9: publish.http: a host address has no place on a cluster"},
+		{"tiers:\n  edge: {}\n  app: {}\n  mail: {}\n", "bulkhead.yaml:4:3: tiers.mail: the mail tier has no Kubernetes equivalent yet"},
 	} {
 		st, err := spec.Load("bulkhead.yaml", []byte(c.src), spec.Env{})
 		if err != nil {

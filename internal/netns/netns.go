@@ -230,6 +230,19 @@ func SetDefaultRoute(ctx context.Context, ns, via string) error {
 	return err
 }
 
+// AddRoute routes dst (a prefix) via via inside ns, replacing any route
+// to dst. Its routes are marked "proto static", for FlushRoutes.
+func AddRoute(ctx context.Context, ns, dst, via string) error {
+	_, err := run(ctx, "-n", ns, "route", "replace", dst, "via", via, "proto", "static")
+	return err
+}
+
+// FlushRoutes removes every route AddRoute made inside ns.
+func FlushRoutes(ctx context.Context, ns string) error {
+	_, err := run(ctx, "-n", ns, "route", "flush", "proto", "static")
+	return err
+}
+
 // AddrLink returns the host interface that holds address a.
 func AddrLink(a netip.Addr) (string, error) {
 	ifs, err := net.Interfaces()

@@ -121,6 +121,7 @@ func Build(st *spec.Stack) (*Plan, error) {
 		p.Nodes[i].Mount = p.mount(&p.Nodes[i])
 	}
 	p.Published = p.published()
+	p.mail(st)
 	p.Dashboard = p.dashboard()
 	if p.Dashboard != nil {
 		m := p.Node(p.Dashboard.Node)
@@ -211,6 +212,7 @@ func (p *Plan) flows(st *spec.Stack) error {
 	add(app, storage, svc(storage), "site code (read-only) and uploads (read-write)")
 	add(app, cache, svc(cache), "cache-aside for queries and pages")
 	add(app, db, svc(db), "the app's database")
+	add(app, tierOf(spec.RoleMail), Port{Proto: "tcp", Number: catalog.SMTPPort}, "outbound mail, to the relay")
 	if monitor := tierOf(spec.RoleMonitor); monitor != nil {
 		for _, t := range st.Ordered() {
 			if t != monitor {
@@ -255,6 +257,45 @@ func (p *Plan) published() []Forward {
 		e.Gateway = p.Network(NetPublic).Gateway
 	}
 	return fs
+}
+
+// Names of the smarthost's egress and of its set in the mail node's
+// firewall.
+const (
+	EgressSmarthost = "smarthost"
+	smarthostSet    = "to_smarthost"
+)
+
+// mail plans the mail tier: where app nodes hand their mail, and, with a
+// smarthost, the stack's one way out, from the relay to it. The relay's
+// firewall lets out only that, and the node has a route to that one
+// address, via the host.
+func (p *Plan) mail(st *spec.Stack) {
+	ms := p.Role(spec.RoleMail)
+	apps := p.Role(spec.RoleApp)
+	if len(ms) == 0 || len(apps) == 0 {
+		return
+	}
+	m := ms[0]
+	net := p.commonNetwork(apps[0].Tier, m.Tier)
+	p.Mail = &Mail{Node: m.Name, Relay: netip.AddrPortFrom(m.Addr(net), catalog.SMTPPort)}
+	sh := st.SmarthostAddr()
+	if !sh.IsValid() {
+		return
+	}
+	c := st.Mail
+	p.Mail.Smarthost = sh
+	p.Mail.TLS, p.Mail.TLSName, p.Mail.CAFile = c.TLS, c.TLSName, st.Path(c.CAFile)
+	p.Mail.Username, p.Mail.PasswordFile = c.Username, st.Path(c.PasswordFile)
+	e := Egress{
+		Name: EgressSmarthost, From: m.Tier, Node: m.Name, Network: NetPrivate,
+		Source: m.Addr(NetPrivate), Via: p.Network(NetPrivate).Gateway, Target: sh,
+		Why: "the relay delivers to the smarthost",
+	}
+	p.Egress = append(p.Egress, e)
+	m.Firewall.Sets = append(m.Firewall.Sets, Set{Name: smarthostSet, Addrs: []netip.Addr{sh.Addr()}})
+	m.Firewall.Output = append(m.Firewall.Output, Rule{Iface: e.Network, Set: smarthostSet, Port: e.Port(),
+		Comment: fmt.Sprintf("%s -> %s (%s): %s", m.Tier, e.Name, sh, e.Why)})
 }
 
 // hostSet names the set of the host's own address in the monitor's

@@ -50,6 +50,16 @@ type Plan struct {
 	// dashboard and status; nil when the stack has no monitor.
 	Dashboard *Dashboard `json:"dashboard,omitempty"`
 
+	// Mail is how the app nodes' mail leaves: through the mail node's
+	// relay, to a smarthost or into its queue. Nil without a mail tier.
+	Mail *Mail `json:"mail,omitempty"`
+
+	// Egress lists the flows out of the stack, the only traffic that
+	// leaves it: the host forwards and masquerades exactly these, and
+	// verify proves each open from its node and closed from every other.
+	// Empty unless the mail tier has a smarthost.
+	Egress []Egress `json:"egress,omitempty"`
+
 	// Indexes built by Build and Decode; without them lookups scan.
 	byName map[string]int
 	byTier map[string][]*Node
@@ -84,6 +94,46 @@ type Dashboard struct {
 	Target netip.AddrPort `json:"target"`
 	From   netip.Addr     `json:"from"`
 }
+
+// Mail is the mail tier as the app nodes and the relay see it.
+type Mail struct {
+	// Node is the relay's node, Relay where the app nodes hand it mail
+	// (its address on the network it shares with them, port 25).
+	Node  string         `json:"node"`
+	Relay netip.AddrPort `json:"relay"`
+	// Smarthost is where the relay sends everything; the zero AddrPort
+	// means it sends nothing and holds every message in its queue.
+	Smarthost netip.AddrPort `json:"smarthost,omitzero"`
+	// TLS is spec.TLSNone, TLSMay, TLSEncrypt or TLSVerify; TLSName and
+	// CAFile are what tls: verify checks the certificate against.
+	TLS     string `json:"tls,omitempty"`
+	TLSName string `json:"tls_name,omitempty"`
+	CAFile  string `json:"ca_file,omitempty"`
+	// Username logs in to the smarthost with the password in
+	// PasswordFile (resolved against the stack file); up reads it.
+	Username     string `json:"username,omitempty"`
+	PasswordFile string `json:"password_file,omitempty"`
+}
+
+// Hold reports whether the relay keeps mail rather than sending it.
+func (m *Mail) Hold() bool { return !m.Smarthost.IsValid() }
+
+// Egress is one flow out of the stack: from one node, over one network's
+// gateway (the host, which masquerades it as its own address), to one
+// address and port beyond the host.
+type Egress struct {
+	Name    string         `json:"name"`
+	From    string         `json:"from"` // the tier
+	Node    string         `json:"node"`
+	Network string         `json:"network"`
+	Source  netip.Addr     `json:"source"` // the node's address on Network
+	Via     netip.Addr     `json:"via"`    // Network's gateway, the node's route to Target
+	Target  netip.AddrPort `json:"target"`
+	Why     string         `json:"why"`
+}
+
+// Port is the egress's destination port, as a Port.
+func (e Egress) Port() Port { return Port{Proto: "tcp", Number: int(e.Target.Port())} }
 
 // Network is one of the stack's subnets and the bridge that carries it.
 type Network struct {

@@ -361,7 +361,8 @@ func TestServicePort(t *testing.T) {
 		{spec.RoleStorage, "", spec.ProtocolNFS, 2049},
 		{spec.RoleStorage, "", spec.ProtocolSFTP, 22},
 		{spec.RoleStorage, "", spec.ProtocolAuto, 22},
-		{"mail", "postfix", "", 0},
+		{spec.RoleMail, "postfix", "", 25},
+		{"fax", "hylafax", "", 0},
 	} {
 		got := plan.ServicePort(c.role, c.software, c.storage)
 		want := plan.Port{Proto: "tcp", Number: c.want}
@@ -488,5 +489,44 @@ func TestServerNames(t *testing.T) {
 		if got := strings.Join(build(t, src).ServerNames, " "); got != want {
 			t.Errorf("server names of %q: %q, want %q", src, got, want)
 		}
+	}
+}
+
+// TestMail: the mail tier takes the app nodes' mail on port 25, from them
+// alone; a smarthost is the stack's one egress, from the relay alone, and
+// its firewall lets out exactly that; without one nothing leaves.
+func TestMail(t *testing.T) {
+	tiers := "tiers:\n  edge: {}\n  app: {replicas: 2}\n  db: {}\n  mail: {}\n"
+	p := build(t, tiers+"mail:\n  smarthost: 192.0.2.25:587\n  tls: encrypt\n")
+	m := p.Node("mail")
+	if p.Mail == nil || p.Mail.Relay != netip.AddrPortFrom(m.Addr(plan.NetPrivate), 25) || p.Mail.Hold() {
+		t.Fatalf("plan's mail = %+v; want the relay on mail's private address, port 25, with a smarthost", p.Mail)
+	}
+	if !slices.ContainsFunc(p.Flows, func(f plan.Flow) bool { return f.From == "app" && f.To == "mail" && f.Port.Number == 25 }) {
+		t.Errorf("no flow app -> mail:25 in %+v", p.Flows)
+	}
+	if len(p.Egress) != 1 {
+		t.Fatalf("egress = %+v; want one", p.Egress)
+	}
+	e := p.Egress[0]
+	want := plan.Egress{Name: plan.EgressSmarthost, From: "mail", Node: "mail", Network: plan.NetPrivate,
+		Source: m.Addr(plan.NetPrivate), Via: p.Network(plan.NetPrivate).Gateway,
+		Target: netip.MustParseAddrPort("192.0.2.25:587"), Why: e.Why}
+	if e != want {
+		t.Errorf("egress = %+v; want %+v", e, want)
+	}
+	out := m.Firewall.Output
+	if len(out) != 1 || out[0].Port != (plan.Port{Proto: "tcp", Number: 587}) || out[0].Set != "to_smarthost" {
+		t.Errorf("mail's output rules = %+v; want the smarthost's alone", out)
+	}
+	for _, n := range p.Nodes {
+		if n.Name != "mail" && slices.ContainsFunc(n.Firewall.Sets, func(s plan.Set) bool { return slices.Contains(s.Addrs, e.Target.Addr()) }) {
+			t.Errorf("%s's firewall names the smarthost", n.Name)
+		}
+	}
+
+	held := build(t, tiers)
+	if held.Mail == nil || !held.Mail.Hold() || len(held.Egress) != 0 || len(held.Node("mail").Firewall.Output) != 0 {
+		t.Errorf("without a smarthost: mail %+v, egress %+v, mail's output %+v; want a relay that holds, no egress, no output", held.Mail, held.Egress, held.Node("mail").Firewall.Output)
 	}
 }

@@ -68,6 +68,7 @@ type fpmPool struct {
 	OpenBasedir                                   string
 	DisableFunctions                              string
 	Sendmail                                      string // sendmail_path, if mail() is enabled
+	Relay                                         string // the mail tier's relay that Sendmail hands mail to, if any
 }
 
 type appEnv struct{ Name, Value string }
@@ -193,6 +194,12 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 		// succeeds: php-fpm runs the command itself, so PHP code still
 		// cannot run one.
 		c.FPM.Sendmail = l.Agent + " sendmail -t -i"
+		if m := p.Mail; m != nil {
+			// With a mail tier the sink hands the message to the relay
+			// over SMTP, and keeps it in the log only when that fails.
+			c.FPM.Sendmail = l.Agent + " sendmail --relay=" + m.Relay.String() + " -t -i"
+			c.FPM.Relay = m.Relay.String()
+		}
 		c.FPM.DisableFunctions = strings.TrimSuffix(c.FPM.DisableFunctions, ",mail")
 	}
 	env := func(name, value string) { c.FPM.Env = append(c.FPM.Env, appEnv{name, value}) }

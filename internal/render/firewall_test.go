@@ -57,6 +57,28 @@ func TestHostNftablesCheck(t *testing.T) {
 	}
 }
 
+// TestHostEgress: the host forwards and masquerades the mail relay's flow
+// to its smarthost, from the relay's address alone, and nothing else out.
+func TestHostEgress(t *testing.T) {
+	p := loadPlan(t, "alt")
+	host := string(render.HostNftables(p))
+	m := p.Node("mail").Addr("private")
+	for _, want := range []string{
+		fmt.Sprintf("iifname \"alt-pri\" ip saddr %s ip daddr 192.0.2.25 tcp dport 587 ct state new accept comment \"egress smarthost: mail -> 192.0.2.25:587\"", m),
+		fmt.Sprintf("iifname \"alt-pri\" ip saddr %s ip daddr 192.0.2.25 tcp dport 587 masquerade", m),
+	} {
+		if strings.Count(host, want) != 1 {
+			t.Errorf("host table has not exactly one %q:\n%s", want, host)
+		}
+	}
+	if n := strings.Count(host, "masquerade"); n != 1 {
+		t.Errorf("%d masquerade rules, want the egress's one", n)
+	}
+	if strings.Contains(string(render.HostNftables(loadPlan(t, "default"))), "masquerade") {
+		t.Errorf("a stack without egress masquerades")
+	}
+}
+
 // TestHostAntiSpoof: the host's bridge table binds every node interface
 // to its own address, for IPv4 and ARP, and lets nodes speak nothing else.
 func TestHostAntiSpoof(t *testing.T) {

@@ -15,7 +15,9 @@ import (
 //   - input: nothing on the stack's bridges may open a connection to the
 //     host (a listener on a gateway address stays unreachable);
 //   - forward: bridged traffic between stack addresses (br_netfilter hands it
-//     to this hook) passes only along the plan's flows.
+//     to this hook) passes only along the plan's flows, and traffic out of
+//     the stack only along its egress flows (the mail relay to its
+//     smarthost), which the ip table's postrouting masquerades.
 //
 // It matches only the stack's own bridges and addresses, so the host's
 // other traffic is untouched, and like a node's ruleset it replaces itself
@@ -81,6 +83,10 @@ func HostNftables(p *plan.Plan) []byte {
 	for _, r := range rules {
 		b.WriteString(r)
 	}
+	for _, e := range p.Egress {
+		fmt.Fprintf(&b, "\t\tiifname %q ip saddr %s ip daddr %s tcp dport %d ct state new accept comment %q\n",
+			p.Network(e.Network).Bridge, e.Source, e.Target.Addr(), e.Target.Port(), "egress "+e.Name+": "+e.Node+" -> "+e.Target.String())
+	}
 	b.WriteString("\t\tdrop\n\t}\n}\n")
 	writeAntiSpoof(&b, p)
 	writePublish(&b, p, bridges)
@@ -128,6 +134,12 @@ func writePublish(b *strings.Builder, p *plan.Plan, bridges []string) {
 	b.WriteString("\n")
 	chain("prerouting", "nat", "prerouting", "-100", pre)
 	var post, in []string
+	// An egress leaves as the host's own address: no stack address is
+	// ever seen off this host.
+	for _, e := range p.Egress {
+		post = append(post, fmt.Sprintf("iifname %q ip saddr %s ip daddr %s tcp dport %d masquerade comment %q",
+			p.Network(e.Network).Bridge, e.Source, e.Target.Addr(), e.Target.Port(), "egress "+e.Name+" leaves as the host"))
+	}
 	if len(p.Published) > 0 {
 		pub := p.Network(plan.NetPublic)
 		post = append(post, fmt.Sprintf("oifname %q ip saddr 127.0.0.0/8 ct status dnat snat to %s comment \"a loopback client, which the edge cannot answer\"", pub.Bridge, pub.Gateway))

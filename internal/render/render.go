@@ -71,6 +71,11 @@ type Secrets struct {
 	StorageHostKey []byte
 	// TLSCert and TLSKey are the edge's certificate chain and key, PEM.
 	TLSCert, TLSKey []byte
+	// MailPassword logs the mail relay in to the smarthost, and MailCA
+	// (PEM) signs the smarthost's certificate; up reads both from the
+	// files the stack file names.
+	MailPassword string
+	MailCA       []byte
 }
 
 // Input is everything besides the Plan that rendering needs.
@@ -258,6 +263,7 @@ var renderers = map[string]renderer{
 	spec.RoleStorage + "/sftp":       storageSFTP,
 	spec.RoleStorage + "/nfs":        storageNFS,
 	spec.RoleMonitor + "/prometheus": monitorPrometheus,
+	spec.RoleMail + "/postfix":       mailPostfix,
 }
 
 // conf joins a file name onto the node's config directory.

@@ -30,6 +30,8 @@ func testSecrets(p *plan.Plan) render.Secrets {
 		StorageHostKey: []byte("-----BEGIN OPENSSH PRIVATE KEY-----\ngolden-host-key\n-----END OPENSSH PRIVATE KEY-----\n"),
 		TLSCert:        []byte("-----BEGIN CERTIFICATE-----\ngolden-cert\n-----END CERTIFICATE-----\n"),
 		TLSKey:         []byte("-----BEGIN PRIVATE KEY-----\ngolden-key\n-----END PRIVATE KEY-----\n"),
+		MailPassword:   "golden-smarthost-password",
+		MailCA:         []byte("-----BEGIN CERTIFICATE-----\ngolden-smarthost-ca\n-----END CERTIFICATE-----\n"),
 	}
 	for _, n := range p.Nodes {
 		if n.Role == spec.RoleStatic || n.Role == spec.RoleApp {

@@ -177,6 +177,9 @@ func TestStackFileExamples(t *testing.T) {
 	if len(st.Flows) == 0 {
 		t.Error("the flows example sets no flow")
 	}
+	if st.ByRole(spec.RoleMail) == nil || !st.SmarthostAddr().IsValid() {
+		t.Error("the mail examples set no mail tier with a smarthost")
+	}
 	checkWritten(t, uncommented, true)
 }
 
@@ -193,14 +196,14 @@ func checkWritten(t *testing.T, data []byte, examples bool) {
 		t.Fatal(err)
 	}
 	// Settings left out on purpose: storage has no software and only storage
-	// has a protocol; the dmz and flows are examples.
+	// has a protocol; the dmz, flows and mail are examples.
 	skip := func(field string) bool {
 		switch {
 		case strings.HasPrefix(field, "tiers.storage.software"):
 			return true
 		case strings.HasPrefix(field, "tiers.") && strings.HasSuffix(field, ".protocol") && field != "tiers.storage.protocol":
 			return true
-		case field == "networks.dmz", field == "flows":
+		case field == "networks.dmz", field == "flows", field == "mail":
 			return !examples
 		}
 		return false

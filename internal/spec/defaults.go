@@ -28,6 +28,7 @@ var DefaultMemory = map[string]ByteSize{
 	RoleDB:      1 << 30,
 	RoleStorage: 256 << 20,
 	RoleMonitor: 256 << 20,
+	RoleMail:    128 << 20,
 }
 
 // DefaultDisk is each role's disk size when a tier sets none. The default
@@ -43,6 +44,7 @@ var DefaultDisk = map[string]ByteSize{
 	RoleDB:      4 << 30,
 	RoleStorage: 4 << 30,
 	RoleMonitor: 512 << 20,
+	RoleMail:    256 << 20,
 }
 
 // MinDisk is the least disk each role works with. An ext4 image of 64M
@@ -58,6 +60,7 @@ var MinDisk = map[string]ByteSize{
 	RoleDB:      256 << 20,
 	RoleStorage: 128 << 20,
 	RoleMonitor: 128 << 20,
+	RoleMail:    64 << 20,
 }
 
 // DefaultCPU is each role's CPU weight when a tier sets none; 100 is an
@@ -73,6 +76,8 @@ var DefaultCPU = map[string]int{
 	RoleStorage: 100,
 	// The monitor serves no visitor: it yields to the tiers that do.
 	RoleMonitor: 50,
+	// The relay serves no visitor either; mail can wait.
+	RoleMail: 50,
 }
 
 // MaxCPU is the largest CPU weight, as cgroup v2's cpu.weight.
@@ -204,6 +209,9 @@ func ApplyDefaults(s *Stack) {
 	}
 	if s.Site.Check == "" {
 		s.Site.Check = "/healthz"
+	}
+	if s.Mail != nil && s.Mail.TLS == "" {
+		s.Mail.TLS = TLSMay
 	}
 	for i := range s.Flows {
 		if s.Flows[i].Proto == "" {

@@ -22,10 +22,11 @@ const (
 	RoleStorage = catalog.RoleStorage
 	RoleApp     = catalog.RoleApp
 	RoleMonitor = catalog.RoleMonitor
+	RoleMail    = catalog.RoleMail
 )
 
 // Roles lists every role, in plan order.
-var Roles = []string{RoleEdge, RoleStatic, RoleCache, RoleDB, RoleStorage, RoleApp, RoleMonitor}
+var Roles = []string{RoleEdge, RoleStatic, RoleCache, RoleDB, RoleStorage, RoleApp, RoleMonitor, RoleMail}
 
 // Protocols lists how the storage tier can serve files; the first is the
 // default. The catalog lists the rest, as storage's choices; every other
@@ -56,6 +57,10 @@ type Stack struct {
 	Site Site `yaml:"site"`
 	// Flows are extra allowed connections beyond what the roles imply.
 	Flows []Flow `yaml:"flows"`
+	// Mail says where the mail tier's relay sends the app nodes' mail.
+	// Without it (or without a smarthost in it) the relay holds every
+	// message in its queue, for "bulkhead mail" to show.
+	Mail *Mail `yaml:"mail"`
 
 	// File is the path the stack was read from, for messages.
 	File string `yaml:"-"`
@@ -136,6 +141,63 @@ type Site struct {
 type Database struct {
 	Name string `yaml:"name"`
 	User string `yaml:"user"`
+}
+
+// TLS levels of the relay's connection to the smarthost, as Postfix's
+// smtp_tls_security_level names them.
+const (
+	// TLSNone never starts TLS.
+	TLSNone = "none"
+	// TLSMay uses TLS when the smarthost offers it, unverified.
+	TLSMay = "may"
+	// TLSEncrypt requires TLS, without checking the certificate.
+	TLSEncrypt = "encrypt"
+	// TLSVerify requires TLS and a certificate for TLSName that CAFile's
+	// authorities signed.
+	TLSVerify = "verify"
+)
+
+// TLSLevels lists the mail.tls values, the default first.
+var TLSLevels = []string{TLSMay, TLSNone, TLSEncrypt, TLSVerify}
+
+// Mail is how the mail tier delivers.
+type Mail struct {
+	// Smarthost is the one server the relay hands all mail to, as
+	// IPV4:PORT (587 for submission, 25 for a plain relay). It is the
+	// only address any node of the stack reaches beyond the host: the
+	// host forwards and masquerades that flow alone. The relay resolves
+	// no names (no node has DNS), so it is an address. Empty: mail is
+	// held in the relay's queue.
+	Smarthost string `yaml:"smarthost"`
+	// TLS is none, may (the default: TLS when offered), encrypt (TLS
+	// required) or verify (TLS required, and the certificate checked
+	// against TLSName and CAFile).
+	TLS string `yaml:"tls"`
+	// TLSName is the name the smarthost's certificate must carry, for
+	// tls: verify.
+	TLSName string `yaml:"tls_name"`
+	// CAFile is a PEM file (relative to the stack file) of the
+	// authorities that sign the smarthost's certificate, for tls: verify.
+	CAFile string `yaml:"ca_file"`
+	// Username and PasswordFile log the relay in to the smarthost (SMTP
+	// AUTH); the file holds the password on its first line and is read
+	// by up, never copied anywhere but into the mail node's secrets.
+	// AUTH needs tls: encrypt or verify.
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+}
+
+// SmarthostAddr is the smarthost as an address and port, or the zero
+// AddrPort when the stack has none (Validate has checked it parses).
+func (s *Stack) SmarthostAddr() netip.AddrPort {
+	if s.Mail == nil || s.Mail.Smarthost == "" {
+		return netip.AddrPort{}
+	}
+	ap, err := netip.ParseAddrPort(s.Mail.Smarthost)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return ap
 }
 
 // Flow is an extra allowed connection.

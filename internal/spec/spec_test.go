@@ -142,6 +142,28 @@ func TestErrors(t *testing.T) {
 			[]string{"bulkhead.yaml:1:1: invalid YAML: did not find expected node content"}},
 		{"expected list", "site:\n  static: /assets/\n",
 			[]string{"2:11: site.static: expected a list"}},
+		{"mail without the tier", "mail:\n  smarthost: 192.0.2.25:587\n",
+			[]string{"2:3: mail: mail settings, but the stack has no mail tier to use them; add a tier \"mail:\" under tiers"}},
+		{"smarthost name", mailTier + "mail:\n  smarthost: smtp.example.com:587\n",
+			[]string{"10:14: mail.smarthost: \"smtp.example.com\" is a name, not an address; write the smarthost's IPv4 address"}},
+		{"smarthost no port", mailTier + "mail:\n  smarthost: 192.0.2.25\n",
+			[]string{"10:14: mail.smarthost: \"192.0.2.25\" is not an IPv4 address and port; write IPV4:PORT"}},
+		{"smarthost bad port", mailTier + "mail:\n  smarthost: 192.0.2.25:70000\n",
+			[]string{"10:14: mail.smarthost: port \"70000\" is out of range"}},
+		{"smarthost loopback", mailTier + "mail:\n  smarthost: 127.0.0.1:25\n",
+			[]string{"10:14: mail.smarthost: 127.0.0.1 cannot be a smarthost"}},
+		{"smarthost in the stack", mailTier + "mail:\n  smarthost: 10.77.0.9:25\n",
+			[]string{"10:14: mail.smarthost: 10.77.0.9 is inside the stack's own subnet 10.77.0.0/24 (networks.private); name a server outside the stack"}},
+		{"mail tls level", mailTier + "mail:\n  smarthost: 192.0.2.25:587\n  tls: maybe\n",
+			[]string{"11:8: mail.tls: unknown TLS level \"maybe\"; use one of: may, none, encrypt, verify"}},
+		{"mail password in clear", mailTier + "mail:\n  smarthost: 192.0.2.25:587\n  username: relay\n  password_file: pw\n",
+			[]string{"11:13: mail.username: the relay would send the password over a connection that may not be encrypted (tls is may); set tls: encrypt or tls: verify"}},
+		{"mail verify without name", mailTier + "mail:\n  smarthost: 192.0.2.25:587\n  tls: verify\n",
+			[]string{"11:8: mail.tls: tls: verify needs the name to check the certificate against"}},
+		{"mail login without smarthost", mailTier + "mail:\n  username: relay\n",
+			[]string{"10:13: mail.username: mail.username is for the connection to a smarthost, and there is none"}},
+		{"mail tier scales", "tiers:\n  edge: {}\n  app: {}\n  mail:\n    replicas: 2\n",
+			[]string{"5:15: tiers.mail.replicas: a mail tier cannot have 2 replicas"}},
 		{"several at once", "name: Bad!\nnetworks:\n  private: 300.1.1.0/24\ntiers:\n  edge: {}\n  app:\n    replicas: 0\n",
 			[]string{"1:7: name:", "3:12: networks.private: \"300.1.1.0\" is not an IPv4 address: 300 is not an octet"}},
 	}
@@ -164,6 +186,9 @@ func TestErrors(t *testing.T) {
 		})
 	}
 }
+
+// mailTier is a stack with the mail tier, nine lines long.
+const mailTier = "tiers:\n  edge: {}\n  static: {}\n  app: {}\n  cache: {}\n  db: {}\n  storage: {}\n  mail: {}\n"
 
 // TestAllErrorsAtOnce: a file with three independent mistakes reports three.
 func TestAllErrorsAtOnce(t *testing.T) {

@@ -66,6 +66,7 @@ func Validate(s *Stack, env Env) error {
 	v.tiers()
 	v.site(env)
 	v.flows()
+	v.mail(env)
 	if len(v.errs) > 0 {
 		return v.errs
 	}
@@ -356,4 +357,104 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// mail checks the mail section against the mail tier: one needs the
+// other, and the smarthost must be an address the host can send to
+// without giving a stack address a way off the machine.
+func (v *validator) mail(env Env) {
+	s := v.s
+	m := s.Mail
+	tier := s.ByRole(RoleMail)
+	if m == nil {
+		return
+	}
+	if tier == nil {
+		v.fail("mail", "add a tier \"mail:\" under tiers, or remove mail:", "mail settings, but the stack has no mail tier to use them")
+	}
+	if m.Smarthost != "" {
+		v.smarthost(m.Smarthost)
+	}
+	if !slices.Contains(TLSLevels, m.TLS) {
+		v.fail("mail.tls", "use one of: "+strings.Join(TLSLevels, ", "), "unknown TLS level %q", m.TLS)
+	}
+	if m.Smarthost == "" {
+		for _, f := range []struct{ field, val string }{{"mail.tls_name", m.TLSName}, {"mail.ca_file", m.CAFile}, {"mail.username", m.Username}, {"mail.password_file", m.PasswordFile}} {
+			if f.val != "" {
+				v.fail(f.field, "set mail.smarthost too, or remove it", "%s is for the connection to a smarthost, and there is none", f.field)
+			}
+		}
+		if s.Written("mail.tls") {
+			v.fail("mail.tls", "set mail.smarthost too, or remove it", "mail.tls is for the connection to a smarthost, and there is none")
+		}
+		return
+	}
+	switch {
+	case m.TLS == TLSVerify && m.TLSName == "":
+		v.fail("mail.tls", "set mail.tls_name to the name in the smarthost's certificate, like smtp.example.com", "tls: verify needs the name to check the certificate against")
+	case m.TLS == TLSVerify && m.CAFile == "":
+		v.fail("mail.tls", "set mail.ca_file to a PEM file of the authorities that sign the smarthost's certificate", "tls: verify needs the authorities to check the certificate against; nodes carry no system CA store")
+	case m.TLS != TLSVerify && m.TLSName != "":
+		v.fail("mail.tls_name", "set tls: verify, or remove tls_name", "tls_name is checked only with tls: verify, and tls is %s", m.TLS)
+	case m.TLS != TLSVerify && m.CAFile != "":
+		v.fail("mail.ca_file", "set tls: verify, or remove ca_file", "ca_file is used only with tls: verify, and tls is %s", m.TLS)
+	}
+	if m.TLSName != "" && !domainRE.MatchString(m.TLSName) {
+		v.fail("mail.tls_name", "write a host name such as smtp.example.com", "%q is not a host name", m.TLSName)
+	}
+	switch {
+	case m.Username != "" && m.PasswordFile == "":
+		v.fail("mail.username", "set mail.password_file to a file that holds the password", "a username without a password")
+	case m.PasswordFile != "" && m.Username == "":
+		v.fail("mail.password_file", "set mail.username too", "a password without a username")
+	case m.Username != "" && m.TLS != TLSEncrypt && m.TLS != TLSVerify:
+		v.fail("mail.username", "set tls: encrypt or tls: verify", "the relay would send the password over a connection that may not be encrypted (tls is %s)", m.TLS)
+	}
+	if strings.ContainsAny(m.Username, " \t\n\r:") {
+		v.fail("mail.username", "write the login name alone", "%q holds a space, a colon or a line break", m.Username)
+	}
+	for _, f := range []struct{ field, path string }{{"mail.password_file", m.PasswordFile}, {"mail.ca_file", m.CAFile}} {
+		if f.path != "" && env.FileExists != nil && !env.FileExists(s.Path(f.path)) {
+			v.fail(f.field, "give the path of an existing file, relative to the stack file", "file %s does not exist", s.Path(f.path))
+		}
+	}
+}
+
+// smarthost checks mail.smarthost: an IPv4 address and port beyond the
+// stack's subnets and the host's loopback.
+func (v *validator) smarthost(text string) {
+	const field = "mail.smarthost"
+	host, port, ok := strings.Cut(text, ":")
+	if !ok || strings.Contains(port, ":") {
+		v.fail(field, "write IPV4:PORT, like 192.0.2.25:587", "%q is not an IPv4 address and port", text)
+		return
+	}
+	a, err := parseAddr(host)
+	switch {
+	case err != nil && domainRE.MatchString(host):
+		v.fail(field, "write the smarthost's IPv4 address, like 192.0.2.25:587; the relay resolves no names (no node has DNS) and the host forwards to one address only", "%q is a name, not an address", host)
+		return
+	case err != nil:
+		v.fail(field, "write IPV4:PORT, like 192.0.2.25:587", "%v", err)
+		return
+	case !a.Is4():
+		v.fail(field, "write an IPv4 address; stack nodes have IPv4 only", "%s is not IPv4", a)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || (len(port) > 1 && port[0] == '0') {
+		v.fail(field, "use a port from 1 to 65535, like 587 or 25", "port %q is out of range", port)
+	}
+	switch {
+	case a.IsLoopback() || a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		v.fail(field, "name a mail server on another machine, or in a network namespace of its own", "%s cannot be a smarthost: nodes never reach the host's loopback or a broadcast or link-local address", a)
+	default:
+		for _, n := range []struct {
+			name string
+			p    netip.Prefix
+		}{{"networks.private", v.s.Networks.Private}, {"networks.public", v.s.Networks.Public}, {"networks.dmz", v.s.Networks.DMZ}} {
+			if n.p.IsValid() && n.p.Contains(a) {
+				v.fail(field, "name a server outside the stack", "%s is inside the stack's own subnet %s (%s)", a, n.p, n.name)
+			}
+		}
+	}
 }

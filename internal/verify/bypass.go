@@ -31,6 +31,7 @@ func (s *session) bypass(ctx context.Context) []Check {
 	return []Check{
 		s.subnetsStay(ctx),
 		s.noEgress(),
+		s.egress(ctx),
 		s.publishedEdgeOnly(ctx),
 		s.supervisorListens(),
 		s.spoofing(ctx),
@@ -76,6 +77,9 @@ func (s *session) noEgress() Check {
 	}
 	err := netns.DoEach(hs, 2, func(i int) error {
 		for _, d := range dests {
+			if s.egressTo(nodes[i].node, d) {
+				continue // its own egress, which egress checks
+			}
 			ok, err := routable(d)
 			if err != nil {
 				return fmt.Errorf("%s: %w", nodes[i].name, err)
@@ -112,6 +116,89 @@ func (s *session) noEgress() Check {
 	if len(answer) > 0 {
 		ch.Detail += "; " + strings.Join(answer, ", ")
 	}
+	return ch
+}
+
+// egressTo reports whether one of the plan's egress flows takes node n to
+// address a.
+func (s *session) egressTo(n *plan.Node, a netip.Addr) bool {
+	return slices.ContainsFunc(s.p.Egress, func(e plan.Egress) bool { return e.Node == n.Name && e.Target.Addr() == a })
+}
+
+// egress proves each of the plan's flows out of the stack by connecting:
+// from its own node it reaches its target (a connection or a reset: the
+// path is open either way), and from every other node and from the
+// outside stand-in it does not.
+func (s *session) egress(ctx context.Context) Check {
+	ch := Check{Name: "egress only along its flows"}
+	if len(s.p.Egress) == 0 {
+		ch.OK = true
+		ch.Detail = "the plan has no egress: no node reaches beyond the host"
+		return ch
+	}
+	type want struct {
+		e    plan.Egress
+		v    *vantage
+		open bool
+	}
+	var probes []Probe
+	var wants []want
+	for _, e := range s.p.Egress {
+		for vi := outsideIdx; vi < len(s.vs); vi++ {
+			v := s.vs[vi]
+			probes = append(probes, Probe{From: vi, To: e.Target})
+			wants = append(wants, want{e: e, v: v, open: v.node != nil && v.node.Name == e.Node})
+		}
+	}
+	reached := func(st Status) bool { return st == Open || st == Refused }
+	pr := prober{Timeout: s.o.Timeout, Window: s.o.Window}
+	st, err := pr.run(ctx, s.handles(), probes)
+	if err == nil {
+		// A busy host gets a second, longer chance on the allowed ones.
+		var again []int
+		for i, w := range wants {
+			if w.open && !reached(st[i]) {
+				again = append(again, i)
+			}
+		}
+		if len(again) > 0 {
+			retry := make([]Probe, len(again))
+			for k, i := range again {
+				retry[k] = probes[i]
+			}
+			pr.Timeout = s.o.Retry
+			var st2 []Status
+			if st2, err = pr.run(ctx, s.handles(), retry); err == nil {
+				for k, i := range again {
+					st[i] = st2[k]
+				}
+			}
+		}
+	}
+	if err != nil {
+		ch.Errors = append(ch.Errors, err.Error())
+		return ch
+	}
+	var details []string
+	for _, e := range s.p.Egress {
+		closed := 0
+		for i, w := range wants {
+			if w.e.Name != e.Name {
+				continue
+			}
+			switch {
+			case w.open && !reached(st[i]):
+				ch.Errors = append(ch.Errors, fmt.Sprintf("egress %s: %s cannot reach %s (%s)", e.Name, w.v.name, e.Target, st[i]))
+			case !w.open && reached(st[i]):
+				ch.Errors = append(ch.Errors, fmt.Sprintf("egress %s: %s reaches %s (%s), but only %s may", e.Name, w.v.name, e.Target, st[i], e.Node))
+			case !w.open:
+				closed++
+			}
+		}
+		details = append(details, fmt.Sprintf("%s: %s reaches %s; %d other vantages (every other node and outside) do not", e.Name, e.Node, e.Target, closed))
+	}
+	ch.OK = len(ch.Errors) == 0
+	ch.Detail = strings.Join(details, "; ")
 	return ch
 }
 

@@ -148,6 +148,9 @@ func (d *Driver) Changes(ctx context.Context, p *plan.Plan, site string) ([]Chan
 	if err := userCertificate(p, &rs); err != nil {
 		return nil, err
 	}
+	if err := userMail(p, &rs); err != nil {
+		return nil, err
+	}
 	rendered, err := renderAll(p, rs, idx, nil)
 	if err != nil {
 		return nil, err

@@ -54,6 +54,11 @@ func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPor
 		}
 	}
 	errs = append(errs, d.publishConflicts(p)...)
+	for _, e := range p.Egress {
+		if _, err := d.egressRoute(ctx, p, e); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if !ownPorts {
 		for _, f := range p.Published {
 			ap := f.Listen
@@ -98,6 +103,9 @@ func (d *Driver) fabric(ctx context.Context, p *plan.Plan, j *journal) error {
 		}
 	}
 	if err := d.checkContained(ctx, p); err != nil {
+		return err
+	}
+	if err := d.egressForwarding(ctx, p, j); err != nil {
 		return err
 	}
 	return d.publishRoutes(p, j)
@@ -172,7 +180,7 @@ func (d *Driver) nodeFabric(ctx context.Context, p *plan.Plan, n *plan.Node, rul
 			return fmt.Errorf("node %s: a route to answer visitors: %w", n.Name, err)
 		}
 	}
-	return nil
+	return d.egressRoutes(ctx, p, n)
 }
 
 // nodeFirewall loads a node's ruleset and reads it back. A ruleset this

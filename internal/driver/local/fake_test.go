@@ -412,6 +412,24 @@ func (f *fakeSystem) writeSysctl(key string, value int) error {
 	return nil
 }
 
+func (f *fakeSystem) addRoute(ctx context.Context, ns string, dst netip.Prefix, gw netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.netns[ns] {
+		return fmt.Errorf("fake: route in %s: no such namespace", ns)
+	}
+	return f.op("route in %s %s via %s", ns, dst, gw)
+}
+
+func (f *fakeSystem) flushRoutes(ctx context.Context, ns string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.netns[ns] {
+		return fmt.Errorf("fake: routes in %s: no such namespace", ns)
+	}
+	return f.op("route flush in %s", ns)
+}
+
 // addrLink: every address is eth0's, the fake host's one interface.
 func (f *fakeSystem) addrLink(a netip.Addr) (string, error) { return "eth0", nil }
 

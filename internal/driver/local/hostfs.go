@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -78,6 +79,8 @@ var etcFromHost = []string{
 	"alternatives", "php", "mime.types", "nginx/mime.types", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
 	"nsswitch.conf", "localtime", "services", "protocols", "host.conf", "ssl/openssl.cnf",
 	"ssh/moduli", "mysql/mariadb.cnf", "mysql/conf.d", "mysql/mariadb.conf.d", "postgresql-common", "ganesha",
+	// Postfix's start-up check reads its list of files.
+	"postfix/postfix-files", "postfix/postfix-files.d",
 }
 
 // accounts are the users that nodes' daemons run as: root, daemon and
@@ -125,7 +128,7 @@ func buildEtc(dir string) error {
 		return err
 	}
 	passwd = append(passwd, sftpAccounts...)
-	group, err := filterAccounts("/etc/group", append(accounts, "nogroup", "ssl-cert"))
+	group, err := filterAccounts("/etc/group", slices.Concat(accounts, catalog.Groups(), []string{"nogroup", "ssl-cert"}))
 	if err != nil {
 		return err
 	}

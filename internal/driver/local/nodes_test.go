@@ -42,7 +42,7 @@ func TestOwnerAndCapabilities(t *testing.T) {
 }
 
 func TestAccounts(t *testing.T) {
-	want := []string{"daemon", "haproxy", "memcache", "mysql", "nobody", "postgres", "prometheus", "redis", "root", "sshd", "www-data"}
+	want := []string{"daemon", "haproxy", "memcache", "mysql", "nobody", "postfix", "postgres", "prometheus", "redis", "root", "sshd", "www-data"}
 	got := slices.Sorted(slices.Values(accounts))
 	if !slices.Equal(got, want) {
 		t.Errorf("accounts = %q, want %q", got, want)

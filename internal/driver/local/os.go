@@ -81,6 +81,10 @@ type system interface {
 	addrLink(a netip.Addr) (string, error)
 	// setDefaultRoute gives namespace ns a default route via gw.
 	setDefaultRoute(ctx context.Context, ns string, gw netip.Addr) error
+	// addRoute routes dst via gw in namespace ns; flushRoutes removes
+	// every route addRoute made there.
+	addRoute(ctx context.Context, ns string, dst netip.Prefix, gw netip.Addr) error
+	flushRoutes(ctx context.Context, ns string) error
 
 	// runc.
 	writeSpec(c runc.Container) error
@@ -262,6 +266,14 @@ func (realSystem) addrLink(a netip.Addr) (string, error) { return netns.AddrLink
 
 func (realSystem) setDefaultRoute(ctx context.Context, ns string, gw netip.Addr) error {
 	return netns.SetDefaultRoute(ctx, ns, gw.String())
+}
+
+func (realSystem) addRoute(ctx context.Context, ns string, dst netip.Prefix, gw netip.Addr) error {
+	return netns.AddRoute(ctx, ns, dst.String(), gw.String())
+}
+
+func (realSystem) flushRoutes(ctx context.Context, ns string) error {
+	return netns.FlushRoutes(ctx, ns)
 }
 
 func (realSystem) writeSpec(c runc.Container) error { return runc.WriteSpec(c) }

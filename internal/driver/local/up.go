@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -358,6 +359,9 @@ func (d *Driver) renderNodes(p *plan.Plan, site string, idx *release.Index, out 
 	}
 	rs := sec.For(p)
 	if err := userCertificate(p, &rs); err != nil {
+		return nil, "", err
+	}
+	if err := userMail(p, &rs); err != nil {
 		return nil, "", err
 	}
 	nodes, err := renderAll(p, rs, idx, out)
@@ -818,6 +822,38 @@ func userCertificate(p *plan.Plan, rs *render.Secrets) error {
 		return fmt.Errorf("publish.certificate %s and publish.key %s do not make a TLS key pair: %w", p.Publish.Certificate, p.Publish.Key, err)
 	}
 	rs.TLSCert, rs.TLSKey = cert, key
+	return nil
+}
+
+// userMail reads what the mail relay needs of the operator's files: the
+// smarthost's password and the authorities that sign its certificate.
+func userMail(p *plan.Plan, rs *render.Secrets) error {
+	m := p.Mail
+	if m == nil {
+		return nil
+	}
+	if m.PasswordFile != "" {
+		data, err := os.ReadFile(m.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("mail.password_file: %w", err)
+		}
+		pw, _, _ := strings.Cut(string(data), "\n")
+		pw = strings.TrimSuffix(pw, "\r")
+		if pw == "" {
+			return fmt.Errorf("mail.password_file %s: the first line is empty; write the smarthost's password there", m.PasswordFile)
+		}
+		rs.MailPassword = pw
+	}
+	if m.CAFile != "" {
+		data, err := os.ReadFile(m.CAFile)
+		if err != nil {
+			return fmt.Errorf("mail.ca_file: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(data) {
+			return fmt.Errorf("mail.ca_file %s holds no PEM certificate", m.CAFile)
+		}
+		rs.MailCA = data
+	}
 	return nil
 }
 

@@ -280,6 +280,26 @@ func TestUpOnFakeHost(t *testing.T) {
 			s.f.take()
 			return ops
 		}},
+		{"mail-egress", func(t *testing.T, s *fakeStack) []string {
+			// The mail relay's smarthost: the host forwards on the
+			// private bridge and on the interface toward the smarthost,
+			// the relay gets a route to that one address, and down puts
+			// the interface's setting back. Without a smarthost, an up
+			// takes the route away.
+			s.f.sysctl["conf/eth0/forwarding"] = 0
+			src := "name: n\ntiers:\n  edge: {}\n  cache: {}\n  db: {}\n  storage: {protocol: sftp}\n  app: {replicas: 1}\n  mail: {}\n"
+			ops, _ := s.mustUp(t, planFrom(t, src+"mail: {smarthost: 192.0.2.25:587}\n"))
+			if got := s.f.sysctl["conf/eth0/forwarding"]; got != 1 {
+				t.Errorf("forwarding on eth0 with a smarthost: %d, want 1", got)
+			}
+			again, _ := s.mustUp(t, planFrom(t, src))
+			ops = append(ops, again...)
+			ops = append(ops, s.mustDown(t, "n")...)
+			if got := s.f.sysctl["conf/eth0/forwarding"]; got != 0 {
+				t.Errorf("forwarding on eth0 after down: %d, want the 0 up found", got)
+			}
+			return ops
+		}},
 		{"publish-beyond-loopback-two-stacks", func(t *testing.T, s *fakeStack) []string {
 			// Two stacks publish on one interface of the host's: the
 			// first raises its forwarding, the second needs it as well.

@@ -254,6 +254,7 @@ func (s *stack) requestsReachPrometheus(prom promClient) {
 	if err := json.Unmarshal([]byte(s.json("top", "--output", "json")), &us); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("bulkhead top --once:\n%s", s.run("top", "--once"))
 	for _, u := range us {
 		if (u.Node == "edge") != (u.Requests != nil) || (u.Requests != nil && *u.Requests <= 0) {
 			t.Errorf("top: %s's requests/s = %v; want a rate > 0 for the edge alone", u.Node, u.Requests)

@@ -139,7 +139,9 @@ done
 # monitor_cg CONTROLLER: the monitor container's cgroup directory for it.
 monitor_cg() {
 	local pid rel
-	pid=$(runc list -f json | jsonq /dev/stdin '[c["pid"] for c in j if c["id"] == a[0] and c["status"] == "running"]' "bh-$STACK-monitor")
+	# runc state, not runc list: list fails while another stack's
+	# container is half gone.
+	pid=$(runc state "bh-$STACK-monitor" | jsonq /dev/stdin 'j["pid"] if j["status"] == "running" else ""')
 	[[ $pid =~ ^[0-9]+$ ]] || die "no running container bh-$STACK-monitor"
 	rel=$(awk -F: -v c="$1" '{n = split($2, a, ","); for (i = 1; i <= n; i++) if (a[i] == c) print $3}' "/proc/$pid/cgroup")
 	[[ -n $rel && $rel != / && -d /sys/fs/cgroup/$1$rel ]] || die "no $1 cgroup of its own for the monitor (pid $pid)"
@@ -161,16 +163,21 @@ broken=0
 # run ROUND STATE WORKLOAD: one wrk run; with the monitor on, its CPU and
 # memory over the run.
 run() {
-	local r=$1 state=$2 w=$3 f c0 t0 c1 secs rps p99 non2xx sockerr
+	local r=$1 state=$2 w=$3 f c0 t0 c1 secs mem rps p99 non2xx sockerr
 	f=$WORK/wrk-$r-$state-$w.txt
-	[[ $state == off ]] || { c0=$(cpu_ns); t0=$(date +%s.%N); }
+	if [[ $state == on ]]; then
+		c0=$(cpu_ns)
+		t0=$(date +%s.%N)
+	fi
 	ip netns exec "$OUTSIDE_NS" wrk "${WRK_ARGS[@]}" "http://$edge_pub${URLPATH[$w]}" >"$f" 2>&1 9>&- &
 	wrk_pid=$!
 	wait "$wrk_pid" || { echo "monitoring.sh: wrk failed:" >&2; cat "$f" >&2; broken=1; }
 	wrk_pid=
 	if [[ $state == on ]]; then
-		c1=$(cpu_ns) secs=$(since "$t0" 3)
-		printf '%s\tload:%s\t%s\t%s\t%s\n' "$r" "$w" "$secs" "$(awk -v a="$c0" -v b="$c1" -v s="$secs" 'BEGIN {printf "%.3f", (b - a) / 1e9 / s}')" "$(mem_line)" >>"$MON"
+		c1=$(cpu_ns)
+		secs=$(since "$t0" 3)
+		mem=$(mem_line)
+		printf '%s\tload:%s\t%s\t%s\t%s\n' "$r" "$w" "$secs" "$(awk -v a="$c0" -v b="$c1" -v s="$secs" 'BEGIN {printf "%.3f", (b - a) / 1e9 / s}')" "$mem" >>"$MON"
 	fi
 	rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
 	p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$f")")
@@ -183,12 +190,15 @@ run() {
 # idle ROUND: the monitor's CPU and memory over 10 s with no visitors,
 # once Prometheus has scraped a few times.
 idle() {
-	local c0 t0 secs
+	local c0 c1 t0 secs mem
 	sleep 10
-	c0=$(cpu_ns) t0=$(date +%s.%N)
+	c0=$(cpu_ns)
+	t0=$(date +%s.%N)
 	sleep 10
+	c1=$(cpu_ns)
 	secs=$(since "$t0" 3)
-	printf '%s\tidle\t%s\t%s\t%s\n' "$1" "$secs" "$(awk -v a="$c0" -v b="$(cpu_ns)" -v s="$secs" 'BEGIN {printf "%.3f", (b - a) / 1e9 / s}')" "$(mem_line)" >>"$MON"
+	mem=$(mem_line)
+	printf '%s\tidle\t%s\t%s\t%s\n' "$1" "$secs" "$(awk -v a="$c0" -v b="$c1" -v s="$secs" 'BEGIN {printf "%.3f", (b - a) / 1e9 / s}')" "$mem" >>"$MON"
 }
 
 state=on # the stack is up with the monitor
@@ -196,8 +206,13 @@ for ((r = 1; r <= rounds; r++)); do
 	order=(on off)
 	((r % 2)) || order=(off on)
 	for s in "${order[@]}"; do
-		[[ $s == "$state" ]] || { set_monitor "$s"; state=$s; }
-		[[ $s == off ]] || idle "$r"
+		if [[ $s != "$state" ]]; then
+			set_monitor "$s"
+			state=$s
+		fi
+		if [[ $s == on ]]; then
+			idle "$r"
+		fi
 		for w in "${WORKLOADS[@]}"; do
 			run "$r" "$s" "$w"
 		done

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,12 +9,15 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"golang.org/x/sys/unix"
 
 	"github.com/bulkhead/bulkhead/internal/hosttest"
@@ -32,9 +36,13 @@ const monitorTiers = `tiers:
 
 // TestMonitor (#15) brings up stack e2emon (10.252, 19110) with the monitor
 // tier: verify passes with it, its self-test catches a hole planted in the
-// monitor node, Prometheus scrapes every other node's agent, a daemon's
-// restart inside a node reaches Prometheus's series, and status reads the
-// alerts.
+// monitor node, Prometheus scrapes every other node's agent, N requests
+// through the edge raise the nginx exporter's request counter and the
+// agent's count of responses by N, top shows them, the dashboard in
+// headless Chromium shows every node, the verify and graphs with points
+// (and, with BULKHEAD_SCREENSHOT=FILE, saves a screenshot of it there), a
+// daemon's restart inside a node reaches Prometheus's series, and status
+// reads the alerts.
 func TestMonitor(t *testing.T) {
 	s := newStack(t, "e2emon", 252, 19110, monitorTiers)
 	s.run("up")
@@ -91,6 +99,9 @@ func TestMonitor(t *testing.T) {
 			t.Errorf("plan lacks the flow %q:\n%s", want, plan)
 		}
 	}
+	s.requestsReachPrometheus(prom)
+	s.dashboardInChromium(p.Nodes)
+
 	out = s.run("verify", "--self-test")
 	if !strings.Contains(out, "the monitor widened: monitor also accepts tcp/22 on its private side: caught") {
 		t.Errorf("self-test did not catch the hole in the monitor:\n%s", out)
@@ -205,4 +216,146 @@ func (c promClient) vector(query string) map[string]float64 {
 		out[s.Metric["node"]] = v
 	}
 	return out
+}
+
+// requestsReachPrometheus sends N requests through the edge's published
+// port and waits for both of Prometheus's counts of the edge's requests to
+// grow by at least N: the nginx exporter's (stub_status, which also counts
+// the exporter's own reads) and the agent's, from the access log (which
+// does not). Then top shows the edge's requests a second.
+func (s *stack) requestsReachPrometheus(prom promClient) {
+	t := s.t
+	t.Helper()
+	const n = 50
+	exporter := `nginx_http_requests_total{job="exporter"}`
+	agent := `sum by (node) (bulkhead_http_responses_total{job="node"})`
+	hosttest.Eventually(t, time.Minute, "the edge's nginx exporter scraped", func() bool {
+		_, ok := prom.vector(exporter)["edge"]
+		return ok
+	})
+	before, beforeAgent := prom.vector(exporter)["edge"], prom.vector(agent)["edge"]
+	client := &http.Client{Timeout: 10 * time.Second}
+	for i := range n {
+		resp, err := client.Get("http://" + s.http + "/")
+		if err != nil {
+			t.Fatalf("request %d through the edge: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	hosttest.Eventually(t, time.Minute, fmt.Sprintf("%d requests in the edge's counters in Prometheus", n), func() bool {
+		return prom.vector(exporter)["edge"]-before >= n && prom.vector(agent)["edge"]-beforeAgent >= n
+	})
+
+	var us []struct {
+		Node     string   `json:"node"`
+		Requests *float64 `json:"requests"`
+	}
+	if err := json.Unmarshal([]byte(s.json("top", "--output", "json")), &us); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("bulkhead top --once:\n%s", s.run("top", "--once"))
+	for _, u := range us {
+		if (u.Node == "edge") != (u.Requests != nil) || (u.Requests != nil && *u.Requests <= 0) {
+			t.Errorf("top: %s's requests/s = %v; want a rate > 0 for the edge alone", u.Node, u.Requests)
+		}
+	}
+}
+
+// dashboardInChromium serves the dashboard on the host's loopback, opens it
+// in headless Chromium and checks what a person would see: every node in
+// the picture, the last verify's PASS, and a graph of the edge's requests
+// with data points.
+func (s *stack) dashboardInChromium(nodes []struct {
+	Name    string `json:"name"`
+	Role    string `json:"role"`
+	Metrics string `json:"metrics"`
+}) {
+	t := s.t
+	t.Helper()
+	chromium := "/usr/bin/chromium"
+	_, err := os.Stat(chromium)
+	hosttest.Require(t, err == nil, "chromium (apt-get install chromium; .ci/run lists it)")
+
+	// Next to the stack's published 19110 and 19111, a port no other
+	// test uses.
+	addr := "127.0.0.1:19166"
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, "dashboard", "--listen", addr)
+	cmd.Dir = s.dir
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+	})
+	hosttest.Eventually(t, 30*time.Second, "the dashboard listening on "+addr, func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.NoSandbox, // as root; the page is the test's own
+		chromedp.WindowSize(1100, 900),
+	)
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer acancel()
+	// The browser lives as long as the context of its first action: no
+	// timeout on that one, only on each action after it.
+	bctx, bcancel := chromedp.NewContext(actx)
+	defer bcancel()
+	if err := chromedp.Do(bctx, chromedp.Navigate("http://"+addr+"/")); err != nil {
+		t.Fatalf("open the dashboard in Chromium: %v\n%s", err, logs.String())
+	}
+	step, stepCancel := context.WithTimeout(bctx, time.Minute)
+	defer stepCancel()
+	if err := chromedp.Do(step, chromedp.WaitVisible(chromedp.CSS("#graphs"))); err != nil {
+		t.Fatalf("the dashboard's graphs in Chromium: %v\n%s", err, logs.String())
+	}
+	html, err := chromedp.Run(step, chromedp.OuterHTML(chromedp.CSS("html")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	verdict, err := chromedp.Run(step, chromedp.Text(chromedp.CSS("#verify .verdict")))
+	if err != nil {
+		t.Fatalf("the dashboard's verify verdict: %v\n%s", err, html)
+	}
+	points, err := chromedp.Run(step, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#graphs figure")].map(f => f.querySelector("figcaption").textContent + "|" + f.querySelector("polyline").getAttribute("points"))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot, err := chromedp.Run(step, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if !strings.Contains(html, `data-node="`+n.Name+`"`) {
+			t.Errorf("the dashboard does not draw node %s", n.Name)
+		}
+	}
+	if !strings.HasPrefix(verdict, "PASS at ") {
+		t.Errorf("the dashboard's verify = %q; want the last verify's PASS", verdict)
+	}
+	var edgeRequests bool
+	for _, g := range points {
+		caption, pts, _ := strings.Cut(g, "|")
+		if strings.HasPrefix(caption, "edge: requests") && len(strings.Fields(pts)) >= 2 {
+			edgeRequests = true
+		}
+	}
+	if !edgeRequests {
+		t.Errorf("the dashboard has no graph of the edge's requests with data points: %q", points)
+	}
+	if file := os.Getenv("BULKHEAD_SCREENSHOT"); file != "" {
+		if err := os.WriteFile(file, shot, 0o644); err != nil {
+			t.Error(err)
+		}
+	}
 }

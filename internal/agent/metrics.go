@@ -231,6 +231,11 @@ func (c cgroupV1) ioBytes() (read, write uint64, err error) {
 func (a *agent) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector{a: a})
+	for _, s := range a.cfg.Services {
+		if s.AccessLog != "" {
+			reg.MustRegister(newAccessLog(s.Name, s.AccessLog, a.log))
+		}
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:            promLog{a},

@@ -97,6 +97,25 @@ type Descriptor struct {
 	// Backup, for a database, is how its data is dumped into a backup
 	// archive and loaded back; nil for the other roles.
 	Backup *Backup
+	// Exporter is the Debian-packaged Prometheus exporter that reads the
+	// daemon's own figures inside the node, for the monitor to scrape;
+	// nil where Debian packages none for it (memcached, php-fpm, lighttpd,
+	// caddy) or where it needs credentials bulkhead does not make yet
+	// (mysqld, postgres). It runs only in a stack with a monitor.
+	Exporter *Exporter
+}
+
+// Exporter is a role's Prometheus exporter.
+type Exporter struct {
+	// Package is the Debian package, which installs the exporter as
+	// /usr/bin/Package.
+	Package string
+	// Port is where the exporter serves /metrics, on the same address as
+	// the node's agent.
+	Port Port
+	// Status is the port of the daemon's status page on the node's
+	// loopback, which the exporter reads; zero if it needs none.
+	Status Port
 }
 
 // SiteCheck parses each new or changed site file whose name ends in one
@@ -347,8 +366,11 @@ var MetricsPort = tcp(9100)
 
 // descriptors lists every choice; within a role the first is the default.
 var descriptors = []Descriptor{
+	// nginx's stub_status counts requests and connections, no status
+	// codes and no times: the agent reads those from the access log.
 	{Role: RoleEdge, Software: "nginx", Ports: []Port{tcp(80), tcp(443)},
-		Packages: []string{"nginx"}, Accounts: []string{"www-data"}},
+		Packages: []string{"nginx"}, Accounts: []string{"www-data"},
+		Exporter: &Exporter{Package: "prometheus-nginx-exporter", Port: tcp(9113), Status: tcp(8079)}},
 	{Role: RoleEdge, Software: "haproxy", Ports: []Port{tcp(80), tcp(443)},
 		Packages: []string{"haproxy"}, Accounts: []string{"haproxy"}},
 
@@ -512,6 +534,8 @@ var hostUnits = map[string][]string{
 	"nfs-ganesha":    {"nfs-ganesha.service"},
 	"prometheus":     {"prometheus.service"},
 	"postfix":        {"postfix.service"},
+
+	"prometheus-nginx-exporter": {"prometheus-nginx-exporter.service"},
 }
 
 // HostUnits lists the host's own service units that installing packages

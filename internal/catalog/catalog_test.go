@@ -98,6 +98,9 @@ func TestHostUnits(t *testing.T) {
 				daemons[p] = true
 			}
 		}
+		if d.Exporter != nil {
+			daemons[d.Exporter.Package] = true
+		}
 	}
 	for p := range daemons {
 		if len(HostUnits([]string{p})) == 0 {

@@ -21,11 +21,13 @@ func topCommand() *command {
 	return &command{
 		name:    "top",
 		args:    stackSynopsis + " [--once] [--interval D] [--output text|json]",
-		summary: "show each node's CPU, memory, pids and restarts, live, from the monitor",
+		summary: "show each node's CPU, memory, pids, restarts and requests, live, from the monitor",
 		help: `
 Top asks the stack's monitor (the monitor tier's Prometheus) for each node's
 use of CPU (in cores, over the last 30 seconds), memory against its limit,
-tasks and its daemons' restarts, and prints a table. On a terminal it
+tasks and its daemons' restarts, and, where its agent reads an access log
+(the edge's), its responses and 5xx responses a second, and prints a
+table. On a terminal it
 redraws the table every --interval until interrupted; otherwise, or with
 --once, it prints it once. The stack needs a monitor tier.`,
 		bind: func(fs *flag.FlagSet) func(context.Context, stdio, []string) error {
@@ -80,7 +82,7 @@ redraws the table every --interval until interrupted; otherwise, or with
 
 func printNodeUsage(s stdio, us []driver.NodeUsage) {
 	w := table(s.out)
-	fmt.Fprintln(w, "NODE\tUP\tCPU\tMEMORY\tLIMIT\tMEM%\tPIDS\tRESTARTS")
+	fmt.Fprintln(w, "NODE\tUP\tCPU\tMEMORY\tLIMIT\tMEM%\tPIDS\tRESTARTS\tREQ/S\tERR/S")
 	for _, u := range us {
 		up := "up"
 		if !u.Up {
@@ -90,7 +92,11 @@ func printNodeUsage(s stdio, us []driver.NodeUsage) {
 		if u.MemoryLimit > 0 {
 			pct = fmt.Sprintf("%.1f%%", 100*float64(u.Memory)/float64(u.MemoryLimit))
 		}
-		fmt.Fprintf(w, "%s\t%s\t%.2f\t%s\t%s\t%s\t%d\t%d\n", u.Node, up, u.CPU, mib(u.Memory), mib(u.MemoryLimit), pct, u.Pids, u.Restarts)
+		req, errs := "-", "-"
+		if u.Requests != nil {
+			req, errs = fmt.Sprintf("%.1f", *u.Requests), fmt.Sprintf("%.1f", *u.Errors)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%.2f\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", u.Node, up, u.CPU, mib(u.Memory), mib(u.MemoryLimit), pct, u.Pids, u.Restarts, req, errs)
 	}
 	w.Flush()
 }

@@ -32,6 +32,13 @@ var assets embed.FS
 var page = template.Must(template.New("index.html").Funcs(template.FuncMap{
 	"since": func(t time.Time) string { return t.Local().Format(time.DateTime) },
 	"mib":   func(n int64) string { return fmt.Sprintf("%.1fM", float64(n)/(1<<20)) },
+	// perSecond prints a rate the node may not have (nil): "-".
+	"perSecond": func(v *float64) string {
+		if v == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", *v)
+	},
 }).ParseFS(assets, "assets/index.html"))
 
 // StatusSource says how the stack's nodes are.

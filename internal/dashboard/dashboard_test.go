@@ -64,7 +64,11 @@ func (f *fake) Status(ctx context.Context, stack string) (*driver.Status, error)
 }
 
 func (f *fake) Usage(ctx context.Context, stack string) ([]driver.NodeUsage, error) {
-	return []driver.NodeUsage{{Node: "db", Up: true, CPU: 0.25, Memory: 100 << 20, MemoryLimit: 1 << 30}}, nil
+	rps, errs := 12.5, 0.5
+	return []driver.NodeUsage{
+		{Node: "db", Up: true, CPU: 0.25, Memory: 100 << 20, MemoryLimit: 1 << 30},
+		{Node: "edge", Up: true, CPU: 0.1, Memory: 20 << 20, MemoryLimit: 256 << 20, Requests: &rps, Errors: &errs},
+	}, nil
 }
 
 func (f *fake) Range(ctx context.Context, stack, query string, start, end time.Time, step time.Duration) ([]driver.Series, error) {
@@ -139,6 +143,8 @@ func TestPage(t *testing.T) {
 		"FAIL at ", "120 cells", "1 failures", "outside → db tcp/3306: open, want filtered",
 		"abcdef012345 (live)", ">public<", ">private<",
 		"<title>outside → edge tcp/80, tcp/443</title>", "<title>app-1 → db tcp/3306</title>",
+		// Requests where the node has them, a dash where it has none.
+		"<td>12.5</td><td>0.5</td></tr>", "<td>0</td><td>-</td><td>-</td></tr>",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %q", want)

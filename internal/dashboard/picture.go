@@ -169,6 +169,10 @@ var graphQueries = []struct{ title, unit, query string }{
 	{"CPU", "cores", `rate(bulkhead_node_cpu_seconds_total{job="node"}[30s])`},
 	{"memory", "MiB", `bulkhead_node_memory_bytes{job="node"} / 1048576`},
 	{"requests", "/s", `sum by (node) (rate(nginx_http_requests_total[30s]))`},
+	// The agent's counts from the edge's access log; NaN (no requests)
+	// is no point.
+	{"5xx", "/s", `sum by (node) (rate(bulkhead_http_responses_total{job="node",code="5xx"}[30s]))`},
+	{"p99 latency", "s", `histogram_quantile(0.99, sum by (node, le) (rate(bulkhead_http_request_duration_seconds_bucket{job="node"}[1m]))) >= 0`},
 }
 
 type graph struct {

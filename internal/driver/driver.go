@@ -224,6 +224,11 @@ type NodeUsage struct {
 	MemoryLimit int64   `json:"memory_limit"`
 	Pids        int64   `json:"pids"`
 	Restarts    int64   `json:"restarts"`
+	// Requests and Errors are the responses and the 5xx responses a
+	// second over the last 30 seconds, where the node's agent reads an
+	// access log (the edge's); nil elsewhere.
+	Requests *float64 `json:"requests,omitempty"`
+	Errors   *float64 `json:"errors,omitempty"`
 }
 
 // Series is one node's values of a range query, oldest first.

@@ -98,6 +98,9 @@ func Build(st *spec.Stack) (*Plan, error) {
 				})
 			}
 			n.Metrics = metricsAddr(&n)
+			if st.ByRole(spec.RoleMonitor) != nil {
+				n.Exporter = exporterOf(&n)
+			}
 			p.Nodes = append(p.Nodes, n)
 		}
 	}
@@ -166,6 +169,20 @@ func metricsAddr(n *Node) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
+// exporterOf is n's role exporter, beside its agent, or nil if the catalog
+// knows none for n's software.
+func exporterOf(n *Node) *Exporter {
+	d, err := catalog.Lookup(n.Role, n.Software)
+	if err != nil || d.Exporter == nil || !n.Metrics.IsValid() {
+		return nil
+	}
+	e := &Exporter{Package: d.Exporter.Package, Addr: netip.AddrPortFrom(n.Metrics.Addr(), uint16(d.Exporter.Port.Number))}
+	if s := d.Exporter.Status; s.Number != 0 {
+		e.Status = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(s.Number))
+	}
+	return e
+}
+
 // networksOf says which networks a role's nodes join. With a DMZ, the tiers
 // that face the edge move onto it, and the edge leaves the private network.
 func networksOf(role string, dmz bool) []string {
@@ -217,6 +234,9 @@ func (p *Plan) flows(st *spec.Stack) error {
 		for _, t := range st.Ordered() {
 			if t != monitor {
 				add(monitor, t, Port{Proto: catalog.MetricsPort.Proto, Number: catalog.MetricsPort.Number}, "metrics of the node's agent")
+				if d, err := catalog.Lookup(t.Role, t.Software); err == nil && d.Exporter != nil {
+					add(monitor, t, Port{Proto: d.Exporter.Port.Proto, Number: d.Exporter.Port.Number}, "metrics of the role's exporter ("+d.Exporter.Package+")")
+				}
 			}
 		}
 	}

@@ -38,6 +38,9 @@ func (p *Plan) matrix() Matrix {
 		if n.Metrics.IsValid() {
 			m.Ports = append(m.Ports, Port{Proto: "tcp", Number: int(n.Metrics.Port())})
 		}
+		if n.Exporter != nil {
+			m.Ports = append(m.Ports, Port{Proto: "tcp", Number: int(n.Exporter.Addr.Port())})
+		}
 	}
 	for _, f := range p.Flows {
 		m.Ports = append(m.Ports, f.Port)

@@ -163,8 +163,11 @@ type Node struct {
 	// its address on the network the monitor reaches it over (private,
 	// or the DMZ for an edge that is not on private) and the catalog's
 	// MetricsPort. Only a flow from the monitor opens it.
-	Metrics  netip.AddrPort `json:"metrics"`
-	Firewall Firewall       `json:"firewall"`
+	Metrics netip.AddrPort `json:"metrics"`
+	// Exporter is the role's Prometheus exporter in the node, when the
+	// stack has a monitor and the catalog knows one; nil otherwise.
+	Exporter *Exporter `json:"exporter,omitempty"`
+	Firewall Firewall  `json:"firewall"`
 	// Mount is the site mount a static or app node gets from the storage
 	// node; nil for every other node, and when the stack has no storage.
 	Mount *Mount `json:"mount,omitempty"`
@@ -173,6 +176,19 @@ type Node struct {
 	// host's loopback has one: visitors come from any address, and it
 	// must answer them. Every other node has only its subnets' routes.
 	Gateway netip.Addr `json:"gateway,omitzero"`
+}
+
+// Exporter is where a node's role exporter serves its metrics and where
+// it reads the daemon's figures.
+type Exporter struct {
+	// Package is the exporter's Debian package and its program's name.
+	Package string `json:"package"`
+	// Addr is the agent's metrics address with the exporter's port: only
+	// a flow from the monitor opens it.
+	Addr netip.AddrPort `json:"addr"`
+	// Status is the daemon's status page on the node's loopback, which
+	// only the exporter reads; invalid if the exporter needs none.
+	Status netip.AddrPort `json:"status,omitzero"`
 }
 
 // The storage node's accounts. The static tier reads the site as
@@ -413,6 +429,9 @@ func (p *Plan) Packages(n *Node) []string {
 		return nil
 	}
 	out := slices.Clone(d.Packages)
+	if n.Exporter != nil {
+		out = append(out, n.Exporter.Package)
+	}
 	if n.Role == spec.RoleApp {
 		for _, role := range []string{spec.RoleDB, spec.RoleCache} {
 			for _, o := range p.Role(role) {

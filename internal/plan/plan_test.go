@@ -530,3 +530,34 @@ func TestMail(t *testing.T) {
 		t.Errorf("without a smarthost: mail %+v, egress %+v, mail's output %+v; want a relay that holds, no egress, no output", held.Mail, held.Egress, held.Node("mail").Firewall.Output)
 	}
 }
+
+// TestExporters: with a monitor, the edge's role exporter is a plan fact
+// beside its agent, the monitor alone may reach it, and its port is in the
+// matrix; without a monitor there is none.
+func TestExporters(t *testing.T) {
+	p := build(t, "name: mon\ntiers:\n  edge: {}\n  app: {}\n  cache: {}\n  monitor: {}\n")
+	edge := p.Node("edge")
+	e := edge.Exporter
+	if e == nil || e.Addr != netip.AddrPortFrom(edge.Metrics.Addr(), 9113) || e.Status != netip.MustParseAddrPort("127.0.0.1:8079") {
+		t.Fatalf("edge exporter = %+v; want 9113 beside the agent (%v), reading 127.0.0.1:8079", e, edge.Metrics)
+	}
+	if n := p.Node("cache"); n.Exporter != nil {
+		t.Errorf("memcached has no exporter in Debian, but the plan gives it %+v", n.Exporter)
+	}
+	port := plan.Port{Proto: "tcp", Number: 9113}
+	if !p.Matrix.Allowed("monitor", "edge", port) || !slices.Contains(p.Matrix.Ports, port) {
+		t.Errorf("the matrix does not let the monitor reach the edge's exporter")
+	}
+	for _, from := range []string{"outside", "app-1", "cache"} {
+		if p.Matrix.Allowed(from, "edge", port) {
+			t.Errorf("%s may reach the edge's exporter", from)
+		}
+	}
+	p = build(t, "name: mon\ntiers:\n  edge: {}\n  app: {}\n")
+	if e := p.Node("edge").Exporter; e != nil {
+		t.Errorf("edge exporter without a monitor: %+v", e)
+	}
+	if slices.Contains(p.Matrix.Ports, port) {
+		t.Errorf("port 9113 in the matrix without a monitor")
+	}
+}

@@ -39,6 +39,9 @@ type edgeConf struct {
 	Socket    string // haproxy's stats socket
 	Temp      string // nginx temp directories: prefix of one per kind
 	Log       string // nginx's access log
+	// Status is where nginx serves stub_status for the role exporter, on
+	// the node's loopback; empty without one.
+	Status    string
 	BodyMB    int
 	BodyBytes int
 }
@@ -73,6 +76,9 @@ func newEdgeConf(p *plan.Plan, n *plan.Node, in Input) (*edgeConf, error) {
 		WritablePHP:   writablePHPRegex(p.Site.Writable),
 		AmbiguousPath: ambiguousPathRegex,
 		AmbiguousURI:  ambiguousURIRegex,
+	}
+	if e := n.Exporter; e != nil && e.Status.IsValid() {
+		c.Status = e.Status.String()
 	}
 	if !c.Public.IsValid() {
 		return nil, fmt.Errorf("%s has no address on the %s network", n.Name, plan.NetPublic)
@@ -148,8 +154,30 @@ func edgeNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 		// the old ones finish their requests; the reload is done when
 		// they have.
 		Reload: &service.Reload{Signal: "HUP", Replaces: true},
+		// The agent counts responses by status and times them from
+		// the access log.
+		AccessLog: c.Log,
+	}
+	if e := n.Exporter; e != nil {
+		return files, []service.Service{nginxExporter(e), svc}, nil
 	}
 	return files, []service.Service{svc}, nil
+}
+
+// nginxExporter runs Debian's nginx exporter, which turns stub_status into
+// Prometheus's format for the monitor: requests and connections.
+func nginxExporter(e *plan.Exporter) service.Service {
+	return service.Service{
+		Name: "nginx-exporter",
+		Argv: []string{"setpriv", "--reuid=www-data", "--regid=www-data", "--init-groups", "--",
+			e.Package,
+			"-nginx.scrape-uri=http://" + e.Status.String() + "/stub_status",
+			// nginx may start after it: it retries rather than exit.
+			"-nginx.retries=30", "-nginx.retry-interval=1s",
+			"-web.listen-address=" + e.Addr.String(),
+		},
+		Ready: []string{e.Addr.String()},
+	}
 }
 
 // edgeHAProxy renders haproxy as the edge, with the same routing as nginx

@@ -22,6 +22,10 @@ const ScrapeInterval = "5s"
 // node, tier and role labels that the monitor sets, not the node.
 const MonitorJob = "node"
 
+// ExporterJob is the scrape job of the role exporters (the edge's nginx
+// exporter), labelled like MonitorJob's.
+const ExporterJob = "exporter"
+
 // prometheusConf is prometheus.yml: one job, one target per node with
 // the labels that name it.
 type prometheusConf struct {
@@ -58,24 +62,33 @@ func monitorPrometheus(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.
 	c.Global.EvaluationInterval = ScrapeInterval
 	c.RuleFiles = []string{in.Layout.conf("rules.yml")}
 	job := scrapeConfig{JobName: MonitorJob, ScrapeTimeout: "4s"}
+	exporters := scrapeConfig{JobName: ExporterJob, ScrapeTimeout: "4s"}
 	for _, peer := range p.Peers(n) {
 		m := peer.Node
-		if !m.Metrics.IsValid() || peer.Flow.Port.Number != int(m.Metrics.Port()) {
+		into, target := &job, m.Metrics.String()
+		switch {
+		case m.Metrics.IsValid() && peer.Flow.Port.Number == int(m.Metrics.Port()):
+		case m.Exporter != nil && peer.Flow.Port.Number == int(m.Exporter.Addr.Port()):
+			into, target = &exporters, m.Exporter.Addr.String()
+		default:
 			continue
 		}
-		target, labels := m.Metrics.String(), map[string]string{"node": m.Name, "tier": m.Tier, "role": m.Role}
+		labels := map[string]string{"node": m.Name, "tier": m.Tier, "role": m.Role}
 		if in.Cluster != nil {
 			// A tier's pods share its Service: each scrape reaches one
 			// of them.
 			target = net.JoinHostPort(in.peer(m, peer.Flow.Network), strconv.Itoa(peer.Flow.Port.Number))
 			labels["node"] = m.Tier
-			if slices.ContainsFunc(job.StaticConfigs, func(s staticConfig) bool { return s.Targets[0] == target }) {
+			if slices.ContainsFunc(into.StaticConfigs, func(s staticConfig) bool { return s.Targets[0] == target }) {
 				continue
 			}
 		}
-		job.StaticConfigs = append(job.StaticConfigs, staticConfig{Targets: []string{target}, Labels: labels})
+		into.StaticConfigs = append(into.StaticConfigs, staticConfig{Targets: []string{target}, Labels: labels})
 	}
 	c.ScrapeConfigs = []scrapeConfig{job}
+	if len(exporters.StaticConfigs) > 0 {
+		c.ScrapeConfigs = append(c.ScrapeConfigs, exporters)
+	}
 	conf, err := yaml.Marshal(&c)
 	if err != nil {
 		return nil, nil, err
@@ -108,7 +121,12 @@ func monitorPrometheus(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.
 
 // monitorRules are the alerts the monitor ships with, over the agents'
 // metrics (job "node", MonitorJob). Each names the node in its labels, for
-// status to show.
+// status to show. The edge's 5xx ratio and p99 latency come from its
+// agent, which reads them from the access log: nginx's stub_status, all
+// the nginx exporter has, counts no statuses and times nothing. Both
+// alerts need a minute of at least one request every two seconds, so
+// that one slow or failed request on an idle site does not page anyone.
+// testdata/rules_test.yml tests them with promtool test rules.
 const monitorRules = `groups:
   - name: bulkhead
     rules:
@@ -135,4 +153,21 @@ const monitorRules = `groups:
         labels: {severity: warning}
         annotations:
           summary: "{{ $labels.node }}'s disk is {{ $value | humanizePercentage }} full"
+      - alert: HighErrorRate
+        expr: |
+          sum by (node) (rate(bulkhead_http_responses_total{job="node",code="5xx"}[1m]))
+            / sum by (node) (rate(bulkhead_http_responses_total{job="node"}[1m])) > 0.05
+          and sum by (node) (rate(bulkhead_http_responses_total{job="node"}[1m])) > 0.5
+        for: 1m
+        labels: {severity: critical}
+        annotations:
+          summary: "{{ $value | humanizePercentage }} of {{ $labels.node }}'s responses are 5xx"
+      - alert: SlowResponses
+        expr: |
+          histogram_quantile(0.99, sum by (node, le) (rate(bulkhead_http_request_duration_seconds_bucket{job="node"}[1m]))) > 1
+          and sum by (node) (rate(bulkhead_http_request_duration_seconds_count{job="node"}[1m])) > 0.5
+        for: 1m
+        labels: {severity: warning}
+        annotations:
+          summary: "{{ $labels.node }}'s p99 response time is {{ $value | humanizeDuration }}"
 `

@@ -217,9 +217,9 @@ func checkReloads(n Node) error {
 
 // readyAddrs lists the addresses peers reach n on: n's address on each
 // flow's network, with the flow's port, and the monitor's address that the
-// host reaches it on. The monitor's flow to the agent's metrics port is
-// the agent's, not the daemon's. On a cluster, where daemons bind any
-// address, the agent checks each port on the loopback.
+// host reaches it on. The monitor's flows to the agent's metrics port and
+// to the role exporter's are theirs, not the daemon's. On a cluster, where
+// daemons bind any address, the agent checks each port on the loopback.
 func readyAddrs(p *plan.Plan, n *plan.Node, in Input) []string {
 	var out []string
 	if d := p.Dashboard; d != nil && d.Node == n.Name {
@@ -230,7 +230,8 @@ func readyAddrs(p *plan.Plan, n *plan.Node, in Input) []string {
 		}
 	}
 	for _, f := range p.Flows {
-		if f.To != n.Tier || f.Port.Proto != "tcp" || (n.Metrics.IsValid() && f.Port.Number == int(n.Metrics.Port())) {
+		if f.To != n.Tier || f.Port.Proto != "tcp" || (n.Metrics.IsValid() && f.Port.Number == int(n.Metrics.Port())) ||
+			(n.Exporter != nil && f.Port.Number == int(n.Exporter.Addr.Port())) {
 			continue
 		}
 		addr := n.Addr(f.Network)

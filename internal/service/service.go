@@ -23,6 +23,11 @@ type Service struct {
 	// Reload says how the running daemon takes changed configs without
 	// a restart; nil means it cannot, and a change restarts the node.
 	Reload *Reload `json:"reload,omitempty"`
+	// AccessLog is a log of requests the daemon writes in the combined
+	// format with the request's time in seconds appended, from which the
+	// agent counts responses by status class and times them; empty for
+	// none.
+	AccessLog string `json:"access_log,omitempty"`
 }
 
 // Reload is how a running daemon applies changed configs: Signal, if set,

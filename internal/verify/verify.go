@@ -324,13 +324,17 @@ func (s *session) inventory() error {
 
 // expectedListener says whether the plan accounts for a socket listening
 // in vantage v: only a node's role ports, on its own addresses and over
-// their own protocol, and its agent's metrics port on the one address the
-// plan gives it.
+// their own protocol, its agent's metrics port on the one address the
+// plan gives it, and its role exporter's port there with the daemon's
+// status page on the loopback that the exporter reads.
 func (v *vantage) expectedListener(so Socket) bool {
 	if v.node == nil {
 		return false
 	}
 	if so.Proto == "tcp" && v.node.Metrics.IsValid() && so.Local == v.node.Metrics {
+		return true
+	}
+	if e := v.node.Exporter; e != nil && so.Proto == "tcp" && (so.Local == e.Addr || (e.Status.IsValid() && so.Local == e.Status)) {
 		return true
 	}
 	if !slices.Contains(v.node.Listens, plan.Port{Proto: so.Proto, Number: int(so.Local.Port())}) {

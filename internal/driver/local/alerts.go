@@ -83,6 +83,9 @@ var usageQueries = []struct {
 	{"memory_limit", `bulkhead_node_memory_limit_bytes{job="node"}`},
 	{"pids", `bulkhead_node_pids{job="node"}`},
 	{"restarts", `sum by (node) (bulkhead_service_restarts_total{job="node"})`},
+	// From the agent's reading of an access log (the edge's).
+	{"requests", `sum by (node) (rate(bulkhead_http_responses_total{job="node"}[30s]))`},
+	{"errors", `sum by (node) (rate(bulkhead_http_responses_total{job="node",code="5xx"}[30s]))`},
 }
 
 // monitorUsage asks Prometheus for each node's usage, in the plan's order
@@ -110,6 +113,12 @@ func monitorUsage(ctx context.Context, bridge string, target netip.AddrPort, nod
 			Memory: int64(vals["memory"][n]), MemoryLimit: int64(vals["memory_limit"][n]),
 			Pids: int64(vals["pids"][n]), Restarts: int64(vals["restarts"][n]),
 		})
+		if r, ok := vals["requests"][n]; ok {
+			u := &out[len(out)-1]
+			// No 5xx series yet is no error yet.
+			e := vals["errors"][n]
+			u.Requests, u.Errors = &r, &e
+		}
 	}
 	return out, nil
 }

@@ -23,11 +23,15 @@
 # CPU per request: before and after each run, the CPU time of each node's
 # cgroup (runc's), of each mono daemon's cgroup, of the split's sshfs
 # clients (host processes, in no node's cgroup) and the host's softirq;
-# wordpress-cgroups.tsv holds the deltas.
+# wordpress-cgroups.tsv holds the deltas. Each run starts and ends with the
+# servers idle (a front page can take seconds on a loaded host, and the
+# requests in flight when wrk stops go on): the window holds wrk's requests
+# and the connections' last ones, which the servers finish, so those count
+# as requests too (wrk's count plus --connections).
 #
 # Usage (root, Debian 12, wrk and Debian's wordpress and
 # wordpress-theme-twentytwentythree installed):
-#   bench/wordpress.sh --bin BULKHEAD --data DIR    3 rounds of 10 s runs
+#   bench/wordpress.sh --bin BULKHEAD --data DIR    3 rounds of 15 s runs
 #   bench/wordpress.sh --quick ...                  1 round of 3 s runs
 # Options: --rounds N, --duration SECONDS, --connections N (8),
 #          --threads N (2), --keep (keep the work directory), -h.
@@ -81,7 +85,7 @@ if ((quick)); then
 	: "${rounds:=1}" "${duration:=3}"
 	warm=0
 else
-	: "${rounds:=3}" "${duration:=10}"
+	: "${rounds:=3}" "${duration:=15}"
 	warm=2
 fi
 for v in rounds duration conns threads; do
@@ -264,6 +268,22 @@ snap() { # FILE
 		echo "sshfs $((t * hz_us)) 0 0"
 	} >"$1"
 }
+# settle: waits, up to 30 s, until the stack's nodes and the mono's
+# daemons together use less than a fifth of a core over a second. A front
+# page can take seconds on a loaded host, and the requests wrk leaves in
+# flight go on after it stops: without this, one side's backlog would run
+# in the other side's measurement.
+settle() {
+	local i a b
+	a=$(cg_snap "$cgmap" | awk '$1 !~ /^host:/ {s += $2} END {print s + 0}')
+	for ((i = 0; i < 30; i++)); do
+		sleep 1
+		b=$(cg_snap "$cgmap" | awk '$1 !~ /^host:/ {s += $2} END {print s + 0}')
+		((b - a < 200000)) && return 0
+		a=$b
+	done
+	log "warning: still busy after 30 s of waiting for the servers to go idle"
+}
 children_cpu() { awk 'NR == 2 {s = 0; for (i = 1; i <= 2; i++) {split($i, a, "m"); s += a[1] * 60 + a[2]} printf "%.0f", s * 1000000}' "$1"; }
 
 # --- running wrk ------------------------------------------------------------------
@@ -276,10 +296,12 @@ wrk_on() { local s=$1; shift; ${RUNNER[$s]} wrk "$@" "${BASE[$s]}$PAGE"; }
 run_wrk() { # ROUND SETUP
 	local r=$1 s=$2 f=$WORK/wrk-$1-$2.txt rc=0 fig w0 w1 status=ok
 	((warm == 0)) || wrk_on "$s" -t"$threads" -c"$conns" -d"${warm}s" -H "Host: $SITE_HOST" >/dev/null 2>&1 || true
+	settle
 	snap "$WORK/cg1"
 	times >"$WORK/times0"
 	wrk_on "$s" "${WRK_ARGS[@]}" >"$f" 2>&1 || rc=$?
 	times >"$WORK/times1"
+	settle
 	snap "$WORK/cg2"
 	fig=$(wrk_figures "$f")
 	if ((rc != 0)) || [[ -z $fig ]]; then
@@ -294,10 +316,12 @@ run_wrk() { # ROUND SETUP
 		bad_runs=$((bad_runs + 1)) status=errors
 		echo "wordpress.sh: $s: $non2xx non-2xx/3xx answers, $sock socket errors" >&2
 	fi
-	awk -v pre="$r\t$s\t$reqs" 'NR == FNR {u[$1] = $2; us[$1] = $3; sy[$1] = $4; next}
+	# The servers finish the $conns requests in flight when wrk stopped
+	# (settle waited for them): their CPU is in the window, so they count.
+	awk -v pre="$r\t$s\t$((reqs + conns))" 'NR == FNR {u[$1] = $2; us[$1] = $3; sy[$1] = $4; next}
 		($1 in u) {printf "%s\t%s\t%d\t%d\t%d\n", pre, $1, $2 - u[$1], $3 - us[$1], $4 - sy[$1]}' "$WORK/cg1" "$WORK/cg2" >>"$CGROWS"
 	w0=$(children_cpu "$WORK/times0") w1=$(children_cpu "$WORK/times1")
-	printf '%s\t%s\t%s\twrk\t%d\t-\t-\n' "$r" "$s" "$reqs" "$((w1 - w0))" >>"$CGROWS"
+	printf '%s\t%s\t%s\twrk\t%d\t-\t-\n' "$r" "$s" "$((reqs + conns))" "$((w1 - w0))" >>"$CGROWS"
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$rps" "$p50" "$p99" "$non2xx" "$sock" "$reqs" "$status" >>"$RESULTS"
 	printf '   %-6s %10s req/s  p50 %8s ms  p99 %8s ms  non-2xx/3xx %s  socket errors %s\n' "$s" "$rps" "$p50" "$p99" "$non2xx" "$sock" >&2
 }

@@ -34,7 +34,9 @@
 #   bench/wordpress.sh --bin BULKHEAD --data DIR    3 rounds of 15 s runs
 #   bench/wordpress.sh --quick ...                  1 round of 3 s runs
 # Options: --rounds N, --duration SECONDS, --connections N (8),
-#          --threads N (2), --keep (keep the work directory), -h.
+#          --threads N (2), --keep (keep the work directory),
+#          --no-object-cache (both sides without init's object cache
+#          drop-in, to measure what it is worth), -h.
 #
 # It asserts no speed. Exit status: 0 when everything ran; 1 when something
 # is broken (a side would not come up or install, the front page was not
@@ -65,7 +67,7 @@ POSTS=10
 PAGE=/
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-quick=0 rounds= duration= conns=8 threads=2 data= keep=0 bin=
+quick=0 rounds= duration= conns=8 threads=2 data= keep=0 bin= objcache=1
 while (($#)); do
 	case $1 in
 	--quick) quick=1 ;;
@@ -76,6 +78,7 @@ while (($#)); do
 	--data) data=${2:?--data needs a directory}; shift ;;
 	--bin) bin=${2:?--bin needs a file}; shift ;;
 	--keep) keep=1 ;;
+	--no-object-cache) objcache=0 ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "wordpress.sh: unknown argument $1 (see -h)" >&2; exit 2 ;;
 	esac
@@ -167,6 +170,7 @@ for pat, rep in [(r"\nname: wordpress\n", f"\nname: {name}\nnetworks:\n  private
 s = "# Written by bench/wordpress.sh: bulkhead init --app wordpress's stack\n# under the benchmark's own name, subnets and ports.\n" + s
 open(f, "w").write(s)
 EOF
+((objcache)) || rm "$WORK/stack/site/wp-content/object-cache.php"
 plan_json "$STACK_FILE" "$WORK/plan.json"
 
 log "bringing the WordPress stack up"

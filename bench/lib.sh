@@ -165,9 +165,11 @@ node_addr() {
 # bench/dataplane.sh and bench/wordpress.sh both measure a split stack
 # against a monolith: the daemons of its app-1, db and cache rendered by
 # bench/mono from the split's plan, in ONE network namespace. The caller
-# sets M (the baseline's directory), MONO_NS (its namespace) and MONO_CG
-# (the prefix of its daemons' cgroups, one per daemon, under CG_ROOT), and
-# declares the arrays MONO_PIDS and MONO_NAMES.
+# sets REPO (the checkout), WORK (its work directory), M (the baseline's
+# directory), MONO_NS (its namespace) and MONO_CG (the prefix of its
+# daemons' cgroups, one per daemon, under CG_ROOT), and declares the arrays
+# MONO_PIDS and MONO_NAMES. bench/dataplane.sh still defines its own
+# copies of some of these (as of 2026-11-30), which win over these.
 
 # The daemons' cgroups: cgroup v1's cpuacct hierarchy where it is mounted
 # (Debian 12 hosts with hybrid cgroups), else the unified hierarchy.

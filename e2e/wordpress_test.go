@@ -137,6 +137,22 @@ func TestWordPress(t *testing.T) {
 		}
 	})
 
+	t.Run("the object cache is the stack's memcached", func(t *testing.T) {
+		// init --app wordpress writes wp-content/object-cache.php: a page
+		// WordPress has built once is read from memcached by every app
+		// node, so loading the front page again gets hits there.
+		before := s.memcachedStats(t)
+		for range 2 {
+			if resp, _ := do(t, "GET", "/", nil); resp.StatusCode != 200 {
+				t.Fatalf("GET / = %d", resp.StatusCode)
+			}
+		}
+		after := s.memcachedStats(t)
+		if hits := after["get_hits"] - before["get_hits"]; hits < 10 || after["curr_items"] == 0 {
+			t.Errorf("memcached's get_hits grew by %d over two front pages (want 10 or more), curr_items %d: WordPress does not use the object cache", hits, after["curr_items"])
+		}
+	})
+
 	t.Run("log in", func(t *testing.T) {
 		do(t, "GET", "/wp-login.php", nil) // sets the test cookie
 		resp, body := form(t, "/wp-login.php", url.Values{"log": {user}, "pwd": {pass}, "wp-submit": {"Log In"}, "testcookie": {"1"}})
@@ -232,4 +248,49 @@ func TestWordPress(t *testing.T) {
 	t.Run("verify", func(t *testing.T) {
 		s.run("verify")
 	})
+}
+
+// memcachedStats asks the cache node's memcached for its counters, from
+// inside the node, at its private address in the plan.
+func (s *stack) memcachedStats(t *testing.T) map[string]int64 {
+	t.Helper()
+	var p struct {
+		Nodes []struct {
+			Name       string `json:"name"`
+			Interfaces []struct {
+				Network string `json:"network"`
+				Addr    string `json:"addr"`
+			} `json:"interfaces"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(s.json("plan", "--output", "json")), &p); err != nil {
+		t.Fatal(err)
+	}
+	var addr string
+	for _, n := range p.Nodes {
+		for _, i := range n.Interfaces {
+			if n.Name == "cache" && i.Network == "private" {
+				addr = i.Addr
+			}
+		}
+	}
+	if addr == "" {
+		t.Fatal("no private address of the cache node in the plan")
+	}
+	out, err := s.in("cache", "bash", "-c", `exec 3<>/dev/tcp/`+addr+`/11211 && printf 'stats\r\nquit\r\n' >&3 && cat <&3`)
+	if err != nil {
+		t.Fatalf("memcached stats: %v\n%s", err, out)
+	}
+	stats := map[string]int64{}
+	for _, line := range strings.Split(out, "\n") {
+		var k string
+		var v int64
+		if n, _ := fmt.Sscanf(strings.TrimSpace(line), "STAT %s %d", &k, &v); n == 2 {
+			stats[k] = v
+		}
+	}
+	if _, ok := stats["get_hits"]; !ok {
+		t.Fatalf("memcached said no get_hits:\n%s", out)
+	}
+	return stats
 }

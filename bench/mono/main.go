@@ -5,7 +5,7 @@
 // then run the same apache MPM, php-fpm pool, mariadb and memcached
 // settings, and nothing is adapted by text substitution.
 //
-// Usage: mono -plan PLAN.json -dir DIR
+// Usage: mono -plan PLAN.json -dir DIR [-agent BULKHEAD]
 //
 // PLAN.json is `bulkhead plan --output json` of the split stack. It writes
 // DIR/etc/FILE (the nodes' configs and secrets, as each node's Layout.Conf
@@ -13,7 +13,9 @@
 // services.json in `bulkhead plan --render`). The run, log, data and site
 // directories are DIR/run/NODE, DIR/log, DIR and DIR/site, and the site's
 // writable paths stay in DIR/site (its shared root); it creates none of
-// them.
+// them. With -agent, PHP's mail() hands messages to that bulkhead binary's
+// sendmail sink, as on the split's app nodes (WordPress's installer mails);
+// without it, mail() is disabled.
 package main
 
 import (
@@ -39,18 +41,19 @@ const monoName = "mono"
 func main() {
 	planFile := flag.String("plan", "", "the split stack's `bulkhead plan --output json`")
 	dir := flag.String("dir", "", "the baseline's directory")
+	agent := flag.String("agent", "", "a bulkhead binary for PHP's mail() to run as its sendmail (none: mail() is disabled)")
 	flag.Parse()
 	if *planFile == "" || *dir == "" || flag.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "usage: mono -plan PLAN.json -dir DIR")
+		fmt.Fprintln(os.Stderr, "usage: mono -plan PLAN.json -dir DIR [-agent BULKHEAD]")
 		os.Exit(2)
 	}
-	if err := run(*planFile, *dir); err != nil {
+	if err := run(*planFile, *dir, *agent); err != nil {
 		fmt.Fprintln(os.Stderr, "mono:", err)
 		os.Exit(1)
 	}
 }
 
-func run(planFile, dir string) error {
+func run(planFile, dir, agent string) error {
 	data, err := os.ReadFile(planFile)
 	if err != nil {
 		return err
@@ -63,7 +66,7 @@ func run(planFile, dir string) error {
 	if err != nil {
 		return err
 	}
-	nodes, err := Render(p, dir)
+	nodes, err := Render(p, dir, agent)
 	if err != nil {
 		return err
 	}
@@ -88,8 +91,9 @@ func run(planFile, dir string) error {
 // app-1 called mono) for a baseline in dir. Every address of every node is
 // 127.0.0.1: one network namespace, its loopback. The nodes' firewalls and
 // hosts files are left out: the baseline has neither. Two nodes writing the
-// same file is an error.
-func Render(p *plan.Plan, dir string) ([]render.Node, error) {
+// same file is an error. agent, when not empty, is the bulkhead binary whose
+// sendmail sink PHP's mail() runs.
+func Render(p *plan.Plan, dir, agent string) ([]render.Node, error) {
 	mono, err := loopback(p)
 	if err != nil {
 		return nil, err
@@ -120,6 +124,7 @@ func Render(p *plan.Plan, dir string) ([]render.Node, error) {
 			// release does not: the baseline gets the same opcache
 			// settings as the split's app nodes.
 			Release: true,
+			Agent:   agent,
 		}
 		r, err := render.RenderNode(mono, n, render.Input{Layout: layout, Secrets: sec.Secrets})
 		if err != nil {

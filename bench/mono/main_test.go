@@ -39,7 +39,7 @@ func benchPlan(t *testing.T) *plan.Plan {
 func TestRenderLeavesNothingOfTheSplit(t *testing.T) {
 	p := benchPlan(t)
 	dir := t.TempDir()
-	nodes, err := Render(p, dir)
+	nodes, err := Render(p, dir, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestRun(t *testing.T) {
 	if err := os.WriteFile(planFile, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(planFile, filepath.Join(dir, "mono")); err != nil {
+	if err := run(planFile, filepath.Join(dir, "mono"), ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"etc/apache2.conf", "etc/secrets/mariadb-init.sql", "services/mono.json", "services/db.json", "services/cache.json"} {

@@ -152,6 +152,7 @@ type Results struct {
 	Controlplane Controlplane      `json:"controlplane"`
 	Change       Change            `json:"change"`
 	Backup       Backup            `json:"backup"`
+	WordPress    WordPress         `json:"wordpress"`
 	Plots        []string          `json:"plots"`
 }
 
@@ -270,6 +271,9 @@ func load(dir string) (*Results, error) {
 		return nil, err
 	}
 	if err := loadBackup(dir, r); err != nil {
+		return nil, err
+	}
+	if err := loadWordPress(dir, r); err != nil {
 		return nil, err
 	}
 	return r, nil

@@ -23,6 +23,8 @@ func markdown(r *Results) string {
 	p("- versions: %s\n", strings.Join(vs, ", "))
 	if start, end := r.Dataplane.Meta["load_start"], r.Dataplane.Meta["load_end"]; start != "" || end != "" {
 		p("- the machine is shared: load average %s at the first data-plane run, %s after the last. Figures are medians over interleaved rounds, with the range (min–max) in brackets; compare within a run, not across runs.\n", start, end)
+	} else if start, end := r.WordPress.Meta["load_start"], r.WordPress.Meta["load_end"]; start != "" || end != "" {
+		p("- the machine is shared: load average %s at the first WordPress run, %s after the last. Figures are medians over interleaved rounds, with the range (min–max) in brackets; compare within a run, not across runs.\n", start, end)
 	} else {
 		p("- the machine is shared, and this run measured no data plane, so it recorded no load average. Compare within a run, not across runs.\n")
 	}
@@ -240,6 +242,7 @@ func markdown(r *Results) string {
 		}
 	}
 	backupMarkdown(r.Backup, p)
+	wordpressMarkdown(r.WordPress, p)
 	return b.String()
 }
 

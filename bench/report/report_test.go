@@ -328,3 +328,58 @@ func TestLeverCPU(t *testing.T) {
 		t.Errorf("results.md lacks the keepalive row:\n%s", md)
 	}
 }
+
+// TestWordPress feeds run the raw results of bench/wordpress.sh: split/mono
+// round by round against the goal, CPU per request by part, and a run with
+// errors counted for nothing.
+func TestWordPress(t *testing.T) {
+	data, out := t.TempDir(), t.TempDir()
+	runs := "round\tsetup\trps\tp50_ms\tp99_ms\tnon2xx\tsocket_errors\trequests\tstatus\n" +
+		"1\tsplit\t40\t100\t300\t0\t0\t400\tok\n" +
+		"1\tmono\t50\t80\t200\t0\t0\t500\tok\n" +
+		"2\tmono\t40\t90\t210\t0\t0\t400\tok\n" +
+		"2\tsplit\t38\t110\t310\t0\t0\t380\tok\n" +
+		"3\tsplit\t10\t900\t3000\t12\t0\t100\terrors\n" +
+		"3\tmono\t45\t85\t205\t0\t0\t450\tok\n"
+	cg := "round\tsetup\trequests\tgroup\tusage_us\tuser_us\tsys_us\n" +
+		"1\tsplit\t400\tedge\t400000\t200000\t200000\n" +
+		"1\tsplit\t400\tapp-1\t4000000\t3000000\t1000000\n" +
+		"1\tsplit\t400\tapp-2\t4000000\t3000000\t1000000\n" +
+		"1\tsplit\t400\tsshfs\t0\t0\t0\n" +
+		"1\tmono\t500\tmono:php-fpm\t9000000\t8000000\t1000000\n" +
+		"1\tmono\t500\tmono:apache2\t1000000\t500000\t500000\n" +
+		"3\tsplit\t100\tedge\t99000000\t0\t0\n"
+	os.WriteFile(filepath.Join(data, "wordpress.tsv"), []byte(runs), 0o644)
+	os.WriteFile(filepath.Join(data, "wordpress-cgroups.tsv"), []byte(cg), 0o644)
+	os.WriteFile(filepath.Join(data, "wordpress-meta.tsv"), []byte("key\tvalue\nload_start\t3.1 2 1\n"), 0o644)
+	if err := run(data, out); err != nil {
+		t.Fatal(err)
+	}
+	r, err := load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := r.WordPress
+	if w.Ratio == nil || w.Ratio.N != 2 || w.Ratio.Median != (0.8+0.95)/2 || w.Met == nil || *w.Met || w.BadRuns != 1 {
+		t.Errorf("ratio %+v met %v bad runs %d; want the median of 0.8 and 0.95 over 2 rounds, the goal missed, 1 bad run", w.Ratio, w.Met, w.BadRuns)
+	}
+	parts := map[string]AttrRow{}
+	for _, row := range w.CPU {
+		parts[row.Part] = row
+	}
+	if e := parts["edge"]; e.SplitMs == nil || e.SplitMs.Median != 1 || e.SplitMs.N != 1 || e.MonoMs != nil {
+		t.Errorf("edge %+v; want 1 ms a request from round 1 only, none on mono", e)
+	}
+	if a := parts["app: apache2 + php-fpm"]; a.SplitMs == nil || a.SplitMs.Median != 20 || a.MonoMs == nil || a.MonoMs.Median != 20 {
+		t.Errorf("app %+v; want 20 ms a request on both", a)
+	}
+	if w.CPURatio == nil || *w.CPURatio != 20.0/21 {
+		t.Errorf("cpu ratio %v, want 20/21", w.CPURatio)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
+	for _, want := range []string{"## WordPress's front page", "**0.88 (0.80–0.95)** | **missed**", "load average 3.1 2 1 at the first WordPress run"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+}

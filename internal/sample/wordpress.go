@@ -23,6 +23,11 @@ const DebianWordPress = "/usr/share/wordpress"
 // reads /etc/wordpress, which no node has.
 var wordpressOwn = []string{"wp-config.php", "wp-content/mu-plugins/bulkhead.php"}
 
+// wordpressObjectCache is the object cache drop-in WriteWordPress writes,
+// relative to the tree, unless the tree has one of its own: a site that
+// brings its own cache keeps it.
+const wordpressObjectCache = "wp-content/object-cache.php"
+
 // WordPressResult is what WriteWordPress did.
 type WordPressResult struct {
 	Copied  int      // files copied from the WordPress tree
@@ -32,7 +37,9 @@ type WordPressResult struct {
 // WriteWordPress writes dir/bulkhead.yaml, a stack for WordPress, and
 // dir/site, a copy of the WordPress tree at from with bulkhead's
 // wp-config.php (which reads the database from the environment, with keys
-// and salts made now) and a must-use plugin for pretty permalinks. Links in
+// and salts made now), a must-use plugin for pretty permalinks and, unless
+// the tree has one, an object cache drop-in that keeps WordPress's object
+// cache in the stack's memcached. Links in
 // from are copied as the files they point to: Debian's tree links into
 // /etc/wordpress and /usr/share/javascript, which nodes do not see.
 //
@@ -65,7 +72,13 @@ func WriteWordPress(dir, from string, force bool) (WordPressResult, error) {
 		return res, fmt.Errorf("copy WordPress from %s: %w", from, err)
 	}
 
-	for _, own := range wordpressOwn {
+	write := wordpressOwn
+	if _, err := os.Stat(filepath.Join(from, filepath.FromSlash(wordpressObjectCache))); errors.Is(err, fs.ErrNotExist) {
+		write = append(write[:len(write):len(write)], wordpressObjectCache)
+	} else if err != nil {
+		return res, fmt.Errorf("copy WordPress from %s: %w", from, err)
+	}
+	for _, own := range write {
 		data, err := files.ReadFile("files/wordpress/" + own)
 		if err != nil {
 			panic("sample: " + err.Error()) // embedded; cannot happen

@@ -63,6 +63,7 @@ func TestWriteWordPress(t *testing.T) {
 		"wp-content/themes/t/style.css":      "body{}",
 		"wp-content/mu-plugins/bulkhead.php": "got_url_rewrite",
 		"wp-config.php":                      "getenv($name)",
+		"wp-content/object-cache.php":        "class WP_Object_Cache",
 	} {
 		p := filepath.Join(site, filepath.FromSlash(name))
 		info, err := os.Lstat(p)
@@ -119,6 +120,29 @@ func TestWriteWordPress(t *testing.T) {
 	again, _ := os.ReadFile(filepath.Join(site, "wp-config.php"))
 	if string(again) == string(conf) {
 		t.Errorf("--force kept the old keys")
+	}
+}
+
+// TestWriteWordPressOwnObjectCache: a tree that brings its own object cache
+// drop-in keeps it; bulkhead's is written only where there is none.
+func TestWriteWordPressOwnObjectCache(t *testing.T) {
+	from := fakeWordPress(t)
+	mine := "<?php // my own object cache"
+	if err := os.WriteFile(filepath.Join(from, "wp-content", "object-cache.php"), []byte(mine), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "blog")
+	res, err := WriteWordPress(dir, from, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "site", "wp-content", "object-cache.php")); string(b) != mine {
+		t.Errorf("wp-content/object-cache.php = %q, want the tree's own %q", b, mine)
+	}
+	for _, w := range res.Written {
+		if strings.HasSuffix(w, "object-cache.php") {
+			t.Errorf("WriteWordPress says it wrote %s", w)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package render
 import (
 	"net/netip"
 	"slices"
+	"strconv"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
 )
@@ -62,4 +63,10 @@ func hostOrNet(c netip.Prefix) string {
 		return c.Addr().String()
 	}
 	return c.String()
+}
+
+// hostPort joins a host, an IPv4 address or a Service's DNS name, and a
+// port: the stack has no IPv6, so no brackets.
+func hostPort(host string, port int) string {
+	return host + ":" + strconv.Itoa(port)
 }

@@ -2,7 +2,6 @@ package render
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"path"
 	"slices"
@@ -197,8 +196,12 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 		if m := p.Mail; m != nil {
 			// With a mail tier the sink hands the message to the relay
 			// over SMTP, and keeps it in the log only when that fails.
-			c.FPM.Sendmail = l.Agent + " sendmail --relay=" + m.Relay.String() + " -t -i"
-			c.FPM.Relay = m.Relay.String()
+			relay := m.Relay.String()
+			if in.Cluster != nil {
+				relay = hostPort(in.peer(p.Node(m.Node), plan.NetPrivate), int(m.Relay.Port()))
+			}
+			c.FPM.Sendmail = l.Agent + " sendmail --relay=" + relay + " -t -i"
+			c.FPM.Relay = relay
 		}
 		c.FPM.DisableFunctions = strings.TrimSuffix(c.FPM.DisableFunctions, ",mail")
 	}
@@ -221,7 +224,7 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 	}
 	if cache, f, ok := appPeer(p, n, spec.RoleCache); ok {
 		host := in.peer(cache, f.Network)
-		addr := net.JoinHostPort(host, strconv.Itoa(f.Port.Number))
+		addr := hostPort(host, f.Port.Number)
 		env("CACHE_DRIVER", cache.Software)
 		env("CACHE_HOST", host)
 		env("CACHE_PORT", strconv.Itoa(f.Port.Number))

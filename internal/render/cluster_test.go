@@ -54,7 +54,7 @@ func TestClusterHoldsNoPlanAddress(t *testing.T) {
 				var want []string
 				for _, peer := range p.Peers(pn) {
 					named := pn.Role == spec.RoleEdge && !peer.Flow.Explicit ||
-						pn.Role == spec.RoleApp && (peer.Node.Role == spec.RoleDB || peer.Node.Role == spec.RoleCache) ||
+						pn.Role == spec.RoleApp && (peer.Node.Role == spec.RoleDB || peer.Node.Role == spec.RoleCache || peer.Node.Role == spec.RoleMail) ||
 						pn.Role == spec.RoleMonitor
 					if name := peer.Node.Tier + ".shop.svc"; named && !slices.Contains(want, name) {
 						want = append(want, name)

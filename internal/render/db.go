@@ -2,7 +2,6 @@ package render
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"path"
 	"regexp"
@@ -348,6 +347,10 @@ func mariadbHost(c netip.Prefix) string {
 	if c.IsSingleIP() {
 		return c.Addr().String()
 	}
-	m := net.CIDRMask(c.Bits(), c.Addr().BitLen())
-	return c.Masked().Addr().String() + "/" + net.IP(m).String()
+	// The mask is the address whose first Bits bits are set.
+	var m [4]byte
+	for i := range c.Bits() {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	return c.Masked().Addr().String() + "/" + netip.AddrFrom4(m).String()
 }

@@ -3,7 +3,6 @@ package render
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/netip"
 	"path"
 	"slices"
@@ -103,7 +102,7 @@ func newEdgeConf(p *plan.Plan, n *plan.Node, in Input) (*edgeConf, error) {
 		if host == "" {
 			return nil, fmt.Errorf("%s has no address on the %s network", peer.Node.Name, peer.Flow.Network)
 		}
-		s := edgeServer{Name: peer.Node.Name, Addr: net.JoinHostPort(host, strconv.Itoa(peer.Flow.Port.Number))}
+		s := edgeServer{Name: peer.Node.Name, Addr: hostPort(host, peer.Flow.Port.Number)}
 		if in.Cluster != nil {
 			s.Name = peer.Node.Tier
 			if slices.ContainsFunc(slices.Concat(c.App, c.Static), func(o edgeServer) bool { return o.Addr == s.Addr }) {

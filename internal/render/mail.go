@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/bulkhead/bulkhead/internal/plan"
@@ -54,7 +55,7 @@ func mailPostfix(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 			continue
 		}
 		for _, c := range p.Tier(f.From) {
-			clients = append(clients, netip.PrefixFrom(c.Addr(f.Network), 32).String())
+			clients = append(clients, in.client(c, f.Network).String())
 		}
 	}
 	if len(clients) == 0 {
@@ -75,7 +76,11 @@ func mailPostfix(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 	set("myhostname", n.Name+"."+p.Domain)
 	set("myorigin", "$mydomain")
 	set("mydomain", p.Domain)
-	set("inet_interfaces", m.Relay.Addr().String())
+	listen := m.Relay.Addr().String()
+	if in.Cluster != nil {
+		listen = "all" // the pod's one interface, as in.bind
+	}
+	set("inet_interfaces", listen)
 	set("inet_protocols", "ipv4")
 	set("maillog_file", "/dev/stdout")
 	set("biff", "no")
@@ -129,7 +134,7 @@ func mailPostfix(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 	}
 	files = append(files,
 		File{Path: "main.cf", Mode: 0o644, Data: []byte(b.String())},
-		File{Path: "master.cf", Mode: 0o644, Data: []byte(postfixMaster(m.Relay))})
+		File{Path: "master.cf", Mode: 0o644, Data: []byte(postfixMaster(in, m.Relay))})
 	svc := service.Service{
 		Name: "postfix",
 		// start-fg checks the queue (creating what is missing) and keeps
@@ -145,9 +150,13 @@ func mailPostfix(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 // the services it needs to queue and relay, none of them chrooted (a node
 // has no CAP_SYS_CHROOT; the container is the jail). No pickup: nothing
 // in the node submits mail locally.
-func postfixMaster(relay netip.AddrPort) string {
+func postfixMaster(in Input, relay netip.AddrPort) string {
+	listen := relay.String()
+	if in.Cluster != nil {
+		listen = strconv.Itoa(int(relay.Port())) // any address
+	}
 	return `# service type  private unpriv  chroot  wakeup  maxproc command
-` + relay.String() + ` inet n - n - - smtpd
+` + listen + ` inet n - n - - smtpd
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 tlsmgr    unix  -       -       n       1000?   1       tlsmgr

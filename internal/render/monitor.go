@@ -2,7 +2,6 @@ package render
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"path"
 	"slices"
@@ -77,7 +76,7 @@ func monitorPrometheus(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.
 		if in.Cluster != nil {
 			// A tier's pods share its Service: each scrape reaches one
 			// of them.
-			target = net.JoinHostPort(in.peer(m, peer.Flow.Network), strconv.Itoa(peer.Flow.Port.Number))
+			target = hostPort(in.peer(m, peer.Flow.Network), peer.Flow.Port.Number)
 			labels["node"] = m.Tier
 			if slices.ContainsFunc(into.StaticConfigs, func(s staticConfig) bool { return s.Targets[0] == target }) {
 				continue

@@ -10,8 +10,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -103,7 +105,34 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bulkhead: unknown command %q; run 'bulkhead --help' for the list\n", rest[0])
 		return exitUsage
 	}
+	if stop := profile(stderr); stop != nil {
+		defer stop()
+	}
 	return c.run(ctx, s, append(slices.Clip(before), rest[1:]...))
+}
+
+// profile writes a CPU profile of this command to the file
+// BULKHEAD_CPUPROFILE names, if it names one, for working on bulkhead's
+// speed (go tool pprof FILE). It returns what ends the profile.
+func profile(stderr io.Writer) func() {
+	path := os.Getenv("BULKHEAD_CPUPROFILE")
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "bulkhead: BULKHEAD_CPUPROFILE: %v\n", err)
+		return nil
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintf(stderr, "bulkhead: BULKHEAD_CPUPROFILE: %v\n", err)
+		f.Close()
+		return nil
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // same reports whether two flags are bound to one variable. Values of a type

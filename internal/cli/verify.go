@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -120,6 +121,12 @@ func runVerify(ctx context.Context, s stdio, o verifyOptions) error {
 	r, err := d.Verify(ctx, name, vo)
 	if err != nil {
 		return err
+	}
+	if logLevel() == slog.LevelDebug {
+		// Where the run's time went, as up's steps say it.
+		for _, ph := range r.Phases {
+			fmt.Fprintf(s.err, "verify: phase %s took %.3fs\n", ph.Name, ph.Duration.Seconds())
+		}
 	}
 	return writeVerify(s, o, r)
 }

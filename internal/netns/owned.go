@@ -106,22 +106,38 @@ func CheckUserNamespaces(ctx context.Context) error {
 
 // setup readies a namespace that exists: IPv6 off, loopback up.
 func setup(ctx context.Context, name string) error {
-	if err := Sysctl(ctx, name, "net.ipv6.conf.all.disable_ipv6", "1"); err != nil {
+	h, err := Open(name)
+	if err != nil {
 		return err
 	}
-	if err := Sysctl(ctx, name, "net.ipv6.conf.default.disable_ipv6", "1"); err != nil {
-		return err
-	}
-	up := false
-	if err := In(name, func() error {
-		lo, err := net.InterfaceByName("lo")
-		up = err == nil && lo.Flags&net.FlagUp != 0
+	defer h.Close()
+	// Both settings from one thread inside the namespace.
+	if err := Do(h, func() error {
+		for _, key := range []string{"all", "default"} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+key+"/disable_ipv6", []byte("1"), 0o644); err != nil {
+				return fmt.Errorf("sysctl net.ipv6.conf.%s.disable_ipv6=1 in %s: %w", key, name, err)
+			}
+		}
 		return nil
-	}); err != nil || up {
+	}); err != nil {
 		return err
 	}
-	_, err := run(ctx, "-n", name, "link", "set", "lo", "up")
-	return err
+	nl, err := links(h)
+	if err != nil {
+		return err
+	}
+	defer nl.Close()
+	lo, err := nl.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("find lo in %s: %w", name, err)
+	}
+	if lo.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	if err := nl.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("set lo up in %s: %w", name, err)
+	}
+	return nil
 }
 
 // pin bind-mounts a namespace file onto path, which it creates.

@@ -53,6 +53,10 @@ func (h *Handle) Inode() (uint64, error) {
 	return st.Ino, nil
 }
 
+// Fd is the namespace's file descriptor, for calls that take one (netlink
+// sockets opened in it). It stays the handle's: valid until Close.
+func (h *Handle) Fd() int { return int(h.f.Fd()) }
+
 // Close releases the handle.
 func (h *Handle) Close() error { return h.f.Close() }
 

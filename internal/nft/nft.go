@@ -6,10 +6,15 @@ package nft
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
+
+	"github.com/google/nftables"
 
 	"github.com/bulkhead/bulkhead/internal/netns"
 )
@@ -86,8 +91,146 @@ type Chain struct {
 	Rules  int
 }
 
-// Read lists ns's ruleset as JSON and summarises it.
+// Read summarises ns's ruleset, asking the kernel over netlink from this
+// process: as of 2026-11, an nft run cost about 50 ms of CPU on a busy
+// host, and up reads every node's firewall back.
 func Read(ctx context.Context, ns string) (*Ruleset, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	h, err := netns.Open(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(h.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("nftables in %s: %w", where(ns), err)
+	}
+	defer c.CloseLasting()
+	rs, err := read(c)
+	if err != nil {
+		return nil, fmt.Errorf("read the ruleset in %s: %w", where(ns), err)
+	}
+	return rs, nil
+}
+
+func where(ns string) string {
+	if ns == "" {
+		return "host"
+	}
+	return "netns " + ns
+}
+
+// familyNames and hookNames are nft's names for the kernel's numbers.
+var familyNames = map[nftables.TableFamily]string{
+	nftables.TableFamilyINet: "inet", nftables.TableFamilyIPv4: "ip", nftables.TableFamilyIPv6: "ip6",
+	nftables.TableFamilyARP: "arp", nftables.TableFamilyNetdev: "netdev", nftables.TableFamilyBridge: "bridge",
+}
+
+// nfInetIngress is the inet family's ingress hook (NF_INET_INGRESS in
+// linux/netfilter.h), which x/sys/unix does not name as of 2026-11.
+const nfInetIngress = 5
+
+func hookName(family nftables.TableFamily, h *nftables.ChainHook) string {
+	if h == nil {
+		return ""
+	}
+	if family == nftables.TableFamilyNetdev {
+		switch *h {
+		case *nftables.ChainHookIngress:
+			return "ingress"
+		case *nftables.ChainHookEgress:
+			return "egress"
+		}
+		return fmt.Sprint(*h)
+	}
+	switch *h {
+	case *nftables.ChainHookPrerouting:
+		return "prerouting"
+	case *nftables.ChainHookInput:
+		return "input"
+	case *nftables.ChainHookForward:
+		return "forward"
+	case *nftables.ChainHookOutput:
+		return "output"
+	case *nftables.ChainHookPostrouting:
+		return "postrouting"
+	case nfInetIngress:
+		return "ingress"
+	}
+	return fmt.Sprint(*h)
+}
+
+func read(c *nftables.Conn) (*Ruleset, error) {
+	rs := &Ruleset{Chains: map[string]Chain{}, Sets: map[string][]string{}}
+	tables, err := c.ListTables()
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range tables {
+		rs.Tables = append(rs.Tables, familyNames[t.Family]+" "+t.Name)
+	}
+	chains, err := c.ListChains()
+	if err != nil {
+		return nil, err
+	}
+	for _, ch := range chains {
+		fam := familyNames[ch.Table.Family]
+		k := fam + " " + ch.Table.Name + " " + ch.Name
+		out := Chain{Hook: hookName(ch.Table.Family, ch.Hooknum)}
+		if ch.Policy != nil {
+			out.Policy = "accept"
+			if *ch.Policy == nftables.ChainPolicyDrop {
+				out.Policy = "drop"
+			}
+		}
+		rules, err := c.GetRules(ch.Table, ch)
+		if err != nil {
+			return nil, fmt.Errorf("rules of %s: %w", k, err)
+		}
+		out.Rules = len(rules)
+		rs.Chains[k] = out
+	}
+	for _, t := range tables {
+		sets, err := c.GetSets(t)
+		if err != nil {
+			return nil, fmt.Errorf("sets of %s %s: %w", familyNames[t.Family], t.Name, err)
+		}
+		for _, set := range sets {
+			k := familyNames[t.Family] + " " + t.Name + " " + set.Name
+			elems, err := c.GetSetElements(set)
+			if err != nil {
+				return nil, fmt.Errorf("elements of %s: %w", k, err)
+			}
+			var out []string
+			for _, e := range elems {
+				// An interval's end is half of one element, as nft
+				// lists it.
+				if e.IntervalEnd {
+					continue
+				}
+				out = append(out, element(e.Key))
+			}
+			slices.Sort(out)
+			rs.Sets[k] = out
+		}
+	}
+	return rs, nil
+}
+
+// element names a set element's key as nft does for an IPv4 or IPv6
+// address; other keys (concatenations, interface names) as hex, which only
+// their count is compared by.
+func element(key []byte) string {
+	if a, ok := netip.AddrFromSlice(key); ok && (len(key) == 4 || len(key) == 16) {
+		return a.String()
+	}
+	return hex.EncodeToString(key)
+}
+
+// readJSON is Read through nft -j, the reference the tests hold Read to.
+func readJSON(ctx context.Context, ns string) (*Ruleset, error) {
 	out, err := run(ctx, ns, nil, "-j", "list", "ruleset")
 	if err != nil {
 		return nil, err

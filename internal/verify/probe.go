@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -108,21 +109,45 @@ func (p prober) run(ctx context.Context, ns []*netns.Handle, ps []Probe) ([]Stat
 }
 
 // fitWindow shrinks a window so that workers of them fit in this
-// process's open files limit, raising the soft limit to the hard one
-// first. A smaller window costs time, not results.
+// process's open files limit, raising the limit first as far as it may:
+// the soft limit to the hard one, and, for root, the hard one up to the
+// kernel's fs.nr_open. A smaller window costs time, not results.
 func fitWindow(window, workers int) int {
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		return window
 	}
-	if lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	fds, _ := os.ReadDir("/proc/self/fd")
+	want := uint64(window*workers + len(fds) + 256)
+	if lim.Cur < want {
+		raised := lim
+		raised.Cur = max(lim.Cur, min(want, lim.Max))
+		if want > lim.Max {
+			if nrOpen, err := readUint("/proc/sys/fs/nr_open"); err == nil && nrOpen > lim.Max {
+				// Only root may raise the hard limit; for anyone
+				// else this fails and the soft one is raised alone.
+				raised.Max = min(want, nrOpen)
+				raised.Cur = raised.Max
+			}
+		}
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &raised); err != nil && raised.Max != lim.Max {
+			raised.Max = lim.Max
+			raised.Cur = max(lim.Cur, min(want, lim.Max))
+			_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &raised)
+		}
 		_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
 	}
-	fds, _ := os.ReadDir("/proc/self/fd")
 	free := int(min(lim.Cur, 1<<30)) - len(fds) - 256
 	return max(1, min(window, free/workers))
+}
+
+// readUint reads a number from a file such as a sysctl's.
+func readUint(path string) (uint64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
 }
 
 type attempt struct {

@@ -1024,12 +1024,19 @@ func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, j *journal, limi
 	ps := d.paths(p.Stack)
 	last := -1
 	for {
-		var sick []string
-		for _, n := range p.Nodes {
+		// The agents are asked together: one busy agent's answer, or
+		// its two seconds of silence, does not hold up the others'.
+		ok := make([]bool, len(p.Nodes))
+		_ = d.eachNode(ctx, pointers(p.Nodes), func(ctx context.Context, i int, n *plan.Node) error {
 			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			st, err := d.sys().queryAgent(qctx, ps.node(n.Name).socket())
 			cancel()
-			if err != nil || !st.Healthy {
+			ok[i] = err == nil && st.Healthy
+			return nil
+		})
+		var sick []string
+		for i, n := range p.Nodes {
+			if !ok[i] {
 				sick = append(sick, n.Name)
 			}
 		}

@@ -58,24 +58,8 @@ func (d *Driver) egressForwarding(ctx context.Context, p *plan.Plan, j *journal)
 		if err := sys.writeSysctl("conf/"+br+"/forwarding", 1); err != nil {
 			return fmt.Errorf("let bridge %s forward egress %s: %w", br, e.Name, err)
 		}
-		key := "conf/" + link + "/forwarding"
-		cur, err := sys.readSysctl(key)
-		if err != nil {
+		if err := d.raiseForwarding(j, link, "the answers of egress "+e.Name); err != nil {
 			return err
-		}
-		if cur == 1 {
-			// Another stack may have set it, and keeps what it found.
-			if err := d.shareSysctl(j, key, cur); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := j.record(Object{Kind: KindSysctl, Name: key, Detail: fmt.Sprintf("%d 1", cur)}); err != nil {
-			return err
-		}
-		d.progress("forwarding on %s for egress %s", link, e.Name)
-		if err := sys.writeSysctl(key, 1); err != nil {
-			return fmt.Errorf("let %s forward the answers of egress %s: %w", link, e.Name, err)
 		}
 	}
 	return nil

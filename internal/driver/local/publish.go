@@ -60,24 +60,32 @@ func (d *Driver) publishRoutes(p *plan.Plan, j *journal) error {
 	}
 	slices.Sort(links)
 	for _, link := range slices.Compact(links) {
-		key := "conf/" + link + "/forwarding"
-		cur, err := sys.readSysctl(key)
-		if err != nil {
+		if err := d.raiseForwarding(j, link, "visitors to the edge"); err != nil {
 			return err
 		}
-		if cur == 1 {
-			if err := d.shareSysctl(j, key, cur); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := j.record(Object{Kind: KindSysctl, Name: key, Detail: fmt.Sprintf("%d 1", cur)}); err != nil {
-			return err
-		}
-		d.progress("forwarding on %s for the published ports", link)
-		if err := sys.writeSysctl(key, 1); err != nil {
-			return fmt.Errorf("let %s forward visitors to the edge: %w", link, err)
-		}
+	}
+	return nil
+}
+
+// raiseForwarding turns on forwarding on the host's interface link, for
+// what. The journal keeps the value found, for down to put back; a value
+// another stack raised already is shared with it (see shareSysctl).
+func (d *Driver) raiseForwarding(j *journal, link, what string) error {
+	sys := d.sys()
+	key := "conf/" + link + "/forwarding"
+	cur, err := sys.readSysctl(key)
+	if err != nil {
+		return err
+	}
+	if cur == 1 {
+		return d.shareSysctl(j, key, cur)
+	}
+	if err := j.record(Object{Kind: KindSysctl, Name: key, Detail: fmt.Sprintf("%d 1", cur)}); err != nil {
+		return err
+	}
+	d.progress("forwarding on %s for %s", link, what)
+	if err := sys.writeSysctl(key, 1); err != nil {
+		return fmt.Errorf("let %s forward %s: %w", link, what, err)
 	}
 	return nil
 }

@@ -314,27 +314,44 @@ func (s *stack) dashboardInChromium(nodes []struct {
 	if err := chromedp.Do(bctx, chromedp.Navigate("http://"+addr+"/")); err != nil {
 		t.Fatalf("open the dashboard in Chromium: %v\n%s", err, logs.String())
 	}
-	step, stepCancel := context.WithTimeout(bctx, time.Minute)
-	defer stepCancel()
-	if err := chromedp.Do(step, chromedp.WaitVisible(chromedp.CSS("#graphs"))); err != nil {
-		t.Fatalf("the dashboard's graphs in Chromium: %v\n%s", err, logs.String())
+	// The page is drawn on the server from Prometheus at each load. A
+	// rate has its second point a scrape after its first: load the page
+	// again until the edge's request graph has two, as a visitor would.
+	var html, verdict string
+	var points []string
+	var shot []byte
+	load := func() error {
+		step, stepCancel := context.WithTimeout(bctx, time.Minute)
+		defer stepCancel()
+		if err := chromedp.Do(step, chromedp.Navigate("http://"+addr+"/")); err != nil {
+			return fmt.Errorf("load the dashboard: %w", err)
+		}
+		if err := chromedp.Do(step, chromedp.WaitVisible(chromedp.CSS("#graphs"))); err != nil {
+			return fmt.Errorf("the dashboard's graphs in Chromium: %w\n%s", err, logs.String())
+		}
+		var err error
+		if html, err = chromedp.Run(step, chromedp.OuterHTML(chromedp.CSS("html"))); err != nil {
+			return err
+		}
+		if verdict, err = chromedp.Run(step, chromedp.Text(chromedp.CSS("#verify .verdict"))); err != nil {
+			return fmt.Errorf("the dashboard's verify verdict: %w\n%s", err, html)
+		}
+		if points, err = chromedp.Run(step, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#graphs figure")].map(f => f.querySelector("figcaption").textContent + "|" + f.querySelector("polyline").getAttribute("points"))`)); err != nil {
+			return err
+		}
+		if shot, err = chromedp.Run(step, chromedp.FullScreenshot(100)); err != nil {
+			return err
+		}
+		for _, g := range points {
+			caption, pts, _ := strings.Cut(g, "|")
+			if strings.HasPrefix(caption, "edge: requests") && len(strings.Fields(pts)) >= 2 {
+				return nil
+			}
+		}
+		time.Sleep(time.Second) // a scrape is every few seconds
+		return fmt.Errorf("no graph of the edge's requests with two data points or more: %q", points)
 	}
-	html, err := chromedp.Run(step, chromedp.OuterHTML(chromedp.CSS("html")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	verdict, err := chromedp.Run(step, chromedp.Text(chromedp.CSS("#verify .verdict")))
-	if err != nil {
-		t.Fatalf("the dashboard's verify verdict: %v\n%s", err, html)
-	}
-	points, err := chromedp.Run(step, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#graphs figure")].map(f => f.querySelector("figcaption").textContent + "|" + f.querySelector("polyline").getAttribute("points"))`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	shot, err := chromedp.Run(step, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
-	}
+	hosttest.Eventually(t, 2*time.Minute, "the dashboard in Chromium with the edge's requests graphed", load)
 	for _, n := range nodes {
 		if !strings.Contains(html, `data-node="`+n.Name+`"`) {
 			t.Errorf("the dashboard does not draw node %s", n.Name)
@@ -342,16 +359,6 @@ func (s *stack) dashboardInChromium(nodes []struct {
 	}
 	if !strings.HasPrefix(verdict, "PASS at ") {
 		t.Errorf("the dashboard's verify = %q; want the last verify's PASS", verdict)
-	}
-	var edgeRequests bool
-	for _, g := range points {
-		caption, pts, _ := strings.Cut(g, "|")
-		if strings.HasPrefix(caption, "edge: requests") && len(strings.Fields(pts)) >= 2 {
-			edgeRequests = true
-		}
-	}
-	if !edgeRequests {
-		t.Errorf("the dashboard has no graph of the edge's requests with data points: %q", points)
 	}
 	if file := os.Getenv("BULKHEAD_SCREENSHOT"); file != "" {
 		if err := os.WriteFile(file, shot, 0o644); err != nil {

@@ -58,8 +58,12 @@ func TestAppConfigCheck(t *testing.T) {
 			}
 			mustRun(t, argv...)
 			mustRun(t, fpm, "-t", "-y", filepath.Join(l.Conf, "php-fpm.conf"))
-			if got := appServiceNames(n); got != "php-fpm "+c.server {
-				t.Errorf("services = %q, want php-fpm then %s", got, c.server)
+			want := "php-fpm " + c.server
+			if e := p.Role(spec.RoleApp)[0].Exporter; e != nil {
+				want = "php-fpm " + strings.TrimPrefix(e.Package, "prometheus-") + " " + c.server
+			}
+			if got := appServiceNames(n); got != want {
+				t.Errorf("services = %q, want %q", got, want)
 			}
 		})
 	}
@@ -90,8 +94,13 @@ func TestAppFacts(t *testing.T) {
 			for _, m := range listenRE.FindAllStringSubmatch(web, -1) {
 				listens = append(listens, m[1])
 			}
-			if len(listens) != 1 || listens[0] != want {
-				t.Errorf("%s listens on %v, want only %s", c.conf, listens, want)
+			wantListens := []string{want}
+			if e := node.Exporter; e != nil {
+				// With a monitor, the status server, on the loopback.
+				wantListens = append(wantListens, e.Status.String())
+			}
+			if !slices.Equal(listens, wantListens) {
+				t.Errorf("%s listens on %v, want only %v", c.conf, listens, wantListens)
 			}
 
 			// PHP finds the database at the db node's address on the app's
@@ -327,6 +336,29 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 				t.Errorf("GET /%s/upload.txt: %d %q, want the uploaded bytes", w, res.StatusCode, body)
 			}
 
+			// With a monitor, the status server on the loopback serves the
+			// web server's status and php-fpm's, and nothing of the site;
+			// the site's address serves neither.
+			if a.status != "" {
+				page := map[string]string{"apache2": "/server-status?auto", "nginx": "/stub_status"}[c.server]
+				for _, g := range []struct{ url, want string }{
+					{"http://" + a.status + page, "ctive"}, // "Active connections", "BusyWorkers"/"IdleWorkers"
+					{"http://" + a.status + "/fpm-status?json", `"accepted conn":`},
+				} {
+					if res, body := appGet(t, g.url); res.StatusCode != 200 || !strings.Contains(body, g.want) {
+						t.Errorf("GET %s: %d %q, want 200 with %q", g.url, res.StatusCode, body, g.want)
+					}
+				}
+				if res, body := appGet(t, "http://"+a.status+"/index.php"); res.StatusCode == 200 || strings.Contains(body, node.Name) {
+					t.Errorf("the status server served the site: %d %q", res.StatusCode, body)
+				}
+				for _, path := range []string{page, "/fpm-status?json"} {
+					if _, body := appGet(t, base+path); strings.Contains(body, "accepted conn") || strings.Contains(body, "ctive connections") || strings.Contains(body, "BusyWorkers") {
+						t.Errorf("the site's address serves %s: %q", path, body)
+					}
+				}
+			}
+
 			res, body := appGet(t, base+"/.env")
 			if res.StatusCode != 403 || strings.Contains(body, "SECRET") {
 				t.Errorf("GET /.env: %d %q, want 403", res.StatusCode, body)
@@ -347,6 +379,7 @@ type liveApp struct {
 	node   *plan.Node
 	layout render.Layout
 	base   string // "http://127.0.0.1:PORT"
+	status string // the status server's address, with a monitor
 	www    struct{ uid, gid int }
 }
 
@@ -402,12 +435,21 @@ func startApp(t *testing.T, stack, server, conf, edgeNet string, site, shared ma
 		t.Fatalf("%s does not name the edge's address %s", conf, edge)
 	}
 	web = regexp.MustCompile(regexp.QuoteMeta(edge)+`\b`).ReplaceAllString(web, appEdge)
+	var status string
+	if e := node.Exporter; e != nil {
+		// The status server, on a free loopback port of the host.
+		status = "127.0.0.1:" + strconv.Itoa(freePort(t, "127.0.0.1"))
+		web = strings.ReplaceAll(web, e.Status.String(), status)
+	}
 	local := filepath.Join(l.Conf, "loopback-"+conf)
 	if err := os.WriteFile(local, []byte(web), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
 	for _, s := range n.Services {
+		if node.Exporter != nil && s.Name == strings.TrimPrefix(node.Exporter.Package, "prometheus-") {
+			continue // it would serve on the node's address, which the host lacks
+		}
 		if len(s.Setup) > 0 {
 			mustRun(t, s.Setup...)
 		}
@@ -424,7 +466,7 @@ func startApp(t *testing.T, stack, server, conf, edgeNet string, site, shared ma
 			d.waitDial(t, "127.0.0.1:"+port)
 		}
 	}
-	a := liveApp{plan: p, node: node, layout: l, base: "http://127.0.0.1:" + port}
+	a := liveApp{plan: p, node: node, layout: l, base: "http://127.0.0.1:" + port, status: status}
 	a.www.uid, a.www.gid = wwwUID, gid
 	return a
 }

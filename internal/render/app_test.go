@@ -29,6 +29,18 @@ var appCases = []struct {
 }{
 	{"default", "apache2", "apache2.conf", plan.NetPrivate},
 	{"alt", "nginx", "nginx.conf", plan.NetDMZ},
+	{"default+monitor", "apache2", "apache2.conf", plan.NetPrivate},
+}
+
+// appPlan is the plan of an app case's stack: a stack of testdata, or
+// with "+monitor" the default stack with a monitor, whose app nodes serve
+// a status server (the alt stack has one too).
+func appPlan(t *testing.T, stack string) *plan.Plan {
+	t.Helper()
+	if stack == "default+monitor" {
+		return planFrom(t, []byte("name: demo\ntiers:\n  edge: {}\n  static: {}\n  app: {replicas: 2}\n  cache: {}\n  db: {}\n  storage: {}\n  monitor: {}\n"))
+	}
+	return loadPlan(t, stack)
 }
 
 // TestAppConfigCheck runs each web server's and php-fpm's own offline check
@@ -36,7 +48,8 @@ var appCases = []struct {
 func TestAppConfigCheck(t *testing.T) {
 	for _, c := range appCases {
 		t.Run(c.stack+"/"+c.server, func(t *testing.T) {
-			p, n, l := renderRole(t, c.stack, spec.RoleApp)
+			p := appPlan(t, c.stack)
+			n, l := writeNode(t, p, p.Role(spec.RoleApp)[0].Name, testSecrets(p))
 			fpm := requireTool(t, "php-fpm8.2")
 			web := requireTool(t, c.server)
 			conf := filepath.Join(l.Conf, c.conf)
@@ -73,7 +86,8 @@ func TestAppConfigCheck(t *testing.T) {
 func TestAppFacts(t *testing.T) {
 	for _, c := range appCases {
 		t.Run(c.stack, func(t *testing.T) {
-			p, n, l := renderRole(t, c.stack, spec.RoleApp)
+			p := appPlan(t, c.stack)
+			n, l := writeNode(t, p, p.Role(spec.RoleApp)[0].Name, testSecrets(p))
 			node := p.Role(spec.RoleApp)[0]
 			web := string(fileOf(t, n, c.conf).Data)
 			fpm := string(fileOf(t, n, "php-fpm.conf").Data)
@@ -223,7 +237,7 @@ func TestAppRefusesUnquotablePaths(t *testing.T) {
 func TestAppServes(t *testing.T) {
 	for _, c := range appCases {
 		t.Run(c.stack+"/"+c.server, func(t *testing.T) {
-			w := loadPlan(t, c.stack).Site.Writable[0]
+			w := appPlan(t, c.stack).Site.Writable[0]
 			index := `<?php
 header('Content-Type: text/plain');
 if ($_SERVER['REQUEST_METHOD'] === 'POST') {
@@ -341,8 +355,9 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 			// the site's address serves neither.
 			if a.status != "" {
 				page := map[string]string{"apache2": "/server-status?auto", "nginx": "/stub_status"}[c.server]
+				figure := map[string]string{"apache2": "BusyWorkers: ", "nginx": "Active connections: "}[c.server]
 				for _, g := range []struct{ url, want string }{
-					{"http://" + a.status + page, "ctive"}, // "Active connections", "BusyWorkers"/"IdleWorkers"
+					{"http://" + a.status + page, figure},
 					{"http://" + a.status + "/fpm-status?json", `"accepted conn":`},
 				} {
 					if res, body := appGet(t, g.url); res.StatusCode != 200 || !strings.Contains(body, g.want) {
@@ -352,11 +367,18 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 				if res, body := appGet(t, "http://"+a.status+"/index.php"); res.StatusCode == 200 || strings.Contains(body, node.Name) {
 					t.Errorf("the status server served the site: %d %q", res.StatusCode, body)
 				}
+				// The scrapes are not the site's traffic: the access log
+				// leaves them out.
+				accessLog, _ := os.ReadFile(filepath.Join(a.layout.Log, c.server+"-access.log"))
+				if bytes.Contains(accessLog, []byte("status")) {
+					t.Errorf("the access log has the status server's requests:\n%s", accessLog)
+				}
 				for _, path := range []string{page, "/fpm-status?json"} {
-					if _, body := appGet(t, base+path); strings.Contains(body, "accepted conn") || strings.Contains(body, "ctive connections") || strings.Contains(body, "BusyWorkers") {
+					if _, body := appGet(t, base+path); strings.Contains(body, "accepted conn") || strings.Contains(body, figure) {
 						t.Errorf("the site's address serves %s: %q", path, body)
 					}
 				}
+
 			}
 
 			res, body := appGet(t, base+"/.env")
@@ -393,8 +415,9 @@ func startApp(t *testing.T, stack, server, conf, edgeNet string, site, shared ma
 	t.Helper()
 	requireTool(t, "php-fpm8.2")
 	requireTool(t, server)
-	p, n, l := renderRole(t, stack, spec.RoleApp)
+	p := appPlan(t, stack)
 	node := p.Role(spec.RoleApp)[0]
+	n, l := writeNode(t, p, node.Name, testSecrets(p))
 	logsOnFailure(t, l)
 	www, err := user.LookupGroup("www-data")
 	if err != nil {

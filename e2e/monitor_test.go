@@ -36,7 +36,9 @@ const monitorTiers = `tiers:
 
 // TestMonitor (#15) brings up stack e2emon (10.252, 19110) with the monitor
 // tier: verify passes with it, its self-test catches a hole planted in the
-// monitor node, Prometheus scrapes every other node's agent, N requests
+// monitor node, Prometheus scrapes every other node's agent and every role
+// exporter, with a role figure of each (apache, php-fpm and memcached
+// through the agent, mysqld, nginx), N requests
 // through the edge raise the nginx exporter's request counter and the
 // agent's count of responses by N, top shows them, the dashboard in
 // headless Chromium shows every node, the verify and graphs with points

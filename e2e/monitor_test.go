@@ -36,7 +36,9 @@ const monitorTiers = `tiers:
 
 // TestMonitor (#15) brings up stack e2emon (10.252, 19110) with the monitor
 // tier: verify passes with it, its self-test catches a hole planted in the
-// monitor node, Prometheus scrapes every other node's agent, N requests
+// monitor node, Prometheus scrapes every other node's agent and every role
+// exporter, with a role figure of each (apache, php-fpm and memcached
+// through the agent, mysqld, nginx), N requests
 // through the edge raise the nginx exporter's request counter and the
 // agent's count of responses by N, top shows them, the dashboard in
 // headless Chromium shows every node, the verify and graphs with points
@@ -48,11 +50,7 @@ func TestMonitor(t *testing.T) {
 	s.run("up")
 
 	var p struct {
-		Nodes []struct {
-			Name    string `json:"name"`
-			Role    string `json:"role"`
-			Metrics string `json:"metrics"`
-		} `json:"nodes"`
+		Nodes     []planNode `json:"nodes"`
 		Dashboard *struct {
 			Node   string `json:"node"`
 			Target string `json:"target"`
@@ -88,6 +86,18 @@ func TestMonitor(t *testing.T) {
 			t.Errorf("%s's memory from its cgroup = %v; want > 0", n, mem[n])
 		}
 	}
+
+	// Every role's exporter is scraped and up, and each role's figures,
+	// the exporters' and those the agent reads itself, reach Prometheus.
+	roleMetricsReachPrometheus(t, prom, p.Nodes, map[string][]string{
+		`nginx_up == 1`:                  {"edge"},
+		`apache_up == 1`:                 {"app-1", "app-2"},
+		`phpfpm_up == 1`:                 {"app-1", "app-2"},
+		`mysql_up == 1`:                  {"db"},
+		`mysql_global_status_uptime > 0`: {"db"},
+		`memcached_up == 1`:              {"cache"},
+		`memcached_limit_bytes > 0`:      {"cache"},
+	})
 
 	out := s.run("verify")
 	if !strings.Contains(out, "PASS: stack e2emon is isolated as planned") {
@@ -145,6 +155,93 @@ func TestMonitor(t *testing.T) {
 	})
 	if out := s.run("status"); !strings.Contains(out, "alerts: none firing") {
 		t.Errorf("status does not report the monitor's alerts:\n%s", out)
+	}
+}
+
+// planNode is what the monitor tests read of a node in the plan.
+type planNode struct {
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+	Metrics  string `json:"metrics"`
+	Exporter *struct {
+		Package string `json:"package"`
+		Addr    string `json:"addr"`
+	} `json:"exporter"`
+}
+
+// roleMetricsReachPrometheus waits until Prometheus scrapes every role
+// exporter the plan names and finds it up, and until each query has a
+// value for each of its nodes.
+func roleMetricsReachPrometheus(t *testing.T, prom promClient, nodes []planNode, want map[string][]string) {
+	t.Helper()
+	var exporters []string
+	for _, n := range nodes {
+		if n.Exporter != nil {
+			exporters = append(exporters, n.Name)
+		}
+	}
+	if len(exporters) == 0 {
+		t.Fatalf("the plan names no role exporter")
+	}
+	hosttest.Eventually(t, time.Minute, fmt.Sprintf("Prometheus scraping the role exporters of %v", exporters), func() bool {
+		up := prom.vector(`up{job="exporter"} == 1`)
+		for _, n := range exporters {
+			if _, ok := up[n]; !ok {
+				return false
+			}
+		}
+		return true
+	})
+	for q, ns := range want {
+		hosttest.Eventually(t, 30*time.Second, fmt.Sprintf("%s for %v", q, ns), func() bool {
+			got := prom.vector(q)
+			for _, n := range ns {
+				if _, ok := got[n]; !ok {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
+
+// TestMonitorVariants (#15) brings up stack bhexp1 (10.204, 19156) with
+// the other software of each role and a monitor: haproxy's own metrics,
+// nginx's and php-fpm's on the app, postgres's and redis's exporters are
+// scraped and up, each with a role figure, and verify passes.
+func TestMonitorVariants(t *testing.T) {
+	s := newStack(t, "bhexp1", 204, 19156, `tiers:
+  edge: {software: haproxy}
+  app: {software: nginx, replicas: 1}
+  cache: {software: redis}
+  db: {software: postgresql}
+  storage: {}
+  monitor: {}
+`)
+	s.run("up")
+	var p struct {
+		Nodes     []planNode `json:"nodes"`
+		Dashboard *struct {
+			Target string `json:"target"`
+		} `json:"dashboard"`
+	}
+	if err := json.Unmarshal([]byte(s.json("plan", "--output", "json")), &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Dashboard == nil {
+		t.Fatalf("the plan has no dashboard")
+	}
+	prom := promClient{t: t, base: "http://" + p.Dashboard.Target, bridge: s.name + "-pri"}
+	roleMetricsReachPrometheus(t, prom, p.Nodes, map[string][]string{
+		`haproxy_process_start_time_seconds > 0`: {"edge"},
+		`nginx_up == 1`:                          {"app-1"},
+		`phpfpm_up == 1`:                         {"app-1"},
+		`pg_up == 1`:                             {"db"},
+		`pg_stat_database_numbackends{datname="postgres"} >= 1`: {"db"},
+		`redis_up == 1`: {"cache"},
+	})
+	if out := s.run("verify"); !strings.Contains(out, "PASS: stack bhexp1 is isolated as planned") {
+		t.Errorf("verify with every exporter:\n%s", out)
 	}
 }
 
@@ -266,11 +363,7 @@ func (s *stack) requestsReachPrometheus(prom promClient) {
 // in headless Chromium and checks what a person would see: every node in
 // the picture, the last verify's PASS, and a graph of the edge's requests
 // with data points.
-func (s *stack) dashboardInChromium(nodes []struct {
-	Name    string `json:"name"`
-	Role    string `json:"role"`
-	Metrics string `json:"metrics"`
-}) {
+func (s *stack) dashboardInChromium(nodes []planNode) {
 	t := s.t
 	t.Helper()
 	chromium := "/usr/bin/chromium"

@@ -148,6 +148,8 @@ func validate(svcs []service.Service) error {
 			errs = append(errs, fmt.Errorf("service %s: reload signal %q: use one of %s", s.Name, s.Reload.Signal, strings.Join(slices.Sorted(maps.Keys(reloadSignals)), ", ")))
 		case s.Reload != nil && len(s.Reload.Argv) > 0 && s.Reload.Argv[0] == "":
 			errs = append(errs, fmt.Errorf("service %s: empty reload command", s.Name))
+		case s.Stats != nil && !(s.Stats.Format == statsMemcached && s.Stats.Addr != "") && !(s.Stats.Format == statsPHPFPM && s.Stats.URL != ""):
+			errs = append(errs, fmt.Errorf("service %s: stats %q: use %s with an addr or %s with a url", s.Name, s.Stats.Format, statsMemcached, statsPHPFPM))
 		}
 		seen[s.Name] = true
 	}

@@ -235,6 +235,9 @@ func (a *agent) metricsHandler() http.Handler {
 		if s.AccessLog != "" {
 			reg.MustRegister(newAccessLog(s.Name, s.AccessLog, a.log))
 		}
+		if s.Stats != nil {
+			reg.MustRegister(newStats(*s.Stats, a.log))
+		}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{

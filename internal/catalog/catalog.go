@@ -97,26 +97,55 @@ type Descriptor struct {
 	// Backup, for a database, is how its data is dumped into a backup
 	// archive and loaded back; nil for the other roles.
 	Backup *Backup
-	// Exporter is the Debian-packaged Prometheus exporter that reads the
-	// daemon's own figures inside the node, for the monitor to scrape;
-	// nil where Debian packages none for it (memcached, php-fpm, lighttpd,
-	// caddy) or where it needs credentials bulkhead does not make yet
-	// (mysqld, postgres). It runs only in a stack with a monitor.
+	// Exporter is the Prometheus exporter that reads the daemon's own
+	// figures inside the node, for the monitor to scrape: a Debian
+	// package, or the daemon's own (haproxy's); nil where Debian packages
+	// none for it (memcached, php-fpm, lighttpd, caddy). It runs only in
+	// a stack with a monitor.
 	Exporter *Exporter
+	// Stats, where Debian packages no exporter, names the figures the
+	// node's agent reads from the daemon and serves as metrics on its
+	// own port, only in a stack with a monitor: StatsMemcached or
+	// StatsPHPFPM; empty for none.
+	Stats string
 }
 
 // Exporter is a role's Prometheus exporter.
 type Exporter struct {
 	// Package is the Debian package, which installs the exporter as
-	// /usr/bin/Package.
+	// /usr/bin/Package and the prometheus account it runs as; empty
+	// when the daemon serves Prometheus's format itself.
 	Package string
 	// Port is where the exporter serves /metrics, on the same address as
 	// the node's agent.
 	Port Port
 	// Status is the port of the daemon's status page on the node's
-	// loopback, which the exporter reads; zero if it needs none.
+	// loopback, which the exporter reads; zero if it needs none. An app
+	// node's web server serves php-fpm's status there too, for the
+	// agent (StatsPHPFPM).
 	Status Port
 }
+
+// The figures the agent translates into metrics (Descriptor.Stats).
+const (
+	// StatsMemcached is memcached's "stats" command, which the agent
+	// sends to the daemon's service port on the node's own address.
+	StatsMemcached = "memcached"
+	// StatsPHPFPM is php-fpm's status page in JSON, which the agent
+	// reads through the web server's status server (Exporter.Status)
+	// at StatusPathPHPFPM.
+	StatsPHPFPM = "php-fpm"
+)
+
+// StatusPathPHPFPM is php-fpm's pm.status_path, which an app node's web
+// server serves on its loopback status server alone.
+const StatusPathPHPFPM = "/fpm-status"
+
+// MonitorAccount is the account every packaged exporter runs as: it owns
+// nothing in the node. The databases let it in by who it is on their
+// local socket (MariaDB's unix_socket, PostgreSQL's peer), with no
+// password to keep, and grant it nothing but their status.
+const MonitorAccount = "prometheus"
 
 // SiteCheck parses each new or changed site file whose name ends in one
 // of Extensions: Argv with the file's path appended, run on the host,
@@ -371,8 +400,12 @@ var descriptors = []Descriptor{
 	{Role: RoleEdge, Software: "nginx", Ports: []Port{tcp(80), tcp(443)},
 		Packages: []string{"nginx"}, Accounts: []string{"www-data"},
 		Exporter: &Exporter{Package: "prometheus-nginx-exporter", Port: tcp(9113), Status: tcp(8079)}},
+	// haproxy serves Prometheus's format itself (Debian builds it with
+	// USE_PROMEX), from its own counters: upstream retired
+	// haproxy_exporter, which scrapes the CSV stats page, in its favour.
 	{Role: RoleEdge, Software: "haproxy", Ports: []Port{tcp(80), tcp(443)},
-		Packages: []string{"haproxy"}, Accounts: []string{"haproxy"}},
+		Packages: []string{"haproxy"}, Accounts: []string{"haproxy"},
+		Exporter: &Exporter{Port: tcp(8405)}},
 
 	{Role: RoleStatic, Software: "lighttpd", Ports: []Port{tcp(80)},
 		Packages: []string{"lighttpd"}, Accounts: []string{"www-data"}},
@@ -395,24 +428,32 @@ var descriptors = []Descriptor{
 
 	// The app's choices name the web server in front of php-fpm, which
 	// reads the app's secrets as www-data.
+	// The exporter reads mod_status (or nginx's stub_status); the agent
+	// reads php-fpm's status, for which Debian packages no exporter,
+	// through the same loopback status server.
 	{Role: RoleApp, Software: "apache2", Ports: []Port{tcp(80)},
-		Packages: []string{"apache2", "php8.2-fpm"}, Accounts: []string{"www-data"}, SecretGroup: "www-data", SiteCheck: phpCheck},
+		Packages: []string{"apache2", "php8.2-fpm"}, Accounts: []string{"www-data"}, SecretGroup: "www-data", SiteCheck: phpCheck,
+		Exporter: &Exporter{Package: "prometheus-apache-exporter", Port: tcp(9117), Status: tcp(8079)}, Stats: StatsPHPFPM},
 	{Role: RoleApp, Software: "nginx", Ports: []Port{tcp(80)},
-		Packages: []string{"nginx", "php8.2-fpm"}, Accounts: []string{"www-data"}, SecretGroup: "www-data", SiteCheck: phpCheck},
+		Packages: []string{"nginx", "php8.2-fpm"}, Accounts: []string{"www-data"}, SecretGroup: "www-data", SiteCheck: phpCheck,
+		Exporter: &Exporter{Package: "prometheus-nginx-exporter", Port: tcp(9113), Status: tcp(8079)}, Stats: StatsPHPFPM},
 
 	{Role: RoleCache, Software: "memcached", Ports: []Port{tcp(11211)},
 		Packages: []string{"memcached"}, PHPClient: "php8.2-memcached", Accounts: []string{"memcache"},
-		PHPSessionHandler: "memcached", PHPSessionPath: "%s"},
+		PHPSessionHandler: "memcached", PHPSessionPath: "%s", Stats: StatsMemcached},
 	{Role: RoleCache, Software: "redis", Ports: []Port{tcp(6379)},
 		Packages: []string{"redis-server"}, PHPClient: "php8.2-redis", Accounts: []string{"redis"},
-		PHPSessionHandler: "redis", PHPSessionPath: "tcp://%s"},
+		PHPSessionHandler: "redis", PHPSessionPath: "tcp://%s",
+		Exporter: &Exporter{Package: "prometheus-redis-exporter", Port: tcp(9121)}},
 
 	{Role: RoleDB, Software: "mariadb", Ports: []Port{tcp(3306)},
 		Packages: []string{"mariadb-server", "mariadb-client"}, PHPClient: "php8.2-mysql", PDODriver: "mysql",
-		Accounts: []string{"mysql"}, DirOwner: "mysql", SecretGroup: "mysql", Backup: mariadbBackup, Durable: true},
+		Accounts: []string{"mysql"}, DirOwner: "mysql", SecretGroup: "mysql", Backup: mariadbBackup, Durable: true,
+		Exporter: &Exporter{Package: "prometheus-mysqld-exporter", Port: tcp(9104)}},
 	{Role: RoleDB, Software: "postgresql", Ports: []Port{tcp(5432)},
 		Packages: []string{"postgresql"}, PHPClient: "php8.2-pgsql", PDODriver: "pgsql",
-		Accounts: []string{"postgres"}, DirOwner: "postgres", SecretGroup: "postgres", Backup: postgresBackup, Durable: true},
+		Accounts: []string{"postgres"}, DirOwner: "postgres", SecretGroup: "postgres", Backup: postgresBackup, Durable: true,
+		Exporter: &Exporter{Package: "prometheus-postgres-exporter", Port: tcp(9187)}},
 
 	// The host mounts SFTP with sshfs, which depends on fuse3 and
 	// openssh-client. sshd chroots each user and writes login records.
@@ -535,7 +576,11 @@ var hostUnits = map[string][]string{
 	"prometheus":     {"prometheus.service"},
 	"postfix":        {"postfix.service"},
 
-	"prometheus-nginx-exporter": {"prometheus-nginx-exporter.service"},
+	"prometheus-nginx-exporter":    {"prometheus-nginx-exporter.service"},
+	"prometheus-apache-exporter":   {"prometheus-apache-exporter.service"},
+	"prometheus-mysqld-exporter":   {"prometheus-mysqld-exporter.service"},
+	"prometheus-postgres-exporter": {"prometheus-postgres-exporter.service"},
+	"prometheus-redis-exporter":    {"prometheus-redis-exporter.service"},
 }
 
 // HostUnits lists the host's own service units that installing packages

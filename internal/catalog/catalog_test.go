@@ -98,7 +98,7 @@ func TestHostUnits(t *testing.T) {
 				daemons[p] = true
 			}
 		}
-		if d.Exporter != nil {
+		if d.Exporter != nil && d.Exporter.Package != "" {
 			daemons[d.Exporter.Package] = true
 		}
 	}
@@ -109,6 +109,39 @@ func TestHostUnits(t *testing.T) {
 	}
 	if got := HostUnits([]string{"apache2", "php8.2-fpm", "nginx", "sshfs"}); !slices.Equal(got, []string{"apache-htcacheclean.service", "apache2.service", "nginx.service", "php8.2-fpm.service"}) {
 		t.Errorf("HostUnits = %q", got)
+	}
+}
+
+// TestMetrics: every role that serves visitors or the app has its figures
+// read, by an exporter or by the agent; an exporter's port is its own on
+// the node, and the agent reads php-fpm's status through a status server.
+func TestMetrics(t *testing.T) {
+	for _, d := range All() {
+		name := d.Role + "/" + d.Software
+		switch d.Role {
+		case RoleEdge, RoleApp, RoleCache, RoleDB:
+			if d.Exporter == nil && d.Stats == "" {
+				t.Errorf("%s: no exporter and nothing the agent translates", name)
+			}
+		}
+		if d.Stats != "" && d.Stats != StatsMemcached && d.Stats != StatsPHPFPM {
+			t.Errorf("%s: Stats %q is none the agent knows", name, d.Stats)
+		}
+		if d.Stats == StatsPHPFPM && (d.Exporter == nil || d.Exporter.Status.Number == 0) {
+			t.Errorf("%s: php-fpm's status needs the web server's status server (Exporter.Status)", name)
+		}
+		e := d.Exporter
+		if e == nil {
+			continue
+		}
+		ports := []Port{MetricsPort}
+		ports = append(ports, d.Ports...)
+		if slices.Contains(ports, e.Port) || (e.Status.Number != 0 && (slices.Contains(ports, e.Status) || e.Status == e.Port)) {
+			t.Errorf("%s: exporter ports %v/%v clash with the node's %v", name, e.Port, e.Status, ports)
+		}
+		if e.Package != "" && !strings.HasPrefix(e.Package, "prometheus-") {
+			t.Errorf("%s: exporter package %q", name, e.Package)
+		}
 	}
 }
 

@@ -100,6 +100,7 @@ func Build(st *spec.Stack) (*Plan, error) {
 			n.Metrics = metricsAddr(&n)
 			if st.ByRole(spec.RoleMonitor) != nil {
 				n.Exporter = exporterOf(&n)
+				n.Stats = statsOf(&n)
 			}
 			p.Nodes = append(p.Nodes, n)
 		}
@@ -183,6 +184,24 @@ func exporterOf(n *Node) *Exporter {
 	return e
 }
 
+// statsOf is where n's agent reads the figures it translates into
+// metrics, or nil if the catalog names none for n's software.
+func statsOf(n *Node) *Stats {
+	d, err := catalog.Lookup(n.Role, n.Software)
+	if err != nil || d.Stats == "" || !n.Metrics.IsValid() {
+		return nil
+	}
+	switch {
+	case d.Stats == catalog.StatsPHPFPM && n.Exporter != nil && n.Exporter.Status.IsValid():
+		return &Stats{Format: d.Stats, Addr: n.Exporter.Status}
+	case d.Stats == catalog.StatsMemcached && len(n.Listens) > 0:
+		// memcached listens on the node's address on the network its
+		// clients reach it over, which is the metrics address's.
+		return &Stats{Format: d.Stats, Addr: netip.AddrPortFrom(n.Metrics.Addr(), uint16(n.Listens[0].Number))}
+	}
+	return nil
+}
+
 // networksOf says which networks a role's nodes join. With a DMZ, the tiers
 // that face the edge move onto it, and the edge leaves the private network.
 func networksOf(role string, dmz bool) []string {
@@ -235,7 +254,11 @@ func (p *Plan) flows(st *spec.Stack) error {
 			if t != monitor {
 				add(monitor, t, Port{Proto: catalog.MetricsPort.Proto, Number: catalog.MetricsPort.Number}, "metrics of the node's agent")
 				if d, err := catalog.Lookup(t.Role, t.Software); err == nil && d.Exporter != nil {
-					add(monitor, t, Port{Proto: d.Exporter.Port.Proto, Number: d.Exporter.Port.Number}, "metrics of the role's exporter ("+d.Exporter.Package+")")
+					who := d.Exporter.Package
+					if who == "" {
+						who = t.Software + "'s own"
+					}
+					add(monitor, t, Port{Proto: d.Exporter.Port.Proto, Number: d.Exporter.Port.Number}, "metrics of the role's exporter ("+who+")")
 				}
 			}
 		}

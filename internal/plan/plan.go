@@ -167,7 +167,11 @@ type Node struct {
 	// Exporter is the role's Prometheus exporter in the node, when the
 	// stack has a monitor and the catalog knows one; nil otherwise.
 	Exporter *Exporter `json:"exporter,omitempty"`
-	Firewall Firewall  `json:"firewall"`
+	// Stats is what the node's agent reads from the daemon and serves as
+	// metrics itself, when the stack has a monitor and the catalog names
+	// figures Debian packages no exporter for; nil otherwise.
+	Stats    *Stats   `json:"stats,omitempty"`
+	Firewall Firewall `json:"firewall"`
 	// Mount is the site mount a static or app node gets from the storage
 	// node; nil for every other node, and when the stack has no storage.
 	Mount *Mount `json:"mount,omitempty"`
@@ -181,14 +185,25 @@ type Node struct {
 // Exporter is where a node's role exporter serves its metrics and where
 // it reads the daemon's figures.
 type Exporter struct {
-	// Package is the exporter's Debian package and its program's name.
-	Package string `json:"package"`
+	// Package is the exporter's Debian package and its program's name;
+	// empty when the daemon serves its metrics itself.
+	Package string `json:"package,omitempty"`
 	// Addr is the agent's metrics address with the exporter's port: only
 	// a flow from the monitor opens it.
 	Addr netip.AddrPort `json:"addr"`
 	// Status is the daemon's status page on the node's loopback, which
 	// only the exporter reads; invalid if the exporter needs none.
 	Status netip.AddrPort `json:"status,omitzero"`
+}
+
+// Stats is where a node's agent reads the daemon's figures that it
+// translates into metrics.
+type Stats struct {
+	// Format is catalog.StatsMemcached or catalog.StatsPHPFPM.
+	Format string `json:"format"`
+	// Addr is the daemon's service address (memcached) or the web
+	// server's status server on the node's loopback (php-fpm).
+	Addr netip.AddrPort `json:"addr"`
 }
 
 // The storage node's accounts. The static tier reads the site as
@@ -429,7 +444,7 @@ func (p *Plan) Packages(n *Node) []string {
 		return nil
 	}
 	out := slices.Clone(d.Packages)
-	if n.Exporter != nil {
+	if n.Exporter != nil && n.Exporter.Package != "" {
 		out = append(out, n.Exporter.Package)
 	}
 	if n.Role == spec.RoleApp {

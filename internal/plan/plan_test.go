@@ -3,6 +3,7 @@ package plan_test
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -531,33 +532,77 @@ func TestMail(t *testing.T) {
 	}
 }
 
-// TestExporters: with a monitor, the edge's role exporter is a plan fact
+// TestExporters: with a monitor, each role's exporter is a plan fact
 // beside its agent, the monitor alone may reach it, and its port is in the
-// matrix; without a monitor there is none.
+// matrix; where Debian has none, the agent reads the daemon's figures on
+// the node itself. Without a monitor there is none of it.
 func TestExporters(t *testing.T) {
-	p := build(t, "name: mon\ntiers:\n  edge: {}\n  app: {}\n  cache: {}\n  monitor: {}\n")
-	edge := p.Node("edge")
-	e := edge.Exporter
-	if e == nil || e.Addr != netip.AddrPortFrom(edge.Metrics.Addr(), 9113) || e.Status != netip.MustParseAddrPort("127.0.0.1:8079") {
-		t.Fatalf("edge exporter = %+v; want 9113 beside the agent (%v), reading 127.0.0.1:8079", e, edge.Metrics)
-	}
-	if n := p.Node("cache"); n.Exporter != nil {
-		t.Errorf("memcached has no exporter in Debian, but the plan gives it %+v", n.Exporter)
-	}
-	port := plan.Port{Proto: "tcp", Number: 9113}
-	if !p.Matrix.Allowed("monitor", "edge", port) || !slices.Contains(p.Matrix.Ports, port) {
-		t.Errorf("the matrix does not let the monitor reach the edge's exporter")
-	}
-	for _, from := range []string{"outside", "app-1", "cache"} {
-		if p.Matrix.Allowed(from, "edge", port) {
-			t.Errorf("%s may reach the edge's exporter", from)
+	for _, c := range []struct {
+		tiers string
+		ports map[string]int    // node -> exporter port
+		pkgs  map[string]string // node -> package ("" for the daemon's own)
+		stats map[string]string // node -> what its agent reads, format@addr
+	}{
+		{"edge: {}\n  app: {}\n  cache: {}\n  db: {}\n",
+			map[string]int{"edge": 9113, "app-1": 9117, "db": 9104},
+			map[string]string{"edge": "prometheus-nginx-exporter", "app-1": "prometheus-apache-exporter", "db": "prometheus-mysqld-exporter"},
+			map[string]string{"app-1": "php-fpm@127.0.0.1:8079", "cache": "memcached@10.77.0.3:11211"}},
+		{"edge: {software: haproxy}\n  app: {software: nginx}\n  cache: {software: redis}\n  db: {software: postgresql}\n",
+			map[string]int{"edge": 8405, "app-1": 9113, "cache": 9121, "db": 9187},
+			map[string]string{"edge": "", "app-1": "prometheus-nginx-exporter", "cache": "prometheus-redis-exporter", "db": "prometheus-postgres-exporter"},
+			map[string]string{"app-1": "php-fpm@127.0.0.1:8079"}},
+	} {
+		p := build(t, "name: mon\ntiers:\n  "+c.tiers+"  monitor: {}\n")
+		for _, n := range p.Nodes {
+			e := n.Exporter
+			want, ok := c.ports[n.Name]
+			switch {
+			case !ok && e != nil:
+				t.Errorf("%s (%s) has exporter %+v; want none", n.Name, n.Software, e)
+			case ok && (e == nil || e.Addr != netip.AddrPortFrom(n.Metrics.Addr(), uint16(want)) || e.Package != c.pkgs[n.Name]):
+				t.Errorf("%s (%s) exporter = %+v; want %s on port %d beside the agent (%v)", n.Name, n.Software, e, c.pkgs[n.Name], want, n.Metrics)
+			}
+			got := ""
+			if n.Stats != nil {
+				got = n.Stats.Format + "@" + n.Stats.Addr.String()
+			}
+			if got != c.stats[n.Name] {
+				t.Errorf("%s (%s) stats = %q, want %q", n.Name, n.Software, got, c.stats[n.Name])
+			}
+			if !ok {
+				continue
+			}
+			port := plan.Port{Proto: "tcp", Number: want}
+			if !p.Matrix.Allowed("monitor", n.Name, port) || !slices.Contains(p.Matrix.Ports, port) {
+				t.Errorf("the matrix does not let the monitor reach %s's exporter", n.Name)
+			}
+			for _, from := range p.Matrix.Sources {
+				if from != "monitor" && from != n.Name && p.Matrix.Allowed(from, n.Name, port) {
+					t.Errorf("%s may reach %s's exporter", from, n.Name)
+				}
+			}
 		}
-	}
-	p = build(t, "name: mon\ntiers:\n  edge: {}\n  app: {}\n")
-	if e := p.Node("edge").Exporter; e != nil {
-		t.Errorf("edge exporter without a monitor: %+v", e)
-	}
-	if slices.Contains(p.Matrix.Ports, port) {
-		t.Errorf("port 9113 in the matrix without a monitor")
+		if e := p.Node("edge").Exporter; e != nil && e.Status.IsValid() && e.Status != netip.MustParseAddrPort("127.0.0.1:8079") {
+			t.Errorf("edge exporter reads %v; want 127.0.0.1:8079", e.Status)
+		}
+		pkgs := p.Packages(p.Node("edge"))
+		if slices.Contains(pkgs, "") {
+			t.Errorf("edge packages %q hold an empty name", pkgs)
+		}
+
+		bare := build(t, "name: mon\ntiers:\n  "+c.tiers)
+		for _, n := range bare.Nodes {
+			if n.Exporter != nil || n.Stats != nil {
+				t.Errorf("without a monitor, %s has exporter %+v, stats %+v", n.Name, n.Exporter, n.Stats)
+			}
+			if pkgs := bare.Packages(&n); slices.ContainsFunc(pkgs, func(s string) bool { return strings.HasPrefix(s, "prometheus") }) {
+				t.Errorf("without a monitor, %s installs %q", n.Name, pkgs)
+			}
+		}
+		for port := range maps.Values(c.ports) {
+			if slices.Contains(bare.Matrix.Ports, plan.Port{Proto: "tcp", Number: port}) {
+				t.Errorf("port %d in the matrix without a monitor", port)
+			}
+		}
 	}
 }

@@ -50,6 +50,12 @@ type appConf struct {
 	PHPPath  string // a request path that names one: nginx's location
 
 	FPM fpmPool
+
+	// Status is the web server's status server on the node's loopback,
+	// for the role exporter (mod_status, stub_status) and the agent
+	// (php-fpm's status at FPMStatus, the pool's pm.status_path); empty
+	// without a monitor.
+	Status, FPMStatus string
 }
 
 // appWritable is one writable directory, as a request path ("/uploads/")
@@ -82,10 +88,14 @@ func appApache(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 	c.Log.Error = path.Join(in.Layout.Log, "apache2-error.log")
 	c.Log.Access = path.Join(in.Layout.Log, "apache2-access.log")
 	// Debian builds unixd (User, Group) and log_config into the binary.
-	for _, m := range []string{"mpm_worker", "authz_core", "alias", "mime", "dir", "headers", "remoteip", "setenvif", "reqtimeout", "proxy", "proxy_fcgi", "buffer"} {
+	modules := []string{"mpm_worker", "authz_core", "alias", "mime", "dir", "headers", "remoteip", "setenvif", "reqtimeout", "proxy", "proxy_fcgi", "buffer"}
+	if c.Status != "" {
+		modules = append(modules, "status")
+	}
+	for _, m := range modules {
 		c.Modules = append(c.Modules, apacheModule{Name: m + "_module", Path: path.Join(appApacheModules, "mod_"+m+".so")})
 	}
-	return appRender(c, in, "apache2", "app-apache2.conf.tmpl",
+	return appRender(n, c, in, "apache2", "app-apache2.conf.tmpl",
 		[]string{"apache2", "-f", in.Layout.conf("apache2.conf"), "-DFOREGROUND"})
 }
 
@@ -101,14 +111,15 @@ func appNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service, 
 	c.Temp = path.Join(in.Layout.Run, "nginx-")
 	// -e: nginx opens its compiled-in error log before it reads the
 	// config, and that path is on the node's read-only root.
-	return appRender(c, in, "nginx", "app-nginx.conf.tmpl",
+	return appRender(n, c, in, "nginx", "app-nginx.conf.tmpl",
 		[]string{"nginx", "-c", in.Layout.conf("nginx.conf"), "-e", c.Log.Error})
 }
 
 // appRender renders the web server's config, php-fpm's config and the DB
-// password file, and the two services: php-fpm first, as the web server
-// hands it every PHP request.
-func appRender(c *appConf, in Input, server, tmpl string, argv []string) ([]File, []service.Service, error) {
+// password file, and the services: php-fpm first, as the web server
+// hands it every PHP request, with a monitor the role exporter, and the
+// web server last.
+func appRender(n *plan.Node, c *appConf, in Input, server, tmpl string, argv []string) ([]File, []service.Service, error) {
 	web, err := execTemplate(tmpl, c)
 	if err != nil {
 		return nil, nil, err
@@ -138,10 +149,17 @@ func appRender(c *appConf, in Input, server, tmpl string, argv []string) ([]File
 			Argv:    []string{"php-fpm8.2", "-F", "-y", in.Layout.conf("php-fpm.conf")},
 			Setup:   append([]string{"install", "-d", "-m", "1733"}, dirs...),
 			Creates: dirs[len(dirs)-1],
+			// The agent reads the pool's status through the web
+			// server's status server.
+			Stats: statsOf(n, in),
 		},
-		{Name: server, Argv: argv},
 	}
-	return files, svcs, nil
+	if e, ok, err := exporterService(n, in, exporterDaemon{}); err != nil {
+		return nil, nil, err
+	} else if ok {
+		svcs = append(svcs, e)
+	}
+	return files, append(svcs, service.Service{Name: server, Argv: argv}), nil
 }
 
 // newAppConf gathers what both app variants share: where to listen, where
@@ -170,6 +188,9 @@ func newAppConf(p *plan.Plan, n *plan.Node, in Input) (*appConf, error) {
 	}
 	for _, w := range p.Site.Writable {
 		c.Writable = append(c.Writable, appWritable{URL: "/" + w + "/", Dir: path.Join(l.Shared, w)})
+	}
+	if e := n.Exporter; e != nil && e.Status.IsValid() {
+		c.Status, c.FPMStatus = e.Status.String(), catalog.StatusPathPHPFPM
 	}
 	c.Handler = "proxy:unix:" + c.Socket + "|fcgi://localhost"
 	c.Log.FPM = path.Join(l.Log, "php-fpm.log")

@@ -29,6 +29,18 @@ var appCases = []struct {
 }{
 	{"default", "apache2", "apache2.conf", plan.NetPrivate},
 	{"alt", "nginx", "nginx.conf", plan.NetDMZ},
+	{"default+monitor", "apache2", "apache2.conf", plan.NetPrivate},
+}
+
+// appPlan is the plan of an app case's stack: a stack of testdata, or
+// with "+monitor" the default stack with a monitor, whose app nodes serve
+// a status server (the alt stack has one too).
+func appPlan(t *testing.T, stack string) *plan.Plan {
+	t.Helper()
+	if stack == "default+monitor" {
+		return planFrom(t, []byte("name: demo\ntiers:\n  edge: {}\n  static: {}\n  app: {replicas: 2}\n  cache: {}\n  db: {}\n  storage: {}\n  monitor: {}\n"))
+	}
+	return loadPlan(t, stack)
 }
 
 // TestAppConfigCheck runs each web server's and php-fpm's own offline check
@@ -36,7 +48,8 @@ var appCases = []struct {
 func TestAppConfigCheck(t *testing.T) {
 	for _, c := range appCases {
 		t.Run(c.stack+"/"+c.server, func(t *testing.T) {
-			p, n, l := renderRole(t, c.stack, spec.RoleApp)
+			p := appPlan(t, c.stack)
+			n, l := writeNode(t, p, p.Role(spec.RoleApp)[0].Name, testSecrets(p))
 			fpm := requireTool(t, "php-fpm8.2")
 			web := requireTool(t, c.server)
 			conf := filepath.Join(l.Conf, c.conf)
@@ -58,8 +71,12 @@ func TestAppConfigCheck(t *testing.T) {
 			}
 			mustRun(t, argv...)
 			mustRun(t, fpm, "-t", "-y", filepath.Join(l.Conf, "php-fpm.conf"))
-			if got := appServiceNames(n); got != "php-fpm "+c.server {
-				t.Errorf("services = %q, want php-fpm then %s", got, c.server)
+			want := "php-fpm " + c.server
+			if e := p.Role(spec.RoleApp)[0].Exporter; e != nil {
+				want = "php-fpm " + strings.TrimPrefix(e.Package, "prometheus-") + " " + c.server
+			}
+			if got := appServiceNames(n); got != want {
+				t.Errorf("services = %q, want %q", got, want)
 			}
 		})
 	}
@@ -69,7 +86,8 @@ func TestAppConfigCheck(t *testing.T) {
 func TestAppFacts(t *testing.T) {
 	for _, c := range appCases {
 		t.Run(c.stack, func(t *testing.T) {
-			p, n, l := renderRole(t, c.stack, spec.RoleApp)
+			p := appPlan(t, c.stack)
+			n, l := writeNode(t, p, p.Role(spec.RoleApp)[0].Name, testSecrets(p))
 			node := p.Role(spec.RoleApp)[0]
 			web := string(fileOf(t, n, c.conf).Data)
 			fpm := string(fileOf(t, n, "php-fpm.conf").Data)
@@ -90,8 +108,13 @@ func TestAppFacts(t *testing.T) {
 			for _, m := range listenRE.FindAllStringSubmatch(web, -1) {
 				listens = append(listens, m[1])
 			}
-			if len(listens) != 1 || listens[0] != want {
-				t.Errorf("%s listens on %v, want only %s", c.conf, listens, want)
+			wantListens := []string{want}
+			if e := node.Exporter; e != nil {
+				// With a monitor, the status server, on the loopback.
+				wantListens = append(wantListens, e.Status.String())
+			}
+			if !slices.Equal(listens, wantListens) {
+				t.Errorf("%s listens on %v, want only %v", c.conf, listens, wantListens)
 			}
 
 			// PHP finds the database at the db node's address on the app's
@@ -214,7 +237,7 @@ func TestAppRefusesUnquotablePaths(t *testing.T) {
 func TestAppServes(t *testing.T) {
 	for _, c := range appCases {
 		t.Run(c.stack+"/"+c.server, func(t *testing.T) {
-			w := loadPlan(t, c.stack).Site.Writable[0]
+			w := appPlan(t, c.stack).Site.Writable[0]
 			index := `<?php
 header('Content-Type: text/plain');
 if ($_SERVER['REQUEST_METHOD'] === 'POST') {
@@ -327,6 +350,37 @@ echo function_exists('exec') ? "exec" : "noexec", "\n";
 				t.Errorf("GET /%s/upload.txt: %d %q, want the uploaded bytes", w, res.StatusCode, body)
 			}
 
+			// With a monitor, the status server on the loopback serves the
+			// web server's status and php-fpm's, and nothing of the site;
+			// the site's address serves neither.
+			if a.status != "" {
+				page := map[string]string{"apache2": "/server-status?auto", "nginx": "/stub_status"}[c.server]
+				figure := map[string]string{"apache2": "BusyWorkers: ", "nginx": "Active connections: "}[c.server]
+				for _, g := range []struct{ url, want string }{
+					{"http://" + a.status + page, figure},
+					{"http://" + a.status + "/fpm-status?json", `"accepted conn":`},
+				} {
+					if res, body := appGet(t, g.url); res.StatusCode != 200 || !strings.Contains(body, g.want) {
+						t.Errorf("GET %s: %d %q, want 200 with %q", g.url, res.StatusCode, body, g.want)
+					}
+				}
+				if res, body := appGet(t, "http://"+a.status+"/index.php"); res.StatusCode == 200 || strings.Contains(body, node.Name) {
+					t.Errorf("the status server served the site: %d %q", res.StatusCode, body)
+				}
+				// The scrapes are not the site's traffic: the access log
+				// leaves them out.
+				accessLog, _ := os.ReadFile(filepath.Join(a.layout.Log, c.server+"-access.log"))
+				if bytes.Contains(accessLog, []byte("status")) {
+					t.Errorf("the access log has the status server's requests:\n%s", accessLog)
+				}
+				for _, path := range []string{page, "/fpm-status?json"} {
+					if _, body := appGet(t, base+path); strings.Contains(body, "accepted conn") || strings.Contains(body, figure) {
+						t.Errorf("the site's address serves %s: %q", path, body)
+					}
+				}
+
+			}
+
 			res, body := appGet(t, base+"/.env")
 			if res.StatusCode != 403 || strings.Contains(body, "SECRET") {
 				t.Errorf("GET /.env: %d %q, want 403", res.StatusCode, body)
@@ -347,6 +401,7 @@ type liveApp struct {
 	node   *plan.Node
 	layout render.Layout
 	base   string // "http://127.0.0.1:PORT"
+	status string // the status server's address, with a monitor
 	www    struct{ uid, gid int }
 }
 
@@ -360,8 +415,9 @@ func startApp(t *testing.T, stack, server, conf, edgeNet string, site, shared ma
 	t.Helper()
 	requireTool(t, "php-fpm8.2")
 	requireTool(t, server)
-	p, n, l := renderRole(t, stack, spec.RoleApp)
+	p := appPlan(t, stack)
 	node := p.Role(spec.RoleApp)[0]
+	n, l := writeNode(t, p, node.Name, testSecrets(p))
 	logsOnFailure(t, l)
 	www, err := user.LookupGroup("www-data")
 	if err != nil {
@@ -402,12 +458,21 @@ func startApp(t *testing.T, stack, server, conf, edgeNet string, site, shared ma
 		t.Fatalf("%s does not name the edge's address %s", conf, edge)
 	}
 	web = regexp.MustCompile(regexp.QuoteMeta(edge)+`\b`).ReplaceAllString(web, appEdge)
+	var status string
+	if e := node.Exporter; e != nil {
+		// The status server, on a free loopback port of the host.
+		status = "127.0.0.1:" + strconv.Itoa(freePort(t, "127.0.0.1"))
+		web = strings.ReplaceAll(web, e.Status.String(), status)
+	}
 	local := filepath.Join(l.Conf, "loopback-"+conf)
 	if err := os.WriteFile(local, []byte(web), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
 	for _, s := range n.Services {
+		if node.Exporter != nil && s.Name == strings.TrimPrefix(node.Exporter.Package, "prometheus-") {
+			continue // it would serve on the node's address, which the host lacks
+		}
 		if len(s.Setup) > 0 {
 			mustRun(t, s.Setup...)
 		}
@@ -424,7 +489,7 @@ func startApp(t *testing.T, stack, server, conf, edgeNet string, site, shared ma
 			d.waitDial(t, "127.0.0.1:"+port)
 		}
 	}
-	a := liveApp{plan: p, node: node, layout: l, base: "http://127.0.0.1:" + port}
+	a := liveApp{plan: p, node: node, layout: l, base: "http://127.0.0.1:" + port, status: status}
 	a.www.uid, a.www.gid = wwwUID, gid
 	return a
 }

@@ -63,7 +63,9 @@ func cacheMemcached(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Ser
 		"-W", // no watch: it streams every key to any client
 		"-v",
 	)
-	return nil, []service.Service{{Name: "memcached", Argv: argv}}, nil
+	// Debian packages no exporter for memcached: with a monitor, the agent
+	// reads its stats itself.
+	return nil, []service.Service{{Name: "memcached", Argv: argv, Stats: statsOf(n, in)}}, nil
 }
 
 // redisConf is what templates/cache-redis.conf.tmpl sees.
@@ -107,5 +109,6 @@ func cacheRedis(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service
 		Setup:   []string{"install", "-d", "-o", "redis", "-g", "redis", "-m", "0750", run},
 		Creates: run,
 	}
-	return []File{{Path: "redis.conf", Mode: 0o644, Data: conf}}, []service.Service{svc}, nil
+	svcs, err := withExporter(n, in, exporterDaemon{Addr: hostPort(listenHost(listen[0], in), c.Port)}, []service.Service{svc})
+	return []File{{Path: "redis.conf", Mode: 0o644, Data: conf}}, svcs, err
 }

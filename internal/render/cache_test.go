@@ -131,10 +131,14 @@ func TestCacheRedisServes(t *testing.T) {
 			t.Errorf("redis.conf lacks %q", line)
 		}
 	}
-	if len(n.Services) != 1 || n.Services[0].Name != "redis" {
-		t.Fatalf("services = %+v, want redis alone", n.Services)
+	// The alt stack has a monitor: redis's exporter, then redis.
+	if len(n.Services) != 2 || n.Services[0].Name != "redis-exporter" || n.Services[1].Name != "redis" {
+		t.Fatalf("services = %+v, want redis's exporter, then redis", n.Services)
 	}
-	svc := n.Services[0]
+	if argv, want := n.Services[0].Argv, "-redis.addr=redis://"+cacheAddr(t, p)+":6379"; !slices.Contains(argv, want) {
+		t.Errorf("exporter argv %q lacks %q", argv, want)
+	}
+	svc := n.Services[1]
 
 	logsOnFailure(t, l)
 	mustRun(t, svc.Setup...)

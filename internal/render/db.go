@@ -74,6 +74,15 @@ type dbConf struct {
 	// PostgreSQL's files.
 	HBA, Ident, Run          string
 	SharedBuffersMB, CacheMB int64
+
+	// Monitor is the account of the role exporter, quoted for the
+	// engine, which logs in as the system user of the same name on the
+	// local socket; MonitorLit is the name as a literal. Empty without
+	// a monitor: the account is dropped.
+	Monitor, MonitorLit string
+	// PostgreSQL: the monitor's name as a string literal, and the
+	// statement that creates its role, as one, for \gexec.
+	MonitorName, CreateMonitor string
 }
 
 // BackupVars are the values of the catalog's backup placeholders (see
@@ -121,6 +130,10 @@ func dbMariaDB(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 		u.Account = c.User + "@" + hosts[i]
 	}
 	c.Hosts = strings.Join(hosts, ", ")
+	c.MonitorLit = mariadbString(catalog.MonitorAccount) + "@'localhost'"
+	if n.Exporter != nil {
+		c.Monitor = c.MonitorLit
+	}
 
 	cnf, err := execTemplate("db-mariadb.cnf.tmpl", c)
 	if err != nil {
@@ -148,7 +161,8 @@ func dbMariaDB(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 		// root, it applies changed grants to a running server.
 		Reload: &service.Reload{Argv: []string{"mariadb", "--defaults-file=" + conf, "--batch", "--execute=source " + c.InitFile}},
 	}
-	return files, []service.Service{svc}, nil
+	svcs, err := withExporter(n, in, exporterDaemon{Socket: c.Socket}, []service.Service{svc})
+	return files, svcs, err
 }
 
 // dbPostgres renders PostgreSQL 15: postgresql.conf, pg_hba.conf and the
@@ -175,6 +189,12 @@ func dbPostgres(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service
 	c.CreateDB = pgString("CREATE DATABASE " + c.DB + " OWNER " + c.User + " ENCODING 'UTF8' LOCALE 'C.UTF-8' TEMPLATE template0")
 	if c.Password, err = dbPassword(in.Secrets.DBPassword, pgString); err != nil {
 		return nil, nil, err
+	}
+	c.MonitorLit = pgIdent(catalog.MonitorAccount)
+	if n.Exporter != nil {
+		c.Monitor = c.MonitorLit
+		c.MonitorName = pgString(catalog.MonitorAccount)
+		c.CreateMonitor = pgString("CREATE ROLE " + c.Monitor)
 	}
 	conf, err := execTemplate("db-postgresql.conf.tmpl", c)
 	if err != nil {
@@ -222,7 +242,8 @@ func dbPostgres(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service
 		// else changed for the pool.
 		Reload: &service.Reload{Signal: "HUP", Argv: initSQLRun},
 	}
-	return files, []service.Service{svc}, nil
+	svcs, err := withExporter(n, in, exporterDaemon{Socket: l.Run, Port: c.Port}, []service.Service{svc})
+	return files, svcs, err
 }
 
 // newDBConf gathers what both databases share: the addresses to listen on,
@@ -263,6 +284,9 @@ func newDBConf(p *plan.Plan, n *plan.Node, in Input) (*dbConf, error) {
 	}
 	if len(c.Users) == 0 {
 		return nil, fmt.Errorf("no app node reaches %s on %s/%d, so nobody could use the database", n.Name, port.Proto, port.Number)
+	}
+	if p.Site.DBUser == catalog.MonitorAccount {
+		return nil, fmt.Errorf("the site's database user is %s, the monitor's account; name it otherwise (site.database.user)", catalog.MonitorAccount)
 	}
 	c.MaxConnections = connectionSlots(c.Workers + dbReserved)
 	return c, nil

@@ -2,6 +2,7 @@ package render_test
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
@@ -159,6 +160,42 @@ func TestMariaDBLive(t *testing.T) {
 		t.Errorf("the old password still works: %s", out)
 	}
 	d.stop(t)
+
+	// With a monitor, the exporter's account logs in as the system user
+	// it runs as, on the socket alone, and holds no privilege: it reads
+	// the server's status, not the site. Without one, it is gone.
+	_, err := user.Lookup(catalog.MonitorAccount)
+	hosttest.Require(t, err == nil, "the %s account (apt-get install prometheus): %v", catalog.MonitorAccount, err)
+	db := p.Role(spec.RoleDB)[0]
+	db.Exporter = &plan.Exporter{Package: "prometheus-mysqld-exporter", Addr: netip.MustParseAddrPort("127.0.0.1:9104")}
+	rerenderRole(t, p, spec.RoleDB, l, withPassword(testSecrets(p), trickyPassword))
+	ownLayout(t, l, "mysql", "secrets/mariadb-init.sql")
+	d = start()
+	monitor := func(as, q string) (string, error) {
+		argv := []string{"setpriv", "--reuid=" + as, "--regid=" + as, "--init-groups", "--", "mariadb", "--no-defaults",
+			"--socket=" + filepath.Join(l.Run, "mysqld.sock"), "-u", catalog.MonitorAccount, "-N", "-B", "-e", q}
+		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	if out, err := monitor(catalog.MonitorAccount, "SHOW GRANTS; SHOW GLOBAL STATUS LIKE 'Uptime'"); err != nil ||
+		!strings.HasPrefix(out, "GRANT USAGE ON *.* TO `prometheus`@`localhost` IDENTIFIED VIA unix_socket WITH MAX_USER_CONNECTIONS 3\nUptime\t") {
+		t.Errorf("the exporter's account: %v: %q, want USAGE alone, reading the status", err, out)
+	}
+	if out, err := monitor(catalog.MonitorAccount, "USE site"); err == nil {
+		t.Errorf("the exporter's account reached the site's database: %s", out)
+	}
+	if out, err := monitor("mysql", "SELECT 1"); err == nil {
+		t.Errorf("another system user logged in as the exporter's account: %s", out)
+	}
+	d.stop(t)
+	db.Exporter = nil
+	rerenderRole(t, p, spec.RoleDB, l, withPassword(testSecrets(p), trickyPassword))
+	ownLayout(t, l, "mysql", "secrets/mariadb-init.sql")
+	d = start()
+	if got := must("SELECT COUNT(*) FROM mysql.user WHERE User = 'prometheus'"); got != "0" {
+		t.Errorf("without a monitor, the exporter's account still exists")
+	}
+	d.stop(t)
 }
 
 // TestPostgresHBA checks that pg_hba.conf lets the site user in from exactly
@@ -171,7 +208,9 @@ func TestPostgresHBA(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []string{"local all postgres peer"}
+		// The alt stack has a monitor: its exporter logs in as itself on
+		// the socket, to the postgres database alone.
+		want := []string{"local all postgres peer", "local postgres \"prometheus\" peer"}
 		for _, a := range p.Role(spec.RoleApp) {
 			want = append(want, fmt.Sprintf("host %q %q %s/32 scram-sha-256", p.Site.DBName, p.Site.DBUser, a.Addr(plan.NetPrivate)))
 		}
@@ -183,7 +222,7 @@ func TestPostgresHBA(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want = []string{"local all postgres peer", fmt.Sprintf("host %q %q %s scram-sha-256", p.Site.DBName, p.Site.DBUser, testCluster.PodCIDR)}
+		want = []string{want[0], want[1], fmt.Sprintf("host %q %q %s scram-sha-256", p.Site.DBName, p.Site.DBUser, testCluster.PodCIDR)}
 		if got := confLines(string(fileOf(t, n, "pg_hba.conf").Data)); !slices.Equal(got, want) {
 			t.Errorf("%s on a cluster: pg_hba.conf rules:\n%s\nwant:\n%s", stack, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
@@ -206,7 +245,7 @@ func TestPostgresLive(t *testing.T) {
 	hosttest.Require(t, err == nil, "postgresql-15 (apt-get install postgresql): %v", err)
 	requireTool(t, "setpriv")
 	p, n, l := renderRole(t, "alt", spec.RoleDB)
-	svc := n.Services[0]
+	svc := n.Services[len(n.Services)-1] // after the monitor's exporter
 	ownLayout(t, l, "postgres", "secrets/postgresql-init.sql")
 	mustRun(t, svc.Setup...)
 	if _, err := os.Stat(svc.Creates); err != nil {
@@ -254,6 +293,25 @@ func TestPostgresLive(t *testing.T) {
 	}
 	if out, err := site("golden-db-password", p.Site.DBName); err == nil || !strings.Contains(out, "no pg_hba.conf entry") {
 		t.Errorf("the site user logged in from 127.0.0.1, which is no app node's address (%v): %s", err, out)
+	}
+
+	// The monitor's exporter logs in as the system user it runs as, to
+	// the postgres database alone, and reads the statistics; it is no
+	// superuser and cannot reach the site's data.
+	_, err = user.Lookup(catalog.MonitorAccount)
+	hosttest.Require(t, err == nil, "the %s account (apt-get install prometheus): %v", catalog.MonitorAccount, err)
+	monitor := func(db string) (string, error) {
+		argv := []string{"setpriv", "--reuid=" + catalog.MonitorAccount, "--regid=" + catalog.MonitorAccount, "--init-groups", "--",
+			filepath.Join(bin, "psql"), "-X", "-A", "-t", "-h", l.Run, "-p", port, "-U", catalog.MonitorAccount, "-d", db,
+			"-c", "SELECT rolsuper FROM pg_roles WHERE rolname = current_user; SELECT count(*) > 0 FROM pg_stat_database"}
+		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	if out, err := monitor("postgres"); err != nil || out != "f\nt" {
+		t.Errorf("the exporter's account on postgres: %v: %q, want no superuser that reads pg_stat_database", err, out)
+	}
+	if out, err := monitor(p.Site.DBName); err == nil {
+		t.Errorf("the exporter's account reached the site's database: %s", out)
 	}
 
 	// app-1 moves to 127.0.0.1 and the password changes; the driver would
@@ -358,7 +416,7 @@ func TestBackupPrograms(t *testing.T) {
 		if want := (catalog.BackupVars{Conf: l.Conf, Run: l.Run, DB: p.Site.DBName, User: p.Site.DBUser, Port: db.Listens[0].Number}); vars != want {
 			t.Errorf("%s: BackupVars %+v, want %+v", stack, vars, want)
 		}
-		svc := n.Services[0]
+		svc := n.Services[len(n.Services)-1] // the server, after any exporter
 		for _, argv := range [][]string{d.Backup.Dump, d.Backup.Restore} {
 			got, err := vars.Expand(argv)
 			if err != nil {

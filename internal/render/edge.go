@@ -40,7 +40,10 @@ type edgeConf struct {
 	Log       string // nginx's access log
 	// Status is where nginx serves stub_status for the role exporter, on
 	// the node's loopback; empty without one.
-	Status    string
+	Status string
+	// Metrics is where haproxy serves its own metrics for the monitor;
+	// empty without a monitor.
+	Metrics   string
 	BodyMB    int
 	BodyBytes int
 }
@@ -78,6 +81,9 @@ func newEdgeConf(p *plan.Plan, n *plan.Node, in Input) (*edgeConf, error) {
 	}
 	if e := n.Exporter; e != nil && e.Status.IsValid() {
 		c.Status = e.Status.String()
+	}
+	if e := n.Exporter; e != nil && e.Package == "" {
+		c.Metrics, _ = exporterListen(n, in)
 	}
 	if !c.Public.IsValid() {
 		return nil, fmt.Errorf("%s has no address on the %s network", n.Name, plan.NetPublic)
@@ -157,26 +163,8 @@ func edgeNginx(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Service,
 		// the access log.
 		AccessLog: c.Log,
 	}
-	if e := n.Exporter; e != nil {
-		return files, []service.Service{nginxExporter(e), svc}, nil
-	}
-	return files, []service.Service{svc}, nil
-}
-
-// nginxExporter runs Debian's nginx exporter, which turns stub_status into
-// Prometheus's format for the monitor: requests and connections.
-func nginxExporter(e *plan.Exporter) service.Service {
-	return service.Service{
-		Name: "nginx-exporter",
-		Argv: []string{"setpriv", "--reuid=www-data", "--regid=www-data", "--init-groups", "--",
-			e.Package,
-			"-nginx.scrape-uri=http://" + e.Status.String() + "/stub_status",
-			// nginx may start after it: it retries rather than exit.
-			"-nginx.retries=30", "-nginx.retry-interval=1s",
-			"-web.listen-address=" + e.Addr.String(),
-		},
-		Ready: []string{e.Addr.String()},
-	}
+	svcs, err := withExporter(n, in, exporterDaemon{}, []service.Service{svc})
+	return files, svcs, err
 }
 
 // edgeHAProxy renders haproxy as the edge, with the same routing as nginx

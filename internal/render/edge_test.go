@@ -290,10 +290,18 @@ func checkEdgeHAProxy(t *testing.T, p *plan.Plan, edge *plan.Node, conf string, 
 	for _, m := range binds {
 		got = append(got, m[1])
 	}
-	if want := []string{pub + ":80", pub + ":443"}; !slices.Equal(got, want) {
-		t.Errorf("binds %v, want only the public address %v", got, want)
+	want := []string{pub + ":80", pub + ":443"}
+	if e := edge.Exporter; e != nil {
+		// haproxy's own metrics, on the metrics address alone.
+		want = append([]string{e.Addr.String()}, want...)
+		if e.Package != "" || e.Addr.Addr() != edge.Metrics.Addr() || !strings.Contains(conf, "use-service prometheus-exporter") {
+			t.Errorf("haproxy with a monitor: exporter %+v, want its own on %v", e, edge.Metrics.Addr())
+		}
 	}
-	want := pools(p, edge)
+	if !slices.Equal(got, want) {
+		t.Errorf("binds %v, want only %v", got, want)
+	}
+	pool := pools(p, edge)
 	for _, role := range []string{spec.RoleApp, spec.RoleStatic} {
 		be := haproxySection(t, conf, "backend "+role)
 		servers := regexp.MustCompile(`(?m)^server \S+ (\S+) check$`).FindAllStringSubmatch(be, -1)
@@ -301,8 +309,8 @@ func checkEdgeHAProxy(t *testing.T, p *plan.Plan, edge *plan.Node, conf string, 
 		for _, m := range servers {
 			addrs = append(addrs, m[1])
 		}
-		if !slices.Equal(addrs, want[role]) || len(addrs) == 0 {
-			t.Errorf("backend %s has %v, want every %s node %v with check", role, addrs, role, want[role])
+		if !slices.Equal(addrs, pool[role]) || len(addrs) == 0 {
+			t.Errorf("backend %s has %v, want every %s node %v with check", role, addrs, role, pool[role])
 		}
 		for _, d := range []string{"balance roundrobin", "http-reuse safe", "http-check send meth GET uri /healthz"} {
 			if !strings.Contains(be, d) {
@@ -558,6 +566,10 @@ func startEdge(t *testing.T, stack, software, base string, redirect bool) liveEd
 		l.Close()
 	}
 	moveToLoopback(p, edge, plan.NetPublic, pub)
+	if e := edge.Exporter; e != nil {
+		// The metrics address, which haproxy serves its own on.
+		e.Addr = netip.AddrPortFrom(netip.MustParseAddr(base+"2"), e.Addr.Port())
+	}
 	for i, peer := range p.Peers(edge) {
 		moveToLoopback(p, peer.Node, peer.Flow.Network, fmt.Sprintf("%s%d", base, 10+i))
 	}

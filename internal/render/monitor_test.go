@@ -34,20 +34,28 @@ func TestMonitorPrometheus(t *testing.T) {
 	if err := yaml.Unmarshal(fileOf(t, n, "prometheus.yml").Data, &conf); err != nil {
 		t.Fatal(err)
 	}
-	if len(conf.ScrapeConfigs) != 1 || conf.ScrapeConfigs[0].JobName != render.MonitorJob {
-		t.Fatalf("scrape configs = %+v; want the one job %q", conf.ScrapeConfigs, render.MonitorJob)
+	// Two jobs: the agents, and the role exporters, each target with
+	// its node's labels.
+	if len(conf.ScrapeConfigs) != 2 || conf.ScrapeConfigs[0].JobName != render.MonitorJob || conf.ScrapeConfigs[1].JobName != render.ExporterJob {
+		t.Fatalf("scrape configs = %+v; want the jobs %q and %q", conf.ScrapeConfigs, render.MonitorJob, render.ExporterJob)
 	}
-	var got, want []string
-	for _, sc := range conf.ScrapeConfigs[0].StaticConfigs {
-		got = append(got, strings.Join(sc.Targets, ",")+" "+sc.Labels["node"]+" "+sc.Labels["tier"]+" "+sc.Labels["role"])
-	}
-	for _, m := range p.Nodes {
-		if m.Role != spec.RoleMonitor {
-			want = append(want, m.Metrics.String()+" "+m.Name+" "+m.Tier+" "+m.Role)
+	for i, sc := range conf.ScrapeConfigs {
+		var got, want []string
+		for _, sc := range sc.StaticConfigs {
+			got = append(got, strings.Join(sc.Targets, ",")+" "+sc.Labels["node"]+" "+sc.Labels["tier"]+" "+sc.Labels["role"])
 		}
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("targets:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		for _, m := range p.Nodes {
+			switch {
+			case m.Role == spec.RoleMonitor:
+			case i == 0:
+				want = append(want, m.Metrics.String()+" "+m.Name+" "+m.Tier+" "+m.Role)
+			case m.Exporter != nil:
+				want = append(want, m.Exporter.Addr.String()+" "+m.Name+" "+m.Tier+" "+m.Role)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("job %s targets:\n%s\nwant:\n%s", sc.JobName, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
 	}
 	// In this stack the edge is on the DMZ, not the private network.
 	if e := p.Role(spec.RoleEdge)[0]; e.Metrics.Addr() != e.Addr("dmz") {
@@ -163,9 +171,9 @@ func TestEdgeNginxExporter(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc := conf2.ScrapeConfigs
-	if len(sc) != 2 || sc[1].JobName != render.ExporterJob || len(sc[1].StaticConfigs) != 1 ||
+	if len(sc) != 2 || sc[1].JobName != render.ExporterJob || len(sc[1].StaticConfigs) != 2 ||
 		!slices.Equal(sc[1].StaticConfigs[0].Targets, []string{e.Addr.String()}) || sc[1].StaticConfigs[0].Labels["node"] != edge.Name {
-		t.Errorf("scrape configs = %+v; want job %q with the edge's exporter %v alone", sc, render.ExporterJob, e.Addr)
+		t.Errorf("scrape configs = %+v; want job %q with the edge's exporter %v first, then the app's", sc, render.ExporterJob, e.Addr)
 	}
 
 	// Without a monitor, no exporter and no status page.

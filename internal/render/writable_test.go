@@ -115,7 +115,7 @@ func rawGet(t *testing.T, addr string, conf *tls.Config, target string) (*http.R
 func TestAppWritableNeverRunsPHP(t *testing.T) {
 	for _, c := range appCases {
 		t.Run(c.stack+"/"+c.server, func(t *testing.T) {
-			writable := loadPlan(t, c.stack).Site.Writable
+			writable := appPlan(t, c.stack).Site.Writable
 			site := map[string]string{
 				"index.php":        `<?php echo "FRONT ", $_SERVER['REQUEST_URI'];`,
 				"assets/style.css": "body{}\n",

@@ -28,6 +28,19 @@ type Service struct {
 	// agent counts responses by status class and times them; empty for
 	// none.
 	AccessLog string `json:"access_log,omitempty"`
+	// Stats, if set, is where the agent reads the daemon's own figures
+	// to serve them as metrics, where no exporter does.
+	Stats *Stats `json:"stats,omitempty"`
+}
+
+// Stats is a daemon's figures that the agent translates into metrics.
+type Stats struct {
+	// Format is what the agent reads: "memcached" (its stats command)
+	// or "php-fpm" (its status page in JSON, over HTTP at URL).
+	Format string `json:"format"`
+	// Addr is memcached's host:port; URL is php-fpm's status page.
+	Addr string `json:"addr,omitempty"`
+	URL  string `json:"url,omitempty"`
 }
 
 // Reload is how a running daemon applies changed configs: Signal, if set,

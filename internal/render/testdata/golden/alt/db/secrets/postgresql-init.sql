@@ -10,3 +10,9 @@ SELECT E'CREATE DATABASE "shop" OWNER "shopper" ENCODING \'UTF8\' LOCALE \'C.UTF
 ALTER DATABASE "shop" OWNER TO "shopper";
 REVOKE ALL ON DATABASE "shop" FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE "shop" TO "shopper";
+
+-- The monitor's exporter: it logs in as the system user of its name on the
+-- local socket (pg_hba.conf's peer line), to the postgres database alone, and
+-- reads the statistics views every role may read; it holds no other right.
+SELECT E'CREATE ROLE "prometheus"' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = E'prometheus')\gexec
+ALTER ROLE "prometheus" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 3 PASSWORD NULL;

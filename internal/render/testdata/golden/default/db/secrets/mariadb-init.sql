@@ -23,6 +23,9 @@ REVOKE GRANT OPTION, CREATE ROUTINE, ALTER ROUTINE, EVENT, DELETE HISTORY ON `si
 -- Root logs in only as the system's root, over the local socket.
 ALTER USER IF EXISTS 'root'@'localhost' IDENTIFIED VIA unix_socket;
 
+-- No monitor, no exporter account.
+DROP USER IF EXISTS 'prometheus'@'localhost';
+
 -- Drop accounts the plan does not name: the site user at addresses that
 -- left the app pool, anonymous users, and root anywhere but localhost.
 SET SESSION group_concat_max_len = 1048576;

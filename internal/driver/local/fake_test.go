@@ -600,10 +600,14 @@ func (f *fakeSystem) releaseTarget(dir string) error {
 }
 
 // sshfsMounted says a running supervisor has mounted every prepared site.
-func (f *fakeSystem) sshfsMounted(target string) (bool, error) {
+func (f *fakeSystem) sshfsMounted(targets []string) ([]bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.targets[filepath.Dir(target)] && f.supervising(), nil
+	out := make([]bool, len(targets))
+	for i, t := range targets {
+		out[i] = f.targets[filepath.Dir(t)] && f.supervising()
+	}
+	return out, nil
 }
 
 func (f *fakeSystem) sshfsUnmount(target string) error {

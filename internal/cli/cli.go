@@ -119,6 +119,9 @@ func profile(stderr io.Writer) func() {
 	if path == "" {
 		return nil
 	}
+	// Not the supervisor's too, which up starts: it would write its own
+	// profile over this one.
+	os.Unsetenv("BULKHEAD_CPUPROFILE")
 	f, err := os.Create(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "bulkhead: BULKHEAD_CPUPROFILE: %v\n", err)

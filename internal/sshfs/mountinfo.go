@@ -170,16 +170,34 @@ func canon(target string) (string, error) {
 // Mounted reports whether an sshfs is what target shows: the topmost mount
 // on it has type fuse.sshfs. A stale mount whose sshfs died counts.
 func Mounted(target string) (bool, error) {
-	t, err := canon(target)
+	ok, err := MountedEach([]string{target})
 	if err != nil {
 		return false, err
+	}
+	return ok[0], nil
+}
+
+// MountedEach is Mounted for each of targets, from one reading of the
+// mount table: a host with a hundred site mounts has a long one.
+func MountedEach(targets []string) ([]bool, error) {
+	ts := make([]string, len(targets))
+	for i, target := range targets {
+		t, err := canon(target)
+		if err != nil {
+			return nil, err
+		}
+		ts[i] = t
 	}
 	ms, err := readMountinfo()
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	m := top(ms, t)
-	return m != nil && m.fstype == fstype, nil
+	out := make([]bool, len(ts))
+	for i, t := range ts {
+		m := top(ms, t)
+		out[i] = m != nil && m.fstype == fstype
+	}
+	return out, nil
 }
 
 // umountNoFollow is UMOUNT_NOFOLLOW, which package syscall lacks.

@@ -74,6 +74,9 @@ type fakeSystem struct {
 	versions map[string]string
 	// siteStatus, when set, is the status an app node answers url with.
 	siteStatus func(url string) int
+	// healthy, when set, is what a running node's agent answers, by the
+	// node's name; unset, every running node is healthy.
+	healthy func(node string) bool
 }
 
 type fakeContainer struct {
@@ -600,10 +603,14 @@ func (f *fakeSystem) releaseTarget(dir string) error {
 }
 
 // sshfsMounted says a running supervisor has mounted every prepared site.
-func (f *fakeSystem) sshfsMounted(target string) (bool, error) {
+func (f *fakeSystem) sshfsMounted(targets []string) ([]bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.targets[filepath.Dir(target)] && f.supervising(), nil
+	out := make([]bool, len(targets))
+	for i, t := range targets {
+		out[i] = f.targets[filepath.Dir(t)] && f.supervising()
+	}
+	return out, nil
 }
 
 func (f *fakeSystem) sshfsUnmount(target string) error {
@@ -963,7 +970,8 @@ func (f *fakeSystem) queryAgent(ctx context.Context, socket string) (*agent.Stat
 	node := filepath.Dir(filepath.Dir(filepath.Dir(socket))) // nodes/NODE/vol/run/agent.sock
 	for _, c := range f.containers {
 		if c.node == node && c.status == "running" {
-			return &agent.Status{Node: filepath.Base(node), Healthy: true}, nil
+			name := filepath.Base(node)
+			return &agent.Status{Node: name, Healthy: f.healthy == nil || f.healthy(name)}, nil
 		}
 	}
 	return nil, fmt.Errorf("fake: no agent on %s", socket)

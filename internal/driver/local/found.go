@@ -259,7 +259,10 @@ func (d *Driver) downFound(ctx context.Context, stack string, purge bool, cause 
 	if len(f.ids) > 0 {
 		j.IDs = f.ids
 	}
-	if err := j.save(); err != nil {
+	j.mu.Lock()
+	err = j.save()
+	j.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	d.progress("kept the damaged journal as %s; a new one records what was found", kept)

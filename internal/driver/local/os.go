@@ -106,7 +106,7 @@ type system interface {
 	// on, and the sshfs the supervisor puts there.
 	prepareTarget(dir string) error
 	releaseTarget(dir string) error
-	sshfsMounted(target string) (bool, error)
+	sshfsMounted(targets []string) ([]bool, error)
 	sshfsUnmount(target string) error
 
 	// Owners: the host's accounts, and what only root may change.
@@ -320,7 +320,9 @@ func (realSystem) prepareTarget(dir string) error { return sshfs.PrepareTarget(d
 
 func (realSystem) releaseTarget(dir string) error { return sshfs.ReleaseTarget(dir) }
 
-func (realSystem) sshfsMounted(target string) (bool, error) { return sshfs.Mounted(target) }
+func (realSystem) sshfsMounted(targets []string) ([]bool, error) {
+	return sshfs.MountedEach(targets)
+}
 
 func (realSystem) sshfsUnmount(target string) error { return sshfs.Unmount(target) }
 

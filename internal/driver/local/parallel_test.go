@@ -1,9 +1,12 @@
 package local
 
 import (
+	"context"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // TestUpParallel makes the same stack one node at a time and eight at
@@ -84,4 +87,60 @@ func nodeOps(ops []string, node string) []string {
 		}
 	}
 	return out
+}
+
+// TestWaitHealthy: up asks again only the nodes it has not yet seen
+// healthy, but goes on only when one round finds every node healthy at
+// once; a node that never is is named.
+func TestWaitHealthy(t *testing.T) {
+	p := planWithApps(t, 3)
+	s := newFakeStack(t)
+	s.d.workers = 8
+	s.mustUp(t, p)
+	j, err := loadJournal(s.d.paths(p.Stack).journal(), p.Stack)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	asked := map[string]int{}
+	s.f.healthy = func(node string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		asked[node]++
+		switch node {
+		case "app-2":
+			// Slow to start: sick at the first three questions.
+			return asked[node] > 3
+		case "app-1":
+			// Healthy at first, then sick once: at the round that asks
+			// everyone again after app-2 came up.
+			return asked[node] != 2
+		}
+		return true
+	}
+	if err := s.d.waitHealthy(context.Background(), p, j, time.Minute); err != nil {
+		t.Fatalf("waitHealthy: %v", err)
+	}
+	// app-2: three sick answers, one healthy, then the round of all
+	// (sick app-1 fails it), the next round's app-1 only, and the
+	// second round of all.
+	if asked["app-2"] != 6 {
+		t.Errorf("app-2 was asked %d times, want 6", asked["app-2"])
+	}
+	// app-1: once at the start, sick at the first round of all, asked
+	// alone, then the second round of all.
+	if asked["app-1"] != 4 {
+		t.Errorf("app-1 was asked %d times, want 4: the first round, both rounds of all, and alone once when it was sick", asked["app-1"])
+	}
+	// edge: healthy at the start, asked again only at the rounds of all.
+	if asked["edge"] != 3 {
+		t.Errorf("edge was asked %d times, want 3: the first round and both rounds of all", asked["edge"])
+	}
+
+	s.f.healthy = func(node string) bool { return node != "app-3" }
+	err = s.d.waitHealthy(context.Background(), p, j, 600*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "not healthy") || !strings.Contains(err.Error(), "app-3") || strings.Contains(err.Error(), "app-2") {
+		t.Errorf("with app-3 never healthy: %v; want an error naming app-3 alone", err)
+	}
 }

@@ -47,6 +47,12 @@ type journal struct {
 	// Unsandboxed records a stack brought up with NoSandbox, until down
 	// --purge: its files belong to the host's ids, not to id blocks.
 	Unsandboxed bool `json:"unsandboxed,omitempty"`
+
+	// changes counts the changes made, written those on disk; writing
+	// says a write is under way, which written waits on (see flush).
+	changes, written uint64
+	writing          bool
+	wrote            *sync.Cond
 }
 
 func loadJournal(path, stack string) (*journal, error) {
@@ -70,7 +76,8 @@ func (j *journal) record(o Object) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if slices.Contains(j.Objects, o) {
-		return nil
+		// Perhaps by another node's worker, whose write is under way.
+		return j.flush()
 	}
 	j.Objects = append(j.Objects, o)
 	return j.save()
@@ -106,11 +113,49 @@ func (j *journal) list(kind string) []Object {
 	return out
 }
 
+// save writes the journal with its latest change, with j.mu held, and
+// returns once that is on disk.
 func (j *journal) save() error {
-	data, err := json.MarshalIndent(j, "", "  ")
-	if err != nil {
-		return err
+	j.changes++
+	return j.flush()
+}
+
+// flush returns, with j.mu held, once every change made so far is on
+// disk. Writers take turns, and j.mu is free while one writes: up makes
+// several nodes at once, each recording its objects, and the changes that
+// come in during one write all go in the next, not a write (two fsyncs)
+// each, one after another.
+func (j *journal) flush() error {
+	if j.wrote == nil {
+		j.wrote = sync.NewCond(&j.mu)
 	}
+	want := j.changes
+	for j.written < want {
+		if j.writing {
+			j.wrote.Wait()
+			continue
+		}
+		j.writing = true
+		have := j.changes
+		data, err := json.MarshalIndent(j, "", "  ")
+		j.mu.Unlock()
+		if err == nil {
+			err = j.write(data)
+		}
+		j.mu.Lock()
+		j.writing = false
+		if err == nil {
+			j.written = have
+		}
+		j.wrote.Broadcast()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (j *journal) write(data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(j.path), 0o700); err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,5 +19,53 @@ func TestDamagedJournal(t *testing.T) {
 	_, err := loadJournal(path, "shop")
 	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "bh-shop-*") || !strings.Contains(err.Error(), "run 'bulkhead down --stack shop'") {
 		t.Errorf("an empty journal: %v", err)
+	}
+}
+
+// TestJournalRecordsTogether: workers that record at once share writes,
+// and each record returns only once its object is on disk, where a new
+// reading of the journal finds it.
+func TestJournalRecordsTogether(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	j, err := loadJournal(path, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 64
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			o := Object{Kind: KindNetns, Name: fmt.Sprintf("bh-shop-app-%d", i)}
+			if err := j.record(o); err != nil {
+				errs <- err
+				return
+			}
+			// The same object again: already noted, and on disk.
+			if err := j.record(o); err != nil {
+				errs <- err
+				return
+			}
+			on, err := loadJournal(path, "shop")
+			switch {
+			case err != nil:
+				errs <- err
+			case !on.has(o):
+				errs <- fmt.Errorf("record %v returned before the journal on disk had it", o)
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	on, err := loadJournal(path, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(on.list(KindNetns)); got != n {
+		t.Errorf("the journal on disk has %d objects, want %d", got, n)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/release"
 	"github.com/bulkhead/bulkhead/internal/render"
+	"github.com/bulkhead/bulkhead/internal/runc"
 	"github.com/bulkhead/bulkhead/internal/secrets"
 	"github.com/bulkhead/bulkhead/internal/spec"
 )
@@ -490,8 +491,11 @@ func (d *Driver) restartChanged(ctx context.Context, p *plan.Plan, changes map[s
 }
 
 // reloadChanged asks the agents of nodes whose changed files their
-// services reload to reload them.
+// services reload to reload them, several nodes at once: adding app nodes
+// reloads the database's grants and storage's keys, and neither waits on
+// the other.
 func (d *Driver) reloadChanged(ctx context.Context, p *plan.Plan, changes map[string]nodeChange, res *UpResult) error {
+	var nodes []*plan.Node
 	for i := range p.Nodes {
 		n := &p.Nodes[i]
 		c := changes[n.Name]
@@ -499,12 +503,22 @@ func (d *Driver) reloadChanged(ctx context.Context, p *plan.Plan, changes map[st
 		if c.restarts() || len(c.Reload) == 0 || slices.Contains(res.Restarted, n.Name) {
 			continue
 		}
-		if err := d.reloadNode(ctx, p, n, c); err != nil {
+		nodes = append(nodes, n)
+	}
+	done := make([]bool, len(nodes))
+	err := d.eachNode(ctx, nodes, func(ctx context.Context, i int, n *plan.Node) error {
+		if err := d.reloadNode(ctx, p, n, changes[n.Name]); err != nil {
 			return err
 		}
-		res.Reloaded = append(res.Reloaded, n.Name)
+		done[i] = true
+		return nil
+	})
+	for i, n := range nodes {
+		if done[i] {
+			res.Reloaded = append(res.Reloaded, n.Name)
+		}
 	}
-	return nil
+	return err
 }
 
 // reloadNode reloads every service of n that can.
@@ -647,13 +661,12 @@ func (d *Driver) drain(ctx context.Context, nodes []*plan.Node, limit time.Durat
 // startOrder, and returns the nodes it started.
 func (d *Driver) containers(ctx context.Context, p *plan.Plan, j *journal) ([]string, error) {
 	d.progress("containers: starting %d nodes", len(p.Nodes))
+	state := d.containerStates(ctx)
 	var started []string
 	for _, tier := range startOrder(p) {
 		fresh := make([]bool, len(tier))
-		// One runc state a node, not runc list: list fails outright
-		// when any container on the host goes away while it reads.
 		err := d.eachNode(ctx, tier, func(ctx context.Context, i int, n *plan.Node) error {
-			st, stErr := d.sys().containerState(ctx, n.Container)
+			st, stErr := state(ctx, n)
 			defer d.took("startContainer", "node", n.Name)()
 			if err := d.startContainerFrom(ctx, p, n, j, st, stErr); err != nil {
 				return err
@@ -671,6 +684,34 @@ func (d *Driver) containers(ctx context.Context, p *plan.Plan, j *journal) ([]st
 		}
 	}
 	return started, nil
+}
+
+// containerStates reads the state of nodes' containers with one runc
+// list, and returns a func that gives a node's state as runc state would:
+// at 100 app nodes, a runc state a node was a hundred runc processes an
+// up, each a Go program starting. list fails outright when any container
+// on the host goes away while it reads (another stack's, say); then the
+// func asks runc state.
+func (d *Driver) containerStates(ctx context.Context) func(context.Context, *plan.Node) (runc.Status, error) {
+	sys := d.sys()
+	listed, err := sys.listContainers(ctx)
+	if err != nil {
+		d.logger().Debug("runc list failed; asking each container", "err", err)
+		return func(ctx context.Context, n *plan.Node) (runc.Status, error) {
+			return sys.containerState(ctx, n.Container)
+		}
+	}
+	byID := map[string]runc.Status{}
+	for _, st := range listed {
+		byID[st.ID] = st
+	}
+	return func(ctx context.Context, n *plan.Node) (runc.Status, error) {
+		st, ok := byID[n.Container]
+		if !ok {
+			return runc.Status{}, runc.ErrNotExist
+		}
+		return st, nil
+	}
 }
 
 // markApplied records the fingerprint of what this up applied, for the
@@ -941,8 +982,9 @@ func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, finger
 			return false
 		}
 	}
+	state := d.containerStates(ctx)
 	return d.eachNode(ctx, pointers(p.Nodes), func(ctx context.Context, _ int, n *plan.Node) error {
-		if st, err := sys.containerState(ctx, n.Container); err != nil || st.Status != "running" {
+		if st, err := state(ctx, n); err != nil || st.Status != "running" {
 			return fmt.Errorf("node %s is not running", n.Name)
 		}
 		return d.checkFirewall(ctx, n)
@@ -1015,45 +1057,92 @@ func (d *Driver) waitServing(ctx context.Context, p *plan.Plan, limit time.Durat
 	}
 }
 
-// waitHealthy polls every node's agent until all report healthy.
+// waitHealthy polls every node's agent, and the site mount of each node
+// that has one, until all report healthy at once.
 func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, j *journal, limit time.Duration) error {
 	if limit == 0 {
 		limit = 2 * time.Minute
 	}
 	deadline := time.Now().Add(limit)
 	ps := d.paths(p.Stack)
+	targets := map[string]string{}
+	for _, m := range d.siteMounts(p, j) {
+		// Target is nodes/NODE/srv/shared.
+		targets[filepath.Base(filepath.Dir(filepath.Dir(m.Target)))] = m.Target
+	}
+	nodes := pointers(p.Nodes)
+	// What each node still lacks; nil once it was seen healthy.
+	lacks := make([][]string, len(nodes))
+	for i, n := range nodes {
+		lacks[i] = []string{n.Name}
+	}
 	last := -1
+	// Only the nodes not yet seen healthy are asked: at 100 app nodes,
+	// asking every agent four times a second took CPU from the nodes
+	// starting. Once every node has been seen healthy, all are asked
+	// again (full), and up goes on only when such a round finds them all
+	// healthy. The first round asks every node too.
+	full := true
 	for {
-		// The agents are asked together: one busy agent's answer, or
-		// its two seconds of silence, does not hold up the others'.
-		ok := make([]bool, len(p.Nodes))
-		_ = d.eachNode(ctx, pointers(p.Nodes), func(ctx context.Context, i int, n *plan.Node) error {
+		// The agents are asked together: one busy agent's answer, or its
+		// two seconds of silence, does not hold up the others'.
+		asked := make([]bool, len(nodes))
+		_ = d.eachNode(ctx, nodes, func(ctx context.Context, i int, n *plan.Node) error {
+			if lacks[i] == nil && !full {
+				return nil
+			}
+			lacks[i] = nil
 			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			st, err := d.sys().queryAgent(qctx, ps.node(n.Name).socket())
 			cancel()
-			ok[i] = err == nil && st.Healthy
+			asked[i] = true
+			if err != nil || !st.Healthy {
+				lacks[i] = []string{n.Name}
+			}
 			return nil
 		})
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// The site mounts of the nodes asked, from one reading of the
+		// host's mount table.
+		var mi []int
+		var ts []string
+		for i, n := range nodes {
+			if t, ok := targets[n.Name]; ok && asked[i] {
+				mi, ts = append(mi, i), append(ts, t)
+			}
+		}
+		var mounted []bool
+		var err error
+		if len(ts) > 0 {
+			mounted, err = d.sys().sshfsMounted(ts)
+		}
+		for k, i := range mi {
+			if err != nil || !mounted[k] {
+				lacks[i] = append(lacks[i], nodes[i].Name+" (site mount)")
+			}
+		}
 		var sick []string
-		for i, n := range p.Nodes {
-			if !ok[i] {
-				sick = append(sick, n.Name)
+		healthy := 0
+		for _, l := range lacks {
+			if l == nil {
+				healthy++
 			}
+			sick = append(sick, l...)
 		}
-		for _, m := range d.siteMounts(p, j) {
-			if ok, _ := d.sys().sshfsMounted(m.Target); !ok {
-				// Target is nodes/NODE/srv/shared.
-				sick = append(sick, filepath.Base(filepath.Dir(filepath.Dir(m.Target)))+" (site mount)")
-			}
-		}
-		healthy := len(p.Nodes) - len(sick)
 		if healthy != last {
 			d.progress("health: %d/%d nodes healthy", healthy, len(p.Nodes))
 			last = healthy
 		}
 		if len(sick) == 0 {
-			return nil
+			if full {
+				return nil
+			}
+			full = true
+			continue
 		}
+		full = false
 		if time.Now().After(deadline) {
 			return fmt.Errorf("nodes not healthy after %v: %s; see 'bulkhead status' and 'bulkhead logs NODE'", limit, strings.Join(sick, ", "))
 		}

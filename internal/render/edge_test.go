@@ -572,13 +572,8 @@ func startEdge(t *testing.T, stack, software, base string, redirect bool) liveEd
 
 	sec := tlsSecrets(t, p)
 	n, l := writeNode(t, p, edge.Name, sec)
-	// The daemon runs as the node agent would run it. (A monitored edge
-	// runs the role's exporter too, which this test does not need.)
-	i := slices.IndexFunc(n.Services, func(s service.Service) bool { return s.Argv[0] == software })
-	if i < 0 {
-		t.Fatalf("the edge runs no %s: %+v", software, n.Services)
-	}
-	svc := n.Services[i]
+	// The daemon runs as the node agent would run it.
+	svc := n.Services[0]
 	d := startDaemon(t, append([]string{tool}, svc.Argv[1:]...)...)
 	d.waitDial(t, pub+":80")
 	d.waitDial(t, pub+":443")

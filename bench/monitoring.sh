@@ -136,17 +136,18 @@ for w in "${WORKLOADS[@]}"; do
 	[[ $code == 200 ]] || die "GET ${URLPATH[$w]} answered $code, not 200"
 done
 
-# monitor_cg CONTROLLER: the monitor container's cgroup directory for it.
-monitor_cg() {
+# node_cg NODE CONTROLLER: the node's container's cgroup directory for it.
+node_cg() {
 	local pid rel
 	# runc state, not runc list: list fails while another stack's
 	# container is half gone.
-	pid=$(runc state "bh-$STACK-monitor" | jsonq /dev/stdin 'j["pid"] if j["status"] == "running" else ""')
-	[[ $pid =~ ^[0-9]+$ ]] || die "no running container bh-$STACK-monitor"
-	rel=$(awk -F: -v c="$1" '{n = split($2, a, ","); for (i = 1; i <= n; i++) if (a[i] == c) print $3}' "/proc/$pid/cgroup")
-	[[ -n $rel && $rel != / && -d /sys/fs/cgroup/$1$rel ]] || die "no $1 cgroup of its own for the monitor (pid $pid)"
-	echo "/sys/fs/cgroup/$1$rel"
+	pid=$(runc state "bh-$STACK-$1" | jsonq /dev/stdin 'j["pid"] if j["status"] == "running" else ""')
+	[[ $pid =~ ^[0-9]+$ ]] || die "no running container bh-$STACK-$1"
+	rel=$(awk -F: -v c="$2" '{n = split($2, a, ","); for (i = 1; i <= n; i++) if (a[i] == c) print $3}' "/proc/$pid/cgroup")
+	[[ -n $rel && $rel != / && -d /sys/fs/cgroup/$2$rel ]] || die "no $2 cgroup of its own for $1 (pid $pid)"
+	echo "/sys/fs/cgroup/$2$rel"
 }
+monitor_cg() { node_cg monitor "$1"; }
 cpu_ns() { cat "$(monitor_cg cpuacct)/cpuacct.usage"; }
 # mem_line: memory.usage_in_bytes and total_rss, in MiB
 mem_line() {
@@ -155,8 +156,39 @@ mem_line() {
 	awk -v u="$(cat "$d/memory.usage_in_bytes")" '$1 == "total_rss" {printf "%.1f\t%.1f", u / 1048576, $2 / 1048576}' "$d/memory.stat"
 }
 
-RESULTS=$data/monitoring.tsv MON=$data/monitoring-monitor.tsv
+# cpu_snap: CPU nanoseconds so far of every node's cgroup ("node/NAME
+# NS"), and of each process in the edge's cgroup by command ("edge/COMM
+# NS", from /proc/PID/stat's utime and stime, in clock ticks), which is
+# where the monitor's cost to a visitor can hide: the nginx exporter, the
+# agent's access log reads, nginx's own work. It reads only files, from
+# the cgroups cg_find found, so that it takes milliseconds and the CPU it
+# reports is the wrk run's.
+TICK_NS=$((1000000000 / $(getconf CLK_TCK)))
+declare -A CG=()
+# cg_find: every running node's cpuacct cgroup into CG, after each up.
+cg_find() {
+	local n
+	CG=()
+	for n in "${NODES[@]}"; do
+		[[ $n != monitor || $state == on ]] || continue
+		CG[$n]=$(node_cg "$n" cpuacct)
+	done
+}
+cpu_snap() {
+	local n
+	for n in "${!CG[@]}"; do
+		echo "node/$n $(<"${CG[$n]}/cpuacct.usage")"
+	done
+	# comm has no spaces in the edge (nginx, bulkhead, prometheus-ngin).
+	find "${CG[edge]}" -name cgroup.procs -exec cat {} + | sed 's|.*|/proc/&/stat|' |
+		xargs awk -v t="$TICK_NS" '{gsub(/[()]/, "", $2); s["edge/" $2] += ($14 + $15) * t} END {for (k in s) print k, s[k]}' 2>/dev/null ||
+		true # a process that ended since cgroup.procs was read
+}
+mapfile -t NODES < <(jsonq "$WORK/plan.json" '[n["name"] for n in j["nodes"]]')
+
+RESULTS=$data/monitoring.tsv MON=$data/monitoring-monitor.tsv CPU=$data/monitoring-cpu.tsv
 printf 'round\tmonitor\tworkload\trps\tp99_ms\tnon2xx\tsocket_errors\n' >"$RESULTS"
+printf 'round\tmonitor\tworkload\twho\tcpu_seconds\trequests\n' >"$CPU"
 printf 'round\tphase\tseconds\tcpu_cores\tmemory_mib\trss_mib\n' >"$MON"
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u); if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000; printf "%.2f", n }'; }
 broken=0
@@ -169,10 +201,14 @@ run() {
 		c0=$(cpu_ns)
 		t0=$(date +%s.%N)
 	fi
+	cpu_snap >"$f.cpu0"
 	ip netns exec "$OUTSIDE_NS" wrk "${WRK_ARGS[@]}" "http://$edge_pub${URLPATH[$w]}" >"$f" 2>&1 9>&- &
 	wrk_pid=$!
 	wait "$wrk_pid" || { echo "monitoring.sh: wrk failed:" >&2; cat "$f" >&2; broken=1; }
 	wrk_pid=
+	cpu_snap >"$f.cpu1"
+	awk -v r="$r" -v s="$state" -v w="$w" -v n="$(awk '/ requests in / {print $1}' "$f")" \
+		'NR == FNR {a[$1] = $2; next} {printf "%s\t%s\t%s\t%s\t%.4f\t%s\n", r, s, w, $1, ($2 - a[$1]) / 1e9, n}' "$f.cpu0" "$f.cpu1" >>"$CPU"
 	if [[ $state == on ]]; then
 		c1=$(cpu_ns)
 		secs=$(since "$t0" 3)
@@ -202,6 +238,7 @@ idle() {
 }
 
 state=on # the stack is up with the monitor
+cg_find
 for ((r = 1; r <= rounds; r++)); do
 	order=(on off)
 	((r % 2)) || order=(off on)
@@ -209,6 +246,7 @@ for ((r = 1; r <= rounds; r++)); do
 		if [[ $s != "$state" ]]; then
 			set_monitor "$s"
 			state=$s
+			cg_find
 		fi
 		if [[ $s == on ]]; then
 			idle "$r"
@@ -221,10 +259,11 @@ done
 
 # The summary: on/off of the mean requests a second per workload, and the
 # monitor's use.
-python3 - "$RESULTS" "$MON" >"$data/monitoring.md" <<'EOF'
+python3 - "$RESULTS" "$MON" "$CPU" >"$data/monitoring.md" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 mon = list(csv.DictReader(open(sys.argv[2]), delimiter="\t"))
+cpu = list(csv.DictReader(open(sys.argv[3]), delimiter="\t"))
 print("## Monitoring on vs off (bench/monitoring.sh)\n")
 print("| workload | off req/s | on req/s | on/off | off p99 ms | on p99 ms |")
 print("|---|---|---|---|---|---|")
@@ -234,6 +273,19 @@ for w in dict.fromkeys(r["workload"] for r in rows):
         return sum(v) / len(v) if v else float("nan")
     off, on = mean("off", "rps"), mean("on", "rps")
     print(f"| {w} | {off:.0f} | {on:.0f} | {on / off:.3f} | {mean('off', 'p99_ms'):.2f} | {mean('on', 'p99_ms'):.2f} |")
+print("\nCPU per request (µs), by node and by process in the edge, summed over")
+print("the rounds (cgroup cpuacct.usage; /proc/PID/stat for processes):\n")
+print("| workload | who | off µs/req | on µs/req | on − off |")
+print("|---|---|---|---|---|")
+for w in dict.fromkeys(r["workload"] for r in cpu):
+    def per(state, who):
+        c = [r for r in cpu if r["workload"] == w and r["monitor"] == state and r["who"] == who]
+        n = sum(int(r["requests"] or 0) for r in c)
+        return sum(float(r["cpu_seconds"]) for r in c) / n * 1e6 if n else 0.0
+    whos = sorted(dict.fromkeys(r["who"] for r in cpu if r["workload"] == w), key=lambda k: (not k.startswith("node/"), k))
+    for who in whos:
+        off, on = per("off", who), per("on", who)
+        print(f"| {w} | {who} | {off:.2f} | {on:.2f} | {on - off:+.2f} |")
 print("\nThe monitor node (Prometheus), per round:\n")
 print("| round | phase | CPU (cores) | memory MiB | RSS MiB |")
 print("|---|---|---|---|---|")

@@ -156,14 +156,17 @@ ports_free "$HTTP_PUB" "$HTTPS_PUB"
 # --- the split stack: bulkhead init --app wordpress -----------------------------
 
 "$BH" init --app wordpress "$WORK/stack" >"$WORK/init.log" 2>&1 || { cat "$WORK/init.log" >&2; die "bulkhead init --app wordpress failed"; }
-# Only the name, the subnets and the published ports change; fail closed
-# if init's stack file no longer has the lines this replaces.
+# Only the name, the subnets and the published ports change, and the
+# monitor is turned off (the monolith has none; bench/monitoring.sh
+# measures what it costs); fail closed if init's stack file no longer has
+# the lines this replaces.
 python3 - "$STACK_FILE" "$STACK" "$PRIVATE_NET" "$PUBLIC_NET" "$HTTP_PUB" "$HTTPS_PUB" <<'EOF' || die "bulkhead init --app wordpress wrote a stack file this script cannot adapt; bench/wordpress.sh needs updating"
 import re, sys
 f, name, priv, pub, http, https = sys.argv[1:]
 s = open(f).read()
 for pat, rep in [(r"\nname: wordpress\n", f"\nname: {name}\nnetworks:\n  private: {priv}\n  public: {pub}\n"),
-                 (r"http: 127\.0\.0\.1:8080", f"http: {http}"), (r"https: 127\.0\.0\.1:8443", f"https: {https}")]:
+                 (r"http: 127\.0\.0\.1:8080", f"http: {http}"), (r"https: 127\.0\.0\.1:8443", f"https: {https}"),
+                 (r"\n  monitor: \{\}", "\n  monitor: off")]:
     s, n = re.subn(pat, rep, s)
     if n != 1:
         sys.exit(f"{pat}: {n} matches")

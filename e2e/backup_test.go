@@ -29,7 +29,7 @@ import (
 // secrets, a MariaDB dump for a PostgreSQL stack, a stack that is up, and
 // a stack that holds data without --force.
 func TestBackupRestore(t *testing.T) {
-	s := newStack(t, "e2eh", 247, 18700, "")
+	s := newStack(t, "e2eh", 247, 18700, unwatched)
 	s.run("up")
 	ns, url := s.outsideURL(t)
 	c := outsideClient(t, ns)
@@ -112,7 +112,7 @@ func TestBackupRestore(t *testing.T) {
 
 	// Bad input, into a new stack beside e2eh that has no site directory:
 	// each refused, and nothing of it made.
-	j := newStack(t, "e2ej", 250, 18710, "")
+	j := newStack(t, "e2ej", 250, 18710, unwatched)
 	if err := os.RemoveAll(filepath.Join(j.dir, "site")); err != nil {
 		t.Fatal(err)
 	}

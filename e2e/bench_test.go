@@ -15,7 +15,7 @@ import (
 // Run with: go test ./e2e -run XXX -bench UpDown -benchtime 3x
 func BenchmarkUpDown(b *testing.B) {
 	for i, apps := range []int{2, 20} {
-		extra := ""
+		extra := unwatched
 		if apps != 2 {
 			extra = fmt.Sprintf("tiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {}\n  app:\n    replicas: %d\n", apps)
 		}

@@ -28,7 +28,7 @@ import (
 // class, and every attack must be contained. The stack must verify clean
 // afterwards.
 func TestContainment(t *testing.T) {
-	s := newStack(t, "e2ek", 230, 18980, "")
+	s := newStack(t, "e2ek", 230, 18980, unwatched)
 	s.run("up")
 	root := filepath.Join("/var/lib/bulkhead", s.name)
 	attacker := buildAttacker(t)

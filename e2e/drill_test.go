@@ -55,7 +55,7 @@ import (
 //   - the published port: the supervisor and its keeper are stopped. It
 //     serves on: it is the kernel's.
 func TestFaultDrill(t *testing.T) {
-	s := newStack(t, "e2eg", 248, 18690, "")
+	s := newStack(t, "e2eg", 248, 18690, unwatched)
 	s.run("up")
 	ns, url := s.outsideURL(t)
 	d := &drill{s: s, ns: ns, url: url, dbName: planDBName(t, s)}

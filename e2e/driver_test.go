@@ -23,7 +23,7 @@ var nodes = []string{"edge", "static", "cache", "db", "storage", "app-1", "app-2
 // inside the nodes, no route off the host, self-healing, and a down that
 // leaves nothing.
 func TestDriver(t *testing.T) {
-	s := newStack(t, "e2ed", 231, 18080, "")
+	s := newStack(t, "e2ed", 231, 18080, unwatched)
 	out := s.run("up")
 	if !strings.Contains(out, "http://"+s.http+"/") {
 		t.Fatalf("up does not print the URL:\n%s", out)
@@ -284,7 +284,7 @@ func service(t *testing.T, s *stack, node, name string) (pid, restarts int) {
 // TestFailedUp: an up that cannot publish its port says why and leaves the
 // host as it found it.
 func TestFailedUp(t *testing.T) {
-	s := newStack(t, "e2ef", 232, 18180, "")
+	s := newStack(t, "e2ef", 232, 18180, unwatched)
 	listen(t, s.http)
 	out, err := s.exec("up")
 	if err == nil {
@@ -302,7 +302,7 @@ func TestFailedUp(t *testing.T) {
 // TestInterruptedUp: Ctrl-C in the middle of a first up leaves nothing
 // behind, or something down can finish.
 func TestInterruptedUp(t *testing.T) {
-	s := newStack(t, "e2ei", 233, 18280, "")
+	s := newStack(t, "e2ei", 233, 18280, unwatched)
 	cmd := exec.Command(bin, "up")
 	cmd.Dir = s.dir
 	if err := cmd.Start(); err != nil {

@@ -24,7 +24,7 @@ import (
 //     published ports are the kernel's and never stop);
 //   - its keeper killed: the supervisor starts another.
 func TestFaults(t *testing.T) {
-	s := newStack(t, "e2eq", 246, 18660, "")
+	s := newStack(t, "e2eq", 246, 18660, unwatched)
 	s.run("up")
 	ns, url := s.outsideURL(t)
 	const patience = 2 * time.Minute

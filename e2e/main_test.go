@@ -49,6 +49,11 @@ type stack struct {
 	privateNet string // first three octets, e.g. "10.231.0"
 }
 
+// unwatched is a stack file's tiers for the default stack without its
+// monitor. Tests that do not look at monitoring use it, so that CI does
+// not spend a node and a Prometheus on them; TestMonitor brings one up.
+const unwatched = "tiers:\n  monitor: off\n"
+
 // newStack writes a stack file and the sample site for a stack called name
 // whose subnets are 10.X.0.0/24 and 10.X.1.0/28, published on 127.0.0.1
 // ports base and base+1. extra is appended to the stack file.

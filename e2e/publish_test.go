@@ -54,9 +54,9 @@ func TestPublishRealClient(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s := newStack(t, "e2epub", 253, 19120, "")
+	s := newStack(t, "e2epub", 253, 19120, unwatched)
 	s.http = hostIP + ":19120"
-	file := "name: e2epub\nnetworks:\n  private: 10.253.0.0/24\n  public: 10.253.1.0/28\npublish:\n  http: " + s.http + "\n  https: " + s.https + "\n"
+	file := "name: e2epub\nnetworks:\n  private: 10.253.0.0/24\n  public: 10.253.1.0/28\npublish:\n  http: " + s.http + "\n  https: " + s.https + "\n" + unwatched
 	if err := os.WriteFile(filepath.Join(s.dir, "bulkhead.yaml"), []byte(file), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 // back: the site answers, verify passes, and the database row and the
 // upload written before are still there. A stack taken down stays down.
 func TestReboot(t *testing.T) {
-	s := newStack(t, "e2eb", 245, 18640, "")
+	s := newStack(t, "e2eb", 245, 18640, unwatched)
 	s.run("up")
 	sql := []string{"exec", "db", "--", "mariadb", "--defaults-file=/etc/bulkhead/my.cnf", "site", "-N", "-e"}
 	s.run(append(sql, "CREATE TABLE boot_check (x INT); INSERT INTO boot_check VALUES (42)")...)

@@ -34,7 +34,7 @@ import (
 // published ports, as a visitor would, and checks that every tier does its
 // part (issue #4).
 func TestSite(t *testing.T) {
-	s := newStack(t, "e2es", 234, 18380, "")
+	s := newStack(t, "e2es", 234, 18380, unwatched)
 	s.run("up")
 	base := "http://" + s.http
 	jar, _ := cookiejar.New(nil)

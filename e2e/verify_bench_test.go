@@ -15,7 +15,7 @@ import (
 func BenchmarkVerify(b *testing.B) {
 	for i, apps := range []int{2, 22, 101} {
 		nodes := apps + 5
-		extra := ""
+		extra := unwatched
 		if apps != 2 {
 			extra = fmt.Sprintf("tiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {}\n  app:\n    replicas: %d\n", apps)
 		}

@@ -61,7 +61,7 @@ func (s *stack) verify(t *testing.T, args ...string) (verifyJSON, string, error)
 // matrix the plan expects, and its self-test catches each planted hole,
 // one by one, and leaves the stack verifying clean.
 func TestVerify(t *testing.T) {
-	s := newStack(t, "e2ev", 238, 18780, "")
+	s := newStack(t, "e2ev", 238, 18780, unwatched)
 	s.run("up")
 	// Verify's probes open many connections at once; when a node runs out
 	// of memory, the kernel must kill a daemon (which the agent restarts),

@@ -45,7 +45,11 @@ func TestWordPress(t *testing.T) {
 		"\nname: wordpress\n", "\nname: e2ewp\nnetworks:\n  private: 10.254.0.0/24\n  public: 10.254.1.0/28\n",
 		"http: 127.0.0.1:8080", "http: "+s.http,
 		"https: 127.0.0.1:8443", "https: "+s.https,
+		"\n  monitor: {}", "\n  monitor: off",
 	).Replace(string(b))
+	if !strings.Contains(file, "\n  monitor: off") {
+		t.Fatalf("init --app wordpress's stack file has no \"monitor: {}\" to turn off:\n%s", b)
+	}
 	if err := os.WriteFile(stackFile, []byte(file), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -162,6 +162,12 @@ type agent struct {
 	log      *slog.Logger
 	procs    *launcher
 	services []*daemon
+
+	// lastStatus is the last status with its readiness probes, which a
+	// scrape reuses while it is recent (see scrapeStatus).
+	lastMu     sync.Mutex
+	lastStatus *Status
+	lastAt     time.Time
 }
 
 // Run supervises cfg.Services until ctx is done. Then it stops every

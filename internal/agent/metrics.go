@@ -118,7 +118,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			errs = append(errs, fmt.Errorf("statfs %s: %w", cfg.Disk, err))
 		}
 	}
-	for _, s := range c.a.status().Services {
+	for _, s := range c.a.scrapeStatus().Services {
 		gauge(descUp, b2f(s.State == StateRunning), s.Name)
 		gauge(descReady, b2f(s.Ready), s.Name)
 		counter(descRestarts, float64(s.Restarts), s.Name)

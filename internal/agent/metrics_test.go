@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
@@ -238,4 +239,40 @@ func ownCgroups(t *testing.T) map[string]string {
 		}
 	}
 	return out
+}
+
+// TestScrapeProbesSparingly: a scrape reports a service ready from the
+// last readiness probe while it is recent, without connecting to the
+// daemon again (sshd forks and re-executes for every connection).
+func TestScrapeProbesSparingly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	addr := freeAddr(t)
+	r := start(t, Config{Metrics: addr, Services: []service.Service{
+		{Name: "daemon", Argv: []string{"sleep", "1000"}, Ready: []string{ln.Addr().String()}},
+	}})
+	hosttest.Eventually(t, patience, "the daemon ready", func() bool { return r.service(t, "daemon").Ready })
+	probes := accepted.Load()
+	for range 3 {
+		if got := value(t, scrape(t, addr), "bulkhead_service_ready", "service", "daemon"); got != 1 {
+			t.Fatalf("bulkhead_service_ready = %v; want 1", got)
+		}
+	}
+	if n := accepted.Load(); n != probes {
+		t.Errorf("3 scrapes right after a status connected %d times to the ready address; want 0", n-probes)
+	}
 }

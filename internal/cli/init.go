@@ -31,7 +31,7 @@ func initCommand() *command {
 		summary: "write a commented bulkhead.yaml and a sample PHP site to start from",
 		help: `
 Init writes DIR/bulkhead.yaml, a commented stack file describing the default
-seven-node stack (edge, static, app ×2, cache, db, storage), and DIR/site/, a
+stack (edge, static, app ×2, cache, db, storage and the monitor), and DIR/site/, a
 small PHP site for it to serve. DIR defaults to the current directory and is
 created if needed.
 

@@ -35,7 +35,7 @@ func TestCheckDisk(t *testing.T) {
 	if spec.AsErrors(err) == nil {
 		t.Fatalf("with %d free for %d: %v, want spec errors", free, need, err)
 	}
-	if want := "bulkhead.yaml:1:1: tiers.db.disk: the stack needs 9856M of disk, 4G of it for db, but " + root + " has 9855M free; "; !strings.HasPrefix(err.Error(), want) {
+	if want := "bulkhead.yaml:1:1: tiers.db.disk: the stack needs 10368M of disk, 4G of it for db, but " + root + " has 10367M free; "; !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("error:\n%v\nwant it to start %q", err, want)
 	}
 

@@ -16,7 +16,7 @@ import (
 func TestVerifyImport(t *testing.T) {
 	dir := t.TempDir()
 	stack := filepath.Join(dir, "bulkhead.yaml")
-	if err := os.WriteFile(stack, []byte("name: bulkhead\n"), 0o644); err != nil {
+	if err := os.WriteFile(stack, []byte("name: bulkhead\n# The results were recorded from a cluster without the monitor.\ntiers:\n  monitor: off\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	results := filepath.Join("..", "verify", "testdata", "cluster")

@@ -242,9 +242,10 @@ func TestOtherPodsDenied(t *testing.T) {
 	if e.allowed(e.pods["app-1"], e.pods["edge"], plan.Port{Proto: "tcp", Number: 80}) {
 		t.Errorf("an app pod reaches the edge as a visitor would")
 	}
-	// DNS: the edge and the app name their peers by Service, and no
-	// other tier names any; only kube-system's DNS pods answer them.
-	if want := []string{"edge", "app"}; !slices.Equal(x.Resolvers, want) {
+	// DNS: the edge, the app and the monitor name their peers by
+	// Service, and no other tier names any; only kube-system's DNS pods
+	// answer them.
+	if want := []string{"edge", "app", "monitor"}; !slices.Equal(x.Resolvers, want) {
 		t.Errorf("tiers that resolve names: %v, want %v", x.Resolvers, want)
 	}
 	for _, port := range dnsPorts {

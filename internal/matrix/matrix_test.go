@@ -17,10 +17,13 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
-// poolPlan is the default stack with n app nodes.
+// poolPlan is the default stack with n app nodes, without its monitor:
+// the matrix's layout is what these tests look at, in DESIGN.md's seven
+// nodes.
 func poolPlan(t testing.TB, n int) *plan.Plan {
 	t.Helper()
 	st := spec.Default()
+	delete(st.Tiers, spec.RoleMonitor)
 	st.ByRole(spec.RoleApp).Replicas = n
 	st.ByRole(spec.RoleStorage).Protocol = spec.ProtocolSFTP
 	spec.ApplyDefaults(st) // the storage node's defaults follow the pool
@@ -98,6 +101,7 @@ func TestGolden(t *testing.T) {
 // without one prints as before (expected-2.txt has no UDP).
 func TestUDPColumns(t *testing.T) {
 	st := spec.Default()
+	delete(st.Tiers, spec.RoleMonitor)
 	st.ByRole(spec.RoleStorage).Protocol = spec.ProtocolSFTP
 	st.Flows = append(st.Flows, spec.Flow{From: "app", To: "cache", Port: 11211, Proto: "udp"})
 	spec.ApplyDefaults(st)

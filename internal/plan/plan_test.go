@@ -33,7 +33,14 @@ func pool(n int) string {
 	return fmt.Sprintf("networks:\n  private: 10.80.0.0/23\ntiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage: {}\n  app:\n    replicas: %d\n", n)
 }
 
-// TestDefaultStack: seven nodes, and exactly the flows of DESIGN.md.
+// unwatched is the default stack without its monitor: the seven nodes of
+// DESIGN.md, for tests of the topology that the monitor's flows would
+// only add rows to.
+const unwatched = "tiers:\n  monitor: off\n"
+
+// TestDefaultStack: the seven nodes of DESIGN.md and the monitor, and
+// exactly DESIGN.md's flows besides the monitor's, which all go from the
+// monitor to a metrics port.
 func TestDefaultStack(t *testing.T) {
 	p := build(t, "")
 	var got []string
@@ -48,13 +55,27 @@ func TestDefaultStack(t *testing.T) {
 		"storage sftp [private=10.77.0.6]",
 		"app-1 apache2 [private=10.77.0.7]",
 		"app-2 apache2 [private=10.77.0.8]",
+		"monitor prometheus [private=10.77.0.9]",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("nodes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	var flows []string
+	scraped := map[string]bool{}
 	for _, f := range p.Flows {
+		if f.From == "monitor" {
+			// The agent's port, and a role exporter's beside it.
+			if n := p.Tier(f.To)[0]; f.Port.Number == int(n.Metrics.Port()) {
+				scraped[f.To] = true
+			}
+			continue
+		}
 		flows = append(flows, fmt.Sprintf("%s -> %s %s/%d", f.From, f.To, f.Port.Proto, f.Port.Number))
+	}
+	for _, tier := range []string{"edge", "static", "cache", "db", "storage", "app"} {
+		if !scraped[tier] {
+			t.Errorf("no flow from the monitor to %s's metrics port", tier)
+		}
 	}
 	wantFlows := []string{
 		"outside -> edge tcp/80", "outside -> edge tcp/443",
@@ -110,7 +131,7 @@ func addrs(n plan.Node) []string {
 }
 
 func TestMatrix(t *testing.T) {
-	p := build(t, "")
+	p := build(t, unwatched)
 	tcp := func(n int) plan.Port { return plan.Port{Proto: "tcp", Number: n} }
 	cases := []struct {
 		from, to string
@@ -229,7 +250,7 @@ func TestScalingKeepsAddresses(t *testing.T) {
 }
 
 func TestDMZ(t *testing.T) {
-	p := build(t, "networks:\n  dmz: 10.77.2.0/24\n")
+	p := build(t, "networks:\n  dmz: 10.77.2.0/24\n"+unwatched)
 	edge := p.Node("edge")
 	if edge.Iface("private") != nil || edge.Iface("dmz") == nil {
 		t.Fatalf("edge interfaces %v", addrs(*edge))
@@ -258,7 +279,7 @@ func TestDMZ(t *testing.T) {
 }
 
 func TestExplicitFlow(t *testing.T) {
-	p := build(t, "flows:\n  - {from: app, to: app, port: 9000}\n  - {from: static, to: cache, port: 11211}\n  - {from: app, to: db, port: 3306}\n")
+	p := build(t, unwatched+"flows:\n  - {from: app, to: app, port: 9000}\n  - {from: static, to: cache, port: 11211}\n  - {from: app, to: db, port: 3306}\n")
 	if len(p.Flows) != 10 {
 		t.Errorf("%d flows, want 8 implied + 2 explicit (the third repeats one)", len(p.Flows))
 	}

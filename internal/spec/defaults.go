@@ -32,7 +32,7 @@ var DefaultMemory = map[string]ByteSize{
 }
 
 // DefaultDisk is each role's disk size when a tier sets none. The default
-// stack's nodes add up to 9856M, which a small host with a 20G disk and
+// stack's nodes add up to 10368M (9856M without its monitor), which a small host with a 20G disk and
 // its operating system on it still has free. The db and storage hold the site's data and get room to grow;
 // edge, static and app write only logs and temporary files; the cache
 // keeps everything in memory and writes only logs.
@@ -110,8 +110,10 @@ func storageClients(s *Stack) int {
 	return n
 }
 
-// DefaultTiers is the seven-node stack of DESIGN.md: edge, static, app ×2,
-// cache, db, storage.
+// DefaultTiers is the seven-node stack of DESIGN.md (edge, static, app ×2,
+// cache, db, storage) and the monitor that watches it: the monitor is on
+// unless a stack file turns it off ("monitor: off") or lists its tiers
+// without it.
 func DefaultTiers() map[string]*Tier {
 	return map[string]*Tier{
 		RoleEdge:    {Role: RoleEdge},
@@ -120,6 +122,7 @@ func DefaultTiers() map[string]*Tier {
 		RoleCache:   {Role: RoleCache},
 		RoleDB:      {Role: RoleDB},
 		RoleStorage: {Role: RoleStorage},
+		RoleMonitor: {Role: RoleMonitor},
 	}
 }
 
@@ -144,8 +147,14 @@ func ApplyDefaults(s *Stack) {
 	if !s.Publish.HTTPS.IsValid() {
 		s.Publish.HTTPS = DefaultHTTPS
 	}
+	// A file that lists tiers gets those; one that lists none, or only
+	// tiers it turns off, gets the default stack without them.
 	if len(s.Tiers) == 0 {
 		s.Tiers = DefaultTiers()
+		s.defaultTiers = true
+		for name := range s.off {
+			delete(s.Tiers, name)
+		}
 	}
 	for name, t := range s.Tiers {
 		f := "tiers." + name + "."

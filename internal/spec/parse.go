@@ -236,14 +236,22 @@ func (d *decoder) decodeMap(n *yaml.Node, path string, v reflect.Value) {
 		return
 	}
 	m := reflect.MakeMap(v.Type())
+	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		field := join(path, k.Value)
-		if m.MapIndex(reflect.ValueOf(k.Value)).IsValid() {
+		if seen[k.Value] {
 			d.fail(k, field, "name is used twice", "give each entry its own name")
 			continue
 		}
+		seen[k.Value] = true
 		d.stack.pos[field+"#key"] = Pos{k.Line, k.Column}
+		if v.Type() == tiersType && d.tierSwitch(val, field, k.Value) {
+			if !d.stack.off[k.Value] {
+				m.SetMapIndex(reflect.ValueOf(k.Value), reflect.ValueOf(&Tier{}))
+			}
+			continue
+		}
 		e := reflect.New(v.Type().Elem()).Elem()
 		d.decode(val, field, e)
 		if e.Kind() == reflect.Pointer && e.IsNil() {
@@ -252,6 +260,34 @@ func (d *decoder) decodeMap(n *yaml.Node, path string, v reflect.Value) {
 		m.SetMapIndex(reflect.ValueOf(k.Value), e)
 	}
 	v.Set(m)
+}
+
+var tiersType = reflect.TypeOf(map[string]*Tier(nil))
+
+// tierSwitch reads a tier written as a word instead of its fields: off
+// (or false) turns the tier off, on (or true) is the tier with every
+// default, like {}. It reports whether n was such a word, or a scalar
+// that is neither (then it has failed).
+func (d *decoder) tierSwitch(n *yaml.Node, field, name string) bool {
+	for n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		return false
+	}
+	d.stack.pos[field] = Pos{n.Line, n.Column}
+	switch strings.ToLower(n.Value) {
+	case "off", "false":
+		if d.stack.off == nil {
+			d.stack.off = map[string]bool{}
+		}
+		d.stack.off[name] = true
+	case "on", "true":
+	default:
+		d.fail(n, field, fmt.Sprintf("expected the tier's fields, on or off, got %q", n.Value),
+			"write off to run the stack without this tier, or its fields (like replicas: 2) indented under "+field+":")
+	}
+	return true
 }
 
 func displayField(path string) string {

@@ -51,7 +51,8 @@ type Stack struct {
 	Networks Networks `yaml:"networks"`
 	// Publish says where on the host the edge's ports appear.
 	Publish Publish `yaml:"publish"`
-	// Tiers maps a tier name to its settings. Empty means the default stack.
+	// Tiers maps a tier name to its settings, or to off. Empty, or only
+	// tiers turned off, means the default stack (without those).
 	Tiers map[string]*Tier `yaml:"tiers"`
 	// Site is the application bulkhead serves.
 	Site Site `yaml:"site"`
@@ -69,7 +70,16 @@ type Stack struct {
 
 	pos map[string]Pos
 	bad map[string]bool // fields whose values did not decode
+	// off holds the tiers the file turned off ("monitor: off"); they are
+	// not in Tiers.
+	off map[string]bool
+	// defaultTiers is set when Tiers is the default stack's, because the
+	// file listed no tier it keeps.
+	defaultTiers bool
 }
+
+// Off reports whether the stack file turned the tier called name off.
+func (s *Stack) Off(name string) bool { return s.off[name] }
 
 // Networks holds the stack's subnets.
 type Networks struct {

@@ -1,6 +1,7 @@
 package spec_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -70,7 +71,7 @@ func TestErrors(t *testing.T) {
 		{"no edge", "tiers:\n  app: {}\n",
 			[]string{"2:3: tiers: the stack has no edge tier"}},
 		{"flow to unknown node", "flows:\n  - from: app\n    to: mailer\n    port: 25\n",
-			[]string{"3:9: flows[0].to: unknown node \"mailer\"; name one of the tiers: app, cache, db, edge, static, storage"}},
+			[]string{"3:9: flows[0].to: unknown node \"mailer\"; name one of the tiers: app, cache, db, edge, monitor, static, storage"}},
 		{"flow port", "flows:\n  - from: app\n    to: db\n    port: 70000\n",
 			[]string{"4:11: flows[0].port: port 70000 is out of range; use a port from 1 to 65535"}},
 		{"flow port zero", "flows:\n  - from: app\n    to: db\n    port: 0\n",
@@ -164,6 +165,14 @@ func TestErrors(t *testing.T) {
 			[]string{"10:13: mail.username: mail.username is for the connection to a smarthost, and there is none"}},
 		{"mail tier scales", "tiers:\n  edge: {}\n  app: {}\n  mail:\n    replicas: 2\n",
 			[]string{"5:15: tiers.mail.replicas: a mail tier cannot have 2 replicas"}},
+		{"edge turned off", "tiers:\n  edge: off\n",
+			[]string{"2:9: tiers.edge: the edge tier cannot be turned off; remove \"edge: off\""}},
+		{"tier neither on nor off", "tiers:\n  monitor: maybe\n",
+			[]string{"2:12: tiers.monitor: expected the tier's fields, on or off, got \"maybe\"; write off to run the stack without this tier"}},
+		{"turned off twice", "tiers:\n  monitor: off\n  monitor: {}\n",
+			[]string{"3:3: tiers.monitor: name is used twice"}},
+		{"off names no default tier", "tiers:\n  monitr: off\n",
+			[]string{"2:11: tiers.monitr: the default stack has no tier \"monitr\" to turn off; turn off one of the default stack's tiers (cache, db, monitor, static, storage)"}},
 		{"several at once", "name: Bad!\nnetworks:\n  private: 300.1.1.0/24\ntiers:\n  edge: {}\n  app:\n    replicas: 0\n",
 			[]string{"1:7: name:", "3:12: networks.private: \"300.1.1.0\" is not an IPv4 address: 300 is not an octet"}},
 	}
@@ -201,14 +210,14 @@ func TestAllErrorsAtOnce(t *testing.T) {
 }
 
 // TestDefaults: an empty file and a file with no tiers mean the default
-// stack of DESIGN.md.
+// stack of DESIGN.md and its monitor.
 func TestDefaults(t *testing.T) {
 	for _, src := range []string{"", "name: shop\n", "tiers:\n"} {
 		st, err := load(t, src)
 		if err != nil {
 			t.Fatalf("%q: %v", src, err)
 		}
-		want := map[string]string{"edge": "nginx", "static": "lighttpd", "app": "apache2", "cache": "memcached", "db": "mariadb", "storage": ""}
+		want := map[string]string{"edge": "nginx", "static": "lighttpd", "app": "apache2", "cache": "memcached", "db": "mariadb", "storage": "", "monitor": "prometheus"}
 		if len(st.Tiers) != len(want) {
 			t.Fatalf("%q: %d tiers, want %d", src, len(st.Tiers), len(want))
 		}
@@ -223,6 +232,45 @@ func TestDefaults(t *testing.T) {
 		}
 		if st.Tiers["storage"].Protocol != spec.ProtocolAuto {
 			t.Errorf("%q: storage protocol %q, want auto", src, st.Tiers["storage"].Protocol)
+		}
+	}
+}
+
+// TestTiersOff: "off" leaves a tier out. A file that lists no other tier
+// gets the default stack without it; one that lists its tiers gets those,
+// off or not, and so keeps the meaning it had before the monitor was on
+// by default.
+func TestTiersOff(t *testing.T) {
+	tests := []struct {
+		src  string
+		want []string
+	}{
+		{"", []string{"app", "cache", "db", "edge", "monitor", "static", "storage"}},
+		{"tiers:\n  monitor: off\n", []string{"app", "cache", "db", "edge", "static", "storage"}},
+		{"tiers:\n  monitor: false\n  cache: off\n", []string{"app", "db", "edge", "static", "storage"}},
+		{"tiers:\n  mail: off\n", []string{"app", "cache", "db", "edge", "monitor", "static", "storage"}},
+		{"tiers:\n  edge: {}\n  app: {}\n", []string{"app", "edge"}},
+		{"tiers:\n  edge: {}\n  app: {}\n  monitor: off\n", []string{"app", "edge"}},
+		{"tiers:\n  edge: {}\n  app: {}\n  monitor: on\n", []string{"app", "edge", "monitor"}},
+	}
+	for _, tt := range tests {
+		st, err := load(t, tt.src)
+		if err != nil {
+			t.Fatalf("%q: %v", tt.src, err)
+		}
+		var got []string
+		for _, tier := range st.Ordered() {
+			got = append(got, tier.Name)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%q: tiers %v, want %v", tt.src, got, tt.want)
+		}
+		if m := st.Tiers["monitor"]; m != nil && (m.Software != "prometheus" || m.Replicas != 1) {
+			t.Errorf("%q: monitor %+v, want prometheus with defaults", tt.src, m)
+		}
+		if off := strings.Contains(tt.src, "monitor: off") || strings.Contains(tt.src, "monitor: false"); st.Off("monitor") != off {
+			t.Errorf("%q: Off(monitor) = %v, want %v", tt.src, !off, off)
 		}
 	}
 }
@@ -325,9 +373,9 @@ func TestCheckDisk(t *testing.T) {
 		want      []string // each error in order of the tiers named, or its start
 		none      []string // must not appear
 	}{
-		{"default stack fits", "", 9856 * M, nil, nil},
-		{"default stack, 1M short", "", 9855 * M,
-			[]string{"bulkhead.yaml:1:1: tiers.db.disk: the stack needs 9856M of disk, 4G of it for db, but /var/lib/bulkhead has 9855M free; lower disk here (the least for db is 256M), or free 1M there"},
+		{"default stack fits", "", 10368 * M, nil, nil},
+		{"default stack, 1M short", "", 10367 * M,
+			[]string{"bulkhead.yaml:1:1: tiers.db.disk: the stack needs 10368M of disk, 4G of it for db, but /var/lib/bulkhead has 10367M free; lower disk here (the least for db is 256M), or free 1M there"},
 			[]string{"tiers.storage.disk", "tiers.app.disk"}},
 		{"two tiers to lower", "tiers:\n  edge: {}\n  app:\n    replicas: 4\n    disk: 1G\n  db:\n    disk: 2G\n", 2 * 1024 * M,
 			[]string{
@@ -338,7 +386,7 @@ func TestCheckDisk(t *testing.T) {
 		{"disk not written: placed at the tier", "tiers:\n  edge: {}\n  app: {}\n  db:\n    memory: 1G\n", 1024 * M,
 			[]string{"bulkhead.yaml:5:5: tiers.db.disk: the stack needs 4864M of disk, 4G of it for db"}, nil},
 		{"too little even at the least", "", 500*M + 12345,
-			[]string{"bulkhead.yaml:1:1: tiers.db.disk: the stack needs 9856M of disk, 4G of it for db, but /var/lib/bulkhead has 500M free; even with every tier at its least the stack needs 704M; free 204M there"},
+			[]string{"bulkhead.yaml:1:1: tiers.db.disk: the stack needs 10368M of disk, 4G of it for db, but /var/lib/bulkhead has 500M free; even with every tier at its least the stack needs 832M; free 332M there"},
 			[]string{"tiers.storage.disk"}},
 	}
 	for _, tt := range tests {

@@ -275,8 +275,26 @@ func (v *validator) tiers() {
 			instances[inst] = name
 		}
 	}
+	defaults := DefaultTiers()
+	for _, name := range sortedKeys(s.off) {
+		f := "tiers." + name
+		switch {
+		case name == RoleEdge || name == RoleApp:
+			v.fail(f, "remove \""+name+": off\"; a stack needs an edge and an app tier",
+				"the %s tier cannot be turned off", name)
+		case s.defaultTiers && defaults[name] == nil && !slices.Contains(Roles, name):
+			var optional []string
+			for _, d := range sortedKeys(defaults) {
+				if d != RoleEdge && d != RoleApp {
+					optional = append(optional, d)
+				}
+			}
+			v.fail(f, "turn off one of the default stack's tiers ("+strings.Join(optional, ", ")+"), or list the tiers you want",
+				"the default stack has no tier %q to turn off", name)
+		}
+	}
 	for _, r := range []string{RoleEdge, RoleApp} {
-		if _, ok := roles[r]; !ok {
+		if _, ok := roles[r]; !ok && !s.off[r] {
 			v.fail("tiers", fmt.Sprintf("add a tier \"%s:\" under tiers (or remove tiers: for the default stack)", r), "the stack has no %s tier", r)
 		}
 	}

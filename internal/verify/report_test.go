@@ -78,9 +78,11 @@ func poolPlan(t testing.TB, n int) *plan.Plan {
 }
 
 // poolStack is the default stack file with n app nodes, storage over
-// SFTP.
+// SFTP, and no monitor: these tests' fabrics run no agent to answer its
+// scrapes, and their figures are those of DESIGN.md's seven nodes.
 func poolStack(n int) *spec.Stack {
 	st := spec.Default()
+	delete(st.Tiers, spec.RoleMonitor)
 	st.ByRole(spec.RoleApp).Replicas = n
 	st.ByRole(spec.RoleStorage).Protocol = spec.ProtocolSFTP
 	return st

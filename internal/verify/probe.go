@@ -68,7 +68,8 @@ type prober struct {
 	Timeout time.Duration
 	Window  int
 	Workers int
-	// connect makes every TCP probe a connect, never half-open.
+	// connect gives every probe a socket of its own, as before 2026-12:
+	// a TCP connect, never half-open, and a connected UDP socket.
 	connect bool
 	// inflight, if set, hears how many attempts wait at each wait.
 	inflight func(int)
@@ -161,8 +162,9 @@ type attempt struct {
 	deadline time.Time
 }
 
-// work probes share, and then connects again for every half-open probe
-// that read filtered but whose answer may have been lost.
+// work probes share, and then again, each with a socket of its own, every
+// probe from a shared socket that read filtered but whose answer may have
+// been lost.
 func (p prober) work(ctx context.Context, ns []*netns.Handle, ps []Probe, share []int, out []Status) error {
 	syn := newSyns()
 	defer syn.close()
@@ -171,7 +173,7 @@ func (p prober) work(ctx context.Context, ns []*netns.Handle, ps []Probe, share 
 	}
 	var again []int
 	for _, idx := range share {
-		if ss := syn.socks[ps[idx].From]; ss != nil && ss.lost && !ps[idx].UDP && out[idx] == Filtered {
+		if ss := syn.socks[ps[idx].From]; ss != nil && ss.lost && out[idx] == Filtered {
 			again = append(again, idx)
 		}
 	}
@@ -216,8 +218,8 @@ func (p prober) workWith(ctx context.Context, ns []*netns.Handle, ps []Probe, sh
 				}
 				cur = pr.From
 			}
-			if !pr.UDP && !p.connect {
-				st, ok, err := syn.send(pr.From, idx, pr.To)
+			if !p.connect {
+				st, ok, err := syn.send(pr.From, idx, pr.To, pr.UDP)
 				if err != nil {
 					return fmt.Errorf("probe %s from %s: %w", pr.To, nsName(ns[pr.From]), err)
 				}
@@ -226,7 +228,7 @@ func (p prober) workWith(ctx context.Context, ns []*netns.Handle, ps []Probe, sh
 					continue
 				}
 				if ok {
-					queue = append(queue, attempt{fd: -1, idx: idx, deadline: time.Now().Add(p.Timeout)})
+					queue = append(queue, attempt{fd: -1, idx: idx, udp: pr.UDP, deadline: time.Now().Add(p.Timeout)})
 					continue
 				}
 			}
@@ -269,7 +271,7 @@ func (p prober) workWith(ctx context.Context, ns []*netns.Handle, ps []Probe, sh
 			if out[a.idx] == Unknown {
 				out[a.idx] = Filtered
 			}
-			syn.done(ps[a.idx].From, ps[a.idx].To)
+			syn.done(ps[a.idx].From, ps[a.idx].To, a.udp)
 		}
 		queue = queue[done:]
 	}

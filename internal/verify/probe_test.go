@@ -168,11 +168,16 @@ func TestClassify(t *testing.T) {
 func TestClassifyUDP(t *testing.T) {
 	p := newPair(t)
 	ctx := context.Background()
-	// The server drops udp/5354 on the way in; udp/5353 has a stand-in
-	// and no rule; udp/5355 has neither. The client drops udp/5356 on the
-	// way out, where the server has a stand-in too.
+	// The server drops udp/5354 on the way in, and rejects udp/5357 with
+	// an ICMP host unreachable; udp/5353 has a stand-in and no rule;
+	// udp/5355 has neither. The client drops udp/5356 on the way out.
+	// Every port but 5355 has a stand-in.
 	if err := nft.Apply(ctx, p.server, []byte(`table inet t {
-	chain input { type filter hook input priority filter; policy accept; udp dport 5354 drop; }
+	chain input {
+		type filter hook input priority filter; policy accept;
+		udp dport 5354 drop
+		udp dport 5357 reject with icmp type host-unreachable
+	}
 }
 `)); err != nil {
 		t.Fatal(err)
@@ -186,7 +191,7 @@ func TestClassifyUDP(t *testing.T) {
 	var l listeners
 	defer l.Close()
 	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(p.srvAddr, port) }
-	if err := l.addUDP(p.serverH, []netip.AddrPort{at(5353), at(5354), at(5356)}); err != nil {
+	if err := l.addUDP(p.serverH, []netip.AddrPort{at(5353), at(5354), at(5356), at(5357)}); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
@@ -199,7 +204,12 @@ func TestClassifyUDP(t *testing.T) {
 		{"no stand-in, no rule", at(5355), Refused},
 		{"dropped on the way out", at(5356), Filtered},
 		{"no route", netip.MustParseAddrPort("10.248.0.9:53"), Unreachable},
+		{"stand-in behind a reject rule", at(5357), Unreachable},
 	}
+	// A connected UDP socket never hears of that host unreachable (as of
+	// 2026-12 on kernel 6.18; its error stays 0), where a TCP connect does
+	// and the raw ICMP socket does: it reads filtered, the same verdict.
+	connectWant := map[netip.AddrPort]Status{at(5357): Filtered}
 	var probes []Probe
 	for _, c := range cases {
 		probes = append(probes, Probe{From: 0, To: c.to, UDP: true})
@@ -207,18 +217,24 @@ func TestClassifyUDP(t *testing.T) {
 	// A TCP probe among them, to the same port as an echo: the two kinds
 	// share a window and do not mix up their answers.
 	probes = append(probes, Probe{From: 0, To: at(5353)})
-	pr := prober{Timeout: 300 * time.Millisecond, Window: 100}
-	got, err := pr.run(ctx, []*netns.Handle{p.clientH}, probes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, c := range cases {
-		if got[i] != c.want {
-			t.Errorf("%s (udp %s): %s, want %s", c.name, c.to, got[i], c.want)
+	// From the namespace's shared sockets, and from a socket each.
+	for _, connect := range []bool{false, true} {
+		pr := prober{Timeout: 300 * time.Millisecond, Window: 100, connect: connect}
+		got, err := pr.run(ctx, []*netns.Handle{p.clientH}, probes)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if got[len(cases)] != Refused {
-		t.Errorf("tcp %s, where only a UDP stand-in listens: %s, want refused", at(5353), got[len(cases)])
+		for i, c := range cases {
+			if w, ok := connectWant[c.to]; ok && connect {
+				c.want = w
+			}
+			if got[i] != c.want {
+				t.Errorf("connect=%v: %s (udp %s): %s, want %s", connect, c.name, c.to, got[i], c.want)
+			}
+		}
+		if got[len(cases)] != Refused {
+			t.Errorf("connect=%v: tcp %s, where only a UDP stand-in listens: %s, want refused", connect, at(5353), got[len(cases)])
+		}
 	}
 
 	// The inventory lists the stand-ins as UDP sockets that listen.
@@ -234,12 +250,15 @@ func TestClassifyUDP(t *testing.T) {
 
 	// Close stops the echoes: the same probe now reads refused.
 	l.Close()
-	got, err = pr.run(ctx, []*netns.Handle{p.clientH}, probes[:1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got[0] != Refused {
-		t.Errorf("udp %s after Close: %s, want refused", at(5353), got[0])
+	for _, connect := range []bool{false, true} {
+		pr := prober{Timeout: 300 * time.Millisecond, Window: 100, connect: connect}
+		got, err := pr.run(ctx, []*netns.Handle{p.clientH}, probes[:1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0] != Refused {
+			t.Errorf("connect=%v: udp %s after Close: %s, want refused", connect, at(5353), got[0])
+		}
 	}
 }
 
@@ -329,29 +348,33 @@ func TestHalfOpenSource(t *testing.T) {
 	}
 }
 
-// TestHalfOpenLostReplies fills the raw socket's queue so that the kernel
-// drops answers to half-open probes: the probes whose answer may have been
-// lost connect again, so an open port never reads filtered.
+// TestHalfOpenLostReplies fills the shared sockets' queues so that the
+// kernel drops answers to probes: the probes whose answer may have been
+// lost are done again with a socket each, so an open port never reads
+// filtered.
 func TestHalfOpenLostReplies(t *testing.T) {
 	p := newPair(t)
 	ctx := context.Background()
-	const n = 500
+	const n = 300
 	var addrs []netip.AddrPort
 	var probes []Probe
 	for i := range n {
 		a := netip.AddrPortFrom(p.srvAddr, uint16(20000+i))
 		addrs = append(addrs, a)
-		probes = append(probes, Probe{To: a})
+		probes = append(probes, Probe{To: a}, Probe{To: a, UDP: true})
 	}
 	var l listeners
 	defer l.Close()
 	if err := l.add(p.serverH, addrs); err != nil {
 		t.Fatal(err)
 	}
+	if err := l.addUDP(p.serverH, addrs); err != nil {
+		t.Fatal(err)
+	}
 	defer func(old int) { synRcvBuf = old }(synRcvBuf)
 	synRcvBuf = 1 // the kernel's minimum: a few packets
 	var lost bool
-	pr := prober{Timeout: 300 * time.Millisecond, Window: n, Workers: 1, lost: func() { lost = true }}
+	pr := prober{Timeout: 300 * time.Millisecond, Window: 2 * n, Workers: 1, lost: func() { lost = true }}
 	got, err := pr.run(ctx, []*netns.Handle{p.clientH}, probes)
 	if err != nil {
 		t.Fatal(err)
@@ -361,7 +384,7 @@ func TestHalfOpenLostReplies(t *testing.T) {
 	}
 	for i, st := range got {
 		if st != Open {
-			t.Errorf("%s: %s, want open", probes[i].To, st)
+			t.Errorf("%+v: %s, want open", probes[i], st)
 		}
 	}
 }

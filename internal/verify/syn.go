@@ -25,13 +25,23 @@ import (
 // Raw sockets see a namespace's packets only once its own input firewall
 // has let them in, so a reply that firewall drops is not seen, as a
 // connect would not see it.
+//
+// A UDP probe is a datagram from one unconnected UDP socket per source
+// namespace, not one connected socket each: an echo is read from it by
+// the address it came from, and an ICMP error from the raw ICMP socket by
+// the datagram it quotes. The socket does not ask for ICMP errors
+// (IP_RECVERR): on an unconnected socket an error would fail the next
+// send, whichever probe it was about. Its port is one the kernel picks
+// from the ephemeral range, as for a connected socket.
 
 // synSock is the raw sockets a worker probes from in one namespace.
 type synSock struct {
-	tcp  int // sends SYNs (with their IP header) and reads the replies
-	icmp int // reads ICMP errors about them
-	port uint16
-	seq  uint32
+	tcp     int // sends SYNs (with their IP header) and reads the replies
+	icmp    int // reads ICMP errors about them
+	udp     int // sends UDP probes and reads their echoes
+	port    uint16
+	udpPort uint16
+	seq     uint32
 	// srcs holds the source address the kernel picks for each destination
 	// (an invalid one when it has no route).
 	srcs map[netip.Addr]netip.Addr
@@ -42,11 +52,12 @@ type synSock struct {
 	lost  bool
 }
 
-// synKey names a half-open probe in flight: from the vantage at index
-// from to dst.
+// synKey names a probe in flight: from the vantage at index from to dst,
+// over UDP or TCP.
 type synKey struct {
 	from int
 	dst  netip.AddrPort
+	udp  bool
 }
 
 // syns are a worker's half-open probes.
@@ -67,6 +78,7 @@ func (s *syns) close() {
 		if ss != nil {
 			unix.Close(ss.tcp)
 			unix.Close(ss.icmp)
+			unix.Close(ss.udp)
 		}
 	}
 }
@@ -95,6 +107,11 @@ func (s *syns) open(from int) (*synSock, error) {
 	}
 	if ss.icmp, err = rawSocket(unix.IPPROTO_ICMP, unreachables); err != nil {
 		unix.Close(ss.tcp)
+		return nil, err
+	}
+	if ss.udp, ss.udpPort, err = udpSocket(); err != nil {
+		unix.Close(ss.tcp)
+		unix.Close(ss.icmp)
 		return nil, err
 	}
 	s.socks[from] = ss
@@ -131,6 +148,25 @@ func rawSocket(proto int, prog []unix.SockFilter) (int, error) {
 	return fd, nil
 }
 
+// udpSocket opens the UDP socket a namespace's UDP probes share, bound to
+// a port the kernel picks.
+func udpSocket() (int, uint16, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, 0, fmt.Errorf("socket: %w", err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, synRcvBuf)
+	var sa unix.Sockaddr
+	if err = unix.Bind(fd, &unix.SockaddrInet4{}); err == nil {
+		sa, err = unix.Getsockname(fd)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, 0, fmt.Errorf("bind a UDP socket: %w", err)
+	}
+	return fd, uint16(sa.(*unix.SockaddrInet4).Port), nil
+}
+
 // tcpReplies passes TCP segments to port, the probes' source port. A raw
 // socket's packets start with the IP header.
 func tcpReplies(port uint16) []unix.SockFilter {
@@ -153,13 +189,24 @@ var unreachables = []unix.SockFilter{
 }
 
 // send sends the SYN of probe idx from vantage from, whose namespace the
-// calling thread is in, to dst. A Status other than Unknown is a final
-// answer (the route or the namespace's own firewall refused to send it);
-// ok is false when from has no raw socket and the probe must connect.
-func (s *syns) send(from, idx int, dst netip.AddrPort) (st Status, ok bool, err error) {
+// calling thread is in, to dst, or with udp its datagram. A Status other
+// than Unknown is a final answer (the route or the namespace's own
+// firewall refused to send it); ok is false when from has no raw socket
+// and the probe must connect.
+func (s *syns) send(from, idx int, dst netip.AddrPort, udp bool) (st Status, ok bool, err error) {
 	ss, err := s.open(from)
 	if err != nil || ss == nil {
 		return Unknown, false, err
+	}
+	if udp {
+		err := unix.Sendto(ss.udp, udpProbe, 0, &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()})
+		if err != nil {
+			if st := classify(err); st != Unknown {
+				return st, true, nil
+			}
+			return Unknown, true, fmt.Errorf("send: %w", err)
+		}
+		return s.wait(synKey{from, dst, true}, idx), true, nil
 	}
 	src, ok := ss.srcs[dst.Addr()]
 	if !ok {
@@ -183,15 +230,15 @@ func (s *syns) send(from, idx int, dst netip.AddrPort) (st Status, ok bool, err 
 		if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EAGAIN) {
 			// Dropped on the way out for want of room, as a SYN can be
 			// on any busy host: unanswered, like any lost SYN.
-			return s.wait(from, idx, dst), true, nil
+			return s.wait(synKey{from, dst, false}, idx), true, nil
 		}
 		return Unknown, true, fmt.Errorf("send a SYN to %s: %w", dst, err)
 	}
-	return s.wait(from, idx, dst), true, nil
+	return s.wait(synKey{from, dst, false}, idx), true, nil
 }
 
-func (s *syns) wait(from, idx int, dst netip.AddrPort) Status {
-	s.pending[synKey{from, dst}] = idx
+func (s *syns) wait(k synKey, idx int) Status {
+	s.pending[k] = idx
 	return Unknown
 }
 
@@ -220,8 +267,8 @@ func source(dst netip.Addr) (netip.Addr, error) {
 }
 
 // done forgets the probe from vantage from to dst: its time is up.
-func (s *syns) done(from int, dst netip.AddrPort) {
-	delete(s.pending, synKey{from, dst})
+func (s *syns) done(from int, dst netip.AddrPort, udp bool) {
+	delete(s.pending, synKey{from, dst, udp})
 }
 
 // drain reads every reply waiting on the raw sockets into out: a SYN-ACK
@@ -234,7 +281,8 @@ func (s *syns) drain(out []Status) {
 	ps := s.polls[:0]
 	for _, from := range s.order {
 		ss := s.socks[from]
-		ps = append(ps, unix.PollFd{Fd: int32(ss.tcp), Events: unix.POLLIN}, unix.PollFd{Fd: int32(ss.icmp), Events: unix.POLLIN})
+		ps = append(ps, unix.PollFd{Fd: int32(ss.tcp), Events: unix.POLLIN}, unix.PollFd{Fd: int32(ss.icmp), Events: unix.POLLIN},
+			unix.PollFd{Fd: int32(ss.udp), Events: unix.POLLIN})
 	}
 	s.polls = ps
 	if n, err := unix.Poll(ps, 0); err != nil || n == 0 {
@@ -242,17 +290,20 @@ func (s *syns) drain(out []Status) {
 	}
 	for i, from := range s.order {
 		ss := s.socks[from]
-		tcp, icmp := ps[2*i].Revents&unix.POLLIN != 0, ps[2*i+1].Revents&unix.POLLIN != 0
+		tcp, icmp, udp := ps[3*i].Revents&unix.POLLIN != 0, ps[3*i+1].Revents&unix.POLLIN != 0, ps[3*i+2].Revents&unix.POLLIN != 0
 		if tcp {
 			s.read(from, ss, ss.tcp, out)
 		}
 		if icmp {
 			s.read(from, ss, ss.icmp, out)
 		}
+		if udp {
+			s.read(from, ss, ss.udp, out)
+		}
 		// A queue that overflowed has something to read, so its drops
 		// are counted here.
-		if tcp || icmp {
-			if d := drops(ss.tcp) + drops(ss.icmp); d != ss.drops {
+		if tcp || icmp || udp {
+			if d := drops(ss.tcp) + drops(ss.icmp) + drops(ss.udp); d != ss.drops {
 				ss.drops, ss.lost = d, true
 			}
 		}
@@ -261,22 +312,30 @@ func (s *syns) drain(out []Status) {
 
 func (s *syns) read(from int, ss *synSock, fd int, out []Status) {
 	for {
-		n, _, err := unix.Recvfrom(fd, s.buf, unix.MSG_DONTWAIT)
+		n, sa, err := unix.Recvfrom(fd, s.buf, unix.MSG_DONTWAIT)
 		if err != nil {
 			return
 		}
-		var peer netip.AddrPort
+		var k synKey
 		var st Status
 		var ok bool
-		if fd == ss.tcp {
-			peer, st, ok = ss.parseReply(s.buf[:n])
-		} else {
-			peer, st, ok = ss.parseUnreachable(s.buf[:n])
+		switch fd {
+		case ss.tcp:
+			k.dst, st, ok = ss.parseReply(s.buf[:n])
+		case ss.icmp:
+			k.dst, k.udp, st, ok = ss.parseUnreachable(s.buf[:n])
+		case ss.udp:
+			// Any answer from the address is open, as on a connected
+			// socket.
+			in, isIn := sa.(*unix.SockaddrInet4)
+			if isIn {
+				k.dst, k.udp, st, ok = netip.AddrPortFrom(netip.AddrFrom4(in.Addr), uint16(in.Port)), true, Open, true
+			}
 		}
 		if !ok {
 			continue
 		}
-		k := synKey{from, peer}
+		k.from = from
 		if idx, ok := s.pending[k]; ok {
 			out[idx] = st
 			delete(s.pending, k)
@@ -312,25 +371,35 @@ func (ss *synSock) parseReply(b []byte) (peer netip.AddrPort, st Status, ok bool
 }
 
 // parseUnreachable reads an ICMP destination unreachable that quotes one
-// of ss's SYNs. The codes a connect treats as fatal read as it reads them;
-// the others are not an answer.
-func (ss *synSock) parseUnreachable(b []byte) (peer netip.AddrPort, st Status, ok bool) {
+// of ss's SYNs or UDP probes. The codes a connected socket treats as fatal
+// read as it reads them; the others are not an answer.
+func (ss *synSock) parseUnreachable(b []byte) (peer netip.AddrPort, udp bool, st Status, ok bool) {
 	if len(b) < 20 || b[0]>>4 != 4 || b[9] != unix.IPPROTO_ICMP {
-		return peer, Unknown, false
+		return peer, false, Unknown, false
 	}
 	ihl := int(b[0]&0x0f) * 4
 	if len(b) < ihl+8+20 || b[ihl] != icmpDestUnreach {
-		return peer, Unknown, false
+		return peer, false, Unknown, false
 	}
 	code := b[ihl+1]
-	q := b[ihl+8:] // the quoted packet: our SYN's IP header and 8 bytes of TCP
+	q := b[ihl+8:] // the quoted packet: our probe's IP header and 8 bytes of TCP or UDP
 	qihl := int(q[0]&0x0f) * 4
-	if q[0]>>4 != 4 || q[9] != unix.IPPROTO_TCP || qihl < 20 || len(q) < qihl+8 {
-		return peer, Unknown, false
+	if q[0]>>4 != 4 || qihl < 20 || len(q) < qihl+8 {
+		return peer, false, Unknown, false
 	}
 	t := q[qihl:]
-	if binary.BigEndian.Uint16(t[0:]) != ss.port || binary.BigEndian.Uint32(t[4:]) != ss.seq {
-		return peer, Unknown, false
+	switch q[9] {
+	case unix.IPPROTO_TCP:
+		if binary.BigEndian.Uint16(t[0:]) != ss.port || binary.BigEndian.Uint32(t[4:]) != ss.seq {
+			return peer, false, Unknown, false
+		}
+	case unix.IPPROTO_UDP:
+		if binary.BigEndian.Uint16(t[0:]) != ss.udpPort {
+			return peer, false, Unknown, false
+		}
+		udp = true
+	default:
+		return peer, false, Unknown, false
 	}
 	// As the kernel's icmp_err_convert has them for a connecting socket.
 	switch code {
@@ -339,10 +408,10 @@ func (ss *synSock) parseUnreachable(b []byte) (peer netip.AddrPort, st Status, o
 	case 0, 1, 6, 9, 10, 13, 14, 15: // network or host unreachable, unknown, prohibited, filtered
 		st = Unreachable
 	default:
-		return peer, Unknown, false
+		return peer, false, Unknown, false
 	}
 	peer = netip.AddrPortFrom(netip.AddrFrom4([4]byte(q[16:20])), binary.BigEndian.Uint16(t[2:]))
-	return peer, st, true
+	return peer, udp, st, true
 }
 
 // drops reads how many packets the kernel dropped at fd's full queue

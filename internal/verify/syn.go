@@ -39,6 +39,7 @@ type synSock struct {
 	tcp     int // sends SYNs (with their IP header) and reads the replies
 	icmp    int // reads ICMP errors about them
 	udp     int // sends UDP probes and reads their echoes
+	route   int // a UDP socket that asks the kernel for source addresses
 	port    uint16
 	udpPort uint16
 	seq     uint32
@@ -79,6 +80,7 @@ func (s *syns) close() {
 			unix.Close(ss.tcp)
 			unix.Close(ss.icmp)
 			unix.Close(ss.udp)
+			unix.Close(ss.route)
 		}
 	}
 }
@@ -113,6 +115,12 @@ func (s *syns) open(from int) (*synSock, error) {
 		unix.Close(ss.tcp)
 		unix.Close(ss.icmp)
 		return nil, err
+	}
+	if ss.route, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
+		unix.Close(ss.tcp)
+		unix.Close(ss.icmp)
+		unix.Close(ss.udp)
+		return nil, fmt.Errorf("socket: %w", err)
 	}
 	s.socks[from] = ss
 	s.order = append(s.order, from)
@@ -210,7 +218,7 @@ func (s *syns) send(from, idx int, dst netip.AddrPort, udp bool) (st Status, ok 
 	}
 	src, ok := ss.srcs[dst.Addr()]
 	if !ok {
-		if src, err = source(dst.Addr()); err != nil {
+		if src, err = source(ss.route, dst.Addr()); err != nil {
 			if st := classify(err); st != Unknown {
 				return st, true, nil
 			}
@@ -243,15 +251,11 @@ func (s *syns) wait(k synKey, idx int) Status {
 }
 
 // source asks the kernel which source address it would send from to
-// dst, by connecting a UDP socket (which sends nothing). A fresh socket
-// each time: one connected again keeps the source address it was given
-// first. ENETUNREACH means no route.
-func source(dst netip.Addr) (netip.Addr, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("socket: %w", err)
-	}
-	defer unix.Close(fd)
+// dst, by connecting the UDP socket fd (which sends nothing), and then
+// disconnects it: a socket connected again without that keeps the source
+// address it was given first. ENETUNREACH means no route.
+func source(fd int, dst netip.Addr) (netip.Addr, error) {
+	defer disconnect(fd)
 	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: 9, Addr: dst.As4()}); err != nil {
 		return netip.Addr{}, err
 	}
@@ -264,6 +268,14 @@ func source(dst netip.Addr) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("source address to %s: %T", dst, sa)
 	}
 	return netip.AddrFrom4(in.Addr), nil
+}
+
+// disconnect dissolves a UDP socket's association, and with it the source
+// address it chose: a connect to an AF_UNSPEC address, which x/sys/unix
+// has no Sockaddr for.
+func disconnect(fd int) {
+	sa := unix.RawSockaddrInet4{Family: unix.AF_UNSPEC}
+	unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
 }
 
 // done forgets the probe from vantage from to dst: its time is up.

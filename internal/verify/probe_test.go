@@ -415,6 +415,30 @@ func TestInventory(t *testing.T) {
 	if !slices.ContainsFunc(own[socks[i].Inode], func(o Owner) bool { return o.PID == os.Getpid() }) {
 		t.Errorf("listener's owners %+v lack this process (%d)", own[socks[i].Inode], os.Getpid())
 	}
+	// sock_diag, asked for listening sockets, lists what /proc/net lists
+	// as listening: the same listeners, with their inodes, and no others.
+	listening, err := listeningAll([]*netns.Handle{p.serverH, p.clientH})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range []*netns.Handle{p.serverH, p.clientH} {
+		all, err := sockets(h, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := slices.DeleteFunc(all, func(s Socket) bool { return !s.Listening() })
+		got := slices.DeleteFunc(slices.Clone(listening[i]), func(s Socket) bool { return !s.Listening() })
+		key := func(a, b Socket) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) }
+		slices.SortFunc(want, key)
+		slices.SortFunc(got, key)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: sock_diag lists %+v, /proc/net %+v", h.Name, got, want)
+		}
+	}
+	if !slices.ContainsFunc(listening[0], func(s Socket) bool { return s.Listening() && s.Local == addr && s.Inode == socks[i].Inode }) {
+		t.Errorf("listener %s not among the listening sockets: %+v", addr, listening[0])
+	}
+
 	// The client's namespace has no such socket: the inventory is per
 	// namespace.
 	other, err := sockets(p.clientH, false)

@@ -199,9 +199,13 @@ var unreachables = []unix.SockFilter{
 // send sends the SYN of probe idx from vantage from, whose namespace the
 // calling thread is in, to dst, or with udp its datagram. A Status other
 // than Unknown is a final answer (the route or the namespace's own
-// firewall refused to send it); ok is false when from has no raw socket
-// and the probe must connect.
+// firewall refused to send it); ok is false when the probe must use a
+// socket of its own: from has no raw socket, or the same probe is in
+// flight already, whose answer would not tell the two apart.
 func (s *syns) send(from, idx int, dst netip.AddrPort, udp bool) (st Status, ok bool, err error) {
+	if _, dup := s.pending[synKey{from, dst, udp}]; dup {
+		return Unknown, false, nil
+	}
 	ss, err := s.open(from)
 	if err != nil || ss == nil {
 		return Unknown, false, err

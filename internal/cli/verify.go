@@ -32,10 +32,11 @@ func verifyCommand() *command {
 		args:    stackSynopsis + " [--output text|json] [--junit FILE] [--self-test] [--timeout D] [--import RESULTS]",
 		summary: "prove the running stack's isolation with live probes",
 		help: `
-Verify sends real connection attempts from every node, from the outside
-namespace (the internet's view of the edge) and from the host, to every node
-on every port of interest, TCP and UDP: the plan's ports, every port found
-listening, and ports attackers try first. Denied ports get a
+Verify sends real connection attempts (a TCP SYN, half-open, or a UDP
+datagram) from every node, from the outside namespace (the internet's view
+of the edge) and from the host, to every node on every port of interest,
+TCP and UDP: the plan's ports, every port found listening, and ports
+attackers try first. Denied ports get a
 temporary listener (over UDP, one that echoes the probe), so blocked means
 a firewall dropped the probe, not merely that nothing listens. It compares
 what happened with the plan's matrix, lists every listening socket in
@@ -45,7 +46,8 @@ as another (a SYN from a raw socket in its namespace, with the host's
 privileges, must not arrive).
 
 Each run on a local stack keeps its report, with the time it ended, in the
-stack's state (last-verify.json), where 'bulkhead dashboard' shows it.
+stack's state (last-verify.json: the counts, and of the cells only those
+that failed), where 'bulkhead dashboard' shows it.
 
 It fails (exit 1) on an allowed cell that is not open, a denied cell that is
 open or refused, a listener the plan does not know, or a failed check.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -11,6 +12,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 
 	"github.com/bulkhead/bulkhead/internal/netns"
 )
@@ -61,6 +65,87 @@ func socketsAll(hs []*netns.Handle, tcpOnly bool) ([][]Socket, error) {
 		return err
 	})
 	return out, err
+}
+
+// listeningAll lists the TCP sockets that listen and every UDP socket of
+// each namespace in hs. The TCP ones come from the kernel's sock_diag,
+// asked for listening sockets only, which it finds without the walk of
+// the whole connection hash table (262,144 buckets here, shared by all
+// namespaces) that reading /proc/net/tcp costs.
+func listeningAll(hs []*netns.Handle) ([][]Socket, error) {
+	out := make([][]Socket, len(hs))
+	err := netns.DoEach(hs, 2, func(i int) error {
+		for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+			ss, err := tcpListeners(family)
+			if err != nil {
+				return err
+			}
+			out[i] = append(out[i], ss...)
+		}
+		for _, f := range []string{"udp", "udp6"} {
+			ss, err := readSockets("/proc/thread-self/net/"+f, "udp")
+			if err != nil {
+				return err
+			}
+			out[i] = append(out[i], ss...)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// diagRequest is sock_diag's inet_diag_req_v2 for a dump of one family's
+// TCP sockets in the states whose bits are set.
+type diagRequest struct {
+	family uint8
+	states uint32
+}
+
+func (r *diagRequest) Len() int { return 56 }
+
+func (r *diagRequest) Serialize() []byte {
+	b := make([]byte, r.Len())
+	b[0] = r.family
+	b[1] = unix.IPPROTO_TCP
+	binary.NativeEndian.PutUint32(b[4:], r.states)
+	return b
+}
+
+// tcpListeners lists the calling thread's namespace's listening TCP
+// sockets of one address family. A kernel without IPv6 has none of it.
+func tcpListeners(family uint8) ([]Socket, error) {
+	req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
+	req.AddData(&diagRequest{family: family, states: 1 << tcpListen})
+	msgs, err := req.Execute(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY)
+	if err != nil {
+		if family == unix.AF_INET6 && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EAFNOSUPPORT)) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("list listening sockets (sock_diag): %w", err)
+	}
+	var out []Socket
+	for _, m := range msgs {
+		// inet_diag_msg: family, state, timer, retrans; the socket id
+		// (ports, then 16 bytes per address, big-endian); then expires,
+		// queues, uid and inode.
+		if len(m) < 72 || m[0] != family {
+			return nil, fmt.Errorf("list listening sockets (sock_diag): a message of %d bytes", len(m))
+		}
+		n := 4
+		if family == unix.AF_INET6 {
+			n = 16
+		}
+		src, _ := netip.AddrFromSlice(m[8 : 8+n])
+		dst, _ := netip.AddrFromSlice(m[24 : 24+n])
+		out = append(out, Socket{
+			Proto:  "tcp",
+			Local:  netip.AddrPortFrom(src.Unmap(), binary.BigEndian.Uint16(m[4:])),
+			Remote: netip.AddrPortFrom(dst.Unmap(), binary.BigEndian.Uint16(m[6:])),
+			State:  int(m[1]),
+			Inode:  uint64(binary.NativeEndian.Uint32(m[68:])),
+		})
+	}
+	return out, nil
 }
 
 // socketsHere lists the sockets of the calling thread's namespace.

@@ -68,8 +68,13 @@ type prober struct {
 	Timeout time.Duration
 	Window  int
 	Workers int
+	// connect gives every probe a socket of its own, as before 2026-12:
+	// a TCP connect, never half-open, and a connected UDP socket.
+	connect bool
 	// inflight, if set, hears how many attempts wait at each wait.
 	inflight func(int)
+	// lost, if set, hears that answers to half-open probes were lost.
+	lost func()
 }
 
 func (p prober) workers() int {
@@ -151,18 +156,45 @@ func readUint(path string) (uint64, error) {
 }
 
 type attempt struct {
-	fd       int
+	fd       int // -1 for a half-open probe, which the namespace's raw socket answers
 	idx      int
 	udp      bool
 	deadline time.Time
 }
 
+// work probes share, and then again, each with a socket of its own, every
+// probe from a shared socket that read filtered but whose answer may have
+// been lost.
 func (p prober) work(ctx context.Context, ns []*netns.Handle, ps []Probe, share []int, out []Status) error {
+	syn := newSyns()
+	defer syn.close()
+	if err := p.workWith(ctx, ns, ps, share, out, syn); err != nil {
+		return err
+	}
+	var again []int
+	for _, idx := range share {
+		if ss := syn.socks[ps[idx].From]; ss != nil && ss.lost && out[idx] == Filtered {
+			again = append(again, idx)
+		}
+	}
+	if len(again) == 0 {
+		return nil
+	}
+	if p.lost != nil {
+		p.lost()
+	}
+	p.connect = true
+	return p.workWith(ctx, ns, ps, again, out, syn)
+}
+
+func (p prober) workWith(ctx context.Context, ns []*netns.Handle, ps []Probe, share []int, out []Status, syn *syns) error {
 	window := max(1, p.Window)
 	var queue []attempt // in deadline order: every attempt waits the same Timeout
 	defer func() {
 		for _, a := range queue {
-			unix.Close(a.fd)
+			if a.fd >= 0 {
+				unix.Close(a.fd)
+			}
 		}
 	}()
 	cur := -1
@@ -185,6 +217,20 @@ func (p prober) work(ctx context.Context, ns []*netns.Handle, ps []Probe, share 
 					}
 				}
 				cur = pr.From
+			}
+			if !p.connect {
+				st, ok, err := syn.send(pr.From, idx, pr.To, pr.UDP)
+				if err != nil {
+					return fmt.Errorf("probe %s from %s: %w", pr.To, nsName(ns[pr.From]), err)
+				}
+				if st != Unknown {
+					out[idx] = st
+					continue
+				}
+				if ok {
+					queue = append(queue, attempt{fd: -1, idx: idx, udp: pr.UDP, deadline: time.Now().Add(p.Timeout)})
+					continue
+				}
 			}
 			fd, st, err := dial(pr)
 			if err != nil {
@@ -213,11 +259,19 @@ func (p prober) work(ctx context.Context, ns []*netns.Handle, ps []Probe, share 
 		if done == 0 {
 			continue
 		}
+		syn.drain(out)
 		if err := outcomes(queue[:done], out, &polls); err != nil {
 			return err
 		}
 		for _, a := range queue[:done] {
-			unix.Close(a.fd)
+			if a.fd >= 0 {
+				unix.Close(a.fd)
+				continue
+			}
+			if out[a.idx] == Unknown {
+				out[a.idx] = Filtered
+			}
+			syn.done(ps[a.idx].From, ps[a.idx].To, a.udp)
 		}
 		queue = queue[done:]
 	}
@@ -307,6 +361,9 @@ func classify(err error) Status {
 func outcomes(as []attempt, out []Status, polls *[]unix.PollFd) error {
 	ps := (*polls)[:0]
 	for _, a := range as {
+		if a.fd < 0 {
+			continue
+		}
 		ev := int16(unix.POLLOUT)
 		if a.udp {
 			ev = unix.POLLIN
@@ -324,7 +381,12 @@ func outcomes(as []attempt, out []Status, polls *[]unix.PollFd) error {
 		}
 		break
 	}
-	for i, a := range as {
+	i := -1
+	for _, a := range as {
+		if a.fd < 0 {
+			continue
+		}
+		i++
 		ev := ps[i].Revents
 		switch {
 		case a.udp:

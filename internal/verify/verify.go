@@ -297,7 +297,7 @@ func (s *session) close() {
 // inventory lists every vantage's sockets.
 func (s *session) inventory() error {
 	var err error
-	if s.socks, err = socketsAll(s.handles(), false); err != nil {
+	if s.socks, err = listeningAll(s.handles()); err != nil {
 		return err
 	}
 	// Name the holders of the nodes' listening sockets, and of the

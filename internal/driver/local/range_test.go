@@ -40,8 +40,9 @@ func TestParseMatrix(t *testing.T) {
 	}
 }
 
-// TestLastVerify: the report verify keeps reads back with its time; a
-// stack that never ran verify has none.
+// TestLastVerify: the report verify keeps reads back with its time, with
+// the cells that failed and the counts of all; a stack that never ran
+// verify has none.
 func TestLastVerify(t *testing.T) {
 	d := &Driver{Root: t.TempDir()}
 	if err := os.MkdirAll(d.paths("shop").stack, 0o700); err != nil {
@@ -51,7 +52,11 @@ func TestLastVerify(t *testing.T) {
 	if err != nil || rec != nil {
 		t.Fatalf("before any run: %v, %v; want none", rec, err)
 	}
-	r := &verify.Report{Stack: "shop", Counts: verify.Counts{Cells: 7, Failures: 2}}
+	r := &verify.Report{Stack: "shop", Counts: verify.Counts{Cells: 7, Failures: 2}, Cells: []verify.Cell{
+		{From: "edge", To: "app-1", Port: 80, Proto: "tcp", Allow: true, OK: true},
+		{From: "host", To: "db", Port: 3306, Proto: "tcp", OK: false, Why: "denied, but 10.77.0.5:3306 is open"},
+		{From: "app-1", To: "db", Port: 3306, Proto: "tcp", Allow: true, OK: true},
+	}}
 	before := time.Now()
 	if err := d.keepVerify("shop", r); err != nil {
 		t.Fatal(err)
@@ -62,6 +67,12 @@ func TestLastVerify(t *testing.T) {
 	}
 	if rec.Report.Stack != "shop" || rec.Report.Counts != r.Counts || rec.At.Before(before.Add(-time.Second)) {
 		t.Errorf("read back %+v at %v", rec.Report, rec.At)
+	}
+	if len(rec.Report.Cells) != 1 || rec.Report.Cells[0].String() != "host -> db:3306" || rec.Report.Cells[0].Why != r.Cells[1].Why {
+		t.Errorf("kept cells %+v, want only the failed host -> db:3306", rec.Report.Cells)
+	}
+	if len(r.Cells) != 3 {
+		t.Errorf("keeping the report changed the run's own: %d cells, want 3", len(r.Cells))
 	}
 	if err := os.WriteFile(d.paths("shop").lastVerify(), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)

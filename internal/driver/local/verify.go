@@ -41,9 +41,17 @@ func (d *Driver) Verify(ctx context.Context, stack string, o verify.Options) (*v
 
 func (p paths) lastVerify() string { return filepath.Join(p.stack, "last-verify.json") }
 
-// keepVerify writes r, with the time it ended, as the stack's last verify.
+// keepVerify writes r, with the time it ended, as the stack's last verify:
+// of its cells, only those that failed (see driver.VerifyRecord).
 func (d *Driver) keepVerify(stack string, r *verify.Report) error {
-	data, err := json.Marshal(driver.VerifyRecord{At: time.Now().UTC(), Report: r})
+	kept := *r
+	kept.Cells = nil
+	for _, c := range r.Cells {
+		if !c.OK {
+			kept.Cells = append(kept.Cells, c)
+		}
+	}
+	data, err := json.Marshal(driver.VerifyRecord{At: time.Now().UTC(), Report: &kept})
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,12 @@ var destroyOrder = []string{KindKeeper, KindProcess, KindContainer, KindMount, K
 func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bool) error {
 	var errs []error
 	for _, kind := range destroyOrder {
+		// Interrupted, down stops where it is: what uses a thing not yet
+		// gone, the thing stays, recorded for the next down.
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
 		objs := j.list(kind)
 		if len(objs) > 0 {
 			d.progress("removing %d %s", len(objs), plural(kind, len(objs)))

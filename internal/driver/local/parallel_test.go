@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -186,5 +187,43 @@ func TestDownParallel(t *testing.T) {
 	}
 	if s, g := serial.state(t, "n"), par.state(t, "n"); s != g {
 		t.Errorf("the host after a parallel down and its retry differs from after a serial down:\n%s", lineDiff(strings.Split(s, "\n"), strings.Split(g, "\n")))
+	}
+}
+
+// TestDownInterrupted interrupts a parallel down as it asks the first
+// container to stop: it stops there, keeping recorded what it has not
+// removed, and the next down finishes the job.
+func TestDownInterrupted(t *testing.T) {
+	p := planWithApps(t, 6)
+	serial := newFakeStack(t)
+	serial.mustUp(t, p)
+	serial.mustDown(t, "n")
+	par := newFakeStack(t)
+	par.mustUp(t, p)
+	par.d.workers = 8
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	par.f.onOp = func(line string) {
+		if strings.HasPrefix(line, "runc kill ") {
+			cancel()
+		}
+	}
+	if err := par.d.Down(ctx, "n", false); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted down: %v, want context.Canceled", err)
+	}
+	par.f.onOp = nil
+	got := par.f.take()
+	for _, op := range got {
+		if strings.HasPrefix(op, "netns ") || strings.HasPrefix(op, "link ") || strings.HasPrefix(op, "nft ") {
+			t.Errorf("the interrupted down went on past the containers: %s", op)
+		}
+	}
+	if j := par.state(t, "n"); !strings.Contains(j, "journal container ") || !strings.Contains(j, "journal netns ") {
+		t.Errorf("after the interrupted down, the journal lost what is still there:\n%s", j)
+	}
+	par.mustDown(t, "n")
+	if s, g := serial.state(t, "n"), par.state(t, "n"); s != g {
+		t.Errorf("the host after an interrupted down and its retry differs from after a serial down:\n%s", lineDiff(strings.Split(s, "\n"), strings.Split(g, "\n")))
 	}
 }

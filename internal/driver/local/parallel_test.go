@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -142,5 +143,87 @@ func TestWaitHealthy(t *testing.T) {
 	err = s.d.waitHealthy(context.Background(), p, j, 600*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "not healthy") || !strings.Contains(err.Error(), "app-3") || strings.Contains(err.Error(), "app-2") {
 		t.Errorf("with app-3 never healthy: %v; want an error naming app-3 alone", err)
+	}
+}
+
+// TestDownParallel brings the same stack down one object at a time and
+// eight at once, the latter with one container's delete failing: every
+// running container is asked to stop before any is deleted, the error
+// names the container, that container stays recorded, and a second down
+// finishes the job, leaving the host as the serial down does.
+func TestDownParallel(t *testing.T) {
+	p := planWithApps(t, 6)
+	serial := newFakeStack(t)
+	serial.mustUp(t, p)
+	want := serial.mustDown(t, "n")
+	par := newFakeStack(t)
+	par.mustUp(t, p)
+	par.d.workers = 8
+
+	par.f.failOn = "runc delete bh-n-app-3"
+	err := par.d.Down(context.Background(), "n", false)
+	if err == nil || !strings.Contains(err.Error(), "bh-n-app-3") {
+		t.Fatalf("down with app-3's delete failing: %v, want an error naming bh-n-app-3", err)
+	}
+	got := par.f.take()
+	kills, deletes := matching(got, "runc kill "), matching(got, "runc delete ")
+	if len(kills) != len(p.Nodes) || len(deletes) != len(p.Nodes) {
+		t.Errorf("down killed %d and deleted %d containers, want %d each:\n%s", len(kills), len(deletes), len(p.Nodes), strings.Join(got, "\n"))
+	}
+	if k, d := slices.Index(got, kills[len(kills)-1]), slices.Index(got, deletes[0]); k > d {
+		t.Errorf("a container was deleted (op %d) before every one was asked to stop (op %d)", d, k)
+	}
+	if j := par.state(t, "n"); !strings.Contains(j, "journal container bh-n-app-3") {
+		t.Errorf("after the failed delete, the journal does not hold bh-n-app-3:\n%s", j)
+	}
+	again := par.mustDown(t, "n")
+	if !slices.Contains(again, "runc delete bh-n-app-3") {
+		t.Errorf("the second down did not delete bh-n-app-3:\n%s", strings.Join(again, "\n"))
+	}
+	// The two downs together do what the serial one does, once, and
+	// the delete that failed.
+	if s, g := slices.Sorted(slices.Values(append(want, "runc delete bh-n-app-3 (fails)"))), slices.Sorted(slices.Values(append(got, again...))); !slices.Equal(s, g) {
+		t.Errorf("ops of a serial down, and of a parallel one and its retry:\n%s", lineDiff(s, g))
+	}
+	if s, g := serial.state(t, "n"), par.state(t, "n"); s != g {
+		t.Errorf("the host after a parallel down and its retry differs from after a serial down:\n%s", lineDiff(strings.Split(s, "\n"), strings.Split(g, "\n")))
+	}
+}
+
+// TestDownInterrupted interrupts a parallel down as it asks the first
+// container to stop: it stops there, keeping recorded what it has not
+// removed, and the next down finishes the job.
+func TestDownInterrupted(t *testing.T) {
+	p := planWithApps(t, 6)
+	serial := newFakeStack(t)
+	serial.mustUp(t, p)
+	serial.mustDown(t, "n")
+	par := newFakeStack(t)
+	par.mustUp(t, p)
+	par.d.workers = 8
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	par.f.onOp = func(line string) {
+		if strings.HasPrefix(line, "runc kill ") {
+			cancel()
+		}
+	}
+	if err := par.d.Down(ctx, "n", false); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted down: %v, want context.Canceled", err)
+	}
+	par.f.onOp = nil
+	got := par.f.take()
+	for _, op := range got {
+		if strings.HasPrefix(op, "netns ") || strings.HasPrefix(op, "link ") || strings.HasPrefix(op, "nft ") {
+			t.Errorf("the interrupted down went on past the containers: %s", op)
+		}
+	}
+	if j := par.state(t, "n"); !strings.Contains(j, "journal container ") || !strings.Contains(j, "journal netns ") {
+		t.Errorf("after the interrupted down, the journal lost what is still there:\n%s", j)
+	}
+	par.mustDown(t, "n")
+	if s, g := serial.state(t, "n"), par.state(t, "n"); s != g {
+		t.Errorf("the host after an interrupted down and its retry differs from after a serial down:\n%s", lineDiff(strings.Split(s, "\n"), strings.Split(g, "\n")))
 	}
 }

@@ -71,15 +71,22 @@ func loadJournal(path, stack string) (*journal, error) {
 	return j, nil
 }
 
-// record notes o unless it is noted already.
-func (j *journal) record(o Object) error {
+// record notes each of objs unless it is noted already, in one write.
+func (j *journal) record(objs ...Object) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if slices.Contains(j.Objects, o) {
-		// Perhaps by another node's worker, whose write is under way.
+	changed := false
+	for _, o := range objs {
+		if !slices.Contains(j.Objects, o) {
+			j.Objects = append(j.Objects, o)
+			changed = true
+		}
+	}
+	if !changed {
+		// Perhaps noted by another node's worker, whose write is
+		// under way.
 		return j.flush()
 	}
-	j.Objects = append(j.Objects, o)
 	return j.save()
 }
 

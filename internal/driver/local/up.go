@@ -666,7 +666,7 @@ func (d *Driver) containers(ctx context.Context, p *plan.Plan, j *journal) ([]st
 	for _, tier := range startOrder(p) {
 		fresh := make([]bool, len(tier))
 		err := d.eachNode(ctx, tier, func(ctx context.Context, i int, n *plan.Node) error {
-			st, stErr := state(ctx, n)
+			st, stErr := state(ctx, n.Container)
 			defer d.took("startContainer", "node", n.Name)()
 			if err := d.startContainerFrom(ctx, p, n, j, st, stErr); err != nil {
 				return err
@@ -686,27 +686,25 @@ func (d *Driver) containers(ctx context.Context, p *plan.Plan, j *journal) ([]st
 	return started, nil
 }
 
-// containerStates reads the state of nodes' containers with one runc
-// list, and returns a func that gives a node's state as runc state would:
-// at 100 app nodes, a runc state a node was a hundred runc processes an
-// up, each a Go program starting. list fails outright when any container
-// on the host goes away while it reads (another stack's, say); then the
-// func asks runc state.
-func (d *Driver) containerStates(ctx context.Context) func(context.Context, *plan.Node) (runc.Status, error) {
+// containerStates reads the state of the host's containers with one runc
+// list, and returns a func that gives a container's state as runc state
+// would: at 100 app nodes, a runc state a node was a hundred runc
+// processes an up (or a round of down's wait), each a Go program
+// starting. list fails outright when any container on the host goes away
+// while it reads (another stack's, say); then the func asks runc state.
+func (d *Driver) containerStates(ctx context.Context) func(ctx context.Context, id string) (runc.Status, error) {
 	sys := d.sys()
 	listed, err := sys.listContainers(ctx)
 	if err != nil {
 		d.logger().Debug("runc list failed; asking each container", "err", err)
-		return func(ctx context.Context, n *plan.Node) (runc.Status, error) {
-			return sys.containerState(ctx, n.Container)
-		}
+		return sys.containerState
 	}
 	byID := map[string]runc.Status{}
 	for _, st := range listed {
 		byID[st.ID] = st
 	}
-	return func(ctx context.Context, n *plan.Node) (runc.Status, error) {
-		st, ok := byID[n.Container]
+	return func(_ context.Context, id string) (runc.Status, error) {
+		st, ok := byID[id]
 		if !ok {
 			return runc.Status{}, runc.ErrNotExist
 		}
@@ -984,7 +982,7 @@ func (d *Driver) converged(ctx context.Context, p *plan.Plan, j *journal, finger
 	}
 	state := d.containerStates(ctx)
 	return d.eachNode(ctx, pointers(p.Nodes), func(ctx context.Context, _ int, n *plan.Node) error {
-		if st, err := state(ctx, n); err != nil || st.Status != "running" {
+		if st, err := state(ctx, n.Container); err != nil || st.Status != "running" {
 			return fmt.Errorf("node %s is not running", n.Name)
 		}
 		return d.checkFirewall(ctx, n)
@@ -1011,17 +1009,14 @@ func (d *Driver) removeStale(ctx context.Context, p *plan.Plan, j *journal) erro
 	want[Object{Kind: KindVeth, Name: p.Outside.Iface.Host}] = true
 	var errs []error
 	for _, kind := range []string{KindContainer, KindMount, KindNetns, KindVeth} {
+		var stale []Object
 		for _, o := range j.list(kind) {
-			if want[o] {
-				continue
+			if !want[o] {
+				d.progress("removing %s %s, which the plan no longer has", o.Kind, o.Name)
+				stale = append(stale, o)
 			}
-			d.progress("removing %s %s, which the plan no longer has", o.Kind, o.Name)
-			if err := d.remove(ctx, p.Stack, o); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			errs = append(errs, j.forget(o))
 		}
+		errs = append(errs, d.removeAll(ctx, p.Stack, j, kind, stale))
 	}
 	return errors.Join(errs...)
 }

@@ -337,6 +337,10 @@ networks:
 publish:
   http: $HTTP_PUB
   https: $HTTPS_PUB
+# The data plane without monitoring, as the monolith runs (bench/
+# monitoring.sh measures what the monitor costs).
+tiers:
+  monitor: off
 EOF2
 
 # The benchmark's additions to its copy of the sample site: a small and a
@@ -382,6 +386,8 @@ publish:
   https: $NS_HTTPS_PUB
 site:
   dir: $STACK_DIR/site
+tiers:
+  monitor: off
 EOF2
 plan_json "$NS_STACK_FILE" "$WORK/plan-ns.json" "$WORK/render-ns"
 : >"$WORK/twin.diff"
@@ -706,7 +712,10 @@ fpm_restore() { local n; for n in "${APP_NODES[@]}"; do restore_conf "$n/conf/ph
 mapfile -t POOL < <(jsonq "$WORK/plan.json" '[i["addr"] for n in j["nodes"] if n["role"] == "app" for i in n["interfaces"] if i["network"] == "private"]')
 ((${#POOL[@]} == 2)) || die "the plan has ${#POOL[@]} app nodes, not the default stack's 2; bench/dataplane.sh needs updating"
 mkdir -p "$WORK/stack100"
-cat "$STACK_FILE" - >"$WORK/stack100/bulkhead.yaml" <<EOF2
+{
+	# The stack file but its tiers, which come last.
+	sed '/^tiers:$/,$d' "$STACK_FILE"
+	cat <<EOF2
 # Added by bench/dataplane.sh: the same stack at 100 app nodes, planned only.
 site:
   dir: $STACK_DIR/site
@@ -719,6 +728,7 @@ tiers:
   app:
     replicas: 100
 EOF2
+} >"$WORK/stack100/bulkhead.yaml"
 plan_json "$WORK/stack100/bulkhead.yaml" "$WORK/plan100.json"
 mapfile -t pool100 < <(jsonq "$WORK/plan100.json" '[i["addr"] for n in j["nodes"] if n["role"] == "app" for i in n["interfaces"] if i["network"] == "private"]')
 ((${#pool100[@]} == 100)) && [[ ${pool100[*]:0:2} == "${POOL[*]}" ]] ||

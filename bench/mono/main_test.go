@@ -17,7 +17,7 @@ import (
 func benchPlan(t *testing.T) *plan.Plan {
 	t.Helper()
 	site := t.TempDir()
-	stack := "name: bench\nnetworks:\n  private: 10.240.0.0/24\n  public: 10.240.1.0/28\nsite:\n  dir: " + site + "\n"
+	stack := "name: bench\nnetworks:\n  private: 10.240.0.0/24\n  public: 10.240.1.0/28\nsite:\n  dir: " + site + "\ntiers:\n  monitor: off\n"
 	yes := func(string) bool { return true }
 	st, err := spec.Load("bulkhead.yaml", []byte(stack), spec.Env{DirExists: yes, FileExists: yes})
 	if err != nil {

@@ -49,7 +49,8 @@ func TestNeeded(t *testing.T) {
 		want: []string{
 			"apache2", "coreutils", "e2fsprogs", "iproute2", "lighttpd", "mariadb-client", "mariadb-server",
 			"memcached", "nftables", "nginx", "openssh-client", "openssh-server", "php8.2-fpm",
-			"php8.2-memcached", "php8.2-mysql", "prometheus", "prometheus-nginx-exporter", "runc", "sshfs", "util-linux",
+			"php8.2-memcached", "php8.2-mysql", "prometheus", "prometheus-apache-exporter", "prometheus-mysqld-exporter",
+			"prometheus-nginx-exporter", "runc", "sshfs", "util-linux",
 		},
 	}, {
 		name: "alternatives over nfs",

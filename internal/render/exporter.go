@@ -55,7 +55,8 @@ func exporterService(n *plan.Node, in Input, d exporterDaemon) (svc service.Serv
 			"-nginx.retries=30", "-nginx.retry-interval=1s",
 			"-web.listen-address=" + listen}
 	case "prometheus-apache-exporter":
-		// mod_status: requests, bytes, busy and idle workers.
+		// mod_status: busy and idle workers, the scoreboard, uptime (with
+		// ExtendedStatus off, no request or byte counters: see the template).
 		argv = []string{e.Package,
 			"--scrape_uri=http://" + e.Status.String() + "/server-status?auto",
 			"--telemetry.address=" + listen, "--log.level=warn"}

@@ -87,9 +87,17 @@ func LinkExists(name string) bool {
 // AddBridge creates a host bridge with addr (CIDR form, e.g.
 // 10.77.0.1/24) and brings it up. Giving the bridge the subnet is what keeps
 // the subnet on this host: the connected route wins over the default route.
+//
+// The bridge's MAC is its address's (see MAC): a bridge left to choose
+// takes the lowest of its ports' MACs, so a node that joins or leaves could
+// change it under what the other nodes have cached for their gateway.
 func AddBridge(ctx context.Context, name, addr, alias string) error {
 	if !LinkExists(name) {
-		if _, err := run(ctx, "link", "add", name, "type", "bridge"); err != nil {
+		p, err := netip.ParsePrefix(addr)
+		if err != nil {
+			return fmt.Errorf("bridge %s address %q: %w", name, addr, err)
+		}
+		if _, err := run(ctx, "link", "add", name, "address", MAC(p.Addr()).String(), "type", "bridge"); err != nil {
 			return err
 		}
 	}
@@ -157,7 +165,12 @@ func AddVeth(ctx context.Context, v Veth) error {
 	if !exists {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = v.Host
-		pair := &netlink.Veth{LinkAttrs: attrs, PeerName: v.Name, PeerNamespace: netlink.NsFd(ns.Fd())}
+		p, err := netip.ParsePrefix(v.Addr)
+		if err != nil {
+			return fmt.Errorf("address %q of %s: %w", v.Addr, v.Name, err)
+		}
+		pair := &netlink.Veth{LinkAttrs: attrs, PeerName: v.Name, PeerNamespace: netlink.NsFd(ns.Fd()),
+			PeerHardwareAddr: MAC(p.Addr())}
 		if err := host.LinkAdd(pair); err != nil {
 			return fmt.Errorf("add veth %s (peer %s in %s): %w", v.Host, v.Name, v.Netns, err)
 		}
@@ -210,6 +223,23 @@ func AddVeth(ctx context.Context, v Veth) error {
 		return fmt.Errorf("set %s up in %s: %w", v.Name, v.Netns, err)
 	}
 	return nil
+}
+
+// MAC is the Ethernet address of the interface that holds addr, an IPv4
+// address: 02:62 (locally administered, unicast) and then addr's four
+// bytes, as Docker does with its 02:42. A node made again at its address
+// (scaled in and out, a deploy's new node at a drained one's address) then
+// has the MAC its peers cached for the address before; a new random one
+// would go unanswered until their neighbour entries expired, up to about
+// eight seconds of lost packets. Addresses are unique within a stack's
+// subnets, and stacks' subnets do not overlap, so the MACs are unique on
+// each bridge.
+func MAC(addr netip.Addr) net.HardwareAddr {
+	if !addr.Is4() {
+		return nil
+	}
+	b := addr.As4()
+	return net.HardwareAddr{0x02, 0x62, b[0], b[1], b[2], b[3]}
 }
 
 // links returns a netlink handle whose sockets belong to namespace h:

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/netns"
@@ -129,5 +131,116 @@ func TestAddOwnedConcurrently(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s: %v", names[i], err)
 		}
+	}
+}
+
+// TestNeighboursStayRight checks what a node's peers have cached of it and
+// of the bridge: a node made again at its address (scaled in and out, a
+// deploy's new node at a drained one's address) has the address's MAC, not
+// a new one the peers' neighbour (ARP) entries do not know; and the
+// bridge's MAC does not follow its ports. Otherwise a peer sends to a MAC
+// nobody has until its entry expires: up to about eight seconds of lost
+// packets (seen 2026-11-30: an up that added app nodes at the addresses of
+// nodes it had removed waited that long for their first page).
+func TestNeighboursStayRight(t *testing.T) {
+	hosttest.RequireRoot(t)
+	ctx := context.Background()
+	id := os.Getpid() % 10000
+	br, low := fmt.Sprintf("bht%d-nbr", id), fmt.Sprintf("bht%d-low", id)
+	a, b := fmt.Sprintf("bhtest-nba-%d", id), fmt.Sprintf("bhtest-nbb-%d", id)
+	va, vb := fmt.Sprintf("bht%d-na", id), fmt.Sprintf("bht%d-nb", id)
+	// 10.213.0.0/24 is on the bridge before anything is sent.
+	t.Cleanup(func() {
+		for _, l := range []string{va, vb, low, br} {
+			if err := netns.DeleteLink(ctx, l); err != nil {
+				t.Error(err)
+			}
+		}
+		for _, ns := range []string{a, b} {
+			if err := netns.Delete(ctx, ns); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if err := netns.AddBridge(ctx, br, "10.213.0.1/24", "bulkhead test"); err != nil {
+		t.Fatal(err)
+	}
+	node := func(ns, veth, addr string) {
+		t.Helper()
+		if err := netns.Add(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+		if err := netns.AddVeth(ctx, netns.Veth{Host: veth, Bridge: br, Netns: ns, Name: "private", Addr: addr}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ip := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("ip", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	// touch sends a SYN from a to addr, which resolves its MAC first; no
+	// answer is needed.
+	touch := func(addr string) {
+		t.Helper()
+		if err := netns.In(a, func() error {
+			if c, err := net.DialTimeout("tcp", addr+":9", time.Second); err == nil {
+				c.Close()
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// cached is what a holds for addr: its MAC, or "" when it holds none.
+	cached := func(addr string) string {
+		f := strings.Fields(ip("-n", a, "neigh", "show", addr))
+		for i := range f[:max(len(f)-1, 0)] {
+			if f[i] == "lladdr" {
+				return f[i+1]
+			}
+		}
+		return ""
+	}
+	mac := func(ns, link string) string {
+		args := []string{"-o", "link", "show", link}
+		if ns != "" {
+			args = append([]string{"-n", ns}, args...)
+		}
+		f := strings.Fields(ip(args...))
+		for i := range f[:len(f)-1] {
+			if f[i] == "link/ether" {
+				return f[i+1]
+			}
+		}
+		t.Fatalf("no MAC for %s in %s", link, ns)
+		return ""
+	}
+	node(a, va, "10.213.0.2/24")
+	node(b, vb, "10.213.0.3/24")
+	touch("10.213.0.3")
+	touch("10.213.0.1")
+	if cached("10.213.0.3") == "" || cached("10.213.0.1") == "" {
+		t.Fatalf("%s has not resolved its peers: %s", a, ip("-n", a, "neigh"))
+	}
+
+	// b goes, and comes back at its address.
+	ip("link", "delete", vb)
+	if err := netns.Delete(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	node(b, vb, "10.213.0.3/24")
+	if got, want := cached("10.213.0.3"), mac(b, "private"); got != want {
+		t.Errorf("%s caches %s for 10.213.0.3, which is now at %s", a, got, want)
+	}
+
+	// A port with a lower MAC than any joins the bridge.
+	ip("link", "add", low, "address", "00:00:00:00:00:01", "type", "veth", "peer", "name", low+"p")
+	ip("link", "set", low, "master", br)
+	if got, want := cached("10.213.0.1"), mac("", br); got != want {
+		t.Errorf("%s caches %s for the bridge's 10.213.0.1, which is now at %s", a, got, want)
 	}
 }

@@ -47,6 +47,11 @@ started=$(date +%s) me=controlplane.sh
 . "$(dirname "$0")/lib.sh"
 
 STACK=benchcp
+# 256M app disks, not the default 512M: bulkhead up refuses a stack whose
+# disks could outgrow the free space under /var/lib/bulkhead, and 110 app
+# nodes of 512M (55G) did on a host with 64G free (2026-11-30). The images
+# are sparse; their size changes mkfs's work a little, nothing else here.
+APP_DISK=256M
 PRIVATE_NET=10.241.0.0/24
 PUBLIC_NET=10.241.1.0/28
 HTTP_PUB=127.0.0.1:19090

@@ -48,7 +48,8 @@ purge_stack() {
 
 # write_stack FILE N: the default stack with N app nodes under the
 # benchmark's own name ($STACK), subnets ($PRIVATE_NET, $PUBLIC_NET) and
-# ports ($HTTP_PUB, $HTTPS_PUB).
+# ports ($HTTP_PUB, $HTTPS_PUB). With $APP_DISK set, the app tier's disk
+# is that size rather than the default.
 write_stack() {
 	cat >"$1" <<EOF
 # Written by bench/$me: the default stack with $2 app nodes, under the
@@ -67,7 +68,8 @@ tiers:
   db: {}
   storage: {}
   app:
-    replicas: $2
+    replicas: $2${APP_DISK:+
+    disk: $APP_DISK}
 EOF
 }
 

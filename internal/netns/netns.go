@@ -97,7 +97,11 @@ func AddBridge(ctx context.Context, name, addr, alias string) error {
 		if err != nil {
 			return fmt.Errorf("bridge %s address %q: %w", name, addr, err)
 		}
-		if _, err := run(ctx, "link", "add", name, "address", MAC(p.Addr()).String(), "type", "bridge"); err != nil {
+		args := []string{"link", "add", name}
+		if mac := MAC(p.Addr()); mac != nil {
+			args = append(args, "address", mac.String())
+		}
+		if _, err := run(ctx, append(args, "type", "bridge")...); err != nil {
 			return err
 		}
 	}
@@ -233,7 +237,7 @@ func AddVeth(ctx context.Context, v Veth) error {
 // would go unanswered until their neighbour entries expired, up to about
 // eight seconds of lost packets. Addresses are unique within a stack's
 // subnets, and stacks' subnets do not overlap, so the MACs are unique on
-// each bridge.
+// each bridge. It is nil for an IPv6 address: the kernel then picks.
 func MAC(addr netip.Addr) net.HardwareAddr {
 	if !addr.Is4() {
 		return nil

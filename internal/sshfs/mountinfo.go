@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/moby/sys/mountinfo"
 )
@@ -162,6 +164,54 @@ func MountedEach(targets []string) ([]bool, error) {
 	for i, t := range ts {
 		m := top(ms, t)
 		out[i] = m != nil && m.fstype == fstype
+	}
+	return out, nil
+}
+
+// AnsweringEach reports, for each of targets, whether an sshfs is mounted
+// there and answers a stat within limit. sshfs mounts before it connects,
+// so a listed mount may still be connecting, or about to give up; a stat
+// of it waits for sshfs. The stats run at once. One still waiting at limit
+// counts as not answering and goes on in the background until sshfs
+// answers or exits (its ConnectTimeout and ServerAlive options bound that).
+func AnsweringEach(targets []string, limit time.Duration) ([]bool, error) {
+	out, err := MountedEach(targets)
+	if err != nil {
+		return nil, err
+	}
+	answers := make([]chan bool, len(targets))
+	for i, t := range targets {
+		if !out[i] {
+			continue
+		}
+		answers[i] = make(chan bool, 1)
+		go func() {
+			_, err := os.Stat(t)
+			answers[i] <- err == nil
+		}()
+	}
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for i, a := range answers {
+		if a == nil {
+			continue
+		}
+		select {
+		case out[i] = <-a:
+		case <-deadline.C:
+			// Every stat still waiting is late: none gets more time.
+			for k := i; k < len(answers); k++ {
+				if answers[k] == nil {
+					continue
+				}
+				select {
+				case out[k] = <-answers[k]:
+				default:
+					out[k] = false
+				}
+			}
+			return out, nil
+		}
 	}
 	return out, nil
 }

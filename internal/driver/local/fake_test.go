@@ -604,8 +604,9 @@ func (f *fakeSystem) releaseTarget(dir string) error {
 	return nil
 }
 
-// sshfsMounted says a running supervisor has mounted every prepared site.
-func (f *fakeSystem) sshfsMounted(targets []string) ([]bool, error) {
+// sshfsAnswering says a running supervisor has mounted every prepared
+// site, and that each answers.
+func (f *fakeSystem) sshfsAnswering(targets []string) ([]bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make([]bool, len(targets))

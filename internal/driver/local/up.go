@@ -1100,7 +1100,7 @@ func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, j *journal, limi
 			return err
 		}
 		// The site mounts of the nodes asked, from one reading of the
-		// host's mount table.
+		// host's mount table: each must answer, not just be listed.
 		var mi []int
 		var ts []string
 		for i, n := range nodes {
@@ -1108,13 +1108,13 @@ func (d *Driver) waitHealthy(ctx context.Context, p *plan.Plan, j *journal, limi
 				mi, ts = append(mi, i), append(ts, t)
 			}
 		}
-		var mounted []bool
+		var answering []bool
 		var err error
 		if len(ts) > 0 {
-			mounted, err = d.sys().sshfsMounted(ts)
+			answering, err = d.sys().sshfsAnswering(ts)
 		}
 		for k, i := range mi {
-			if err != nil || !mounted[k] {
+			if err != nil || !answering[k] {
 				lacks[i] = append(lacks[i], nodes[i].Name+" (site mount)")
 			}
 		}

@@ -140,9 +140,14 @@ func (m Mount) Options() []string {
 		// Notice a silently dead server within 15 s, so a hung mount turns
 		// into a reconnect instead of blocking readers forever; and don't
 		// let a reconnect wait out TCP's SYN timeout on a dropped packet.
+		// 15 s to connect, not 5: at a cold up of 100 app nodes on 2
+		// cores, the storage node's sshd took longer than 5 s to send
+		// its banner to 17 to 31 of the 101 mounts, which then failed
+		// and began again (2026-11-30). A storage node that is down
+		// refuses at once; the timeout only bounds one that is slow.
 		"ServerAliveInterval=5",
 		"ServerAliveCountMax=3",
-		"ConnectTimeout=5",
+		"ConnectTimeout=15",
 		// This key and this host key only, no agent, no prompt: a node's
 		// mount either authenticates as configured or fails.
 		"IdentityFile=" + m.Identity,

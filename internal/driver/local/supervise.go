@@ -137,13 +137,21 @@ type watch struct {
 }
 
 // running reports whether a node's container runs, asking runc only when
-// the process it knew of is gone.
-func (w *watch) running(ctx context.Context, id string) bool {
+// the process it knew of is gone: listed, when not nil, is what one runc
+// list said of every container (see learn), and runc state is asked only
+// without it.
+func (w *watch) running(ctx context.Context, id string, listed map[string]runc.Status) bool {
 	if o, ok := w.known[id]; ok && alive(o) {
 		return true
 	}
 	delete(w.known, id)
-	st, err := runc.State(ctx, id)
+	var st runc.Status
+	var err error
+	if listed != nil {
+		st = listed[id]
+	} else {
+		st, err = runc.State(ctx, id)
+	}
 	if err != nil || st.Status != "running" {
 		return false
 	}
@@ -153,13 +161,45 @@ func (w *watch) running(ctx context.Context, id string) bool {
 	return true
 }
 
+// learn returns what one runc list says of every container, when more than
+// one of ids is not known to run: a supervisor starting, or re-reading the
+// plan after an up, knows none, and at 100 app nodes a runc state for each
+// was a hundred Go programs starting, most of a core for seconds. It
+// returns nil when runc state will do, or when the list fails (it does when
+// any container on the host goes away while it reads).
+func (w *watch) learn(ctx context.Context, ids []string) map[string]runc.Status {
+	unknown := 0
+	for _, id := range ids {
+		if o, ok := w.known[id]; !ok || !alive(o) {
+			unknown++
+		}
+	}
+	if unknown < 2 {
+		return nil
+	}
+	list, err := runc.List(ctx)
+	if err != nil {
+		return nil
+	}
+	out := make(map[string]runc.Status, len(list))
+	for _, st := range list {
+		out[st.ID] = st
+	}
+	return out
+}
+
 // repair restarts the containers of nodes that stopped. It waits for no
 // lock: while an up or down holds the stack, it skips this round.
 func (d *Driver) repair(ctx context.Context, p *plan.Plan, w *watch) {
 	var dead []*plan.Node
+	ids := make([]string, len(p.Nodes))
+	for i := range p.Nodes {
+		ids[i] = p.Nodes[i].Container
+	}
+	listed := w.learn(ctx, ids)
 	for i := range p.Nodes {
 		n := &p.Nodes[i]
-		if !w.running(ctx, n.Container) {
+		if !w.running(ctx, n.Container, listed) {
 			dead = append(dead, n)
 		}
 	}

@@ -221,11 +221,13 @@ func TestNeighboursStayRight(t *testing.T) {
 	}
 	node(a, va, "10.213.0.2/24")
 	node(b, vb, "10.213.0.3/24")
-	touch("10.213.0.3")
-	touch("10.213.0.1")
-	if cached("10.213.0.3") == "" || cached("10.213.0.1") == "" {
-		t.Fatalf("%s has not resolved its peers: %s", a, ip("-n", a, "neigh"))
-	}
+	// A SYN's wait for the MAC may outlast the dial on a busy host: send
+	// again until both are resolved.
+	hosttest.Eventually(t, 20*time.Second, a+" resolving its peers", func() bool {
+		touch("10.213.0.3")
+		touch("10.213.0.1")
+		return cached("10.213.0.3") != "" && cached("10.213.0.1") != ""
+	})
 
 	// b goes, and comes back at its address.
 	ip("link", "delete", vb)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"path/filepath"
 	"strings"
@@ -169,7 +168,7 @@ func MountedEach(targets []string) ([]bool, error) {
 }
 
 // AnsweringEach reports, for each of targets, whether an sshfs is mounted
-// there and answers a stat within limit. sshfs mounts before it connects,
+// there and answers a stat within limit (see answers). sshfs mounts before it connects,
 // so a listed mount may still be connecting, or about to give up; a stat
 // of it waits for sshfs. The stats run at once. One still waiting at limit
 // counts as not answering and goes on in the background until sshfs
@@ -179,20 +178,17 @@ func AnsweringEach(targets []string, limit time.Duration) ([]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	answers := make([]chan bool, len(targets))
+	answered := make([]chan bool, len(targets))
 	for i, t := range targets {
 		if !out[i] {
 			continue
 		}
-		answers[i] = make(chan bool, 1)
-		go func() {
-			_, err := os.Stat(t)
-			answers[i] <- err == nil
-		}()
+		answered[i] = make(chan bool, 1)
+		go func() { answered[i] <- answers(t) }()
 	}
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
-	for i, a := range answers {
+	for i, a := range answered {
 		if a == nil {
 			continue
 		}
@@ -200,12 +196,12 @@ func AnsweringEach(targets []string, limit time.Duration) ([]bool, error) {
 		case out[i] = <-a:
 		case <-deadline.C:
 			// Every stat still waiting is late: none gets more time.
-			for k := i; k < len(answers); k++ {
-				if answers[k] == nil {
+			for k := i; k < len(answered); k++ {
+				if answered[k] == nil {
 					continue
 				}
 				select {
-				case out[k] = <-answers[k]:
+				case out[k] = <-answered[k]:
 				default:
 					out[k] = false
 				}

@@ -313,6 +313,19 @@ func pinDir(target string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), target), nil
 }
 
+// answers reports whether the sshfs mounted on target answers: the
+// mount's root, reached without following any link, is stat'ed, which
+// waits for sshfs once the kernel's cached attributes have expired.
+func answers(target string) bool {
+	pin, err := pinDir(target)
+	if err != nil {
+		return false
+	}
+	defer pin.Close()
+	_, err = pin.Stat()
+	return err == nil
+}
+
 // runOnce runs one sshfs until it exits or ctx is done, and returns how it
 // ended.
 func runOnce(ctx context.Context, argv []string, target string, log *slog.Logger) error {
@@ -398,7 +411,7 @@ func watchReady(target string, gone <-chan struct{}, log *slog.Logger) {
 		if ok, _ := Mounted(target); !ok {
 			continue
 		}
-		if _, err := os.Stat(target); err == nil {
+		if answers(target) {
 			log.Info("mounted")
 			return
 		}

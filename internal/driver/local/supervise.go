@@ -136,54 +136,48 @@ type watch struct {
 	state *supervisorState  // restarts by node, for the backoff and status
 }
 
-// running reports whether a node's container runs, asking runc only when
-// the process it knew of is gone: listed, when not nil, is what one runc
-// list said of every container (see learn), and runc state is asked only
-// without it.
-func (w *watch) running(ctx context.Context, id string, listed map[string]runc.Status) bool {
-	if o, ok := w.known[id]; ok && alive(o) {
-		return true
+// running returns those of nodes whose containers run. A container whose
+// PID 1 it knew of is still there runs; of the others it asks runc: with
+// one runc list when more than one is in doubt (a supervisor starting, or
+// re-reading the plan after an up, knows none, and at 100 app nodes a runc
+// state for each was a hundred Go programs starting, most of a core for
+// seconds), else, or when the list fails (it does when any container on
+// the host goes away while it reads), with runc state.
+func (w *watch) running(ctx context.Context, nodes []plan.Node) map[string]bool {
+	out := map[string]bool{}
+	var doubt []string
+	for i := range nodes {
+		id := nodes[i].Container
+		if o, ok := w.known[id]; ok && alive(o) {
+			out[id] = true
+			continue
+		}
+		delete(w.known, id)
+		doubt = append(doubt, id)
 	}
-	delete(w.known, id)
-	var st runc.Status
-	var err error
-	if listed != nil {
-		st = listed[id]
-	} else {
-		st, err = runc.State(ctx, id)
-	}
-	if err != nil || st.Status != "running" {
-		return false
-	}
-	if start, err := procStart(st.Pid); err == nil {
-		w.known[id] = Object{Kind: KindProcess, Name: strconv.Itoa(st.Pid), Detail: start}
-	}
-	return true
-}
-
-// learn returns what one runc list says of every container, when more than
-// one of ids is not known to run: a supervisor starting, or re-reading the
-// plan after an up, knows none, and at 100 app nodes a runc state for each
-// was a hundred Go programs starting, most of a core for seconds. It
-// returns nil when runc state will do, or when the list fails (it does when
-// any container on the host goes away while it reads).
-func (w *watch) learn(ctx context.Context, ids []string) map[string]runc.Status {
-	unknown := 0
-	for _, id := range ids {
-		if o, ok := w.known[id]; !ok || !alive(o) {
-			unknown++
+	var listed map[string]runc.Status
+	if len(doubt) > 1 {
+		if list, err := runc.List(ctx); err == nil {
+			listed = make(map[string]runc.Status, len(list))
+			for _, st := range list {
+				listed[st.ID] = st
+			}
 		}
 	}
-	if unknown < 2 {
-		return nil
-	}
-	list, err := runc.List(ctx)
-	if err != nil {
-		return nil
-	}
-	out := make(map[string]runc.Status, len(list))
-	for _, st := range list {
-		out[st.ID] = st
+	for _, id := range doubt {
+		st, ok := listed[id]
+		if listed == nil {
+			var err error
+			st, err = runc.State(ctx, id)
+			ok = err == nil
+		}
+		if !ok || st.Status != "running" {
+			continue
+		}
+		out[id] = true
+		if start, err := procStart(st.Pid); err == nil {
+			w.known[id] = Object{Kind: KindProcess, Name: strconv.Itoa(st.Pid), Detail: start}
+		}
 	}
 	return out
 }
@@ -192,14 +186,9 @@ func (w *watch) learn(ctx context.Context, ids []string) map[string]runc.Status 
 // lock: while an up or down holds the stack, it skips this round.
 func (d *Driver) repair(ctx context.Context, p *plan.Plan, w *watch) {
 	var dead []*plan.Node
-	ids := make([]string, len(p.Nodes))
+	running := w.running(ctx, p.Nodes)
 	for i := range p.Nodes {
-		ids[i] = p.Nodes[i].Container
-	}
-	listed := w.learn(ctx, ids)
-	for i := range p.Nodes {
-		n := &p.Nodes[i]
-		if !w.running(ctx, n.Container, listed) {
+		if n := &p.Nodes[i]; !running[n.Container] {
 			dead = append(dead, n)
 		}
 	}

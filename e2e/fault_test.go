@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,7 +30,7 @@ func TestFaults(t *testing.T) {
 	ns, url := s.outsideURL(t)
 	const patience = 2 * time.Minute
 
-	fault := func(name string, do func(), whole func() bool) {
+	fault := func(name string, do func(), whole func() error) {
 		t.Helper()
 		l := startLoad(t, ns, url, 8)
 		time.Sleep(time.Second)
@@ -47,10 +48,12 @@ func TestFaults(t *testing.T) {
 			t.Errorf("fault %s: %d of %d requests failed; want none; the first: %q", name, len(r.failures), r.requests, r.failures[:min(len(r.failures), 5)])
 		}
 	}
-	healthy := func(node string) func() bool {
-		return func() bool {
-			st := status(t, s)[node]
-			return st.State == "running" && st.Healthy
+	healthy := func(node string) func() error {
+		return func() error {
+			if st := status(t, s)[node]; st.State != "running" || !st.Healthy {
+				return fmt.Errorf("%s is %s, healthy %v", node, st.State, st.Healthy)
+			}
+			return nil
 		}
 	}
 	kill := func(node string) func() {
@@ -70,9 +73,16 @@ func TestFaults(t *testing.T) {
 			if out, err := exec.Command("kill", "-9", old).CombinedOutput(); err != nil {
 				t.Fatalf("kill the %s: %v: %s", kind, err, out)
 			}
-		}, func() bool {
-			out, _ := s.exec("status")
-			return pairPID(t, s, kind) != old && strings.HasPrefix(out, "stack "+s.name+": supervisor running\n")
+		}, func() error {
+			out, err := s.exec("status")
+			if now := pairPID(t, s, kind); now == old {
+				ps, _ := exec.Command("ps", "-eo", "pid,ppid,stat,lstart,args").Output()
+				return fmt.Errorf("the journal still records %s %s; status (%v):\n%s\nthe pair's processes:\n%s", kind, old, err, out, grep(string(ps), "--stack "+s.name+" "))
+			}
+			if !strings.HasPrefix(out, "stack "+s.name+": supervisor running\n") {
+				return fmt.Errorf("status (%v):\n%s", err, out)
+			}
+			return nil
 		})
 	}
 	if v, out, err := s.verify(t); err != nil || !v.Pass {

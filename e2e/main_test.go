@@ -72,6 +72,9 @@ func newStack(t testing.TB, name string, x, base int, extra string) *stack {
 	}
 	// Whatever happens, leave the host as the test found it.
 	t.Cleanup(func() {
+		if t.Failed() {
+			s.logSupervisor()
+		}
 		out, err := s.exec("down", "--purge")
 		if err != nil && !strings.Contains(out, "no stack") {
 			t.Errorf("down --purge: %v\n%s", err, out)
@@ -79,6 +82,21 @@ func newStack(t testing.TB, name string, x, base int, extra string) *stack {
 		s.assertGone()
 	})
 	return s
+}
+
+// logSupervisor logs the last of the stack's supervisor log, which is all
+// a CI run of a failed test leaves of what the supervisor pair did.
+func (s *stack) logSupervisor() {
+	data, err := os.ReadFile(filepath.Join("/var/lib/bulkhead", s.name, "supervisor.log"))
+	if err != nil {
+		s.t.Logf("supervisor.log: %v", err)
+		return
+	}
+	const most = 8000
+	if len(data) > most {
+		data = data[len(data)-most:]
+	}
+	s.t.Logf("the last of supervisor.log:\n%s", data)
 }
 
 // exec runs bulkhead in the stack's directory and returns its combined

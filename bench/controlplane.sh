@@ -15,6 +15,11 @@
 #   up-add10    bulkhead up with 10 more app nodes (N+10), on the running
 #               stack: the nodes join the edge's pool once they serve
 #   down-purge  bulkhead down --purge (of the N+10 stack)
+# Each starts once the host is settled: at least 90% idle over a second,
+# waited for up to 60 s, 10 with --quick (settle.tsv records the wait).
+# Right after a cold up of 100 app nodes the host is busy for seconds more
+# (their daemons, the kernel's memory monitor), and an up-add10 timed then
+# paid for that.
 # After up-cold it measures the memory of app-1, the middle app node and
 # the last one: the resident set (RSS) and proportional set (PSS, shared
 # pages divided among their users) of every process in the node's runc
@@ -58,10 +63,10 @@ HTTP_PUB=127.0.0.1:19090
 HTTPS_PUB=127.0.0.1:19091
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-sizes=1,10,25,50,100 cycle=1,10,25 bin= data=
+sizes=1,10,25,50,100 cycle=1,10,25 bin= data= settle_max=60
 while (($#)); do
 	case $1 in
-	--quick) sizes=1 ;;
+	--quick) sizes=1 settle_max=10 ;;
 	--sizes) sizes=${2:?--sizes needs a list}; shift ;;
 	--cycle-sizes) cycle=${2:?--cycle-sizes needs a list}; shift ;;
 	--bin) bin=${2:?--bin needs a file}; shift ;;
@@ -116,9 +121,15 @@ host_used=$data/hostmem.tsv
 printf 'apps\tused_kb\n0\t%s\n' "$(used_kb)" >"$host_used"
 
 broken=0
+# Each timed command starts on a settled host (see settle in lib.sh):
+# settle.tsv says how long it waited and how idle the host then was.
+SETTLE=$data/settle.tsv
+printf 'apps\top\twaited_s\tidle_pct\n' >"$SETTLE"
 timed() { # APPS OP ARGS...: run bulkhead ARGS, record the wall time and exit status
-	local n=$1 op=$2 t0 rc=0 secs
+	local n=$1 op=$2 t0 rc=0 secs settled
 	shift 2
+	settled=$(settle 90 "$settle_max")
+	printf '%s\t%s\t%s\n' "$n" "$op" "$settled" >>"$SETTLE"
 	t0=$(date +%s.%N)
 	"$BH" "$@" >"$WORK/out" 2>&1 || rc=$?
 	secs=$(since "$t0" 2)

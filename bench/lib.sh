@@ -16,6 +16,29 @@ die() { printf '%s: %s\n' "$me" "$*" >&2; exit 1; }
 # since T0 [DECIMALS]: seconds from T0 (a `date +%s.%N`) to now
 since() { awk -v a="$1" -v b="$(date +%s.%N)" -v d="${2:-1}" 'BEGIN {printf "%." d "f", b - a}'; }
 
+# settle [IDLE] [MAX]: wait until the host's CPUs were at least IDLE percent
+# idle (90 by default) over one second, for at most MAX seconds (60), so
+# that a timed command does not pay for what the previous one left running
+# (the daemons of 100 new nodes settling, the kernel's memory monitor).
+# Prints the seconds waited, and the idle percent of the last second; a
+# host that never settles is timed anyway, and the figure says so.
+settle() {
+	local want=${1:-90} max=${2:-60} t0 a b idle=0
+	t0=$(date +%s.%N)
+	while :; do
+		a=$(head -1 /proc/stat)
+		sleep 1
+		b=$(head -1 /proc/stat)
+		idle=$(awk -v a="$a" -v b="$b" 'BEGIN {
+			n = split(a, x, " "); split(b, y, " "); tot = 0
+			for (i = 2; i <= n; i++) tot += y[i] - x[i]
+			printf "%d", tot ? 100 * (y[5] - x[5] + y[6] - x[6]) / tot : 100 }')
+		((idle >= want)) && break
+		awk -v t="$(since "$t0" 0)" -v m="$max" 'BEGIN {exit !(t >= m)}' && break
+	done
+	printf '%s\t%s\n' "$(since "$t0" 1)" "$idle"
+}
+
 # take_lock NAME: one run of bench/NAME.sh at a time on this host, whichever
 # checkout it comes from: the stack names, namespaces and ports are fixed.
 # Sets LOCK, and have_lock=1 once held. The lock is fd 9: children that

@@ -228,6 +228,10 @@ type Controlplane struct {
 	// Goals are issue #14's control-plane goals, with what this run
 	// measured against each.
 	Goals []Goal `json:"goals"`
+	// Settle is how long each op waited for a quiet host before it was
+	// timed, and how idle the host then was (settle.tsv; older runs have
+	// none).
+	Settle []map[string]string `json:"settle,omitempty"`
 }
 
 // Goal is a wall-clock limit on one op of bench/controlplane.sh at one
@@ -416,6 +420,9 @@ func loadControlplane(dir string, r *Results) error {
 			}
 		}
 		c.Goals = append(c.Goals, g)
+	}
+	if c.Settle, err = table(filepath.Join(dir, "settle.tsv")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
 	}
 	if c.Memory, err = table(filepath.Join(dir, "memory.tsv")); err != nil {
 		return err

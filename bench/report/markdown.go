@@ -151,6 +151,23 @@ func markdown(r *Results) string {
 	if c := r.Controlplane; len(c.Times) > 0 {
 		p("\n## Control plane: bulkhead's own work by stack size\n\n")
 		p("A stack with the default tiers and N app nodes, from nothing: `plan`; `up` cold (first time, DB init); `up` again (nothing to do); `verify`; `down` (data kept); `up` warm (data there); `up` with 10 more app nodes on the running stack (up-add10: N → N+10, each new node joins the edge's pool once it serves); `down --purge`. Wall-clock seconds, one run each; `down` and `up` warm only at %s app nodes (`-` elsewhere: an up warm costs about as much as an up cold, and the suite must fit in 15 minutes). verify: %s.\n\n", c.Meta["cycle_sizes"], c.Meta["verify"])
+		if len(c.Settle) > 0 {
+			var waits []float64
+			var unsettled []string
+			for _, st := range c.Settle {
+				if v, ok := num(st["waited_s"]); ok {
+					waits = append(waits, v)
+				}
+				if v, ok := num(st["idle_pct"]); ok && v < 90 {
+					unsettled = append(unsettled, fmt.Sprintf("%s at %s app nodes (%s%% idle)", st["op"], st["apps"], st["idle_pct"]))
+				}
+			}
+			p("Each command was timed once the host was at least 90%% idle over a second, so that none paid for what the one before left running: it waited %s s (median, then the range).", fstat(stat(waits), ""))
+			if len(unsettled) > 0 {
+				p(" Timed on a host that had not settled within the wait: %s.", strings.Join(unsettled, ", "))
+			}
+			p("\n\n")
+		}
 		p("Goals (issue #14), on a quiet machine:\n\n| op | app nodes | goal | measured | met |\n|---|---:|---:|---:|---|\n")
 		for _, g := range c.Goals {
 			measured, met := "not measured", "-"

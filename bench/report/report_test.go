@@ -53,6 +53,7 @@ func TestRun(t *testing.T) {
 	write("dataplane-meta.tsv", "key\tvalue\nworkload.small\tGET /s.css\nnosandbox_stack\tbenchns\nlever.keepalive\tupstream keepalive\nlever.keepalive.default\ton\nlever.keepalive.workloads\tsmall\n")
 	write("controlplane.tsv", "apps\top\tseconds\texit\n1\tup-cold\t5\t0\n10\tup-cold\t15\t0\n1\tverify\t-\tnot available\n"+
 		"100\tup-cold\t29.5\t0\n100\tverify\t5.01\t0\n100\tup-add10\t12\t1\n")
+	write("settle.tsv", "apps\top\twaited_s\tidle_pct\n1\tup-cold\t1.0\t97\n100\tup-add10\t60.2\t71\n")
 	write("memory.tsv", "apps\tnode\tprocesses\trss_kb\tpss_kb\tsshfs_rss_kb\tsshfs_pss_kb\n1\tapp-1\t7\t80000\t15000\t11000\t2000\n")
 	write("hostmem.tsv", "apps\tused_kb\n0\t1000\n1\t31000\n10\t301000\n")
 	if err := run(data, out); err != nil {
@@ -88,6 +89,10 @@ func TestRun(t *testing.T) {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md has no goal row %q", want)
 		}
+	}
+	// The one op that started on a busy host is named.
+	if want := "it waited 30.6 (1–60.2) s (median, then the range). Timed on a host that had not settled within the wait: up-add10 at 100 app nodes (71% idle)."; !strings.Contains(string(md), want) {
+		t.Errorf("results.md does not say how long the ops waited to settle, %q", want)
 	}
 	if !strings.Contains(string(md), "n/a") {
 		t.Error("results.md does not say verify was not available")

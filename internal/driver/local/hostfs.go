@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -333,6 +334,13 @@ func installBinary(dst string) error {
 	if err != nil {
 		return err
 	}
+	// The same Go build is the same binary, and its build ID is a few
+	// bytes to read where hashing the two costs 40 to 80 ms each.
+	if mine, err := goBuildID(self); err == nil && mine != "" {
+		if theirs, err := goBuildID(dst); err == nil && theirs == mine {
+			return nil
+		}
+	}
 	mine, err := selfHash()
 	if err != nil {
 		return err
@@ -358,15 +366,52 @@ func sameContent(a, b string) (bool, error) {
 	return bytes.Equal(ha, hb), nil
 }
 
-// selfHash is the SHA-256 of this process's binary, read once: an up
-// digests it in every fingerprint, and it is some 20 MB.
+// selfHash identifies this process's binary, read once: an up digests it
+// in every fingerprint. It is the binary's Go build ID, whose last part
+// the go command derives from the binary's content, or, for a binary built
+// without one, the SHA-256 of the binary (some 37 MB: 40 to 80 ms of CPU
+// here, on every up).
 var selfHash = sync.OnceValues(func() ([]byte, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
+	if id, err := goBuildID(self); err == nil && id != "" {
+		return []byte("go build " + id), nil
+	}
 	return fileHash(self)
 })
+
+// goBuildID is the Go build ID that the go command writes in an
+// executable's ELF note (what `go tool buildid` prints), or "" for a
+// file without one.
+func goBuildID(path string) (string, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sec := f.Section(".note.go.buildid")
+	if sec == nil {
+		return "", nil
+	}
+	data, err := sec.Data()
+	if err != nil {
+		return "", err
+	}
+	// One note: name size, description size, type (4, the Go build ID),
+	// the name "Go" padded to 4 bytes, then the ID.
+	const head = 16
+	if len(data) < head {
+		return "", nil
+	}
+	order := f.ByteOrder
+	namesz, descsz, typ := order.Uint32(data), order.Uint32(data[4:]), order.Uint32(data[8:])
+	if namesz != 4 || typ != 4 || string(data[12:head]) != "Go\x00\x00" || uint64(descsz) > uint64(len(data)-head) {
+		return "", nil
+	}
+	return string(data[head : head+int(descsz)]), nil
+}
 
 func fileHash(path string) ([]byte, error) {
 	f, err := os.Open(path)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/service"
+	"github.com/bulkhead/bulkhead/internal/spec"
 )
 
 // nfsAnonID is the uid and gid every NFS client is squashed to: www-data on
@@ -38,9 +39,20 @@ type sftpConf struct {
 	Keys    string // directory of one authorized_keys file per account
 	Chroot  string
 	// MaxStartups lets every client connect at once, as all do when the
-	// storage node restarts; the firewall admits no one else.
+	// storage node restarts; the firewall admits no one else. It is sized
+	// for the largest pools a plan may have, not this one's: sshd applies
+	// a change only by re-executing itself, which resets every connection
+	// still in its handshake (the new nodes' mounts, when a pool grows),
+	// so scaling the pools must not change sshd_config. PerSource bounds
+	// what one client may hold, a node whose root is an attacker's
+	// included.
 	MaxStartups string
+	PerSource   int
 }
+
+// sftpMaxClients is the most nodes a storage node can have as clients: a
+// static and an app tier of the most replicas a tier may have.
+const sftpMaxClients = 2 * spec.MaxReplicas
 
 // sftpKeys is one account's authorized_keys file.
 type sftpKeys struct {
@@ -63,7 +75,10 @@ func storageSFTP(p *plan.Plan, n *plan.Node, in Input) ([]File, []service.Servic
 		Pid:         path.Join(l.Run, "sshd.pid"),
 		Keys:        l.conf("authorized_keys"),
 		Chroot:      storageSite(l),
-		MaxStartups: fmt.Sprintf("%d:30:%d", len(clients)+10, 2*(len(clients)+10)),
+		MaxStartups: fmt.Sprintf("%d:30:%d", sftpMaxClients+10, 2*(sftpMaxClients+10)),
+		// A node's mount connects once, and once again when it is
+		// made afresh while the old one is still timing out.
+		PerSource: 3,
 	}
 	if err := plainPaths(c.HostKey, c.Pid, c.Keys, c.Chroot); err != nil {
 		return nil, nil, err

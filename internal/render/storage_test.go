@@ -1,8 +1,10 @@
 package render_test
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path"
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bulkhead/bulkhead/internal/hosttest"
 	"github.com/bulkhead/bulkhead/internal/plan"
@@ -77,6 +80,8 @@ func TestStorageSFTP(t *testing.T) {
 				"usepam":                       "no",
 				"strictmodes":                  "no", // see the template: root is the node's, /etc the host's
 				"pidfile":                      filepath.Join(l.Run, "sshd.pid"),
+				"maxstartups":                  "510:30:1020",
+				"persourcemaxstartups":         "3",
 			} {
 				if got := strings.Join(eff[k], " | "); got != v {
 					t.Errorf("%s from %s (%s): %s = %q, want %q", acct, addr, c.Name, k, got, v)
@@ -114,6 +119,44 @@ func TestStorageSFTP(t *testing.T) {
 			t.Errorf("%s: ssh-keygen reads fingerprints %v, want %v", acct, got, wantFP)
 		}
 	}
+}
+
+// TestStorageSFTPSameAtAnyScale renders the storage node of a stack with 2
+// app nodes and of the same stack with 250: sshd_config must not change,
+// since sshd applies a change only by re-executing itself, which resets
+// the connections still in their handshake (the new nodes' site mounts,
+// when the pool grows). Only the keys do, which sshd reads at each login.
+func TestStorageSFTPSameAtAnyScale(t *testing.T) {
+	conf := func(apps int) string {
+		t.Helper()
+		p := planFrom(t, []byte(fmt.Sprintf("name: scale\nnetworks:\n  private: 10.76.0.0/22\n  public: 10.77.1.0/28\n"+
+			"tiers:\n  edge: {}\n  static: {}\n  cache: {}\n  db: {}\n  storage:\n    protocol: sftp\n  app:\n    replicas: %d\n", apps)))
+		n, err := render.RenderNode(p, p.Role(spec.RoleStorage)[0], render.Input{Layout: render.DefaultLayout(), Secrets: testSecrets(p)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(fileOf(t, n, "sshd_config").Data)
+	}
+	if small, large := conf(2), conf(spec.MaxReplicas); small != large {
+		t.Errorf("sshd_config differs between 2 and %d app nodes:\n%s", spec.MaxReplicas, lineDiff(small, large))
+	}
+}
+
+// lineDiff lists the lines only a has (-) and only b has (+).
+func lineDiff(a, b string) string {
+	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+	var out []string
+	for _, l := range al {
+		if !slices.Contains(bl, l) {
+			out = append(out, "- "+l)
+		}
+	}
+	for _, l := range bl {
+		if !slices.Contains(al, l) {
+			out = append(out, "+ "+l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // TestStorageSFTPLive starts sshd with the rendered config on loopback and
@@ -263,6 +306,40 @@ func TestStorageSFTPLive(t *testing.T) {
 	out, _ := exec.Command("ssh", append(sshOpts("app-1"), "-p", port, "-T", "site-rw@127.0.0.1", "id")...).CombinedOutput()
 	if strings.Contains(string(out), "uid=") {
 		t.Errorf("site-rw ran a command: %s", out)
+	}
+
+	// A node whose root is an attacker's holds logins open without ever
+	// authenticating, from its own address (127.0.0.2 here): it gets the
+	// 3 that PerSourceMaxStartups allows it and no more, and the other
+	// nodes still log in.
+	dial := func() (net.Conn, string) {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 30 * time.Second}
+		c, err := d.Dial("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			t.Fatalf("connect from 127.0.0.2: %v", err)
+		}
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		banner, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return c, "no banner: " + err.Error()
+		}
+		return c, banner
+	}
+	for i := range 3 {
+		c, banner := dial()
+		defer c.Close()
+		if !strings.HasPrefix(banner, "SSH-2.0-") {
+			t.Fatalf("unauthenticated login %d from 127.0.0.2: %q, want sshd's banner", i+1, banner)
+		}
+	}
+	c, banner := dial()
+	c.Close()
+	if strings.HasPrefix(banner, "SSH-") {
+		t.Errorf("a 4th unauthenticated login from the same address got sshd's banner %q; want it dropped", strings.TrimSpace(banner))
+	}
+	if out, ok := sftp("app-1", "site-rw", "ls\n"); !ok {
+		t.Errorf("app-1 cannot log in while another address holds its 3 unauthenticated logins:\n%s", out)
 	}
 	d.stop(t)
 }

@@ -688,8 +688,10 @@ func TestUpOnFakeHost(t *testing.T) {
 		}},
 		{"dry-run-changes-nothing", func(t *testing.T, s *fakeStack) []string {
 			// What up would do for 2 -> 3 app nodes, without doing it:
-			// the new node, reloads for the edge, the database's grants
-			// and storage's sshd, the rest live or untouched.
+			// the new node, reloads for the edge and the database's
+			// grants, storage's keys live (sshd reads them at each login
+			// and its config does not change with the pool), the rest
+			// live or untouched.
 			s.mustUp(t, planWithApps(t, 2))
 			changes, err := s.d.Changes(context.Background(), planWithApps(t, 3), s.site)
 			if err != nil {
@@ -699,7 +701,7 @@ func TestUpOnFakeHost(t *testing.T) {
 			for _, c := range changes {
 				got[c.Node] = c.Action
 			}
-			want := map[string]string{"edge": "reload", "static": "none", "cache": "live", "db": "reload", "storage": "reload", "app-1": "none", "app-2": "none", "app-3": "create"}
+			want := map[string]string{"edge": "reload", "static": "none", "cache": "live", "db": "reload", "storage": "live", "app-1": "none", "app-2": "none", "app-3": "create"}
 			if !maps.Equal(got, want) {
 				t.Errorf("changes %v, want %v", got, want)
 			}

@@ -334,11 +334,15 @@ func installBinary(dst string) error {
 	if err != nil {
 		return err
 	}
-	// The same Go build is the same binary, and its build ID is a few
-	// bytes to read where hashing the two costs 40 to 80 ms each.
-	if mine, err := goBuildID(self); err == nil && mine != "" {
-		if theirs, err := goBuildID(dst); err == nil && theirs == mine {
-			return nil
+	// The same Go build, of the same size, is the same binary, and its
+	// build ID is a few bytes to read where hashing the two costs 40 to 80
+	// ms each. (The size catches a copy cut short, whose note, near the
+	// start, would still read.)
+	if sameSize(self, dst) {
+		if mine, err := goBuildID(self); err == nil && mine != "" {
+			if theirs, err := goBuildID(dst); err == nil && theirs == mine {
+				return nil
+			}
 		}
 	}
 	mine, err := selfHash()
@@ -352,6 +356,16 @@ func installBinary(dst string) error {
 		return err
 	}
 	return copyFile(self, dst, 0o755)
+}
+
+// sameSize reports whether files a and b exist and have the same size.
+func sameSize(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && fa.Size() == fb.Size()
 }
 
 func sameContent(a, b string) (bool, error) {
@@ -368,16 +382,20 @@ func sameContent(a, b string) (bool, error) {
 
 // selfHash identifies this process's binary, read once: an up digests it
 // in every fingerprint. It is the binary's Go build ID, whose last part
-// the go command derives from the binary's content, or, for a binary built
-// without one, the SHA-256 of the binary (some 37 MB: 40 to 80 ms of CPU
-// here, on every up).
+// the go command derives from the binary's content, and its size; or, for
+// a binary built without one, the SHA-256 of the binary (some 37 MB: 40
+// to 80 ms of CPU here, on every up).
 var selfHash = sync.OnceValues(func() ([]byte, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
+	fi, err := os.Stat(self)
+	if err != nil {
+		return nil, err
+	}
 	if id, err := goBuildID(self); err == nil && id != "" {
-		return []byte("go build " + id), nil
+		return fmt.Appendf(nil, "go build %s, %d bytes", id, fi.Size()), nil
 	}
 	return fileHash(self)
 })

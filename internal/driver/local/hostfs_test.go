@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,8 +39,8 @@ func TestGoBuildID(t *testing.T) {
 }
 
 // TestInstallBinary installs this binary: over a copy of the same build
-// it writes nothing; over another binary, or another file, it puts this one
-// in place.
+// it writes nothing; over a copy cut short or grown, another binary or
+// another file, it puts this one in place.
 func TestInstallBinary(t *testing.T) {
 	self, err := os.Executable()
 	if err != nil {
@@ -74,6 +75,27 @@ func TestInstallBinary(t *testing.T) {
 	}
 	if inode() != first {
 		t.Error("the same build was installed again")
+	}
+	// This binary cut short (ELF's section headers, which lead to the
+	// build ID, are at the end), and this binary with bytes added: its
+	// build ID still reads.
+	for what, data := range map[string][]byte{
+		"cut short":        mine[:len(mine)/2],
+		"with bytes added": append(slices.Clip(mine), "more"...),
+	} {
+		if err := os.WriteFile(dst, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := installBinary(dst); err != nil {
+			t.Fatal(err)
+		}
+		installed("over this binary " + what)
+	}
+	if err := os.WriteFile(dst, append(slices.Clip(mine), "more"...), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := goBuildID(dst); err != nil || id == "" {
+		t.Errorf("this binary with bytes added: build ID %q, %v; want it read, so that only its size tells", id, err)
 	}
 	for _, other := range []string{"/bin/true", "/etc/hostname"} {
 		data, err := os.ReadFile(other)

@@ -162,7 +162,7 @@ func markdown(r *Results) string {
 					unsettled = append(unsettled, fmt.Sprintf("%s at %s app nodes (%s%% idle)", st["op"], st["apps"], st["idle_pct"]))
 				}
 			}
-			p("Each command was timed once the host was at least 90%% idle over a second, so that none paid for what the one before left running: it waited %s s (median, then the range).", fstat(stat(waits), ""))
+			p("Each command was timed once the host was at least 90%% idle over a second, so that none paid for what the one before left running: it waited %s s (the median, and the range when the waits differ).", fstat(stat(waits), ""))
 			if len(unsettled) > 0 {
 				p(" Timed on a host that had not settled within the wait: %s.", strings.Join(unsettled, ", "))
 			}

@@ -91,7 +91,7 @@ func TestRun(t *testing.T) {
 		}
 	}
 	// The one op that started on a busy host is named.
-	if want := "it waited 30.6 (1–60.2) s (median, then the range). Timed on a host that had not settled within the wait: up-add10 at 100 app nodes (71% idle)."; !strings.Contains(string(md), want) {
+	if want := "it waited 30.6 (1–60.2) s (the median, and the range when the waits differ). Timed on a host that had not settled within the wait: up-add10 at 100 app nodes (71% idle)."; !strings.Contains(string(md), want) {
 		t.Errorf("results.md does not say how long the ops waited to settle, %q", want)
 	}
 	if !strings.Contains(string(md), "n/a") {

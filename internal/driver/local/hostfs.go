@@ -334,38 +334,17 @@ func installBinary(dst string) error {
 	if err != nil {
 		return err
 	}
-	// The same Go build, of the same size, is the same binary, and its
-	// build ID is a few bytes to read where hashing the two costs 40 to 80
-	// ms each. (The size catches a copy cut short, whose note, near the
-	// start, would still read.)
-	if sameSize(self, dst) {
-		if mine, err := goBuildID(self); err == nil && mine != "" {
-			if theirs, err := goBuildID(dst); err == nil && theirs == mine {
-				return nil
-			}
-		}
-	}
 	mine, err := selfHash()
 	if err != nil {
 		return err
 	}
-	if theirs, err := fileHash(dst); err == nil && bytes.Equal(mine, theirs) {
+	if theirs, err := binaryID(dst); err == nil && bytes.Equal(mine, theirs) {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
 	return copyFile(self, dst, 0o755)
-}
-
-// sameSize reports whether files a and b exist and have the same size.
-func sameSize(a, b string) bool {
-	fa, err := os.Stat(a)
-	if err != nil {
-		return false
-	}
-	fb, err := os.Stat(b)
-	return err == nil && fa.Size() == fb.Size()
 }
 
 func sameContent(a, b string) (bool, error) {
@@ -380,25 +359,31 @@ func sameContent(a, b string) (bool, error) {
 	return bytes.Equal(ha, hb), nil
 }
 
-// selfHash identifies this process's binary, read once: an up digests it
-// in every fingerprint. It is the binary's Go build ID, whose last part
-// the go command derives from the binary's content, and its size; or, for
-// a binary built without one, the SHA-256 of the binary (some 37 MB: 40
-// to 80 ms of CPU here, on every up).
+// selfHash identifies this process's binary (see binaryID), read once:
+// an up digests it in every fingerprint.
 var selfHash = sync.OnceValues(func() ([]byte, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	fi, err := os.Stat(self)
+	return binaryID(self)
+})
+
+// binaryID identifies the executable at path: by its Go build ID, whose
+// last part the go command derives from the binary's content, and its
+// size (bytes added to an ELF file leave its note readable); or, for a
+// file without a build ID, by its SHA-256. Hashing the bulkhead binary
+// (some 37 MB) cost 40 to 80 ms of CPU here, on every up.
+func binaryID(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
-	if id, err := goBuildID(self); err == nil && id != "" {
+	if id, err := goBuildID(path); err == nil && id != "" {
 		return fmt.Appendf(nil, "go build %s, %d bytes", id, fi.Size()), nil
 	}
-	return fileHash(self)
-})
+	return fileHash(path)
+}
 
 // goBuildID is the Go build ID that the go command writes in an
 // executable's ELF note (what `go tool buildid` prints), or "" for a

@@ -77,7 +77,10 @@ func TestFaults(t *testing.T) {
 			out, err := s.exec("status")
 			if now := pairPID(t, s, kind); now == old {
 				ps, _ := exec.Command("ps", "-eo", "pid,ppid,stat,lstart,args").Output()
-				return fmt.Errorf("the journal still records %s %s; status (%v):\n%s\nthe pair's processes:\n%s", kind, old, err, out, grep(string(ps), "--stack "+s.name+" "))
+				return fmt.Errorf("the journal still records %s %s (all it records of the pair: %v); status (%v):\n%s\nthe pair's processes:\n%s", kind, old, pairPIDs(t, s), err, out, grep(string(ps), "--stack "+s.name+" "))
+			}
+			if pids := pairPIDs(t, s)[kind]; len(pids) != 1 {
+				return fmt.Errorf("the journal records %v as the %s; want only the one that took %s's place", pids, kind, old)
 			}
 			if !strings.HasPrefix(out, "stack "+s.name+": supervisor running\n") {
 				return fmt.Errorf("status (%v):\n%s", err, out)
@@ -91,8 +94,19 @@ func TestFaults(t *testing.T) {
 }
 
 // pairPID is the pid of the stack's supervisor (kind "process") or its
-// keeper ("keeper"), from its journal.
+// keeper ("keeper"), from its journal: the first it records.
 func pairPID(t *testing.T, s *stack, kind string) string {
+	t.Helper()
+	if pids := pairPIDs(t, s)[kind]; len(pids) > 0 {
+		return pids[0]
+	}
+	t.Fatalf("the journal names no %s", kind)
+	return ""
+}
+
+// pairPIDs are the pids the stack's journal records of each kind of the
+// supervisor's pair.
+func pairPIDs(t *testing.T, s *stack) map[string][]string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("/var/lib/bulkhead", s.name, "state.json"))
 	if err != nil {
@@ -104,11 +118,11 @@ func pairPID(t *testing.T, s *stack, kind string) string {
 	if err := json.Unmarshal(data, &j); err != nil {
 		t.Fatal(err)
 	}
+	out := map[string][]string{}
 	for _, o := range j.Objects {
-		if o.Kind == kind {
-			return o.Name
+		if o.Kind == "process" || o.Kind == "keeper" {
+			out[o.Kind] = append(out[o.Kind], o.Name)
 		}
 	}
-	t.Fatalf("the journal names no %s", kind)
-	return ""
+	return out
 }

@@ -322,6 +322,14 @@ func stopChild(cmd *exec.Cmd, exited <-chan struct{}) {
 // down took the stack down.
 var errAbandoned = errors.New("the journal records no supervisor or keeper: the stack was taken down")
 
+// peerExit is how long recordPair waits for a peer whose pipe has ended
+// to be gone from /proc too. The kernel closes a killed process's
+// descriptors a moment before it marks the process exited; on a loaded
+// host that moment was seen to outlast the few milliseconds this process
+// takes to start a new peer, and the dead one stayed in the journal beside
+// it until the next up.
+const peerExit = 5 * time.Second
+
 // recordPair records peer, the process that me (one of the pair) started
 // in place of one that died, and forgets the dead. It waits for the
 // stack's lock: an up, say, may hold it for minutes, while the new peer
@@ -330,6 +338,19 @@ func (d *Driver) recordPair(ctx context.Context, stack string, me, peer Object) 
 	ps := d.paths(stack)
 	if _, err := os.Stat(ps.journal()); errors.Is(err, fs.ErrNotExist) {
 		return errAbandoned
+	}
+	// The dead peer is the recorded one of its kind; it is waited for
+	// without the lock.
+	if j, err := loadJournal(ps.journal(), stack); err == nil {
+		for _, o := range j.list(peer.Kind) {
+			for deadline := time.Now().Add(peerExit); o != peer && alive(o) && time.Now().Before(deadline); {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}
 	}
 	unlock, err := d.lockStack(ctx, stack, true)
 	if err != nil {
@@ -344,6 +365,11 @@ func (d *Driver) recordPair(ctx context.Context, stack string, me, peer Object) 
 	if len(recorded) == 0 {
 		return errAbandoned
 	}
+	// The new first, in one write, so that the journal never records
+	// the pair without the peer: status, say, reads it without the lock.
+	if err := j.record(me, peer); err != nil {
+		return err
+	}
 	for _, o := range recorded {
 		if o != me && !alive(o) {
 			if err := j.forget(o); err != nil {
@@ -351,10 +377,7 @@ func (d *Driver) recordPair(ctx context.Context, stack string, me, peer Object) 
 			}
 		}
 	}
-	if err := j.record(me); err != nil {
-		return err
-	}
-	return j.record(peer)
+	return nil
 }
 
 // Keep is the keeper of stack's supervisor, linked to it by l: it starts

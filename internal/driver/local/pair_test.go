@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -201,6 +202,13 @@ func (s *pairStack) kill(t *testing.T, kind string) time.Duration {
 		}
 	}
 	took := time.Since(t0)
+	j, err := loadJournal(s.d.paths(s.stack).journal(), s.stack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := j.list(kind); !slices.Equal(got, []Object{back}) {
+		t.Errorf("after %s %s was killed, the journal records %v of its kind; want only %s, which took its place", kind, old.Name, got, back.Name)
+	}
 	if running := s.running(t); len(running) != 2 {
 		t.Errorf("after %s %s was killed, %s took its place, and the pair's processes are %v; want 2", kind, old.Name, back.Name, running)
 	}
@@ -333,5 +341,68 @@ func TestPairCommandBinaries(t *testing.T) {
 		if got := pairCommand(c.args, own, "web", root); got != c.want {
 			t.Errorf("pairCommand(%q) = %q, want %q", c.args, got, c.want)
 		}
+	}
+}
+
+// TestRecordPairForgetsDyingPeer: a paired process hears of its peer's
+// death when the peer's pipe closes, and the kernel closes a killed
+// process's descriptors a moment before it marks it exited. The new peer
+// then takes the dead one's place in the journal: a process that still
+// looks alive there for a moment stays out of it all the same, rather than
+// being recorded as the keeper beside its successor until the next up.
+func TestRecordPairForgetsDyingPeer(t *testing.T) {
+	d := &Driver{Root: filepath.Join(tempDir(t), "root")}
+	const stack = "pair"
+	ps := d.paths(stack)
+	if err := os.MkdirAll(ps.stack, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	me, err := self(KindProcess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The dead keeper: its pipe has ended, its process has not quite.
+	dying := exec.Command("sleep", "0.3")
+	if err := dying.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { dying.Wait(); close(done) }()
+	defer func() { dying.Process.Kill(); <-done }()
+	old, err := procStart(dying.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldKeeper := Object{Kind: KindKeeper, Name: strconv.Itoa(dying.Process.Pid), Detail: old}
+	// The new keeper: a process that runs past the test.
+	next := exec.Command("sleep", "60")
+	if err := next.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { next.Process.Kill(); next.Wait() }()
+	start, err := procStart(next.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKeeper := Object{Kind: KindKeeper, Name: strconv.Itoa(next.Process.Pid), Detail: start}
+
+	j, err := loadJournal(ps.journal(), stack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.record(me, oldKeeper); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.recordPair(context.Background(), stack, me, newKeeper); err != nil {
+		t.Fatal(err)
+	}
+	if j, err = loadJournal(ps.journal(), stack); err != nil {
+		t.Fatal(err)
+	}
+	if got := j.list(KindKeeper); !slices.Equal(got, []Object{newKeeper}) {
+		t.Errorf("the journal's keepers after the new one was recorded: %v, want only %s (the dying %s forgotten)", got, newKeeper.Name, oldKeeper.Name)
+	}
+	if got := j.list(KindProcess); !slices.Equal(got, []Object{me}) {
+		t.Errorf("the journal's supervisors: %v, want only this one, %s", got, me.Name)
 	}
 }

@@ -365,19 +365,16 @@ func (d *Driver) recordPair(ctx context.Context, stack string, me, peer Object) 
 	if len(recorded) == 0 {
 		return errAbandoned
 	}
-	// The new first, in one write, so that the journal never records
-	// the pair without the peer: status, say, reads it without the lock.
-	if err := j.record(me, peer); err != nil {
-		return err
-	}
+	var dead []Object
 	for _, o := range recorded {
 		if o != me && !alive(o) {
-			if err := j.forget(o); err != nil {
-				return err
-			}
+			dead = append(dead, o)
 		}
 	}
-	return nil
+	// In one write: status, say, reads the journal without the lock, and
+	// must find the pair whole, neither without the new peer nor with
+	// the dead one beside it.
+	return j.replace(dead, me, peer)
 }
 
 // Keep is the keeper of stack's supervisor, linked to it by l: it starts

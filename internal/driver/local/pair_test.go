@@ -362,7 +362,7 @@ func TestRecordPairForgetsDyingPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The dead keeper: its pipe has ended, its process has not quite.
-	dying := exec.Command("sleep", "0.3")
+	dying := exec.Command("sleep", "60")
 	if err := dying.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -373,6 +373,7 @@ func TestRecordPairForgetsDyingPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	time.AfterFunc(300*time.Millisecond, func() { dying.Process.Kill() })
 	oldKeeper := Object{Kind: KindKeeper, Name: strconv.Itoa(dying.Process.Pid), Detail: old}
 	// The new keeper: a process that runs past the test.
 	next := exec.Command("sleep", "60")

@@ -102,6 +102,24 @@ func (j *journal) forget(o Object) error {
 	return j.save()
 }
 
+// replace forgets each of gone and notes each of objs not noted yet, in
+// one write: a reader never sees the one without the other.
+func (j *journal) replace(gone []Object, objs ...Object) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	kept := slices.DeleteFunc(slices.Clone(j.Objects), func(o Object) bool { return slices.Contains(gone, o) })
+	for _, o := range objs {
+		if !slices.Contains(kept, o) {
+			kept = append(kept, o)
+		}
+	}
+	if slices.Equal(kept, j.Objects) {
+		return j.flush()
+	}
+	j.Objects = kept
+	return j.save()
+}
+
 func (j *journal) has(o Object) bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -67,5 +68,40 @@ func TestJournalRecordsTogether(t *testing.T) {
 	}
 	if got := len(on.list(KindNetns)); got != n {
 		t.Errorf("the journal on disk has %d objects, want %d", got, n)
+	}
+}
+
+// TestJournalReplace: replace forgets and notes in one write, keeping the
+// order of what stays; a replace that changes nothing writes nothing.
+func TestJournalReplace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	j, err := loadJournal(path, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := func(name string) Object { return Object{Kind: KindKeeper, Name: name} }
+	if err := j.record(o("a"), o("b"), o("c")); err != nil {
+		t.Fatal(err)
+	}
+	before := j.changes
+	if err := j.replace([]Object{o("b")}, o("d"), o("a")); err != nil {
+		t.Fatal(err)
+	}
+	if got := j.changes - before; got != 1 {
+		t.Errorf("replace made %d writes; want 1", got)
+	}
+	on, err := loadJournal(path, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Object{o("a"), o("c"), o("d")}; !slices.Equal(on.Objects, want) {
+		t.Errorf("on disk after replace: %v; want %v", on.Objects, want)
+	}
+	before = j.changes
+	if err := j.replace([]Object{o("b")}, o("a")); err != nil {
+		t.Fatal(err)
+	}
+	if j.changes != before {
+		t.Errorf("a replace that changes nothing wrote the journal")
 	}
 }

@@ -249,7 +249,7 @@ func TestSite(t *testing.T) {
 }
 
 func dbRestarted(t *testing.T, s *stack, oldPID int) bool {
-	pid, _ := service(t, s, "db", "mariadb")
+	pid, _, _ := serviceRunning(t, s, "db", "mariadb")
 	return pid != 0 && pid != oldPID
 }
 

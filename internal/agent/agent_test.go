@@ -240,13 +240,11 @@ func TestCrashLoopBacksOff(t *testing.T) {
 	mu.Unlock()
 	t.Logf("gaps between starts: %v", gaps)
 	for i, g := range gaps {
-		// Timers never fire early, so this lower bound holds on any machine.
+		// Timers never fire early, so this lower bound holds on any
+		// machine; doubling each time, it shows the backoff.
 		if want := minB << i; g < want {
 			t.Errorf("gap %d = %v; want at least %v", i+1, g, want)
 		}
-	}
-	if gaps[2] < gaps[0]*3/2 {
-		t.Errorf("3rd gap %v < 1.5 × 1st gap %v: not backing off", gaps[2], gaps[0])
 	}
 	if st := r.service(t, "crasher"); st.Restarts < 3 || st.LastExit == nil || st.LastExit.Code != 1 {
 		t.Errorf("crasher = %+v; want ≥3 restarts, last exit code 1", st)

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -394,9 +395,16 @@ func (d *Driver) Keep(ctx context.Context, stack string, l *PairLink) error {
 
 // pairProcesses finds the running processes of stack's supervisor pair by
 // their command lines, as pairArgs makes them: bin, then supervise or
-// keep, --stack stack and --root root, in that order.
+// keep, --stack stack and --root root, in that order. Only the host's
+// root, in this process's pid namespace, runs the pair: a node's processes
+// show in the host's /proc too, and root in a node can give one any
+// command line.
 func pairProcesses(bin, stack, root string) ([]Object, error) {
 	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	hostNS, err := os.Readlink("/proc/self/ns/pid")
 	if err != nil {
 		return nil, err
 	}
@@ -411,13 +419,32 @@ func pairProcesses(bin, stack, root string) ([]Object, error) {
 			continue // gone meanwhile
 		}
 		kind := pairCommand(strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00"), bin, stack, root)
+		if kind == "" || !hostRoot(pid, hostNS) {
+			continue
+		}
 		start, err := procStart(pid)
-		if kind == "" || err != nil {
+		if err != nil {
 			continue
 		}
 		out = append(out, Object{Kind: kind, Name: strconv.Itoa(pid), Detail: start})
 	}
 	return out, nil
+}
+
+// hostRoot reports whether process pid runs as the host's root, its real
+// and effective uid 0 as the host sees them, in the pid namespace hostNS.
+// A node's root is an id of the node's block on the host, in a pid
+// namespace of the node's own.
+func hostRoot(pid int, hostNS string) bool {
+	if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err != nil || ns != hostNS {
+		return false
+	}
+	proc, err := procfs.NewProc(pid)
+	if err != nil {
+		return false
+	}
+	st, err := proc.NewStatus()
+	return err == nil && st.UIDs[0] == 0 && st.UIDs[1] == 0
 }
 
 // pairCommand returns the kind of paired process of stack that the

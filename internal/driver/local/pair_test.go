@@ -407,3 +407,71 @@ func TestRecordPairForgetsDyingPeer(t *testing.T) {
 		t.Errorf("the journal's supervisors: %v, want only this one, %s", got, me.Name)
 	}
 }
+
+// TestPairProcessesOnlyHostRoot: a node's processes show in the host's
+// /proc, and root in a node can run one whose command line reads as the
+// stack's supervisor or keeper (exec -a, with the binary's path from its
+// own mountinfo). Such a process is not the pair: status would call a dead
+// supervisor running, up would adopt it into the journal and signal it.
+// Only a process of the host's root, in the host's pid namespace, counts.
+func TestPairProcessesOnlyHostRoot(t *testing.T) {
+	root := filepath.Join(tempDir(t), "root")
+	const stack = "pair"
+	bin := (&Driver{Root: root}).paths(stack).binary()
+	// sh runs the script its first argument names, under a command line
+	// of the pair's.
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not under t.TempDir, whose parent only root may enter.
+	dir, err := os.MkdirTemp("", "pair-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"supervise", "keep"} {
+		if err := os.WriteFile(filepath.Join(dir, cmd), []byte("sleep 60\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	args := func(cmd string) []string { return []string{bin, cmd, "--stack", stack, "--root", root} }
+	start := func(c *exec.Cmd) *exec.Cmd {
+		t.Helper()
+		c.Dir = dir
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		return c
+	}
+	// As a node's root is on the host: an id of the node's block.
+	notRoot := start(&exec.Cmd{Path: sh, Args: args("supervise"), SysProcAttr: &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 165536, Gid: 165536}}})
+	// As a node's process is: root in a pid namespace of its own.
+	otherNS := start(&exec.Cmd{Path: sh, Args: args("keep"), SysProcAttr: &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}})
+	// The host's root, as the real pair is.
+	real := start(&exec.Cmd{Path: sh, Args: args("keep")})
+	hosttest.Eventually(t, time.Minute, "the processes to have exec'd", func() bool {
+		for _, c := range []*exec.Cmd{notRoot, otherNS, real} {
+			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c.Process.Pid))
+			if err != nil || !strings.HasPrefix(string(data), bin+"\x00") {
+				return false
+			}
+		}
+		return true
+	})
+	got, err := pairProcesses(bin, stack, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []string
+	for _, o := range got {
+		pids = append(pids, o.Name)
+	}
+	if want := []string{strconv.Itoa(real.Process.Pid)}; !slices.Equal(pids, want) {
+		t.Errorf("pairProcesses found %v; want only the host root's %v, not %d (uid 165536) or %d (a pid namespace of its own)", pids, want, notRoot.Process.Pid, otherNS.Process.Pid)
+	}
+}

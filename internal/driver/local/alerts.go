@@ -55,7 +55,7 @@ func monitorGet(ctx context.Context, bridge string, target netip.AddrPort, path 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := (&http.Client{Transport: tr}).Do(req)
+	resp, err := (&http.Client{Transport: tr, CheckRedirect: noRedirect}).Do(req)
 	if err != nil {
 		return nil, err
 	}

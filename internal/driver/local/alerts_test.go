@@ -1,7 +1,13 @@
 package local
 
 import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -54,5 +60,31 @@ func TestParseVector(t *testing.T) {
 		if _, err := parseVector([]byte(bad)); err == nil {
 			t.Errorf("parseVector(%s) = nil error", bad)
 		}
+	}
+}
+
+// TestMonitorGetNoRedirect: the monitor is a node, as hostile as any. A
+// redirect from it must not make the host request another address on the
+// bridge it is bound to (its own gateway address, say): the host takes
+// the redirect for the answer, an error.
+func TestMonitorGetNoRedirect(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		io.WriteString(w, `{"status":"success","data":{"alerts":[]}}`)
+	}))
+	defer other.Close()
+	monitor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/api/v1/alerts", http.StatusFound)
+	}))
+	defer monitor.Close()
+	target := netip.MustParseAddrPort(monitor.Listener.Addr().String())
+	// Bound to the loopback, as the host binds it to the stack's bridge.
+	body, err := monitorGet(context.Background(), "lo", target, "/api/v1/alerts")
+	if err == nil {
+		t.Errorf("monitorGet followed or accepted a redirect: %q", body)
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the redirect's target was requested %d times; want never", n)
 	}
 }

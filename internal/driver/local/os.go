@@ -516,7 +516,7 @@ func (realSystem) siteGet(ctx context.Context, ns, url, host string) (int, []byt
 		MaxResponseHeaderBytes: 64 << 10,
 	}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 5 * time.Second, CheckRedirect: servingClient.CheckRedirect}
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second, CheckRedirect: noRedirect}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, nil, err
@@ -535,11 +535,13 @@ func (realSystem) verify(ctx context.Context, p *plan.Plan, o verify.Options) (*
 	return verify.Run(ctx, p, o)
 }
 
-// servingClient is waitServing's: it takes a redirect for an answer.
-var servingClient = &http.Client{
-	Timeout:       5 * time.Second,
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-}
+// noRedirect makes an http.Client take a redirect for the answer: every
+// server the host asks is a node's, as hostile as any, and must not send
+// the host on to another address.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// servingClient is waitServing's.
+var servingClient = &http.Client{Timeout: 5 * time.Second, CheckRedirect: noRedirect}
 
 func (realSystem) httpStatus(ctx context.Context, url string) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

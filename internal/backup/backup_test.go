@@ -796,3 +796,36 @@ func TestChangedUpload(t *testing.T) {
 		t.Errorf("an upload that grew while it was read: %v, want ErrChanged naming it", err)
 	}
 }
+
+// endless is a dump that never ends, as a db node's root can make its
+// server answer the dump tool.
+type endless struct{ n int64 }
+
+func (e *endless) Read(p []byte) (int, error) {
+	clear(p)
+	e.n += int64(len(p))
+	return len(p), nil
+}
+
+// TestDumpLimit: a dump past Source.DumpLimit fails the backup once the
+// limit is passed, rather than filling the host's disk, which the db node
+// would then have filled from its own compartment; a dump within it is
+// archived whole.
+func TestDumpLimit(t *testing.T) {
+	dir := t.TempDir()
+	src := source(t, dir)
+	const limit = 4 << 20
+	e := &endless{}
+	src.Dump, src.DumpLimit = e, limit
+	_, err := WriteFile(filepath.Join(t.TempDir(), "x.tar.zst"), src, WriteOptions{})
+	if !errors.Is(err, ErrDumpTooLarge) || !strings.Contains(err.Error(), "larger than its limit, 4.0 MiB") {
+		t.Errorf("an endless dump: %v; want an error that names the limit", err)
+	}
+	if e.n > 2*limit {
+		t.Errorf("read %d bytes of the endless dump; want no more than about the limit, %d", e.n, limit)
+	}
+	src.Dump, src.DumpLimit = strings.NewReader(dump), int64(len(dump))
+	if _, err := WriteFile(filepath.Join(t.TempDir(), "y.tar.zst"), src, WriteOptions{}); err != nil {
+		t.Errorf("a dump of exactly the limit: %v", err)
+	}
+}

@@ -36,6 +36,10 @@ type Source struct {
 	// it were whole.
 	DB   *DB
 	Dump io.Reader
+	// DumpLimit, if set, is the most bytes the dump may hold: one past
+	// it fails the archive. The dump is spooled to the host's disk, and
+	// comes from a node, which must not be able to fill that disk.
+	DumpLimit int64
 
 	// Uploads is the directory that holds the site's writable paths and
 	// Release the live release's; each is stored as a tree of
@@ -107,7 +111,7 @@ func Write(w io.Writer, src Source, opts WriteOptions) (*Manifest, error) {
 	var dumpSize int64
 	if src.Dump != nil {
 		var err error
-		dump, dumpSum, dumpSize, err = spool(src.Dump, opts.TempDir)
+		dump, dumpSum, dumpSize, err = spool(src.Dump, src.DumpLimit, opts.TempDir)
 		if err != nil {
 			return nil, fmt.Errorf("write backup: the database's dump: %w", err)
 		}
@@ -388,9 +392,13 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// ErrDumpTooLarge says a dump passed Source.DumpLimit.
+var ErrDumpTooLarge = errors.New("larger than its limit")
+
 // spool copies r to an unnamed file in dir, which vanishes when it is
-// closed, and returns it with the hash and size of what it holds.
-func spool(r io.Reader, dir string) (*os.File, string, int64, error) {
+// closed, and returns it with the hash and size of what it holds. With a
+// limit, more than limit bytes are an error.
+func spool(r io.Reader, limit int64, dir string) (*os.File, string, int64, error) {
 	if dir == "" {
 		dir = os.TempDir()
 	}
@@ -398,9 +406,15 @@ func spool(r io.Reader, dir string) (*os.File, string, int64, error) {
 	if err != nil {
 		return nil, "", 0, err
 	}
+	if limit > 0 {
+		r = io.LimitReader(r, limit+1)
+	}
 	h := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
 	n, err := io.Copy(bw, r)
+	if err == nil && limit > 0 && n > limit {
+		err = fmt.Errorf("%w, %.1f MiB", ErrDumpTooLarge, float64(limit)/(1<<20))
+	}
 	if err == nil {
 		err = bw.Flush()
 	}

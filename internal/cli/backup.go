@@ -288,14 +288,22 @@ func writeBackup(ctx context.Context, s stdio, d driver.Backend, snap *driver.Sn
 		pw.CloseWithError(err)
 	}()
 	src.DB = &backup.DB{Role: db[0].Role, Software: desc.Software, Version: ver, DumpFormat: desc.Backup.DumpFormat, DumpFile: desc.Backup.DumpFile}
-	src.Dump = pr
+	src.Dump, src.DumpLimit = pr, dumpLimit*db[0].Disk
 	m, err := write(src, opts)
+	if errors.Is(err, backup.ErrDumpTooLarge) {
+		err = fmt.Errorf("%w: the limit is %d times the db node's disk (tiers.%s.disk), so that a db node cannot fill the host's disk through a backup; if the database is that large, raise the disk and run up, else look in node %s", err, dumpLimit, db[0].Role, db[0].Name)
+	}
 	// Whatever the archive's fate, the dump stops.
 	pr.CloseWithError(errors.New("the archive was ended"))
 	cancel()
 	<-done
 	return m, err
 }
+
+// dumpLimit is how many times its node's disk a database's dump may be:
+// a dump's text may be larger than the tables it comes from (numbers
+// written out, blobs in hex), but not without bound.
+const dumpLimit = 4
 
 // dbVersion asks the db node which version of its server it runs, with
 // the catalog's Version command, so that a restore can tell whether its

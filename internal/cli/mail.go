@@ -116,7 +116,7 @@ type mailQueue struct {
 }
 
 func (q mailQueue) run(ctx context.Context, out io.Writer, argv ...string) error {
-	var stderr bytes.Buffer
+	var stderr tail
 	if err := q.d.Exec(ctx, q.stack, q.p.Mail.Node, argv, strings.NewReader(""), out, &stderr); err != nil {
 		return fmt.Errorf("%s in %s: %w: %s", argv[0], q.p.Mail.Node, err, strings.TrimSpace(stderr.String()))
 	}
@@ -141,13 +141,43 @@ type Recipient struct {
 	DelayReason string `json:"delay_reason,omitempty"`
 }
 
+// maxQueueListing is the most of postqueue's answer mail list reads: the
+// mail node gives it, into the operator's memory. At about 200 bytes a
+// message, it is some 300 000 messages.
+const maxQueueListing = 64 << 20
+
+// errQueueListing says postqueue's answer passed maxQueueListing.
+var errQueueListing = fmt.Errorf("larger than %d MiB", maxQueueListing>>20)
+
+// capped holds what is written to it up to max bytes; a write past that
+// fails, and stops the program that writes. Its buffer is a field, not
+// embedded: io.Copy would use an embedded Buffer's ReadFrom, and
+// io.WriteString its WriteString, both past the cap.
+type capped struct {
+	b    bytes.Buffer
+	max  int
+	over bool
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	if c.b.Len()+len(p) > c.max {
+		c.over = true
+		return 0, errQueueListing
+	}
+	return c.b.Write(p)
+}
+
 func (q mailQueue) list(ctx context.Context) ([]QueuedMail, error) {
-	var out bytes.Buffer
-	if err := q.run(ctx, &out, render.PostqueueArgv(q.l)...); err != nil {
+	out := &capped{max: maxQueueListing}
+	err := q.run(ctx, out, render.PostqueueArgv(q.l)...)
+	if out.over {
+		return nil, fmt.Errorf("postqueue's answer in %s is %w: list the queue in the node (bulkhead exec %s %s postqueue -p)", q.p.Mail.Node, errQueueListing, q.stack, q.p.Mail.Node)
+	}
+	if err != nil {
 		return nil, err
 	}
 	msgs := []QueuedMail{}
-	sc := bufio.NewScanner(&out)
+	sc := bufio.NewScanner(&out.b)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	for sc.Scan() {
 		if len(bytes.TrimSpace(sc.Bytes())) == 0 {

@@ -90,8 +90,9 @@ func TestDriver(t *testing.T) {
 				t.Errorf("%s can write its root: %v %s", n, err, out)
 			}
 		}
-		// The db's cgroup holds the stack file's limits (1G, 512 pids).
-		for ctl, want := range map[string]string{"memory/memory.limit_in_bytes": "1073741824", "pids/pids.max": "512"} {
+		// The db's cgroup holds the stack file's limits (1G, 512 pids),
+		// the memory's with swap: none of it may go to the host's swap.
+		for ctl, want := range map[string]string{"memory/memory.limit_in_bytes": "1073741824", "memory/memory.memsw.limit_in_bytes": "1073741824", "pids/pids.max": "512"} {
 			if got := cgroupValue(t, "bh-"+s.name+"-db", ctl); got != want {
 				t.Errorf("db %s = %s, want %s", ctl, got, want)
 			}

@@ -31,8 +31,12 @@ type Container struct {
 	Mounts   []Mount
 	Caps     []string // e.g. CAP_NET_BIND_SERVICE
 	Memory   int64    // bytes; 0 = unlimited
-	Pids     int64    // 0 = unlimited
-	NoFile   uint64   // RLIMIT_NOFILE; at most the host's hard limit
+	// NoSwap makes Memory bound memory and swap together, so that the
+	// node cannot push its excess into the host's swap. It needs the
+	// kernel's swap accounting (see SwapAccounted); runc fails without.
+	NoSwap bool
+	Pids   int64  // 0 = unlimited
+	NoFile uint64 // RLIMIT_NOFILE; at most the host's hard limit
 	// CPUShares is the cgroup v1 cpu.shares weight; 0 leaves the default.
 	CPUShares uint64
 	// IDs maps the container's uids and gids 0..IDs.Size-1 to the host's
@@ -79,6 +83,9 @@ func Spec(c Container) *specs.Spec {
 	}
 	if c.Memory > 0 {
 		res.Memory = &specs.LinuxMemory{Limit: &c.Memory}
+		if c.NoSwap {
+			res.Memory.Swap = &c.Memory
+		}
 	}
 	if c.Pids > 0 {
 		res.Pids = &specs.LinuxPids{Limit: &c.Pids}
@@ -254,4 +261,15 @@ func Exec(ctx context.Context, id string, args []string, stdin io.Reader, stdout
 	cmd := exec.CommandContext(ctx, "runc", append([]string{"exec", id}, args...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	return cmd.Run()
+}
+
+// memswLimit is where cgroup v1 bounds memory and swap together; it is
+// there only with the kernel's swap accounting.
+const memswLimit = "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"
+
+// SwapAccounted reports whether the host's cgroups bound swap, so that a
+// container may be given NoSwap.
+func SwapAccounted() bool {
+	_, err := os.Stat(memswLimit)
+	return err == nil
 }

@@ -36,6 +36,15 @@ func TestSpecSandbox(t *testing.T) {
 	if r := s.Linux.Resources; r.CPU == nil || *r.CPU.Shares != 2048 || *r.Memory.Limit != 1<<30 || *r.Pids.Limit != 512 {
 		t.Errorf("resources %+v", r)
 	}
+	if sw := s.Linux.Resources.Memory.Swap; sw != nil {
+		t.Errorf("swap bounded at %d without NoSwap, which a kernel without swap accounting refuses", *sw)
+	}
+	// With NoSwap, memory and swap together are the memory limit: none
+	// of it goes to the host's swap.
+	noSwap := Spec(Container{ID: "x", Rootfs: "/r", Netns: "/n", Memory: 1 << 30, NoSwap: true})
+	if m := noSwap.Linux.Resources.Memory; m == nil || m.Swap == nil || *m.Swap != 1<<30 || *m.Limit != 1<<30 {
+		t.Errorf("memory with NoSwap: %+v, want the limit and swap both 1 GiB", m)
+	}
 	if !s.Process.NoNewPrivileges || !s.Root.Readonly {
 		t.Error("no_new_privs or a read-only root is off")
 	}

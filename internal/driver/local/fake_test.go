@@ -936,6 +936,9 @@ func (f *fakeSystem) connections(ctx context.Context, container string, ports []
 	return 0, nil
 }
 
+// swapAccounted: the fake host bounds swap, as this project's hosts do.
+func (f *fakeSystem) swapAccounted() bool { return true }
+
 func (f *fakeSystem) processAlive(o Object) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -224,16 +224,19 @@ func (d *Driver) container(p *plan.Plan, n *plan.Node, ids runc.IDMap, filter *s
 		mounts = append(mounts, m, runc.Bind(ps.releases(), releasesDir, false))
 	}
 	return runc.Container{
-		ID:        n.Container,
-		Bundle:    np.bundle(),
-		Rootfs:    ps.nodeRoot(n.Name),
-		Hostname:  n.Name,
-		Netns:     "/var/run/netns/" + n.Netns,
-		Args:      agentArgs(n, l),
-		Env:       []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "HOME=/root"},
-		Mounts:    mounts,
-		Caps:      capabilities(n),
-		Memory:    n.Memory,
+		ID:       n.Container,
+		Bundle:   np.bundle(),
+		Rootfs:   ps.nodeRoot(n.Name),
+		Hostname: n.Name,
+		Netns:    "/var/run/netns/" + n.Netns,
+		Args:     agentArgs(n, l),
+		Env:      []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "HOME=/root"},
+		Mounts:   mounts,
+		Caps:     capabilities(n),
+		Memory:   n.Memory,
+		// Where the kernel can, the memory limit bounds swap too: a
+		// node's excess must fail its own work, not page the host.
+		NoSwap:    d.sys().swapAccounted(),
 		Pids:      int64(n.Pids),
 		CPUShares: cpuShares(n.CPUWeight),
 		IDs:       ids,

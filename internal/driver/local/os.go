@@ -141,6 +141,9 @@ type system interface {
 	// own (see pair.go).
 	startPair(bin, stack, root string, log *os.File) (sup, keeper Object, err error)
 	processAlive(o Object) bool
+	// swapAccounted reports whether the host's cgroups bound swap (see
+	// runc.SwapAccounted).
+	swapAccounted() bool
 	stopProcess(o Object) error
 	signalProcess(o Object, sig syscall.Signal) error
 
@@ -405,6 +408,8 @@ func (realSystem) startPair(bin, stack, root string, log *os.File) (Object, Obje
 }
 
 func (realSystem) processAlive(o Object) bool { return alive(o) }
+
+func (realSystem) swapAccounted() bool { return runc.SwapAccounted() }
 
 func (realSystem) stopProcess(o Object) error { return stopProcess(o) }
 

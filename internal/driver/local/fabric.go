@@ -73,6 +73,9 @@ func (d *Driver) preflight(ctx context.Context, p *plan.Plan, j *journal, ownPor
 			errs = append(errs, err)
 		}
 	}
+	if err := sys.bridgeFiltered(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

@@ -68,7 +68,10 @@ type fakeSystem struct {
 	nextPid    int
 	args       [][]string // each supervisor's arguments
 	bootUnit   bool       // the boot unit is installed
-	missing    []string   // Debian packages not installed
+	// bridgeFilterErr is why bridged traffic would not meet the host's
+	// forward hook; nil when it does.
+	bridgeFilterErr error
+	missing         []string // Debian packages not installed
 	// versions is what a database's Version command prints, by its
 	// program; a program not in it is not installed.
 	versions map[string]string
@@ -214,6 +217,8 @@ func (f *fakeSystem) routeDev(ctx context.Context, dst string) (string, error) {
 
 func (f *fakeSystem) canListen(addr netip.AddrPort) error           { return nil }
 func (f *fakeSystem) checkUserNamespaces(ctx context.Context) error { return nil }
+
+func (f *fakeSystem) bridgeFiltered(ctx context.Context) error { return f.bridgeFilterErr }
 
 func (f *fakeSystem) netnsExists(name string) bool {
 	f.mu.Lock()

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/bulkhead/bulkhead/internal/agent"
 	"github.com/bulkhead/bulkhead/internal/catalog"
+	"github.com/bulkhead/bulkhead/internal/kernel"
 	"github.com/bulkhead/bulkhead/internal/netns"
 	"github.com/bulkhead/bulkhead/internal/nft"
 	"github.com/bulkhead/bulkhead/internal/pkgs"
@@ -50,6 +52,10 @@ type system interface {
 	routeDev(ctx context.Context, dst string) (string, error) // the host's route to dst; netns.ErrNoRoute if none
 	canListen(addr netip.AddrPort) error
 	checkUserNamespaces(ctx context.Context) error
+	// bridgeFiltered makes sure that traffic bridged between nodes
+	// passes the host's forward hook, loading br_netfilter if need be,
+	// or says why it cannot (see kernel.BridgeFiltered).
+	bridgeFiltered(ctx context.Context) error
 
 	// Network namespaces. deleteNetns removes the user namespace that owns
 	// one too, if it has one.
@@ -204,6 +210,17 @@ func (realSystem) canListen(addr netip.AddrPort) error {
 
 func (realSystem) checkUserNamespaces(ctx context.Context) error {
 	return netns.CheckUserNamespaces(ctx)
+}
+
+func (realSystem) bridgeFiltered(ctx context.Context) error {
+	err := kernel.BridgeFiltered()
+	if !errors.Is(err, kernel.ErrNoBridgeNetfilter) {
+		return err
+	}
+	if out, err := exec.CommandContext(ctx, "modprobe", "br_netfilter").CombinedOutput(); err != nil {
+		return fmt.Errorf("%w; loading it failed (modprobe br_netfilter: %v: %s): load it, and name it in /etc/modules to keep it", kernel.ErrNoBridgeNetfilter, err, bytes.TrimSpace(out))
+	}
+	return kernel.BridgeFiltered()
 }
 
 func (realSystem) netnsExists(name string) bool { return netns.Exists(name) }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkhead/bulkhead/internal/kernel"
 	"github.com/bulkhead/bulkhead/internal/plan"
 	"github.com/bulkhead/bulkhead/internal/release"
 )
@@ -576,6 +577,21 @@ func TestUpOnFakeHost(t *testing.T) {
 				t.Errorf("up: %v, want preflight's refusal", err)
 			}
 			delete(s.f.bridges, "n-pri")
+			if held := s.f.leftovers(); len(held) > 0 {
+				t.Errorf("a refused up left on the host: %q", held)
+			}
+			return ops
+		}},
+		{"up-refuses-unfiltered-bridges", func(t *testing.T, s *fakeStack) []string {
+			// Without br_netfilter the host's flow table would filter
+			// nothing between nodes: preflight says so, and nothing
+			// is made.
+			s.f.bridgeFilterErr = kernel.ErrNoBridgeNetfilter
+			ops, _, err := s.up(t, planWithApps(t, 2))
+			if !errors.Is(err, kernel.ErrNoBridgeNetfilter) {
+				t.Errorf("up: %v, want preflight's refusal", err)
+			}
+			s.f.bridgeFilterErr = nil
 			if held := s.f.leftovers(); len(held) > 0 {
 				t.Errorf("a refused up left on the host: %q", held)
 			}

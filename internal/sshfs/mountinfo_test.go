@@ -82,7 +82,7 @@ func TestParseMountinfoMalformed(t *testing.T) {
 
 func TestArgv(t *testing.T) {
 	m := Mount{
-		Netns: "app1", Target: "/srv/bulkhead/app1/site",
+		Netns: "app1", Target: "/srv/bulkhead/app1/site", Stage: "/srv/bulkhead/app1/sshfs",
 		User: "site-rw", Host: "10.77.0.6", Port: 2222,
 		Identity: "/etc/bulkhead/app1/id_ed25519", KnownHosts: "/etc/bulkhead/app1/known_hosts",
 		UID: 33, GID: 33,
@@ -121,7 +121,7 @@ func TestArgv(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	good := Mount{
-		Netns: "static", Target: "/srv/static", User: "site-ro", Host: "10.77.0.6",
+		Netns: "static", Target: "/srv/static", Stage: "/srv/static.stage", User: "site-ro", Host: "10.77.0.6",
 		Identity: "/etc/k", KnownHosts: "/etc/kh",
 	}
 	tests := []struct {
@@ -131,6 +131,8 @@ func TestValidate(t *testing.T) {
 	}{
 		{"netns path", func(m *Mount) { m.Netns = "/var/run/netns/x" }, "netns"},
 		{"relative target", func(m *Mount) { m.Target = "srv" }, "target"},
+		{"no stage", func(m *Mount) { m.Stage = "" }, "stage"},
+		{"stage on the target", func(m *Mount) { m.Stage = "/srv/static/" }, "stage"},
 		{"user with @", func(m *Mount) { m.User = "a@b" }, "user"},
 		{"ipv6 host", func(m *Mount) { m.Host = "fd00::6" }, "host"},
 		{"port", func(m *Mount) { m.Port = 70000 }, "port"},

@@ -34,8 +34,18 @@ type Mount struct {
 	// network sshfs and its ssh use: the consumer node's. Only the network
 	// is entered; the mount lands in the host's mount namespace.
 	Netns string
-	// Target is the host directory to mount on: an absolute path.
+	// Target is the host directory the node sees the share on: an
+	// absolute path. What is mounted there follows no link (nosymfollow):
+	// the storage node's root controls the server, and so every link the
+	// share shows, and a node's daemon must not be led by one to the
+	// node's own files (see Stage).
 	Target string
+	// Stage is the host directory sshfs itself mounts on: an absolute
+	// path that no node's mount namespace receives mounts from. Once
+	// sshfs is mounted there, Run attaches a copy of that mount on Target
+	// that follows no link, so that no node ever sees the share any other
+	// way, not even for a moment.
+	Stage string
 	// User and Host are the SFTP account and the storage node's address,
 	// e.g. "site-rw" and "10.77.0.6". Nodes are IPv4-only.
 	User, Host string
@@ -84,6 +94,9 @@ func (m Mount) Validate() error {
 	}
 	if !filepath.IsAbs(m.Target) {
 		bad("target %q: want an absolute path", m.Target)
+	}
+	if !filepath.IsAbs(m.Stage) || filepath.Clean(m.Stage) == filepath.Clean(m.Target) {
+		bad("stage %q: want an absolute path other than the target", m.Stage)
 	}
 	if m.User == "" || strings.ContainsAny(m.User, "@:,/ \t\n\x00") {
 		bad("user %q: want an account name", m.User)
@@ -232,7 +245,11 @@ func Run(ctx context.Context, m Mount, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	m.Target = target
+	stage, err := canon(m.Stage)
+	if err != nil {
+		return err
+	}
+	m.Target, m.Stage = target, stage
 	if err := m.check(); err != nil {
 		return fmt.Errorf("sshfs mount on %s: %w", target, err)
 	}
@@ -242,12 +259,14 @@ func Run(ctx context.Context, m Mount, log *slog.Logger) error {
 	if adopt(ctx, m, log) {
 		log.Info("the adopted mount stopped working; mounting afresh")
 	}
+	// The copy on the target first: it is what the node uses.
+	unmount := func() error { return errors.Join(Unmount(target), Unmount(stage)) }
 	for ctx.Err() == nil {
-		if err := Unmount(target); err != nil {
+		if err := unmount(); err != nil {
 			log.Warn("remove the previous mount", "err", err)
 		}
 		began := time.Now()
-		err := runOnce(ctx, argv, target, log)
+		err := runOnce(ctx, argv, stage, target, log)
 		if ctx.Err() != nil {
 			break
 		}
@@ -263,8 +282,9 @@ func Run(ctx context.Context, m Mount, log *slog.Logger) error {
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}
-	// sshfs unmounts on SIGTERM; this catches an sshfs that had to be killed.
-	if err := Unmount(target); err != nil {
+	// sshfs unmounts its own mount on SIGTERM, but not the copy on the
+	// target; and not its own either when it had to be killed.
+	if err := unmount(); err != nil {
 		return err
 	}
 	log.Info("unmounted")
@@ -284,10 +304,12 @@ func (m Mount) check() error {
 		errs = append(errs, fmt.Errorf("network namespace %s does not exist: create the node first", m.Netns))
 	}
 	// A stale FUSE mount answers ENOTCONN; Run replaces it.
-	if fi, err := os.Stat(m.Target); err != nil && !errors.Is(err, syscall.ENOTCONN) {
-		errs = append(errs, err)
-	} else if err == nil && !fi.IsDir() {
-		errs = append(errs, fmt.Errorf("target %s is not a directory", m.Target))
+	for _, dir := range []string{m.Target, m.Stage} {
+		if fi, err := os.Stat(dir); err != nil && !errors.Is(err, syscall.ENOTCONN) {
+			errs = append(errs, err)
+		} else if err == nil && !fi.IsDir() {
+			errs = append(errs, fmt.Errorf("%s is not a directory", dir))
+		}
 	}
 	if fi, err := os.Stat(m.Identity); err != nil {
 		errs = append(errs, err)
@@ -326,9 +348,29 @@ func answers(target string) bool {
 	return err == nil
 }
 
-// runOnce runs one sshfs until it exits or ctx is done, and returns how it
-// ended.
-func runOnce(ctx context.Context, argv []string, target string, log *slog.Logger) error {
+// attach puts on target, pinned, a copy of the sshfs mounted on stage
+// that follows no link: the kernel refuses to follow any link the share
+// shows (ELOOP), whatever the server says it is, while readlink still
+// works. The copy is made detached, given nosymfollow, and only then
+// attached, so that what propagates to the node has it from the start.
+func attach(stage string, target *os.File) error {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, stage, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_SYMLINK_NOFOLLOW)
+	if err != nil {
+		return fmt.Errorf("copy the mount on %s: %w", stage, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSYMFOLLOW}); err != nil {
+		return fmt.Errorf("make the copy of %s follow no link: %w", stage, err)
+	}
+	if err := unix.MoveMount(fd, "", int(target.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach the copy of %s on %s: %w", stage, target.Name(), err)
+	}
+	return nil
+}
+
+// runOnce runs one sshfs, mounting on stage, until it exits or ctx is
+// done, and returns how it ended; target gets the copy the node sees.
+func runOnce(ctx context.Context, argv []string, stage, target string, log *slog.Logger) error {
 	// sshfs gets its own pipe for stderr rather than the caller's: a child
 	// holding the caller's stdout or stderr keeps a reader of them waiting
 	// for as long as the mount lives.
@@ -336,13 +378,20 @@ func runOnce(ctx context.Context, argv []string, target string, log *slog.Logger
 	if err != nil {
 		return fmt.Errorf("start sshfs: %w", err)
 	}
-	pin, err := pinDir(target)
+	pin, err := pinDir(stage)
 	if err != nil {
 		r.Close()
 		w.Close()
 		return err
 	}
 	defer pin.Close()
+	pinTarget, err := pinDir(target)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return err
+	}
+	defer pinTarget.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = "/" // hold no directory of the caller's busy
 	cmd.Stderr = w
@@ -371,7 +420,7 @@ func runOnce(ctx context.Context, argv []string, target string, log *slog.Logger
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
-		watchReady(target, gone, log)
+		watchReady(stage, target, pinTarget, gone, log)
 	}()
 
 	var result error
@@ -395,21 +444,30 @@ func runOnce(ctx context.Context, argv []string, target string, log *slog.Logger
 	return result
 }
 
-// watchReady logs "mounted" once target is mounted and answers, or returns
+// watchReady attaches the copy on target, pinned as pin, once sshfs has
+// mounted on stage, and logs "mounted" once that copy answers, or returns
 // when gone closes. sshfs mounts first and connects after, so a mount can
 // be listed and still fail; its first request is answered only once sshfs
 // is connected, and fails if sshfs gives up.
-func watchReady(target string, gone <-chan struct{}, log *slog.Logger) {
+func watchReady(stage, target string, pin *os.File, gone <-chan struct{}, log *slog.Logger) {
 	tick := time.NewTicker(pollMounted)
 	defer tick.Stop()
+	attached := false
 	for {
 		select {
 		case <-gone:
 			return
 		case <-tick.C:
 		}
-		if ok, _ := Mounted(target); !ok {
-			continue
+		if !attached {
+			if ok, _ := Mounted(stage); !ok {
+				continue
+			}
+			if err := attach(stage, pin); err != nil {
+				log.Error("the node cannot see the share", "err", err)
+				continue
+			}
+			attached = true
 		}
 		if answers(target) {
 			log.Info("mounted")
@@ -482,15 +540,16 @@ func adopt(ctx context.Context, m Mount, log *slog.Logger) bool {
 }
 
 // adoptable reports whether the top mount on m.Target is sshfs, of m's
-// source, read-only exactly when m is, and answers a stat within
-// adoptCheck.
+// source, read-only exactly when m is, following no link, and answers a
+// stat within adoptCheck. One an older bulkhead made on the target
+// itself, which follows links, is not.
 func adoptable(m Mount) bool {
 	ms, err := readMountinfo()
 	if err != nil {
 		return false
 	}
 	top := top(ms, m.Target)
-	if top == nil || top.fstype != fstype || top.source != m.source() || slices.Contains(top.opts, "ro") != m.ReadOnly {
+	if top == nil || top.fstype != fstype || top.source != m.source() || slices.Contains(top.opts, "ro") != m.ReadOnly || !slices.Contains(top.opts, "nosymfollow") {
 		return false
 	}
 	done := make(chan error, 1)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -282,9 +283,15 @@ func (f *fixture) dir(name string) string {
 	return d
 }
 
+// mount is the Mount of the share on target, staged on target's
+// sibling, target.stage (see stage).
 func (f *fixture) mount(target string, readOnly bool) Mount {
+	st := stage(target)
+	if err := os.Mkdir(st, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		f.t.Fatal(err)
+	}
 	return Mount{
-		Netns: f.client, Target: target,
+		Netns: f.client, Target: target, Stage: st,
 		User: sftpUser, Host: serverAddr, Port: sshPort, Remote: "/",
 		Identity: f.identity, KnownHosts: f.knownHosts,
 		ReadOnly: readOnly, UID: wwwData, GID: wwwData,
@@ -334,16 +341,20 @@ func waitMounted(t *testing.T, target string) int {
 	return pid
 }
 
+// stage is where the tests' sshfs mounts for target.
+func stage(target string) string { return target + ".stage" }
+
 // sshfsPID finds the sshfs that Run started for target, by scanning /proc.
 func sshfsPID(target string) int {
 	for _, p := range allProcs() {
 		if p.ppid != os.Getpid() || p.comm != "sshfs" {
 			continue
 		}
-		// sshfs is given the target as its descriptor 3 (pinnedTarget).
+		// sshfs is given the target's stage as its descriptor 3
+		// (pinnedTarget).
 		args, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.pid))
 		pinned, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", p.pid))
-		if bytes.HasSuffix(args, []byte("\x00"+pinnedTarget+"\x00")) && pinned == target {
+		if bytes.HasSuffix(args, []byte("\x00"+pinnedTarget+"\x00")) && pinned == stage(target) {
 			return p.pid
 		}
 	}
@@ -510,6 +521,41 @@ func TestMount(t *testing.T) {
 		}
 	})
 
+	t.Run("links", func(t *testing.T) {
+		// The storage node's root makes the links the share shows, and
+		// runs the server that says where they lead: a node's daemon
+		// that follows one (Caddy does) would serve the node's own
+		// files. The kernel follows none of them (ELOOP), on the host
+		// nor in the container's view, before it would ask the server;
+		// without nosymfollow, only what the server answers decides.
+		must(t, os.Symlink("/etc/hostname", filepath.Join(f.site, "uploads", "host.css")))
+		must(t, os.Symlink("../hello.txt", filepath.Join(f.site, "uploads", "hello.css")))
+		t.Cleanup(func() {
+			os.Remove(filepath.Join(f.site, "uploads", "host.css"))
+			os.Remove(filepath.Join(f.site, "uploads", "hello.css"))
+		})
+		for _, dir := range []string{rw, ro, fmt.Sprintf("/proc/%d/root%s", viewPID, view)} {
+			for _, name := range []string{"host.css", "hello.css"} {
+				p := filepath.Join(dir, "uploads", name)
+				hosttest.Eventually(t, resyncWait, "the link "+p, func() error {
+					fi, err := os.Lstat(p)
+					if err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+						err = fmt.Errorf("%s is %v, not a link", p, fi.Mode())
+					}
+					return err
+				})
+				if got, err := readFile(p); !errors.Is(err, syscall.ELOOP) {
+					t.Errorf("read through the link %s: %q, %v; want ELOOP", p, got, err)
+				}
+			}
+		}
+		for _, m := range []*mount{top(mustMountinfo(t), rw), viewTop(t, viewPID, view)} {
+			if m == nil || !slices.Contains(m.opts, "nosymfollow") {
+				t.Errorf("the share as the node sees it: %+v; want nosymfollow", m)
+			}
+		}
+	})
+
 	t.Run("stop", func(t *testing.T) {
 		for _, stop := range []func() error{stopRW, stopRO} {
 			if err := stop(); err != nil {
@@ -635,6 +681,16 @@ func viewTop(t *testing.T, pid int, point string) *mount {
 		t.Fatal(err)
 	}
 	return top(ms, point)
+}
+
+// mustMountinfo is the host's mount table.
+func mustMountinfo(t *testing.T) []mount {
+	t.Helper()
+	ms, err := readMountinfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ms
 }
 
 // mountsOn lists the host's mounts on point, bottom first.

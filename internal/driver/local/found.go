@@ -111,8 +111,10 @@ func (d *Driver) findObjects(ctx context.Context, stack string) (*found, error) 
 		switch {
 		case len(parts) == 2 && parts[1] == "vol":
 			vols = append(vols, m)
-		case len(parts) >= 2 && parts[1] == "srv" && (len(parts) == 2 || len(parts) == 3 && slices.Contains([]string{"shared", "site"}, parts[2])):
-			// An sshfs on srv/shared goes with srv (see unmount).
+		case len(parts) >= 2 && parts[1] == "srv" && (len(parts) == 2 || len(parts) == 3 && slices.Contains([]string{"shared", "site"}, parts[2])),
+			len(parts) == 2 && parts[1] == stageDir:
+			// An sshfs on srv/shared, or on the node's stage, goes with
+			// srv (see unmount).
 			srvs = append(srvs, filepath.Join(ps.stack, "nodes", parts[0], "srv"))
 		case len(parts) >= 2 && parts[1] == "vol":
 			// Within a disk image: goes with it.

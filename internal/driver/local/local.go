@@ -148,6 +148,14 @@ func (n nodePaths) srv() string  { return filepath.Join(string(n), "srv") }
 // site's writable paths, which every release shares.
 func (n nodePaths) shared() string { return filepath.Join(n.srv(), "shared") }
 
+// stage is where the node's sshfs mounts the share, outside srv, whose
+// mounts the container receives: srv/shared gets a copy that follows no
+// link (see sshfs.Mount).
+func (n nodePaths) stage() string { return filepath.Join(string(n), stageDir) }
+
+// stageDir is the name of a node's stage directory.
+const stageDir = "sshfs"
+
 // releases is the mount point of the stack's releases in srv.
 func (n nodePaths) releases() string { return filepath.Join(n.srv(), "releases") }
 

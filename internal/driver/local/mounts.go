@@ -41,6 +41,12 @@ func (d *Driver) prepareSiteMounts(ctx context.Context, p *plan.Plan, j *journal
 				}
 			}
 		}
+		// The host's alone: no node sees it.
+		if _, err := os.Lstat(np.stage()); errors.Is(err, os.ErrNotExist) {
+			if err := os.Mkdir(np.stage(), 0o700); err != nil {
+				return err
+			}
+		}
 		dirs = append(dirs, dir)
 		objs = append(objs, Object{Kind: KindMount, Name: dir})
 	}
@@ -59,16 +65,31 @@ func (d *Driver) prepareSiteMounts(ctx context.Context, p *plan.Plan, j *journal
 
 // unmount undoes prepareSiteMounts for one node's srv directory: it removes
 // an sshfs left on srv/shared, or on srv/site where stacks made before
-// releases mounted it (normally the supervisor's sshfs.Run has), and then
-// srv's bind on itself.
+// releases mounted it, and on the node's stage (normally the supervisor's
+// sshfs.Run has), and then srv's bind on itself.
 func (d *Driver) unmount(srv string) error {
-	if _, err := os.Lstat(srv); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	for _, target := range []string{"shared", "site"} {
-		if err := d.sys().sshfsUnmount(filepath.Join(srv, target)); err != nil {
+	stage := nodePaths(filepath.Dir(srv)).stage()
+	if _, err := os.Lstat(srv); err == nil {
+		for _, target := range []string{filepath.Join(srv, "shared"), filepath.Join(srv, "site")} {
+			if err := d.sys().sshfsUnmount(target); err != nil {
+				return err
+			}
+		}
+		if err := d.sys().releaseTarget(srv); err != nil {
 			return err
 		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
-	return d.sys().releaseTarget(srv)
+	if _, err := os.Lstat(stage); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := d.sys().sshfsUnmount(stage); err != nil {
+		return err
+	}
+	// Only if empty: were the share still mounted there, it would not be.
+	if err := os.Remove(stage); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }

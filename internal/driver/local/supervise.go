@@ -339,7 +339,7 @@ func (d *Driver) siteMounts(p *plan.Plan, j *journal) []sshfs.Mount {
 		}
 		owner := hostID(j.nodeIDs(n.Name), siteOwner)
 		out = append(out, sshfs.Mount{
-			Netns: n.Netns, Target: ps.node(n.Name).shared(),
+			Netns: n.Netns, Target: ps.node(n.Name).shared(), Stage: ps.node(n.Name).stage(),
 			User: m.Account, Host: m.Addr.String(), Port: m.Port.Number, Remote: "/",
 			Identity: filepath.Join(ps.secrets(), n.Name+".key"), KnownHosts: filepath.Join(ps.secrets(), "known_hosts"),
 			ReadOnly: m.ReadOnly, UID: owner, GID: owner,

@@ -549,7 +549,7 @@ func TestUpOnFakeHost(t *testing.T) {
 			ops, _ := s.mustUp(t, p)
 			app3 := planWithApps(t, 3).Node("app-3")
 			want := []string{"runc kill " + app3.Container + " TERM", "runc delete " + app3.Container,
-				"fusermount -u n/nodes/app-3/srv/shared", "fusermount -u n/nodes/app-3/srv/site", "umount n/nodes/app-3/srv", "netns delete " + app3.Netns}
+				"fusermount -u n/nodes/app-3/srv/shared", "fusermount -u n/nodes/app-3/srv/site", "umount n/nodes/app-3/srv", "fusermount -u n/nodes/app-3/sshfs", "netns delete " + app3.Netns}
 			for _, i := range app3.Ifaces {
 				want = append(want, "link delete "+i.Host)
 			}

@@ -50,6 +50,8 @@ func TestAltSoftware(t *testing.T) {
 	}
 	// haproxy in front of nginx runs no upload either.
 	uploadsNeverRun(t, s)
+	linksNeverFollowed(t, s)
+
 	if out := s.run("up"); !strings.Contains(out, "nothing changed") {
 		t.Errorf("second up changed something:\n%s", out)
 	}
@@ -90,6 +92,8 @@ func TestCaddyStatic(t *testing.T) {
 		t.Errorf("caddy's uids in static: %q (%v), want www-data's, 33", out, err)
 	}
 	uploadsNeverRun(t, s)
+	linksNeverFollowed(t, s)
+
 	if out := s.run("up"); !strings.Contains(out, "nothing changed") {
 		t.Errorf("second up changed something:\n%s", out)
 	}

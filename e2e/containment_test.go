@@ -551,3 +551,34 @@ func uploadsNeverRun(t *testing.T, s *stack) {
 		}
 	}
 }
+
+// linksNeverFollowed: root in storage makes the links the site mount
+// shows, and runs the server that says where they lead; Caddy on static
+// follows links. One under the uploads to a file of the static node's own
+// (its /proc/self/status) must not be served, whatever static runs.
+func linksNeverFollowed(t *testing.T, s *stack) {
+	t.Helper()
+	const leak = "/var/lib/bulkhead/site/uploads/leak.css"
+	if out, err := s.in("storage", "ln", "-sfn", "/proc/self/status", leak); err != nil {
+		t.Fatalf("plant the link on storage: %v %s", err, out)
+	}
+	defer s.in("storage", "rm", "-f", leak)
+	hosttest.Eventually(t, 30*time.Second, "the link through static's site mount", func() error {
+		out, err := s.in("static", "stat", "-c", "%F", "/srv/shared/uploads/leak.css")
+		if err != nil || strings.TrimSpace(out) != "symbolic link" {
+			return fmt.Errorf("stat in static: %v %s", err, out)
+		}
+		return nil
+	})
+	c := &http.Client{Timeout: 20 * time.Second}
+	resp, err := c.Get("http://" + s.http + "/uploads/leak.css")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode == 200 || strings.Contains(string(body), "Uid:") {
+		t.Errorf("GET /uploads/leak.css, a link storage planted to static's /proc/self/status: %d %q; want it refused", resp.StatusCode, body)
+	}
+	t.Logf("GET /uploads/leak.css, storage's link: %d", resp.StatusCode)
+}

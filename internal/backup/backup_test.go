@@ -798,10 +798,15 @@ func TestChangedUpload(t *testing.T) {
 }
 
 // endless is a dump that never ends, as a db node's root can make its
-// server answer the dump tool.
-type endless struct{ n int64 }
+// server answer the dump tool; it does end after stop bytes, so that a
+// spool without a limit takes it whole rather than hanging the test.
+type endless struct{ n, stop int64 }
 
 func (e *endless) Read(p []byte) (int, error) {
+	if e.n >= e.stop {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), e.stop-e.n)]
 	clear(p)
 	e.n += int64(len(p))
 	return len(p), nil
@@ -815,7 +820,7 @@ func TestDumpLimit(t *testing.T) {
 	dir := t.TempDir()
 	src := source(t, dir)
 	const limit = 4 << 20
-	e := &endless{}
+	e := &endless{stop: 8 * limit}
 	src.Dump, src.DumpLimit = e, limit
 	_, err := WriteFile(filepath.Join(t.TempDir(), "x.tar.zst"), src, WriteOptions{})
 	if !errors.Is(err, ErrDumpTooLarge) || !strings.Contains(err.Error(), "larger than its limit, 4.0 MiB") {

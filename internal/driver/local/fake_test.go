@@ -941,6 +941,9 @@ func (f *fakeSystem) connections(ctx context.Context, container string, ports []
 	return 0, nil
 }
 
+// runsBinary: the fake's processes run the binary as it is.
+func (f *fakeSystem) runsBinary(o Object, bin string) bool { return true }
+
 // swapAccounted: the fake host bounds swap, as this project's hosts do.
 func (f *fakeSystem) swapAccounted() bool { return true }
 

@@ -147,6 +147,9 @@ type system interface {
 	// own (see pair.go).
 	startPair(bin, stack, root string, log *os.File) (sup, keeper Object, err error)
 	processAlive(o Object) bool
+	// runsBinary reports whether process o runs the file bin as it is
+	// now, not one bin named before it was replaced.
+	runsBinary(o Object, bin string) bool
 	// swapAccounted reports whether the host's cgroups bound swap (see
 	// runc.SwapAccounted).
 	swapAccounted() bool
@@ -425,6 +428,17 @@ func (realSystem) startPair(bin, stack, root string, log *os.File) (Object, Obje
 }
 
 func (realSystem) processAlive(o Object) bool { return alive(o) }
+
+func (realSystem) runsBinary(o Object, bin string) bool {
+	// /proc/PID/exe leads to the file the process runs, even one that
+	// was replaced since, and so removed.
+	exe, err := os.Stat(filepath.Join("/proc", o.Name, "exe"))
+	if err != nil {
+		return false
+	}
+	now, err := os.Stat(bin)
+	return err == nil && os.SameFile(exe, now)
+}
 
 func (realSystem) swapAccounted() bool { return runc.SwapAccounted() }
 

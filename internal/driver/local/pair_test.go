@@ -320,6 +320,42 @@ func TestSupervisorHoldingPortsReplaced(t *testing.T) {
 	}
 }
 
+// TestSupervisorOfAReplacedBinaryReplaced: an upgrade replaces the
+// stack's binary, and the running supervisor goes on with the old code,
+// its site mounts included, whatever plan it is sent; the next up
+// replaces the pair, and the one after keeps the new one.
+func TestSupervisorOfAReplacedBinaryReplaced(t *testing.T) {
+	s := newPairStack(t)
+	s.start(t)
+	hosttest.Eventually(t, time.Minute, "the supervisor to run the plan", s.serving)
+	first := s.recorded(t, KindProcess)
+	// As installBinary does: a new file renamed over the old.
+	bin := s.d.paths(s.stack).binary()
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin+".new", data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(bin+".new", bin); err != nil {
+		t.Fatal(err)
+	}
+	s.start(t)
+	second := s.recorded(t, KindProcess)
+	if second.Name == "" || second == first {
+		t.Fatalf("after the binary was replaced, up kept supervisor %s (now %q)", first.Name, second.Name)
+	}
+	hosttest.Eventually(t, time.Minute, "the new supervisor to run the plan", s.serving)
+	s.start(t)
+	if got := s.recorded(t, KindProcess); got != second {
+		t.Errorf("an up with nothing replaced replaced supervisor %s by %s", second.Name, got.Name)
+	}
+	if err := s.d.Down(context.Background(), s.stack, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A stack's pair runs the stack's own binary; a pair an older bulkhead
 // started from the host's shared binary is still the stack's, so that an
 // up after an upgrade replaces it rather than starting a second one.
@@ -415,6 +451,7 @@ func TestRecordPairForgetsDyingPeer(t *testing.T) {
 // supervisor running, up would adopt it into the journal and signal it.
 // Only a process of the host's root, in the host's pid namespace, counts.
 func TestPairProcessesOnlyHostRoot(t *testing.T) {
+	hosttest.RequireRoot(t)
 	root := filepath.Join(tempDir(t), "root")
 	const stack = "pair"
 	bin := (&Driver{Root: root}).paths(stack).binary()

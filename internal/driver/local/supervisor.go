@@ -92,8 +92,9 @@ func (d *Driver) pairRunning(j *journal) (sup, keeper bool) {
 // to read a new plan, and waited for: it mounts new nodes' sites and lets
 // go of removed ones', while the other mounts go on. The pair is replaced
 // only when the supervisor cannot reload: olds (the plans it may run, see
-// runningPlans) are unknown; or when one of the two is not running, as
-// after an upgrade from a bulkhead whose supervisor had no keeper.
+// runningPlans) are unknown; when it runs a binary that up has replaced
+// since; or when one of the two is not running, as after an upgrade from a
+// bulkhead whose supervisor had no keeper.
 func (d *Driver) startSupervisor(ctx context.Context, p *plan.Plan, j *journal, olds []*plan.Plan) error {
 	ps := d.paths(p.Stack)
 	want, err := fileHash(ps.plan())
@@ -103,7 +104,10 @@ func (d *Driver) startSupervisor(ctx context.Context, p *plan.Plan, j *journal, 
 	if sup, ok := d.liveSupervisor(j); ok && d.keeperAlive(j) {
 		// One that holds a published port predates the kernel's
 		// publishing (see publish.go), and its listener is in the way.
-		stale := d.holdsPorts(p)
+		// One that runs a binary up has replaced since (an upgrade) runs
+		// the old code, its site mounts included: a plan it reloads
+		// would not change that.
+		stale := d.holdsPorts(p) || !d.sys().runsBinary(sup, ps.binary())
 		got, err := os.ReadFile(ps.supervised())
 		if !stale && err == nil && string(got) == hex.EncodeToString(want) {
 			return nil

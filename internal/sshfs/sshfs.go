@@ -359,6 +359,15 @@ func attach(stage string, target *os.File) error {
 		return fmt.Errorf("copy the mount on %s: %w", stage, err)
 	}
 	defer unix.Close(fd)
+	// The stage's own directory, were sshfs gone from it meanwhile, is
+	// no share.
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		return err
+	}
+	if st.Type != unix.FUSE_SUPER_MAGIC {
+		return fmt.Errorf("nothing is mounted on %s any more", stage)
+	}
 	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSYMFOLLOW}); err != nil {
 		return fmt.Errorf("make the copy of %s follow no link: %w", stage, err)
 	}
@@ -418,9 +427,12 @@ func runOnce(ctx context.Context, argv []string, stage, target string, log *slog
 	go func() { exited <- cmd.Wait() }()
 	gone := make(chan struct{})
 	watched := make(chan struct{})
+	unseen := make(chan error, 1)
 	go func() {
 		defer close(watched)
-		watchReady(stage, target, pinTarget, gone, log)
+		if err := watchReady(stage, target, pinTarget, gone, log); err != nil {
+			unseen <- err
+		}
 	}()
 
 	var result error
@@ -428,6 +440,10 @@ func runOnce(ctx context.Context, argv []string, stage, target string, log *slog
 	case result = <-exited:
 	case <-ctx.Done():
 		result = stop(pid, exited, log)
+	case result = <-unseen:
+		// A share the node cannot see is no mount: this run ends, and
+		// Run's backoff paces the next.
+		stop(pid, exited, log)
 	}
 	close(gone)
 	// With sshfs gone, a request the watcher made fails at once.
@@ -448,15 +464,16 @@ func runOnce(ctx context.Context, argv []string, stage, target string, log *slog
 // mounted on stage, and logs "mounted" once that copy answers, or returns
 // when gone closes. sshfs mounts first and connects after, so a mount can
 // be listed and still fail; its first request is answered only once sshfs
-// is connected, and fails if sshfs gives up.
-func watchReady(stage, target string, pin *os.File, gone <-chan struct{}, log *slog.Logger) {
+// is connected, and fails if sshfs gives up. It returns the error of an
+// attach that failed: the node would not see the share.
+func watchReady(stage, target string, pin *os.File, gone <-chan struct{}, log *slog.Logger) error {
 	tick := time.NewTicker(pollMounted)
 	defer tick.Stop()
 	attached := false
 	for {
 		select {
 		case <-gone:
-			return
+			return nil
 		case <-tick.C:
 		}
 		if !attached {
@@ -464,14 +481,13 @@ func watchReady(stage, target string, pin *os.File, gone <-chan struct{}, log *s
 				continue
 			}
 			if err := attach(stage, pin); err != nil {
-				log.Error("the node cannot see the share", "err", err)
-				continue
+				return fmt.Errorf("the node cannot see the share: %w", err)
 			}
 			attached = true
 		}
 		if answers(target) {
 			log.Info("mounted")
-			return
+			return nil
 		}
 	}
 }

@@ -303,12 +303,19 @@ func (m Mount) check() error {
 	if !netns.Exists(m.Netns) {
 		errs = append(errs, fmt.Errorf("network namespace %s does not exist: create the node first", m.Netns))
 	}
-	// A stale FUSE mount answers ENOTCONN; Run replaces it.
 	for _, dir := range []string{m.Target, m.Stage} {
-		if fi, err := os.Stat(dir); err != nil && !errors.Is(err, syscall.ENOTCONN) {
-			errs = append(errs, err)
-		} else if err == nil && !fi.IsDir() {
+		fi, err := os.Stat(dir)
+		switch {
+		case err == nil && !fi.IsDir():
 			errs = append(errs, fmt.Errorf("%s is not a directory", dir))
+		case err != nil:
+			// A stale sshfs there answers ENOTCONN once it died, and
+			// EIO while it lives on without its connection (its
+			// supervisor was killed, and the node's namespace went):
+			// Run replaces it.
+			if ok, merr := Mounted(dir); merr != nil || !ok {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if fi, err := os.Stat(m.Identity); err != nil {

@@ -632,6 +632,53 @@ func TestRecover(t *testing.T) {
 		}
 		checkGone(t, pid)
 	})
+
+	t.Run("an orphan sshfs on the stage", func(t *testing.T) {
+		// What a killed supervisor leaves, once the node's namespace is
+		// gone too (a reboot, simulated): its sshfs lives on, on the
+		// stage, without a server, and answers EIO. A new Run must
+		// start all the same, and replace its mount. (The orphan itself
+		// is no process Run knows of: cleanup kills it.)
+		m := f.mount(dir, false)
+		pin, err := pinDir(m.Stage)
+		must(t, err)
+		argv := m.Argv()
+		orphan := exec.Command(argv[0], argv[1:]...)
+		orphan.Dir = "/"
+		orphan.ExtraFiles = []*os.File{pin}
+		orphan.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		must(t, orphan.Start())
+		pin.Close()
+		waited := make(chan struct{})
+		go func() { orphan.Wait(); close(waited) }()
+		t.Cleanup(func() {
+			syscall.Kill(-orphan.Process.Pid, syscall.SIGKILL)
+			<-waited
+			// Its mount, were Run not to have replaced it.
+			if err := Unmount(m.Stage); err != nil {
+				t.Error(err)
+			}
+		})
+		hosttest.Eventually(t, mountWait, "the orphan's mount", func() error {
+			return fsDo(func() error { _, err := os.Stat(filepath.Join(m.Stage, "hello.txt")); return err })
+		})
+		f.stopSSHD()
+		hosttest.Eventually(t, mountWait, "the orphan's mount to fail", func() bool {
+			return fsDo(func() error { _, err := os.Stat(m.Stage); return err }) != nil
+		})
+		stop := f.run(m)
+		f.startSSHD()
+		must(t, os.WriteFile(filepath.Join(f.site, "after-orphan.txt"), []byte("new\n"), 0o644))
+		waitRead(t, filepath.Join(dir, "after-orphan.txt"), "new\n")
+		for _, d := range []string{dir, m.Stage} {
+			if ms := mountsOn(t, d); len(ms) != 1 {
+				t.Errorf("mounts on %s: %+v; want Run's alone, not stacked on the orphan's", d, ms)
+			}
+		}
+		if err := stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
 }
 
 // startView starts a process in a new mount namespace, a copy of the

@@ -387,6 +387,16 @@ func attach(stage string, target *os.File) error {
 // runOnce runs one sshfs, mounting on stage, until it exits or ctx is
 // done, and returns how it ended; target gets the copy the node sees.
 func runOnce(ctx context.Context, argv []string, stage, target string, log *slog.Logger) error {
+	pin, err := pinDir(stage)
+	if err != nil {
+		return err
+	}
+	defer pin.Close()
+	pinTarget, err := pinDir(target)
+	if err != nil {
+		return err
+	}
+	defer pinTarget.Close()
 	// sshfs gets its own pipe for stderr rather than the caller's: a child
 	// holding the caller's stdout or stderr keeps a reader of them waiting
 	// for as long as the mount lives.
@@ -394,20 +404,6 @@ func runOnce(ctx context.Context, argv []string, stage, target string, log *slog
 	if err != nil {
 		return fmt.Errorf("start sshfs: %w", err)
 	}
-	pin, err := pinDir(stage)
-	if err != nil {
-		r.Close()
-		w.Close()
-		return err
-	}
-	defer pin.Close()
-	pinTarget, err := pinDir(target)
-	if err != nil {
-		r.Close()
-		w.Close()
-		return err
-	}
-	defer pinTarget.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = "/" // hold no directory of the caller's busy
 	cmd.Stderr = w
